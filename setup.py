@@ -1,0 +1,48 @@
+"""Build script for colcon (ament_python) and pip alike.
+
+colcon reads `data_files` to install the package marker, package.xml, launch
+files and configuration into `share/mtl_perception`; pip users get the same
+Python packages and console scripts, with the training extras on request.
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "mtl_perception"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/sets", glob("config/sets/*.yaml")),
+        (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
+        (f"share/{PACKAGE}/config/classes", glob("config/classes/*")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.23",
+        "pyyaml>=6.0",
+        "safetensors>=0.4",
+        "torch>=2.1",
+    ],
+    extras_require={
+        # What training, dataset tools and the synthetic generator need.
+        "train": ["torchvision>=0.16", "av>=12.0"],
+        # Offline bag evaluation without a ROS installation.
+        "bag": ["rosbags>=0.10", "pillow>=10.0"],
+        "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6", "mypy>=1.10"],
+    },
+    zip_safe=True,
+    maintainer="mtl_perception maintainers",
+    maintainer_email="maintainers@mtl-perception.invalid",
+    description="Joint action and gesture recognition with multi-task 3D ResNets for ROS 2.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={"console_scripts": []},
+)

@@ -1,0 +1,45 @@
+"""`python -m training SUBCOMMAND ...`: the training-side command line.
+
+Each subcommand lives in its own module exposing `add_arguments(parser)` and
+`run(args) -> int`; they are imported only when chosen, so `--help` is fast
+and one broken optional dependency does not take the others down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "summarize": ("training.summarize", "count samples, classes and missing files of a set"),
+    "synth": ("training.synthetic.cli", "render the synthetic action/gesture dataset"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.parse_args(argv)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    name = argv[0]
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    command_parser = argparse.ArgumentParser(
+        prog=f"python -m training {name}",
+        description=SUBCOMMANDS[name][1],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    module.add_arguments(command_parser)
+    args = command_parser.parse_args(argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return int(module.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

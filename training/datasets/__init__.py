@@ -1,0 +1,1 @@
+"""Dataset readers (published on-disk formats), video decoding and clip sampling."""

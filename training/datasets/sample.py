@@ -1,0 +1,41 @@
+"""The record every dataset reader produces, whatever the on-disk format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+UNLABELLED = -1  # a list without real labels (e.g. IsoGD's released test list)
+
+
+@dataclass(frozen=True)
+class VideoSample:
+    """One labelled video, or a labelled segment of one.
+
+    `label` is 0-based within its split's `class_names`; `UNLABELLED` when the
+    list carries no real label (readable for inference, not scorable).
+    `start`/`end` bound the labelled frames, end exclusive (NVGesture's
+    `color:` segment); `end=None` means to the end of the video. A sample whose
+    `path` is a folder of extracted frames has `frames_dir=True` and its frames
+    are `img_{start+1:05d}.jpg`... (mmaction2 convention, 1-based file names).
+    """
+
+    path: Path
+    label: int
+    start: int = 0
+    end: int | None = None
+    frames_dir: bool = False
+
+
+@dataclass
+class LabelledSplit:
+    """The samples of one split of one task, with the task's class names."""
+
+    samples: list[VideoSample]
+    class_names: list[str]
+    source: str = ""  # where it came from, for messages: "ucf101 trainlist01.txt"
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def labelled(self) -> bool:
+        return any(s.label != UNLABELLED for s in self.samples)
