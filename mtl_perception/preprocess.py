@@ -78,7 +78,9 @@ def stack_clip(frames: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _as_uint8_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    tensor = (
+        torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    )
     if tensor.dtype != torch.uint8:
         raise ValueError(f"expected uint8 RGB frames, got dtype {tensor.dtype}")
     return tensor
@@ -88,6 +90,6 @@ def _centre_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     height, width = x.shape[-2:]
     crop_h, crop_w = size
     # Same rounding as torchvision's center_crop.
-    top = int(round((height - crop_h) / 2.0))
-    left = int(round((width - crop_w) / 2.0))
+    top = round((height - crop_h) / 2.0)
+    left = round((width - crop_w) / 2.0)
     return x[..., top : top + crop_h, left : left + crop_w]

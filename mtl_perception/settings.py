@@ -29,7 +29,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise SettingsError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+        raise SettingsError(
+            f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
@@ -128,7 +130,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if origin is tuple and args:
             if len(args) != len(value):
                 raise SettingsError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+            return tuple(
+                _coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value))
+            )
         item = args[0] if args else Any
         return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:

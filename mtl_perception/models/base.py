@@ -1,0 +1,101 @@
+"""The interface every model shares, and the frozen prefix they all build on."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtl_perception.models.backbone import R3D, STAGE_NAMES
+from mtl_perception.models.config import ModelConfig
+
+
+class FrozenPrefix(nn.Module):
+    """The leading backbone stages that never train (paper: stem, layer1, layer2).
+
+    Parameters are frozen, BatchNorm stays in eval mode whatever `train()` says,
+    and the forward runs without autograd, so no activations are kept for a
+    backward pass that would never reach them. Multi-column models (SPS, LWS)
+    compute it once per batch and feed every column from it.
+    """
+
+    def __init__(self, stages: OrderedDict[str, nn.Module]) -> None:
+        super().__init__()
+        self.stages = nn.Sequential(stages)
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> FrozenPrefix:
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.stages(x)
+
+
+def split_backbone(
+    backbone: R3D, trainable_stages: int
+) -> tuple[FrozenPrefix, OrderedDict[str, nn.Module]]:
+    """Cut a backbone into its frozen prefix and its trainable trailing stages."""
+    cut = len(STAGE_NAMES) - trainable_stages
+    frozen = OrderedDict((name, backbone.stage(name)) for name in STAGE_NAMES[:cut])
+    trainable = OrderedDict((name, backbone.stage(name)) for name in STAGE_NAMES[cut:])
+    return FrozenPrefix(frozen), trainable
+
+
+def task_rows(task_ids: torch.Tensor, task: int) -> torch.Tensor:
+    """Indices of the samples of one task, in batch order."""
+    return (task_ids == task).nonzero(as_tuple=True)[0]
+
+
+class MultiTaskModel(nn.Module):
+    """One interface for STL, HPS, SPS and LWS.
+
+    - `forward(clips, task_ids)`: a mixed-task batch (N, 3, T, H, W) with one
+      task id per sample; returns, per task, the logits of that task's samples
+      in batch order (an empty (0, C) tensor for a task with no sample).
+    - `score_all(clips)`: every clip scored by every task, (N, C_t) per task:
+      what the live node and bag evaluation use.
+    - `parameter_groups(lr)`: optimiser groups (e.g. cross-stitch units with
+      their own learning-rate multiplier).
+    """
+
+    config: ModelConfig
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return self.config.task_names
+
+    def forward(self, clips: torch.Tensor, task_ids: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def score_all(self, clips: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": params, "lr": lr, "name": "model"}]
+
+    def _check_task_ids(self, clips: torch.Tensor, task_ids: torch.Tensor) -> None:
+        if task_ids.shape != (clips.shape[0],):
+            raise ValueError(
+                f"expected one task id per clip: {clips.shape[0]} clips, "
+                f"task_ids shaped {tuple(task_ids.shape)}"
+            )
+        if task_ids.numel() and (task_ids.min() < 0 or task_ids.max() >= self.config.num_tasks):
+            raise ValueError(f"task ids must be in 0..{self.config.num_tasks - 1}")
+
+
+def make_heads(feature_dim: int, num_classes: tuple[int, ...]) -> nn.ModuleList:
+    """One linear classifier per task, initialised like torchvision's `fc`."""
+    heads = nn.ModuleList(nn.Linear(feature_dim, c) for c in num_classes)
+    for head in heads:
+        nn.init.normal_(head.weight, 0, 0.01)
+        nn.init.zeros_(head.bias)
+    return heads

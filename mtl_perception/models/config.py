@@ -1,0 +1,63 @@
+"""ModelConfig: everything needed to rebuild a model, stored in every checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mtl_perception.models.backbone import LAYERS, STAGE_NAMES
+
+Method = Literal["stl", "hps", "sps", "lws"]
+METHODS: tuple[str, ...] = ("stl", "hps", "sps", "lws")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a (multi-task) model.
+
+    `trainable_stages` counts trailing stages of (stem, layer1..layer4) that
+    train; the paper trains 2 (layer3, layer4) and freezes the rest, BatchNorm
+    included. `cross_stitch_share` is the paper's s: at initialisation a
+    cross-stitch unit keeps 1 - s of its own task and takes s from the other.
+    """
+
+    method: Method = "hps"
+    arch: Literal["r3d_18", "r3d_34"] = "r3d_18"
+    width: int = 64
+    trainable_stages: int = 2
+    task_names: tuple[str, ...] = ("action", "gesture")
+    num_classes: tuple[int, ...] = (101, 249)
+    cross_stitch_share: float = 0.2
+    cross_stitch_lr_multiplier: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
+        if self.arch not in LAYERS:
+            raise ValueError(f"unknown arch {self.arch!r}; choose one of {sorted(LAYERS)}")
+        if self.width < 1:
+            raise ValueError(f"width must be >= 1, got {self.width}")
+        if not 0 <= self.trainable_stages <= len(STAGE_NAMES):
+            raise ValueError(f"trainable_stages must be in 0..{len(STAGE_NAMES)}")
+        if len(self.task_names) != len(self.num_classes) or not self.task_names:
+            raise ValueError(
+                f"task_names {self.task_names} and num_classes {self.num_classes} must be "
+                "non-empty and of equal length"
+            )
+        if len(set(self.task_names)) != len(self.task_names):
+            raise ValueError(f"task names must be unique: {self.task_names}")
+        if any(c < 1 for c in self.num_classes):
+            raise ValueError(f"every task needs at least one class: {self.num_classes}")
+        if self.method == "stl" and len(self.task_names) != 1:
+            raise ValueError("method 'stl' trains one task: give exactly one task name")
+        if self.method in ("sps", "lws"):
+            if len(self.task_names) < 2:
+                raise ValueError(f"method {self.method!r} needs at least two tasks")
+            if self.trainable_stages < 1:
+                raise ValueError(f"method {self.method!r} needs trainable_stages >= 1")
+        if not 0.0 <= self.cross_stitch_share <= 1.0:
+            raise ValueError(f"cross_stitch_share must be in [0, 1], got {self.cross_stitch_share}")
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)

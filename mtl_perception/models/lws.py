@@ -1,0 +1,137 @@
+"""LWS: learned weight sharing (Prellberg & Kramer, IJCNN 2020).
+
+The trainable part of the backbone is duplicated once per task; each routed
+unit (every residual block of the trainable stages, and the stem when it
+trains) has K copies. For every (task, unit) a categorical distribution over
+the copies, stored as probabilities `routing_probs[task, unit, copy]`, decides
+which copy that task uses. Training (`training/lws.py`) samples assignments and
+moves the probabilities with a natural evolution strategy; inference uses each
+task's most probable copy per unit. Ties go to the task's own copy: each layer
+starts assigned to the task its backbone originally addressed.
+
+The frozen prefix is shared (computed once per batch), pooling is shared and
+the final linear layer is always task-specific.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from mtl_perception.models.backbone import R3D
+from mtl_perception.models.base import MultiTaskModel, make_heads, split_backbone, task_rows
+from mtl_perception.models.config import ModelConfig
+
+
+class LearnedSharingModel(MultiTaskModel):
+    """K copies of every trainable residual block, routed per task."""
+
+    routing_probs: torch.Tensor
+
+    def __init__(self, config: ModelConfig, backbone: R3D) -> None:
+        super().__init__(config)
+        self.prefix, trainable = split_backbone(backbone, config.trainable_stages)
+        k = config.num_tasks
+        blocks: list[nn.Module] = []
+        for name, stage in trainable.items():
+            blocks.extend([stage] if name == "stem" else list(stage))
+        self.unit_names = [
+            f"{name}.{i}" if name != "stem" else name
+            for name, stage in trainable.items()
+            for i in range(1 if name == "stem" else len(stage))
+        ]
+        self.units = nn.ModuleList(
+            nn.ModuleList(copy.deepcopy(block) for _ in range(k)) for block in blocks
+        )
+        self.register_buffer("routing_probs", torch.full((k, len(blocks), k), 1.0 / k))
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.heads = make_heads(backbone.feature_dim, config.num_classes)
+
+    @property
+    def num_units(self) -> int:
+        return len(self.units)
+
+    def argmax_assignment(self) -> torch.Tensor:
+        """(tasks, units) most probable copy per task and unit; ties go to the own copy."""
+        probs = self.routing_probs
+        best = probs.argmax(dim=-1)
+        own = torch.arange(probs.shape[0], device=probs.device).unsqueeze(1).expand_as(best)
+        own_prob = probs.gather(-1, own.unsqueeze(-1)).squeeze(-1)
+        return torch.where(own_prob >= probs.max(dim=-1).values, own, best)
+
+    def forward(
+        self,
+        clips: torch.Tensor,
+        task_ids: torch.Tensor,
+        assignment: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """Mixed-task forward; `assignment` (tasks, units) defaults to the argmax routing."""
+        self._check_task_ids(clips, task_ids)
+        return self.forward_from_prefix(self.prefix(clips), task_ids, assignment)
+
+    def forward_from_prefix(
+        self,
+        shared: torch.Tensor,
+        task_ids: torch.Tensor,
+        assignment: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """Forward from the frozen prefix's output, so that training evaluates many
+        assignments on one batch while computing the prefix once."""
+        if assignment is None:
+            assignment = self.argmax_assignment()
+        self._check_assignment(assignment)
+        x = shared
+        for unit, copies in enumerate(self.units):
+            x = _route_samples(x, assignment[task_ids, unit], copies)
+        features = self.pool(x).flatten(1)
+        return [head(features[task_rows(task_ids, t)]) for t, head in enumerate(self.heads)]
+
+    def score_all(self, clips: torch.Tensor) -> list[torch.Tensor]:
+        """Every clip through every task's argmax route; a leading run of units that
+        several tasks route identically is computed once for all of them."""
+        assignment = self.argmax_assignment()
+        features: dict[int, torch.Tensor] = {}
+        self._route_tree(
+            self.prefix(clips), list(range(self.config.num_tasks)), 0, assignment, features
+        )
+        return [head(features[t]) for t, head in enumerate(self.heads)]
+
+    def _route_tree(
+        self,
+        x: torch.Tensor,
+        tasks: list[int],
+        unit: int,
+        assignment: torch.Tensor,
+        out: dict[int, torch.Tensor],
+    ) -> None:
+        if unit == self.num_units:
+            pooled = self.pool(x).flatten(1)
+            for t in tasks:
+                out[t] = pooled
+            return
+        groups: dict[int, list[int]] = {}
+        for t in tasks:
+            groups.setdefault(int(assignment[t, unit]), []).append(t)
+        for copy_index, group in groups.items():
+            self._route_tree(self.units[unit][copy_index](x), group, unit + 1, assignment, out)
+
+    def _check_assignment(self, assignment: torch.Tensor) -> None:
+        expected = (self.config.num_tasks, self.num_units)
+        if tuple(assignment.shape) != expected:
+            raise ValueError(f"assignment must be shaped {expected}, got {tuple(assignment.shape)}")
+
+
+def _route_samples(x: torch.Tensor, route: torch.Tensor, copies: nn.ModuleList) -> torch.Tensor:
+    """Send each sample through the copy its task is routed to, keeping batch order."""
+    chosen = torch.unique(route)
+    if chosen.numel() == 1:
+        return copies[int(chosen)](x)
+    outputs, rows = [], []
+    for copy_index in chosen.tolist():
+        index = (route == copy_index).nonzero(as_tuple=True)[0]
+        outputs.append(copies[copy_index](x[index]))
+        rows.append(index)
+    order = torch.argsort(torch.cat(rows))
+    return torch.cat(outputs)[order]

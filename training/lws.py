@@ -1,0 +1,164 @@
+"""Training steps of learned weight sharing (Prellberg & Kramer, IJCNN 2020).
+
+Follows the authors' public implementation (`trainer.py`,
+`task_routing_model.py` of jprellberg/learned-weight-sharing):
+
+- Assignment step (NES): model in eval mode, no gradients, one batch; draw
+  lambda_pi assignments (one copy per (task, unit)); the loss of each on that
+  same batch is the mean cross-entropy over all its samples (as the reference
+  does); rank-based utilities linear in [-1, 1] (lowest loss +1, highest -1,
+  summing to zero); natural gradient g = mean_j u_j (onehot(alpha_j) - p);
+  p <- p + eta_pi g; clamp p >= p_min; renormalise. The paper's Eq. 5 writes
+  u_i from l_i: it means the rank of l_i.
+- Weight step: draw lambda_theta assignments; backpropagate the weighted
+  multi-task loss under each (gradients accumulate); divide each copy's
+  gradient by its expected usage (sum over tasks of p[t, k] times
+  lambda_theta), task-specific heads' by lambda_theta, any other shared
+  trainable parameter's by (tasks x lambda_theta); one optimiser step. (The
+  paper's last update line writes the gradient w.r.t. pi: it means theta.)
+
+The frozen prefix runs once per batch in each step and is reused by every
+assignment: it is the same for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mtl_perception.models.base import task_rows
+from mtl_perception.models.lws import LearnedSharingModel
+
+
+@dataclass(frozen=True)
+class LWSConfig:
+    """Hyperparameters of the two LWS steps (the reference implementation's defaults)."""
+
+    nes_samples: int = 8  # lambda_pi
+    sgd_samples: int = 8  # lambda_theta
+    nes_lr: float = 1e-2  # eta_pi
+    p_min: float = 1e-3
+
+
+def sample_assignments(
+    probs: torch.Tensor, count: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Draw `count` assignments (count, tasks, units) from probs (tasks, units, copies)."""
+    flat = probs.reshape(-1, probs.shape[-1])
+    draws = torch.multinomial(flat, count, replacement=True, generator=generator)
+    return draws.T.reshape(count, *probs.shape[:-1])
+
+
+def rank_utilities(losses: torch.Tensor) -> torch.Tensor:
+    """Fitness shaping: utilities linear in rank, lowest loss +1, highest -1."""
+    count = losses.numel()
+    if count < 2:
+        raise ValueError("NES needs at least two sampled assignments")
+    descending_rank = torch.argsort(
+        torch.argsort(losses, descending=True, stable=True), stable=True
+    )
+    return descending_rank.to(torch.float32) / (count - 1) * 2 - 1
+
+
+def nes_update(
+    probs: torch.Tensor,
+    assignments: torch.Tensor,
+    losses: torch.Tensor,
+    lr: float,
+    p_min: float,
+) -> torch.Tensor:
+    """One natural-gradient step on the routing probabilities; returns the new probs."""
+    utilities = rank_utilities(losses).to(probs)
+    onehot = F.one_hot(assignments, probs.shape[-1]).to(probs)  # (samples, tasks, units, copies)
+    gradient = (utilities.view(-1, 1, 1, 1) * (onehot - probs)).mean(dim=0)
+    updated = (probs + lr * gradient).clamp(min=p_min)
+    return updated / updated.sum(dim=-1, keepdim=True)
+
+
+def multitask_losses(
+    logits: Sequence[torch.Tensor], labels: torch.Tensor, task_ids: torch.Tensor
+) -> list[torch.Tensor | None]:
+    """Mean cross-entropy per task over its samples; None for a task with no sample."""
+    losses: list[torch.Tensor | None] = []
+    for task, task_logits in enumerate(logits):
+        rows = task_rows(task_ids, task)
+        losses.append(F.cross_entropy(task_logits, labels[rows]) if rows.numel() else None)
+    return losses
+
+
+@torch.no_grad()
+def assignment_step(
+    model: LearnedSharingModel,
+    clips: torch.Tensor,
+    labels: torch.Tensor,
+    task_ids: torch.Tensor,
+    config: LWSConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The NES step: updates `model.routing_probs` in place; returns the sampled losses."""
+    was_training = model.training
+    model.eval()
+    shared = model.prefix(clips)
+    assignments = sample_assignments(model.routing_probs, config.nes_samples, generator)
+    losses = []
+    for assignment in assignments:
+        logits = model.forward_from_prefix(shared, task_ids, assignment)
+        per_sample = [
+            F.cross_entropy(out, labels[task_rows(task_ids, t)], reduction="sum")
+            for t, out in enumerate(logits)
+        ]
+        losses.append(torch.stack(per_sample).sum() / clips.shape[0])
+    sampled = torch.stack(losses)
+    model.routing_probs.copy_(
+        nes_update(model.routing_probs, assignments, sampled, config.nes_lr, config.p_min)
+    )
+    model.train(was_training)
+    return sampled
+
+
+def weight_step_gradients(
+    model: LearnedSharingModel,
+    clips: torch.Tensor,
+    labels: torch.Tensor,
+    task_ids: torch.Tensor,
+    combine: Callable[[list[torch.Tensor | None]], torch.Tensor],
+    config: LWSConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Accumulate the weight-step gradients (caller zeroes grads before, steps after).
+
+    `combine` turns per-task losses into the loss to backpropagate (the loss
+    weighting). Returns the combined loss of each sampled assignment.
+    """
+    model.train()
+    shared = model.prefix(clips)
+    assignments = sample_assignments(model.routing_probs, config.sgd_samples, generator)
+    totals = []
+    for assignment in assignments:
+        logits = model.forward_from_prefix(shared, task_ids, assignment)
+        total = combine(multitask_losses(logits, labels, task_ids))
+        total.backward()
+        totals.append(total.detach())
+    normalise_gradients(model, config.sgd_samples)
+    return torch.stack(totals)
+
+
+def normalise_gradients(model: LearnedSharingModel, samples: int) -> None:
+    """Divide accumulated gradients by how often each parameter was expected to be used."""
+    usage = model.routing_probs.sum(dim=0) * samples  # (units, copies)
+    routed: set[int] = set()
+    for unit, copies in enumerate(model.units):
+        for copy_index, module in enumerate(copies):
+            for param in module.parameters():
+                routed.add(id(param))
+                if param.grad is not None:
+                    param.grad /= usage[unit, copy_index]
+    heads = {id(p) for p in model.heads.parameters()}
+    tasks = model.config.num_tasks
+    for param in model.parameters():
+        if param.grad is None or id(param) in routed:
+            continue
+        param.grad /= samples if id(param) in heads else tasks * samples
