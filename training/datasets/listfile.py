@@ -1,0 +1,95 @@
+"""Reading the datasets' text list files, with errors that name file and line.
+
+Every published list may come with CRLF line endings (UCF-101's do), a UTF-8
+byte-order mark or trailing spaces (NVGesture's do), so all readers go through
+`read_lines`. A user with a broken list must learn which file and which line,
+hence `DatasetError` messages of the form `path:line: what is wrong`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from training.datasets.sample import LabelledSplit, VideoSample
+
+
+class DatasetError(ValueError):
+    """A missing or malformed dataset list or setting; the message names the file (and line)."""
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, stripped text) for each non-blank line.
+
+    The whole file is read at once (the largest list, IsoGD's, is 1.7 MB) and
+    split on any newline convention, so CRLF and a final line without newline
+    both work.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"list file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped:
+            yield number, stripped
+
+
+def parse_int(token: str, path: Path, line: int, what: str) -> int:
+    """An integer field of a list line, or a `DatasetError` at that line."""
+    try:
+        return int(token)
+    except ValueError:
+        raise DatasetError(f"{path}:{line}: {what} {token!r} is not an integer") from None
+
+
+def read_class_names(path: Path) -> list[str]:
+    """Class names, one per line in label order.
+
+    Also accepts `index name` (UCF-101's classInd.txt) and `A001<TAB>name`
+    (NTU's class list): a leading integer or `A`-prefixed id is dropped when
+    the ids count 1, 2, 3... so that the file order is the label order.
+    """
+    lines = [line for _, line in read_lines(path)]
+    split = [re.fullmatch(r"A?(\d+)[ \t]+(.+)", line) for line in lines]
+    if lines and all(split):
+        ids = [int(m.group(1)) for m in split if m]
+        if ids != list(range(1, len(ids) + 1)):
+            raise DatasetError(f"{path}: class ids must count 1, 2, 3... in file order")
+        names = [m.group(2).strip() for m in split if m]
+    else:
+        names = lines
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise DatasetError(f"{path}: class name {duplicate!r} appears twice")
+    if not names:
+        raise DatasetError(f"{path}: no class names")
+    return names
+
+
+def numbered_names(prefix: str, count: int) -> list[str]:
+    """Default class names `prefix01`... when a dataset's lists carry numbers only."""
+    width = max(2, len(str(count)))
+    return [f"{prefix}{i:0{width}d}" for i in range(1, count + 1)]
+
+
+def check_labels(samples: list[VideoSample], num_classes: int, path: Path) -> None:
+    """Reject a label outside the class list (a class file shorter than the list's labels)."""
+    for sample in samples:
+        if sample.label >= num_classes:
+            raise DatasetError(
+                f"{path}: label {sample.label + 1} of {sample.path.name} exceeds the "
+                f"{num_classes} class names"
+            )
+
+
+def make_split(
+    samples: list[VideoSample], class_names: list[str], source: str, **extra: object
+) -> LabelledSplit:
+    """A `LabelledSplit`, with the source text used in every later message."""
+    return LabelledSplit(samples=samples, class_names=list(class_names), source=source,
+                         extra=dict(extra))

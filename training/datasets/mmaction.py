@@ -1,0 +1,96 @@
+"""mmaction2-style annotation lists, so data prepared for mmaction2 needs no conversion.
+
+Three line forms (mmaction2's `VideoDataset` and `RawframeDataset`):
+`path label` (a video file), `frame_dir total_frames label` and
+`frame_dir offset total_frames label` (a folder of extracted frames
+`img_00001.jpg`..., 1-based). Labels are 0-based as mmaction2 writes them
+(`label_base: 1` for lists that count from 1). A line is a video when its
+first field has a video extension and frames otherwise (`kind` forces one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from training.datasets.listfile import (
+    DatasetError,
+    check_labels,
+    numbered_names,
+    parse_int,
+    read_class_names,
+    read_lines,
+)
+from training.datasets.sample import LabelledSplit, VideoSample
+
+SPLITS = ("train", "test")
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v", ".flv",
+                    ".wmv")
+
+
+@dataclass
+class MmactionSource:
+    """Settings of one mmaction2-style list source in a set config."""
+
+    root: Path  # mmaction2's `data_prefix`: list paths are relative to it
+    train_list: Path = field(default=Path("train_list.txt"), metadata={"list": True})
+    test_list: Path = field(default=Path("val_list.txt"), metadata={"list": True})
+    kind: Literal["auto", "videos", "frames"] = "auto"
+    label_base: int = 0  # mmaction2 lists count classes from 0
+    class_names: Path | None = field(default=None, metadata={"list": True})
+
+    def __post_init__(self) -> None:
+        if self.label_base not in (0, 1):
+            raise DatasetError(f"mmaction label_base must be 0 or 1, got {self.label_base}")
+
+
+# (relative path, 0-based label, start, end or None, is a frames folder)
+Row = tuple[str, int, int, int | None, bool]
+
+
+def parse_line(line: str, path: Path, number: int, source: MmactionSource) -> Row:
+    """(relative path, 0-based label, start, end, is frames folder) of one list line."""
+    parts = line.split()
+    is_video = parts[0].lower().endswith(VIDEO_EXTENSIONS)
+    frames = source.kind == "frames" or (source.kind == "auto" and not is_video)
+    expected = (3, 4) if frames else (2,)
+    if len(parts) not in expected:
+        form = ("'frame_dir [offset] total_frames label'" if frames else "'video label'")
+        raise DatasetError(f"{path}:{number}: expected {form}, got {len(parts)} fields")
+    label = parse_int(parts[-1], path, number, "label") - source.label_base
+    if label < 0:
+        raise DatasetError(f"{path}:{number}: label {parts[-1]} below {source.label_base}")
+    if not frames:
+        return parts[0], label, 0, None, False
+    offset = parse_int(parts[1], path, number, "offset") if len(parts) == 4 else 0
+    total = parse_int(parts[-2], path, number, "total_frames")
+    if offset < 0 or total < 1:
+        raise DatasetError(f"{path}:{number}: offset {offset} / total_frames {total} invalid")
+    return parts[0], label, offset, offset + total, True
+
+
+def read_list(path: Path, source: MmactionSource) -> list[VideoSample]:
+    """Samples of one list file."""
+    samples = []
+    for number, line in read_lines(path):
+        relative, label, start, end, frames = parse_line(line, path, number, source)
+        samples.append(VideoSample(path=source.root / relative, label=label, start=start,
+                                   end=end, frames_dir=frames))
+    return samples
+
+
+def read_split(source: MmactionSource, split: str) -> LabelledSplit:
+    """`train` or `test`; without `class_names`, the class count is the largest label + 1
+    over both lists, so that train and test agree."""
+    if split not in SPLITS:
+        raise DatasetError(f"mmaction lists have splits {list(SPLITS)}, not {split!r}")
+    list_path = source.train_list if split == "train" else source.test_list
+    samples = read_list(list_path, source)
+    if source.class_names is not None:
+        names = read_class_names(source.class_names)
+    else:
+        other = read_list(source.test_list if split == "train" else source.train_list, source)
+        names = numbered_names("class_", 1 + max(s.label for s in samples + other))
+    check_labels(samples, len(names), list_path)
+    return LabelledSplit(samples=samples, class_names=names, source=f"mmaction {list_path.name}")

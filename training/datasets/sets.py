@@ -1,0 +1,184 @@
+"""Multi-task set configs: which datasets feed which task, one YAML file per set.
+
+```yaml
+name: set4
+class_merge: ../classes/gesture_merge.yaml  # optional; "default" (shipped file) or "none"
+tasks:
+  action:
+    - {format: ntu, root: /data/nturgb+d_rgb, part: action}
+  gesture:
+    - {format: ntu, root: /data/nturgb+d_rgb, part: gesture}
+    - {format: nvgesture, root: /data/nvGesture}
+```
+
+Each source is a mapping with `format` and that format's keys (the
+`*Source` dataclasses of the reader modules). Relative paths are resolved
+against the YAML file's folder, `~` is expanded; a relative *list or class
+file* that is not beside the YAML is also looked for inside the source's
+`root`, because some datasets ship their lists inside the video folder
+(NVGesture) and others beside it (UCF-101). Every task has the splits `train`
+and `test`; a task with several sources unions their classes
+(`class_merge`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mtl_perception.settings import SettingsError, from_dict, load_yaml
+from training.datasets import folders, isogd, mmaction, ntu, nvgesture, ucf101
+from training.datasets.class_merge import DEFAULT_MERGE_FILE, MergeGroup, load_merges, merge_splits
+from training.datasets.listfile import DatasetError
+from training.datasets.sample import LabelledSplit
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("train", "test")
+
+# format name -> (settings dataclass, reader(settings, split) -> LabelledSplit)
+FORMATS: dict[str, tuple[type, Callable[[Any, str], LabelledSplit]]] = {
+    "ucf101": (ucf101.Ucf101Source, ucf101.read_split),
+    "ntu": (ntu.NtuSource, ntu.read_split),
+    "isogd": (isogd.IsogdSource, isogd.read_split),
+    "nvgesture": (nvgesture.NvgestureSource, nvgesture.read_split),
+    "mmaction": (mmaction.MmactionSource, mmaction.read_split),
+    "folders": (folders.FoldersSource, folders.read_split),
+}
+
+
+@dataclass
+class SourceConfig:
+    """One dataset feeding a task: its format and its typed, path-resolved settings."""
+
+    format: str
+    settings: Any  # the format's *Source dataclass
+
+    def read(self, split: str) -> LabelledSplit:
+        return FORMATS[self.format][1](self.settings, split)
+
+
+@dataclass
+class SetConfig:
+    """A multi-task set: task name -> its sources, plus the class-merge mapping."""
+
+    name: str
+    tasks: dict[str, list[SourceConfig]]
+    class_merge: Path | None = None  # None: no mapping (identical names still merge)
+    path: Path | None = None  # the YAML it came from
+
+
+@dataclass
+class _SetFile:
+    """The YAML's top level, before the sources are typed by their format."""
+
+    tasks: dict[str, list[dict[str, Any]]]
+    name: str = ""
+    class_merge: str = "default"
+
+
+def load_set(path: str | Path) -> SetConfig:
+    """Read and check a set config; every problem is one `SettingsError` naming the key."""
+    path = Path(path)
+    raw = from_dict(_SetFile, load_yaml(path), str(path))
+    base = path.resolve().parent
+    if not raw.tasks:
+        raise SettingsError(f"{path}: tasks: no tasks defined")
+    tasks: dict[str, list[SourceConfig]] = {}
+    for task, sources in raw.tasks.items():
+        if not sources:
+            raise SettingsError(f"{path}: tasks.{task}: no sources listed")
+        tasks[task] = [
+            _source(item, base, f"{path}: tasks.{task}[{i}]") for i, item in enumerate(sources)
+        ]
+    if raw.class_merge == "none":
+        merge = None
+    elif raw.class_merge == "default":
+        merge = DEFAULT_MERGE_FILE if DEFAULT_MERGE_FILE.is_file() else None
+    else:
+        merge = _resolve(raw.class_merge, base)
+    return SetConfig(name=raw.name or path.stem, tasks=tasks, class_merge=merge, path=path)
+
+
+def build_split(set_config: SetConfig, split: str) -> dict[str, LabelledSplit]:
+    """Task name -> the task's `split` (`train` or `test`), sources merged into one."""
+    if split not in SPLIT_NAMES:
+        raise DatasetError(f"split must be one of {list(SPLIT_NAMES)}, not {split!r}")
+    groups = merge_groups(set_config)
+    return {
+        task: merge_splits([(s.format, s.read(split)) for s in sources], groups, task)
+        for task, sources in set_config.tasks.items()
+    }
+
+
+def build_task_split(set_config: SetConfig, task: str, split: str) -> LabelledSplit:
+    """One task's split (for callers that need a single task)."""
+    if task not in set_config.tasks:
+        raise DatasetError(f"task {task!r} not in set {set_config.name}: "
+                           f"{sorted(set_config.tasks)}")
+    sources = set_config.tasks[task]
+    return merge_splits([(s.format, s.read(split)) for s in sources],
+                        merge_groups(set_config), task)
+
+
+def merge_groups(set_config: SetConfig) -> list[MergeGroup]:
+    """The mapping's groups, read only when some task has several sources."""
+    if set_config.class_merge is None or all(len(s) < 2 for s in set_config.tasks.values()):
+        return []
+    if not set_config.class_merge.is_file():
+        raise DatasetError(f"class merge file not found: {set_config.class_merge}")
+    return load_merges(set_config.class_merge)
+
+
+def _source(item: dict[str, Any], base: Path, where: str) -> SourceConfig:
+    """Type one source mapping by its `format`, then resolve its paths."""
+    if not isinstance(item, dict) or "format" not in item:
+        raise SettingsError(f"{where}: expected a mapping with a 'format' key")
+    fmt = item["format"]
+    if fmt not in FORMATS:
+        raise SettingsError(f"{where}.format: {fmt!r} is not one of {sorted(FORMATS)}")
+    cls = FORMATS[fmt][0]
+    settings_dict = {k: v for k, v in item.items() if k != "format"}
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    absent = [name for name in required if name not in settings_dict]
+    if absent:
+        raise SettingsError(f"{where}: {fmt} source needs key(s) {absent}")
+    try:
+        settings = from_dict(cls, settings_dict, where)
+    except DatasetError as exc:  # a check in the dataclass's __post_init__
+        raise SettingsError(f"{where}: {exc}") from exc
+    return SourceConfig(format=fmt, settings=_resolve_paths(settings, base))
+
+
+def _resolve_paths(settings: Any, base: Path) -> Any:
+    """Absolute paths for every Path field; list files may also sit inside `root`."""
+    hints = typing.get_type_hints(type(settings))
+    changes: dict[str, Path] = {}
+    root = getattr(settings, "root", None)
+    if isinstance(root, Path):
+        root = changes["root"] = _resolve(root, base)
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == "root" or not isinstance(value, Path) or Path not in _types(hints[f.name]):
+            continue
+        resolved = _resolve(value, base)
+        if f.metadata.get("list") and not resolved.exists() and root is not None:
+            inside = _resolve(value, root)
+            resolved = inside if inside.exists() else resolved
+        changes[f.name] = resolved
+    return dataclasses.replace(settings, **changes)
+
+
+def _types(hint: Any) -> tuple[Any, ...]:
+    return typing.get_args(hint) or (hint,)
+
+
+def _resolve(value: str | Path, base: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path

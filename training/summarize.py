@@ -1,0 +1,129 @@
+"""`python -m training summarize --config SET.yaml`: what a set config will train on.
+
+Per task and split: samples, classes, missing files, unreadable files (with
+`--check-videos`) and the class-size range, as a table and optionally as
+JSON (`tasks.<task>.<split>.samples` ...). Meant to be run once after
+pointing a set config at the data, before hours of training find out that
+half a dataset is elsewhere. Config and list errors are one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from mtl_perception.settings import SettingsError
+from training.datasets.listfile import DatasetError
+from training.datasets.missing import find_missing, find_unreadable
+from training.datasets.sample import UNLABELLED, LabelledSplit
+from training.datasets.sets import SPLIT_NAMES, SetConfig, build_task_split, load_set
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="set config YAML")
+    parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    parser.add_argument("--check-videos", action="store_true",
+                        help="open every present video to count unreadable ones (slow)")
+    parser.add_argument("--splits", nargs="+", default=list(SPLIT_NAMES), choices=SPLIT_NAMES,
+                        help="splits to summarize")
+    parser.add_argument("--show", type=int, default=3,
+                        help="how many missing/unreadable paths to name per split")
+
+
+def summarize_split(split: LabelledSplit, check_videos: bool, show: int) -> dict[str, Any]:
+    """The numbers of one task's split, as they go into the JSON."""
+    missing = find_missing(split, show)
+    labels = [s.label for s in split.samples if s.label != UNLABELLED]
+    sizes = Counter(labels)
+    per_class = [sizes.get(i, 0) for i in range(len(split.class_names))]
+    result: dict[str, Any] = {
+        "samples": len(split.samples),
+        "classes": len(split.class_names),
+        "missing": missing.count,
+        "unreadable": None,
+        "class_size_min": min(per_class) if labels else None,
+        "class_size_max": max(per_class) if labels else None,
+        "labelled": bool(labels),
+        "source": split.source,
+        "missing_examples": [str(p) for p in missing.first],
+    }
+    if check_videos:
+        unreadable = find_unreadable(split, show)
+        result["unreadable"] = unreadable.count
+        result["unreadable_examples"] = [str(p) for p in unreadable.first]
+    merged = split.extra.get("merged_classes")
+    if merged:
+        result["merged_classes"] = merged
+    return result
+
+
+def summarize(set_config: SetConfig, splits: list[str], check_videos: bool = False,
+              show: int = 3) -> dict[str, Any]:
+    """`{"name", "config", "tasks": {task: {split: {...}}}}` for a loaded set."""
+    tasks: dict[str, dict[str, Any]] = {}
+    for task in set_config.tasks:
+        tasks[task] = {}
+        for split in splits:
+            built = build_task_split(set_config, task, split)
+            tasks[task][split] = summarize_split(built, check_videos, show)
+    return {"name": set_config.name, "config": str(set_config.path), "tasks": tasks}
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """A fixed-width table plus the first missing/unreadable names under it."""
+    header = ("task", "split", "samples", "classes", "missing", "unreadable", "class size",
+              "source")
+    rows = []
+    notes = []
+    for task, splits in summary["tasks"].items():
+        for split, s in splits.items():
+            if s["labelled"]:
+                size = f"{s['class_size_min']}..{s['class_size_max']}"
+            else:
+                size = "unlabelled"
+            unreadable = "-" if s["unreadable"] is None else str(s["unreadable"])
+            rows.append((task, split, str(s["samples"]), str(s["classes"]), str(s["missing"]),
+                         unreadable, size, s["source"]))
+            for what, key in (("missing", "missing_examples"),
+                              ("unreadable", "unreadable_examples")):
+                if s.get(key):
+                    notes.append(f"{task}/{split} {what}: {', '.join(s[key])}"
+                                 + (", ..." if s[what] > len(s[key]) else ""))
+            for name, items in s.get("merged_classes", {}).items():
+                notes.append(f"{task}/{split} merged class {name!r}: {', '.join(items)}")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    right = {2, 3, 4, 5}
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    out = [f"set {summary['name']} ({summary['config']})", line(header),
+           line(tuple("-" * w for w in widths))]
+    out += [line(r) for r in rows]
+    return "\n".join(out + notes)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        set_config = load_set(args.config)
+        summary = summarize(set_config, list(args.splits), args.check_videos, args.show)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DatasetError as exc:  # a list or root named by the config: say which config
+        print(f"error: {exc} (set config {args.config})", file=sys.stderr)
+        return 2
+    print(format_table(summary))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        log.info("summary written to %s", args.json)
+    return 0
