@@ -25,9 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mtl_perception.models.base import task_rows
 from mtl_perception.models.lws import LearnedSharingModel
@@ -151,7 +153,7 @@ def normalise_gradients(model: LearnedSharingModel, samples: int) -> None:
     usage = model.routing_probs.sum(dim=0) * samples  # (units, copies)
     routed: set[int] = set()
     for unit, copies in enumerate(model.units):
-        for copy_index, module in enumerate(copies):
+        for copy_index, module in enumerate(cast(nn.ModuleList, copies)):
             for param in module.parameters():
                 routed.add(id(param))
                 if param.grad is not None:

@@ -94,8 +94,8 @@ class MultiTaskModel(nn.Module):
 
 def make_heads(feature_dim: int, num_classes: tuple[int, ...]) -> nn.ModuleList:
     """One linear classifier per task, initialised like torchvision's `fc`."""
-    heads = nn.ModuleList(nn.Linear(feature_dim, c) for c in num_classes)
+    heads = [nn.Linear(feature_dim, c) for c in num_classes]
     for head in heads:
         nn.init.normal_(head.weight, 0, 0.01)
         nn.init.zeros_(head.bias)
-    return heads
+    return nn.ModuleList(heads)

@@ -10,7 +10,7 @@ all of them: the same function as K full backbones at a fraction of the cost.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -64,7 +64,9 @@ class CrossStitchModel(MultiTaskModel):
         shared = self.prefix(clips)
         columns = [shared] * self.config.num_tasks
         for index, stitch in enumerate(self.stitches):
-            columns = [column[index](x) for column, x in zip(self.columns, columns)]
+            columns = [
+                cast(nn.Sequential, column)[index](x) for column, x in zip(self.columns, columns)
+            ]
             columns = stitch(columns)
         return [self.pool(x).flatten(1) for x in columns]
 

@@ -16,6 +16,7 @@ the final linear layer is always task-specific.
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import nn
@@ -35,13 +36,14 @@ class LearnedSharingModel(MultiTaskModel):
         self.prefix, trainable = split_backbone(backbone, config.trainable_stages)
         k = config.num_tasks
         blocks: list[nn.Module] = []
+        self.unit_names: list[str] = []
         for name, stage in trainable.items():
-            blocks.extend([stage] if name == "stem" else list(stage))
-        self.unit_names = [
-            f"{name}.{i}" if name != "stem" else name
-            for name, stage in trainable.items()
-            for i in range(1 if name == "stem" else len(stage))
-        ]
+            # The stem is one unit; a residual stage is one unit per block.
+            stage_blocks = [stage] if name == "stem" else list(cast(nn.Sequential, stage))
+            blocks.extend(stage_blocks)
+            self.unit_names += (
+                [name] if name == "stem" else [f"{name}.{i}" for i in range(len(stage_blocks))]
+            )
         self.units = nn.ModuleList(
             nn.ModuleList(copy.deepcopy(block) for _ in range(k)) for block in blocks
         )
@@ -84,7 +86,7 @@ class LearnedSharingModel(MultiTaskModel):
         self._check_assignment(assignment)
         x = shared
         for unit, copies in enumerate(self.units):
-            x = _route_samples(x, assignment[task_ids, unit], copies)
+            x = _route_samples(x, assignment[task_ids, unit], cast(nn.ModuleList, copies))
         features = self.pool(x).flatten(1)
         return [head(features[task_rows(task_ids, t)]) for t, head in enumerate(self.heads)]
 
@@ -115,7 +117,8 @@ class LearnedSharingModel(MultiTaskModel):
         for t in tasks:
             groups.setdefault(int(assignment[t, unit]), []).append(t)
         for copy_index, group in groups.items():
-            self._route_tree(self.units[unit][copy_index](x), group, unit + 1, assignment, out)
+            block = cast(nn.ModuleList, self.units[unit])[copy_index]
+            self._route_tree(block(x), group, unit + 1, assignment, out)
 
     def _check_assignment(self, assignment: torch.Tensor) -> None:
         expected = (self.config.num_tasks, self.num_units)
