@@ -92,7 +92,7 @@ def merged_names(
             origins[key].append(f"{fmt}: {name}")
             table.append(index[key])
         if len(set(table)) != len(table):
-            raise DatasetError(f"{task}: a merge maps two classes of {fmt} onto one class")
+            raise DatasetError(f"{task or 'task'}: a merge maps two {fmt} classes onto one")
         tables.append(table)
     _log_groups(parts, groups, origins, task)
     return names, tables, origins
