@@ -1,0 +1,139 @@
+"""`python -m training summarize` on every shipped split file, with a sample of stand-in videos."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from helpers_datasets import corrupt_video, populate, write_yaml
+
+from training.__main__ import main
+from training.datasets.missing import MissingFilesError, find_missing, require_files
+from training.datasets.sets import build_split, load_set
+
+NV = "nvgesture_{}_correct_cvpr2016_v2.lst"
+
+
+@pytest.fixture(scope="module")
+def world(splits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two set configs over the real lists; stand-ins for some entries, one corrupt file."""
+    tmp = tmp_path_factory.mktemp("summarize")
+    isogd = {"format": "isogd", "root": "IsoGD_phase_1", "test_root": "IsoGD_phase_2",
+             **{f"{s}_list": str(splits_dir / "isogd" / f"{s}_list.txt")
+                for s in ("train", "valid", "test")}}
+    main_set = write_yaml(tmp / "main.yaml", {"name": "every-list", "tasks": {
+        "action": [{"format": "ucf101", "root": "UCF-101",
+                    "annotations": str(splits_dir / "ucf101")}],
+        "gesture": [{"format": "nvgesture", "root": "nvGesture",
+                     "train_list": str(splits_dir / "nvgesture" / NV.format("train")),
+                     "test_list": str(splits_dir / "nvgesture" / NV.format("test"))},
+                    isogd]}})
+    test_list_set = write_yaml(tmp / "isogd_test.yaml", {"tasks": {
+        "gesture": [{**isogd, "test_split": "test"}]}})
+    written: dict[tuple[str, str, str], int] = {}
+    for name, path in (("main", main_set), ("isogd_test", test_list_set)):
+        config = load_set(path)
+        for split in ("train", "test"):
+            for task, sources in config.tasks.items():
+                for source in sources:
+                    samples = source.read(split).samples
+                    written[name, task, split] = written.get((name, task, split), 0) + len(
+                        populate(samples, every=max(1, len(samples) // 4)))
+    # one UCF test entry without a stand-in becomes a corrupt file
+    ucf_test = build_split(load_set(main_set), "test")["action"].samples
+    corrupt = next(s.path for s in ucf_test if not s.path.exists())
+    corrupt_video(corrupt)
+    return {"main": main_set, "isogd_test": test_list_set, "written": written,
+            "corrupt": corrupt, "tmp": tmp}
+
+
+def run_summarize(config: Path, out: Path, *extra: str) -> dict:
+    assert main(["summarize", "--config", str(config), "--json", str(out), *extra]) == 0
+    return json.loads(out.read_text())
+
+
+def list_sizes(path: Path, label_of) -> tuple[int, int]:
+    counts = Counter(label_of(line) for line in path.read_text().splitlines() if line.strip())
+    return min(counts.values()), max(counts.values())
+
+
+def test_counts_on_every_shipped_list(world: dict, splits_dir: Path,
+                                      capsys: pytest.CaptureFixture) -> None:
+    summary = run_summarize(world["main"], world["tmp"] / "out" / "main.json")
+    tasks = summary["tasks"]
+    assert set(tasks) == {"action", "gesture"}
+    assert all(set(tasks[t]) == {"train", "test"} for t in tasks)
+    expected = {("action", "train"): (9537, 101), ("action", "test"): (3783, 101),
+                ("gesture", "train"): (1050 + 35878, 25 + 249),
+                ("gesture", "test"): (482 + 5784, 25 + 249)}  # IsoGD test = its valid list
+    for (task, split), (samples, classes) in expected.items():
+        row = tasks[task][split]
+        assert {"samples", "classes", "missing", "unreadable", "class_size_min",
+                "class_size_max"} <= set(row)
+        assert (row["samples"], row["classes"]) == (samples, classes)
+        corrupt = int((task, split) == ("action", "test"))  # present, so not missing
+        present = world["written"]["main", task, split] + corrupt
+        assert row["missing"] == samples - present
+        assert row["unreadable"] is None  # only with --check-videos
+    ucf = splits_dir / "ucf101"
+    assert (tasks["action"]["train"]["class_size_min"], tasks["action"]["train"]
+            ["class_size_max"]) == list_sizes(ucf / "trainlist01.txt", lambda x: x.split()[1])
+    assert (tasks["action"]["test"]["class_size_min"], tasks["action"]["test"]
+            ["class_size_max"]) == list_sizes(ucf / "testlist01.txt", lambda x: x.split("/")[0])
+    table = capsys.readouterr().out
+    assert "action" in table and "9537" in table and "missing:" in table
+
+
+def test_isogd_test_list_and_check_videos(world: dict) -> None:
+    summary = run_summarize(world["isogd_test"], world["tmp"] / "isogd.json", "--check-videos")
+    test = summary["tasks"]["gesture"]["test"]
+    assert test["samples"] == 6271 and test["classes"] == 249
+    assert test["class_size_min"] is None and test["labelled"] is False  # placeholder labels
+    assert test["missing"] == 6271 - world["written"]["isogd_test", "gesture", "test"]
+    assert test["unreadable"] == 0
+    train = summary["tasks"]["gesture"]["train"]
+    assert train["samples"] == 35878 and train["unreadable"] == 0
+
+
+def test_check_videos_counts_a_corrupt_file(world: dict, capsys: pytest.CaptureFixture) -> None:
+    summary = run_summarize(world["main"], world["tmp"] / "checked.json", "--check-videos")
+    row = summary["tasks"]["action"]["test"]
+    assert row["unreadable"] == 1
+    assert row["unreadable_examples"] == [str(world["corrupt"])]
+    assert summary["tasks"]["action"]["train"]["unreadable"] == 0
+    assert summary["tasks"]["gesture"]["test"]["unreadable"] == 0
+    assert "unreadable: " + str(world["corrupt"]) in capsys.readouterr().out
+
+
+def test_require_files_message(world: dict) -> None:
+    splits = build_split(load_set(world["main"]), "test")
+    report = find_missing(splits["gesture"], limit=2)
+    assert report.count == 482 + 5784 - world["written"]["main", "gesture", "test"]
+    assert len(report.first) == 2
+    with pytest.raises(MissingFilesError) as info:
+        require_files(splits, limit=2)
+    message = str(info.value)
+    assert f"{report.count} of 6266 files missing" in message
+    assert str(report.first[0]) in message and "action:" in message
+
+
+def test_errors_are_one_line_exit_2(world: dict, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture) -> None:
+    assert main(["summarize", "--config", str(tmp_path / "none.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: settings file not found") and "\n" not in err
+    missing_list = write_yaml(tmp_path / "m.yaml", {"tasks": {"gesture": [
+        {"format": "nvgesture", "root": "nv", "train_list": "gone.lst"}]}})
+    assert main(["summarize", "--config", str(missing_list)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "list file not found" in err and "gone.lst" in err and "\n" not in err
+    bad = tmp_path / "bad.lst"
+    bad.write_text("path:./a color:sk_color:1:81 label:1\r\n"
+                   "path:./b color:sk_color:x:9 label:1\r\n")
+    malformed = write_yaml(tmp_path / "b.yaml", {"tasks": {"gesture": [
+        {"format": "nvgesture", "root": "nv", "train_list": "bad.lst", "test_list": "bad.lst"}]}})
+    assert main(["summarize", "--config", str(malformed)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{bad}:2:" in err and "\n" not in err
