@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from training.datasets.sample import LabelledSplit, VideoSample
+from training.datasets.sample import VideoSample
 
 
 class DatasetError(ValueError):
@@ -86,10 +86,3 @@ def check_labels(samples: list[VideoSample], num_classes: int, path: Path) -> No
                 f"{num_classes} class names"
             )
 
-
-def make_split(
-    samples: list[VideoSample], class_names: list[str], source: str, **extra: object
-) -> LabelledSplit:
-    """A `LabelledSplit`, with the source text used in every later message."""
-    return LabelledSplit(samples=samples, class_names=list(class_names), source=source,
-                         extra=dict(extra))

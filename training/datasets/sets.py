@@ -150,7 +150,7 @@ def _source(item: dict[str, Any], base: Path, where: str) -> SourceConfig:
     if absent:
         raise SettingsError(f"{where}: {fmt} source needs key(s) {absent}")
     try:
-        settings = from_dict(cls, settings_dict, where)
+        settings: Any = from_dict(cls, settings_dict, where)
     except DatasetError as exc:  # a check in the dataclass's __post_init__
         raise SettingsError(f"{where}: {exc}") from exc
     return SourceConfig(format=fmt, settings=_resolve_paths(settings, base))
