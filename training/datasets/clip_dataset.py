@@ -1,0 +1,309 @@
+"""Samples of one or more tasks -> model-ready clips: a torch `Dataset`.
+
+Each item is `(clip, label, task_id)`: clip float32 `(3, T, h, w)` for modes
+`train` (random position) and `centre` (clip accuracy), `(N, 3, T, h, w)` for
+mode `all` (N evenly spaced clips, video accuracy). Frames go through
+`mtl_perception.preprocess.preprocess_frames`, the runtime's only copy of
+preprocessing; only the distinct frames of a sample are decoded and
+preprocessed once (the step is per frame, so gathering afterwards is exact).
+
+Determinism: item `i` of epoch `e` draws from `default_rng([seed, e, i,
+attempt])`, so a resumed run rebuilds the same clips whatever the worker
+count or the order in which workers fetch. Call `set_epoch` before creating
+each epoch's DataLoader iterator (the value lives in shared memory, so
+persistent workers see it too), or index with `(i, epoch)` pairs from an
+iteration-based sampler.
+
+Horizontal flip: training only, only for tasks in `flip_tasks` (action
+tasks; never gestures, where it turns swipe-left into swipe-right). The flip
+is applied to the decoded uint8 frames, so the clip is exactly what the one
+preprocessing copy gives for a mirrored scene; flipping after the centre crop
+would not be (171 -> 112 leaves 30 columns on the left, 29 on the right).
+
+Bad files: a video that cannot be opened or decoded is flagged once (one
+warning naming it) in a bitmap in shared memory, so the count is the same in
+the main process and every DataLoader worker (fork or spawn; the dataset must
+reach workers as a DataLoader argument, not through a pickle of one's own).
+(Without a lock, two workers failing on the same file in the same instant
+could both warn; flags are only ever set, so the count is exact.)
+In `train` mode the item is replaced, deterministically, by the next sample
+of the same task that loads (batches keep their size and task mix); in the
+evaluation modes the item is `None` and `collate_clips` drops it, because an
+accuracy must not count another video twice. A flagged file is not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from mtl_perception.preprocess import PreprocessConfig, preprocess_frames
+from training.datasets.clips import centre_clip_indices, evenly_spaced_clips, training_clip_indices
+from training.datasets.missing import SHOWN, find_missing, require_files
+from training.datasets.sample import LabelledSplit, VideoSample
+from training.datasets.video import (
+    DecodeStats,
+    VideoReader,
+    VideoReadError,
+    VideoTooShortError,
+    count_image_frames,
+    read_image_frames,
+)
+
+LOG = logging.getLogger(__name__)
+
+Mode = Literal["train", "centre", "all"]
+Item = tuple[torch.Tensor, int, int]
+
+
+@dataclass(frozen=True)
+class ClipSamplingConfig:
+    """How clips are drawn from videos; `clip_length` comes from `PreprocessConfig`."""
+
+    frame_step: int = 1  # frames between consecutive clip frames
+    num_eval_clips: int = 10  # clips per video in mode "all" (video accuracy)
+    flip_probability: float = 0.5  # training clips of `flip_tasks` mirrored with this chance
+    flip_tasks: tuple[int, ...] = (0,)  # task ids that may be flipped: action tasks only
+    seed: int = 0
+    decode_threads: int = 1  # FFmpeg threads per decode; 1 when DataLoader workers run
+
+    def __post_init__(self) -> None:
+        if self.frame_step < 1:
+            raise ValueError(f"frame_step must be >= 1, got {self.frame_step}")
+        if self.num_eval_clips < 1:
+            raise ValueError(f"num_eval_clips must be >= 1, got {self.num_eval_clips}")
+        if not 0.0 <= self.flip_probability <= 1.0:
+            raise ValueError(f"flip_probability must be in [0, 1], got {self.flip_probability}")
+        if self.seed < 0 or self.decode_threads < 0:
+            raise ValueError("seed and decode_threads must be >= 0")
+
+
+@dataclass
+class LoadStats:
+    """This process's loading time, split by stage (the benchmark's profile)."""
+
+    items: int = 0
+    decode: DecodeStats = field(default_factory=DecodeStats)
+    preprocess_s: float = 0.0
+    total_s: float = 0.0
+
+
+class ClipDataset(Dataset):
+    """`(VideoSample, task_id)` pairs -> `(clip, label, task_id)`; see the module docstring."""
+
+    def __init__(
+        self,
+        items: Sequence[tuple[VideoSample, int]],
+        mode: Mode,
+        preprocess: PreprocessConfig | None = None,
+        sampling: ClipSamplingConfig | None = None,
+    ) -> None:
+        if mode not in ("train", "centre", "all"):
+            raise ValueError(f"mode must be 'train', 'centre' or 'all', got {mode!r}")
+        if not items:
+            raise ValueError("a ClipDataset needs at least one sample")
+        self.samples = [sample for sample, _ in items]
+        self.task_ids = [int(task) for _, task in items]
+        self.mode: Mode = mode
+        self.preprocess = preprocess or PreprocessConfig()
+        self.sampling = sampling or ClipSamplingConfig()
+        self.stats = LoadStats()
+        paths = {p: n for n, p in enumerate(dict.fromkeys(s.path for s in self.samples))}
+        self._path_ids = [paths[s.path] for s in self.samples]
+        self._paths = list(paths)
+        # Shared memory without a lock: a lock made here would be bound to this
+        # process's start method and break DataLoaders that spawn their workers.
+        self._bad = mp.RawArray("b", len(self._paths))
+        self._epoch = mp.RawValue("q", 0)
+        self._by_task: dict[int, list[int]] = {}
+        self._rank: list[int] = []  # position of each sample among its task's samples
+        for index, task in enumerate(self.task_ids):
+            self._rank.append(len(self._by_task.setdefault(task, [])))
+            self._by_task[task].append(index)
+        self._num_frames: dict[int, int] = {}  # per process: header counts, corrected
+
+    @classmethod
+    def from_splits(
+        cls,
+        splits: Sequence[LabelledSplit] | Mapping[int, LabelledSplit],
+        mode: Mode,
+        preprocess: PreprocessConfig | None = None,
+        sampling: ClipSamplingConfig | None = None,
+    ) -> ClipDataset:
+        """One split per task: a sequence gives task ids 0, 1, ...; a mapping its keys."""
+        pairs = splits.items() if isinstance(splits, Mapping) else enumerate(splits)
+        items = [(sample, int(task)) for task, split in pairs for sample in split.samples]
+        return cls(items, mode, preprocess, sampling)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's random clips (shared with workers, persistent ones too)."""
+        self._epoch.value = int(epoch)
+
+    def indices_of_task(self, task: int) -> list[int]:
+        """Dataset indices of one task's samples, for a multi-task sampler."""
+        return list(self._by_task.get(task, []))
+
+    @property
+    def skipped_count(self) -> int:
+        """Distinct files that failed to load so far, over all worker processes."""
+        return int(sum(self._bad[:]))
+
+    def skipped_paths(self) -> list[Path]:
+        flags = self._bad[:]
+        return [path for path, bad in zip(self._paths, flags, strict=True) if bad]
+
+    def check_files(self, allow_missing: bool = False, limit: int = SHOWN) -> int:
+        """Run before training: raise `MissingFilesError` naming the first missing files.
+
+        With `allow_missing`, log one warning instead and return the count; the
+        missing files are then skipped and counted as they come up.
+        """
+        splits = {
+            f"task {task}": LabelledSplit([self.samples[i] for i in idx], [], f"task {task}")
+            for task, idx in self._by_task.items()
+        }
+        if not allow_missing:
+            require_files(splits, limit)
+            return 0
+        missing = 0
+        for name, split in splits.items():
+            report = find_missing(split, limit)
+            if report.count:
+                LOG.warning("%s", report.message(where=name))
+            missing += report.count
+        return missing
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Item | None:
+        index, epoch = (key if isinstance(key, tuple) else (key, self._epoch.value))
+        index, epoch = int(index), int(epoch)
+        if not 0 <= index < len(self.samples):
+            raise IndexError(f"index {index} out of range for {len(self.samples)} samples")
+        task = self.task_ids[index]
+        candidates = self._by_task[task]
+        attempts = len(candidates) if self.mode == "train" else 1
+        for attempt in range(attempts):
+            chosen = candidates[(self._rank[index] + attempt) % len(candidates)]
+            if self._bad[self._path_ids[chosen]]:
+                if self.mode != "train":
+                    return None
+                continue
+            rng = np.random.default_rng([self.sampling.seed, epoch, index, attempt])
+            try:
+                clip = self._load(chosen, task, rng)
+            except VideoReadError as exc:
+                self._flag_bad(chosen, exc)
+                if self.mode != "train":
+                    return None
+                continue
+            return clip, self.samples[chosen].label, task
+        raise RuntimeError(
+            f"every one of the {len(candidates)} samples of task {task} failed to load "
+            f"({self.skipped_count} bad files; see the warnings)"
+        )
+
+    # -- loading -------------------------------------------------------------------
+
+    def _load(self, index: int, task: int, rng: np.random.Generator) -> torch.Tensor:
+        tic = time.perf_counter()
+        sample = self.samples[index]
+        frames: np.ndarray | torch.Tensor
+        if sample.frames_dir:
+            frames, clips = self._read_folder(sample, rng)
+        else:
+            frames, clips = self._read_video(sample, self._path_ids[index], rng)
+        wants_flip = self.mode == "train" and task in self.sampling.flip_tasks
+        if wants_flip and rng.random() < self.sampling.flip_probability:
+            # torch.flip copies 10x faster than numpy's negative-stride copy of RGB triplets.
+            frames = torch.flip(torch.from_numpy(frames), dims=(2,))
+        pre = time.perf_counter()
+        video = preprocess_frames(frames, self.preprocess)  # (3, U, h, w), U distinct frames
+        self.stats.preprocess_s += time.perf_counter() - pre
+        self.stats.items += 1
+        self.stats.total_s += time.perf_counter() - tic
+        unique = sorted({i for clip in clips for i in clip})
+        if self.mode != "all":
+            return _gather(video, unique, clips[0])
+        return torch.stack([_gather(video, unique, clip) for clip in clips])
+
+    def _clips(self, num_frames: int, sample: VideoSample, rng: np.random.Generator
+               ) -> list[list[int]]:
+        length, step = self.preprocess.clip_length, self.sampling.frame_step
+        try:
+            if self.mode == "train":
+                return [
+                    training_clip_indices(num_frames, length, step, rng, sample.start, sample.end)
+                ]
+            if self.mode == "centre":
+                return [centre_clip_indices(num_frames, length, step, sample.start, sample.end)]
+            return evenly_spaced_clips(
+                num_frames, length, step, self.sampling.num_eval_clips, sample.start, sample.end
+            )
+        except ValueError as exc:  # the segment lies past the frames the file holds
+            raise VideoReadError(f"{sample.path}: {exc}") from exc
+
+    def _read_video(self, sample: VideoSample, key: int, rng: np.random.Generator
+                    ) -> tuple[np.ndarray, list[list[int]]]:
+        with VideoReader(sample.path, threads=self.sampling.decode_threads) as reader:
+            try:
+                num_frames = self._num_frames.get(key) or reader.num_frames
+                state = rng.bit_generator.state
+                clips = self._clips(num_frames, sample, rng)
+                try:
+                    frames = reader.read(sorted({i for clip in clips for i in clip}))
+                except VideoTooShortError as exc:
+                    if not 0 < exc.available < num_frames:
+                        raise
+                    # The header over-counts (common in old AVIs): resample within
+                    # the frames that decode, with the same random draws.
+                    LOG.info("%s: header says %d frames, %d decode", sample.path, num_frames,
+                             exc.available)
+                    self._num_frames[key] = exc.available
+                    rng.bit_generator.state = state
+                    clips = self._clips(exc.available, sample, rng)
+                    frames = reader.read(sorted({i for clip in clips for i in clip}))
+            finally:
+                self.stats.decode.add(reader.stats)
+        return frames, clips
+
+    def _read_folder(self, sample: VideoSample, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, list[list[int]]]:
+        num_frames = sample.end if sample.end is not None else count_image_frames(sample.path)
+        clips = self._clips(num_frames, sample, rng)
+        tic = time.perf_counter()
+        frames = read_image_frames(sample.path, sorted({i for clip in clips for i in clip}))
+        self.stats.decode.decode_s += time.perf_counter() - tic
+        return frames, clips
+
+    def _flag_bad(self, index: int, exc: Exception) -> None:
+        path_id = self._path_ids[index]
+        if self._bad[path_id]:
+            return
+        self._bad[path_id] = 1
+        LOG.warning("skipping unreadable video %s (task %d): %s",
+                    self._paths[path_id], self.task_ids[index], exc)
+
+
+def _gather(video: torch.Tensor, unique: list[int], clip: list[int]) -> torch.Tensor:
+    """The clip's frames from `video`, which holds the frames `unique` in that order."""
+    if clip == unique:
+        return video  # the usual clip: no copy
+    where = {frame: n for n, frame in enumerate(unique)}
+    return video[:, [where[i] for i in clip]]
+
+
+def collate_clips(batch: Sequence[Item | None]) -> tuple[torch.Tensor, ...] | None:
+    """`default_collate` without the `None` items of skipped videos; None if all were."""
+    kept = [item for item in batch if item is not None]
+    return default_collate(kept) if kept else None
