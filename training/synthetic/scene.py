@@ -1,0 +1,331 @@
+"""Backgrounds, clutter, camera framing and sensor noise; one clip rendered end to end.
+
+Actions and gestures are framed like two datasets from two sources: actions
+are full-body, wide, outdoor-ish shots (sky gradient, textured ground, trees,
+buildings, a stool, optionally a panning camera that may follow a walker);
+gestures are close, upper-body, frontal, indoor shots (wall, door, window,
+pictures, shelves) from a static camera. Everything that could give a class
+away in one frame (colours, position, scale, viewpoint, clutter, noise) is
+drawn from distributions that do not depend on the class.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.synthetic.figure import (
+    Body,
+    Canvas,
+    Color,
+    Palette,
+    Pose,
+    View,
+    draw_figure,
+    joints,
+    project,
+)
+from training.synthetic.motions import SEATED, STAND, action_poses, gesture_poses, sample_params
+
+
+@dataclass(frozen=True)
+class Look:
+    """What stays fixed within a UCF group or an NVGesture subject: actor and place."""
+
+    body: Body
+    palette: Palette
+    background: np.ndarray  # float32 (H, W_bg, 3); wider than the frame when it can pan
+    ground_y: float  # screen row of the floor line (actions); unused for gestures
+
+
+def _hsv(h: float, s: float, v: float) -> Color:
+    r, g, b = colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0))
+    return (255.0 * r, 255.0 * g, 255.0 * b)
+
+
+def random_palette(rng: np.random.Generator) -> Palette:
+    """Clothes of any hue; skin and hair from plausible ranges."""
+    skin_v = rng.uniform(0.35, 0.95)
+    return Palette(
+        skin=_hsv(rng.uniform(0.04, 0.09), rng.uniform(0.3, 0.6), skin_v),
+        hair=_hsv(rng.uniform(0.03, 0.12), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.6)),
+        shirt=_hsv(rng.random(), rng.uniform(0.2, 0.9), rng.uniform(0.25, 0.95)),
+        pants=_hsv(rng.random(), rng.uniform(0.1, 0.7), rng.uniform(0.15, 0.7)),
+        shoes=_hsv(rng.random(), rng.uniform(0.0, 0.5), rng.uniform(0.05, 0.4)),
+    )
+
+
+def random_body(rng: np.random.Generator) -> Body:
+    """Proportions within a few percent of the default: build varies, the skeleton doesn't."""
+    base = Body()
+    girth, limbs = rng.uniform(0.85, 1.2), rng.uniform(0.95, 1.05)
+    return Body(
+        head_r=base.head_r * rng.uniform(0.92, 1.08), torso=base.torso * rng.uniform(0.95, 1.05),
+        shoulder_half=base.shoulder_half * girth ** 0.5, hip_half=base.hip_half * girth ** 0.5,
+        upper_arm=base.upper_arm * limbs, forearm=base.forearm * limbs,
+        thigh=base.thigh * limbs, shin=base.shin * limbs,
+        arm_r=base.arm_r * girth, leg_r=base.leg_r * girth, torso_r=base.torso_r * girth,
+    )
+
+
+def smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:
+    """Low-frequency noise in [-1, 1] (bilinear upsampling of a coarse grid): textures, clouds."""
+    gh, gw = height // cell + 2, width // cell + 2
+    grid = rng.uniform(-1, 1, (gh, gw)).astype(np.float32)
+    ys, xs = np.arange(height) / cell, np.arange(width) / cell
+    y0, x0 = ys.astype(int), xs.astype(int)
+    fy, fx = (ys - y0)[:, None].astype(np.float32), (xs - x0)[None, :].astype(np.float32)
+    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x0 + 1] * fx
+    bottom = grid[y0 + 1][:, x0] * (1 - fx) + grid[y0 + 1][:, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _gradient(height: int, width: int, top: Color, bottom: Color) -> np.ndarray:
+    w = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    column = np.asarray(top, np.float32) * (1 - w) + np.asarray(bottom, np.float32) * w
+    return np.repeat(column, width, axis=1)
+
+
+def outdoor_background(rng: np.random.Generator, height: int, width: int,
+                       person_px: float) -> tuple[np.ndarray, float]:
+    """Sky, horizon clutter, textured ground; returns the image and the floor row for feet."""
+    sky_h = rng.uniform(0.5, 0.68)
+    top = _hsv(rng.uniform(0.5, 0.7) if rng.random() < 0.7 else rng.uniform(0.0, 0.12),
+               rng.uniform(0.1, 0.6), rng.uniform(0.55, 0.95))
+    horizon = rng.uniform(0.3, 0.5) * height
+    img = _gradient(height, width, top, _hsv(rng.uniform(0.5, 0.65), 0.1, sky_h + 0.3))
+    clouds = smooth_noise(rng, height, width, max(height // 4, 4))
+    img += (np.clip(clouds, 0.2, 1.0) - 0.2)[..., None] * 60.0 * rng.uniform(0.0, 1.0)
+    canvas = Canvas(img, antialias=True)
+    for _ in range(int(rng.integers(2, 7))):  # buildings and hills on the horizon
+        x, w = rng.uniform(0, width), rng.uniform(0.1, 0.4) * person_px * 3
+        h = rng.uniform(0.3, 1.6) * person_px
+        col = _hsv(rng.random(), rng.uniform(0.0, 0.4), rng.uniform(0.3, 0.8))
+        if rng.random() < 0.5:
+            canvas.polygon(np.array([[x, horizon - h], [x + w, horizon - h], [x + w, horizon + 2],
+                                     [x, horizon + 2]]), col, figure=False)
+        else:
+            canvas.ellipse((x, horizon + 2), w, h * 0.5, col, figure=False)
+    ground_top = _hsv(rng.choice([0.08, 0.1, 0.25, 0.3, 0.6]), rng.uniform(0.1, 0.6),
+                      rng.uniform(0.3, 0.7))
+    ground = _gradient(height, width, ground_top, tuple(c * 0.75 for c in ground_top))
+    texture = smooth_noise(rng, height, width, 6) * 0.6 + smooth_noise(rng, height, width, 2) * 0.4
+    ground += texture[..., None] * rng.uniform(8, 25)
+    rows = np.arange(height)[:, None, None]
+    img = np.where(rows >= horizon, ground, canvas.image).astype(np.float32)
+    canvas = Canvas(img, antialias=True)
+    floor = rng.uniform(horizon + 0.45 * (height - horizon), height * 0.95)
+    for _ in range(int(rng.integers(3, 9))):  # trees, bushes and poles at assorted depths
+        x = rng.uniform(0, width)
+        base = rng.uniform(horizon, floor)
+        size = person_px * rng.uniform(0.3, 1.0) * (base - horizon + 8) / (floor - horizon + 8)
+        kind = rng.random()
+        leaf = _hsv(rng.uniform(0.2, 0.4), rng.uniform(0.3, 0.8), rng.uniform(0.2, 0.6))
+        if kind < 0.5:
+            canvas.capsule((x, base), (x, base - size), size * 0.06, size * 0.04,
+                           _hsv(0.07, 0.5, 0.3), figure=False)
+            canvas.ellipse((x, base - size), size * 0.35, size * 0.45, leaf, figure=False)
+        elif kind < 0.8:
+            canvas.ellipse((x, base - size * 0.15), size * 0.4, size * 0.2, leaf, figure=False)
+        else:
+            canvas.capsule((x, base), (x, base - size * 1.5), 1.0, 1.0,
+                           _hsv(rng.random(), 0.2, rng.uniform(0.2, 0.7)), figure=False)
+    return canvas.image, float(floor)
+
+
+def indoor_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A lit wall with a door or window, pictures and shelves: a static indoor set."""
+    wall = _hsv(rng.random(), rng.uniform(0.05, 0.35), rng.uniform(0.5, 0.9))
+    img = _gradient(height, width, wall, tuple(c * rng.uniform(0.7, 1.0) for c in wall))
+    # A lamp's pool of light somewhere on the wall.
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    cx, cy = rng.uniform(0, width), rng.uniform(0, height * 0.6)
+    light = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * (0.4 * width) ** 2))
+    img *= (0.75 + 0.4 * light)[..., None]
+    img += smooth_noise(rng, height, width, 3)[..., None] * 4.0
+    canvas = Canvas(img, antialias=True)
+    for _ in range(int(rng.integers(2, 6))):
+        w, h = rng.uniform(0.08, 0.4) * width, rng.uniform(0.1, 0.6) * height
+        x, y = rng.uniform(-0.1, 1.0) * width, rng.uniform(-0.1, 0.8) * height
+        rect = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
+        frame_col = _hsv(rng.random(), rng.uniform(0.0, 0.6), rng.uniform(0.1, 0.9))
+        canvas.polygon(rect, frame_col, figure=False)
+        inner = rect + np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]]) * min(w, h) * 0.1
+        canvas.polygon(inner, _hsv(rng.random(), rng.uniform(0.0, 0.7), rng.uniform(0.2, 1.0)),
+                       figure=False)
+    if rng.random() < 0.6:  # a shelf or desk edge along the bottom
+        y = rng.uniform(0.75, 0.95) * height
+        canvas.polygon(np.array([[0, y], [width, y], [width, height], [0, height]]),
+                       _hsv(rng.uniform(0.05, 0.12), rng.uniform(0.2, 0.6), rng.uniform(0.2, 0.6)),
+                       figure=False)
+    return canvas.image
+
+
+def draw_stool(canvas: Canvas, view: View, at: tuple[float, float], color: Color) -> None:
+    """A four-legged stool whose seat meets the pelvis of the `SEATED` pose at `at` (x, z)."""
+    seat_y = float(joints(SEATED, Body())["pelvis"][1]) - 0.05
+    x0, z0 = at
+    corners = [(x0 + dx, z0 + dz) for dx, dz in ((-0.14, -0.12), (0.14, -0.12), (0.14, 0.1),
+                                                 (-0.14, 0.1))]
+    c, s = math.cos(view.yaw), math.sin(view.yaw)
+
+    def screen(x: float, y: float, z: float) -> tuple[float, float]:
+        xr, zr = c * x + s * z, -s * x + c * z
+        p = view.distance / max(view.distance - zr, 0.2)
+        return (view.ground[0] + view.scale * xr * p,
+                view.ground[1] - view.scale * (view.eye + (y - view.eye) * p))
+
+    def depth(x: float, z: float) -> float:
+        return -s * x + c * z
+
+    legs = sorted(corners, key=lambda q: depth(*q))
+    dark = tuple(v * 0.7 for v in color)
+    r = max(view.scale * 0.018, 1.0)
+    for x, z in legs[:2]:
+        canvas.capsule(screen(x, 0, z), screen(x, seat_y, z), r, r, dark, figure=False)
+    top = np.array([screen(x, seat_y, z) for x, z in corners])
+    canvas.polygon(top + np.array([0, view.scale * 0.035]), dark, figure=False)
+    canvas.polygon(top, color, figure=False)
+    for x, z in legs[2:]:
+        canvas.capsule(screen(x, 0, z), screen(x, seat_y, z), r, r, dark, figure=False)
+
+
+def action_look(rng: np.random.Generator, width: int, height: int) -> Look:
+    """An actor outdoors; the background is twice the frame wide so the camera can pan."""
+    background, floor = outdoor_background(rng, height, 2 * width, 0.6 * height)
+    return Look(random_body(rng), random_palette(rng), background, floor)
+
+
+def gesture_look(rng: np.random.Generator, width: int, height: int) -> Look:
+    """An actor in a room, filmed by a fixed camera."""
+    return Look(random_body(rng), random_palette(rng), indoor_background(rng, height, width), 0.0)
+
+
+@dataclass(frozen=True)
+class Shot:
+    """Per-clip camera: the figure's view, per-frame pan (background column) and sensor model."""
+
+    view: View  # ground x is the root's background column, not a screen column
+    width: int
+    left: np.ndarray  # int (T,): background column at the frame's left edge
+    gain: np.ndarray  # (T,) brightness flicker
+    white: np.ndarray  # (3,) white balance
+    noise: float  # sensor noise sigma (0..255)
+    shadow: bool
+
+
+@dataclass
+class Clip:
+    """One rendered video: frames, the figure's coverage when asked, the labelled segment."""
+
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    masks: np.ndarray | None  # float32 (T, H, W)
+    segment: tuple[int, int]  # [start, end) frames of the labelled motion
+
+
+def _sensor(rng: np.random.Generator, n_frames: int) -> tuple[np.ndarray, np.ndarray, float]:
+    gain = 1.0 + np.cumsum(rng.normal(0, 0.004, n_frames)).astype(np.float32)
+    white = rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    return gain, white, float(rng.uniform(1.5, 5.0))
+
+
+def _root_track(poses: list[Pose], body: Body, view: View) -> np.ndarray:
+    """Screen x of the pelvis for each pose with the root at x = 0 (for framing and panning)."""
+    origin = View(view.scale, (0.0, 0.0), view.yaw, view.eye, view.distance)
+    return np.asarray([project({"p": joints(pose, body)["pelvis"]}, origin,
+                               view.yaw + pose.yaw)[0]["p"][0] for pose in poses])
+
+
+def action_clip(name: str, look: Look, rng: np.random.Generator, width: int, n_frames: int,
+                fps: float, antialias: bool = True, with_mask: bool = False) -> Clip:
+    """A full-body clip: random side-ish viewpoint, a camera that may pan or follow."""
+    height = look.background.shape[0]
+    params = sample_params(rng)
+    poses = action_poses(name, n_frames, fps, params)
+    yaw = float(rng.choice([-1, 1]) * rng.uniform(math.radians(20), math.radians(160)))
+    scale = height * rng.uniform(0.5, 0.72)
+    view = View(scale, (0.0, look.ground_y), yaw, rng.uniform(0.35, 0.9), rng.uniform(5.0, 10.0))
+    track = _root_track(poses, look.body, view)
+    max_pan = look.background.shape[1] - width
+    t = np.arange(n_frames, dtype=np.float64)
+    drift = rng.uniform(-0.4, 0.4) * width / 160 if rng.random() < 0.5 else 0.0
+    margin = 0.3 * scale
+    for follow, drift_ in ((rng.uniform(0.0, 1.0), drift), (1.0, drift), (1.0, 0.0)):
+        pan = follow * (track - track[0]) + drift_ * t
+        rel = track - pan
+        lo, hi = margin - rel.min(), width - margin - rel.max()
+        if hi >= lo and np.ptp(pan) <= max_pan:
+            break
+    x0 = rng.uniform(lo, hi) if hi > lo else (lo + hi) / 2
+    steps = np.round(pan - pan.min()).astype(int)
+    start = int(rng.integers(0, max(max_pan - int(steps.max()), 0) + 1))
+    left = start + steps
+    origin = x0 + start - pan.min()
+    view = View(scale, (origin, look.ground_y), yaw, view.eye, view.distance)
+    background = look.background.copy()
+    stool_color = _hsv(rng.random(), rng.uniform(0.1, 0.7), rng.uniform(0.2, 0.8))
+    if name in ("SitDown", "StandUp"):
+        seat = joints(SEATED, look.body)["pelvis"]
+        draw_stool(Canvas(background), view, (float(seat[0]), float(seat[2]) - 0.03), stool_color)
+    elif rng.random() < 0.6:  # the same furniture stands around in other clips too
+        elsewhere = View(scale, (rng.uniform(0, background.shape[1]), look.ground_y),
+                         float(rng.uniform(-math.pi, math.pi)), view.eye, view.distance)
+        draw_stool(Canvas(background), elsewhere, (0.0, 0.0), stool_color)
+    gain, white, noise = _sensor(rng, n_frames)
+    shot = Shot(view, width, left, gain, white, noise, shadow=True)
+    frames, masks = render(poses, look.body, look.palette, background, shot, rng, antialias,
+                           with_mask)
+    return Clip(frames, masks, (0, n_frames))
+
+
+def gesture_clip(name: str, look: Look, rng: np.random.Generator, n_frames: int, fps: float,
+                 antialias: bool = True, with_mask: bool = False) -> Clip:
+    """An upper-body, near-frontal clip: idle, then the gesture in [start, end), then idle."""
+    height, width = look.background.shape[:2]
+    params = sample_params(rng)
+    length = round(n_frames * rng.uniform(0.55, 0.75))
+    length = min(max(length, 8), n_frames - 4)
+    first = int(rng.integers(2, n_frames - length - 2 + 1))
+    poses = gesture_poses(name, n_frames, (first, first + length), fps, params)
+    # Hips to a hand's width above a raised hand: about 0.75 body units in frame.
+    scale = height / rng.uniform(0.7, 0.85)
+    shoulders = float(joints(STAND, look.body)["chest"][1])
+    ground_y = height * rng.uniform(0.48, 0.6) + scale * shoulders
+    view = View(scale, (width * rng.uniform(0.35, 0.65), ground_y),
+                float(rng.uniform(-0.45, 0.45)), shoulders, float(rng.uniform(1.8, 3.0)))
+    gain, white, noise = _sensor(rng, n_frames)
+    shot = Shot(view, width, np.zeros(n_frames, int), gain, white, noise, shadow=False)
+    frames, masks = render(poses, look.body, look.palette, look.background, shot, rng, antialias,
+                           with_mask)
+    return Clip(frames, masks, (first, first + length))
+
+
+def render(poses: list[Pose], body: Body, palette: Palette, background: np.ndarray, shot: Shot,
+           rng: np.random.Generator, antialias: bool = True, with_mask: bool = False
+           ) -> tuple[np.ndarray, np.ndarray | None]:
+    """All frames of one clip as uint8 (T, H, W, 3), plus the figure's coverage (T, H, W)."""
+    height, width = background.shape[0], shot.width
+    frames = np.empty((len(poses), height, width, 3), np.uint8)
+    masks = np.empty((len(poses), height, width), np.float32) if with_mask else None
+    # Sensor noise: windows at random offsets into one larger field look like fresh noise
+    # per frame and cost one draw per clip instead of one per frame.
+    pad = 16
+    field = rng.standard_normal((height + pad, width + pad, 3), dtype=np.float32) * shot.noise
+    offsets = rng.integers(0, pad + 1, (len(poses), 2))
+    for t, pose in enumerate(poses):
+        left = int(shot.left[t])
+        canvas = Canvas(background[:, left:left + width].copy(), antialias, with_mask)
+        view = View(shot.view.scale, (shot.view.ground[0] - left, shot.view.ground[1]),
+                    shot.view.yaw, shot.view.eye, shot.view.distance)
+        draw_figure(canvas, pose, body, palette, view, shadow=shot.shadow)
+        image = canvas.image * (shot.white * shot.gain[t])
+        oy, ox = offsets[t]
+        image += field[oy:oy + height, ox:ox + width]
+        np.clip(image + 0.5, 0, 255, out=image)
+        frames[t] = image.astype(np.uint8)
+        if masks is not None and canvas.mask is not None:
+            masks[t] = canvas.mask
+    return frames, masks
