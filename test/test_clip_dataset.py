@@ -99,6 +99,12 @@ def test_preprocessing_is_the_runtime_copy(files: dict[str, Path]) -> None:
     expected = preprocess_frames(read_frames(files["long"], range(16, 24)), config)
     assert clip.shape == (3, 8, 112, 112)
     torch.testing.assert_close(clip, expected, rtol=0, atol=0)
+    # mode "all": 36 distinct frames, preprocessed in chunks, then gathered
+    items = [(VideoSample(files["long"], 0), 0)]
+    clips, _, _ = ClipDataset(items, "all", config, sampling(num_eval_clips=5))[0]
+    for clip, indices in zip(clips, evenly_spaced_clips(40, 8, 1, 5), strict=True):
+        expected = preprocess_frames(read_frames(files["long"], indices), config)
+        torch.testing.assert_close(clip, expected, rtol=0, atol=0)
 
 
 def test_segments_and_loop_padding(files: dict[str, Path]) -> None:
