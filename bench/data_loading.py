@@ -207,7 +207,7 @@ def machine() -> dict[str, object]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "av": av.__version__,
-        "ffmpeg": ".".join(map(str, av.library_versions.get("libavcodec", ()))),
+        "libavcodec": ".".join(map(str, av.library_versions.get("libavcodec", ()))),
         "numpy": np.__version__,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from mtl_perception.preprocess import PreprocessConfig, preprocess_frames
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig, collate_clips
-from training.datasets.clips import evenly_spaced_clips
+from training.datasets.clips import centre_clip_indices, evenly_spaced_clips
 from training.datasets.missing import MissingFilesError
 from training.datasets.sample import LabelledSplit, VideoSample
 from training.datasets.video import read_frames, write_video
@@ -200,6 +201,26 @@ def test_bad_files_counted_across_dataloader_workers(files: dict[str, Path]) -> 
     labels = [label for batch in loader if batch is not None for label in batch[1].tolist()]
     assert labels == [0, 4]
     assert data.skipped_count == 3  # read in the main process, flagged in the workers
+
+
+def test_file_shorter_than_its_header_is_used_with_one_warning(
+    files: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cut = tmp_path / "cut.avi"  # a cut download: the header still says 40 frames
+    data = files["long"].read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with av.open(str(cut)) as container:
+        stream = container.streams.video[0]
+        header, decodable = stream.frames, sum(1 for _ in container.decode(stream))
+    assert header == 40 and 8 < decodable < 24  # the centre clip of 40 (16..23) is past the end
+    dataset = ClipDataset([(VideoSample(cut, 0), 0)], "centre", CONFIG)
+    with caplog.at_level(logging.WARNING):
+        clips = [dataset[0][0] for _ in range(2)]
+    assert frame_ids(clips[0]) == centre_clip_indices(decodable, 8, 1) == frame_ids(clips[1])
+    assert dataset.short_paths() == [cut] and dataset.skipped_count == 0
+    assert [r.getMessage() for r in caplog.records if "cut.avi" in r.getMessage()] == [
+        f"{cut}: header says 40 frames but only {decodable} decode; using those"
+    ]
 
 
 def test_training_substitutes_the_next_good_sample_of_the_task(files: dict[str, Path]) -> None:

@@ -25,7 +25,9 @@ warning naming it) in a bitmap in shared memory, so the count is the same in
 the main process and every DataLoader worker (fork or spawn; the dataset must
 reach workers as a DataLoader argument, not through a pickle of one's own).
 (Without a lock, two workers failing on the same file in the same instant
-could both warn; flags are only ever set, so the count is exact.)
+could both warn; flags are only ever set, so the count is exact.) A file
+whose header promises more frames than decode (dropped-frame AVIs, a cut
+download) is used for the frames it has, with one warning (`short_paths`).
 In `train` mode the item is replaced, deterministically, by the next sample
 of the same task that loads (batches keep their size and task mix); in the
 evaluation modes the item is `None` and `collate_clips` drops it, because an
@@ -63,6 +65,7 @@ LOG = logging.getLogger(__name__)
 
 Mode = Literal["train", "centre", "all"]
 _CHUNK = 32  # frames preprocessed at a time
+_OK, _BAD, _SHORT = 0, 1, 2  # per-file flags in shared memory
 Item = tuple[torch.Tensor, int, int]
 
 
@@ -123,14 +126,13 @@ class ClipDataset(Dataset):
         self._paths = list(paths)
         # Shared memory without a lock: a lock made here would be bound to this
         # process's start method and break DataLoaders that spawn their workers.
-        self._bad = mp.RawArray("b", len(self._paths))
+        self._flags = mp.RawArray("b", len(self._paths))
         self._epoch = mp.RawValue("q", 0)
         self._by_task: dict[int, list[int]] = {}
         self._rank: list[int] = []  # position of each sample among its task's samples
         for index, task in enumerate(self.task_ids):
             self._rank.append(len(self._by_task.setdefault(task, [])))
             self._by_task[task].append(index)
-        self._num_frames: dict[int, int] = {}  # per process: header counts, corrected
 
     @classmethod
     def from_splits(
@@ -159,11 +161,15 @@ class ClipDataset(Dataset):
     @property
     def skipped_count(self) -> int:
         """Distinct files that failed to load so far, over all worker processes."""
-        return int(sum(self._bad[:]))
+        return self._flags[:].count(_BAD)
 
     def skipped_paths(self) -> list[Path]:
-        flags = self._bad[:]
-        return [path for path, bad in zip(self._paths, flags, strict=True) if bad]
+        """The files counted by `skipped_count`, in list order."""
+        return [p for p, flag in zip(self._paths, self._flags[:], strict=True) if flag == _BAD]
+
+    def short_paths(self) -> list[Path]:
+        """Files used although fewer frames decode than their header says (warned once)."""
+        return [p for p, flag in zip(self._paths, self._flags[:], strict=True) if flag == _SHORT]
 
     def check_files(self, allow_missing: bool = False, limit: int = SHOWN) -> int:
         """Run before training: raise `MissingFilesError` naming the first missing files.
@@ -196,7 +202,7 @@ class ClipDataset(Dataset):
         attempts = len(candidates) if self.mode == "train" else 1
         for attempt in range(attempts):
             chosen = candidates[(self._rank[index] + attempt) % len(candidates)]
-            if self._bad[self._path_ids[chosen]]:
+            if self._flags[self._path_ids[chosen]] == _BAD:
                 if self.mode != "train":
                     return None
                 continue
@@ -270,11 +276,11 @@ class ClipDataset(Dataset):
         except ValueError as exc:  # the segment lies past the frames the file holds
             raise VideoReadError(f"{sample.path}: {exc}") from exc
 
-    def _read_video(self, sample: VideoSample, key: int, rng: np.random.Generator
+    def _read_video(self, sample: VideoSample, path_id: int, rng: np.random.Generator
                     ) -> tuple[np.ndarray, list[list[int]]]:
         with VideoReader(sample.path, threads=self.sampling.decode_threads) as reader:
             try:
-                num_frames = self._num_frames.get(key) or reader.num_frames
+                num_frames = reader.num_frames
                 state = rng.bit_generator.state
                 clips = self._clips(num_frames, sample, rng)
                 try:
@@ -282,11 +288,11 @@ class ClipDataset(Dataset):
                 except VideoTooShortError as exc:
                     if not 0 < exc.available < num_frames:
                         raise
-                    # The header over-counts (common in old AVIs): resample within
-                    # the frames that decode, with the same random draws.
-                    LOG.info("%s: header says %d frames, %d decode", sample.path, num_frames,
-                             exc.available)
-                    self._num_frames[key] = exc.available
+                    # The header over-counts (dropped-frame AVIs, cut files): draw
+                    # again, with the same random numbers, among the frames that
+                    # decode. Not cached, so a clip never depends on what a worker
+                    # has read before.
+                    self._flag_short(path_id, num_frames, exc.available)
                     rng.bit_generator.state = state
                     clips = self._clips(exc.available, sample, rng)
                     frames = reader.read(sorted({i for clip in clips for i in clip}))
@@ -303,11 +309,17 @@ class ClipDataset(Dataset):
         self.stats.decode.decode_s += time.perf_counter() - tic
         return frames, clips
 
+    def _flag_short(self, path_id: int, header: int, available: int) -> None:
+        if self._flags[path_id] == _OK:
+            self._flags[path_id] = _SHORT
+            LOG.warning("%s: header says %d frames but only %d decode; using those",
+                        self._paths[path_id], header, available)
+
     def _flag_bad(self, index: int, exc: Exception) -> None:
         path_id = self._path_ids[index]
-        if self._bad[path_id]:
+        if self._flags[path_id] == _BAD:
             return
-        self._bad[path_id] = 1
+        self._flags[path_id] = _BAD
         LOG.warning("skipping unreadable video %s (task %d): %s",
                     self._paths[path_id], self.task_ids[index], exc)
 
