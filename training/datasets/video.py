@@ -152,9 +152,7 @@ class VideoReader:
                 self.stats.fallbacks += 1
                 self._reopen()
                 found = self._read_sequential(wanted)
-        except VideoReadError:
-            raise
-        except _ERRORS as exc:
+        except _ERRORS as exc:  # VideoReadError is none of these: it passes through
             raise VideoReadError(f"cannot decode video {self.path}: {exc}") from exc
         return np.stack([found[int(i)] for i in indices])
 
@@ -183,7 +181,10 @@ class VideoReader:
         """Seek at or before `target`; returns the decode iterator and position - 1."""
         for margin in (0, 16, 64):
             goal = max(target - margin, 0)
-            self._container.seek(self._pts_of(goal), stream=self._stream, backward=True)
+            try:
+                self._container.seek(self._pts_of(goal), stream=self._stream, backward=True)
+            except av.error.FFmpegError as exc:  # a demuxer that cannot seek here
+                raise _SeekUnreliable(f"seek failed: {exc}") from exc
             self.stats.seeks += 1
             frames = self._timed_decode()
             first = next(frames, None)
