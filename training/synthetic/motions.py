@@ -44,7 +44,10 @@ class MotionParams:
     `rate`: cycles per second of cyclic motions; `phase`: cycle offset;
     `amplitude`: size of the movement (1 = nominal); `hand`: +1 left, -1 right;
     `direction`: +1/-1 (turn and circle sense); `reps`: repetitions of
-    repeatable strokes; `rest_clasped`: idle hands held together in front.
+    repeatable strokes; `rest_clasped`: idle hands held together in front;
+    `height`: where the gesture is made (every class spans the same heights, so
+    the hand's height in one frame does not name the class); `fidget_*`: a
+    small movement of the idle hand, so motion alone is not the label.
     """
 
     start: float = 0.1
@@ -57,6 +60,11 @@ class MotionParams:
     reps: int = 1
     rest_clasped: bool = False
     sway_phase: float = 0.0
+    arm_raise: float = 1.0  # how far overhead the arms swing in a jump (0: only forward)
+    height: float = 0.03  # gesture height relative to the shoulder: no class owns a height
+    fidget_start: float = 0.0  # the idle hand's small unrelated movement (share of the video)
+    fidget_length: float = 0.0  # 0: no fidget
+    fidget_offset: Vec3 = (0.0, 0.0, 0.0)
 
 
 def sample_params(rng: np.random.Generator) -> MotionParams:
@@ -72,6 +80,12 @@ def sample_params(rng: np.random.Generator) -> MotionParams:
         reps=int(rng.integers(1, 3)),
         rest_clasped=bool(rng.random() < 0.35),
         sway_phase=float(rng.uniform(0.0, 2 * math.pi)),
+        arm_raise=float(rng.uniform(0.0, 1.0)),
+        height=float(rng.uniform(-0.07, 0.13)),
+        fidget_start=float(rng.uniform(0.0, 0.8)),
+        fidget_length=float(rng.uniform(0.15, 0.3)) if rng.random() < 0.5 else 0.0,
+        fidget_offset=(float(rng.uniform(-0.06, 0.06)), float(rng.uniform(0.0, 0.12)),
+                       float(rng.uniform(0.0, 0.1))),
     )
 
 
@@ -159,7 +173,11 @@ def jump(cycles: float, p: MotionParams) -> Pose:
     phi = cycles % 1.0
     crouch = Pose(pitch=0.45, leg_l=(1.0, 1.7, 0.05), leg_r=(1.0, 1.7, 0.05),
                   hand_l=(0.0, -0.22, -0.17), hand_r=(0.0, -0.22, -0.17))
-    reach = Pose(pitch=0.0, hand_l=(0.05, 0.29, 0.06), hand_r=(-0.05, 0.29, 0.06))
+    # Some jumpers throw their arms overhead, others only forward: a raised-arms frame
+    # must not by itself mean "jump".
+    up = p.arm_raise
+    hand_y, hand_z = -0.02 + 0.31 * up, 0.25 - 0.19 * up
+    reach = Pose(pitch=0.0, hand_l=(0.05, hand_y, hand_z), hand_r=(-0.05, hand_y, hand_z))
     tuck = dataclasses.replace(reach, leg_l=(0.35, 0.7, 0.05), leg_r=(0.35, 0.7, 0.05))
     land = Pose(pitch=0.35, leg_l=(0.8, 1.3, 0.05), leg_r=(0.8, 1.3, 0.05),
                 hand_l=(0.03, -0.15, 0.18), hand_r=(-0.03, -0.15, 0.18))
@@ -247,31 +265,32 @@ def _stroke(name: str, s: float, p: MotionParams) -> Vec3:
     """
     out = p.hand
     bulge = math.sin(math.pi * s)
-    a = p.amplitude
+    a, h = p.amplitude, p.height
     if name in ("swipe_left", "swipe_right"):
         travel = 1 - 2 * s if name == "swipe_left" else 2 * s - 1
-        return (0.17 * a * travel, -0.06 + 0.03 * bulge, 0.19 + 0.04 * bulge)
+        # Centred a little inside the shoulder, so the swipe crosses in front of the body.
+        return (-0.05 * out + 0.17 * a * travel, h + 0.03 * bulge, 0.18 + 0.04 * bulge)
     if name in ("swipe_up", "swipe_down"):
         rise = s if name == "swipe_up" else 1 - s
-        return (-0.04 * out, -0.22 + 0.36 * a * rise, 0.2 + 0.04 * bulge)
+        return (-0.04 * out, h - 0.16 * a + 0.32 * a * rise, 0.17 + 0.04 * bulge)
     if name == "wave":
         swing = math.sin(math.pi * (1 + p.reps) * s)
-        return (0.06 * out + 0.09 * a * swing, 0.19 - 0.03 * swing * swing, 0.1)
+        return (0.06 * out + 0.09 * a * swing, h + 0.1 - 0.03 * swing * swing, 0.1)
     if name == "circle":
         theta = math.pi / 2 + p.direction * 2 * math.pi * p.reps * s
         r = 0.11 * a
-        return (0.02 * out + r * math.cos(theta), 0.08 + r * math.sin(theta), 0.2)
+        return (0.02 * out + r * math.cos(theta), h + r * math.sin(theta), 0.2)
     if name == "push":
         rep = (s * p.reps) % 1.0 if s < 1.0 else 1.0
         if rep < 0.4:
             w = smooth(rep / 0.4)
         else:
             w = 1.0 if rep < 0.6 else 1.0 - smooth((rep - 0.6) / 0.4)
-        # From the chest, palm forward, to the arm straight out at shoulder height.
-        return (-0.03 * out + 0.03 * out * w, -0.13 + 0.12 * w, 0.05 + 0.27 * w * a)
+        # From the chest, palm forward, to the arm straight out.
+        return (-0.03 * out + 0.03 * out * w, h - 0.12 + 0.12 * w, 0.05 + 0.25 * w * a)
     if name == "stop":
         tremor = 0.004 * math.sin(2 * math.pi * 3 * s)
-        return (tremor, 0.06, 0.27)
+        return (tremor, h + 0.03, 0.26)
     raise KeyError(f"unknown gesture {name!r}; known: {GESTURE_CLASSES}")
 
 
@@ -305,6 +324,15 @@ def gesture_poses(name: str, n_frames: int, segment: tuple[int, int], fps: float
     poses = []
     for i in range(n_frames):
         hand_l, hand_r = left_rest, right_rest
+        if p.fidget_length > 0:
+            bump = math.sin(math.pi * min(max(
+                (i / max(n_frames - 1, 1) - p.fidget_start) / p.fidget_length, 0.0), 1.0))
+            idle_hand = hand_r if p.hand > 0 else hand_l
+            moved = tuple(v + bump * o for v, o in zip(idle_hand, p.fidget_offset))
+            if p.hand > 0:
+                hand_r = moved  # type: ignore[assignment]
+            else:
+                hand_l = moved  # type: ignore[assignment]
         if first <= i < last:
             s = (i - first) / max(last - 1 - first, 1)
             target = gesture_hand(name, s, p)

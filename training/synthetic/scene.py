@@ -246,7 +246,7 @@ def action_clip(name: str, look: Look, rng: np.random.Generator, width: int, n_f
     params = sample_params(rng)
     poses = action_poses(name, n_frames, fps, params)
     yaw = float(rng.choice([-1, 1]) * rng.uniform(math.radians(20), math.radians(160)))
-    scale = height * rng.uniform(0.5, 0.72)
+    scale = height * rng.uniform(0.42, 0.75)
     view = View(scale, (0.0, look.ground_y), yaw, rng.uniform(0.35, 0.9), rng.uniform(5.0, 10.0))
     track = _root_track(poses, look.body, view)
     max_pan = look.background.shape[1] - width
