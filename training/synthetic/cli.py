@@ -63,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="NVGesture repetitions per subject and class")
     parser.add_argument("--test-subjects", type=int, default=d.test_subjects,
                         help="the last N subjects go to the test list; 0 = NVGesture's share")
+    parser.add_argument("--places", type=int, default=d.places,
+                        help="outdoor locations the actions are filmed in (shared by all classes)")
+    parser.add_argument("--rooms", type=int, default=d.rooms,
+                        help="indoor locations the gestures are filmed in (shared by all classes)")
     parser.add_argument("--actions", type=_names(ACTION_CLASSES), default=",".join(d.actions),
                         help="comma-separated subset of action classes")
     parser.add_argument("--gestures", type=_names(GESTURE_CLASSES), default=",".join(d.gestures),
@@ -81,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
             width=width, height=height, frames=args.frames, gesture_frames=args.gesture_frames,
             fps=args.fps, seed=args.seed, clips_per_group=args.clips_per_group,
             test_groups=args.test_groups, reps_per_subject=args.reps_per_subject,
-            test_subjects=args.test_subjects, antialias=not args.no_antialias,
+            test_subjects=args.test_subjects, places=args.places, rooms=args.rooms,
+            antialias=not args.no_antialias,
             bit_rate=args.bit_rate, actions=tuple(args.actions), gestures=tuple(args.gestures),
         )
     except ValueError as exc:

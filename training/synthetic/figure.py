@@ -133,10 +133,11 @@ class Body:
     thigh: float = 0.245
     shin: float = 0.235
     foot: float = 0.075
-    arm_r: float = 0.027
-    leg_r: float = 0.036
-    torso_r: float = 0.065
-    hand_r: float = 0.032
+    # Limbs a little thicker than life: at 112 pixels a forearm must stay a few pixels wide.
+    arm_r: float = 0.035
+    leg_r: float = 0.045
+    torso_r: float = 0.075
+    hand_r: float = 0.042
 
 
 @dataclass(frozen=True)

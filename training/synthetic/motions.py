@@ -83,7 +83,7 @@ def sample_params(rng: np.random.Generator) -> MotionParams:
         arm_raise=float(rng.uniform(0.0, 1.0)),
         height=float(rng.uniform(-0.07, 0.13)),
         fidget_start=float(rng.uniform(0.0, 0.8)),
-        fidget_length=float(rng.uniform(0.15, 0.3)) if rng.random() < 0.5 else 0.0,
+        fidget_length=float(rng.uniform(0.15, 0.3)) if rng.random() < 0.3 else 0.0,
         fidget_offset=(float(rng.uniform(-0.06, 0.06)), float(rng.uniform(0.0, 0.12)),
                        float(rng.uniform(0.0, 0.1))),
     )

@@ -32,13 +32,15 @@ from training.synthetic.motions import SEATED, STAND, action_poses, gesture_pose
 
 
 @dataclass(frozen=True)
-class Look:
-    """What stays fixed within a UCF group or an NVGesture subject: actor and place."""
+class Actor:
+    """Who performs: fixed within a UCF group or an NVGesture subject, across all classes.
+
+    Build, skin and hair stay; clothes and place change from clip to clip, which
+    gives a small set many appearances to generalise from.
+    """
 
     body: Body
     palette: Palette
-    background: np.ndarray  # float32 (H, W_bg, 3); wider than the frame when it can pan
-    ground_y: float  # screen row of the floor line (actions); unused for gestures
 
 
 def _hsv(h: float, s: float, v: float) -> Color:
@@ -46,16 +48,43 @@ def _hsv(h: float, s: float, v: float) -> Color:
     return (255.0 * r, 255.0 * g, 255.0 * b)
 
 
-def random_palette(rng: np.random.Generator) -> Palette:
-    """Clothes of any hue; skin and hair from plausible ranges."""
-    skin_v = rng.uniform(0.35, 0.95)
-    return Palette(
-        skin=_hsv(rng.uniform(0.04, 0.09), rng.uniform(0.3, 0.6), skin_v),
+def dress(palette: Palette, rng: np.random.Generator, background: Color | None = None
+          ) -> Palette:
+    """New clothes of any hue, keeping skin and hair.
+
+    Clothes that match the background are redrawn (a few tries): a figure
+    camouflaged against its scene carries no motion for a network to learn.
+    The rule depends on the scene only, never on the class.
+    """
+    shirt, pants = (128.0, 128.0, 128.0), (128.0, 128.0, 128.0)
+    for _ in range(8):
+        shirt = _hsv(rng.random(), rng.uniform(0.2, 0.9), rng.uniform(0.25, 0.95))
+        pants = _hsv(rng.random(), rng.uniform(0.1, 0.7), rng.uniform(0.15, 0.7))
+        if background is None or min(_distance(shirt, background),
+                                     _distance(pants, background)) > 70:
+            break
+    shoes = _hsv(rng.random(), rng.uniform(0.0, 0.5), rng.uniform(0.05, 0.4))
+    return Palette(skin=palette.skin, hair=palette.hair, shirt=shirt, pants=pants, shoes=shoes)
+
+
+def _distance(a: Color, b: Color) -> float:
+    return math.dist(a, b)
+
+
+def _mean_color(image: np.ndarray) -> Color:
+    r, g, b = (float(v) for v in image.reshape(-1, 3).mean(0))
+    return (r, g, b)
+
+
+def random_actor(rng: np.random.Generator) -> Actor:
+    """Skin and hair from plausible ranges, build within a few percent of the default."""
+    grey = (128.0, 128.0, 128.0)
+    palette = Palette(
+        skin=_hsv(rng.uniform(0.04, 0.09), rng.uniform(0.3, 0.6), rng.uniform(0.35, 0.95)),
         hair=_hsv(rng.uniform(0.03, 0.12), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.6)),
-        shirt=_hsv(rng.random(), rng.uniform(0.2, 0.9), rng.uniform(0.25, 0.95)),
-        pants=_hsv(rng.random(), rng.uniform(0.1, 0.7), rng.uniform(0.15, 0.7)),
-        shoes=_hsv(rng.random(), rng.uniform(0.0, 0.5), rng.uniform(0.05, 0.4)),
+        shirt=grey, pants=grey, shoes=grey,
     )
+    return Actor(random_body(rng), dress(palette, rng))
 
 
 def random_body(rng: np.random.Generator) -> Body:
@@ -91,14 +120,14 @@ def _gradient(height: int, width: int, top: Color, bottom: Color) -> np.ndarray:
 
 def outdoor_background(rng: np.random.Generator, height: int, width: int,
                        person_px: float) -> tuple[np.ndarray, float]:
-    """Sky, horizon clutter, textured ground; returns the image and the floor row for feet."""
+    """Sky, horizon clutter, textured ground; returns the image and the horizon row."""
     sky_h = rng.uniform(0.5, 0.68)
     top = _hsv(rng.uniform(0.5, 0.7) if rng.random() < 0.7 else rng.uniform(0.0, 0.12),
                rng.uniform(0.1, 0.6), rng.uniform(0.55, 0.95))
     horizon = rng.uniform(0.3, 0.5) * height
     img = _gradient(height, width, top, _hsv(rng.uniform(0.5, 0.65), 0.1, sky_h + 0.3))
     clouds = smooth_noise(rng, height, width, max(height // 4, 4))
-    img += (np.clip(clouds, 0.2, 1.0) - 0.2)[..., None] * 60.0 * rng.uniform(0.0, 1.0)
+    img += (np.clip(clouds, 0.2, 1.0) - 0.2)[..., None] * 40.0 * rng.uniform(0.0, 1.0)
     canvas = Canvas(img, antialias=True)
     for _ in range(int(rng.integers(2, 7))):  # buildings and hills on the horizon
         x, w = rng.uniform(0, width), rng.uniform(0.1, 0.4) * person_px * 3
@@ -113,12 +142,12 @@ def outdoor_background(rng: np.random.Generator, height: int, width: int,
                       rng.uniform(0.3, 0.7))
     ground = _gradient(height, width, ground_top, tuple(c * 0.75 for c in ground_top))
     texture = smooth_noise(rng, height, width, 6) * 0.6 + smooth_noise(rng, height, width, 2) * 0.4
-    ground += texture[..., None] * rng.uniform(8, 25)
+    ground += texture[..., None] * rng.uniform(3, 12)
     rows = np.arange(height)[:, None, None]
     img = np.where(rows >= horizon, ground, canvas.image).astype(np.float32)
     canvas = Canvas(img, antialias=True)
-    floor = rng.uniform(horizon + 0.45 * (height - horizon), height * 0.95)
-    for _ in range(int(rng.integers(3, 9))):  # trees, bushes and poles at assorted depths
+    floor = height * 0.95
+    for _ in range(int(rng.integers(2, 7))):  # trees, bushes and poles at assorted depths
         x = rng.uniform(0, width)
         base = rng.uniform(horizon, floor)
         size = person_px * rng.uniform(0.3, 1.0) * (base - horizon + 8) / (floor - horizon + 8)
@@ -133,7 +162,9 @@ def outdoor_background(rng: np.random.Generator, height: int, width: int,
         else:
             canvas.capsule((x, base), (x, base - size * 1.5), 1.0, 1.0,
                            _hsv(rng.random(), 0.2, rng.uniform(0.2, 0.7)), figure=False)
-    return canvas.image, float(floor)
+    # Depth of field: the scene behind the actor is soft, the actor sharp. Without it the
+    # clutter's edges compete with the limbs, and a small network learns neither.
+    return box_blur(canvas.image, round(rng.uniform(1.0, 2.5) * height / 120)), float(horizon)
 
 
 def indoor_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -161,7 +192,23 @@ def indoor_background(rng: np.random.Generator, height: int, width: int) -> np.n
         canvas.polygon(np.array([[0, y], [width, y], [width, height], [0, height]]),
                        _hsv(rng.uniform(0.05, 0.12), rng.uniform(0.2, 0.6), rng.uniform(0.2, 0.6)),
                        figure=False)
-    return canvas.image
+    return box_blur(canvas.image, round(rng.uniform(0.5, 2.0) * height / 120))
+
+
+def box_blur(image: np.ndarray, radius: int) -> np.ndarray:
+    """Separable box blur by running sums (edges clamped); radius 0 returns the image."""
+    if radius <= 0:
+        return image
+    out = image
+    for axis in (0, 1):
+        pad = [(0, 0)] * image.ndim
+        pad[axis] = (radius + 1, radius)
+        sums = np.cumsum(np.pad(out, pad, mode="edge"), axis=axis, dtype=np.float64)
+        size = out.shape[axis]
+        upper = np.take(sums, np.arange(2 * radius + 1, 2 * radius + 1 + size), axis=axis)
+        lower = np.take(sums, np.arange(0, size), axis=axis)
+        out = ((upper - lower) / (2 * radius + 1)).astype(np.float32)
+    return out
 
 
 def draw_stool(canvas: Canvas, view: View, at: tuple[float, float], color: Color) -> None:
@@ -193,17 +240,6 @@ def draw_stool(canvas: Canvas, view: View, at: tuple[float, float], color: Color
         canvas.capsule(screen(x, 0, z), screen(x, seat_y, z), r, r, dark, figure=False)
 
 
-def action_look(rng: np.random.Generator, width: int, height: int) -> Look:
-    """An actor outdoors; the background is twice the frame wide so the camera can pan."""
-    background, floor = outdoor_background(rng, height, 2 * width, 0.6 * height)
-    return Look(random_body(rng), random_palette(rng), background, floor)
-
-
-def gesture_look(rng: np.random.Generator, width: int, height: int) -> Look:
-    """An actor in a room, filmed by a fixed camera."""
-    return Look(random_body(rng), random_palette(rng), indoor_background(rng, height, width), 0.0)
-
-
 @dataclass(frozen=True)
 class Shot:
     """Per-clip camera: the figure's view, per-frame pan (background column) and sensor model."""
@@ -229,7 +265,7 @@ class Clip:
 def _sensor(rng: np.random.Generator, n_frames: int) -> tuple[np.ndarray, np.ndarray, float]:
     gain = 1.0 + np.cumsum(rng.normal(0, 0.004, n_frames)).astype(np.float32)
     white = rng.uniform(0.9, 1.1, 3).astype(np.float32)
-    return gain, white, float(rng.uniform(1.5, 5.0))
+    return gain, white, float(rng.uniform(1.0, 3.5))
 
 
 def _root_track(poses: list[Pose], body: Body, view: View) -> np.ndarray:
@@ -239,19 +275,45 @@ def _root_track(poses: list[Pose], body: Body, view: View) -> np.ndarray:
                                view.yaw + pose.yaw)[0]["p"][0] for pose in poses])
 
 
-def action_clip(name: str, look: Look, rng: np.random.Generator, width: int, n_frames: int,
-                fps: float, antialias: bool = True, with_mask: bool = False) -> Clip:
-    """A full-body clip: random side-ish viewpoint, a camera that may pan or follow."""
-    height = look.background.shape[0]
+@dataclass(frozen=True)
+class Place:
+    """A location that clips of every class are filmed in (like NTU's fixed setups)."""
+
+    image: np.ndarray  # float32 (H, W_bg, 3); twice the frame wide outdoors, for panning
+    ground: tuple[float, float]  # rows where an actor's feet may stand (outdoors)
+
+
+def outdoor_place(rng: np.random.Generator, size: tuple[int, int]) -> Place:
+    width, height = size
+    image, horizon = outdoor_background(rng, height, 2 * width, 0.6 * height)
+    return Place(image, (horizon + 0.45 * (height - horizon), height * 0.95))
+
+
+def indoor_place(rng: np.random.Generator, size: tuple[int, int]) -> Place:
+    width, height = size
+    return Place(indoor_background(rng, height, width), (float(height), float(height)))
+
+
+def action_clip(name: str, actor: Actor, place: Place, rng: np.random.Generator,
+                size: tuple[int, int], n_frames: int, fps: float, antialias: bool = True,
+                with_mask: bool = False) -> Clip:
+    """A full-body clip outdoors: random side-ish viewpoint, a camera that may pan or follow."""
+    width, height = size
+    # Feet anywhere on the visible ground: the actor's row in the frame is not the place's.
+    background, floor = place.image.copy(), float(rng.uniform(*place.ground))
+    palette = dress(actor.palette, rng, _mean_color(background))
     params = sample_params(rng)
     poses = action_poses(name, n_frames, fps, params)
-    yaw = float(rng.choice([-1, 1]) * rng.uniform(math.radians(20), math.radians(160)))
-    scale = height * rng.uniform(0.42, 0.75)
-    view = View(scale, (0.0, look.ground_y), yaw, rng.uniform(0.35, 0.9), rng.uniform(5.0, 10.0))
-    track = _root_track(poses, look.body, view)
-    max_pan = look.background.shape[1] - width
+    # Side-ish views (45-135 degrees either way): these motions happen in the body's
+    # sagittal plane, which a front or back view flattens away.
+    yaw = float(rng.choice([-1, 1]) * rng.uniform(math.radians(45), math.radians(135)))
+    # Head (standing) inside the frame wherever the feet are.
+    scale = min(height * rng.uniform(0.5, 0.78), (floor - 0.03 * height) / 1.02)
+    view = View(scale, (0.0, floor), yaw, rng.uniform(0.35, 0.9), rng.uniform(5.0, 10.0))
+    track = _root_track(poses, actor.body, view)
+    max_pan = background.shape[1] - width
     t = np.arange(n_frames, dtype=np.float64)
-    drift = rng.uniform(-0.4, 0.4) * width / 160 if rng.random() < 0.5 else 0.0
+    drift = rng.uniform(-0.4, 0.4) * width / 160 if rng.random() < 0.3 else 0.0
     margin = 0.3 * scale
     for follow, drift_ in ((rng.uniform(0.0, 1.0), drift), (1.0, drift), (1.0, 0.0)):
         pan = follow * (track - track[0]) + drift_ * t
@@ -264,41 +326,45 @@ def action_clip(name: str, look: Look, rng: np.random.Generator, width: int, n_f
     start = int(rng.integers(0, max(max_pan - int(steps.max()), 0) + 1))
     left = start + steps
     origin = x0 + start - pan.min()
-    view = View(scale, (origin, look.ground_y), yaw, view.eye, view.distance)
-    background = look.background.copy()
+    view = View(scale, (origin, floor), yaw, view.eye, view.distance)
     stool_color = _hsv(rng.random(), rng.uniform(0.1, 0.7), rng.uniform(0.2, 0.8))
     if name in ("SitDown", "StandUp"):
-        seat = joints(SEATED, look.body)["pelvis"]
+        seat = joints(SEATED, actor.body)["pelvis"]
         draw_stool(Canvas(background), view, (float(seat[0]), float(seat[2]) - 0.03), stool_color)
     elif rng.random() < 0.6:  # the same furniture stands around in other clips too
-        elsewhere = View(scale, (rng.uniform(0, background.shape[1]), look.ground_y),
+        elsewhere = View(scale, (rng.uniform(0, background.shape[1]), floor),
                          float(rng.uniform(-math.pi, math.pi)), view.eye, view.distance)
         draw_stool(Canvas(background), elsewhere, (0.0, 0.0), stool_color)
     gain, white, noise = _sensor(rng, n_frames)
     shot = Shot(view, width, left, gain, white, noise, shadow=True)
-    frames, masks = render(poses, look.body, look.palette, background, shot, rng, antialias,
+    frames, masks = render(poses, actor.body, palette, background, shot, rng, antialias,
                            with_mask)
     return Clip(frames, masks, (0, n_frames))
 
 
-def gesture_clip(name: str, look: Look, rng: np.random.Generator, n_frames: int, fps: float,
-                 antialias: bool = True, with_mask: bool = False) -> Clip:
-    """An upper-body, near-frontal clip: idle, then the gesture in [start, end), then idle."""
-    height, width = look.background.shape[:2]
+def gesture_clip(name: str, actor: Actor, place: Place, rng: np.random.Generator,
+                 size: tuple[int, int], n_frames: int, fps: float, antialias: bool = True,
+                 with_mask: bool = False) -> Clip:
+    """An upper-body, near-frontal clip indoors from a fixed camera: idle, then the gesture
+    in [start, end), then idle."""
+    width, height = size
+    background = place.image
+    palette = dress(actor.palette, rng, _mean_color(background))
     params = sample_params(rng)
     length = round(n_frames * rng.uniform(0.55, 0.75))
     length = min(max(length, 8), n_frames - 4)
     first = int(rng.integers(2, n_frames - length - 2 + 1))
     poses = gesture_poses(name, n_frames, (first, first + length), fps, params)
-    # Hips to a hand's width above a raised hand: about 0.75 body units in frame.
-    scale = height / rng.uniform(0.7, 0.85)
-    shoulders = float(joints(STAND, look.body)["chest"][1])
-    ground_y = height * rng.uniform(0.48, 0.6) + scale * shoulders
+    # Close up, like a camera at arm's length (NVGesture's): chest to a raised hand is
+    # about half a body unit, and resting hands drop out of the bottom of the frame.
+    scale = height / rng.uniform(0.42, 0.52)
+    shoulders = float(joints(STAND, actor.body)["chest"][1])
+    ground_y = height * rng.uniform(0.6, 0.7) + scale * shoulders
     view = View(scale, (width * rng.uniform(0.35, 0.65), ground_y),
-                float(rng.uniform(-0.45, 0.45)), shoulders, float(rng.uniform(1.8, 3.0)))
+                float(rng.uniform(-0.3, 0.3)), shoulders, float(rng.uniform(1.8, 3.0)))
     gain, white, noise = _sensor(rng, n_frames)
     shot = Shot(view, width, np.zeros(n_frames, int), gain, white, noise, shadow=False)
-    frames, masks = render(poses, look.body, look.palette, look.background, shot, rng, antialias,
+    frames, masks = render(poses, actor.body, palette, background, shot, rng, antialias,
                            with_mask)
     return Clip(frames, masks, (first, first + length))
 

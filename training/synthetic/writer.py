@@ -7,6 +7,10 @@ NVGesture (`Video_data/class_NN/subjectS_rR/sk_color.avi`, v2 list files whose
 `color:` field bounds the gesture inside a longer video; whole subjects are
 held out for test). A `set.yaml` ties both to the project's set loader.
 
+A UCF group or an NVGesture subject is one actor, who performs every class;
+clothes, place (one of a few shared locations), viewpoint and timing vary per
+clip. Nothing about a clip's appearance is chosen with its class in mind.
+
 Every clip is rendered from its own seed (derived from the set's seed and the
 clip's identity, never from rendering order), so the output is the same for
 any number of worker processes. MPEG-4 slice threading makes the bitstream
@@ -31,12 +35,14 @@ import numpy as np
 from training.datasets.video import write_video
 from training.synthetic.motions import ACTION_CLASSES, GESTURE_CLASSES
 from training.synthetic.scene import (
+    Actor,
     Clip,
-    Look,
+    Place,
     action_clip,
-    action_look,
     gesture_clip,
-    gesture_look,
+    indoor_place,
+    outdoor_place,
+    random_actor,
 )
 
 log = logging.getLogger(__name__)
@@ -67,18 +73,20 @@ tasks:
 class SynthSettings:
     """Everything that determines the output; the same settings give byte-identical files."""
 
-    actions_per_class: int = 12
-    gestures_per_class: int = 12
+    actions_per_class: int = 24
+    gestures_per_class: int = 24
     width: int = 160
     height: int = 120
     frames: int = 48  # action clip length
     gesture_frames: int = 64  # whole gesture video, idle included
     fps: float = 25.0
     seed: int = 0
-    clips_per_group: int = 4  # UCF: one group = one actor and place
+    clips_per_group: int = 2  # UCF: one group = one actor
     test_groups: int = 0  # groups 1..N are test; 0 = UCF's share (7 of 25), at least one
-    reps_per_subject: int = 3  # NVGesture: subjectS_r0..r{N-1} per class
+    reps_per_subject: int = 2  # NVGesture: subjectS_r0..r{N-1} per class
     test_subjects: int = 0  # the last N subjects are test; 0 = NVGesture's share (~31%)
+    places: int = 6  # outdoor locations shared by all action classes (NTU-like setups)
+    rooms: int = 4  # indoor locations shared by all gesture classes
     antialias: bool = True
     bit_rate: int = 400_000
     actions: tuple[str, ...] = ACTION_CLASSES
@@ -95,8 +103,8 @@ class SynthSettings:
         for name in self.gestures:
             if name not in GESTURE_CLASSES:
                 raise ValueError(f"unknown gesture {name!r}; known: {list(GESTURE_CLASSES)}")
-        if min(self.clips_per_group, self.reps_per_subject) < 1:
-            raise ValueError("clips_per_group and reps_per_subject must be positive")
+        if min(self.clips_per_group, self.reps_per_subject, self.places, self.rooms) < 1:
+            raise ValueError("clips_per_group, reps_per_subject, places, rooms must be positive")
 
     @property
     def n_groups(self) -> int:
@@ -156,26 +164,40 @@ def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(k) for k in key]))
 
 
-@functools.lru_cache(maxsize=16)
-def _look(settings: SynthSettings, task: str, class_id: int, group: int) -> Look:
-    """Actor and place of a UCF group (per class) or an NVGesture subject (shared by classes)."""
+@functools.lru_cache(maxsize=64)
+def _actor(seed: int, task: str, group: int) -> Actor:
+    """The actor of UCF group `gGG` or NVGesture subject `S`, the same in every class.
+
+    Were each class filmed with its own actors, a network would learn the actor.
+    """
+    return random_actor(_rng(seed, 1 if task == "action" else 3, group))
+
+
+@functools.lru_cache(maxsize=32)
+def _place(seed: int, task: str, index: int, size: tuple[int, int]) -> Place:
+    """One of the few locations every class is filmed in.
+
+    A handful of places shared by all classes (NTU's setups, NVGesture's one
+    car) rather than a new place per clip: the background then says nothing
+    about the class and a small network learns quickly to look past it.
+    """
     if task == "action":
-        return action_look(_rng(settings.seed, 1, class_id, group), settings.width, settings.height)
-    return gesture_look(_rng(settings.seed, 3, group), settings.width, settings.height)
+        return outdoor_place(_rng(seed, 5, index), size)
+    return indoor_place(_rng(seed, 6, index), size)
 
 
 def render_job(settings: SynthSettings, job: Job, with_mask: bool = False) -> Clip:
     """Render one job's frames in memory (tests use the mask as an oracle foreground)."""
+    actor = _actor(settings.seed, job.task, job.group)
+    size = (settings.width, settings.height)
     if job.task == "action":
-        class_id = ACTION_CLASSES.index(job.name)
-        rng = _rng(settings.seed, 2, class_id, job.index)
-        look = _look(settings, "action", class_id, job.group)
-        return action_clip(job.name, look, rng, settings.width, settings.frames, settings.fps,
+        rng = _rng(settings.seed, 2, ACTION_CLASSES.index(job.name), job.index)
+        place = _place(settings.seed, "action", int(rng.integers(settings.places)), size)
+        return action_clip(job.name, actor, place, rng, size, settings.frames, settings.fps,
                            settings.antialias, with_mask)
-    class_id = GESTURE_CLASSES.index(job.name)
-    rng = _rng(settings.seed, 4, class_id, job.index)
-    look = _look(settings, "gesture", 0, job.group)
-    return gesture_clip(job.name, look, rng, settings.gesture_frames, settings.fps,
+    rng = _rng(settings.seed, 4, GESTURE_CLASSES.index(job.name), job.index)
+    place = _place(settings.seed, "gesture", int(rng.integers(settings.rooms)), size)
+    return gesture_clip(job.name, actor, place, rng, size, settings.gesture_frames, settings.fps,
                         settings.antialias, with_mask)
 
 
