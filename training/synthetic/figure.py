@@ -286,7 +286,8 @@ def draw_figure(canvas: Canvas, pose: Pose, body: Body, palette: Palette, view: 
     pts3["shoulder_mid"] = (pts3["shoulder_l"] + pts3["shoulder_r"]) / 2
     scr, dep, px = project(pts3, view, yaw)
     if shadow:
-        gx, gy = project({"g": np.array([pose.side, 0.0, pose.fwd])}, view, yaw)[0]["g"]
+        feet = (pts3["ankle_l"] + pts3["ankle_r"]) / 2 * np.array([1.0, 0.0, 1.0])
+        gx, gy = project({"g": feet}, view, yaw)[0]["g"]
         fade = 1.0 / (1.0 + 4.0 * pose.lift)
         canvas.ellipse((gx, gy), view.scale * 0.2, view.scale * 0.035, (0, 0, 0),
                        alpha=0.3 * fade)
