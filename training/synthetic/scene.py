@@ -307,7 +307,9 @@ def action_clip(name: str, actor: Actor, place: Place, rng: np.random.Generator,
     # Side-ish views (45-135 degrees either way): these motions happen in the body's
     # sagittal plane, which a front or back view flattens away.
     yaw = float(rng.choice([-1, 1]) * rng.uniform(math.radians(45), math.radians(135)))
-    # Head (standing) inside the frame wherever the feet are.
+    # Head (standing) inside the frame wherever the feet are; a high jump may leave it, as
+    # in real footage. A tighter cap would tie size to position and make the box's height
+    # a better pose cue in a single frame.
     scale = min(height * rng.uniform(0.5, 0.78), (floor - 0.03 * height) / 1.02)
     view = View(scale, (0.0, floor), yaw, rng.uniform(0.35, 0.9), rng.uniform(5.0, 10.0))
     track = _root_track(poses, actor.body, view)
