@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint bench clean
+.PHONY: setup test demo lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,12 @@ $(VENV)/.installed: setup.py setup.cfg constraints.txt
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The main job on built-in defaults (until bag evaluation lands): render the
+# synthetic set and check it the way a user checks a real one.
+demo: setup
+	$(PY) -m training synth --out demo/synthetic
+	$(PY) -m training summarize --config demo/synthetic/set.yaml --check-videos --json demo/summary.json
 
 lint: setup
 	$(PY) -m ruff check .
