@@ -34,6 +34,7 @@ import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+from hostinfo import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -191,18 +192,10 @@ def time_loader(paths: list[Path], workers: int, batches: int) -> dict[str, floa
 
 
 def machine() -> dict[str, object]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "platform": platform.platform(),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cpus_usable": usable,
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -13,23 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from hostinfo import cpu_model
 
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
-
-def build(method: str, width: int, frames_classes: tuple[int, int] = (101, 249)) -> MultiTaskModel:
+def build(method: str, width: int, num_classes: tuple[int, int] = (101, 249)) -> MultiTaskModel:
     if method == "stl":
         config = ModelConfig(method="stl", width=width, task_names=("action",), num_classes=(101,))
     else:
-        config = ModelConfig(method=method, width=width, num_classes=frames_classes)
+        config = ModelConfig(method=method, width=width, num_classes=num_classes)
     return build_model(config).eval()
 
 
@@ -53,15 +51,7 @@ def time_once(run: object, clips: torch.Tensor, device: torch.device) -> float:
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
+    return f"{cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def main() -> None:
@@ -73,7 +63,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--half", action="store_true", help="fp16 autocast (GPU)")
-    parser.add_argument("--save", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--save", type=Path, default=None,
+        help="also write the JSON here (the committed one: bench/results/models.json)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)

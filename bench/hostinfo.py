@@ -1,0 +1,21 @@
+"""What machine a benchmark ran on, for the results it commits.
+
+Imported by the scripts beside it (`bench/` is the script's folder, so it is
+on `sys.path` when a benchmark runs as `python bench/NAME.py`).
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, or what `platform` knows elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
