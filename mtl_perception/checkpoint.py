@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Mapping
+import stat
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ def save_checkpoint(path: str | Path, model: MultiTaskModel, info: CheckpointInf
     if model.config != info.model:
         raise ValueError("the model's config differs from the checkpoint info's model config")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _check_float32(tensors)
     document = {
         "format_version": FORMAT_VERSION,
         "model": to_dict(info.model),
@@ -85,7 +87,11 @@ def save_checkpoint(path: str | Path, model: MultiTaskModel, info: CheckpointInf
 
 
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
-    """The metadata of a checkpoint, with the same refusals as `load_checkpoint`."""
+    """The metadata of a checkpoint, without reading the weights.
+
+    Refuses what `load_checkpoint` refuses about the file and its metadata;
+    only `load_checkpoint` checks the weights themselves.
+    """
     path = Path(path)
     with _open(path) as handle:
         return _parse_info(path, handle.metadata())
@@ -93,7 +99,7 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the model from the metadata and load its weights; refuse anything off."""
-    path = Path(path)
+    path, target = Path(path), torch.device(device)  # a bad device name fails before any work
     with _open(path) as handle:
         metadata = handle.metadata()
         info = _parse_info(path, metadata)
@@ -101,36 +107,63 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
         except SafetensorError as exc:
             raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from exc
+    # Optional so that hand-assembled checkpoints (converters, tests) still load;
+    # save_checkpoint always writes it.
     expected_digest = json.loads(metadata[METADATA_KEY]).get("weights_sha256")
     if expected_digest is not None and _weights_digest(tensors) != expected_digest:
         raise CheckpointError(f"checkpoint {path} is corrupt: its weights fail their checksum")
     model = build_model(info.model)
     _check_weights_fit(path, model, tensors)
+    _check_finite(path, tensors)
     model.load_state_dict(tensors, strict=True)
     model.eval()
-    return LoadedCheckpoint(model.to(device), info)
+    return LoadedCheckpoint(model.to(target), info)
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call `write(tmp_path)`, fsync, then rename over `path`; clean up on failure."""
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call `write(tmp_path)`, fsync, then rename over `path`; clean up on failure.
+
+    The folder is fsynced after the rename too: without it a power cut can
+    forget the rename and leave the old file (or none) in place.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    # O_EXCL: never reuse someone else's file. Creating it with 0o666 tells us the
+    # usual mode (0o666 minus the umask) without setting the process umask, which
+    # other threads share.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
     try:
         write(tmp)
+        tmp.chmod(mode)  # safetensors' save_file leaves its output 0600
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename itself is done
+    finally:
+        os.close(fd)
+
+
 def _open(path: Path) -> Any:
+    """A `safe_open` handle on `path`, or one CheckpointError saying what the file is."""
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not path.is_file():
@@ -159,6 +192,8 @@ def _parse_info(path: Path, metadata: Mapping[str, str] | None) -> CheckpointInf
         )
     try:
         document = json.loads(metadata[METADATA_KEY])
+        if not isinstance(document, dict):
+            raise ValueError(f"expected a JSON object, got {type(document).__name__}")
         version = document.get("format_version")
         if version != FORMAT_VERSION:
             raise CheckpointError(
@@ -166,15 +201,39 @@ def _parse_info(path: Path, metadata: Mapping[str, str] | None) -> CheckpointInf
                 f"this mtl_perception reads {FORMAT_VERSION}"
             )
         return CheckpointInfo(
-            model=from_dict(ModelConfig, document["model"], "model"),
-            class_names=tuple(tuple(str(n) for n in names) for names in document["class_names"]),
-            preprocess=from_dict(PreprocessConfig, document["preprocess"], "preprocess"),
-            provenance=dict(document.get("provenance", {})),
+            model=from_dict(ModelConfig, _section(document, "model"), "model"),
+            class_names=_class_names(document["class_names"]),
+            preprocess=from_dict(PreprocessConfig, _section(document, "preprocess"), "preprocess"),
+            provenance=dict(_section(document, "provenance", required=False)),
         )
     except CheckpointError:
         raise
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, SettingsError) as exc:
         raise CheckpointError(f"checkpoint {path} has invalid metadata: {exc}") from exc
+
+
+def _section(document: Mapping[str, Any], key: str, required: bool = True) -> Mapping[str, Any]:
+    """A JSON object inside the metadata. `from_dict` would read null as "all defaults",
+    which for a checkpoint would rebuild some other model than the one saved."""
+    if key not in document:
+        if required:
+            raise KeyError(key)
+        return {}
+    value = document[key]
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{key}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _class_names(value: Any) -> tuple[tuple[str, ...], ...]:
+    """A list of lists of strings; a bare string would otherwise count as its letters."""
+    if not isinstance(value, list) or not all(isinstance(names, list) for names in value):
+        raise ValueError("class_names: expected a list of lists of class names per task")
+    for names in value:
+        for name in names:
+            if not isinstance(name, str):
+                raise ValueError(f"class_names: expected strings, got {name!r}")
+    return tuple(tuple(names) for names in value)
 
 
 def _check_weights_fit(
@@ -183,7 +242,11 @@ def _check_weights_fit(
     own = model.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
-    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    common = sorted(set(own) & set(tensors))
+    wrong = [k for k in common if own[k].shape != tensors[k].shape]
+    # load_state_dict would cast silently: float16 weights would lose precision and
+    # integer ones would come out as garbage, so a dtype that differs is refused too.
+    wrong_dtype = [k for k in common if own[k].dtype != tensors[k].dtype]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing (first: {missing[:3]})")
@@ -195,10 +258,43 @@ def _check_weights_fit(
             f"{len(wrong)} with wrong shape (first: {key} is {tuple(tensors[key].shape)}, "
             f"metadata says {tuple(own[key].shape)})"
         )
+    if wrong_dtype:
+        key = wrong_dtype[0]
+        problems.append(
+            f"{len(wrong_dtype)} with wrong dtype (first: {key} is {tensors[key].dtype}, "
+            f"the model needs {own[key].dtype})"
+        )
     if problems:
         raise CheckpointError(
             f"checkpoint {path}: weights do not match the model its metadata describes: "
             + "; ".join(problems)
+        )
+
+
+def _check_finite(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    """A diverged training run saves NaN weights; the node would publish NaN scores."""
+    bad = sorted(
+        k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())
+    )
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path} has non-finite (NaN or infinite) weights: "
+            f"{len(bad)} tensors (first: {bad[:3]})"
+        )
+
+
+def _check_float32(tensors: Mapping[str, torch.Tensor]) -> None:
+    """Checkpoints hold float32 weights, the dtype `build_model` rebuilds on load.
+
+    Half precision is an inference-time choice (autocast), not a checkpoint format.
+    """
+    other = sorted(
+        k for k, v in tensors.items() if v.is_floating_point() and v.dtype != torch.float32
+    )
+    if other:
+        raise ValueError(
+            f"checkpoints hold float32 weights; {other[0]} is {tensors[other[0]].dtype}: "
+            "call model.float() before saving"
         )
 
 

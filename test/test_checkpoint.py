@@ -1,12 +1,15 @@
 """Checkpoints: identical outputs after a round trip, and one clear refusal per bad file."""
 
 import json
+import os
 import pickle
+import stat
 import struct
 
 import pytest
 import torch
 from helpers_models import tiny_config
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mtl_perception.checkpoint import (
@@ -41,6 +44,22 @@ def saved(tmp_path, method: str = "lws"):
     path = tmp_path / "model.safetensors"
     save_checkpoint(path, model, info)
     return path, model, info
+
+
+def rewrite(path, tensors=None, **changes) -> None:
+    """Re-save a checkpoint with edited metadata and/or tensors (no checksum: it would
+    refuse the edit before the check under test)."""
+    with safe_open(str(path), framework="pt") as handle:
+        document = json.loads(handle.metadata()["mtl_perception"])
+        if tensors is None:
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    document.pop("weights_sha256", None)
+    document.update(changes)
+    save_file(tensors, str(path), metadata={"mtl_perception": json.dumps(document)})
+
+
+def tensors_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
 
 @pytest.mark.parametrize("method", ["stl", "hps", "sps", "lws"])
@@ -170,6 +189,108 @@ def test_save_is_atomic_and_keeps_the_old_file_when_writing_fails(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
 
 
+def test_saved_file_has_the_usual_permissions(tmp_path) -> None:
+    old = os.umask(0o027)
+    try:
+        path, _, _ = saved(tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # 0o666 minus the umask, not 0o600
+
+
 def test_class_names_must_match_the_model() -> None:
     with pytest.raises(ValueError, match="task 'gesture': 2 class names for 7 classes"):
         CheckpointInfo(model=tiny_config("hps"), class_names=(CLASSES[0], ("a", "b")))
+
+
+def test_empty_file_directory_and_huge_header_length_are_refused(tmp_path) -> None:
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="corrupt or truncated .*header too small"):
+        load_checkpoint(empty)
+    with pytest.raises(CheckpointError, match="is not a file"):
+        load_checkpoint(tmp_path)
+    huge = tmp_path / "huge.safetensors"  # a header length of 2^62 bytes must not be trusted
+    huge.write_bytes(struct.pack("<Q", 2**62) + b"{}")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(huge)
+
+
+@pytest.mark.parametrize("document", ["[1, 2]", '"hps"', "null"])
+def test_metadata_that_is_not_a_json_object_is_refused(tmp_path, document: str) -> None:
+    path = tmp_path / "odd.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"mtl_perception": document})
+    with pytest.raises(CheckpointError, match="invalid metadata: expected a JSON object"):
+        load_checkpoint(path)
+
+
+def test_null_model_section_is_not_read_as_the_default_model(tmp_path) -> None:
+    # from_dict reads null as "all defaults": a default-shaped model would load silently.
+    path = tmp_path / "default.safetensors"
+    default = build_model(tiny_config("hps", width=64, num_classes=(101, 249))).eval()
+    names = tuple(tuple(f"c{i}" for i in range(n)) for n in (101, 249))
+    save_checkpoint(path, default, CheckpointInfo(model=default.config, class_names=names))
+    rewrite(path, model=None)
+    with pytest.raises(CheckpointError, match="invalid metadata: model: expected a JSON object"):
+        load_checkpoint(path)
+
+
+def test_class_names_must_be_lists_of_strings(tmp_path) -> None:
+    path, _, _ = saved(tmp_path, "hps")
+    rewrite(path, class_names=["drink", "wave12"])  # strings would count as their letters
+    with pytest.raises(CheckpointError, match="class_names: expected a list of lists"):
+        load_checkpoint(path)
+    rewrite(path, class_names=[list(CLASSES[0]), [1, 2, 3, 4, 5, 6, 7]])
+    with pytest.raises(CheckpointError, match="class_names: expected strings, got 1"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64, torch.int32])
+def test_weights_of_another_dtype_are_refused(tmp_path, dtype: torch.dtype) -> None:
+    path, model, _ = saved(tmp_path, "hps")
+    tensors = {
+        k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors_of(model).items()
+    }
+    rewrite(path, tensors)
+    with pytest.raises(
+        CheckpointError, match=rf"wrong dtype \(first: .* is {dtype}, the model needs torch.float32"
+    ):
+        load_checkpoint(path)
+
+
+def test_non_float32_model_is_not_saved(tmp_path) -> None:
+    model = build_model(tiny_config("hps")).half()
+    info = CheckpointInfo(model=model.config, class_names=CLASSES)
+    with pytest.raises(ValueError, match="checkpoints hold float32 weights.*model.float()"):
+        save_checkpoint(tmp_path / "half.safetensors", model, info)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_finite_weights_are_refused(tmp_path) -> None:
+    path, model, _ = saved(tmp_path, "hps")
+    tensors = tensors_of(model)
+    tensors["heads.1.bias"][3] = float("nan")
+    rewrite(path, tensors)
+    with pytest.raises(CheckpointError, match=r"non-finite .* 1 tensors \(first: \['heads.1.bias'"):
+        load_checkpoint(path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_round_trip_from_and_to_a_gpu(tmp_path) -> None:
+    config = tiny_config("lws")
+    model = build_model(config).eval().cuda()
+    path = tmp_path / "gpu.safetensors"
+    save_checkpoint(path, model, CheckpointInfo(model=config, class_names=CLASSES))
+    on_cpu, on_gpu = load_checkpoint(path).model, load_checkpoint(path, device="cuda").model
+    assert all(p.device.type == "cuda" for p in on_gpu.parameters())
+    assert on_gpu.routing_probs.device.type == "cuda"
+    with torch.no_grad():
+        for ours, theirs in zip(model.score_all(CLIPS.cuda()), on_gpu.score_all(CLIPS.cuda())):
+            assert torch.equal(ours, theirs)
+        for ours, theirs in zip(model.score_all(CLIPS.cuda()), on_cpu.score_all(CLIPS)):
+            torch.testing.assert_close(ours.cpu(), theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_device_name_fails_before_reading_the_file(tmp_path) -> None:
+    with pytest.raises(RuntimeError, match="device type at start of device string: gpu"):
+        load_checkpoint(tmp_path / "nothing.safetensors", device="gpu")

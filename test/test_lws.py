@@ -14,7 +14,7 @@ from training.lws import (
     sample_assignments,
     weight_step_gradients,
 )
-from training.weighting import build_weighting
+from training.weighting import WeightingConfig, build_weighting
 
 CLIPS = torch.randn(4, 3, 8, 32, 32, generator=torch.Generator().manual_seed(2))
 LABELS = torch.tensor([1, 2, 0, 3])
@@ -141,16 +141,18 @@ def test_gradient_normalisation_divides_by_expected_usage() -> None:
 def test_weight_step_accumulates_gradients_over_sampled_assignments() -> None:
     model = lws_model()
     weighting = build_weighting("average", 2)
-    totals = weight_step_gradients(
+    step = weight_step_gradients(
         model,
         CLIPS,
         LABELS,
         TASKS,
-        lambda losses: weighting(losses).total,
+        weighting,
         LWSConfig(sgd_samples=3),
         torch.Generator().manual_seed(4),
     )
+    totals = step.totals
     assert totals.shape == (3,) and torch.all(totals > 0)
+    assert step.weights == [0.5, 0.5]
     assert all(p.grad is None for p in model.prefix.parameters())
     assert all(p.grad is not None for p in model.heads.parameters())
 
@@ -159,3 +161,66 @@ def test_assignment_shape_is_checked() -> None:
     model = lws_model()
     with pytest.raises(ValueError, match=r"assignment must be shaped \(2, 4\)"):
         model(CLIPS, TASKS, torch.zeros(2, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("bad", [torch.full((2, 4), 2), torch.full((2, 4), -1), torch.zeros(2, 4)])
+def test_assignment_values_are_checked(bad: torch.Tensor) -> None:
+    # -1 would otherwise pick the last copy and a float tensor would index by truncation.
+    model = lws_model()
+    with pytest.raises(ValueError, match=r"copy indices must be in 0..1|integer copy indices"):
+        model(CLIPS, TASKS, bad)
+
+
+def test_empty_batch_gives_empty_logits_like_the_other_models() -> None:
+    model = lws_model().eval()
+    empty = CLIPS[:0]
+    assert [tuple(x.shape) for x in model(empty, TASKS[:0])] == [(0, 5), (0, 7)]
+    assert [tuple(x.shape) for x in model.score_all(empty)] == [(0, 5), (0, 7)]
+
+
+def test_training_steps_compute_the_frozen_prefix_once_per_batch() -> None:
+    model = lws_model()
+    calls = []
+    model.prefix.register_forward_hook(lambda *_: calls.append(1))
+    assignment_step(model, CLIPS, LABELS, TASKS, LWSConfig(), torch.Generator().manual_seed(5))
+    assert len(calls) == 1  # 8 sampled assignments, one prefix pass
+    weighting = build_weighting("average", 2)
+    weight_step_gradients(model, CLIPS, LABELS, TASKS, weighting, LWSConfig())
+    assert len(calls) == 2
+
+
+def test_weight_step_records_dwa_statistics_once_per_iteration() -> None:
+    # A DWA window counts iterations; 3 sampled assignments must not make it 3x shorter.
+    model = lws_model()
+    weighting = build_weighting("dwa", 2, WeightingConfig(method="dwa", dwa_window=2))
+    config = LWSConfig(sgd_samples=3)
+    totals = []
+    for seed in (6, 7):
+        step = weight_step_gradients(
+            model, CLIPS, LABELS, TASKS, weighting, config, torch.Generator().manual_seed(seed)
+        )
+        totals.append(step.totals)
+        assert step.weights == [1.0, 1.0]
+    assert int(weighting.windows_done) == 1 and int(weighting.window_step) == 0
+    # lambda = 1 and both tasks present: total_j = L_0 + L_1 under assignment j, so the
+    # two window means add up to the mean of all six totals.
+    torch.testing.assert_close(
+        weighting.past_means[1].sum(), torch.cat(totals).mean().double(), rtol=1e-6, atol=1e-6
+    )
+
+
+def test_weight_step_normalises_learned_loss_weight_gradients_by_samples() -> None:
+    # Each task on its own copy with probability 1: every sampled assignment is the
+    # argmax one, so each gives the same L_i. At s = 0, d/ds_i [0.5 e^-s L_i + 0.5 s] =
+    # 0.5 - 0.5 L_i per assignment; summed over 3 and divided by 3, it is that once.
+    model = lws_model()
+    with torch.no_grad():
+        model.routing_probs.copy_(torch.tensor([[[1.0, 0.0]] * 4, [[0.0, 1.0]] * 4]))
+    weighting = build_weighting("uncertainty", 2)
+    weight_step_gradients(model, CLIPS, LABELS, TASKS, weighting, LWSConfig(sgd_samples=3))
+    with torch.no_grad():
+        logits = model.train()(CLIPS, TASKS)
+    losses = torch.stack(
+        [torch.nn.functional.cross_entropy(x, LABELS[TASKS.eq(t)]) for t, x in enumerate(logits)]
+    )
+    torch.testing.assert_close(weighting.log_var.grad, 0.5 - 0.5 * losses, rtol=1e-4, atol=1e-5)

@@ -120,3 +120,21 @@ def test_config_rejects_inconsistent_settings() -> None:
         ModelConfig(task_names=("a", "b"), num_classes=(3,))
     with pytest.raises(ValueError, match="trainable_stages must be in 0..5"):
         ModelConfig(trainable_stages=6)
+    with pytest.raises(ValueError, match="cross_stitch_lr_multiplier must be > 0, got -1"):
+        ModelConfig(method="sps", cross_stitch_lr_multiplier=-1.0)
+
+
+@pytest.mark.parametrize("method", ["stl", "hps", "sps", "lws"])
+def test_empty_batch_gives_empty_logits(method: str) -> None:
+    config = tiny_config(method)
+    model = build_model(config).eval()
+    expected = [(0, c) for c in config.num_classes]
+    assert [tuple(x.shape) for x in model(CLIPS[:0], torch.zeros(0, dtype=torch.long))] == expected
+    assert [tuple(x.shape) for x in model.score_all(CLIPS[:0])] == expected
+
+
+def test_unreadable_pretrained_safetensors_is_one_clear_error(tmp_path) -> None:
+    path = tmp_path / "r3d.safetensors"
+    path.write_bytes(b"\x00" * 4)
+    with pytest.raises(ValueError, match="cannot read pretrained weights .*r3d.safetensors"):
+        load_pretrained(path)

@@ -142,6 +142,22 @@ def test_dwa_eval_mode_records_nothing() -> None:
     assert run(w, [1.0, 1.0])[1] == pytest.approx(LAMBDA_3, abs=1e-12)
 
 
+def test_dwa_record_once_after_eval_mode_calls_equals_training_calls() -> None:
+    # What the LWS weight step does: several forwards per step in eval mode, one record.
+    w = build_weighting("dwa", 2, DWA_CFG)
+    for step in WINDOW_1 + WINDOW_2:
+        w.eval()
+        assert run(w, step)[1] == [1.0, 1.0]
+        run(w, [99.0, 99.0])  # an eval-mode call leaves the statistics alone
+        w.train()
+        w.record([t(x) for x in step])
+    assert int(w.windows_done) == 2
+    assert run(w, [1.0, 1.0])[1] == pytest.approx(LAMBDA_3, abs=1e-12)
+    avg = build_weighting("average", 2)
+    avg.record([t(1.0), None])  # no statistics: nothing to do
+    assert avg.state_dict() == {}
+
+
 def test_dwa_state_dict_round_trip_resumes_identically() -> None:
     cfg = WeightingConfig(method="dwa", dwa_window=3)
     gen = torch.Generator().manual_seed(0)

@@ -16,6 +16,10 @@ Follows the authors' public implementation (`trainer.py`,
   lambda_theta), task-specific heads' by lambda_theta, any other shared
   trainable parameter's by (tasks x lambda_theta); one optimiser step. (The
   paper's last update line writes the gradient w.r.t. pi: it means theta.)
+  Learned loss weights (one per task, used once per assignment) are
+  task-specific: divided by lambda_theta. Loss statistics (DWA) are recorded
+  once per iteration, from the mean loss over the assignments, so that a DWA
+  window counts iterations as it does for every other method.
 
 The frozen prefix runs once per batch in each step and is reused by every
 assignment: it is the same for all of them.
@@ -23,7 +27,7 @@ assignment: it is the same for all of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -33,6 +37,7 @@ from torch import nn
 
 from mtl_perception.models.base import task_rows
 from mtl_perception.models.lws import LearnedSharingModel
+from training.weighting import LossWeighting
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,15 @@ class LWSConfig:
     sgd_samples: int = 8  # lambda_theta
     nes_lr: float = 1e-2  # eta_pi
     p_min: float = 1e-3
+
+
+@dataclass(frozen=True)
+class WeightStep:
+    """What one weight step did: the weighted loss of each sampled assignment and the
+    per-task loss weights used (for logging, as every weighting method reports them)."""
+
+    totals: torch.Tensor
+    weights: list[float]
 
 
 def sample_assignments(
@@ -103,21 +117,23 @@ def assignment_step(
     """The NES step: updates `model.routing_probs` in place; returns the sampled losses."""
     was_training = model.training
     model.eval()
-    shared = model.prefix(clips)
-    assignments = sample_assignments(model.routing_probs, config.nes_samples, generator)
-    losses = []
-    for assignment in assignments:
-        logits = model.forward_from_prefix(shared, task_ids, assignment)
-        per_sample = [
-            F.cross_entropy(out, labels[task_rows(task_ids, t)], reduction="sum")
-            for t, out in enumerate(logits)
-        ]
-        losses.append(torch.stack(per_sample).sum() / clips.shape[0])
-    sampled = torch.stack(losses)
-    model.routing_probs.copy_(
-        nes_update(model.routing_probs, assignments, sampled, config.nes_lr, config.p_min)
-    )
-    model.train(was_training)
+    try:
+        shared = model.prefix(clips)
+        assignments = sample_assignments(model.routing_probs, config.nes_samples, generator)
+        losses = []
+        for assignment in assignments:
+            logits = model.forward_from_prefix(shared, task_ids, assignment)
+            per_sample = [
+                F.cross_entropy(out, labels[task_rows(task_ids, t)], reduction="sum")
+                for t, out in enumerate(logits)
+            ]
+            losses.append(torch.stack(per_sample).sum() / clips.shape[0])
+        sampled = torch.stack(losses)
+        model.routing_probs.copy_(
+            nes_update(model.routing_probs, assignments, sampled, config.nes_lr, config.p_min)
+        )
+    finally:  # an error mid-step must not leave a training model in eval mode
+        model.train(was_training)
     return sampled
 
 
@@ -126,30 +142,56 @@ def weight_step_gradients(
     clips: torch.Tensor,
     labels: torch.Tensor,
     task_ids: torch.Tensor,
-    combine: Callable[[list[torch.Tensor | None]], torch.Tensor],
+    weighting: LossWeighting,
     config: LWSConfig,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
+) -> WeightStep:
     """Accumulate the weight-step gradients (caller zeroes grads before, steps after).
 
-    `combine` turns per-task losses into the loss to backpropagate (the loss
-    weighting). Returns the combined loss of each sampled assignment.
+    `weighting` turns per-task losses into the loss to backpropagate; its learned
+    weights' gradients are normalised with the model's (give the optimiser its
+    `parameter_groups`). It sees each assignment's losses in eval mode (no
+    statistics), then records their mean over the assignments once.
     """
     model.train()
     shared = model.prefix(clips)
     assignments = sample_assignments(model.routing_probs, config.sgd_samples, generator)
-    totals = []
-    for assignment in assignments:
-        logits = model.forward_from_prefix(shared, task_ids, assignment)
-        total = combine(multitask_losses(logits, labels, task_ids))
-        total.backward()
-        totals.append(total.detach())
-    normalise_gradients(model, config.sgd_samples)
-    return torch.stack(totals)
+    totals: list[torch.Tensor] = []
+    sums: list[torch.Tensor | None] = [None] * model.config.num_tasks
+    weights: list[float] = []
+    was_training = weighting.training
+    weighting.eval()
+    try:
+        for assignment in assignments:
+            logits = model.forward_from_prefix(shared, task_ids, assignment)
+            losses = multitask_losses(logits, labels, task_ids)
+            out = weighting(losses)
+            out.total.backward()
+            totals.append(out.total.detach())
+            weights = out.weights
+            sums = [_add(s, loss) for s, loss in zip(sums, losses)]
+    finally:
+        weighting.train(was_training)
+    weighting.record([None if s is None else s / config.sgd_samples for s in sums])
+    normalise_gradients(model, config.sgd_samples, task_specific=weighting.parameters())
+    return WeightStep(torch.stack(totals), weights)
 
 
-def normalise_gradients(model: LearnedSharingModel, samples: int) -> None:
-    """Divide accumulated gradients by how often each parameter was expected to be used."""
+def _add(running: torch.Tensor | None, loss: torch.Tensor | None) -> torch.Tensor | None:
+    """Running sum of one task's detached losses over assignments (None: task absent)."""
+    if loss is None:
+        return running
+    return loss.detach() if running is None else running + loss.detach()
+
+
+def normalise_gradients(
+    model: LearnedSharingModel, samples: int, task_specific: Iterable[nn.Parameter] = ()
+) -> None:
+    """Divide accumulated gradients by how often each parameter was expected to be used.
+
+    `task_specific` are parameters outside the model used once per assignment
+    (learned loss weights): like the heads, they are divided by `samples`.
+    """
     usage = model.routing_probs.sum(dim=0) * samples  # (units, copies)
     routed: set[int] = set()
     for unit, copies in enumerate(model.units):
@@ -164,3 +206,6 @@ def normalise_gradients(model: LearnedSharingModel, samples: int) -> None:
         if param.grad is None or id(param) in routed:
             continue
         param.grad /= samples if id(param) in heads else tasks * samples
+    for param in task_specific:
+        if param.grad is not None:
+            param.grad /= samples

@@ -90,6 +90,15 @@ class LossWeighting(nn.Module):
         """Weighted total of the present tasks' losses; see the module docstring."""
         raise NotImplementedError
 
+    def record(self, task_losses: Sequence[Tensor | None]) -> None:
+        """Update running statistics with one training step's losses (DWA's window means).
+
+        `forward` calls it in training mode. A caller that evaluates several losses
+        per step (LWS: one per sampled assignment) calls `forward` in eval mode and
+        then this once, so that a DWA window stays `dwa_window` iterations long.
+        No-op for methods without statistics and in eval mode.
+        """
+
     def parameter_groups(self, base_lr: float | None = None) -> list[dict[str, Any]]:
         """Optimiser param groups for learned weights (none by default).
 
@@ -180,9 +189,12 @@ class DWAWeighting(LossWeighting):
         lambdas = self.lambdas.tolist()
         total = sum(lambdas[i] * loss for i, loss in present)
         weights = [lambdas[i] if x is not None else math.nan for i, x in enumerate(task_losses)]
-        if self.training:
-            self._record(present)
+        self.record(task_losses)
         return WeightedLoss(total, weights)  # type: ignore[arg-type]
+
+    def record(self, task_losses: Sequence[Tensor | None]) -> None:
+        if self.training:
+            self._record(self._present(task_losses))
 
     @torch.no_grad()
     def _record(self, present: list[tuple[int, Tensor]]) -> None:

@@ -122,9 +122,13 @@ def load_pretrained(source: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"pretrained backbone weights not found: {path}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:  # same error type as a bad .pth below
+            raise ValueError(f"cannot read pretrained weights {path}: {exc}") from exc
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for bad files

@@ -57,6 +57,10 @@ class ModelConfig:
                 raise ValueError(f"method {self.method!r} needs trainable_stages >= 1")
         if not 0.0 <= self.cross_stitch_share <= 1.0:
             raise ValueError(f"cross_stitch_share must be in [0, 1], got {self.cross_stitch_share}")
+        if not self.cross_stitch_lr_multiplier > 0:
+            raise ValueError(
+                f"cross_stitch_lr_multiplier must be > 0, got {self.cross_stitch_lr_multiplier}"
+            )
 
     @property
     def num_tasks(self) -> int:

@@ -121,16 +121,27 @@ class LearnedSharingModel(MultiTaskModel):
             self._route_tree(block(x), group, unit + 1, assignment, out)
 
     def _check_assignment(self, assignment: torch.Tensor) -> None:
+        """Refuse a malformed assignment rather than route by accident: a float tensor
+        would index copies after truncation and -1 would silently pick the last copy."""
         expected = (self.config.num_tasks, self.num_units)
         if tuple(assignment.shape) != expected:
             raise ValueError(f"assignment must be shaped {expected}, got {tuple(assignment.shape)}")
+        if assignment.dtype.is_floating_point or assignment.dtype.is_complex:
+            raise ValueError(f"assignment must hold integer copy indices, got {assignment.dtype}")
+        copies = self.config.num_tasks
+        if assignment.numel() and (assignment.min() < 0 or assignment.max() >= copies):
+            raise ValueError(f"assignment copy indices must be in 0..{copies - 1}")
 
 
 def _route_samples(x: torch.Tensor, route: torch.Tensor, copies: nn.ModuleList) -> torch.Tensor:
-    """Send each sample through the copy its task is routed to, keeping batch order."""
+    """Send each sample through the copy its task is routed to, keeping batch order.
+
+    An empty batch goes through copy 0, so that it keeps the shape every other
+    model gives it (N = 0 rows) instead of failing on an empty concatenation.
+    """
     chosen = torch.unique(route)
-    if chosen.numel() == 1:
-        return copies[int(chosen)](x)
+    if chosen.numel() <= 1:
+        return copies[int(chosen) if chosen.numel() else 0](x)
     outputs, rows = [], []
     for copy_index in chosen.tolist():
         index = (route == copy_index).nonzero(as_tuple=True)[0]
