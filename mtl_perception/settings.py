@@ -64,7 +64,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise SettingsError(f"settings file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
+    except OSError as exc:  # unreadable: permissions, a dead network mount
+        raise SettingsError(f"cannot read settings file {path}: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SettingsError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import yaml
 
@@ -21,8 +22,8 @@ from training.datasets.video import write_video
 
 def stand_in_video(path: Path, frames: int = 8, width: int = 64, height: int = 48) -> Path:
     """A small real video (moving gradient) at `path`."""
-    t = np.arange(frames, dtype=np.uint8)[:, None, None, None]
-    x = np.arange(width, dtype=np.uint8)[None, None, :, None]
+    t = np.arange(frames)[:, None, None, None]
+    x = np.arange(width)[None, None, :, None]
     images = np.broadcast_to((t * 16 + x * 3) % 255, (frames, height, width, 3)).astype(np.uint8)
     write_video(path, np.ascontiguousarray(images), fps=25.0)
     return path
@@ -36,11 +37,18 @@ def corrupt_video(path: Path, size: int = 4096, seed: int = 0) -> Path:
 
 
 def populate(samples: Iterable[VideoSample], every: int) -> set[Path]:
-    """Write a stand-in for every `every`-th distinct sample file; return the paths written."""
+    """Write a stand-in for every `every`-th distinct sample file; return the paths written.
+
+    A stand-in is long enough to hold the sample's segment (NVGesture's
+    `color:` frames lie around 150..230), so it decodes where the list says.
+    """
+    length: dict[Path, int] = {}
+    for s in samples:
+        length[s.path] = max(length.get(s.path, 8), s.end or 0)
     written: set[Path] = set()
-    for i, path in enumerate(dict.fromkeys(s.path for s in samples)):
+    for i, (path, frames) in enumerate(length.items()):
         if i % every == 0:
-            stand_in_video(path)
+            stand_in_video(path, frames=frames)
             written.add(path)
     return written
 
@@ -72,3 +80,36 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
 
 def ntu_name(setup: int, camera: int, subject: int, replication: int, action: int) -> str:
     return f"S{setup:03d}C{camera:03d}P{subject:03d}R{replication:03d}A{action:03d}_rgb.avi"
+
+
+def broken_videos(folder: Path) -> dict[str, Path]:
+    """Files a user's dataset really holds that open as no usable video, by kind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    empty = folder / "empty.avi"
+    empty.write_bytes(b"")  # a 0-byte file: an interrupted copy
+    good = stand_in_video(folder / "good_source.avi", frames=10)
+    data = good.read_bytes()
+    unknown = folder / "unknown_codec.avi"
+    unknown.write_bytes(data.replace(b"FMP4", b"ZZZZ"))  # a codec FFmpeg has no decoder for
+    header_only = folder / "header_only.avi"  # header says 10 frames, none follow
+    header_only.write_bytes(data[: data.find(b"movi") + 4])
+    no_frames = folder / "no_frames.avi"
+    with av.open(str(no_frames), "w") as container:  # a valid file with 0 video frames
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        container.start_encoding()
+    audio = folder / "audio_only.mp4"
+    with av.open(str(audio), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        stream.layout = "mono"
+        for i in range(4):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    good.unlink()
+    return {"empty": empty, "unknown_codec": unknown, "header_only": header_only,
+            "no_frames": no_frames, "audio_only": audio}

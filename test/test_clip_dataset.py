@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from helpers_datasets import broken_videos
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -257,3 +258,33 @@ def test_from_splits_assigns_task_ids(files: dict[str, Path]) -> None:
         ClipDataset.from_splits([action], "test", CONFIG)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="flip_probability"):
         ClipSamplingConfig(flip_probability=2.0)
+
+
+def test_every_kind_of_broken_file_is_skipped_and_counted(
+    files: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run over a list full of broken files goes on; each is warned about once, by name."""
+    broken = broken_videos(tmp_path / "broken")
+    gap = tmp_path / "gap"  # a frame folder with frame 3 of 5 missing
+    gap.mkdir()
+    for k in (1, 2, 4, 5):
+        Image.fromarray(np.full((HEIGHT, WIDTH, 3), 50 * k, np.uint8)).save(
+            gap / f"img_{k:05d}.jpg")
+    beyond = write_coded(tmp_path / "beyond.avi", 20)  # its listed segment lies past the end
+    bad = [VideoSample(p, 1) for p in broken.values()] + [
+        VideoSample(gap, 1, frames_dir=True), VideoSample(beyond, 1, start=50, end=60)]
+    items = [(VideoSample(files["long"], 0), 0)] + [(s, 0) for s in bad]
+    for mode in ("centre", "all", "train"):
+        data = ClipDataset(items, mode, CONFIG, sampling())  # type: ignore[arg-type]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            results = [data[i] for i in range(len(data))]
+        assert data.skipped_count == len(bad)
+        if mode == "train":  # replaced by the one good sample of the task
+            assert all(r is not None and r[1] == 0 for r in results)
+        else:
+            assert [r is None for r in results] == [False] + [True] * len(bad)
+        text = caplog.text
+        for sample in bad:
+            assert sample.path.name in text
+        assert "img_00003.jpg" in text and "segment [50, 60)" in text

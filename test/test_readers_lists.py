@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from helpers_datasets import touch_all
 
+from training.datasets import isogd, ntu, nvgesture, ucf101
 from training.datasets.folders import FoldersSource
 from training.datasets.folders import read_split as read_folders
 from training.datasets.listfile import DatasetError
@@ -64,3 +67,43 @@ def test_class_folders(tmp_path: Path) -> None:
         read_folders(src, "test")
     with pytest.raises(DatasetError, match="no test_root"):
         read_folders(FoldersSource(root=tmp_path / "train"), "test")
+
+
+def empty_list_sources(tmp_path: Path) -> dict[str, tuple[Callable[[], object], Path]]:
+    """Per reader: a call that reads an empty (or blank-lines-only) list, and that list."""
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"\r\n  \r\n")  # blank lines only: as empty as a 0-byte file
+    ann = tmp_path / "ucf"
+    ann.mkdir()
+    (ann / "classInd.txt").write_text("1 A\n2 B\n")
+    (ann / "trainlist01.txt").write_bytes(empty.read_bytes())
+    ntu_root = tmp_path / "ntu"
+    touch_all([ntu_root / "S001C001P001R001A001_rgb.avi"])
+    return {
+        "ucf101": (lambda: ucf101.read_split(ucf101.Ucf101Source(tmp_path, ann), "train"),
+                   ann / "trainlist01.txt"),
+        "isogd": (lambda: isogd.read_list(empty, tmp_path), empty),
+        "nvgesture": (lambda: nvgesture.read_list(empty, tmp_path), empty),
+        "mmaction": (lambda: read_mmaction(MmactionSource(tmp_path, empty, empty), "train"),
+                     empty),
+        "ntu video_list": (lambda: ntu.read_split(ntu.NtuSource(ntu_root, video_list=empty),
+                                                  "train"), empty),
+        "ntu subjects": (lambda: ntu.read_split(ntu.NtuSource(ntu_root, train_subjects=empty),
+                                                "train"), empty),
+    }
+
+
+@pytest.mark.parametrize("reader", ["ucf101", "isogd", "nvgesture", "mmaction",
+                                    "ntu video_list", "ntu subjects"])
+def test_an_empty_list_is_an_error_naming_it(tmp_path: Path, reader: str) -> None:
+    """Not a split of 0 samples that fails far away (or, for subjects, puts all in test)."""
+    read, path = empty_list_sources(tmp_path)[reader]
+    with pytest.raises(DatasetError, match=re.escape(str(path))):
+        read()
+
+
+def test_a_non_utf8_byte_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(b"a/v1.mp4 0\r\nb/caf\xe9.mp4 1\r\n")  # Latin-1, not UTF-8
+    with pytest.raises(DatasetError, match=r"latin1\.txt:2: not UTF-8"):
+        read_mmaction(MmactionSource(tmp_path, bad, bad), "train")

@@ -197,3 +197,17 @@ def test_missing_config_and_bad_split(tmp_path: Path) -> None:
     shutil.copy(CONFIG / "sets" / "set1.yaml", tmp_path / "s.yaml")
     with pytest.raises(DatasetError, match="split must be one of"):
         build_split(load_set(tmp_path / "s.yaml"), "valid")
+
+
+def test_config_files_that_are_not_utf8(tmp_path: Path) -> None:
+    """A set, class-list or mapping file saved in Latin-1: one error naming it, no traceback."""
+    latin1 = "name: caf\xe9\ntasks: {}\n".encode("latin-1")
+    (tmp_path / "set.yaml").write_bytes(latin1)
+    with pytest.raises(SettingsError, match=r"set\.yaml: not a UTF-8"):
+        load_set(tmp_path / "set.yaml")
+    (tmp_path / "gestures.yaml").write_bytes(b"gesture_classes: [A069]  # caf\xe9\n")
+    fake_ntu(tmp_path / "ntu")
+    config = load_set(write_yaml(tmp_path / "ntu.yaml", {"tasks": {"gesture": [
+        {"format": "ntu", "root": "ntu", "part": "gesture", "gesture_classes": "gestures.yaml"}]}}))
+    with pytest.raises(DatasetError, match=r"gestures\.yaml: not a UTF-8"):
+        build_split(config, "train")

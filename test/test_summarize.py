@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
-from helpers_datasets import corrupt_video, populate, write_yaml
+from helpers_datasets import broken_videos, corrupt_video, populate, stand_in_video, write_yaml
+from PIL import Image
 
 from training.__main__ import main
-from training.datasets.missing import MissingFilesError, find_missing, require_files
+from training.datasets.missing import (
+    MissingFilesError,
+    find_missing,
+    find_unreadable,
+    require_files,
+)
 from training.datasets.sets import build_split, load_set
 
 NV = "nvgesture_{}_correct_cvpr2016_v2.lst"
@@ -137,3 +146,58 @@ def test_errors_are_one_line_exit_2(world: dict, tmp_path: Path,
     assert main(["summarize", "--config", str(malformed)]) == 2
     err = capsys.readouterr().err.strip()
     assert f"{bad}:2:" in err and "\n" not in err
+
+
+def test_a_root_that_does_not_exist_is_named(splits_dir: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    """All 9,537 files missing: the message says which folder is absent, not only 5 names."""
+    config = write_yaml(tmp_path / "typo.yaml", {"tasks": {"action": [
+        {"format": "ucf101", "root": "datsets/UCF-101",
+         "annotations": str(splits_dir / "ucf101")}]}})
+    summary = run_summarize(config, tmp_path / "typo.json")
+    row = summary["tasks"]["action"]["train"]
+    assert row["missing"] == row["samples"] == 9537
+    assert row["missing_hint"] == f"folder {tmp_path / 'datsets'} does not exist"
+    assert f"action/train: folder {tmp_path / 'datsets'} does not exist" in capsys.readouterr().out
+    with pytest.raises(MissingFilesError, match=r"9537 of 9537 files missing.*datsets does not"):
+        require_files(build_split(load_set(config), "train"))
+
+
+def test_check_videos_decodes_rather_than_trusting_headers(tmp_path: Path) -> None:
+    """Files whose header looks fine but that yield no clip count as unreadable.
+
+    A header-only file, a segment past the video's end and a frame folder with a
+    gap all used to pass `--check-videos`, then were skipped in training.
+    """
+    broken = broken_videos(tmp_path / "data" / "broken")
+    good = stand_in_video(tmp_path / "data" / "good.avi", frames=12)
+    beyond = stand_in_video(tmp_path / "data" / "beyond.avi", frames=12)
+    gap = tmp_path / "data" / "gap"
+    for k in (1, 2, 4):
+        stand_in_frame = np.full((16, 16, 3), 60 * k, np.uint8)
+        gap.mkdir(exist_ok=True)
+        Image.fromarray(stand_in_frame).save(gap / f"img_{k:05d}.jpg")
+    whole = tmp_path / "data" / "whole"
+    shutil.copytree(gap, whole)
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(whole / "img_00003.jpg")
+    lines = [f"{p.relative_to(tmp_path / 'data')} 0" for p in (*broken.values(), good, beyond)]
+    lines += ["gap 4 0", "whole 0 4 0", "whole 2 0"]  # frames: [dir [offset] total label]
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    config = write_yaml(tmp_path / "set.yaml", {"tasks": {"action": [
+        {"format": "mmaction", "root": "data", "train_list": "train.txt",
+         "test_list": "train.txt"}]}})
+    split = build_split(load_set(config), "train")["action"]
+    segment = dataclasses.replace(split.samples[len(broken) + 1], start=20, end=30)
+    split.samples[len(broken) + 1] = segment  # beyond.avi: 12 frames, segment [20, 30)
+    report = find_unreadable(split, limit=20)
+    assert sorted(p.name for p in report.first) == sorted(
+        [p.name for p in broken.values()] + ["beyond.avi", "gap"])
+    assert report.count == len(broken) + 2 and report.total == len(broken) + 4
+
+
+def test_unknown_subcommand_is_one_usage_error(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["sumarize", "--config", "x.yaml"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'sumarize'" in err and "Traceback" not in err

@@ -128,8 +128,9 @@ def test_videos_decode_to_stated_frames_and_size(tiny_set: Path) -> None:
 
 def test_cli_writes_a_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
-    code = main(["synth", "--out", str(out), "--actions-per-class", "1",
-                 "--gestures-per-class", "1", "--size", "48x32", "--frames", "8",
+    code = main(["synth", "--out", str(out), "--actions-per-class", "2",
+                 "--gestures-per-class", "2", "--clips-per-group", "1",
+                 "--reps-per-subject", "1", "--size", "48x32", "--frames", "8",
                  "--gesture-frames", "16", "--actions", "Jump", "--gestures", "stop",
                  "--workers", "1"])
     assert code == 0 and (out / "set.yaml").is_file()
@@ -260,3 +261,43 @@ def test_one_frame_is_near_chance_while_motion_is_learnable(task: str) -> None:
     motion_acc = float(np.mean(motion_pred == np.array(clip_y[True])))
     assert frame_acc < 2 * chance, f"one frame gives the class away: {frame_acc:.2f}"
     assert motion_acc > 3 * chance and motion_acc > 2 * frame_acc, (frame_acc, motion_acc)
+
+
+def test_out_folder_with_other_data_is_refused(tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """The set uses the real datasets' names: writing into a user's data folder would
+    overwrite their `ucfTrainTestlist/`. A file as --out is refused too."""
+    data = tmp_path / "datasets"
+    (data / "ucfTrainTestlist").mkdir(parents=True)
+    (data / "ucfTrainTestlist" / "classInd.txt").write_text("1 ApplyEyeMakeup\n")
+    assert main(["synth", "--out", str(data), "--workers", "1"]) == 2
+    assert "not empty" in caplog.text and str(data) in caplog.text
+    assert (data / "ucfTrainTestlist" / "classInd.txt").read_text() == "1 ApplyEyeMakeup\n"
+    assert sorted(p.name for p in data.rglob("*")) == ["classInd.txt", "ucfTrainTestlist"]
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    assert main(["synth", "--out", str(a_file), "--workers", "1"]) == 2
+    assert "is a file" in caplog.text
+
+
+def test_rerun_replaces_an_earlier_set_without_leftovers(tiny_set: Path, tmp_path: Path) -> None:
+    """`make demo` twice: the second, smaller set leaves no video of the first behind."""
+    out = tmp_path / "set"
+    generate(replace(TINY, actions_per_class=6, gestures_per_class=6), out, workers=1)
+    (out / "my_notes.txt").write_text("kept")
+    generate(TINY, out, workers=1)
+    hashes = _hashes(out)
+    assert hashes.pop("my_notes.txt")  # not the generator's: left alone
+    assert hashes == _hashes(tiny_set)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"actions_per_class": 2}, "train list would be empty"),  # 1 group, and it is test
+    ({"gestures_per_class": 2, "test_subjects": 1}, "train list would be empty"),
+    ({"actions_per_class": 0}, "must be positive"),
+    ({"test_groups": -1}, ">= 0"),
+    ({"actions": ()}, "at least one action"),
+])
+def test_settings_that_make_an_unusable_set_are_refused(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        replace(TINY, **changes)

@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from helpers_datasets import broken_videos
 from PIL import Image
 
 from training.datasets.video import (
@@ -171,3 +172,17 @@ def test_frame_folders(tmp_path: Path) -> None:
         read_image_frames(folder, [2])
     with pytest.raises(VideoReadError, match="not found"):
         count_image_frames(tmp_path / "nowhere")
+
+
+def test_files_without_a_usable_video_stream(tmp_path: Path) -> None:
+    """0 bytes, an unknown codec, header only, 0 frames, audio only: one error naming the file.
+
+    An unknown codec used to escape as AttributeError (no codec context), which
+    a dataset does not catch: one such file ended a training run.
+    """
+    for kind, path in broken_videos(tmp_path).items():
+        with pytest.raises(VideoReadError, match=path.name):
+            read_frames(path, [0])
+        if kind in ("empty", "unknown_codec", "audio_only"):
+            with pytest.raises(VideoReadError, match=path.name):
+                probe_video(path)

@@ -54,6 +54,8 @@ def summarize_split(split: LabelledSplit, check_videos: bool, show: int) -> dict
         "source": split.source,
         "missing_examples": [str(p) for p in missing.first],
     }
+    if missing.hint:
+        result["missing_hint"] = missing.hint
     if check_videos:
         unreadable = find_unreadable(split, show)
         result["unreadable"] = unreadable.count
@@ -96,6 +98,8 @@ def format_table(summary: dict[str, Any]) -> str:
                 if s.get(key):
                     notes.append(f"{task}/{split} {what}: {', '.join(s[key])}"
                                  + (", ..." if s[what] > len(s[key]) else ""))
+            if s.get("missing_hint"):
+                notes.append(f"{task}/{split}: {s['missing_hint']}")
             for name, items in s.get("merged_classes", {}).items():
                 notes.append(f"{task}/{split} merged class {name!r}: {', '.join(items)}")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -123,7 +127,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(format_table(summary))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            print(f"error: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         log.info("summary written to %s", args.json)
     return 0

@@ -25,6 +25,7 @@ from training.datasets.listfile import (
     parse_int,
     read_class_names,
     read_lines,
+    require_entries,
 )
 from training.datasets.sample import UNLABELLED, LabelledSplit, VideoSample
 
@@ -69,7 +70,7 @@ def read_list(path: Path, root: Path, num_classes: int = NUM_CLASSES) -> list[Vi
             )
         value = label - 1 if labelled and label else UNLABELLED
         samples.append(VideoSample(path=root / relative, label=value))
-    return samples
+    return require_entries(samples, path)
 
 
 def read_split(source: IsogdSource, split: str) -> LabelledSplit:

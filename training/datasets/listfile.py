@@ -11,8 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from training.datasets.sample import VideoSample
+
+T = TypeVar("T")
 
 
 class DatasetError(ValueError):
@@ -32,11 +35,25 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise DatasetError(f"{path}:{line}: not UTF-8 text ({exc.reason})") from exc
+    except OSError as exc:  # unreadable (permissions, a dead network mount)
+        raise DatasetError(f"cannot read list file {path}: {exc.strerror or exc}") from exc
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if stripped:
             yield number, stripped
+
+
+def require_entries(samples: list[T], path: Path) -> list[T]:
+    """`samples`, or a `DatasetError` when the list held none.
+
+    An empty list is never what a user meant (a truncated download, the wrong
+    file); reading it as zero samples would only fail later, far from the cause.
+    """
+    if not samples:
+        raise DatasetError(f"{path}: the list holds no samples (empty file?)")
+    return samples
 
 
 def parse_int(token: str, path: Path, line: int, what: str) -> int:

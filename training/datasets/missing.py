@@ -9,6 +9,7 @@ starts, and the message says how many are missing and names the first few.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class FileReport:
     total: int
     count: int
     first: list[Path] = field(default_factory=list)
+    hint: str = ""  # the likely cause, e.g. a dataset root that does not exist
 
     def message(self, what: str = "missing", where: str = "") -> str:
         """`12 of 1050 files missing (nvgesture ...): a.avi, b.avi, ...`"""
@@ -40,8 +42,9 @@ class FileReport:
             return f"all {self.total} files present{f' ({where})' if where else ''}"
         named = ", ".join(str(p) for p in self.first)
         more = ", ..." if self.count > len(self.first) else ""
+        hint = f" ({self.hint})" if self.hint else ""
         return (f"{self.count} of {self.total} files {what}{f' ({where})' if where else ''}: "
-                f"{named}{more}")
+                f"{named}{more}{hint}")
 
 
 def sample_exists(sample: VideoSample) -> bool:
@@ -61,7 +64,25 @@ def find_missing(split: LabelledSplit, limit: int = SHOWN) -> FileReport:
     """Count the split's sample files that do not exist; name the first `limit`."""
     samples = _unique_paths(split.samples)
     missing = [s.path for s in samples if not sample_exists(s)]
-    return FileReport(total=len(samples), count=len(missing), first=missing[:limit])
+    hint = ""
+    if missing and len(missing) == len(samples):
+        hint = missing_folder_hint(missing[0])
+    return FileReport(total=len(samples), count=len(missing), first=missing[:limit], hint=hint)
+
+
+def missing_folder_hint(path: Path) -> str:
+    """`folder X does not exist` for the outermost absent folder above `path`, or ''.
+
+    When every file of a split is missing, the cause is nearly always a root
+    that points nowhere (a typo, an unmounted disk): say so, rather than leave
+    the user to spot it in a list of file names.
+    """
+    absent = None
+    for parent in path.parents:
+        if parent.exists():
+            break
+        absent = parent
+    return f"folder {absent} does not exist" if absent is not None else ""
 
 
 def require_files(splits: dict[str, LabelledSplit], limit: int = SHOWN) -> None:
@@ -76,17 +97,42 @@ def require_files(splits: dict[str, LabelledSplit], limit: int = SHOWN) -> None:
 
 
 def is_readable(sample: VideoSample) -> bool:
-    """The file opens as a video (or the frame folder holds its first frame)."""
+    """The sample's first labelled frame decodes (a frame folder: all its frames exist).
+
+    Decoding one frame, not just reading the header, is what catches a file
+    cut off after its header; decoding the segment's first frame (not frame 0)
+    also catches a segment that lies past the end of the video.
+    """
     if sample.frames_dir:
-        return (sample.path / f"img_{sample.start + 1:05d}.jpg").is_file()
-    from training.datasets.video import VideoReadError, probe_video  # PyAV only when checking
+        return _frames_complete(sample)
+    from training.datasets.video import VideoReader, VideoReadError  # PyAV only when checking
 
     try:
-        info = probe_video(sample.path)
+        with VideoReader(sample.path) as reader:
+            reader.read([sample.start])
     except VideoReadError as exc:
         log.debug("%s", exc)
         return False
-    return info.num_frames > 0
+    return True
+
+
+def _frames_complete(sample: VideoSample) -> bool:
+    """Every frame file `img_{start+1:05d}.jpg`... of the sample is in its folder."""
+    from training.datasets.video import FRAME_TEMPLATE
+
+    try:
+        present = set(os.listdir(sample.path))
+    except OSError:
+        return False
+    end = sample.end
+    if end is None:  # the whole folder: its frames must be one unbroken run from 1
+        end = sum(1 for name in present if _is_frame_name(name))
+    wanted = range(sample.start, end)
+    return len(wanted) > 0 and all(FRAME_TEMPLATE.format(i + 1) in present for i in wanted)
+
+
+def _is_frame_name(name: str) -> bool:
+    return name.startswith("img_") and name.endswith(".jpg") and name[4:-4].isdigit()
 
 
 def find_unreadable(split: LabelledSplit, limit: int = SHOWN, workers: int = 8) -> FileReport:

@@ -21,6 +21,7 @@ from training.datasets.listfile import (
     parse_int,
     read_class_names,
     read_lines,
+    require_entries,
 )
 from training.datasets.sample import LabelledSplit, VideoSample
 
@@ -77,7 +78,7 @@ def read_list(path: Path, source: MmactionSource) -> list[VideoSample]:
         relative, label, start, end, frames = parse_line(line, path, number, source)
         samples.append(VideoSample(path=source.root / relative, label=label, start=start,
                                    end=end, frames_dir=frames))
-    return samples
+    return require_entries(samples, path)
 
 
 def read_split(source: MmactionSource, split: str) -> LabelledSplit:

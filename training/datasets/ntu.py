@@ -26,7 +26,12 @@ from typing import Literal
 
 from mtl_perception.settings import SettingsError, from_dict, load_yaml
 from training.datasets import ntu_classes
-from training.datasets.listfile import DatasetError, read_class_names, read_lines
+from training.datasets.listfile import (
+    DatasetError,
+    read_class_names,
+    read_lines,
+    require_entries,
+)
 from training.datasets.sample import LabelledSplit, VideoSample
 
 log = logging.getLogger(__name__)
@@ -118,7 +123,7 @@ def read_subjects(path: Path) -> frozenset[int]:
         if not match:
             raise DatasetError(f"{path}:{number}: {line!r} is not a subject number")
         subjects.add(int(match.group(1)))
-    return frozenset(subjects)
+    return frozenset(require_entries(sorted(subjects), path))
 
 
 def read_sample_ids(path: Path) -> frozenset[str]:
@@ -156,7 +161,7 @@ def find_videos(source: NtuSource) -> list[tuple[Path, NtuName]]:
         if parsed is None:
             raise DatasetError(f"{source.video_list}:{number}: {line!r} is not an NTU sample name")
         videos.append((source.root / relative, parsed))
-    return videos
+    return require_entries(videos, source.video_list)
 
 
 def class_ids(source: NtuSource) -> list[int]:

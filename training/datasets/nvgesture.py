@@ -21,6 +21,7 @@ from training.datasets.listfile import (
     parse_int,
     read_class_names,
     read_lines,
+    require_entries,
 )
 from training.datasets.sample import LabelledSplit, VideoSample
 
@@ -74,7 +75,7 @@ def read_list(path: Path, root: Path) -> list[VideoSample]:
         folder, stream, start, end, label = parse_line(line, path, number)
         video = root / folder / f"{stream}.avi"
         samples.append(VideoSample(path=video, label=label - 1, start=start, end=end))
-    return samples
+    return require_entries(samples, path)
 
 
 def read_split(source: NvgestureSource, split: str) -> LabelledSplit:

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.datasets.listfile import DatasetError, parse_int, read_lines
+from training.datasets.listfile import DatasetError, parse_int, read_lines, require_entries
 from training.datasets.sample import LabelledSplit, VideoSample
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ def read_split(source: Ucf101Source, split: str) -> LabelledSplit:
         if len(parts) == 2 and parse_int(parts[1], list_path, number, "label") - 1 != label:
             disagreements += 1
         samples.append(VideoSample(path=source.root / relative, label=label))
+    require_entries(samples, list_path)
     if disagreements:
         log.warning("%s: %d label column(s) disagree with the class folder; the folder wins",
                     list_path, disagreements)

@@ -152,9 +152,10 @@ class VideoReader:
                 self.stats.fallbacks += 1
                 self._reopen()
                 found = self._read_sequential(wanted)
+            # inside the try: a stream whose frame size changes midway cannot stack
+            return np.stack([found[int(i)] for i in indices])
         except _ERRORS as exc:  # VideoReadError is none of these: it passes through
             raise VideoReadError(f"cannot decode video {self.path}: {exc}") from exc
-        return np.stack([found[int(i)] for i in indices])
 
     # -- the two decoding paths -------------------------------------------------
 
@@ -292,6 +293,9 @@ class VideoReader:
             container.close()
             raise VideoReadError(f"{self.path} has no video stream")
         stream = container.streams.video[0]
+        if stream.codec_context is None:  # a damaged header naming no known codec
+            container.close()
+            raise VideoReadError(f"{self.path}: no decoder for its video stream")
         if self.threads == 1:
             stream.thread_type = "NONE"
             stream.codec_context.thread_count = 1

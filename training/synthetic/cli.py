@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from training.synthetic.motions import ACTION_CLASSES, GESTURE_CLASSES
-from training.synthetic.writer import SynthSettings, generate
+from training.synthetic.writer import SynthOutputError, SynthSettings, generate
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ def _cpus() -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = SynthSettings()
-    parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output folder: new, empty, or an earlier synthetic set (replaced)")
     parser.add_argument("--actions-per-class", type=int, default=d.actions_per_class,
                         help="action videos per class (UCF-101 layout)")
     parser.add_argument("--gestures-per-class", type=int, default=d.gestures_per_class,
@@ -92,6 +93,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    generate(settings, args.out, workers=max(1, args.workers))
+    try:
+        generate(settings, args.out, workers=max(1, args.workers))
+    except SynthOutputError as exc:  # an --out folder that holds other data
+        log.error("%s", exc)
+        return 2
+    except OSError as exc:  # read-only or full disk
+        log.error("cannot write the synthetic set to %s: %s", args.out, exc)
+        return 2
     log.info("set file: %s", args.out / "set.yaml")
     return 0

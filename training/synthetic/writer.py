@@ -25,6 +25,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,12 @@ NV_ROOT = "nvGesture"
 NV_TRAIN = "nvgesture_train_correct_cvpr2016_v2.lst"
 NV_TEST = "nvgesture_test_correct_cvpr2016_v2.lst"
 NV_CLASSES = "classes.txt"
+# everything `generate` writes at the top of `--out` (what a rerun may remove)
+OUTPUT_NAMES = (UCF_ROOT, UCF_LISTS, NV_ROOT, "set.yaml", "synth.json")
+
+
+class SynthOutputError(ValueError):
+    """An `--out` folder the generator must not write into."""
 
 SET_YAML = f"""name: synthetic
 tasks:
@@ -105,6 +112,23 @@ class SynthSettings:
                 raise ValueError(f"unknown gesture {name!r}; known: {list(GESTURE_CLASSES)}")
         if min(self.clips_per_group, self.reps_per_subject, self.places, self.rooms) < 1:
             raise ValueError("clips_per_group, reps_per_subject, places, rooms must be positive")
+        if not self.actions or not self.gestures or self.fps <= 0 or self.bit_rate <= 0:
+            raise ValueError("need at least one action and one gesture class, fps and bit_rate > 0")
+        if min(self.actions_per_class, self.gestures_per_class) < 1:
+            raise ValueError("actions_per_class and gestures_per_class must be positive")
+        if min(self.test_groups, self.test_subjects) < 0:
+            raise ValueError("test_groups and test_subjects must be >= 0")
+        # An empty train or test list is a set nobody can use, and the readers refuse it.
+        if self.test_group_count() >= self.n_groups:
+            raise ValueError(
+                f"{self.actions_per_class} action(s) per class at {self.clips_per_group} per "
+                f"group make {self.n_groups} group(s), {self.test_group_count()} of them test: "
+                "the train list would be empty (raise actions_per_class)")
+        if self.test_subject_count() >= self.n_subjects:
+            raise ValueError(
+                f"{self.gestures_per_class} gesture(s) per class at {self.reps_per_subject} per "
+                f"subject make {self.n_subjects} subject(s), {self.test_subject_count()} of them "
+                "test: the train list would be empty (raise gestures_per_class)")
 
     @property
     def n_groups(self) -> int:
@@ -262,10 +286,36 @@ def _nv_lists(out: Path, settings: SynthSettings, written: list[Written]) -> Non
     (root / NV_CLASSES).write_bytes("".join(f"{n}\n" for n in settings.gestures).encode())
 
 
+def prepare_output(out: Path) -> None:
+    """Make `out` an empty folder, or clear the previous synthetic set it holds.
+
+    A folder with other content is refused: the set's names (`UCF-101/`,
+    `ucfTrainTestlist/`...) are those of the real datasets, so writing into a
+    user's data folder would overwrite their lists. A previous synthetic set
+    (it has `synth.json`) is removed entry by entry, so no video of a larger
+    earlier run stays behind to break "same seed, same files".
+    """
+    if out.exists() and not out.is_dir():
+        raise SynthOutputError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / "synth.json").is_file():
+            raise SynthOutputError(
+                f"--out {out} is not empty and holds no earlier synthetic set (no synth.json); "
+                "choose a new or empty folder")
+        log.info("replacing the synthetic set in %s", out)
+        for name in OUTPUT_NAMES:
+            entry = out / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def generate(settings: SynthSettings, out: str | Path, workers: int = 1) -> list[Written]:
     """Render and encode every video, then write the list files and `set.yaml`."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output(out)
     jobs = plan(settings)
     log.info("rendering %d videos (%d action, %d gesture classes) into %s with %d worker(s)",
              len(jobs), len(settings.actions), len(settings.gestures), out, workers)
