@@ -26,6 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
+from mtl_perception.models.state import state_mismatch
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.settings import SettingsError, from_dict, to_dict
 
@@ -239,31 +240,7 @@ def _class_names(value: Any) -> tuple[tuple[str, ...], ...]:
 def _check_weights_fit(
     path: Path, model: MultiTaskModel, tensors: Mapping[str, torch.Tensor]
 ) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    common = sorted(set(own) & set(tensors))
-    wrong = [k for k in common if own[k].shape != tensors[k].shape]
-    # load_state_dict would cast silently: float16 weights would lose precision and
-    # integer ones would come out as garbage, so a dtype that differs is refused too.
-    wrong_dtype = [k for k in common if own[k].dtype != tensors[k].dtype]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing (first: {missing[:3]})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected (first: {unexpected[:3]})")
-    if wrong:
-        key = wrong[0]
-        problems.append(
-            f"{len(wrong)} with wrong shape (first: {key} is {tuple(tensors[key].shape)}, "
-            f"metadata says {tuple(own[key].shape)})"
-        )
-    if wrong_dtype:
-        key = wrong_dtype[0]
-        problems.append(
-            f"{len(wrong_dtype)} with wrong dtype (first: {key} is {tensors[key].dtype}, "
-            f"the model needs {own[key].dtype})"
-        )
+    problems = state_mismatch(model.state_dict(), tensors)
     if problems:
         raise CheckpointError(
             f"checkpoint {path}: weights do not match the model its metadata describes: "

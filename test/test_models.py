@@ -106,11 +106,24 @@ def test_pretrained_weights_of_the_wrong_width_are_refused() -> None:
     state = R3D("r3d_18", 8).state_dict()
     with pytest.raises(
         ValueError,
-        match=r"width 16: shape mismatch layer1.0.conv1.0.weight: weights \(8, 8, 3, 3, 3\)",
+        match=r"width 16: \d+ with wrong shape \(first: layer1.0.conv1.0.weight is "
+        r"\(8, 8, 3, 3, 3\), the model has \(16, 16, 3, 3, 3\)\)",
     ):
         load_backbone_state(R3D("r3d_18", 16), state)
     with pytest.raises(ValueError, match="missing"):
         load_backbone_state(R3D("r3d_34", 8), state)
+
+
+def test_pretrained_weights_of_another_precision_are_refused_not_cast() -> None:
+    half = {
+        k: v.half() if v.is_floating_point() else v
+        for k, v in R3D("r3d_18", 8).state_dict().items()
+    }
+    with pytest.raises(
+        ValueError,
+        match=r"with wrong dtype \(first: .* is torch.float16, the model needs torch.float32",
+    ):
+        load_backbone_state(R3D("r3d_18", 8), half)
 
 
 def test_config_rejects_inconsistent_settings() -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mtl_perception.models.state import state_mismatch
+
 STAGE_NAMES = ("stem", "layer1", "layer2", "layer3", "layer4")
 LAYERS = {"r3d_18": (2, 2, 2, 2), "r3d_34": (3, 4, 6, 3)}
 
@@ -141,24 +143,12 @@ def load_pretrained(source: str | Path) -> dict[str, torch.Tensor]:
 def load_backbone_state(backbone: R3D, state: Mapping[str, torch.Tensor]) -> None:
     """Load pretrained weights into every stage; the classifier (`fc.*`) is left out.
 
-    Any missing key, unexpected key or shape mismatch is one error naming the
-    first few, so that a width or depth mismatch cannot pass silently.
+    Any missing key, unexpected key, shape or dtype mismatch is one error naming
+    the first few, so that a width or depth mismatch cannot pass silently.
     """
     own = {k: v for k, v in backbone.state_dict().items() if not k.startswith("fc.")}
     given = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing = sorted(set(own) - set(given))
-    unexpected = sorted(set(given) - set(own))
-    wrong = sorted(k for k in set(own) & set(given) if own[k].shape != given[k].shape)
-    problems = []
-    if missing:
-        problems.append(f"missing {missing[:3]}")
-    if unexpected:
-        problems.append(f"unexpected {unexpected[:3]}")
-    if wrong:
-        problems.append(
-            f"shape mismatch {wrong[0]}: weights {tuple(given[wrong[0]].shape)} vs "
-            f"model {tuple(own[wrong[0]].shape)}"
-        )
+    problems = state_mismatch(own, given)
     if problems:
         raise ValueError(
             f"pretrained weights do not fit {backbone.arch} width {backbone.width}: "
