@@ -17,6 +17,7 @@ $(VENV)/.installed: setup.py setup.cfg constraints.txt
 
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy mtl_perception training bench
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The main job on built-in defaults (until bag evaluation lands): render the
@@ -27,6 +28,7 @@ demo: setup
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy mtl_perception training bench
 
 bench: setup
 	$(PY) bench/models.py

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -44,6 +45,7 @@ from training.datasets.clip_dataset import (  # noqa: E402
     ClipDataset,
     ClipSamplingConfig,
     LoadStats,
+    Mode,
     collate_clips,
 )
 from training.datasets.sample import VideoSample  # noqa: E402
@@ -99,7 +101,7 @@ def make_videos(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def time_single(paths: list[Path], mode: str, clips: int, rounds: int) -> dict[str, object]:
+def time_single(paths: list[Path], mode: Mode, clips: int, rounds: int) -> dict[str, Any]:
     """Clips/s of one process, one thread, and where the time goes (ms per clip).
 
     `rounds` timings of `clips` items each; the median round is reported (the
@@ -224,7 +226,8 @@ def main() -> None:
         LOG.info("writing %d UCF-101-like videos to %s", args.videos, tmp)
         paths = make_videos(Path(tmp), args.videos)
         single = {}
-        for mode, clips in (("train", args.clips), ("centre", args.clips), ("all", 10)):
+        runs: list[tuple[Mode, int]] = [("train", args.clips), ("centre", args.clips), ("all", 10)]
+        for mode, clips in runs:
             single[mode] = time_single(paths, mode, clips, args.rounds)
             LOG.info("1 core, %-6s: %s", mode, single[mode])
         baseline = time_decode_from_start(paths, args.clips)
@@ -232,7 +235,7 @@ def main() -> None:
         loaders = [time_loader(paths, workers, args.batches) for workers in args.workers]
         for row in loaders:
             LOG.info("DataLoader: %s", row)
-    per_core = min(float(single[mode]["items_per_s"]) for mode in ("train", "centre"))
+    per_core = min(single[mode]["items_per_s"] for mode in ("train", "centre"))
     result = {
         "benchmark": "data_loading",
         "clip": "32 frames, step 1, 320x240 mpeg4 .avi 25 fps 175 frames gop 12 -> (3,32,112,112)",

@@ -21,9 +21,10 @@ import torch
 from hostinfo import cpu_model
 
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
+from mtl_perception.models.config import Method
 
 
-def build(method: str, width: int, num_classes: tuple[int, int] = (101, 249)) -> MultiTaskModel:
+def build(method: Method, width: int, num_classes: tuple[int, int] = (101, 249)) -> MultiTaskModel:
     if method == "stl":
         config = ModelConfig(method="stl", width=width, task_names=("action",), num_classes=(101,))
     else:

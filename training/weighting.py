@@ -190,7 +190,7 @@ class DWAWeighting(LossWeighting):
         total = sum(lambdas[i] * loss for i, loss in present)
         weights = [lambdas[i] if x is not None else math.nan for i, x in enumerate(task_losses)]
         self.record(task_losses)
-        return WeightedLoss(total, weights)  # type: ignore[arg-type]
+        return WeightedLoss(total, weights)
 
     def record(self, task_losses: Sequence[Tensor | None]) -> None:
         if self.training:

@@ -35,8 +35,8 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = exc.object[: exc.start].count(b"\n") + 1
-        raise DatasetError(f"{path}:{line}: not UTF-8 text ({exc.reason})") from exc
+        bad_line = exc.object[: exc.start].count(b"\n") + 1
+        raise DatasetError(f"{path}:{bad_line}: not UTF-8 text ({exc.reason})") from exc
     except OSError as exc:  # unreadable (permissions, a dead network mount)
         raise DatasetError(f"cannot read list file {path}: {exc.strerror or exc}") from exc
     for number, line in enumerate(text.splitlines(), start=1):

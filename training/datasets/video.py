@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -392,7 +393,11 @@ def write_video(
         raise ValueError(f"frame size {width}x{height} must be even for yuv420p")
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        # A video codec gives a video stream; the stubs cannot know `codec` is one.
+        stream = cast(
+            av.VideoStream,
+            container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001)),
+        )
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.gop_size = gop
         stream.codec_context.bit_rate = bit_rate

@@ -103,7 +103,8 @@ def to_vector(pose: Pose) -> np.ndarray:
 
 
 def from_vector(vec: np.ndarray) -> Pose:
-    values, i = {}, 0
+    values: dict[str, float | tuple[float, float, float]] = {}
+    i = 0
     for name in _FIELDS:
         if isinstance(getattr(STAND, name), tuple):
             values[name] = (float(vec[i]), float(vec[i + 1]), float(vec[i + 2]))
@@ -111,7 +112,7 @@ def from_vector(vec: np.ndarray) -> Pose:
         else:
             values[name] = float(vec[i])
             i += 1
-    return Pose(**values)
+    return Pose(**values)  # type: ignore[arg-type]  # each field gets its own kind
 
 
 def smooth(x: float) -> float:

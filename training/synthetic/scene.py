@@ -112,6 +112,11 @@ def smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) -
     return top * (1 - fy) + bottom * fy
 
 
+def _scaled(color: Color, factor: float) -> Color:
+    """A colour darkened (factor < 1) or lightened, channel by channel."""
+    return (color[0] * factor, color[1] * factor, color[2] * factor)
+
+
 def _gradient(height: int, width: int, top: Color, bottom: Color) -> np.ndarray:
     w = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
     column = np.asarray(top, np.float32) * (1 - w) + np.asarray(bottom, np.float32) * w
@@ -140,7 +145,7 @@ def outdoor_background(rng: np.random.Generator, height: int, width: int,
             canvas.ellipse((x, horizon + 2), w, h * 0.5, col, figure=False)
     ground_top = _hsv(rng.choice([0.08, 0.1, 0.25, 0.3, 0.6]), rng.uniform(0.1, 0.6),
                       rng.uniform(0.3, 0.7))
-    ground = _gradient(height, width, ground_top, tuple(c * 0.75 for c in ground_top))
+    ground = _gradient(height, width, ground_top, _scaled(ground_top, 0.75))
     texture = smooth_noise(rng, height, width, 6) * 0.6 + smooth_noise(rng, height, width, 2) * 0.4
     ground += texture[..., None] * rng.uniform(3, 12)
     rows = np.arange(height)[:, None, None]
@@ -170,7 +175,7 @@ def outdoor_background(rng: np.random.Generator, height: int, width: int,
 def indoor_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A lit wall with a door or window, pictures and shelves: a static indoor set."""
     wall = _hsv(rng.random(), rng.uniform(0.05, 0.35), rng.uniform(0.5, 0.9))
-    img = _gradient(height, width, wall, tuple(c * rng.uniform(0.7, 1.0) for c in wall))
+    img = _gradient(height, width, wall, _scaled(wall, rng.uniform(0.7, 1.0)))
     # A lamp's pool of light somewhere on the wall.
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     cx, cy = rng.uniform(0, width), rng.uniform(0, height * 0.6)
@@ -229,7 +234,7 @@ def draw_stool(canvas: Canvas, view: View, at: tuple[float, float], color: Color
         return -s * x + c * z
 
     legs = sorted(corners, key=lambda q: depth(*q))
-    dark = tuple(v * 0.7 for v in color)
+    dark = _scaled(color, 0.7)
     r = max(view.scale * 0.018, 1.0)
     for x, z in legs[:2]:
         canvas.capsule(screen(x, 0, z), screen(x, seat_y, z), r, r, dark, figure=False)

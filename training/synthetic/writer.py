@@ -259,7 +259,8 @@ def _ucf_lists(out: Path, settings: SynthSettings, written: list[Written]) -> No
     crlf = "\r\n"
     (lists / "classInd.txt").write_bytes(
         "".join(f"{i + 1} {n}{crlf}" for i, n in enumerate(settings.actions)).encode())
-    train, test = [], []
+    train: list[str] = []
+    test: list[str] = []
     for w in written:
         if w.job.task != "action":
             continue
@@ -272,7 +273,8 @@ def _ucf_lists(out: Path, settings: SynthSettings, written: list[Written]) -> No
 def _nv_lists(out: Path, settings: SynthSettings, written: list[Written]) -> None:
     root = out / NV_ROOT
     root.mkdir(parents=True, exist_ok=True)
-    train, test = [], []
+    train: list[str] = []
+    test: list[str] = []
     for w in written:
         if w.job.task != "gesture":
             continue
