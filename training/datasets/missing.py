@@ -118,21 +118,16 @@ def is_readable(sample: VideoSample) -> bool:
 
 def _frames_complete(sample: VideoSample) -> bool:
     """Every frame file `img_{start+1:05d}.jpg`... of the sample is in its folder."""
-    from training.datasets.video import FRAME_TEMPLATE
+    from training.datasets.video import FRAME_TEMPLATE, VideoReadError, count_image_frames
 
     try:
         present = set(os.listdir(sample.path))
-    except OSError:
+        # the whole folder: its frames must be one unbroken run from 1
+        end = sample.end if sample.end is not None else count_image_frames(sample.path)
+    except (OSError, VideoReadError):
         return False
-    end = sample.end
-    if end is None:  # the whole folder: its frames must be one unbroken run from 1
-        end = sum(1 for name in present if _is_frame_name(name))
     wanted = range(sample.start, end)
     return len(wanted) > 0 and all(FRAME_TEMPLATE.format(i + 1) in present for i in wanted)
-
-
-def _is_frame_name(name: str) -> bool:
-    return name.startswith("img_") and name.endswith(".jpg") and name[4:-4].isdigit()
 
 
 def find_unreadable(split: LabelledSplit, limit: int = SHOWN, workers: int = 8) -> FileReport:

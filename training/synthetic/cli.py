@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from training.synthetic.motions import ACTION_CLASSES, GESTURE_CLASSES
-from training.synthetic.writer import SynthOutputError, SynthSettings, generate
+from training.synthetic.writer import SET_FILE, SynthOutputError, SynthSettings, generate
 
 log = logging.getLogger(__name__)
 
@@ -101,5 +101,5 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # read-only or full disk
         log.error("cannot write the synthetic set to %s: %s", args.out, exc)
         return 2
-    log.info("set file: %s", args.out / "set.yaml")
+    log.info("set file: %s", args.out / SET_FILE)
     return 0

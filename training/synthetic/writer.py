@@ -54,7 +54,9 @@ NV_TRAIN = "nvgesture_train_correct_cvpr2016_v2.lst"
 NV_TEST = "nvgesture_test_correct_cvpr2016_v2.lst"
 NV_CLASSES = "classes.txt"
 # everything `generate` writes at the top of `--out` (what a rerun may remove)
-OUTPUT_NAMES = (UCF_ROOT, UCF_LISTS, NV_ROOT, "set.yaml", "synth.json")
+SET_FILE = "set.yaml"  # the set config the project's loader reads
+META_FILE = "synth.json"  # the settings that made the set; marks a folder as ours
+OUTPUT_NAMES = (UCF_ROOT, UCF_LISTS, NV_ROOT, SET_FILE, META_FILE)
 
 
 class SynthOutputError(ValueError):
@@ -300,7 +302,7 @@ def prepare_output(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise SynthOutputError(f"--out {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):
-        if not (out / "synth.json").is_file():
+        if not (out / META_FILE).is_file():
             raise SynthOutputError(
                 f"--out {out} is not empty and holds no earlier synthetic set (no synth.json); "
                 "choose a new or empty folder")
@@ -336,9 +338,9 @@ def generate(settings: SynthSettings, out: str | Path, workers: int = 1) -> list
             _progress(len(written), len(jobs), start)
     _ucf_lists(out, settings, written)
     _nv_lists(out, settings, written)
-    (out / "set.yaml").write_text(SET_YAML, encoding="utf-8")
+    (out / SET_FILE).write_text(SET_YAML, encoding="utf-8")
     meta = {"generator": "training.synthetic", "settings": asdict(settings)}
-    (out / "synth.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     per_video = 1000 * sum(w.seconds for w in written) / max(len(written), 1)
     log.info("wrote %d videos in %.1f s (%.0f ms of render+encode per video)", len(written),
              time.perf_counter() - start, per_video)
