@@ -30,13 +30,17 @@ setup(
         "pyyaml>=6.0",
         "safetensors>=0.4",
         "torch>=2.1",
+        # Image decoding (jpeg/png, colour conversion) and fast resizing for the
+        # live node and bag evaluation; no cv_bridge at run time.
+        "opencv-python-headless>=4.6",
     ],
     extras_require={
         # What training, dataset tools and the synthetic generator need.
-        "train": ["torchvision>=0.16", "av>=12.0"],
+        "train": ["torchvision>=0.16", "av>=12.0", "tensorboard>=2.10", "matplotlib>=3.6"],
         # Offline bag evaluation without a ROS installation.
-        "bag": ["rosbags>=0.10", "pillow>=10.0"],
-        "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6", "mypy>=1.10"],
+        "bag": ["rosbags>=0.10", "pillow>=10.0", "matplotlib>=3.6"],
+        "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6", "mypy>=1.10",
+            "hypothesis>=6.100", "pytest-timeout>=2.2", "types-PyYAML"],
     },
     zip_safe=True,
     maintainer="mtl_perception maintainers",
@@ -44,5 +48,14 @@ setup(
     description="Joint action and gesture recognition with multi-task 3D ResNets for ROS 2.",
     license="Apache-2.0",
     tests_require=["pytest"],
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            # The ROS 2 node (`ros2 run mtl_perception perception_node`).
+            "perception_node = mtl_perception.ros.node:main",
+            # Offline evaluation of a checkpoint on a recorded bag.
+            "evaluate_bag = mtl_perception.bag.evaluate:main",
+            # A labelled video list -> rosbag2 + labels CSV (reads the training formats).
+            "dataset_to_bag = training.to_bag:main",
+        ]
+    },
 )
