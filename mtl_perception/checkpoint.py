@@ -4,19 +4,26 @@ One `.safetensors` file holds the weights and, in its header metadata, a JSON
 document with everything needed to use the model without any other file: the
 model config, task and class names, input preprocessing and training
 provenance. Loading rebuilds the model from that metadata alone. A SHA-256 of
-the weights is stored too, so a flipped byte inside the tensor data (which the
-safetensors header cannot notice) is refused rather than silently used.
-Writes are atomic: a crash mid-save leaves the previous file intact.
+the metadata and the weights is stored too, so a flipped byte inside the tensor
+data (which the safetensors header cannot notice) or an edited class name is
+refused rather than silently used.
+
+Loading checks, in order of cost: the file kind, the metadata (the same
+dataclass checks as every other consumer), the tensor shapes and dtypes the
+header declares against a model built on the `meta` device (no memory), then
+the checksum and the values. Only then is the real model built, so an
+inflated width in the metadata is refused before anything is allocated.
+Saving refuses whatever loading would refuse, before the file is touched, and
+reads the written file's header back before the rename: a diverged run can
+never replace a good checkpoint. Writes are atomic: a crash mid-save leaves
+the previous file intact.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import stat
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from mtl_perception.fileio import atomic_write
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
 from mtl_perception.models.state import state_mismatch
 from mtl_perception.preprocess import PreprocessConfig
@@ -35,8 +43,12 @@ FORMAT_VERSION = 1
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save zip archives, raw pickles
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message names the file and the problem."""
+class CheckpointError(RuntimeError, ValueError):
+    """A checkpoint that cannot be used (or saved); the message names the file and the problem.
+
+    A ValueError too, so that callers that caught the ValueError `save_checkpoint`
+    used to raise for a bad model or info keep working.
+    """
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,11 @@ class CheckpointInfo:
         ):
             if len(names) != count:
                 raise ValueError(f"task {task!r}: {len(names)} class names for {count} classes")
+            if len(set(names)) != len(names):
+                twice = next(n for n in names if names.count(n) > 1)
+                raise ValueError(f"task {task!r}: class name {twice!r} appears twice")
+            if any(not isinstance(n, str) or not n.strip() for n in names):
+                raise ValueError(f"task {task!r}: class names must be non-empty strings")
 
     def classes_of(self, task: str) -> tuple[str, ...]:
         return self.class_names[self.model.task_names.index(task)]
@@ -70,21 +87,45 @@ class LoadedCheckpoint:
 
 
 def save_checkpoint(path: str | Path, model: MultiTaskModel, info: CheckpointInfo) -> None:
-    """Write weights + metadata atomically (temporary file in the same folder, then rename)."""
+    """Write weights + metadata atomically (temporary file in the same folder, then rename).
+
+    Everything `load_checkpoint` would refuse is refused first, as a
+    `CheckpointError`, with the existing file untouched.
+    """
+    path = Path(path)
     if model.config != info.model:
-        raise ValueError("the model's config differs from the checkpoint info's model config")
+        raise CheckpointError(
+            f"not saving {path}: the model's config differs from the checkpoint info's"
+        )
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _check_float32(tensors)
+    _check_float32(path, tensors)
+    _check_finite(path, tensors, "not saving ")
     document = {
         "format_version": FORMAT_VERSION,
         "model": to_dict(info.model),
         "class_names": to_dict(info.class_names),
         "preprocess": to_dict(info.preprocess),
         "provenance": to_dict(info.provenance),
-        "weights_sha256": _weights_digest(tensors),
     }
-    metadata = {METADATA_KEY: json.dumps(document, sort_keys=True)}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    try:
+        _canonical(document)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"not saving {path}: metadata is not plain JSON: {exc}") from exc
+    document["sha256"] = _digest(document, tensors)
+    text = json.dumps(document, sort_keys=True)
+    # The metadata as `load_checkpoint` will read it: what it refuses is refused now.
+    parsed = _parse_info(path, {METADATA_KEY: text}, "not saving ")
+    if (parsed.model, parsed.class_names, parsed.preprocess) != (
+        info.model, info.class_names, info.preprocess
+    ):
+        raise CheckpointError(f"not saving {path}: its metadata does not read back unchanged")
+    _check_shapes(path, parsed, {k: (list(v.shape), v.dtype) for k, v in tensors.items()})
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: text})
+        read_checkpoint_info(tmp)  # the header as written reads back (before the rename)
+
+    atomic_write(path, write)
 
 
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
@@ -104,63 +145,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     with _open(path) as handle:
         metadata = handle.metadata()
         info = _parse_info(path, metadata)
+        _check_shapes(path, info, _header_shapes(path, handle))  # before reading or building
         try:
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
         except SafetensorError as exc:
             raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from exc
-    # Optional so that hand-assembled checkpoints (converters, tests) still load;
-    # save_checkpoint always writes it.
-    expected_digest = json.loads(metadata[METADATA_KEY]).get("weights_sha256")
-    if expected_digest is not None and _weights_digest(tensors) != expected_digest:
-        raise CheckpointError(f"checkpoint {path} is corrupt: its weights fail their checksum")
-    model = build_model(info.model)
-    _check_weights_fit(path, model, tensors)
+    _check_digest(path, json.loads(metadata[METADATA_KEY]), tensors)
     _check_finite(path, tensors)
+    model = build_model(info.model)
     model.load_state_dict(tensors, strict=True)
     model.eval()
     return LoadedCheckpoint(model.to(target), info)
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call `write(tmp_path)`, fsync, then rename over `path`; clean up on failure.
-
-    The folder is fsynced after the rename too: without it a power cut can
-    forget the rename and leave the old file (or none) in place.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    # O_EXCL: never reuse someone else's file. Creating it with 0o666 tells us the
-    # usual mode (0o666 minus the umask) without setting the process umask, which
-    # other threads share.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-    finally:
-        os.close(fd)
-    try:
-        write(tmp)
-        tmp.chmod(mode)  # safetensors' save_file leaves its output 0600
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_folder(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in `folder` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on a folder; the rename itself is done
-    finally:
-        os.close(fd)
 
 
 def _open(path: Path) -> Any:
@@ -186,7 +181,8 @@ def _open(path: Path) -> Any:
         ) from exc
 
 
-def _parse_info(path: Path, metadata: Mapping[str, str] | None) -> CheckpointInfo:
+def _parse_info(path: Path, metadata: Mapping[str, str] | None, prefix: str = "") -> CheckpointInfo:
+    """The metadata as a `CheckpointInfo`; `prefix` "not saving " when checking a save."""
     if not metadata or METADATA_KEY not in metadata:
         raise CheckpointError(
             f"checkpoint {path} has no {METADATA_KEY} metadata: not one of our checkpoints"
@@ -210,7 +206,10 @@ def _parse_info(path: Path, metadata: Mapping[str, str] | None) -> CheckpointInf
     except CheckpointError:
         raise
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, SettingsError) as exc:
-        raise CheckpointError(f"checkpoint {path} has invalid metadata: {exc}") from exc
+        what = f"KeyError: missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise CheckpointError(
+            f"{prefix}checkpoint {path} has invalid metadata: {_one_line(what)}"
+        ) from exc
 
 
 def _section(document: Mapping[str, Any], key: str, required: bool = True) -> Mapping[str, Any]:
@@ -237,10 +236,42 @@ def _class_names(value: Any) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(names) for names in value)
 
 
-def _check_weights_fit(
-    path: Path, model: MultiTaskModel, tensors: Mapping[str, torch.Tensor]
+def _header_shapes(path: Path, handle: Any) -> dict[str, tuple[list[int], Any]]:
+    """Name -> (shape, dtype) as the safetensors header declares them; no tensor is read."""
+    shapes = {}
+    for name in handle.keys():  # noqa: SIM118
+        piece = handle.get_slice(name)
+        code = piece.get_dtype()
+        shapes[name] = (list(piece.get_shape()), _DTYPES.get(code, code))
+    return shapes
+
+
+def _check_shapes(
+    path: Path, info: CheckpointInfo, given: Mapping[str, tuple[list[int], Any]]
 ) -> None:
-    problems = state_mismatch(model.state_dict(), tensors)
+    """Compare declared shapes and dtypes with the model the metadata describes.
+
+    The model is built on the `meta` device: parameters without storage, so a
+    metadata width of a million costs no memory before it is refused.
+    """
+    try:
+        with torch.device("meta"):
+            expected = build_model(info.model).state_dict()
+    except (RuntimeError, ValueError, OverflowError, MemoryError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path}: cannot build the model its metadata describes: "
+            + _one_line(str(exc))
+        ) from exc
+    foreign = sorted(k for k, (_, dtype) in given.items() if isinstance(dtype, str))
+    if foreign:
+        raise CheckpointError(
+            f"checkpoint {path}: tensor {foreign[0]} has dtype {given[foreign[0]][1]}, "
+            "which no mtl_perception model uses"
+        )
+    declared = {
+        k: torch.empty(shape, dtype=dtype, device="meta") for k, (shape, dtype) in given.items()
+    }
+    problems = state_mismatch(expected, declared)
     if problems:
         raise CheckpointError(
             f"checkpoint {path}: weights do not match the model its metadata describes: "
@@ -248,19 +279,43 @@ def _check_weights_fit(
         )
 
 
-def _check_finite(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
-    """A diverged training run saves NaN weights; the node would publish NaN scores."""
+def _check_digest(
+    path: Path, document: dict[str, Any], tensors: Mapping[str, torch.Tensor]
+) -> None:
+    """The stored SHA-256 over metadata and weights; hand-built files without one load.
+
+    `weights_sha256` (weights only) is what early files carry; it is still checked.
+    """
+    expected = document.pop("sha256", None)
+    if expected is not None:
+        try:
+            actual = _digest(document, tensors)
+        except (TypeError, ValueError):
+            actual = None
+        if actual != expected:
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt or was edited: its metadata and weights "
+                "fail their checksum"
+            )
+        return
+    legacy = document.get("weights_sha256")
+    if legacy is not None and _weights_digest(tensors) != legacy:
+        raise CheckpointError(f"checkpoint {path} is corrupt: its weights fail their checksum")
+
+
+def _check_finite(path: Path, tensors: Mapping[str, torch.Tensor], prefix: str = "") -> None:
+    """A diverged training run has NaN weights; the node would publish NaN scores."""
     bad = sorted(
         k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())
     )
     if bad:
         raise CheckpointError(
-            f"checkpoint {path} has non-finite (NaN or infinite) weights: "
+            f"{prefix}checkpoint {path} has non-finite (NaN or infinite) weights: "
             f"{len(bad)} tensors (first: {bad[:3]})"
         )
 
 
-def _check_float32(tensors: Mapping[str, torch.Tensor]) -> None:
+def _check_float32(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
     """Checkpoints hold float32 weights, the dtype `build_model` rebuilds on load.
 
     Half precision is an inference-time choice (autocast), not a checkpoint format.
@@ -269,18 +324,54 @@ def _check_float32(tensors: Mapping[str, torch.Tensor]) -> None:
         k for k, v in tensors.items() if v.is_floating_point() and v.dtype != torch.float32
     )
     if other:
-        raise ValueError(
-            f"checkpoints hold float32 weights; {other[0]} is {tensors[other[0]].dtype}: "
-            "call model.float() before saving"
+        raise CheckpointError(
+            f"not saving {path}: checkpoints hold float32 weights; {other[0]} is "
+            f"{tensors[other[0]].dtype}: call model.float() before saving"
         )
+
+
+def _canonical(document: Mapping[str, Any]) -> bytes:
+    """The metadata as hashed: key order and whitespace do not matter, values do."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _digest(document: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the canonical metadata (without the digest itself) and the weights."""
+    meta = _canonical(document)
+    digest = hashlib.sha256(b"mtl_perception checkpoint\0")
+    digest.update(len(meta).to_bytes(8, "little"))
+    digest.update(meta)
+    _hash_weights(digest, tensors)
+    return digest.hexdigest()
 
 
 def _weights_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
+    _hash_weights(digest, tensors)
+    return digest.hexdigest()
+
+
+def _hash_weights(digest: Any, tensors: Mapping[str, torch.Tensor]) -> None:
     for name in sorted(tensors):
         tensor = tensors[name].contiguous()
         digest.update(name.encode())
         digest.update(str(tensor.dtype).encode())
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# safetensors' dtype codes; one missing here is a dtype no model of ours has.
+_DTYPES: dict[str, torch.dtype] = {
+    code: getattr(torch, name)
+    for code, name in (
+        ("F64", "float64"), ("F32", "float32"), ("F16", "float16"), ("BF16", "bfloat16"),
+        ("I64", "int64"), ("I32", "int32"), ("I16", "int16"), ("I8", "int8"),
+        ("U8", "uint8"), ("BOOL", "bool"), ("F8_E4M3", "float8_e4m3fn"),
+        ("F8_E5M2", "float8_e5m2"),
+    )
+    if hasattr(torch, name)
+}

@@ -13,6 +13,7 @@ whole clip at once gives (training).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,10 @@ import torch.nn.functional as F
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
+# Bounds far beyond any real model input: a value past them is a typo or a hostile file,
+# and would otherwise allocate gigabytes per frame before anything failed.
+MAX_SIDE = 4096
+MAX_CLIP_LENGTH = 1024
 
 
 @dataclass(frozen=True)
@@ -35,10 +40,41 @@ class PreprocessConfig:
     antialias: bool = False
 
     def __post_init__(self) -> None:
-        if self.clip_length < 1:
-            raise ValueError(f"clip_length must be >= 1, got {self.clip_length}")
+        # Every consumer (checkpoint loader, training, the node) builds this dataclass,
+        # so a value that cannot work is refused here once, before any frame is touched.
+        _check_int("clip_length", self.clip_length, 1, MAX_CLIP_LENGTH)
+        for name in ("resize", "crop", "mean", "std"):
+            value = getattr(self, name)
+            if isinstance(value, list):  # from hand-written code; stored as a tuple
+                object.__setattr__(self, name, tuple(value))
+        for name in ("resize", "crop"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or len(value) != 2:
+                raise ValueError(f"{name} must be a (height, width) pair, got {value!r}")
+            for side in value:
+                _check_int(name, side, 1, MAX_SIDE)
         if self.crop[0] > self.resize[0] or self.crop[1] > self.resize[1]:
             raise ValueError(f"crop {self.crop} is larger than resize {self.resize}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or len(value) != 3:
+                raise ValueError(f"{name} must be three numbers (R, G, B), got {value!r}")
+            for number in value:
+                if isinstance(number, bool) or not isinstance(number, (int, float)):
+                    raise ValueError(f"{name} must hold numbers, got {number!r}")
+                if not math.isfinite(number):
+                    raise ValueError(f"{name} must be finite, got {value}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be > 0 (it divides), got {self.std}")
+        if not isinstance(self.antialias, bool):
+            raise ValueError(f"antialias must be true or false, got {self.antialias!r}")
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
 
 
 def preprocess_frames(frames: np.ndarray | torch.Tensor, config: PreprocessConfig) -> torch.Tensor:

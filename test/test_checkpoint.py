@@ -54,6 +54,7 @@ def rewrite(path, tensors=None, **changes) -> None:
         if tensors is None:
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
     document.pop("weights_sha256", None)
+    document.pop("sha256", None)
     document.update(changes)
     save_file(tensors, str(path), metadata={"mtl_perception": json.dumps(document)})
 
