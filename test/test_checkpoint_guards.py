@@ -155,7 +155,7 @@ def test_an_edited_class_name_fails_the_checksum(tmp_path) -> None:
 
 
 def test_checksum_ignores_key_order_and_whitespace_but_not_values(tmp_path) -> None:
-    path, model, _ = _saved(tmp_path)
+    path, _, _ = _saved(tmp_path)
     document, tensors = _document(path)
     text = json.dumps(document, indent=3, sort_keys=False)  # the same values, spelled otherwise
     save_file(tensors, str(path), metadata={"mtl_perception": text})
@@ -167,7 +167,7 @@ def test_checksum_ignores_key_order_and_whitespace_but_not_values(tmp_path) -> N
 
 
 def test_hand_built_checkpoint_without_checksum_still_loads(tmp_path) -> None:
-    path, model, _ = _saved(tmp_path)
+    path, _, _ = _saved(tmp_path)
     document, tensors = _document(path)
     document.pop("sha256")
     document["class_names"][1][0] = "hello"
@@ -199,7 +199,7 @@ def test_inflated_width_is_refused_from_the_header_before_any_model_is_built(
 
 
 def test_weights_of_a_dtype_no_model_uses_are_refused_from_the_header(tmp_path) -> None:
-    path, model, _ = _saved(tmp_path)
+    path, _, _ = _saved(tmp_path)
     document, tensors = _document(path)
     document.pop("sha256")
     tensors["heads.0.bias"] = tensors["heads.0.bias"].to(torch.float64)

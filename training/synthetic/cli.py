@@ -13,15 +13,20 @@ import os
 from pathlib import Path
 
 from training.synthetic.motions import ACTION_CLASSES, GESTURE_CLASSES
-from training.synthetic.writer import SET_FILE, SynthOutputError, SynthSettings, generate
+from training.synthetic.output import SynthOutputError
+from training.synthetic.writer import SET_FILE, SynthSettings, SynthSettingsError, generate
 
 log = logging.getLogger(__name__)
+
+
+# SynthSettings fields whose command-line option has another name
+_OPTIONS = {"width": "--size", "height": "--size", "antialias": "--no-antialias"}
 
 
 def _size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
+    except ValueError as exc:  # also "1x2x3": too many values to unpack
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from exc
     return width, height
 
@@ -90,11 +95,15 @@ def run(args: argparse.Namespace) -> int:
             antialias=not args.no_antialias,
             bit_rate=args.bit_rate, actions=tuple(args.actions), gestures=tuple(args.gestures),
         )
-    except ValueError as exc:
-        log.error("%s", exc)
+    except SynthSettingsError as exc:  # before anything is written
+        option = _OPTIONS.get(exc.setting, "--" + exc.setting.replace("_", "-"))
+        log.error("%s: %s", option, str(exc).split(": ", 1)[1])
+        return 2
+    if not 1 <= args.workers <= 1024:
+        log.error("--workers: must be in 1..1024, got %d", args.workers)
         return 2
     try:
-        generate(settings, args.out, workers=max(1, args.workers))
+        generate(settings, args.out, workers=args.workers)
     except SynthOutputError as exc:  # an --out folder that holds other data
         log.error("%s", exc)
         return 2

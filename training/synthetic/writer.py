@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -35,6 +35,12 @@ import numpy as np
 
 from training.datasets.video import write_video
 from training.synthetic.motions import ACTION_CLASSES, GESTURE_CLASSES
+from training.synthetic.output import (
+    MANIFEST,
+    finish,
+    prepare,
+    write_manifest,
+)
 from training.synthetic.scene import (
     Actor,
     Clip,
@@ -53,14 +59,11 @@ NV_ROOT = "nvGesture"
 NV_TRAIN = "nvgesture_train_correct_cvpr2016_v2.lst"
 NV_TEST = "nvgesture_test_correct_cvpr2016_v2.lst"
 NV_CLASSES = "classes.txt"
-# everything `generate` writes at the top of `--out` (what a rerun may remove)
 SET_FILE = "set.yaml"  # the set config the project's loader reads
-META_FILE = "synth.json"  # the settings that made the set; marks a folder as ours
-OUTPUT_NAMES = (UCF_ROOT, UCF_LISTS, NV_ROOT, SET_FILE, META_FILE)
-
-
-class SynthOutputError(ValueError):
-    """An `--out` folder the generator must not write into."""
+META_FILE = MANIFEST  # the settings that made the set and every file written (output.py)
+LIST_FILES = (f"{UCF_LISTS}/classInd.txt", f"{UCF_LISTS}/trainlist01.txt",
+              f"{UCF_LISTS}/testlist01.txt", f"{NV_ROOT}/{NV_TRAIN}", f"{NV_ROOT}/{NV_TEST}",
+              f"{NV_ROOT}/{NV_CLASSES}")
 
 SET_YAML = f"""name: synthetic
 tasks:
@@ -76,6 +79,25 @@ tasks:
       test_list: {NV_TEST}
       class_names: {NV_CLASSES}
 """
+
+
+class SynthSettingsError(ValueError):
+    """A synthetic-set setting out of range; `setting` names the field."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+
+
+# (field, smallest, largest) of the integer settings
+_INT_RANGES = (
+    ("actions_per_class", 1, 10_000), ("gestures_per_class", 1, 10_000),
+    ("width", 32, 4096), ("height", 24, 4096), ("frames", 8, 10_000),
+    ("gesture_frames", 16, 10_000), ("seed", 0, 2**63 - 1), ("clips_per_group", 1, 1000),
+    ("test_groups", 0, 10_000), ("reps_per_subject", 1, 1000), ("test_subjects", 0, 10_000),
+    ("places", 1, 1000), ("rooms", 1, 1000), ("bit_rate", 10_000, 100_000_000),
+)
+_MAX_CLIP_GIB = 2.0
 
 
 @dataclass(frozen=True)
@@ -102,32 +124,46 @@ class SynthSettings:
     gestures: tuple[str, ...] = GESTURE_CLASSES
 
     def __post_init__(self) -> None:
-        if self.width % 2 or self.height % 2 or self.width < 32 or self.height < 24:
-            raise ValueError(f"size {self.width}x{self.height}: need even sides, at least 32x24")
-        if self.frames < 8 or self.gesture_frames < 16:
-            raise ValueError("need at least 8 action frames and 16 gesture frames")
-        for name in self.actions:
-            if name not in ACTION_CLASSES:
-                raise ValueError(f"unknown action {name!r}; known: {list(ACTION_CLASSES)}")
-        for name in self.gestures:
-            if name not in GESTURE_CLASSES:
-                raise ValueError(f"unknown gesture {name!r}; known: {list(GESTURE_CLASSES)}")
-        if min(self.clips_per_group, self.reps_per_subject, self.places, self.rooms) < 1:
-            raise ValueError("clips_per_group, reps_per_subject, places, rooms must be positive")
-        if not self.actions or not self.gestures or self.fps <= 0 or self.bit_rate <= 0:
-            raise ValueError("need at least one action and one gesture class, fps and bit_rate > 0")
-        if min(self.actions_per_class, self.gestures_per_class) < 1:
-            raise ValueError("actions_per_class and gestures_per_class must be positive")
-        if min(self.test_groups, self.test_subjects) < 0:
-            raise ValueError("test_groups and test_subjects must be >= 0")
+        # Upper bounds: far past any useful set, short of what exhausts memory or disk.
+        for name, low, high in _INT_RANGES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SynthSettingsError(name, f"must be an integer, got {value!r}")
+            if not low <= value <= high:
+                word = "must be positive" if low == 1 and value < 1 else "must be in"
+                raise SynthSettingsError(name, f"{word} {low}..{high}, got {value}")
+        if self.width % 2 or self.height % 2:
+            raise SynthSettingsError("width", f"size {self.width}x{self.height}: need even sides")
+        if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not (
+                math.isfinite(self.fps) and 1.0 <= self.fps <= 1000.0):
+            raise SynthSettingsError("fps", f"must be a finite number in 1..1000, got {self.fps}")
+        longest = max(self.frames, self.gesture_frames)
+        gib = longest * self.width * self.height * 3 / 2**30
+        if gib > _MAX_CLIP_GIB:
+            raise SynthSettingsError(
+                "frames", f"{longest} frames at {self.width}x{self.height} need {gib:.1f} GiB "
+                f"per clip (at most {_MAX_CLIP_GIB}); lower the frame counts or the size")
+        if not isinstance(self.antialias, bool):
+            raise SynthSettingsError("antialias", f"must be true or false, got {self.antialias!r}")
+        for name, known in (("actions", ACTION_CLASSES), ("gestures", GESTURE_CLASSES)):
+            chosen = getattr(self, name)
+            if not chosen:
+                raise SynthSettingsError(name, f"need at least one {name[:-1]} class")
+            unknown = [n for n in chosen if n not in known]
+            if unknown:
+                raise SynthSettingsError(name, f"unknown {unknown}; known: {list(known)}")
+            if len(set(chosen)) != len(chosen):
+                raise SynthSettingsError(name, f"a class is named twice: {list(chosen)}")
         # An empty train or test list is a set nobody can use, and the readers refuse it.
         if self.test_group_count() >= self.n_groups:
-            raise ValueError(
+            raise SynthSettingsError(
+                "actions_per_class",
                 f"{self.actions_per_class} action(s) per class at {self.clips_per_group} per "
                 f"group make {self.n_groups} group(s), {self.test_group_count()} of them test: "
                 "the train list would be empty (raise actions_per_class)")
         if self.test_subject_count() >= self.n_subjects:
-            raise ValueError(
+            raise SynthSettingsError(
+                "gestures_per_class",
                 f"{self.gestures_per_class} gesture(s) per class at {self.reps_per_subject} per "
                 f"subject make {self.n_subjects} subject(s), {self.test_subject_count()} of them "
                 "test: the train list would be empty (raise gestures_per_class)")
@@ -290,37 +326,34 @@ def _nv_lists(out: Path, settings: SynthSettings, written: list[Written]) -> Non
     (root / NV_CLASSES).write_bytes("".join(f"{n}\n" for n in settings.gestures).encode())
 
 
-def prepare_output(out: Path) -> None:
-    """Make `out` an empty folder, or clear the previous synthetic set it holds.
-
-    A folder with other content is refused: the set's names (`UCF-101/`,
-    `ucfTrainTestlist/`...) are those of the real datasets, so writing into a
-    user's data folder would overwrite their lists. A previous synthetic set
-    (it has `synth.json`) is removed entry by entry, so no video of a larger
-    earlier run stays behind to break "same seed, same files".
-    """
-    if out.exists() and not out.is_dir():
-        raise SynthOutputError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / META_FILE).is_file():
-            raise SynthOutputError(
-                f"--out {out} is not empty and holds no earlier synthetic set (no synth.json); "
-                "choose a new or empty folder")
-        log.info("replacing the synthetic set in %s", out)
-        for name in OUTPUT_NAMES:
-            entry = out / name
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            elif entry.exists() or entry.is_symlink():
-                entry.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def generate(settings: SynthSettings, out: str | Path, workers: int = 1) -> list[Written]:
-    """Render and encode every video, then write the list files and `set.yaml`."""
+    """Render and encode every video, write the list files and `set.yaml`, then swap in.
+
+    Everything is written into a partial sibling folder first (see `output.py`),
+    so `out` holds either the earlier set or the new one, never half of one, and
+    a folder that is not provably an earlier set is refused untouched.
+    """
     out = Path(out)
-    prepare_output(out)
+    partial = prepare(out)
     jobs = plan(settings)
+    files = [job.rel_path for job in jobs] + [*LIST_FILES, SET_FILE]
+    meta = asdict(settings)
+    try:
+        write_manifest(partial, meta, files, complete=False)  # before the first file
+        written = _render(settings, partial, jobs, workers)
+        _ucf_lists(partial, settings, written)
+        _nv_lists(partial, settings, written)
+        (partial / SET_FILE).write_text(SET_YAML, encoding="utf-8")
+        write_manifest(partial, meta, files, complete=True)
+        finish(partial, out)
+    except Exception:
+        # ours by construction; an interrupted process leaves it for the next run instead
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return written
+
+
+def _render(settings: SynthSettings, out: Path, jobs: list[Job], workers: int) -> list[Written]:
     log.info("rendering %d videos (%d action, %d gesture classes) into %s with %d worker(s)",
              len(jobs), len(settings.actions), len(settings.gestures), out, workers)
     start = time.perf_counter()
@@ -336,11 +369,6 @@ def generate(settings: SynthSettings, out: str | Path, workers: int = 1) -> list
         for task in tasks:
             written.append(_write_one(task))
             _progress(len(written), len(jobs), start)
-    _ucf_lists(out, settings, written)
-    _nv_lists(out, settings, written)
-    (out / SET_FILE).write_text(SET_YAML, encoding="utf-8")
-    meta = {"generator": "training.synthetic", "settings": asdict(settings)}
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     per_video = 1000 * sum(w.seconds for w in written) / max(len(written), 1)
     log.info("wrote %d videos in %.1f s (%.0f ms of render+encode per video)", len(written),
              time.perf_counter() - start, per_video)
