@@ -2,13 +2,18 @@
 
 Every settings object in the project is a dataclass; this module turns the
 nested dicts that YAML gives into those dataclasses, checks keys and types, and
-applies `key=value` command-line overrides. An unknown key or a wrong type is
-one message naming the key, never a silent default.
+applies `key=value` command-line overrides. An unknown key, a missing
+required key, a wrong type or a value the dataclass itself refuses is one
+`SettingsError` naming the key, never a silent default and never a traceback.
+A key written twice in one YAML mapping is refused with its file and line
+(YAML itself would silently keep the last one).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -34,15 +39,27 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
         )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(str(k) for k in data if k not in fields)
     if unknown:
         raise SettingsError(
             f"{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(fields)}"
         )
+    required = [
+        name for name, f in fields.items()
+        if f.init and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING and name not in data
+    ]
+    if required:
+        raise SettingsError(f"{where or cls.__name__}: missing required key(s) {required}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, f"{where}.{name}" if where else name)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except SettingsError:
+        raise
+    except (ValueError, TypeError) as exc:  # the dataclass's own checks (__post_init__)
+        raise SettingsError(f"{where or cls.__name__}: {_one_line(str(exc))}") from exc
 
 
 def to_dict(obj: Any) -> Any:
@@ -61,8 +78,12 @@ def to_dict(obj: Any) -> Any:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with one clear message for a missing or malformed file."""
     path = Path(path)
-    if not path.is_file():
-        raise SettingsError(f"settings file not found: {path}")
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        raise SettingsError(f"settings file not found: {path}") from exc
+    if not stat.S_ISREG(mode):  # a folder, or a FIFO that would block the read forever
+        raise SettingsError(f"settings file {path} is not a regular file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -70,14 +91,83 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:  # unreadable: permissions, a dead network mount
         raise SettingsError(f"cannot read settings file {path}: {exc.strerror or exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text, str(path))
+    except SettingsError:
+        raise
     except yaml.YAMLError as exc:
-        raise SettingsError(f"{path}: not valid YAML: {exc}") from exc
+        raise SettingsError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise SettingsError(f"{path}: expected a mapping at the top level")
+        raise SettingsError(
+            f"{path}: expected a mapping (key: value lines) at the top level, "
+            f"got {type(data).__name__}"
+        )
     return data
+
+
+def parse_yaml(text: str, where: str = "<text>") -> Any:
+    """`yaml.safe_load`, but a key repeated in one mapping is a `SettingsError` naming it.
+
+    YAML's own loaders keep the last of two equal keys without a word, so a
+    setting written twice (a paste, a merge gone wrong) would silently lose one.
+    """
+    loader = _StrictLoader(text)
+    loader.where = where
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and alias bombs."""
+
+    where = "<text>"
+    _aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > _MAX_ALIASES:  # a "billion laughs" document
+                raise SettingsError(f"{self.where}: more than {_MAX_ALIASES} YAML aliases")
+        return super().compose_node(parent, index)
+
+
+def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *base`: keys written after it override the merged ones, by design
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key (a list): construct_mapping says so
+            continue
+        line = key_node.start_mark.line + 1
+        if first is not None:
+            raise SettingsError(
+                f"{loader.where}:{line}: key {key!r} appears twice in one mapping "
+                f"(first at line {first})"
+            )
+        seen[key] = line
+    return loader.construct_mapping(node, deep=False)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+_MAX_ALIASES = 1000
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: `line L, column C: problem`."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    return _one_line(str(exc))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
@@ -95,9 +185,11 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
                 raise SettingsError(f"override {item!r}: {part!r} is not a section")
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(raw)
+            node[parts[-1]] = parse_yaml(raw, f"override {item!r}")
         except yaml.YAMLError as exc:
-            raise SettingsError(f"override {item!r}: value is not valid YAML") from exc
+            raise SettingsError(
+                f"override {item!r}: value is not valid YAML ({_yaml_problem(exc)})"
+            ) from exc
     return result
 
 
@@ -167,5 +259,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint is Path:
         if not isinstance(value, (str, Path)):
             raise SettingsError(f"{where}: expected a path, got {value!r}")
+        if not str(value).strip() or "\0" in str(value):
+            raise SettingsError(f"{where}: {value!r} is not a usable path")
         return Path(value)
     return value

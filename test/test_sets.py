@@ -177,7 +177,7 @@ def test_shipped_set4_with_local_roots(tmp_path: Path, splits_dir: Path) -> None
 
 @pytest.mark.parametrize(("patch", "message"), [
     ({"format": "kinetics"}, "'kinetics' is not one of"),
-    ({"format": "ucf101", "root": None}, r"needs key\(s\) \['root'\]"),
+    ({"format": "ucf101", "root": None}, r"missing required key\(s\) \['root'\]"),
     ({"format": "ucf101", "rot": "x"}, r"unknown key\(s\) \['rot'\]"),
     ({"format": "ucf101", "split": 4}, "split must be 1, 2 or 3"),
     ({"format": "isogd", "test_split": "dev"}, "is not one of"),

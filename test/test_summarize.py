@@ -16,6 +16,7 @@ from PIL import Image
 from training.__main__ import main
 from training.datasets.missing import (
     MissingFilesError,
+    check_videos,
     find_missing,
     find_unreadable,
     require_files,
@@ -191,8 +192,13 @@ def test_check_videos_decodes_rather_than_trusting_headers(tmp_path: Path) -> No
     split.samples[len(broken) + 1] = segment  # beyond.avi: 12 frames, segment [20, 30)
     report = find_unreadable(split, limit=20)
     assert sorted(p.name for p in report.first) == sorted(
-        [p.name for p in broken.values()] + ["beyond.avi", "gap"])
-    assert report.count == len(broken) + 2 and report.total == len(broken) + 4
+        [p.name for p in broken.values()] + ["gap"])
+    # a segment past the end is reported as such, not as unreadable (issue 7)
+    past = check_videos(split, limit=20)["past_end"]
+    assert [p.name for p in past.first] == ["beyond.avi"]
+    assert past.reasons == ["segment starts at frame 20, the video holds 12 frames"]
+    # each distinct (file, segment) once: `whole` is listed with two segments
+    assert report.count == len(broken) + 1 and report.total == len(broken) + 5
 
 
 def test_unknown_subcommand_is_one_usage_error(capsys: pytest.CaptureFixture) -> None:

@@ -15,14 +15,13 @@ import pytest
 from helpers_datasets import broken_videos
 from PIL import Image
 
+from training.datasets.frames import count_image_frames, read_image_frames
 from training.datasets.video import (
     VideoReader,
     VideoReadError,
     VideoTooShortError,
-    count_image_frames,
     probe_video,
     read_frames,
-    read_image_frames,
     write_video,
 )
 

@@ -1,10 +1,13 @@
 """`python -m training summarize --config SET.yaml`: what a set config will train on.
 
-Per task and split: samples, classes, missing files, unreadable files (with
-`--check-videos`) and the class-size range, as a table and optionally as
-JSON (`tasks.<task>.<split>.samples` ...). Meant to be run once after
-pointing a set config at the data, before hours of training find out that
-half a dataset is elsewhere. Config and list errors are one line and exit 2.
+Per task and split: samples, classes, missing files, entries of the wrong
+kind (a directory named like a video, a FIFO), with `--check-videos` the
+unreadable ones (videos and every frame of frame folders decoded) and the
+segments that start past a video's end, and the class-size range, as a table
+and optionally as JSON (`tasks.<task>.<split>.samples` ...). Meant to be run
+once after pointing a set config at the data, before hours of training find
+out that half a dataset is elsewhere. Config and list errors are one line and
+exit 2, and every list is read before the first video is decoded.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from mtl_perception.fileio import atomic_write_text
 from mtl_perception.settings import SettingsError
 from training.datasets.listfile import DatasetError
-from training.datasets.missing import find_missing, find_unreadable
+from training.datasets.missing import check_videos, find_missing, find_wrong_kind
 from training.datasets.sample import UNLABELLED, LabelledSplit
 from training.datasets.sets import SPLIT_NAMES, SetConfig, build_task_split, load_set
 
@@ -33,13 +37,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="open every present video to count unreadable ones (slow)")
     parser.add_argument("--splits", nargs="+", default=list(SPLIT_NAMES), choices=SPLIT_NAMES,
                         help="splits to summarize")
-    parser.add_argument("--show", type=int, default=3,
+    parser.add_argument("--show", type=_count, default=3,
                         help="how many missing/unreadable paths to name per split")
 
 
-def summarize_split(split: LabelledSplit, check_videos: bool, show: int) -> dict[str, Any]:
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"must be in 0..10000, got {value}")
+    return value
+
+
+def summarize_split(split: LabelledSplit, check: bool, show: int) -> dict[str, Any]:
     """The numbers of one task's split, as they go into the JSON."""
     missing = find_missing(split, show)
+    odd = find_wrong_kind(split, show)
     labels = [s.label for s in split.samples if s.label != UNLABELLED]
     sizes = Counter(labels)
     per_class = [sizes.get(i, 0) for i in range(len(split.class_names))]
@@ -47,19 +62,24 @@ def summarize_split(split: LabelledSplit, check_videos: bool, show: int) -> dict
         "samples": len(split.samples),
         "classes": len(split.class_names),
         "missing": missing.count,
+        "not_files": odd.count,
         "unreadable": None,
+        "past_end": None,
         "class_size_min": min(per_class) if labels else None,
         "class_size_max": max(per_class) if labels else None,
         "labelled": bool(labels),
         "source": split.source,
         "missing_examples": [str(p) for p in missing.first],
+        "not_file_examples": [str(p) for p in odd.first],
+        "not_file_reasons": odd.reasons,
     }
     if missing.hint:
         result["missing_hint"] = missing.hint
-    if check_videos:
-        unreadable = find_unreadable(split, show)
-        result["unreadable"] = unreadable.count
-        result["unreadable_examples"] = [str(p) for p in unreadable.first]
+    if check:
+        for kind, report in check_videos(split, show).items():
+            result[kind] = report.count
+            result[f"{kind}_examples"] = [str(p) for p in report.first]
+            result[f"{kind}_reasons"] = report.reasons
     merged = split.extra.get("merged_classes")
     if merged:
         result["merged_classes"] = merged
@@ -69,19 +89,19 @@ def summarize_split(split: LabelledSplit, check_videos: bool, show: int) -> dict
 def summarize(set_config: SetConfig, splits: list[str], check_videos: bool = False,
               show: int = 3) -> dict[str, Any]:
     """`{"name", "config", "tasks": {task: {split: {...}}}}` for a loaded set."""
-    tasks: dict[str, dict[str, Any]] = {}
-    for task in set_config.tasks:
-        tasks[task] = {}
-        for split in splits:
-            built = build_task_split(set_config, task, split)
-            tasks[task][split] = summarize_split(built, check_videos, show)
+    # Every list first: a malformed one must not wait behind an hour of decoding.
+    built = {(task, split): build_task_split(set_config, task, split)
+             for task in set_config.tasks for split in splits}
+    tasks: dict[str, dict[str, Any]] = {task: {} for task in set_config.tasks}
+    for (task, split), labelled in built.items():
+        tasks[task][split] = summarize_split(labelled, check_videos, show)
     return {"name": set_config.name, "config": str(set_config.path), "tasks": tasks}
 
 
 def format_table(summary: dict[str, Any]) -> str:
     """A fixed-width table plus the first missing/unreadable names under it."""
-    header = ("task", "split", "samples", "classes", "missing", "unreadable", "class size",
-              "source")
+    header = ("task", "split", "samples", "classes", "missing", "not file", "unreadable",
+              "past end", "class size", "source")
     rows = []
     notes = []
     for task, splits in summary["tasks"].items():
@@ -90,20 +110,25 @@ def format_table(summary: dict[str, Any]) -> str:
                 size = f"{s['class_size_min']}..{s['class_size_max']}"
             else:
                 size = "unlabelled"
-            unreadable = "-" if s["unreadable"] is None else str(s["unreadable"])
+            checked = ["-" if s[k] is None else str(s[k]) for k in ("unreadable", "past_end")]
             rows.append((task, split, str(s["samples"]), str(s["classes"]), str(s["missing"]),
-                         unreadable, size, s["source"]))
-            for what, key in (("missing", "missing_examples"),
-                              ("unreadable", "unreadable_examples")):
-                if s.get(key):
-                    notes.append(f"{task}/{split} {what}: {', '.join(s[key])}"
-                                 + (", ..." if s[what] > len(s[key]) else ""))
+                         str(s["not_files"]), checked[0], checked[1], size, s["source"]))
+            for what, count, key in (("missing", "missing", "missing"),
+                                     ("not a file", "not_files", "not_file"),
+                                     ("unreadable", "unreadable", "unreadable"),
+                                     ("past the end", "past_end", "past_end")):
+                paths, reasons = s.get(f"{key}_examples"), s.get(f"{key}_reasons") or []
+                if paths:
+                    named = [f"{p} ({r})" if r else p
+                             for p, r in zip(paths, reasons or [""] * len(paths))]
+                    notes.append(f"{task}/{split} {what}: {', '.join(named)}"
+                                 + (", ..." if s[count] > len(paths) else ""))
             if s.get("missing_hint"):
                 notes.append(f"{task}/{split}: {s['missing_hint']}")
             for name, items in s.get("merged_classes", {}).items():
                 notes.append(f"{task}/{split} merged class {name!r}: {', '.join(items)}")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    right = {2, 3, 4, 5}
+    right = {2, 3, 4, 5, 6, 7}
 
     def line(cells: tuple[str, ...]) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w)
@@ -127,9 +152,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(format_table(summary))
     if args.json is not None:
-        try:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        try:  # atomic: a failed write leaves no half summary for a script to read
+            atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
         except OSError as exc:
             print(f"error: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
             return 2

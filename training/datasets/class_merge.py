@@ -52,6 +52,10 @@ def load_merges(path: Path) -> list[MergeGroup]:
     except SettingsError as exc:
         raise DatasetError(str(exc)) from exc
     seen: dict[tuple[str, str], str] = {}
+    names = [group.name for group in groups]
+    for name in names:
+        if names.count(name) > 1:  # two groups would silently become one class
+            raise DatasetError(f"{path}: merge name {name!r} is used by two groups")
     for group in groups:
         if len(group.members) < 2:
             raise DatasetError(f"{path}: merge {group.name!r} needs members of two formats")

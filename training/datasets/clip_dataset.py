@@ -50,6 +50,7 @@ from torch.utils.data import Dataset, default_collate
 
 from mtl_perception.preprocess import PreprocessConfig, preprocess_frames
 from training.datasets.clips import centre_clip_indices, evenly_spaced_clips, training_clip_indices
+from training.datasets.frames import count_image_frames, read_image_frames
 from training.datasets.missing import SHOWN, find_missing, require_files
 from training.datasets.sample import LabelledSplit, VideoSample
 from training.datasets.video import (
@@ -57,8 +58,6 @@ from training.datasets.video import (
     VideoReader,
     VideoReadError,
     VideoTooShortError,
-    count_image_frames,
-    read_image_frames,
 )
 
 LOG = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from training.datasets.listfile import (
     parse_int,
     read_class_names,
     read_lines,
-    require_entries,
+    unique_samples,
 )
 from training.datasets.sample import UNLABELLED, LabelledSplit, VideoSample
 
@@ -62,15 +62,15 @@ def read_list(path: Path, root: Path, num_classes: int = NUM_CLASSES) -> list[Vi
             raise DatasetError(f"{path}:{number}: label {parts[-1]!r} is not an integer")
         rows.append((number, parts[0], label))
     labelled = any(label for _, _, label in rows)
-    samples = []
+    entries = []
     for number, relative, label in rows:
         if labelled and not label:
             raise DatasetError(
                 f"{path}:{number}: missing or placeholder label 0 in a list with real labels"
             )
         value = label - 1 if labelled and label else UNLABELLED
-        samples.append(VideoSample(path=root / relative, label=value))
-    return require_entries(samples, path)
+        entries.append((number, VideoSample(path=root / relative, label=value)))
+    return unique_samples(entries, path)
 
 
 def read_split(source: IsogdSource, split: str) -> LabelledSplit:

@@ -4,11 +4,21 @@ Every published list may come with CRLF line endings (UCF-101's do), a UTF-8
 byte-order mark or trailing spaces (NVGesture's do), so all readers go through
 `read_lines`. A user with a broken list must learn which file and which line,
 hence `DatasetError` messages of the form `path:line: what is wrong`.
+
+Repeats are never silent. A list line that repeats an earlier one (the same
+video, segment and label: a paste, two lists concatenated) is dropped with
+one warning per file giving the count, so no sample counts twice; the same
+video segment listed again with another label is an error, since no reading
+of it is right. A class name listed twice is an error (one of the two classes
+would silently stay empty).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -16,6 +26,7 @@ from typing import TypeVar
 from training.datasets.sample import VideoSample
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -30,8 +41,12 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     both work.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"list file not found: {path}")
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"list file not found: {path}") from exc
+    if not stat.S_ISREG(mode):  # a folder; a FIFO would block the read forever
+        raise DatasetError(f"list file {path} is not a regular file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -54,6 +69,34 @@ def require_entries(samples: list[T], path: Path) -> list[T]:
     if not samples:
         raise DatasetError(f"{path}: the list holds no samples (empty file?)")
     return samples
+
+
+def unique_samples(entries: list[tuple[int, VideoSample]], path: Path) -> list[VideoSample]:
+    """The samples of (line number, sample) pairs, repeated lines dropped (one warning).
+
+    Refuses an empty list (`require_entries`) and a video segment listed twice
+    with two labels.
+    """
+    first: dict[tuple[Path, int, int | None, bool], tuple[int, int]] = {}
+    samples: list[VideoSample] = []
+    repeats: list[tuple[int, int]] = []
+    for line, sample in entries:
+        key = (sample.path, sample.start, sample.end, sample.frames_dir)
+        if key not in first:
+            first[key] = (line, sample.label)
+            samples.append(sample)
+            continue
+        earlier, label = first[key]
+        if label != sample.label:
+            raise DatasetError(
+                f"{path}:{line}: {sample.path.name} is listed at line {earlier} with another "
+                "label; fix the list (no reading of it is right)"
+            )
+        repeats.append((line, earlier))
+    if repeats:
+        log.warning("%s: %d repeated line(s) ignored, each sample counts once (first: line %d "
+                    "repeats line %d)", path, len(repeats), *repeats[0])
+    return require_entries(samples, path)
 
 
 def parse_int(token: str, path: Path, line: int, what: str) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,12 +36,14 @@ class FileReport:
     count: int
     first: list[Path] = field(default_factory=list)
     hint: str = ""  # the likely cause, e.g. a dataset root that does not exist
+    reasons: list[str] = field(default_factory=list)  # per path in `first`, when known
 
     def message(self, what: str = "missing", where: str = "") -> str:
         """`12 of 1050 files missing (nvgesture ...): a.avi, b.avi, ...`"""
         if not self.count:
             return f"all {self.total} files present{f' ({where})' if where else ''}"
-        named = ", ".join(str(p) for p in self.first)
+        named = ", ".join(f"{p} ({r})" if r else str(p)
+                          for p, r in zip(self.first, self.reasons or [""] * len(self.first)))
         more = ", ..." if self.count > len(self.first) else ""
         hint = f" ({self.hint})" if self.hint else ""
         return (f"{self.count} of {self.total} files {what}{f' ({where})' if where else ''}: "
@@ -48,8 +51,31 @@ class FileReport:
 
 
 def sample_exists(sample: VideoSample) -> bool:
-    """A video file, or a folder of extracted frames, is on disk."""
-    return sample.path.is_dir() if sample.frames_dir else sample.path.is_file()
+    """Something is at the sample's path (`wrong_kind` says whether it is the right thing)."""
+    try:
+        os.stat(sample.path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def wrong_kind(sample: VideoSample) -> str | None:
+    """Why the entry at the sample's path cannot be its video or frame folder, or None.
+
+    Only `os.stat` is used: opening a FIFO or a device to find out would hang.
+    """
+    from training.datasets.video import file_kind  # PyAV only when checking
+
+    try:
+        mode = os.stat(sample.path).st_mode
+    except (OSError, ValueError):
+        return None  # missing: find_missing's business
+    if sample.frames_dir:
+        if stat.S_ISDIR(mode):
+            return None
+        kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
+        return f"{kind}, not a frame folder"
+    return None if stat.S_ISREG(mode) else f"{file_kind(mode)}, not a video file"
 
 
 def _unique_paths(samples: Iterable[VideoSample]) -> list[VideoSample]:
@@ -85,59 +111,86 @@ def missing_folder_hint(path: Path) -> str:
     return f"folder {absent} does not exist" if absent is not None else ""
 
 
+def find_wrong_kind(split: LabelledSplit, limit: int = SHOWN) -> FileReport:
+    """Count sample paths that exist but are not a regular file / folder as needed."""
+    samples = [s for s in _unique_paths(split.samples) if sample_exists(s)]
+    bad = [(s.path, why) for s in samples if (why := wrong_kind(s))]
+    return FileReport(total=len(samples), count=len(bad), first=[p for p, _ in bad[:limit]],
+                      reasons=[r for _, r in bad[:limit]])
+
+
 def require_files(splits: dict[str, LabelledSplit], limit: int = SHOWN) -> None:
-    """Raise `MissingFilesError` (one message for all tasks) if any sample file is missing."""
+    """Raise `MissingFilesError` (one message for all tasks) if any sample file is missing
+    or is not a file of the right kind (a directory named like a video, a FIFO)."""
     problems = []
     for task, split in splits.items():
         report = find_missing(split, limit)
         if report.count:
             problems.append(f"{task}: {report.message(where=split.source)}")
+        odd = find_wrong_kind(split, limit)
+        if odd.count:
+            problems.append(f"{task}: {odd.message('of the wrong kind', split.source)}")
     if problems:
         raise MissingFilesError("; ".join(problems))
 
 
-def is_readable(sample: VideoSample) -> bool:
-    """The sample's first labelled frame decodes (a frame folder: all its frames exist).
+def check_sample(sample: VideoSample) -> tuple[str, str] | None:
+    """None when the sample's first labelled frame decodes; else (kind, reason).
 
-    Decoding one frame, not just reading the header, is what catches a file
-    cut off after its header; decoding the segment's first frame (not frame 0)
-    also catches a segment that lies past the end of the video.
+    kind is "past_end" when the segment starts after the last frame the video
+    (or frame folder) holds, "unreadable" when the content does not decode.
+    Decoding one frame, not just reading the header, is what catches a file cut
+    off after its header; a frame folder is checked frame by frame (see
+    `frames.check_frame_folder`).
     """
-    if sample.frames_dir:
-        return _frames_complete(sample)
-    from training.datasets.video import VideoReader, VideoReadError  # PyAV only when checking
+    from training.datasets.frames import check_frame_folder
+    from training.datasets.video import VideoReader, VideoReadError, VideoTooShortError
 
+    if sample.frames_dir:
+        return check_frame_folder(sample.path, sample.start, sample.end)
     try:
         with VideoReader(sample.path) as reader:
             reader.read([sample.start])
+    except VideoTooShortError as exc:
+        if 0 < exc.available <= sample.start:
+            return "past_end", (f"segment starts at frame {sample.start}, the video holds "
+                                f"{exc.available} frames")
+        return "unreadable", " ".join(str(exc).split())
     except VideoReadError as exc:
         log.debug("%s", exc)
-        return False
-    return True
+        return "unreadable", " ".join(str(exc).split())
+    return None
 
 
-def _frames_complete(sample: VideoSample) -> bool:
-    """Every frame file `img_{start+1:05d}.jpg`... of the sample is in its folder."""
-    from training.datasets.video import FRAME_TEMPLATE, VideoReadError, count_image_frames
+def is_readable(sample: VideoSample) -> bool:
+    """`check_sample` found nothing wrong."""
+    return check_sample(sample) is None
 
-    try:
-        present = set(os.listdir(sample.path))
-        # the whole folder: its frames must be one unbroken run from 1
-        end = sample.end if sample.end is not None else count_image_frames(sample.path)
-    except (OSError, VideoReadError):
-        return False
-    wanted = range(sample.start, end)
-    return len(wanted) > 0 and all(FRAME_TEMPLATE.format(i + 1) in present for i in wanted)
+
+def check_videos(
+    split: LabelledSplit, limit: int = SHOWN, workers: int = 8
+) -> dict[str, FileReport]:
+    """Decode-check every present sample of the right kind: reports "unreadable", "past_end".
+
+    Each distinct (file, segment) is checked once. Probing is I/O-bound and
+    PyAV releases the GIL while demuxing, so a few threads make checking a
+    100k-video dataset bearable.
+    """
+    distinct: dict[tuple[Path, int, int | None, bool], VideoSample] = {}
+    for s in split.samples:
+        distinct.setdefault((s.path, s.start, s.end, s.frames_dir), s)
+    present = [s for s in distinct.values() if sample_exists(s) and not wrong_kind(s)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(check_sample, present))
+    reports = {}
+    for kind in ("unreadable", "past_end"):
+        bad = [(s.path, r[1]) for s, r in zip(present, results, strict=True) if r and r[0] == kind]
+        reports[kind] = FileReport(total=len(present), count=len(bad),
+                                   first=[p for p, _ in bad[:limit]],
+                                   reasons=[r for _, r in bad[:limit]])
+    return reports
 
 
 def find_unreadable(split: LabelledSplit, limit: int = SHOWN, workers: int = 8) -> FileReport:
-    """Count existing sample files that cannot be opened as video (missing ones not counted).
-
-    Probing is I/O-bound and PyAV releases the GIL while demuxing, so a few
-    threads make checking a 100k-video dataset bearable.
-    """
-    present = [s for s in _unique_paths(split.samples) if sample_exists(s)]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        readable = list(pool.map(is_readable, present))
-    bad = [s.path for s, ok in zip(present, readable, strict=True) if not ok]
-    return FileReport(total=len(present), count=len(bad), first=bad[:limit])
+    """The "unreadable" report of `check_videos` (missing and past-end ones not counted)."""
+    return check_videos(split, limit, workers)["unreadable"]

@@ -21,7 +21,7 @@ from training.datasets.listfile import (
     parse_int,
     read_class_names,
     read_lines,
-    require_entries,
+    unique_samples,
 )
 from training.datasets.sample import LabelledSplit, VideoSample
 
@@ -73,12 +73,12 @@ def parse_line(line: str, path: Path, number: int, source: MmactionSource) -> Ro
 
 def read_list(path: Path, source: MmactionSource) -> list[VideoSample]:
     """Samples of one list file."""
-    samples = []
+    entries = []
     for number, line in read_lines(path):
         relative, label, start, end, frames = parse_line(line, path, number, source)
-        samples.append(VideoSample(path=source.root / relative, label=label, start=start,
-                                   end=end, frames_dir=frames))
-    return require_entries(samples, path)
+        entries.append((number, VideoSample(path=source.root / relative, label=label,
+                                            start=start, end=end, frames_dir=frames)))
+    return unique_samples(entries, path)
 
 
 def read_split(source: MmactionSource, split: str) -> LabelledSplit:

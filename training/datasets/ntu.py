@@ -31,6 +31,7 @@ from training.datasets.listfile import (
     read_class_names,
     read_lines,
     require_entries,
+    unique_samples,
 )
 from training.datasets.sample import LabelledSplit, VideoSample
 
@@ -118,11 +119,15 @@ def load_gesture_classes(path: Path | None) -> list[int]:
 def read_subjects(path: Path) -> frozenset[int]:
     """A subject list file: one performer number per line (`P` prefix allowed)."""
     subjects = set()
+    repeats = 0
     for number, line in read_lines(path):
         match = re.fullmatch(r"[Pp]?0*(\d+)", line)
         if not match:
             raise DatasetError(f"{path}:{number}: {line!r} is not a subject number")
+        repeats += int(match.group(1)) in subjects
         subjects.add(int(match.group(1)))
+    if repeats:
+        log.warning("%s: %d subject(s) listed more than once", path, repeats)
     return frozenset(require_entries(sorted(subjects), path))
 
 
@@ -134,14 +139,18 @@ def read_sample_ids(path: Path) -> frozenset[str]:
 @functools.lru_cache(maxsize=8)
 def _scan(root: Path, mtime_ns: int) -> tuple[Path, ...]:
     found: dict[str, Path] = {}
+    twice: list[Path] = []
     for folder, dirs, files in os.walk(root):
         dirs.sort()
         for name in sorted(files):
             if name.endswith(RGB_SUFFIX) and parse_name(name):
                 if name in found:
-                    log.warning("%s found twice; using %s", name, found[name])
+                    twice.append(Path(folder) / name)
                     continue
                 found[name] = Path(folder) / name
+    if twice:  # one sample, one vote: copies in two folders must not count twice
+        log.warning("%s: %d video(s) found in two folders, each used once (first: %s, using %s)",
+                    root, len(twice), twice[0], found[twice[0].name])
     return tuple(sorted(found.values(), key=lambda p: p.name))
 
 
@@ -154,14 +163,17 @@ def find_videos(source: NtuSource) -> list[tuple[Path, NtuName]]:
         if not paths:
             raise DatasetError(f"no SsssCcccPpppRrrrAaaa_rgb.avi videos under {source.root}")
         return [(p, parsed) for p in paths if (parsed := parse_name(p.name))]
-    videos = []
+    entries = []
+    fields: dict[Path, NtuName] = {}
     for number, line in read_lines(source.video_list):
         relative = line if line.endswith(RGB_SUFFIX) else line + RGB_SUFFIX
         parsed = parse_name(Path(relative).name)
         if parsed is None:
             raise DatasetError(f"{source.video_list}:{number}: {line!r} is not an NTU sample name")
-        videos.append((source.root / relative, parsed))
-    return require_entries(videos, source.video_list)
+        # the label comes from the name, so one path always has one label
+        fields[source.root / relative] = parsed
+        entries.append((number, VideoSample(source.root / relative, parsed.action)))
+    return [(s.path, fields[s.path]) for s in unique_samples(entries, source.video_list)]
 
 
 def class_ids(source: NtuSource) -> list[int]:

@@ -21,7 +21,7 @@ from training.datasets.listfile import (
     parse_int,
     read_class_names,
     read_lines,
-    require_entries,
+    unique_samples,
 )
 from training.datasets.sample import LabelledSplit, VideoSample
 
@@ -70,12 +70,12 @@ def parse_line(line: str, path: Path, number: int) -> tuple[str, str, int, int, 
 
 def read_list(path: Path, root: Path) -> list[VideoSample]:
     """Samples (RGB segments) of one `.lst` file; labels 0-based."""
-    samples = []
+    entries = []
     for number, line in read_lines(path):
         folder, stream, start, end, label = parse_line(line, path, number)
         video = root / folder / f"{stream}.avi"
-        samples.append(VideoSample(path=video, label=label - 1, start=start, end=end))
-    return require_entries(samples, path)
+        entries.append((number, VideoSample(path=video, label=label - 1, start=start, end=end)))
+    return unique_samples(entries, path)
 
 
 def read_split(source: NvgestureSource, split: str) -> LabelledSplit:

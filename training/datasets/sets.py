@@ -19,6 +19,12 @@ file* that is not beside the YAML is also looked for inside the source's
 (NVGesture) and others beside it (UCF-101). Every task has the splits `train`
 and `test`; a task with several sources unions their classes
 (`class_merge`).
+
+Every problem with the file is one `SettingsError` naming the key: a value
+of the wrong type or shape, a missing `tasks:`, a `~user/` whose user does
+not exist, and a source listed twice for one task (its samples would count
+twice). Reading a split refuses a video that two sources of one task both
+list, for the same reason.
 """
 
 from __future__ import annotations
@@ -85,23 +91,37 @@ class _SetFile:
 def load_set(path: str | Path) -> SetConfig:
     """Read and check a set config; every problem is one `SettingsError` naming the key."""
     path = Path(path)
-    raw = from_dict(_SetFile, load_yaml(path), str(path))
+    data = load_yaml(path)
+    if "tasks" not in data:
+        raise SettingsError(f"{path}: tasks: missing; a set config maps task names to sources")
+    raw = from_dict(_SetFile, data, str(path))
     base = path.resolve().parent
     if not raw.tasks:
         raise SettingsError(f"{path}: tasks: no tasks defined")
     tasks: dict[str, list[SourceConfig]] = {}
     for task, sources in raw.tasks.items():
+        if not task.strip():
+            raise SettingsError(f"{path}: tasks: a task name is empty")
         if not sources:
             raise SettingsError(f"{path}: tasks.{task}: no sources listed")
         tasks[task] = [
             _source(item, base, f"{path}: tasks.{task}[{i}]") for i, item in enumerate(sources)
         ]
+        for j, later in enumerate(tasks[task]):
+            first = next(i for i, earlier in enumerate(tasks[task]) if earlier == later)
+            if first != j:
+                raise SettingsError(
+                    f"{path}: tasks.{task}[{j}]: the same source as tasks.{task}[{first}]; "
+                    "its samples would count twice"
+                )
     if raw.class_merge == "none":
         merge = None
     elif raw.class_merge == "default":
         merge = DEFAULT_MERGE_FILE if DEFAULT_MERGE_FILE.is_file() else None
+    elif not raw.class_merge.strip() or "\0" in raw.class_merge:
+        raise SettingsError(f"{path}: class_merge: {raw.class_merge!r} is not a usable path")
     else:
-        merge = _resolve(raw.class_merge, base)
+        merge = _resolve(raw.class_merge, base, f"{path}: class_merge")
     return SetConfig(name=raw.name or path.stem, tasks=tasks, class_merge=merge, path=path)
 
 
@@ -109,21 +129,40 @@ def build_split(set_config: SetConfig, split: str) -> dict[str, LabelledSplit]:
     """Task name -> the task's `split` (`train` or `test`), sources merged into one."""
     if split not in SPLIT_NAMES:
         raise DatasetError(f"split must be one of {list(SPLIT_NAMES)}, not {split!r}")
-    groups = merge_groups(set_config)
-    return {
-        task: merge_splits([(s.format, s.read(split)) for s in sources], groups, task)
-        for task, sources in set_config.tasks.items()
-    }
+    return {task: build_task_split(set_config, task, split) for task in set_config.tasks}
 
 
 def build_task_split(set_config: SetConfig, task: str, split: str) -> LabelledSplit:
     """One task's split (for callers that need a single task)."""
+    if split not in SPLIT_NAMES:
+        raise DatasetError(f"split must be one of {list(SPLIT_NAMES)}, not {split!r}")
     if task not in set_config.tasks:
         raise DatasetError(f"task {task!r} not in set {set_config.name}: "
                            f"{sorted(set_config.tasks)}")
     sources = set_config.tasks[task]
-    return merge_splits([(s.format, s.read(split)) for s in sources],
-                        merge_groups(set_config), task)
+    parts = [(s.format, s.read(split)) for s in sources]
+    _refuse_shared_samples(task, split, [p for _, p in parts])
+    return merge_splits(parts, merge_groups(set_config), task)
+
+
+def _refuse_shared_samples(task: str, split: str, parts: list[LabelledSplit]) -> None:
+    """Two sources of one task listing the same video (segment) would count it twice."""
+    if len(parts) < 2:
+        return
+    owner: dict[tuple[Path, int, int | None], int] = {}
+    shared: list[tuple[Path, int, int]] = []
+    for n, part in enumerate(parts):
+        for key in {(s.path, s.start, s.end) for s in part.samples}:
+            if key in owner:
+                shared.append((key[0], owner[key], n))
+            else:
+                owner[key] = n
+    if shared:
+        path, a, b = min(shared)
+        raise DatasetError(
+            f"task {task} ({split}): {len(shared)} video(s) listed by two sources, which "
+            f"would count them twice (first: {path} in {parts[a].source} and {parts[b].source})"
+        )
 
 
 def merge_groups(set_config: SetConfig) -> list[MergeGroup]:
@@ -140,37 +179,32 @@ def _source(item: dict[str, Any], base: Path, where: str) -> SourceConfig:
     if not isinstance(item, dict) or "format" not in item:
         raise SettingsError(f"{where}: expected a mapping with a 'format' key")
     fmt = item["format"]
-    if fmt not in FORMATS:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         raise SettingsError(f"{where}.format: {fmt!r} is not one of {sorted(FORMATS)}")
     cls = FORMATS[fmt][0]
     settings_dict = {k: v for k, v in item.items() if k != "format"}
-    required = [f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    absent = [name for name in required if name not in settings_dict]
-    if absent:
-        raise SettingsError(f"{where}: {fmt} source needs key(s) {absent}")
     try:
         settings: Any = from_dict(cls, settings_dict, where)
     except DatasetError as exc:  # a check in the dataclass's __post_init__
         raise SettingsError(f"{where}: {exc}") from exc
-    return SourceConfig(format=fmt, settings=_resolve_paths(settings, base))
+    return SourceConfig(format=fmt, settings=_resolve_paths(settings, base, where))
 
 
-def _resolve_paths(settings: Any, base: Path) -> Any:
+def _resolve_paths(settings: Any, base: Path, where: str) -> Any:
     """Absolute paths for every Path field; list files may also sit inside `root`."""
     hints = typing.get_type_hints(type(settings))
     changes: dict[str, Path] = {}
     root = getattr(settings, "root", None)
     if isinstance(root, Path):
-        root = changes["root"] = _resolve(root, base)
+        root = changes["root"] = _resolve(root, base, f"{where}.root")
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
         if f.name == "root" or not isinstance(value, Path) or Path not in _types(hints[f.name]):
             continue
-        resolved = _resolve(value, base)
-        if f.metadata.get("list") and not resolved.exists() and root is not None:
-            inside = _resolve(value, root)
-            resolved = inside if inside.exists() else resolved
+        resolved = _resolve(value, base, f"{where}.{f.name}")
+        if f.metadata.get("list") and not _exists(resolved) and root is not None:
+            inside = _resolve(value, root, f"{where}.{f.name}")
+            resolved = inside if _exists(inside) else resolved
         changes[f.name] = resolved
     return dataclasses.replace(settings, **changes)
 
@@ -179,6 +213,17 @@ def _types(hint: Any) -> tuple[Any, ...]:
     return typing.get_args(hint) or (hint,)
 
 
-def _resolve(value: str | Path, base: Path) -> Path:
-    path = Path(value).expanduser()
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system, a loop of links
+        return False
+
+
+def _resolve(value: str | Path, base: Path, where: str) -> Path:
+    """`value` made absolute against `base`, with `~` and `~user` expanded."""
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError as exc:  # "~nosuchuser/...": Python cannot find that home folder
+        raise SettingsError(f"{where}: cannot expand {str(value)!r}: no such user") from exc
     return path if path.is_absolute() else base / path

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.datasets.listfile import DatasetError, parse_int, read_lines, require_entries
+from training.datasets.listfile import DatasetError, parse_int, read_lines, unique_samples
 from training.datasets.sample import LabelledSplit, VideoSample
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ def read_class_index(path: Path) -> list[str]:
         index = parse_int(parts[0], path, number, "class index")
         if index != len(names) + 1:
             raise DatasetError(f"{path}:{number}: class index {index}, expected {len(names) + 1}")
+        if parts[1] in names:  # the second would be a class without a sample
+            raise DatasetError(f"{path}:{number}: class name {parts[1]!r} appears twice "
+                               f"(first as class {names.index(parts[1]) + 1})")
         names.append(parts[1])
     if not names:
         raise DatasetError(f"{path}: no classes")
@@ -56,7 +59,7 @@ def read_split(source: Ucf101Source, split: str) -> LabelledSplit:
     class_names = read_class_index(source.annotations / "classInd.txt")
     index = {name: i for i, name in enumerate(class_names)}
     list_path = source.annotations / f"{split}list{source.split:02d}.txt"
-    samples: list[VideoSample] = []
+    entries: list[tuple[int, VideoSample]] = []
     disagreements = 0
     for number, line in read_lines(list_path):
         parts = line.split()
@@ -71,8 +74,8 @@ def read_split(source: Ucf101Source, split: str) -> LabelledSplit:
         label = index[folder]
         if len(parts) == 2 and parse_int(parts[1], list_path, number, "label") - 1 != label:
             disagreements += 1
-        samples.append(VideoSample(path=source.root / relative, label=label))
-    require_entries(samples, list_path)
+        entries.append((number, VideoSample(path=source.root / relative, label=label)))
+    samples = unique_samples(entries, list_path)
     if disagreements:
         log.warning("%s: %d label column(s) disagree with the class folder; the folder wins",
                     list_path, disagreements)

@@ -18,12 +18,18 @@ counts frames, which is always exact. Decoding is single-threaded by default:
 DataLoader workers give the parallelism, and FFmpeg's own threads would only
 compete with them for the same cores.
 
-Frame folders (mmaction2's `img_00001.jpg`, 1-based) are read with Pillow.
+Frame folders (mmaction2's `img_00001.jpg`, 1-based) are read by `frames.py`.
+
+Only regular files are opened: a FIFO, a device or a socket where a video or
+a frame is expected would block `open` forever (or read a device), so it is
+refused by `os.stat` first, as a `VideoReadError` saying what it is.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,11 +39,9 @@ from typing import cast
 
 import av
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 LOG = logging.getLogger(__name__)
 
-FRAME_TEMPLATE = "img_{:05d}.jpg"  # mmaction2's rawframe names; frame index i -> i + 1
 # Only look for a keyframe to jump to across a gap of more than this many
 # frames: a shorter gap is cheaper to decode through than to seek across.
 _MIN_SEEK_GAP = 8
@@ -286,6 +290,7 @@ class VideoReader:
         return found >= 0 and entries[found].timestamp > self._pts_of(position)
 
     def _open(self) -> av.container.InputContainer:
+        require_regular_file(self.path, "video")
         try:
             container = av.open(str(self.path))
         except _ERRORS as exc:
@@ -317,6 +322,28 @@ def _prepend(first: av.VideoFrame, rest: Iterator[av.VideoFrame]) -> Iterator[av
     yield from rest
 
 
+def require_regular_file(path: Path, what: str) -> None:
+    """Raise `VideoReadError` unless `path` is a regular file (links followed); never opens it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as exc:
+        raise VideoReadError(f"{what} not found: {path}") from exc
+    except (OSError, ValueError) as exc:
+        raise VideoReadError(f"cannot open {what} {path}: {exc}") from exc
+    if not stat.S_ISREG(mode):
+        raise VideoReadError(f"{what} {path} is {file_kind(mode)}, not a regular file")
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, for messages."""
+    for test, words in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
 def probe_video(path: str | Path) -> VideoInfo:
     """Frame count, rate and size; counts by demuxing when the header has no count."""
     with VideoReader(path) as reader:
@@ -331,43 +358,6 @@ def read_frames(path: str | Path, indices: Sequence[int], threads: int = 1) -> n
     """
     with VideoReader(path, threads=threads) as reader:
         return reader.read(indices)
-
-
-def count_image_frames(directory: str | Path, template: str = FRAME_TEMPLATE) -> int:
-    """Frames in a folder of extracted frames: the length of the run img_00001.jpg, ..."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise VideoReadError(f"frame folder not found: {directory}")
-    pattern = template.split("{")[0] + "*" + template.rsplit("}", 1)[-1]
-    count = sum(1 for _ in directory.glob(pattern))
-    if count == 0:
-        raise VideoReadError(f"frame folder {directory} holds no {pattern} files")
-    return count
-
-
-def read_image_frames(
-    directory: str | Path, indices: Sequence[int], template: str = FRAME_TEMPLATE
-) -> np.ndarray:
-    """Frames at 0-based `indices` from a frame folder as RGB uint8 (N, H, W, 3)."""
-    directory = Path(directory)
-    if len(indices) == 0:
-        raise ValueError("read_image_frames needs at least one frame index")
-    cache: dict[int, np.ndarray] = {}
-    for index in sorted({int(i) for i in indices}):
-        if index < 0:
-            raise ValueError(f"negative frame index {index}")
-        path = directory / template.format(index + 1)
-        try:
-            with Image.open(path) as image:
-                cache[index] = np.asarray(image.convert("RGB"))
-        except FileNotFoundError as exc:
-            raise VideoTooShortError(f"frame file not found: {path}", index) from exc
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise VideoReadError(f"cannot decode frame {path}: {exc}") from exc
-    try:
-        return np.stack([cache[int(i)] for i in indices])
-    except ValueError as exc:  # frames of different sizes
-        raise VideoReadError(f"frames in {directory} differ in size: {exc}") from exc
 
 
 def write_video(
