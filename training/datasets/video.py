@@ -336,7 +336,7 @@ def require_regular_file(path: Path, what: str) -> None:
 
 def file_kind(mode: int) -> str:
     """What a non-regular file is, in words, for messages."""
-    for test, words in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    for test, words in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
                         (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
                         (stat.S_ISBLK, "a block device")):
         if test(mode):
