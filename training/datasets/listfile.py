@@ -27,6 +27,8 @@ from training.datasets.sample import VideoSample
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 class DatasetError(ValueError):
@@ -37,8 +39,9 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, stripped text) for each non-blank line.
 
     The whole file is read at once (the largest list, IsoGD's, is 1.7 MB) and
-    split on any newline convention, so CRLF and a final line without newline
-    both work.
+    split on the three newline conventions (LF, CRLF, CR), so CRLF and a final
+    line without newline both work. Other characters that `str.splitlines`
+    would also break at (form feed, U+2028...) stay inside their line.
     """
     path = Path(path)
     try:
@@ -54,7 +57,7 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise DatasetError(f"{path}:{bad_line}: not UTF-8 text ({exc.reason})") from exc
     except OSError as exc:  # unreadable (permissions, a dead network mount)
         raise DatasetError(f"cannot read list file {path}: {exc.strerror or exc}") from exc
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_NEWLINE.split(text), start=1):
         stripped = line.strip()
         if stripped:
             yield number, stripped
@@ -100,11 +103,14 @@ def unique_samples(entries: list[tuple[int, VideoSample]], path: Path) -> list[V
 
 
 def parse_int(token: str, path: Path, line: int, what: str) -> int:
-    """An integer field of a list line, or a `DatasetError` at that line."""
-    try:
-        return int(token)
-    except ValueError:
-        raise DatasetError(f"{path}:{line}: {what} {token!r} is not an integer") from None
+    """An integer field of a list line (ASCII digits, optional sign), or a `DatasetError`.
+
+    Stricter than `int()`, which also takes `1_000` and non-ASCII digits: in a
+    list those are damage, not numbers.
+    """
+    if not _INTEGER.fullmatch(token):
+        raise DatasetError(f"{path}:{line}: {what} {token!r} is not an integer")
+    return int(token)
 
 
 def read_class_names(path: Path) -> list[str]:
