@@ -5,11 +5,14 @@ Sampling rule (all times are header stamps, never arrival times):
 - The first frame (and the first after a reset) is kept and anchors a grid
   of period P = 1 / target_fps.
 - After keeping a frame at stamp t, the next grid point is the first one
-  strictly more than P / 4 after t; a later frame is kept once its stamp
-  reaches that grid point minus P / 4. So a camera at the target rate with
-  up to +-P/4 of jitter keeps every frame, a faster camera is thinned to
-  the target rate on average without drift (30 -> 20 fps keeps 2 of 3), and
-  a slower camera keeps every frame.
+  more than 0.4 P after t; a later frame is kept once its stamp reaches that
+  grid point minus 0.4 P. So a camera at the target rate keeps every frame
+  as long as no frame strays more than 0.4 P from the grid (per-frame jitter
+  up to +-P/5 around the true rate), a faster camera is thinned to the target
+  rate on average without drift (30 -> 15 fps keeps every other frame,
+  30 -> 20 fps keeps 2 of 3), and a slower camera keeps every frame. The
+  tolerance stays below P / 2 so that a camera at exactly twice the target
+  rate is halved regularly rather than flickering between both phases.
 - A stamp at or before the last kept frame's stamp is a duplicate or out of
   order: dropped and counted, the buffer is untouched.
 - A stamp more than `max_gap_s` after the last kept frame (a dropped camera,
@@ -79,7 +82,7 @@ class CameraBuffer:
     ) -> None:
         self.camera = camera
         self.period_ns = 1e9 / target_fps
-        self.tolerance_ns = self.period_ns / 4
+        self.tolerance_ns = self.period_ns * 0.4
         self.max_gap_ns = max_gap_s * 1e9
         self.clip_length = clip_length
         self.inference_stride = inference_stride
@@ -118,7 +121,7 @@ class CameraBuffer:
         if self._anchor_ns is None:
             self._anchor_ns = stamp
         self._last_ns = stamp
-        # First grid point strictly more than P/4 after this frame.
+        # First grid point more than the tolerance after this frame.
         offset = (stamp - self._anchor_ns + self.tolerance_ns) / self.period_ns
         self._next_index = int(offset // 1) + 1
         self.frames.append(frame)
