@@ -270,7 +270,9 @@ class StreamPipeline:
                 cam.buffer.reset()
                 cam.epoch += 1
             with self._cond:
-                cam.pending = None
+                if cam.pending is not None:
+                    cam.pending = None
+                    cam.counts["clips_dropped"] += 1
 
     # ------------------------------------------------------------- scheduling
     def _submit(self, cam: _Camera, clip: Clip, epoch: int) -> None:
@@ -338,6 +340,12 @@ class StreamPipeline:
         if worker is not None:
             worker.join(timeout)
         self._worker = None
+        if self.realtime:  # unscored clips are dropped: made == run + dropped afterwards
+            with self._cond:
+                for cam in self._cameras.values():
+                    if cam.pending is not None:
+                        cam.pending = None
+                        cam.counts["clips_dropped"] += 1
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every clip cut so far is scored; False on timeout.
