@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from mtl_perception.checkpoint import CheckpointInfo
-from mtl_perception.preprocess import preprocess_frame
+from mtl_perception.preprocess import frame_rows, preprocess_frame, preprocess_rows
 from mtl_perception.stream.buffer import BufferedFrame, CameraBuffer, Clip, Decision
 from mtl_perception.stream.config import (
     FIXED_REASONS,
@@ -84,7 +84,7 @@ class _Camera:
     pending: _Queued | None = None  # realtime: newest unscored clip
     epoch: int = 0  # buffer resets so far; smoothing restarts with a new epoch
     smoothed_epoch: int = 0
-    latest: tuple[np.ndarray, FrameHeader] | None = None
+    latest: tuple[Any, FrameHeader] | None = None  # newest sampled message or RGB frame
     errors_reported: set[tuple[str, str]] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
 
@@ -200,8 +200,9 @@ class StreamPipeline:
                 return False
             try:
                 if rgb is None:
-                    rgb = decode_image(msg)
-                tensor = preprocess_frame(rgb, self.info.preprocess)
+                    tensor = self._decode_and_preprocess(msg)
+                else:
+                    tensor = preprocess_frame(rgb, self.info.preprocess)
             except ImageDecodeError as exc:
                 self._decode_failed(camera, cam, msg, exc)
                 return False
@@ -212,7 +213,7 @@ class StreamPipeline:
                 cam.buffer.reset()
                 cam.epoch += 1
                 cam.counts["resets"] += 1
-            cam.latest = (rgb, header)
+            cam.latest = (msg if rgb is None else rgb, header)
             cam.counts["frames_sampled"] += 1
             clip = cam.buffer.add(BufferedFrame(tensor, header, now))
             if clip is None:
@@ -221,6 +222,16 @@ class StreamPipeline:
             epoch = cam.epoch
         self._submit(cam, clip, epoch)
         return True
+
+    def _decode_and_preprocess(self, msg: Any) -> torch.Tensor:
+        """Decode only the rows preprocessing reads where the encoding allows it (same bits)."""
+        config = self.info.preprocess
+        if not is_compressed(msg):
+            height, width = int(msg.height), int(msg.width)
+            rows = frame_rows(height, width, config) if height > 0 and width > 0 else None
+            if rows is not None:
+                return preprocess_rows(decode_image(msg, rows), (height, width), config)
+        return preprocess_frame(decode_image(msg), config)
 
     def _camera(self, camera: str) -> _Camera:
         cam = self._cameras.get(camera)
@@ -255,9 +266,13 @@ class StreamPipeline:
             self.on_error(camera, exc)
 
     def latest_frame(self, camera: str) -> tuple[np.ndarray, FrameHeader] | None:
-        """The newest sampled RGB frame of a camera and its header (for annotated images)."""
+        """The newest sampled RGB frame (H, W, 3) of a camera and its header (annotated images)."""
         cam = self._cameras.get(camera)
-        return None if cam is None else cam.latest
+        if cam is None or cam.latest is None:
+            return None
+        source, header = cam.latest
+        # Messages are decoded in full only when asked (push decodes just the rows it needs).
+        return (source if isinstance(source, np.ndarray) else decode_image(source)), header
 
     def reset(self, camera: str | None = None) -> None:
         """Empty the buffer (and restart smoothing) of one camera, or of all."""
