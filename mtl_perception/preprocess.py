@@ -202,8 +202,22 @@ def _from_rows(block: np.ndarray, size: tuple[int, int], config: PreprocessConfi
     buffer[rows, col0:col1] = block
     x = torch.from_numpy(buffer).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W) channels-last
     x = F.interpolate(x, size=config.resize, mode="bilinear", align_corners=False, antialias=False)
-    x = _centre_crop(x, config.crop)[0].round().clamp_(0, 255)
-    return _normalise(x, config)
+    # No clamp: a convex mix of values in 0..255 rounds back into 0..255.
+    x = _centre_crop(x, config.crop)[0].round()
+    scale, shift = _affine(config.mean, config.std)
+    out = torch.empty(x.shape)  # contiguous (3, h, w), written in one pass
+    return torch.addcmul(shift, x, scale, out=out)
+
+
+@functools.lru_cache(maxsize=16)
+def _affine(
+    mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) of (x / 255 - mean) / std = x * scale + shift, per channel (3, 1, 1)."""
+    std_t = torch.tensor(std)
+    scale = (1.0 / (255.0 * std_t)).view(3, 1, 1)
+    shift = (-torch.tensor(mean) / std_t).view(3, 1, 1)
+    return scale, shift
 
 
 @functools.lru_cache(maxsize=64)

@@ -13,7 +13,7 @@ from mtl_perception.stream.decode import (
     decode_image,
     header_of,
 )
-from mtl_perception.stream.pipeline import StreamPipeline
+from mtl_perception.stream.pipeline import StreamPipeline, prepare_frame
 from mtl_perception.stream.results import ClipResult, FrameHeader, TaskResult
 from mtl_perception.stream.stats import CameraStats, Percentiles, StreamStats
 
@@ -32,4 +32,5 @@ __all__ = [
     "TaskResult",
     "decode_image",
     "header_of",
+    "prepare_frame",
 ]

@@ -31,7 +31,12 @@ import torch
 from torch import nn
 
 from mtl_perception.checkpoint import CheckpointInfo
-from mtl_perception.preprocess import frame_rows, preprocess_frame, preprocess_rows
+from mtl_perception.preprocess import (
+    PreprocessConfig,
+    frame_rows,
+    preprocess_frame,
+    preprocess_rows,
+)
 from mtl_perception.stream.buffer import BufferedFrame, CameraBuffer, Clip, Decision
 from mtl_perception.stream.config import (
     FIXED_REASONS,
@@ -200,7 +205,7 @@ class StreamPipeline:
                 return False
             try:
                 if rgb is None:
-                    tensor = self._decode_and_preprocess(msg)
+                    tensor = prepare_frame(msg, self.info.preprocess)
                 else:
                     tensor = preprocess_frame(rgb, self.info.preprocess)
             except ImageDecodeError as exc:
@@ -222,16 +227,6 @@ class StreamPipeline:
             epoch = cam.epoch
         self._submit(cam, clip, epoch)
         return True
-
-    def _decode_and_preprocess(self, msg: Any) -> torch.Tensor:
-        """Decode only the rows preprocessing reads where the encoding allows it (same bits)."""
-        config = self.info.preprocess
-        if not is_compressed(msg):
-            height, width = int(msg.height), int(msg.width)
-            rows = frame_rows(height, width, config) if height > 0 and width > 0 else None
-            if rows is not None:
-                return preprocess_rows(decode_image(msg, rows), (height, width), config)
-        return preprocess_frame(decode_image(msg), config)
 
     def _camera(self, camera: str) -> _Camera:
         cam = self._cameras.get(camera)
@@ -517,6 +512,20 @@ class StreamPipeline:
         if not self.realtime and exc[0] is None:
             self.flush()
         self.stop()
+
+
+def prepare_frame(msg: Any, config: PreprocessConfig) -> torch.Tensor:
+    """An Image/CompressedImage message -> preprocessed frame (3, crop_h, crop_w), as push() does.
+
+    Raw images convert only the rows preprocessing reads (same bits as
+    `preprocess_frame(decode_image(msg), config)`, a fraction of the work).
+    """
+    if not is_compressed(msg):
+        height, width = int(msg.height), int(msg.width)
+        rows = frame_rows(height, width, config) if height > 0 and width > 0 else None
+        if rows is not None:
+            return preprocess_rows(decode_image(msg, rows), (height, width), config)
+    return preprocess_frame(decode_image(msg), config)
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
