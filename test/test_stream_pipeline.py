@@ -319,3 +319,31 @@ def test_device_autocast_and_model_checks() -> None:
         with pytest.raises(StreamConfigError, match="CUDA is not available"):
             StreamPipeline(EchoModel(), INFO, device="cuda")
         assert StreamPipeline(EchoModel(), INFO, device="auto", autocast="fp16").autocast == "none"
+
+
+class FlakyModel(EchoModel):
+    """Raises on its first two forward passes, then works."""
+
+    def score_all(self, clips: torch.Tensor) -> list[torch.Tensor]:
+        if len(self.batch_sizes) < 2:
+            self.batch_sizes.append(-1)
+            raise RuntimeError("CUDA out of memory (pretend)")
+        return super().score_all(clips)
+
+
+def test_a_failing_forward_is_logged_once_counted_and_the_worker_survives(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = StreamConfig(target_fps=10, inference_stride=1)
+    pipeline, results = collect(
+        {"model": FlakyModel(), "info": INFO, "config": config, "realtime": False}
+    )
+    pipeline.start()
+    for i in range(LENGTH + 3):  # 4 clips: the first two fail
+        pipeline.push_frame("cam", frame(i), FrameHeader(i * 100 * MS))
+    assert pipeline.flush(timeout=10)
+    assert [r.sequence for r in results] == [2, 3]
+    assert pipeline.stats().inference_errors == 2
+    assert sum("inference failed" in r.getMessage() for r in caplog.records) == 1
+    pipeline.close()
+    assert not pipeline.running and pipeline.latest_frame("cam") is None

@@ -148,6 +148,7 @@ class StreamPipeline:
         self._inference_ms = LatencyWindow()
         self._latency_ms = LatencyWindow()
         self._batches = 0
+        self._errors = 0  # batches whose forward pass raised
 
     # ----------------------------------------------------------------- settings
     @property
@@ -357,6 +358,19 @@ class StreamPipeline:
                         cam.pending = None
                         cam.counts["clips_dropped"] += 1
 
+    def close(self) -> None:
+        """Stop the worker and let go of every frame and clip (and cached GPU memory).
+
+        The node calls this on cleanup/shutdown; drop the pipeline (and the model)
+        afterwards so their memory can go too.
+        """
+        self.stop()
+        with self._cond:
+            self._cameras.clear()
+            self._queue.clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every clip cut so far is scored; False on timeout.
 
@@ -404,7 +418,11 @@ class StreamPipeline:
         try:
             results = self._score(batch)
         except Exception:  # a failed batch must not kill the robot's worker
-            log.exception("inference failed on a batch of %d clips; dropped", len(batch))
+            with self._cond:
+                self._errors += 1
+                first = self._errors == 1
+            if first:  # later failures are counted (stats().inference_errors), not logged again
+                log.exception("inference failed on a batch of %d clips; dropped", len(batch))
             results = []
         finally:
             with self._cond:
@@ -500,6 +518,7 @@ class StreamPipeline:
                 inference_ms=self._inference_ms.percentiles(),
                 latency_ms=self._latency_ms.percentiles(),
                 batches_run=self._batches,
+                inference_errors=self._errors,
                 device=str(self.device),
                 realtime=self.realtime,
             )

@@ -60,6 +60,7 @@ class StreamStats:
     inference_ms: Percentiles = field(default_factory=Percentiles)
     latency_ms: Percentiles = field(default_factory=Percentiles)
     batches_run: int = 0
+    inference_errors: int = 0  # batches whose forward pass raised (their clips are lost)
     device: str = "cpu"
     realtime: bool = True
 
