@@ -189,7 +189,7 @@ class NaiveNode:
 
     def __init__(self, model: Any, config: PreprocessConfig, on_result: Any) -> None:
         self.model, self.config, self.on_result = model, config, on_result
-        self.frames: dict[str, deque[torch.Tensor]] = {}
+        self.frames: dict[str, deque[tuple[torch.Tensor, int]]] = {}
         std = torch.tensor(config.std).view(3, 1, 1)
         self.mean, self.std = torch.tensor(config.mean).view(3, 1, 1), std
 
@@ -203,11 +203,12 @@ class NaiveNode:
         crop = small[top : top + self.config.crop[0], left : left + self.config.crop[1]]
         x = (torch.from_numpy(crop).permute(2, 0, 1).float() / 255 - self.mean) / self.std
         frames = self.frames.setdefault(camera, deque(maxlen=self.config.clip_length))
-        frames.append(x)
+        frames.append((x, msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec))
         if len(frames) == self.config.clip_length:
             with torch.no_grad():
-                logits = self.model.score_all(torch.stack(list(frames), dim=1)[None])
-            self.on_result(camera, msg.header, [torch.softmax(t, 1) for t in logits])
+                logits = self.model.score_all(torch.stack([f for f, _ in frames], dim=1)[None])
+            scores = [torch.softmax(t, 1) for t in logits]
+            self.on_result(camera, frames[0][1], frames[-1][1], scores)
 
 
 def live(mode: str, cameras: int, seconds: float, model: Any) -> dict[str, float]:
@@ -215,21 +216,23 @@ def live(mode: str, cameras: int, seconds: float, model: Any) -> dict[str, float
     queues: dict[str, deque[Any]] = {f"cam{c}": deque(maxlen=5) for c in range(cameras)}
     published: dict[tuple[str, int], float] = {}
     latencies: list[float] = []
+    spans: list[float] = []  # seconds of camera time one scored clip covers
     lock = threading.Condition()
     data = RNG.integers(0, 256, (480, 1920), np.uint8)
     stop = threading.Event()
     begin = time.perf_counter()
 
-    def record(camera: str, stamp_ns: int) -> None:
+    def record(camera: str, first_ns: int, last_ns: int) -> None:
         if time.perf_counter() - begin <= seconds:
-            latencies.append((time.perf_counter() - published[(camera, stamp_ns)]) * 1e3)
+            latencies.append((time.perf_counter() - published[(camera, last_ns)]) * 1e3)
+            spans.append((last_ns - first_ns) / 1e9)
 
     if mode == "ours":
         pipeline = StreamPipeline(
             model,
             info(),
             StreamConfig(target_fps=15, inference_stride=8),
-            on_result=lambda r: record(r.camera, r.last_stamp_ns),
+            on_result=lambda r: record(r.camera, r.first_stamp_ns, r.last_stamp_ns),
         )
         pipeline.start()
         callback: Any = pipeline.push
@@ -237,7 +240,7 @@ def live(mode: str, cameras: int, seconds: float, model: Any) -> dict[str, float
         naive = NaiveNode(
             model,
             info().preprocess,
-            lambda c, h, _: record(c, h.stamp.sec * 10**9 + h.stamp.nanosec),
+            lambda camera, first, last, _: record(camera, first, last),
         )
         callback = naive.image_cb
 
@@ -277,6 +280,7 @@ def live(mode: str, cameras: int, seconds: float, model: Any) -> dict[str, float
         "results_per_s": len(latencies) / seconds,
         "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies else float("nan"),
         "latency_p95_ms": float(np.percentile(latencies, 95)) if latencies else float("nan"),
+        "clip_span_s_p50": float(np.percentile(spans, 50)) if spans else float("nan"),
     }
 
 
