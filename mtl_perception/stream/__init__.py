@@ -1,0 +1,36 @@
+"""Streaming core: camera images -> per-frame preprocessing -> clips -> scores.
+
+No ROS import anywhere in this package: the live node (`mtl_perception.ros`)
+and offline bag evaluation (`mtl_perception.bag`) both drive the same
+`StreamPipeline`, so an accuracy measured on a bag is the accuracy the robot
+gets.
+"""
+
+from mtl_perception.stream.config import LIVE_SETTINGS, StreamConfig, StreamConfigError
+from mtl_perception.stream.decode import (
+    SUPPORTED_ENCODINGS,
+    ImageDecodeError,
+    decode_image,
+    header_of,
+)
+from mtl_perception.stream.pipeline import StreamPipeline, prepare_frame
+from mtl_perception.stream.results import ClipResult, FrameHeader, TaskResult
+from mtl_perception.stream.stats import CameraStats, Percentiles, StreamStats
+
+__all__ = [
+    "LIVE_SETTINGS",
+    "SUPPORTED_ENCODINGS",
+    "CameraStats",
+    "ClipResult",
+    "FrameHeader",
+    "ImageDecodeError",
+    "Percentiles",
+    "StreamConfig",
+    "StreamConfigError",
+    "StreamPipeline",
+    "StreamStats",
+    "TaskResult",
+    "decode_image",
+    "header_of",
+    "prepare_frame",
+]

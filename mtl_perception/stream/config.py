@@ -1,0 +1,109 @@
+"""StreamConfig: the streaming core's settings, one typed dataclass.
+
+Built from YAML / ROS parameters with `mtl_perception.settings.from_dict`
+(the node maps its parameters 1:1 onto these field names). Validation lives
+in `__post_init__` so every way of building one (YAML, parameters,
+`dataclasses.replace` in `update_settings`) refuses the same bad values with
+the same one-line message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Smoothing = Literal["none", "ema", "mean"]
+SMOOTHING_MODES: tuple[str, ...] = ("none", "ema", "mean")
+
+# Settings that may change while the pipeline runs (`StreamPipeline.update_settings`):
+# they only touch post-processing, never a buffer or a clip already made.
+LIVE_SETTINGS: tuple[str, ...] = ("score_threshold", "top_k", "smoothing", "smoothing_window")
+
+# Why each other setting cannot change live: the node repeats this to the user.
+FIXED_REASONS: dict[str, str] = {
+    "target_fps": "the per-camera buffers hold frames sampled at the old rate; restart the node",
+    "inference_stride": "clip scheduling is fixed while running; restart the node",
+    "max_gap_s": "buffer reset rule is fixed while running; restart the node",
+    "clip_length": "the buffers are sized for the clip length; restart the node",
+    "max_batch": "the inference worker is configured at start; restart the node",
+    "offline_queue": "the offline queue is sized at start; restart the node",
+}
+
+
+class StreamConfigError(ValueError):
+    """A stream setting out of range, unknown, or not changeable while running."""
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Settings of `StreamPipeline`.
+
+    - `target_fps`: frames are sampled at this rate by header stamp (not by
+      arrival order); match the frame rate the model was trained at.
+    - `inference_stride`: a new clip every this many sampled frames.
+    - `max_gap_s`: a stamp gap (forward, or backward beyond the duplicate
+      rule) longer than this empties the camera's buffer and its smoothing
+      state, so two scenes are never glued into one clip.
+    - `smoothing`: "none", "ema" (alpha = 2 / (smoothing_window + 1)) or
+      "mean" (mean of the last `smoothing_window` clips' probabilities).
+    - `score_threshold`: a task whose best (smoothed) probability is below
+      this gives an empty top-k list; classes below it are left out.
+    - `top_k`: how many (class, score) pairs a result lists per task.
+    - `clip_length`: frames per clip; 0 = the checkpoint's; may only narrow it.
+    - `max_batch`: most clips per forward pass; 0 = one per camera
+      (realtime) or 1 (offline, `realtime=False`).
+    - `offline_queue`: offline mode only: clips waiting per camera before
+      `push()` waits for the worker (back-pressure instead of dropping).
+    """
+
+    target_fps: float = 15.0
+    inference_stride: int = 8
+    max_gap_s: float = 0.5
+    smoothing: Smoothing = "none"
+    smoothing_window: int = 5
+    score_threshold: float = 0.0
+    top_k: int = 5
+    clip_length: int = 0
+    max_batch: int = 0
+    offline_queue: int = 16
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str) -> StreamConfigError:
+            return StreamConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+        if not self.target_fps > 0 or self.target_fps > 1000:
+            raise bad("target_fps", "in (0, 1000]")
+        if self.inference_stride < 1:
+            raise bad("inference_stride", ">= 1")
+        if not self.max_gap_s > 0:
+            raise bad("max_gap_s", "> 0")
+        if self.max_gap_s * self.target_fps < 1:
+            raise StreamConfigError(
+                f"max_gap_s ({self.max_gap_s}) is shorter than one sampling period "
+                f"(1 / target_fps = {1 / self.target_fps:.3f} s): every frame would reset"
+            )
+        if self.smoothing not in SMOOTHING_MODES:
+            raise bad("smoothing", f"one of {list(SMOOTHING_MODES)}")
+        if self.smoothing_window < 1:
+            raise bad("smoothing_window", ">= 1")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise bad("score_threshold", "in [0, 1]")
+        if self.top_k < 1:
+            raise bad("top_k", ">= 1")
+        if self.clip_length < 0:
+            raise bad("clip_length", ">= 0 (0 = the checkpoint's)")
+        if self.max_batch < 0:
+            raise bad("max_batch", ">= 0 (0 = automatic)")
+        if self.offline_queue < 1:
+            raise bad("offline_queue", ">= 1")
+
+    def resolved_clip_length(self, checkpoint_clip_length: int) -> int:
+        """The clip length to use: the checkpoint's, or a narrower one asked for."""
+        if self.clip_length == 0:
+            return checkpoint_clip_length
+        if self.clip_length > checkpoint_clip_length:
+            raise StreamConfigError(
+                f"clip_length {self.clip_length} is longer than the checkpoint's "
+                f"{checkpoint_clip_length}: settings can only narrow what the model was trained on"
+            )
+        return self.clip_length
