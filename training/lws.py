@@ -48,6 +48,17 @@ class LWSConfig:
     sgd_samples: int = 8  # lambda_theta
     nes_lr: float = 1e-2  # eta_pi
     p_min: float = 1e-3
+    # The reference runs each task's samples as a forward of their own (per-task
+    # BatchNorm statistics); False sends a copy's samples of all tasks as one batch.
+    per_task_forward: bool = True
+    # The reference draws the NES step's batch separately from the weight step's.
+    separate_nes_batch: bool = True
+
+    def __post_init__(self) -> None:
+        if self.nes_samples < 2 or self.sgd_samples < 1:
+            raise ValueError("lws.nes_samples must be >= 2 and lws.sgd_samples >= 1")
+        if not self.nes_lr > 0 or not 0 <= self.p_min < 1:
+            raise ValueError("lws.nes_lr must be > 0 and lws.p_min in [0, 1)")
 
 
 @dataclass(frozen=True)
