@@ -16,6 +16,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "summarize": ("training.summarize", "count samples, classes and missing files of a set"),
     "synth": ("training.synthetic.cli", "render the synthetic action/gesture dataset"),
+    "train": ("training.train_cli", "train one model (any method and loss weighting)"),
 }
 
 

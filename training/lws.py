@@ -27,9 +27,10 @@ assignment: it is the same for all of them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,17 @@ class LWSConfig:
     sgd_samples: int = 8  # lambda_theta
     nes_lr: float = 1e-2  # eta_pi
     p_min: float = 1e-3
+    # The reference runs each task's samples as a forward of their own (per-task
+    # BatchNorm statistics); False sends a copy's samples of all tasks as one batch.
+    per_task_forward: bool = True
+    # The reference draws the NES step's batch separately from the weight step's.
+    separate_nes_batch: bool = True
+
+    def __post_init__(self) -> None:
+        if self.nes_samples < 2 or self.sgd_samples < 1:
+            raise ValueError("lws.nes_samples must be >= 2 and lws.sgd_samples >= 1")
+        if not self.nes_lr > 0 or not 0 <= self.p_min < 1:
+            raise ValueError("lws.nes_lr must be > 0 and lws.p_min in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -63,9 +75,11 @@ def sample_assignments(
     probs: torch.Tensor, count: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Draw `count` assignments (count, tasks, units) from probs (tasks, units, copies)."""
-    flat = probs.reshape(-1, probs.shape[-1])
+    # Drawn on the CPU whatever the model's device: a CPU generator seeded per
+    # iteration then gives the same draws on every rank and after a resume.
+    flat = probs.detach().float().cpu().reshape(-1, probs.shape[-1])
     draws = torch.multinomial(flat, count, replacement=True, generator=generator)
-    return draws.T.reshape(count, *probs.shape[:-1])
+    return draws.T.reshape(count, *probs.shape[:-1]).to(probs.device)
 
 
 def rank_utilities(losses: torch.Tensor) -> torch.Tensor:
@@ -94,6 +108,11 @@ def nes_update(
     return updated / updated.sum(dim=-1, keepdim=True)
 
 
+LossesFn = Callable[
+    [Sequence[torch.Tensor], torch.Tensor, torch.Tensor], list["torch.Tensor | None"]
+]
+
+
 def multitask_losses(
     logits: Sequence[torch.Tensor], labels: torch.Tensor, task_ids: torch.Tensor
 ) -> list[torch.Tensor | None]:
@@ -113,22 +132,34 @@ def assignment_step(
     task_ids: torch.Tensor,
     config: LWSConfig,
     generator: torch.Generator | None = None,
+    total: int | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> torch.Tensor:
-    """The NES step: updates `model.routing_probs` in place; returns the sampled losses."""
+    """The NES step: updates `model.routing_probs` in place; returns the sampled losses.
+
+    With several processes each holds part of the batch: `total` is the whole
+    batch's size and `reduce` sums the per-assignment losses over processes,
+    so every process ranks the same losses and takes the same step.
+    """
     was_training = model.training
     model.eval()
     try:
-        shared = model.prefix(clips)
+        with autocast():
+            shared = model.prefix(clips)
         assignments = sample_assignments(model.routing_probs, config.nes_samples, generator)
         losses = []
         for assignment in assignments:
-            logits = model.forward_from_prefix(shared, task_ids, assignment)
+            with autocast():
+                logits = model.forward_from_prefix(shared, task_ids, assignment)
             per_sample = [
-                F.cross_entropy(out, labels[task_rows(task_ids, t)], reduction="sum")
+                F.cross_entropy(out.float(), labels[task_rows(task_ids, t)], reduction="sum")
                 for t, out in enumerate(logits)
             ]
-            losses.append(torch.stack(per_sample).sum() / clips.shape[0])
+            losses.append(torch.stack(per_sample).sum() / (total or clips.shape[0]))
         sampled = torch.stack(losses)
+        if reduce is not None:
+            sampled = reduce(sampled)
         model.routing_probs.copy_(
             nes_update(model.routing_probs, assignments, sampled, config.nes_lr, config.p_min)
         )
@@ -145,6 +176,9 @@ def weight_step_gradients(
     weighting: LossWeighting,
     config: LWSConfig,
     generator: torch.Generator | None = None,
+    losses_fn: LossesFn = multitask_losses,
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> WeightStep:
     """Accumulate the weight-step gradients (caller zeroes grads before, steps after).
 
@@ -152,9 +186,16 @@ def weight_step_gradients(
     weights' gradients are normalised with the model's (give the optimiser its
     `parameter_groups`). It sees each assignment's losses in eval mode (no
     statistics), then records their mean over the assignments once.
+    With `config.per_task_forward` (the reference's way) each task's samples
+    run through the routed blocks as a batch of their own, so BatchNorm
+    normalises each task over its own samples; otherwise the samples of all
+    tasks routed to one copy share a batch. `losses_fn` turns logits into
+    per-task losses (the trainer's scales by global sample counts across
+    processes); `backward` lets the trainer scale the loss (fp16).
     """
     model.train()
-    shared = model.prefix(clips)
+    with autocast():
+        shared = model.prefix(clips)
     assignments = sample_assignments(model.routing_probs, config.sgd_samples, generator)
     totals: list[torch.Tensor] = []
     sums: list[torch.Tensor | None] = [None] * model.config.num_tasks
@@ -163,10 +204,14 @@ def weight_step_gradients(
     weighting.eval()
     try:
         for assignment in assignments:
-            logits = model.forward_from_prefix(shared, task_ids, assignment)
-            losses = multitask_losses(logits, labels, task_ids)
+            with autocast():
+                if config.per_task_forward:
+                    logits = per_task_forward(model, shared, task_ids, assignment)
+                else:
+                    logits = model.forward_from_prefix(shared, task_ids, assignment)
+            losses = losses_fn(logits, labels, task_ids)
             out = weighting(losses)
-            out.total.backward()
+            backward(out.total)
             totals.append(out.total.detach())
             weights = out.weights
             sums = [_add(s, loss) for s, loss in zip(sums, losses)]
@@ -175,6 +220,30 @@ def weight_step_gradients(
     weighting.record([None if s is None else s / config.sgd_samples for s in sums])
     normalise_gradients(model, config.sgd_samples, task_specific=weighting.parameters())
     return WeightStep(torch.stack(totals), weights)
+
+
+def per_task_forward(
+    model: LearnedSharingModel,
+    shared: torch.Tensor,
+    task_ids: torch.Tensor,
+    assignment: torch.Tensor,
+) -> list[torch.Tensor]:
+    """Each task's samples through its routed copies as a forward of their own.
+
+    Returns the same layout as `forward_from_prefix` (per task, its samples'
+    logits in batch order; (0, C) for a task without samples), but BatchNorm
+    in training mode sees one task's samples at a time: the reference's
+    per-task statistics.
+    """
+    logits: list[torch.Tensor] = []
+    for task, head in enumerate(model.heads):
+        rows = task_rows(task_ids, task)
+        if rows.numel() == 0:
+            logits.append(shared.new_zeros((0, cast(nn.Linear, head).out_features)))
+            continue
+        out = model.forward_from_prefix(shared[rows], task_ids[rows], assignment)
+        logits.append(out[task])
+    return logits
 
 
 def _add(running: torch.Tensor | None, loss: torch.Tensor | None) -> torch.Tensor | None:

@@ -1,0 +1,43 @@
+"""Shared by the trainer tests: one tiny synthetic set per session, tiny configs.
+
+The set (3 action + 3 gesture classes, 16 videos each, 32x24 pixels, 8/16
+frames) renders in about 4 s and is shared by every trainer test module
+through pytest's session temp folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from training.synthetic.writer import SynthSettings, generate
+from training.train_config import TrainConfig, load_train_config
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "train" / "cpu_small.yaml"
+TINY_SET = SynthSettings(
+    actions_per_class=16, gestures_per_class=16, width=32, height=24, frames=8,
+    gesture_frames=16, actions=("Walk", "Jump", "Squat"), gestures=("wave", "swipe_left", "push"),
+)
+TINY_OVERRIDES = [
+    "model.width=4", "clip.clip_length=8", "clip.resize=[24,32]", "clip.crop=[24,24]",
+    "clip.frame_step=1", "workers=0", "log_every=1", "pretrained=none",
+]
+
+
+def tiny_set(factory: pytest.TempPathFactory) -> Path:
+    """The set's `set.yaml`, rendered once per session."""
+    folder = factory.getbasetemp() / "trainer_tiny_set"
+    if not (folder / "set.yaml").is_file():
+        generate(TINY_SET, folder, workers=1)
+    return folder / "set.yaml"
+
+
+def tiny_config(set_yaml: Path, *overrides: str) -> TrainConfig:
+    """cpu_small.yaml made tiny, on the tiny set, with `overrides` last."""
+    return load_train_config(CONFIG, [f"set={set_yaml}", *TINY_OVERRIDES, *overrides])
+
+
+def with_changes(config: TrainConfig, **changes: object) -> TrainConfig:
+    return replace(config, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,112 @@
+"""Iteration-based multi-task batches (paper §4.2, "Multi-task Dataset").
+
+Every global batch holds at least one sample of each task; the other slots
+go to tasks in proportion to their training-set sizes (default) or evenly
+(`balanced`), and within a task to a uniformly drawn sample (without
+replacement inside one batch while the task has enough samples). There are
+no epochs: iteration i's batch is a pure function of (seed, stream, i),
+drawn from `numpy.random.default_rng([seed, stream, i])` in the main
+process, so it does not depend on the number of loader workers, on what
+ran before, or on being resumed at i.
+
+The sampler yields `(dataset_index, epoch)` keys, the form `ClipDataset`
+accepts: the clip's own randomness (position, flip) is keyed by
+`epoch = iteration * streams + stream`, so it too is a function of the
+iteration. With several ranks each one takes its own contiguous slice of
+the (shuffled) global batch: no overlap, and together exactly the batch a
+single process would use. `streams = 2` serves LWS, whose assignment step
+draws its batch separately from the weight step's: each yielded list is
+stream 0's slice followed by stream 1's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+SAMPLINGS = ("proportional", "balanced")
+
+
+class MultiTaskBatchSampler:
+    """`batch_sampler` for a DataLoader over a `ClipDataset`; see the module docstring."""
+
+    def __init__(
+        self,
+        task_indices: Sequence[Sequence[int]],
+        batch_size: int,
+        iterations: int,
+        seed: int = 0,
+        sampling: str = "proportional",
+        start_iteration: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        streams: int = 1,
+    ) -> None:
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        if not task_indices or any(len(t) == 0 for t in task_indices):
+            raise ValueError("every task needs at least one training sample")
+        if batch_size < len(task_indices):
+            raise ValueError(
+                f"batch_size {batch_size} cannot hold one sample of each of "
+                f"{len(task_indices)} tasks"
+            )
+        if world_size < 1 or not 0 <= rank < world_size or batch_size % world_size:
+            raise ValueError(
+                f"batch_size {batch_size} must split evenly over {world_size} processes "
+                f"(rank {rank})"
+            )
+        if streams < 1 or not 0 <= start_iteration <= iterations:
+            raise ValueError("streams must be >= 1 and 0 <= start_iteration <= iterations")
+        self.tasks = [np.asarray(t, dtype=np.int64) for t in task_indices]
+        self.batch_size, self.iterations, self.seed = batch_size, iterations, seed
+        self.sampling, self.start_iteration, self.streams = sampling, start_iteration, streams
+        self.rank, self.world_size = rank, world_size
+        sizes = np.array([len(t) for t in self.tasks], dtype=np.float64)
+        self.task_probs = sizes / sizes.sum() if sampling == "proportional" else (
+            np.full(len(sizes), 1.0 / len(sizes)))
+
+    @property
+    def local_batch_size(self) -> int:
+        return self.batch_size // self.world_size
+
+    def task_counts(self, iteration: int, stream: int = 0) -> list[int]:
+        """Samples per task in the global batch of `iteration` (for exact loss scaling)."""
+        counts = self._counts(self._rng(iteration, stream))
+        return [int(c) for c in counts]
+
+    def global_batch(self, iteration: int, stream: int = 0) -> list[int]:
+        """Dataset indices of the whole batch of `iteration`, over every rank."""
+        rng = self._rng(iteration, stream)
+        counts = self._counts(rng)
+        chosen = []
+        for task, count in zip(self.tasks, counts):
+            picks = rng.choice(len(task), size=int(count), replace=bool(count > len(task)))
+            chosen.append(task[picks])
+        batch = np.concatenate(chosen)
+        return [int(i) for i in batch[rng.permutation(len(batch))]]
+
+    def local_batch(self, iteration: int, stream: int = 0) -> list[int]:
+        """This rank's slice of the global batch."""
+        size = self.local_batch_size
+        return self.global_batch(iteration, stream)[self.rank * size : (self.rank + 1) * size]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for iteration in range(self.start_iteration, self.iterations):
+            keys: list[tuple[int, int]] = []
+            for stream in range(self.streams):
+                epoch = iteration * self.streams + stream
+                keys += [(i, epoch) for i in self.local_batch(iteration, stream)]
+            yield keys
+
+    def __len__(self) -> int:
+        return self.iterations - self.start_iteration
+
+    def _rng(self, iteration: int, stream: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, stream, iteration])
+
+    def _counts(self, rng: np.random.Generator) -> np.ndarray:
+        """One per task, the rest multinomial over the task probabilities."""
+        extra = rng.multinomial(self.batch_size - len(self.tasks), self.task_probs)
+        return 1 + extra

@@ -1,0 +1,198 @@
+"""The run folder and the resumable training state, stored without pickle.
+
+A run folder is ours when it holds `run.json` (written first, naming the
+config); anything else that is not empty is refused, and an earlier run is
+only replaced when the caller says so, deleting only the files a run writes.
+
+`resume.safetensors` is one file (written atomically) holding every tensor a
+resumed run needs: model weights, optimiser moments, loss-weighting state
+(DWA windows, learned sigmas), LWS probabilities (a model buffer) and the
+torch RNG states; its header metadata holds the JSON part (iteration, the
+optimiser's param groups, GradScaler state, best metric, history,
+counters). Weights and state are saved together, so they always agree.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from mtl_perception.checkpoint import atomic_write
+
+RUN_FILE = "run.json"
+STATE_FILE = "resume.safetensors"
+RUN_KIND = "mtl_perception training run"
+STATE_KEY = "mtl_perception_resume"
+FORMAT = 1
+# What a run writes (the only names `prepare_run_dir(overwrite=True)` deletes).
+RUN_OUTPUTS = ("best.safetensors", "last.safetensors", STATE_FILE, "train.csv", "val.csv",
+               "summary.json", RUN_FILE)
+
+
+class RunDirError(RuntimeError):
+    """A run folder that cannot be used as asked; one line naming it."""
+
+
+@dataclass
+class TrainingState:
+    """The JSON part of the resumable state."""
+
+    iteration: int = 0  # iterations completed
+    best: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    clips_seen: int = 0
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """The run's `run.json`, or RunDirError if the folder is not one of our runs."""
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        raise RunDirError(f"{run_dir} is not a training run folder (no {RUN_FILE})")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{path}: unreadable run description: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("kind") != RUN_KIND or "config" not in doc:
+        raise RunDirError(f"{path}: not written by mtl_perception's trainer")
+    return doc
+
+
+def check_new_run_dir(run_dir: Path, overwrite: bool) -> bool:
+    """May a new run go into `run_dir`? True when an earlier run of ours is to be replaced.
+
+    Refuses a file, a non-empty folder that is not a run, and an earlier run
+    unless `overwrite` (the user's consent).
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} exists and is not a folder")
+    if not (run_dir.is_dir() and any(run_dir.iterdir())):
+        return False
+    read_run(run_dir)  # raises for a folder that is not ours
+    if not overwrite:
+        raise RunDirError(
+            f"{run_dir} already holds a training run: continue it with --resume {run_dir}, "
+            "choose another --out, or pass --overwrite to replace it"
+        )
+    return True
+
+
+def prepare_run_dir(run_dir: Path, config: dict[str, Any], overwrite: bool) -> None:
+    """Create the folder for a new run; refuse a foreign or (without consent) earlier run."""
+    if check_new_run_dir(run_dir, overwrite):
+        for name in RUN_OUTPUTS:
+            (run_dir / name).unlink(missing_ok=True)
+        board = run_dir / "tensorboard"
+        if board.is_dir():
+            for event in board.glob("events.out.tfevents.*"):
+                event.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"kind": RUN_KIND, "format": FORMAT, "config": config,
+           "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    atomic_write(run_dir / RUN_FILE,
+                 lambda tmp: tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8"))
+
+
+def save_state(
+    path: Path,
+    model: torch.nn.Module,
+    weighting: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    state: TrainingState,
+) -> None:
+    """Write the resumable state atomically (one safetensors file, no pickle)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in (("model.", model), ("weighting.", weighting)):
+        for key, value in module.state_dict().items():
+            tensors[prefix + key] = value
+    optim = optimizer.state_dict()
+    for index, entries in optim["state"].items():
+        for key, value in entries.items():
+            if not isinstance(value, torch.Tensor):
+                value = torch.tensor(value)
+            tensors[f"optim.{index}.{key}"] = value
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = rng
+    np_state = np.random.get_state()
+    document = {
+        "format": FORMAT,
+        "state": state.__dict__,
+        "param_groups": optim["param_groups"],
+        "scaler": scaler.state_dict(),
+        "rng": {"python": _jsonable(random.getstate()),
+                "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]},
+    }
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    metadata = {STATE_KEY: json.dumps(document)}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def load_state(
+    path: Path,
+    model: torch.nn.Module,
+    weighting: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> TrainingState:
+    """Restore everything `save_state` wrote; RunDirError for a damaged file."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+        document = json.loads(metadata[STATE_KEY])
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{path}: cannot read the resumable state: {exc}") from exc
+    if document.get("format") != FORMAT:
+        raise RunDirError(f"{path}: state format {document.get('format')}, expected {FORMAT}")
+    device = next(model.parameters()).device
+    for prefix, module in (("model.", model), ("weighting.", weighting)):
+        part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            module.load_state_dict(part, strict=True)
+        except RuntimeError as exc:
+            raise RunDirError(f"{path}: state does not fit this run's {prefix[:-1]}: "
+                              f"{str(exc).splitlines()[0]}") from exc
+    optim_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            optim_state.setdefault(int(index), {})[name] = value
+    groups = document["param_groups"]
+    for group in groups:
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    optimizer.load_state_dict({"state": optim_state, "param_groups": groups})
+    for entries in optimizer.state.values():  # moments live where the parameters do
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor) and name != "step":
+                entries[name] = value.to(device)
+    scaler.load_state_dict(document["scaler"]) if document["scaler"] else None
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    rng = document["rng"]
+    random.setstate(_tupled(rng["python"]))
+    np_state = rng["numpy"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+    return TrainingState(**document["state"])
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _tupled(value: Any) -> Any:
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value

@@ -1,0 +1,152 @@
+"""TrainConfig: every setting of one training run (YAML file + `key=value` overrides).
+
+One flat top level with a few sections, so that an override reads like the
+YAML it changes (`iterations=500`, `model.width=16`, `weighting.method=dwa`).
+Paths in the file (`set`, a `pretrained` file) are relative to the file.
+The whole config is printed at start and stored in every checkpoint's
+provenance and in the run folder, so a run can always be reproduced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from mtl_perception.models.config import Method
+from mtl_perception.settings import SettingsError, apply_overrides, from_dict, load_yaml, to_dict
+from training.lws import LWSConfig
+from training.weighting import WeightingConfig
+
+Sampling = Literal["proportional", "balanced"]
+Amp = Literal["none", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The architecture; task names and class counts come from the data set."""
+
+    arch: Literal["r3d_18", "r3d_34"] = "r3d_18"
+    width: int = 64
+    trainable_stages: int = 2
+    cross_stitch_share: float = 0.2  # SPS: the paper's s
+    cross_stitch_lr_multiplier: float = 1.0
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """What one training clip is: length, sizes, sampling along time, flips."""
+
+    clip_length: int = 32
+    resize: tuple[int, int] = (128, 171)
+    crop: tuple[int, int] = (112, 112)
+    frame_step: int = 1
+    flip_probability: float = 0.5
+    flip_tasks: tuple[str, ...] = ("action",)  # never gestures: flip turns left into right
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (METHODS.md §2-4). Defaults are the paper's settings.
+
+    - `set`: the multi-task set YAML (config/sets/*.yaml or a synthetic set.yaml).
+    - `tasks`: which of the set's tasks to train, in order; empty = all. STL
+      needs exactly one (its model has no other head).
+    - `pretrained`: `kinetics400` (torchvision's r3d_18 weights from the torch
+      hub cache), `none`, or a weights file (.pth/.safetensors).
+    - `sampling`: batch composition beyond one sample per task: proportional
+      to the tasks' training set sizes, or balanced.
+    - `val_every`: validation (and best/last checkpoints) every N iterations
+      and at the end; `val_max_per_task` caps validation videos per task (0: all).
+    - `save_every`: resumable state every N iterations (and on Ctrl-C, at the end).
+    - `amp`: autocast dtype on GPU (`none` on CPU whatever is set).
+    """
+
+    set: Path = Path("")
+    method: Method = "hps"
+    tasks: tuple[str, ...] = ()
+    pretrained: str = "kinetics400"
+    model: ModelSettings = field(default_factory=ModelSettings)
+    clip: ClipSettings = field(default_factory=ClipSettings)
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
+    lws: LWSConfig = field(default_factory=LWSConfig)
+    iterations: int = 20000
+    batch_size: int = 8
+    lr: float = 1e-3
+    seed: int = 0
+    sampling: Sampling = "proportional"
+    workers: int = 4
+    device: str = "auto"
+    amp: Amp = "bf16"
+    val_every: int = 1000
+    val_max_per_task: int = 0
+    val_split: Literal["train", "test"] = "test"
+    save_every: int = 500
+    log_every: int = 10
+    allow_missing: bool = False
+
+    def __post_init__(self) -> None:
+        positive = {
+            "iterations": self.iterations, "batch_size": self.batch_size,
+            "val_every": self.val_every, "save_every": self.save_every,
+            "log_every": self.log_every,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise SettingsError(f"{name} must be >= 1, got {value}")
+        if not self.lr > 0:
+            raise SettingsError(f"lr must be > 0, got {self.lr}")
+        if self.workers < 0 or self.seed < 0 or self.val_max_per_task < 0:
+            raise SettingsError("workers, seed and val_max_per_task must be >= 0")
+        if self.method == "stl" and len(self.tasks) != 1:
+            raise SettingsError("method stl trains one task: set tasks to one task name, "
+                                "e.g. tasks=[action]")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise SettingsError(f"tasks must be distinct: {list(self.tasks)}")
+
+
+# Settings a resumed run may change: they do not alter what is computed.
+RESUME_CHANGEABLE = ("iterations", "workers", "log_every", "save_every", "val_every")
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config", base: Path | None = None
+                     ) -> TrainConfig:
+    """Build and check a TrainConfig; relative paths are resolved against `base`."""
+    try:
+        config = from_dict(TrainConfig, data, where)
+    except SettingsError:
+        raise
+    except ValueError as exc:  # a section's own __post_init__ check
+        raise SettingsError(f"{where}: {exc}") from exc
+    if base is not None:
+        config = replace(config, set=_resolve(config.set, base),
+                         pretrained=_resolve_pretrained(config.pretrained, base))
+    if str(config.set) in ("", "."):
+        raise SettingsError(f"{where}: set: name the multi-task set YAML to train on")
+    return config
+
+
+def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+                      ) -> TrainConfig:
+    """Read a training config file and apply `key=value` overrides."""
+    path = Path(path)
+    data = apply_overrides(load_yaml(path), overrides)
+    return config_from_dict(data, str(path), path.resolve().parent)
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Plain JSON/YAML-ready dict (paths as absolute strings)."""
+    return dict(to_dict(config))
+
+
+def _resolve(path: Path, base: Path) -> Path:
+    if str(path) in ("", "."):
+        return path
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _resolve_pretrained(value: str, base: Path) -> str:
+    if value in ("kinetics400", "none"):
+        return value
+    return str(_resolve(Path(value), base))

@@ -1,0 +1,165 @@
+"""One training iteration of each method: STL/HPS/SPS (one forward) and LWS (NES + weights).
+
+Per-task losses are scaled by the *global* batch's per-task sample counts
+(known to every process: the sampler draws the whole batch everywhere), so
+that with several processes the summed gradients equal a single process's
+on the same global batch; their values are summed over processes, so every
+process sees (and records, for DWA) the same per-task losses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtl_perception.models.base import MultiTaskModel, task_rows
+from mtl_perception.models.lws import LearnedSharingModel
+from training.distributed import DistContext, allreduce_gradients, allreduce_sum
+from training.lws import LWSConfig, assignment_step, weight_step_gradients
+from training.weighting import LossWeighting
+
+Autocast = Callable[[], AbstractContextManager[Any]]
+
+
+@dataclass
+class Batch:
+    """This process's part of one global batch, plus the global per-task counts."""
+
+    clips: torch.Tensor
+    labels: torch.Tensor
+    task_ids: torch.Tensor
+    counts: list[int]  # samples per task in the global batch
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+
+@dataclass
+class StepResult:
+    """What one iteration did, as plain numbers (identical on every process)."""
+
+    loss: float
+    task_losses: list[float]  # NaN: task absent from the batch
+    weights: list[float]
+    lws_probs: torch.Tensor | None = None
+
+
+def global_task_losses(
+    logits: Sequence[torch.Tensor], labels: torch.Tensor, task_ids: torch.Tensor,
+    counts: Sequence[int], ctx: DistContext,
+) -> list[torch.Tensor | None]:
+    """Per task: sum of this process's cross-entropies / the global count of the task.
+
+    In one process that is the task's mean cross-entropy. With several, the
+    value is replaced by the sum over processes while the gradient stays this
+    process's share; summing gradients over processes then gives the
+    gradient of the global mean. None for a task absent from the global batch.
+    """
+    pieces: list[torch.Tensor | None] = []
+    for task, task_logits in enumerate(logits):
+        if counts[task] == 0:
+            pieces.append(None)
+            continue
+        rows = task_rows(task_ids, task)
+        if rows.numel() == 0:  # absent here, present on another process
+            pieces.append(task_logits.float().sum() * 0.0)
+            continue
+        ce = F.cross_entropy(task_logits.float(), labels[rows], reduction="sum")
+        pieces.append(ce / counts[task])
+    if not ctx.distributed:
+        return pieces
+    values = torch.stack([
+        p.detach() if p is not None else torch.zeros((), device=labels.device) for p in pieces
+    ])
+    summed = allreduce_sum(values, ctx)
+    return [None if p is None else p + (summed[i] - p.detach()) for i, p in enumerate(pieces)]
+
+
+class Stepper:
+    """Runs iterations of one method; holds what every step needs."""
+
+    def __init__(self, model: MultiTaskModel, weighting: LossWeighting,
+                 optimizer: torch.optim.Optimizer, ctx: DistContext, autocast: Autocast,
+                 scaler: torch.amp.GradScaler, lws: LWSConfig) -> None:
+        self.model, self.weighting, self.optimizer = model, weighting, optimizer
+        self.ctx, self.autocast, self.scaler, self.lws = ctx, autocast, scaler, lws
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def losses_fn(self, counts: Sequence[int]) -> Callable[..., list[torch.Tensor | None]]:
+        def fn(logits: Sequence[torch.Tensor], labels: torch.Tensor, task_ids: torch.Tensor
+               ) -> list[torch.Tensor | None]:
+            return global_task_losses(logits, labels, task_ids, counts, self.ctx)
+        return fn
+
+    def step(self, batch: Batch, generator: torch.Generator,
+             nes_batch: Batch | None = None) -> StepResult:
+        self.model.train()
+        self.weighting.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        if isinstance(self.model, LearnedSharingModel):
+            result = self._lws(batch, nes_batch or batch, generator)
+        else:
+            result = self._single(batch)
+        allreduce_gradients(self.params, self.ctx)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return result
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def _single(self, batch: Batch) -> StepResult:
+        with self.autocast():
+            logits = self.model(batch.clips, batch.task_ids)
+        losses = self.losses_fn(batch.counts)(logits, batch.labels, batch.task_ids)
+        out = self.weighting(losses)  # records DWA statistics in training mode
+        self._backward(out.total)
+        return StepResult(float(out.total.detach()), _values(losses), out.weights)
+
+    def _lws(self, batch: Batch, nes: Batch, generator: torch.Generator) -> StepResult:
+        model = self.model
+        assert isinstance(model, LearnedSharingModel)
+        assignment_step(
+            model, nes.clips, nes.labels, nes.task_ids, self.lws, generator,
+            total=nes.total, reduce=lambda t: allreduce_sum(t, self.ctx), autocast=self.autocast,
+        )
+        recorded: list[list[torch.Tensor | None]] = []
+        base_fn = self.losses_fn(batch.counts)
+
+        def losses_fn(logits: Sequence[torch.Tensor], labels: torch.Tensor,
+                      task_ids: torch.Tensor) -> list[torch.Tensor | None]:
+            losses = base_fn(logits, labels, task_ids)
+            recorded.append(losses)
+            return losses
+
+        out = weight_step_gradients(
+            model, batch.clips, batch.labels, batch.task_ids, self.weighting, self.lws,
+            generator, losses_fn=losses_fn, backward=self._backward, autocast=self.autocast,
+        )
+        per_task = [_mean([_value(r[t]) for r in recorded]) for t in range(len(batch.counts))]
+        return StepResult(float(out.totals.mean()), per_task, out.weights,
+                          model.routing_probs.detach().cpu().clone())
+
+
+def _value(loss: torch.Tensor | None) -> float:
+    return math.nan if loss is None else float(loss.detach())
+
+
+def _values(losses: Sequence[torch.Tensor | None]) -> list[float]:
+    return [_value(loss) for loss in losses]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values and not math.isnan(values[0]) else math.nan
+
+
+def trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]

@@ -1,0 +1,317 @@
+"""One trainer for every method (STL, HPS, SPS, LWS) and every loss weighting.
+
+Python API (the experiment runner uses it):
+
+    from training.train_config import load_train_config
+    from training.trainer import train
+    result = train(load_train_config("config/train/cpu_small.yaml", ["method=sps"]), "runs/sps")
+    result.best, result.last, result.best_metrics, result.history, result.skipped_files
+
+Everything random is a function of (seed, iteration): the batch (sampler),
+each clip's position and flip (ClipDataset keyed by the iteration), LWS's
+sampled assignments (a generator seeded per iteration). So a resumed run
+draws exactly what the uninterrupted run would have, on any worker count;
+the optimiser, loss-weighting and LWS state come from `resume.safetensors`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
+from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
+from training import distributed as D
+from training.datasets.clip_dataset import collate_clips
+from training.evaluation import EvalConfig, Evaluator
+from training.multitask import MultiTaskBatchSampler
+from training.run_state import (
+    STATE_FILE,
+    RunDirError,
+    TrainingState,
+    load_state,
+    check_new_run_dir,
+    prepare_run_dir,
+    read_run,
+    save_state,
+)
+from training.train_config import RESUME_CHANGEABLE, TrainConfig, config_from_dict, config_to_dict
+from training.train_data import RunData, build_data
+from training.train_log import TrainLog
+from training.train_pretrained import backbone_weights
+from training.train_steps import Batch, Stepper
+from training.weighting import build_weighting
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) run left behind.
+
+    `history`: one dict per validation: {"iteration", "accuracy": {task: clip
+    accuracy}, "cumulative"} (fractions); `best_metrics` is the entry with the
+    highest cumulative clip accuracy (the earliest on ties). `skipped_files`:
+    training videos that could not be read (skipped, never fatal).
+    """
+
+    run_dir: Path
+    best: Path
+    last: Path
+    iterations: int
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def stored_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The config a run folder was started with, with RESUME_CHANGEABLE overrides."""
+    doc = read_run(Path(run_dir))
+    data = dict(doc["config"])
+    for key, value in (overrides or {}).items():
+        if key not in RESUME_CHANGEABLE:
+            raise RunDirError(f"{key} cannot change when resuming (only {list(RESUME_CHANGEABLE)})")
+        data[key] = value
+    return config_from_dict(data, f"{run_dir}/run.json")
+
+
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+          overwrite: bool = False, progress: bool | None = None,
+          tensorboard: bool = True) -> TrainResult:
+    """Train `config` into `run_dir` (created; refused if it holds something else).
+
+    `resume=True` continues the run stored in `run_dir` exactly where it stopped;
+    `config` must then equal the stored one except for RESUME_CHANGEABLE
+    settings (`stored_config(run_dir)` gives it); a finished run returns at
+    once. `overwrite=True` lets a new run replace an earlier run of ours in
+    `run_dir` (never a folder that is not a run). `progress`: a live progress
+    bar (None: only when stderr is a TTY). Under torchrun every rank calls
+    this; only rank 0 writes files.
+    """
+    run_dir = Path(run_dir)
+    ctx = D.setup(config.device)
+    try:
+        return _Run(config, run_dir, ctx, resume, overwrite, progress, tensorboard).run()
+    finally:
+        D.teardown(ctx)
+
+
+class _Run:
+    def __init__(self, config: TrainConfig, run_dir: Path, ctx: D.DistContext, resume: bool,
+                 overwrite: bool, progress: bool | None, tensorboard: bool) -> None:
+        self.config, self.run_dir, self.ctx = config, run_dir, ctx
+        self.stop_requested = False
+        state_path = run_dir / STATE_FILE
+        if resume:
+            _check_resume_config(config, run_dir)
+        else:  # every rank checks (read only), so all fail together on a bad folder
+            check_new_run_dir(run_dir, overwrite)
+        self.data: RunData = build_data(config)
+        self.model, self.model_config = self._build_model(resume and state_path.is_file())
+        self.weighting = build_weighting(config.weighting.method, len(self.data.task_names),
+                                         config.weighting).to(ctx.device)
+        groups = self.model.parameter_groups(config.lr) + self.weighting.parameter_groups(
+            config.lr)
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr)
+        cuda = ctx.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=cuda and config.amp == "fp16")
+        self.state = TrainingState()
+        if resume and state_path.is_file():
+            self.state = load_state(state_path, self.model, self.weighting, self.optimizer,
+                                    self.scaler)
+        elif ctx.is_main and not resume:
+            prepare_run_dir(run_dir, config_to_dict(config), overwrite)
+        D.barrier(ctx)
+        D.broadcast_module(self.model, ctx)
+        self.stepper = Stepper(self.model, self.weighting, self.optimizer, ctx, self._autocast,
+                               self.scaler, config.lws)
+        self.log = TrainLog(run_dir, self.data.task_names, config.iterations,
+                            self.state.iteration, ctx.is_main, progress, tensorboard)
+
+    # -- setup ---------------------------------------------------------------------
+
+    def _build_model(self, resuming: bool) -> tuple[MultiTaskModel, ModelConfig]:
+        c, m = self.config, self.config.model
+        model_config = ModelConfig(
+            method=c.method, arch=m.arch, width=m.width, trainable_stages=m.trainable_stages,
+            task_names=self.data.task_names,
+            num_classes=tuple(len(n) for n in self.data.class_names),
+            cross_stitch_share=m.cross_stitch_share,
+            cross_stitch_lr_multiplier=m.cross_stitch_lr_multiplier,
+        )
+        torch.manual_seed(c.seed)
+        # A resumed run replaces every weight: it needs no pretrained file.
+        weights = None if resuming else backbone_weights(c.pretrained, m.arch, m.width)
+        return build_model(model_config, weights).to(self.ctx.device), model_config
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        if self.ctx.device.type != "cuda" or self.config.amp == "none":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def _loader(self, sampler: MultiTaskBatchSampler) -> DataLoader:
+        workers = self.config.workers
+        return DataLoader(
+            self.data.train, batch_sampler=sampler, num_workers=workers,
+            collate_fn=collate_clips, pin_memory=self.ctx.device.type == "cuda",
+            persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        )
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        c, ctx, state = self.config, self.ctx, self.state
+        if ctx.is_main:
+            print("training settings:\n" + yaml.safe_dump(config_to_dict(c), sort_keys=False)
+                  + f"processes: {ctx.world_size}, device: {ctx.device}", flush=True)
+        lws_streams = 2 if c.method == "lws" and c.lws.separate_nes_batch else 1
+        sampler = MultiTaskBatchSampler(
+            [self.data.train.indices_of_task(t) for t in range(len(self.data.task_names))],
+            c.batch_size, c.iterations, c.seed, c.sampling, state.iteration,
+            ctx.rank, ctx.world_size, lws_streams,
+        )
+        evaluator = self._evaluator() if ctx.is_main else None
+        previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, self._on_sigint)
+        interrupted = False
+        try:
+            if state.iteration < c.iterations:
+                interrupted = self._loop(sampler, evaluator, lws_streams)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            self.log.close()
+        skipped = sorted({*state.skipped, *map(str, self.data.train.skipped_paths())})
+        state.skipped = skipped
+        result = TrainResult(self.run_dir, self.run_dir / "best.safetensors",
+                             self.run_dir / "last.safetensors", state.iteration, state.best,
+                             state.history, skipped, interrupted)
+        if ctx.is_main:
+            self._summary(result)
+        return result
+
+    def _loop(self, sampler: MultiTaskBatchSampler, evaluator: Evaluator | None,
+              streams: int) -> bool:
+        c, ctx, state = self.config, self.ctx, self.state
+        local = sampler.local_batch_size
+        for collated in self._loader(sampler):
+            it = state.iteration
+            clips, labels, task_ids = (t.to(ctx.device, non_blocking=True) for t in collated)
+            batch = Batch(clips[:local], labels[:local], task_ids[:local],
+                          sampler.task_counts(it, 0))
+            nes = None
+            if streams == 2:
+                nes = Batch(clips[local:], labels[local:], task_ids[local:],
+                            sampler.task_counts(it, 1))
+            result = self.stepper.step(batch, _generator(c.seed, it), nes)
+            D.broadcast_buffers(self.model, ctx)
+            state.iteration += 1
+            state.clips_seen += c.batch_size * streams
+            if not all(math.isfinite(v) for v in [result.loss]):
+                raise FloatingPointError(f"loss became {result.loss} at iteration "
+                                         f"{state.iteration}; lower lr or use amp=none")
+            write = state.iteration % c.log_every == 0 or state.iteration == c.iterations
+            skipped = self.data.train.skipped_count
+            self.log.step(state.iteration, result, c.batch_size * streams, skipped, write)
+            stop = D.any_rank(self.stop_requested, ctx)
+            if state.iteration % c.val_every == 0 or state.iteration == c.iterations:
+                self._validate(evaluator)
+            if stop or state.iteration % c.save_every == 0 or state.iteration == c.iterations:
+                self._save_state()
+            if stop:
+                self.log.message(f"interrupted: state saved at iteration {state.iteration}; "
+                                 f"continue with --resume {self.run_dir}")
+                return True
+        return False
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop_requested:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        if self.ctx.is_main:
+            print("\nCtrl-C: finishing this iteration and saving a resumable state "
+                  "(Ctrl-C again to abort without saving)", flush=True)
+
+    # -- validation, checkpoints, state -----------------------------------------------
+
+    def _evaluator(self) -> Evaluator:
+        c = self.config
+        amp = c.amp if self.ctx.device.type == "cuda" else "none"
+        config = EvalConfig(batch_size=c.batch_size, num_workers=c.workers,
+                            max_videos=c.val_max_per_task or None, video_accuracy=False,
+                            autocast=amp)
+        return Evaluator(self.data.val_splits, self.data.task_names, self.data.preprocess, config)
+
+    def _validate(self, evaluator: Evaluator | None) -> None:
+        if evaluator is not None:
+            result = evaluator(self.model, self.ctx.device)
+            accuracy = {t.task: t.clip_accuracy for t in result.tasks}
+            cumulative = result.cumulative_clip_accuracy
+            entry = {"iteration": self.state.iteration, "accuracy": accuracy,
+                     "cumulative": cumulative}
+            self.state.history.append(entry)
+            self.log.validation(self.state.iteration, accuracy, cumulative)
+            best = self.state.best.get("cumulative", -1.0)
+            if not self.state.best or cumulative > best:
+                self.state.best = entry
+                save_checkpoint(self.run_dir / "best.safetensors", self.model, self._info(entry))
+            save_checkpoint(self.run_dir / "last.safetensors", self.model, self._info(entry))
+        D.barrier(self.ctx)
+
+    def _info(self, metrics: dict[str, Any]) -> CheckpointInfo:
+        provenance = {"config": config_to_dict(self.config), "iteration": self.state.iteration,
+                      "metrics": metrics, "processes": self.ctx.world_size,
+                      "metric": "clip accuracy (centre clip) on the " + self.config.val_split
+                      + " split"}
+        return CheckpointInfo(self.model_config, self.data.class_names, self.data.preprocess,
+                              provenance)
+
+    def _save_state(self) -> None:
+        if self.ctx.is_main:
+            self.state.skipped = sorted({*self.state.skipped,
+                                         *map(str, self.data.train.skipped_paths())})
+            save_state(self.run_dir / STATE_FILE, self.model, self.weighting, self.optimizer,
+                       self.scaler, self.state)
+        D.barrier(self.ctx)
+
+    def _summary(self, result: TrainResult) -> None:
+        best = result.best_metrics
+        lines = [f"run {self.run_dir}: {result.iterations}/{self.config.iterations} iterations"
+                 + (" (interrupted)" if result.interrupted else "")]
+        if best:
+            acc = ", ".join(f"{t} {100 * a:.1f}%" for t, a in best["accuracy"].items())
+            lines.append(f"best at iteration {best['iteration']}: {acc}, cumulative "
+                         f"{100 * best['cumulative']:.1f}% -> {result.best}")
+        lines.append(f"skipped unreadable videos: {len(result.skipped_files)}"
+                     + "".join(f"\n  {p}" for p in result.skipped_files[:10]))
+        print("\n".join(lines), flush=True)
+
+
+def _check_resume_config(config: TrainConfig, run_dir: Path) -> None:
+    stored = config_from_dict(read_run(run_dir)["config"], f"{run_dir}/run.json")
+    changed = [k for k in config_to_dict(config)
+               if k not in RESUME_CHANGEABLE
+               and config_to_dict(config)[k] != config_to_dict(stored)[k]]
+    if changed:
+        raise RunDirError(f"{run_dir} was started with other settings ({', '.join(changed)}); "
+                          "resume it with its own config (only "
+                          f"{list(RESUME_CHANGEABLE)} may change)")
+
+
+def _generator(seed: int, iteration: int) -> torch.Generator:
+    """LWS's assignment draws of one iteration: the same on every rank and after a resume."""
+    state = np.random.SeedSequence([seed, 1, iteration]).generate_state(1, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0]) & (2**63 - 1))
+
