@@ -185,8 +185,8 @@ def score_run(run: GridRun, config: TrainConfig, result: TrainResult, set_path: 
                            "skipped": t.skipped} for t in scores.tasks},
         "cumulative_clip_accuracy": scores.to_dict()["cumulative_clip_accuracy"],
         "cumulative_video_accuracy": scores.to_dict()["cumulative_video_accuracy"],
-        "best_validation": result.best_metrics,
-        "history": result.history,
+        "best_validation": _json_safe(result.best_metrics),
+        "history": _json_safe(result.history),
         "skipped_files": sorted(set(result.skipped_files) | set(scores.skipped_paths)),
     }
 
@@ -240,6 +240,17 @@ def _result_path(out: Path, run: GridRun) -> Path:
     return out / "results" / f"{run.name}.json"
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN (a task with nothing scored) as None: results files are strict JSON."""
+    if isinstance(value, float):
+        return None if value != value else value
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _counts(scores: Any) -> dict[str, Any] | None:
     if scores is None:
         return None
@@ -279,6 +290,9 @@ def run(args: argparse.Namespace) -> int:
         only = [n.strip() for n in args.only.split(",") if n.strip()]
         outcome = run_grid(args.config, out, args.train_config, args.overrides, only,
                            eval_config)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
     except DatasetError as exc:
         print(f"error: {exc} (set config {args.config})", file=sys.stderr)
         return 2
