@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "summarize": ("training.summarize", "count samples, classes and missing files of a set"),
     "synth": ("training.synthetic.cli", "render the synthetic action/gesture dataset"),
     "train": ("training.train_cli", "train one model (any method and loss weighting)"),
+    "evaluate": ("training.evaluate", "score a checkpoint on a split of a set"),
+    "experiments": ("training.experiments", "run the paper's experiment grid for one set"),
 }
 
 

@@ -1,0 +1,175 @@
+"""The experiment grid: run list, table layout, skip / resume, refusals.
+
+`train` is replaced by a stand-in that writes a real checkpoint whose heads are
+rigged to always answer class 0, so every figure in the tables is known by
+hand: the test split holds 2 videos of each of 2 action classes (class 0: 50%)
+and 1 video of each of 3 gesture classes (class 0: 33.33%); cumulative =
+(2 + 1) / (4 + 3) = 42.86% (the mean of the tasks would be 41.67%).
+The real scoring (`training.evaluation`) runs on real videos.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from helpers_datasets import write_yaml
+
+from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
+from mtl_perception.models import ModelConfig, build_model
+from mtl_perception.preprocess import PreprocessConfig
+from training.datasets.sets import build_task_split, load_set
+from training.datasets.video import write_video
+from training.experiments import ExperimentError, paper_grid, run_grid
+from training.experiments_tables import ROWS, RowCounts, table1, table2
+from training.run_state import STATE_FILE
+from training.train_config import TrainConfig
+from training.trainer import TrainResult
+
+CLASSES = {"action": ["jump", "run"], "gesture": ["left", "right", "up"]}
+TEST_PER_CLASS = {"action": 2, "gesture": 1}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("grid")
+    rng = np.random.default_rng(0)
+    tasks = {}
+    for task, classes in CLASSES.items():
+        for split, count in (("train", 1), ("test", TEST_PER_CLASS[task])):
+            for name in classes:
+                for i in range(count):
+                    frames = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+                    write_video(d / task / split / name / f"{i}.avi", frames, fps=10.0)
+        tasks[task] = [{"format": "folders", "root": f"{task}/train",
+                        "test_root": f"{task}/test"}]
+    set_file = write_yaml(d / "set.yaml", {"name": "tiny", "class_merge": "none", "tasks": tasks})
+    train_file = write_yaml(d / "train.yaml", {
+        "set": "set.yaml", "pretrained": "none", "iterations": 4, "workers": 0,
+        "model": {"width": 4}, "clip": {"clip_length": 4, "resize": [32, 32], "crop": [32, 32]},
+    })
+    return set_file, train_file
+
+
+class FakeTrain:
+    """Writes best.safetensors (heads answer class 0) and a two-point history.
+
+    `interrupt`: run names that stop (state file written) on their first call;
+    `fail`: run names that raise.
+    """
+
+    def __init__(self, interrupt: tuple[str, ...] = (), fail: tuple[str, ...] = ()) -> None:
+        self.calls: list[tuple[str, bool, bool]] = []
+        self.interrupt, self.fail = set(interrupt), set(fail)
+
+    def __call__(self, config: TrainConfig, run_dir: Path, *, resume: bool = False,
+                 overwrite: bool = False) -> TrainResult:
+        name = run_dir.name
+        self.calls.append((name, resume, overwrite))
+        run_dir.mkdir(parents=True, exist_ok=True)  # as the trainer's run.json would
+        if name in self.fail:
+            raise RuntimeError("diverged")
+        if name in self.interrupt and not resume:
+            (run_dir / STATE_FILE).write_bytes(b"state")
+            return TrainResult(run_dir, run_dir / "best.safetensors",
+                               run_dir / "last.safetensors", 2, interrupted=True)
+        set_config = load_set(config.set)
+        names = [tuple(build_task_split(set_config, t, "train").class_names)
+                 for t in config.tasks]
+        model_config = ModelConfig(method=config.method, arch=config.model.arch,
+                                   width=config.model.width, task_names=config.tasks,
+                                   num_classes=tuple(len(n) for n in names),
+                                   cross_stitch_share=config.model.cross_stitch_share)
+        model = build_model(model_config)
+        with torch.no_grad():
+            for head in model.heads:
+                head.weight.zero_()
+                head.bias.zero_()
+                head.bias[0] = 5.0
+        pre = PreprocessConfig(clip_length=4, resize=(32, 32), crop=(32, 32))
+        info = CheckpointInfo(model=model_config, class_names=tuple(names), preprocess=pre)
+        save_checkpoint(run_dir / "best.safetensors", model, info)
+        history: list[dict[str, Any]] = [
+            {"iteration": i, "accuracy": {t: 0.25 * k for k, t in enumerate(config.tasks, 1)},
+             "cumulative": 0.3} for i in (2, 4)]
+        return TrainResult(run_dir, run_dir / "best.safetensors", run_dir / "last.safetensors",
+                           4, best_metrics=history[-1], history=history)
+
+
+def _table(path: Path) -> list[list[str]]:
+    with path.open(newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def test_grid_runs_skips_and_resumes(files: tuple[Path, Path], tmp_path: Path) -> None:
+    set_file, train_file = files
+    out = tmp_path / "out"
+    grid = paper_grid(["action", "gesture"])
+    assert len(grid) == 16 and [r.row for r in grid[3:]] == list(ROWS[1:2]) + list(ROWS[2:])
+
+    first = FakeTrain(interrupt=("hps_dwa",))
+    outcome = run_grid(set_file, out, train_file, ["iterations=4"], train_fn=first)
+    assert outcome.interrupted and outcome.finished == [r.name for r in grid[:5]]
+    assert [c[0] for c in first.calls] == [r.name for r in grid[:6]]
+    assert not any(resume for _, resume, _ in first.calls)
+    table = _table(out / "table2.csv")
+    assert table[0] == ["learning", "loss", "cumulative"]  # not a paper set: ours only
+    assert table[1] == ["STL r3d18", "-", "42.86"]  # the two STL runs' counts pooled
+    assert table[3] == ["HPS", "average", "42.86"] and table[4] == ["HPS", "dwa", "-"]
+
+    second = FakeTrain(fail=("sps0.8_dwa",))
+    outcome = run_grid(set_file, out, train_file, ["iterations=4"], train_fn=second)
+    assert not outcome.interrupted and outcome.failed == ["sps0.8_dwa"]
+    # Finished runs are not trained again; the interrupted one resumes from its state.
+    assert second.calls[0] == ("hps_dwa", True, False)
+    assert [c[0] for c in second.calls] == [r.name for r in grid[5:]]
+    table1_rows = _table(out / "table1.csv")
+    assert table1_rows[0] == ["learning", "loss", "action", "gesture"]
+    assert [tuple(r[:2]) for r in table1_rows[1:]] == list(ROWS)
+    for row in table1_rows[1:]:
+        expected = ["-", "-"] if row[:2] == ["SPS s=0.8", "dwa"] else ["50.00", "33.33"]
+        assert row[2:] == expected, row
+    assert _table(out / "table2_video.csv")[12] == ["LWS", "average", "42.86"]
+    markdown = (out / "table1.md").read_text()
+    assert "| STL r3d34 | - | 50.00 | 33.33 |" in markdown and "clip accuracy" in markdown
+    plots = sorted(p.stem for p in (out / "plots").glob("*.png"))
+    assert len(plots) == 15 and "sps0.8_dwa" not in plots
+    assert (out / "plots" / "lws_average.png").read_bytes()[:4] == b"\x89PNG"
+    record = json.loads((out / "results" / "stl_r3d34_gesture.json").read_text())
+    assert record["tasks"]["gesture"]["clip"] == {
+        "correct": 1, "total": 3, "per_class": {"left": 1.0, "right": 0.0, "up": 0.0}}
+
+    third = FakeTrain()  # only the failed run is left
+    run_grid(set_file, out, train_file, ["iterations=4"], train_fn=third)
+    assert third.calls == [("sps0.8_dwa", False, True)]  # its folder exists, no state
+    # Other settings than a finished run's are refused, not mixed into the tables.
+    with pytest.raises(ExperimentError, match="lr"):
+        run_grid(set_file, out, train_file, ["iterations=4", "lr=0.5"], train_fn=FakeTrain())
+
+
+def test_only_and_unknown_runs(files: tuple[Path, Path], tmp_path: Path) -> None:
+    set_file, train_file = files
+    fake = FakeTrain()
+    run_grid(set_file, tmp_path, train_file, only=["lws_average"], train_fn=fake)
+    assert [c[0] for c in fake.calls] == ["lws_average"]
+    assert _table(tmp_path / "table2.csv")[12] == ["LWS", "average", "42.86"]
+    with pytest.raises(ExperimentError, match="unknown run"):
+        run_grid(set_file, tmp_path, train_file, only=["hps_magic"], train_fn=fake)
+
+
+def test_paper_figures_sit_beside_ours() -> None:
+    counts = {("HPS", "average"): RowCounts({"action": 3, "gesture": 1},
+                                            {"action": 4, "gesture": 4})}
+    t1 = table1(counts, ["action", "gesture"], "set2", "clip")
+    assert t1.header == ["learning", "loss", "action (ours)", "action (paper)",
+                         "gesture (ours)", "gesture (paper)"]
+    assert t1.rows[2] == ["HPS", "average", "75.00", "64.34", "25.00", "27.86"]
+    assert t1.rows[0] == ["STL r3d18", "-", "-", "58.26", "-", "20.54"]
+    t2 = table2(counts, ["action", "gesture"], "set4", "clip")
+    assert t2.rows[2] == ["HPS", "average", "50.00", "72.44"]
+    assert t2.rows[13] == ["LWS", "automatic", "-", "73.71"]

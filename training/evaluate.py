@@ -1,0 +1,149 @@
+"""`python -m training evaluate --checkpoint FILE --config SET.yaml`: score a checkpoint.
+
+Prints per-task clip accuracy (centre clip), video accuracy (mean softmax over
+evenly spaced clips), cumulative accuracy, per-class accuracy and the
+confusion counts; `--json OUT` writes the same as JSON. Everything that can be
+refused is refused before any video is decoded: a missing or unusable
+checkpoint, a set without one of the checkpoint's tasks, class names that
+differ from the ones the checkpoint was trained with (a model scored against
+another label order would report nonsense), missing video files (unless
+`--allow-missing`). Each is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from mtl_perception.checkpoint import (
+    CheckpointError,
+    CheckpointInfo,
+    atomic_write,
+    load_checkpoint,
+    read_checkpoint_info,
+)
+from mtl_perception.settings import SettingsError
+from training.datasets.listfile import DatasetError
+from training.datasets.missing import require_files
+from training.datasets.sample import LabelledSplit
+from training.datasets.sets import SPLIT_NAMES, SetConfig, build_task_split, load_set
+from training.evaluation import EvalConfig, EvaluationError, EvaluationResult, Evaluator
+
+LOG = logging.getLogger(__name__)
+
+
+class EvaluateUsageError(ValueError):
+    """The checkpoint and the set do not fit together; one line naming both."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = EvalConfig()
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a .safetensors checkpoint")
+    parser.add_argument("--config", type=Path, required=True, help="the set config (YAML)")
+    parser.add_argument("--split", choices=SPLIT_NAMES, default="test", help="split to score")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    parser.add_argument("--autocast", choices=("none", "bf16", "fp16"), default=d.autocast,
+                        help="mixed precision for the forward pass")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="clips per forward")
+    parser.add_argument("--num-workers", type=int, default=d.num_workers,
+                        help="DataLoader worker processes")
+    parser.add_argument("--num-eval-clips", type=int, default=d.num_eval_clips,
+                        help="evenly spaced clips per video for video accuracy")
+    parser.add_argument("--frame-step", type=int, default=d.frame_step,
+                        help="frames between consecutive clip frames")
+    parser.add_argument("--max-videos", type=int, default=None,
+                        help="score at most this many videos per task (spread over the list)")
+    parser.add_argument("--no-video", action="store_true",
+                        help="clip accuracy only (skips the N-clips-per-video pass)")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="skip and count missing video files instead of refusing")
+
+
+def check_classes(info: CheckpointInfo, splits: dict[str, LabelledSplit], checkpoint: Path,
+                  set_config: SetConfig) -> None:
+    """Refuse a set whose tasks or class names differ from the checkpoint's."""
+    where = f"checkpoint {checkpoint} vs set {set_config.path or set_config.name}"
+    for task, names in zip(info.model.task_names, info.class_names, strict=True):
+        ours = tuple(splits[task].class_names)
+        if ours != names:
+            differ = next((i for i, (a, b) in enumerate(zip(names, ours)) if a != b),
+                          min(len(names), len(ours)))
+            detail = (f"class {differ} is {names[differ]!r} in the checkpoint, "
+                      f"{ours[differ]!r} in the set" if differ < min(len(names), len(ours))
+                      else f"{len(names)} classes in the checkpoint, {len(ours)} in the set")
+            raise EvaluateUsageError(f"{where}: task {task!r} class names differ: {detail}")
+
+
+def format_result(result: EvaluationResult, title: str = "") -> str:
+    """The text report: a summary table, then per-class accuracy and confusion per task."""
+    lines = [title] if title else []
+    lines.append(f"{'task':<12} {'videos':>7} {'skipped':>7} {'clip acc':>9} {'video acc':>9}")
+    for t in result.tasks:
+        lines.append(f"{t.task:<12} {t.clip.total:>7} {t.skipped:>7} "
+                     f"{_pct(t.clip_accuracy):>9} {_pct(t.video_accuracy):>9}")
+    lines.append(f"{'cumulative':<12} {sum(t.clip.total for t in result.tasks):>7} "
+                 f"{result.skipped:>7} {_pct(result.cumulative_clip_accuracy):>9} "
+                 f"{_pct(result.cumulative_video_accuracy):>9}")
+    for t in result.tasks:
+        scores = t.video or t.clip
+        kind = "video" if t.video is not None else "clip"
+        lines += ["", f"{t.task}: per-class {kind} accuracy (%), confusion rows = true class"]
+        width = max(len(n) for n in t.class_names)
+        for i, name in enumerate(t.class_names):
+            counts = " ".join(f"{c:>3}" for c in scores.confusion[i])
+            lines.append(f"  {name:<{width}} {_pct(scores.per_class[name]):>6}  {counts}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = EvalConfig(
+            batch_size=args.batch_size, num_workers=args.num_workers,
+            max_videos=args.max_videos, video_accuracy=not args.no_video,
+            num_eval_clips=args.num_eval_clips, frame_step=args.frame_step,
+            autocast=args.autocast,
+        )
+        device = torch.device(args.device)
+        info = read_checkpoint_info(args.checkpoint)
+        set_config = load_set(args.config)
+        missing = [t for t in info.model.task_names if t not in set_config.tasks]
+        if missing:
+            raise EvaluateUsageError(
+                f"checkpoint {args.checkpoint} vs set {args.config}: the set has no task "
+                f"{missing}; its tasks are {sorted(set_config.tasks)}")
+        splits = {t: build_task_split(set_config, t, args.split) for t in info.model.task_names}
+        check_classes(info, splits, args.checkpoint, set_config)
+        if not args.allow_missing:
+            require_files(splits)
+        evaluator = Evaluator(splits, info.model.task_names, info.preprocess, config)
+        model = load_checkpoint(args.checkpoint, device).model
+    except DatasetError as exc:  # a list or root named by the set config: say which
+        print(f"error: {exc} (set config {args.config})", file=sys.stderr)
+        return 2
+    except (CheckpointError, SettingsError, EvaluateUsageError, EvaluationError,
+            ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # e.g. a CUDA device that does not exist
+        print(f"error: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
+    result = evaluator(model, device)
+    print(format_result(result, f"{args.checkpoint} on {set_config.name} {args.split}"))
+    if args.json is not None:
+        try:
+            text = result.to_json() + "\n"
+            atomic_write(args.json, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        except OSError as exc:
+            print(f"error: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        LOG.info("result written to %s", args.json)
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.2f}"

@@ -1,0 +1,370 @@
+"""Score a multi-task model on a labelled split: the one evaluation of METHODS.md §4.
+
+Used by `python -m training evaluate`, by the trainer's periodic validation and
+by the experiment grid, so every accuracy in the project is computed here:
+
+- clip accuracy: one centre clip per video (`ClipDataset` mode `centre`);
+- video accuracy: the mean softmax over `num_eval_clips` evenly spaced clips
+  (mode `all`), then its argmax;
+- cumulative accuracy: correct predictions over both tasks / all predictions
+  (the paper's Table 2), for clips and for videos;
+- per-class accuracy and confusion counts (`confusion[true][predicted]`).
+
+Each sample is scored by its own task's head through `model.forward(clips,
+task_ids)` (mixed-task batches, as in training), in eval mode, without
+gradients, optionally under autocast; the model's training mode is restored
+afterwards so the trainer can call this mid-run. Pass the bare model, not a
+DistributedDataParallel wrapper (`ddp.module`), and call it on one rank.
+
+Videos that fail to load are skipped (ClipDataset yields None for them) and
+counted per task: an accuracy must not count another video twice. Samples
+without a label (`UNLABELLED`) cannot be scored and are left out, counted.
+
+Cheap periodic validation: `EvalConfig(max_videos=N, video_accuracy=False)`
+scores N videos per task, evenly spread over the split's list (lists are
+usually sorted by class, so every class is still seen), centre clips only.
+Build one `Evaluator` and call it at every validation: its datasets (and the
+bad-file flags they hold) are built once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from mtl_perception.models import MultiTaskModel
+from mtl_perception.preprocess import PreprocessConfig
+from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig, collate_clips
+from training.datasets.sample import UNLABELLED, LabelledSplit, VideoSample
+
+LOG = logging.getLogger(__name__)
+
+Precision = Literal["none", "bf16", "fp16"]
+
+
+class EvaluationError(ValueError):
+    """Evaluation cannot start: a task without labelled samples, a task the splits lack."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How to score (YAML section `evaluation` in training configs).
+
+    `batch_size` counts clips per forward pass; video accuracy puts
+    `max(1, batch_size // num_eval_clips)` videos in one pass.
+    `max_videos` (per task, None = all) keeps periodic validation cheap.
+    """
+
+    batch_size: int = 8
+    num_workers: int = 0
+    max_videos: int | None = None
+    video_accuracy: bool = True
+    num_eval_clips: int = 10
+    frame_step: int = 1
+    autocast: Precision = "none"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"evaluation.batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"evaluation.num_workers must be >= 0, got {self.num_workers}")
+        if self.max_videos is not None and self.max_videos < 1:
+            raise ValueError(f"evaluation.max_videos must be >= 1 or null, got {self.max_videos}")
+        if self.num_eval_clips < 1:
+            raise ValueError(f"evaluation.num_eval_clips must be >= 1, got {self.num_eval_clips}")
+        if self.frame_step < 1:
+            raise ValueError(f"evaluation.frame_step must be >= 1, got {self.frame_step}")
+        if self.autocast not in ("none", "bf16", "fp16"):
+            raise ValueError(f"evaluation.autocast must be none, bf16 or fp16: {self.autocast!r}")
+
+
+@dataclass
+class Scores:
+    """Accuracy of one kind (clip or video) for one task."""
+
+    correct: int
+    total: int
+    per_class: dict[str, float | None]  # None: no sample of that class was scored
+    confusion: list[list[int]]  # [true class][predicted class]
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else float("nan")
+
+
+@dataclass
+class TaskResult:
+    """One task's figures; `video` is None when video accuracy was not asked for."""
+
+    task: str
+    class_names: list[str]
+    videos: int  # labelled videos selected for scoring
+    skipped: int  # of those, videos that failed to load (not scored)
+    unlabelled: int  # samples left out because their list carries no label
+    clip: Scores
+    video: Scores | None = None
+
+    @property
+    def clip_accuracy(self) -> float:
+        return self.clip.accuracy
+
+    @property
+    def video_accuracy(self) -> float | None:
+        return None if self.video is None else self.video.accuracy
+
+
+@dataclass
+class EvaluationResult:
+    """Every task's figures plus the cumulative accuracies (fractions in [0, 1])."""
+
+    tasks: list[TaskResult]
+    skipped_paths: list[str] = field(default_factory=list)
+
+    def task(self, name: str) -> TaskResult:
+        for result in self.tasks:
+            if result.task == name:
+                return result
+        raise KeyError(f"no task {name!r} in this result: {[t.task for t in self.tasks]}")
+
+    @property
+    def cumulative_clip_accuracy(self) -> float:
+        return _cumulative([t.clip for t in self.tasks])
+
+    @property
+    def cumulative_video_accuracy(self) -> float | None:
+        videos = [t.video for t in self.tasks]
+        if any(v is None for v in videos):
+            return None
+        return _cumulative([v for v in videos if v is not None])
+
+    @property
+    def skipped(self) -> int:
+        return sum(t.skipped for t in self.tasks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: accuracies as fractions, NaN (nothing scored) as null."""
+        tasks: dict[str, Any] = {}
+        for t in self.tasks:
+            entry: dict[str, Any] = {
+                "class_names": t.class_names,
+                "videos": t.videos,
+                "skipped": t.skipped,
+                "unlabelled": t.unlabelled,
+            }
+            for kind, scores in (("clip", t.clip), ("video", t.video)):
+                entry[f"{kind}_accuracy"] = None if scores is None else _finite(scores.accuracy)
+                entry[kind] = None if scores is None else {**asdict(scores)}
+            tasks[t.task] = entry
+        return {
+            "tasks": tasks,
+            "cumulative_clip_accuracy": _finite(self.cumulative_clip_accuracy),
+            "cumulative_video_accuracy": _finite(self.cumulative_video_accuracy),
+            "skipped": self.skipped,
+            "skipped_paths": list(self.skipped_paths),
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def summary(self) -> dict[str, float]:
+        """Flat scalars for logs and TensorBoard: `<task>/clip_accuracy`, `cumulative/...`."""
+        out: dict[str, float] = {}
+        for t in self.tasks:
+            out[f"{t.task}/clip_accuracy"] = t.clip.accuracy
+            if t.video is not None:
+                out[f"{t.task}/video_accuracy"] = t.video.accuracy
+        out["cumulative/clip_accuracy"] = self.cumulative_clip_accuracy
+        video = self.cumulative_video_accuracy
+        if video is not None:
+            out["cumulative/video_accuracy"] = video
+        return out
+
+
+class Evaluator:
+    """The datasets of one evaluation, built once; call it with a model to score it.
+
+    `splits` maps task name -> labelled split and must hold every task named in
+    `task_names` (the model's `config.task_names`, in its order: task ids are
+    positions in it, so an STL model of task "gesture" is scored on the gesture
+    split only). Extra splits are ignored.
+    """
+
+    def __init__(
+        self,
+        splits: Mapping[str, LabelledSplit],
+        task_names: Sequence[str],
+        preprocess: PreprocessConfig,
+        config: EvalConfig | None = None,
+    ) -> None:
+        self.config = config or EvalConfig()
+        self.task_names = list(task_names)
+        missing = [t for t in self.task_names if t not in splits]
+        if missing:
+            raise EvaluationError(f"no split for task(s) {missing}; have {sorted(splits)}")
+        self.class_names: list[list[str]] = []
+        self.unlabelled: list[int] = []
+        items: list[tuple[VideoSample, int]] = []
+        self.selected: list[int] = []
+        for task_id, name in enumerate(self.task_names):
+            split = splits[name]
+            labelled = [s for s in split.samples if s.label != UNLABELLED]
+            if not labelled:
+                raise EvaluationError(
+                    f"task {name!r}: {split.source or 'its split'} has no labelled sample to score"
+                )
+            chosen = subset(labelled, self.config.max_videos)
+            self.class_names.append(list(split.class_names))
+            self.unlabelled.append(len(split.samples) - len(labelled))
+            self.selected.append(len(chosen))
+            items += [(s, task_id) for s in chosen]
+        sampling = ClipSamplingConfig(
+            frame_step=self.config.frame_step,
+            num_eval_clips=self.config.num_eval_clips,
+            flip_probability=0.0,
+        )
+        self.centre = ClipDataset(items, "centre", preprocess, sampling)
+        self.all_clips = (
+            ClipDataset(items, "all", preprocess, sampling) if self.config.video_accuracy else None
+        )
+
+    def __call__(
+        self, model: MultiTaskModel, device: str | torch.device = "cpu"
+    ) -> EvaluationResult:
+        """Score `model` (moved to nothing: it must already live on `device`)."""
+        device = torch.device(device)
+        if list(model.config.task_names) != self.task_names:
+            raise EvaluationError(
+                f"model tasks {list(model.config.task_names)} differ from the "
+                f"evaluator's {self.task_names}"
+            )
+        was_training = model.training
+        model.eval()
+        try:
+            clip = self._score(model, self.centre, device, self.config.batch_size)
+            video = None
+            if self.all_clips is not None:
+                per_pass = max(1, self.config.batch_size // self.config.num_eval_clips)
+                video = self._score(model, self.all_clips, device, per_pass)
+        finally:
+            model.train(was_training)
+        tasks = []
+        for t, name in enumerate(self.task_names):
+            scored = clip[t].total
+            tasks.append(TaskResult(
+                task=name,
+                class_names=self.class_names[t],
+                videos=self.selected[t],
+                skipped=self.selected[t] - scored,
+                unlabelled=self.unlabelled[t],
+                clip=clip[t],
+                video=None if video is None else video[t],
+            ))
+        bad = {str(p) for p in self.centre.skipped_paths()}
+        if self.all_clips is not None:
+            bad |= {str(p) for p in self.all_clips.skipped_paths()}
+        return EvaluationResult(tasks=tasks, skipped_paths=sorted(bad))
+
+    def _score(
+        self, model: MultiTaskModel, dataset: ClipDataset, device: torch.device, batch_size: int
+    ) -> list[Scores]:
+        counts = [np.zeros((len(c), len(c)), dtype=np.int64) for c in self.class_names]
+        for clips, labels, task_ids in self._batches(dataset, batch_size, device):
+            for t, probs in enumerate(self._probabilities(model, clips, task_ids, device)):
+                rows = task_ids == t
+                if not bool(rows.any()):
+                    continue
+                predicted = probs.argmax(dim=1).cpu().numpy()
+                np.add.at(counts[t], (labels[rows].numpy(), predicted), 1)
+        return [_scores(c, names) for c, names in zip(counts, self.class_names, strict=True)]
+
+    def _batches(
+        self, dataset: ClipDataset, batch_size: int, device: torch.device
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=self.config.num_workers,
+            collate_fn=collate_clips,
+            pin_memory=device.type == "cuda",
+        )
+        for batch in loader:
+            if batch is None:  # every video of the batch failed to load
+                continue
+            clips, labels, task_ids = batch
+            yield clips, labels, task_ids
+
+    def _probabilities(
+        self, model: MultiTaskModel, clips: torch.Tensor, task_ids: torch.Tensor,
+        device: torch.device,
+    ) -> list[torch.Tensor]:
+        """Per task, (rows of that task, C) softmax: one clip each, or the mean over N clips."""
+        videos = clips.shape[0]
+        per_video = clips.shape[1] if clips.ndim == 6 else 1
+        flat = clips.reshape(videos * per_video, *clips.shape[-4:]).to(device, non_blocking=True)
+        flat_ids = task_ids.repeat_interleave(per_video).to(device)
+        with torch.no_grad(), _autocast(device, self.config.autocast):
+            logits = model(flat, flat_ids)
+        # forward returns each task's rows in batch order; a video's clips are adjacent.
+        return [
+            torch.softmax(out.float(), dim=1).reshape(-1, per_video, out.shape[1]).mean(dim=1)
+            for out in logits
+        ]
+
+
+def evaluate(
+    model: MultiTaskModel,
+    splits: Mapping[str, LabelledSplit],
+    preprocess: PreprocessConfig,
+    config: EvalConfig | None = None,
+    device: str | torch.device = "cpu",
+) -> EvaluationResult:
+    """One-off evaluation: `Evaluator(splits, model's tasks, preprocess, config)(model)`."""
+    evaluator = Evaluator(splits, model.config.task_names, preprocess, config)
+    return evaluator(model, device)
+
+
+def subset(samples: Sequence[VideoSample], max_videos: int | None) -> list[VideoSample]:
+    """At most `max_videos` samples evenly spread over the list (all when None)."""
+    if max_videos is None or len(samples) <= max_videos:
+        return list(samples)
+    picks = np.linspace(0, len(samples) - 1, max_videos).round().astype(int)
+    return [samples[i] for i in picks]
+
+
+def _scores(confusion: np.ndarray, class_names: Sequence[str]) -> Scores:
+    per_row = confusion.sum(axis=1)
+    per_class = {
+        name: (float(confusion[i, i] / per_row[i]) if per_row[i] else None)
+        for i, name in enumerate(class_names)
+    }
+    return Scores(
+        correct=int(np.trace(confusion)),
+        total=int(confusion.sum()),
+        per_class=per_class,
+        confusion=confusion.tolist(),
+    )
+
+
+def _cumulative(scores: Sequence[Scores]) -> float:
+    total = sum(s.total for s in scores)
+    return sum(s.correct for s in scores) / total if total else float("nan")
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or value != value else float(value)
+
+
+def _autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:
+    if precision == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
