@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import torch
 
-AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
-    "none": None,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-}
+AUTOCAST_MODES = ("none", "fp16", "bf16")
 
 
 class DeviceError(ValueError):
@@ -36,17 +32,17 @@ def resolve_device(name: str) -> tuple[torch.device, str]:
     return device, f"device {name}: using cpu"
 
 
-def resolve_autocast(name: str, device: torch.device) -> tuple[torch.dtype | None, str | None]:
-    """The autocast dtype for `device`, and a log line when the setting is ignored.
+def check_autocast(name: str, device: torch.device) -> tuple[str, str | None]:
+    """The autocast mode to run with on `device`, and a log line when the setting is ignored.
 
-    Mixed precision is a GPU speed-up; on the CPU the node runs float32
-    (bf16 autocast on CPU is slower than float32 on most robot CPUs).
+    Mixed precision is a GPU speed-up; on the CPU the node runs float32.
     """
-    dtype = AUTOCAST_DTYPES[name]
-    if dtype is None:
-        return None, None
+    if name not in AUTOCAST_MODES:
+        raise DeviceError(f"autocast: {name!r} is not one of {list(AUTOCAST_MODES)}")
+    if name == "none":
+        return name, None
     if device.type != "cuda":
-        return None, f"autocast {name} ignored on {device}: running float32"
-    if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        return "none", f"autocast {name} ignored on {device}: running float32"
+    if name == "bf16" and not torch.cuda.is_bf16_supported():
         raise DeviceError(f"autocast bf16: {device} does not support bfloat16; use fp16")
-    return dtype, None
+    return name, None
