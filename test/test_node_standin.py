@@ -21,19 +21,19 @@ from typing import Any
 # ----- messages: plain classes with keyword constructors and defaults ---------
 
 
-def _message(name: str, **defaults: Any) -> type:
+def _message(type_name: str, /, **defaults: Any) -> type:
     def __init__(self: Any, **kwargs: Any) -> None:
         unknown = set(kwargs) - set(defaults)
         if unknown:
-            raise TypeError(f"{name} has no field(s) {sorted(unknown)}")
+            raise TypeError(f"{type_name} has no field(s) {sorted(unknown)}")
         for key, default in defaults.items():
             value = kwargs.get(key, default)
             setattr(self, key, value() if callable(value) else value)
 
     def __repr__(self: Any) -> str:
-        return f"{name}({', '.join(f'{k}={getattr(self, k)!r}' for k in defaults)})"
+        return f"{type_name}({', '.join(f'{k}={getattr(self, k)!r}' for k in defaults)})"
 
-    return type(name, (), {"__init__": __init__, "__repr__": __repr__, "_fields": defaults})
+    return type(type_name, (), {"__init__": __init__, "__repr__": __repr__, "_fields": defaults})
 
 
 Time = _message("Time", sec=0, nanosec=0)
@@ -148,6 +148,7 @@ class Clock:
 
 # Parameters given on the "command line" of the fake `init(args)`.
 _ARGS_OVERRIDES: dict[str, Any] = {}
+_CONTEXT = {"ok": False}  # rclpy.ok(): between init() and try_shutdown()
 
 
 class Node:
@@ -260,6 +261,8 @@ class Node:
 
 
 class SingleThreadedExecutor:
+    spins = 0  # how often any executor of the stand-in was asked to spin
+
     def __init__(self) -> None:
         self.nodes: list[Any] = []
 
@@ -270,6 +273,7 @@ class SingleThreadedExecutor:
         self.nodes.remove(node)
 
     def spin_once(self, timeout_sec: float | None = None) -> None:
+        SingleThreadedExecutor.spins += 1
         raise KeyboardInterrupt  # the fake has nothing to spin: behave like Ctrl-C
 
 
@@ -280,6 +284,7 @@ class ExternalShutdownException(Exception):
 def _init(args: list[str] | None = None) -> None:
     """Reads `-p name:=value` pairs, as `--ros-args` would."""
     _ARGS_OVERRIDES.clear()
+    _CONTEXT["ok"] = True
     items = list(args or [])
     for flag, value in itertools.pairwise(items):
         if flag == "-p":
@@ -295,10 +300,9 @@ def modules() -> dict[str, types.ModuleType]:
         mod.__dict__.update(attrs)
         return mod
 
-    state = {"ok": True}
     return {
-        "rclpy": module("rclpy", init=_init, ok=lambda: state["ok"],
-                        try_shutdown=lambda: state.update(ok=False)),
+        "rclpy": module("rclpy", init=_init, ok=lambda: _CONTEXT["ok"],
+                        try_shutdown=lambda: _CONTEXT.update(ok=False)),
         "rclpy.lifecycle": module("rclpy.lifecycle", Node=Node, LifecycleState=LifecycleState,
                                   TransitionCallbackReturn=TransitionCallbackReturn),
         "rclpy.executors": module("rclpy.executors", SingleThreadedExecutor=SingleThreadedExecutor,

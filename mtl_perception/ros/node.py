@@ -263,6 +263,9 @@ class PerceptionNode(LifecycleNode):
 
     def _result_cb(self, result: ClipResult) -> None:
         """Called by the core's worker thread for every scored clip."""
+        if self._annotate:
+            with self._lock:
+                self._to_draw[result.camera] = result
         for task, publisher in self._result_publishers.items():
             msg = Classification()
             msg.header = _header(result.header)
@@ -271,9 +274,6 @@ class PerceptionNode(LifecycleNode):
                 for name, score in messages.hypotheses(result, task)
             ]
             publisher.publish(msg)
-        if self._annotate:
-            with self._lock:
-                self._to_draw[result.camera] = result
 
     # ----- helpers ---------------------------------------------------------
 
