@@ -163,10 +163,23 @@ class Node:
         self.parameters: dict[str, Parameter] = {}
         self.descriptors: dict[str, Any] = {}
         self.callbacks: list[Any] = []
-        self.publishers: list[Publisher] = []
-        self.subscriptions: list[Subscription] = []
-        self.timers: list[Any] = []
+        # rclpy's own attribute names, so that a node overwriting them breaks here too.
+        self._publishers: list[Publisher] = []
+        self._subscriptions: list[Subscription] = []
+        self._timers: list[Any] = []
         self.destroyed = False
+
+    @property
+    def publishers(self) -> list[Publisher]:
+        return list(self._publishers)
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._subscriptions)
+
+    @property
+    def timers(self) -> list[Any]:
+        return list(self._timers)
 
     def get_name(self) -> str:
         return self.name
@@ -206,37 +219,37 @@ class Node:
 
     def create_publisher(self, msg_type: type, topic: str, qos: Any, **_: Any) -> Publisher:
         publisher = Publisher(msg_type, topic, qos, lifecycle=False)
-        self.publishers.append(publisher)
+        self._publishers.append(publisher)
         return publisher
 
     def create_lifecycle_publisher(self, msg_type: type, topic: str, qos: Any,
                                    **_: Any) -> Publisher:
         publisher = Publisher(msg_type, topic, qos, lifecycle=True)
-        self.publishers.append(publisher)
+        self._publishers.append(publisher)
         return publisher
 
     def create_subscription(self, msg_type: type, topic: str, callback: Any, qos: Any,
                             **_: Any) -> Subscription:
         subscription = Subscription(msg_type, topic, callback, qos)
-        self.subscriptions.append(subscription)
+        self._subscriptions.append(subscription)
         return subscription
 
     def create_timer(self, period: float, callback: Any, **_: Any) -> Any:
         timer = types.SimpleNamespace(period=period, callback=callback)
-        self.timers.append(timer)
+        self._timers.append(timer)
         return timer
 
     def destroy_publisher(self, publisher: Publisher) -> bool:
         publisher.destroyed = True
-        self.publishers.remove(publisher)
+        self._publishers.remove(publisher)
         return True
 
     def destroy_subscription(self, subscription: Subscription) -> bool:
-        self.subscriptions.remove(subscription)
+        self._subscriptions.remove(subscription)
         return True
 
     def destroy_timer(self, timer: Any) -> bool:
-        self.timers.remove(timer)
+        self._timers.remove(timer)
         return True
 
     def destroy_node(self) -> None:

@@ -111,7 +111,7 @@ class PerceptionNode(LifecycleNode):
         self._model_text = ""
         self._topics: list[str] = []
         self._annotate = False
-        self._subscriptions: list[Any] = []
+        self._image_subscriptions: list[Any] = []
         self._result_publishers: dict[str, Any] = {}
         self._label_publishers: list[Any] = []
         self._annotated_publisher: Any = None
@@ -168,7 +168,7 @@ class PerceptionNode(LifecycleNode):
         qos = self._image_qos()
         for topic in self._topics:
             msg_type = CompressedImage if topic.endswith("/compressed") else Image
-            self._subscriptions.append(
+            self._image_subscriptions.append(
                 self.create_subscription(msg_type, topic, self._image_cb_for(topic), qos)
             )
         self._pipeline.start()
@@ -345,9 +345,9 @@ class PerceptionNode(LifecycleNode):
         self._annotated_publisher.publish(out)
 
     def _stop_streaming(self) -> None:
-        for subscription in self._subscriptions:
+        for subscription in self._image_subscriptions:
             self.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._image_subscriptions = []
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None
