@@ -271,7 +271,7 @@ def test_annotated_image_draws_the_newest_frame(node_module: ModuleType,
     node.release()
     (msg,) = annotated.sent
     assert (msg.encoding, msg.height, msg.width, msg.step) == ("rgb8", 24, 40, 120)
-    pixels = np.frombuffer(msg.data, dtype=np.uint8).reshape(24, 40, 3)
+    pixels = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(24, 40, 3)
     assert (pixels != pixels[-1, -1]).any()  # text drawn on the flat frame
 
 

@@ -17,6 +17,7 @@ A managed (lifecycle) node, as Nav2 and yolo_ros are:
 
 from __future__ import annotations
 
+import array
 import sys
 import threading
 from collections.abc import Callable
@@ -341,7 +342,9 @@ class PerceptionNode(LifecycleNode):
         out.header = _header(header)
         out.height, out.width = drawn.shape[0], drawn.shape[1]
         out.encoding, out.is_bigendian, out.step = "rgb8", 0, drawn.shape[1] * 3
-        out.data = drawn.tobytes()
+        # array('B') is what rclpy stores uint8[] as; handing it bytes would make
+        # the setter check every byte in Python.
+        out.data = array.array("B", drawn.tobytes())
         self._annotated_publisher.publish(out)
 
     def _stop_streaming(self) -> None:
