@@ -303,3 +303,34 @@ def test_main_runs_and_exits_zero_on_interrupt(node_module: ModuleType,
     spins = ros.SingleThreadedExecutor.spins
     assert node_module.main(["--ros-args", "-p", f"checkpoint:={checkpoint}"]) == 0
     assert ros.SingleThreadedExecutor.spins == spins + 1
+
+
+def test_exceptions_in_transitions_are_logged_not_swallowed(
+    node_module: ModuleType, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rclpy turns an exception in a transition callback into ERROR silently."""
+    node = make_node(node_module, checkpoint=str(checkpoint), device="cpu",
+                     image_topics=["/ok", "/not a topic"])
+
+    def broken_warmup(self: Any, batch: int = 1) -> float:
+        raise RuntimeError("CUDA out of memory")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(node_module.StreamPipeline, "warmup", broken_warmup)
+        assert node.on_configure(state("unconfigured")) is ros.TransitionCallbackReturn.FAILURE
+    (error,) = node.logger.of("error")
+    assert error == "configure failed: RuntimeError: CUDA out of memory"
+    assert node._pipeline is None and node.publishers == []
+    assert node.on_configure(state("unconfigured")) is ros.TransitionCallbackReturn.SUCCESS
+    assert node.on_activate(state("inactive")) is ros.TransitionCallbackReturn.FAILURE
+    assert "activate failed" in node.logger.of("error")[-1]
+    assert "not a topic" in node.logger.of("error")[-1]
+    assert node.subscriptions == [] and not node._pipeline.running
+    node.release()
+
+
+def test_main_survives_a_failing_callback(node_module: ModuleType, checkpoint: Path) -> None:
+    ros.SingleThreadedExecutor.raises = [RuntimeError("Transition is not registered.")]
+    spins = ros.SingleThreadedExecutor.spins
+    assert node_module.main(["--ros-args", "-p", f"checkpoint:={checkpoint}"]) == 0
+    assert ros.SingleThreadedExecutor.spins == spins + 2  # went on spinning after the error

@@ -16,7 +16,7 @@ import enum
 import itertools
 import types
 from collections import namedtuple
-from typing import Any
+from typing import Any, ClassVar
 
 # ----- messages: plain classes with keyword constructors and defaults ---------
 
@@ -230,6 +230,8 @@ class Node:
 
     def create_subscription(self, msg_type: type, topic: str, callback: Any, qos: Any,
                             **_: Any) -> Subscription:
+        if " " in topic:  # rclpy raises InvalidTopicNameException
+            raise ValueError(f"Invalid topic name: {topic!r}")
         subscription = Subscription(msg_type, topic, callback, qos)
         self._subscriptions.append(subscription)
         return subscription
@@ -275,6 +277,7 @@ class Node:
 
 class SingleThreadedExecutor:
     spins = 0  # how often any executor of the stand-in was asked to spin
+    raises: ClassVar[list[Exception]] = []
 
     def __init__(self) -> None:
         self.nodes: list[Any] = []
@@ -287,6 +290,8 @@ class SingleThreadedExecutor:
 
     def spin_once(self, timeout_sec: float | None = None) -> None:
         SingleThreadedExecutor.spins += 1
+        if SingleThreadedExecutor.raises:  # what callbacks raise, in order (tests set it)
+            raise SingleThreadedExecutor.raises.pop(0)
         raise KeyboardInterrupt  # the fake has nothing to spin: behave like Ctrl-C
 
 

@@ -125,7 +125,17 @@ class PerceptionNode(LifecycleNode):
 
     # ----- lifecycle -------------------------------------------------------
 
+    # rclpy turns an exception in a transition callback into ERROR without a
+    # word; each transition therefore logs what went wrong itself.
+
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            return self._configure()
+        except Exception as exc:
+            self._unload()
+            return self._fail(f"configure failed: {type(exc).__name__}: {exc}")
+
+    def _configure(self) -> TransitionCallbackReturn:
         values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
         problems = validate_all(values)
         if problems:
@@ -165,7 +175,17 @@ class PerceptionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        assert self._pipeline is not None, "activate follows a successful configure"
+        try:
+            self._activate()
+        except Exception as exc:
+            self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}")
+            self._stop_streaming()
+            return TransitionCallbackReturn.FAILURE
+        return super().on_activate(state)  # activates the lifecycle publishers
+
+    def _activate(self) -> None:
+        if self._pipeline is None:
+            raise RuntimeError("not configured")
         qos = self._image_qos()
         for topic in self._topics:
             msg_type = CompressedImage if topic.endswith("/compressed") else Image
@@ -177,7 +197,6 @@ class PerceptionNode(LifecycleNode):
         period = float(self.get_parameter("diagnostics_period_s").value)
         self._diagnostics_timer = self.create_timer(period, self.diagnostics_cb)
         self.get_logger().info(f"active: reading {', '.join(self._topics)}")
-        return super().on_activate(state)  # activates the lifecycle publishers
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_streaming()
@@ -409,9 +428,14 @@ def main(args: list[str] | None = None) -> int:
     executor.add_node(node)
     try:
         while node.exit_code is None and rclpy.ok():
-            executor.spin_once(timeout_sec=0.2)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+            try:
+                executor.spin_once(timeout_sec=0.2)
+            except (KeyboardInterrupt, ExternalShutdownException):
+                break
+            except Exception as exc:
+                # e.g. rclpy raising for a lifecycle transition that the current
+                # state does not have: one error line, perception goes on.
+                node.get_logger().error(f"{type(exc).__name__}: {exc}")
     finally:
         node.release()
         executor.remove_node(node)
