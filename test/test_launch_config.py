@@ -1,8 +1,9 @@
 """launch/perception.launch.py, config/perception.yaml and the node agree.
 
 ROS 2 (and so the `launch` library) is not installed here: the launch file is
-read as Python source (parsed, its argument table and node settings
-extracted); the node's parameters come from its table
+parsed as Python source, and run with recording stand-ins for the launch
+libraries to check what its arguments turn into; the node's parameters come
+from its table
 (`mtl_perception.ros.params.PARAMS`), which is the only thing the node
 declares from (checked on node.py's source below).
 """
@@ -130,3 +131,119 @@ def test_stream_parameters_are_stream_config_fields_with_its_defaults() -> None:
 @pytest.mark.parametrize("spec", PARAMS, ids=lambda s: s.name)
 def test_defaults_pass_their_own_validation(spec: Any) -> None:
     assert check_value(spec, spec.default) is None
+
+
+def _recorder(name: str) -> type:
+    """A launch action/event stand-in that keeps its constructor arguments."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    return type(name, (), {"__init__": __init__})
+
+
+class _LaunchConfiguration:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def perform(self, context: Any) -> str:
+        return context.launch_configurations[self.name]
+
+
+def _launch_module() -> Any:
+    """launch/perception.launch.py loaded with recording stand-ins for the launch
+    libraries (not installed here), to run its argument handling."""
+    import importlib.util
+    import sys
+    import types
+    from unittest import mock
+
+    def module(name: str, **attrs: Any) -> types.ModuleType:
+        mod = types.ModuleType(name)
+        mod.__dict__.update(attrs)
+        return mod
+
+    names = ["DeclareLaunchArgument", "EmitEvent", "OpaqueFunction", "RegisterEventHandler",
+             "Shutdown", "IfCondition", "LifecycleNode", "OnStateTransition", "ChangeState",
+             "LaunchDescription"]
+    fake = {name: _recorder(name) for name in names}
+    transition = types.SimpleNamespace(TRANSITION_CONFIGURE=1, TRANSITION_ACTIVATE=3)
+    modules = {
+        "launch": module("launch", LaunchContext=object,
+                         LaunchDescription=fake["LaunchDescription"]),
+        "launch.actions": module("launch.actions", **{n: fake[n] for n in names[:5]}),
+        "launch.conditions": module("launch.conditions", IfCondition=fake["IfCondition"]),
+        "launch.events": module("launch.events", matches_action=lambda action: action),
+        "launch.substitutions": module("launch.substitutions",
+                                       LaunchConfiguration=_LaunchConfiguration),
+        "launch_ros": module("launch_ros"),
+        "launch_ros.actions": module("launch_ros.actions", LifecycleNode=fake["LifecycleNode"]),
+        "launch_ros.event_handlers": module("launch_ros.event_handlers",
+                                            OnStateTransition=fake["OnStateTransition"]),
+        "launch_ros.events": module("launch_ros.events"),
+        "launch_ros.events.lifecycle": module("launch_ros.events.lifecycle",
+                                              ChangeState=fake["ChangeState"]),
+        "lifecycle_msgs": module("lifecycle_msgs"),
+        "lifecycle_msgs.msg": module("lifecycle_msgs.msg", Transition=transition),
+        "ament_index_python": module("ament_index_python"),
+        "ament_index_python.packages": module(
+            "ament_index_python.packages",
+            get_package_share_directory=lambda package: f"/opt/share/{package}"),
+    }
+    modules["lifecycle_msgs"].msg = modules["lifecycle_msgs.msg"]
+    with mock.patch.dict(sys.modules, modules):
+        spec = importlib.util.spec_from_file_location("perception_launch", LAUNCH)
+        assert spec is not None and spec.loader is not None
+        launch_file = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(launch_file)
+    return launch_file
+
+
+def _run_setup(launch_file: Any, **given: str) -> tuple[Any, list[Any]]:
+    values = {name: default for name, (default, _) in launch_file.ARGUMENTS.items()}
+    values.update(given)
+    context = type("Context", (), {"launch_configurations": values})()
+    actions = launch_file._launch_setup(context)
+    (node,) = [a for a in actions if type(a).__name__ == "LifecycleNode"]
+    return node, actions
+
+
+def test_launch_arguments_become_parameters() -> None:
+    launch_file = _launch_module()
+    description = launch_file.generate_launch_description()
+    (entities,) = description.args
+    declared = [e.args[0] for e in entities if type(e).__name__ == "DeclareLaunchArgument"]
+    assert set(declared) == LAUNCH_ARGUMENTS
+    node, _ = _run_setup(launch_file)
+    assert node.kwargs["executable"] == "perception_node" == node.kwargs["name"]
+    assert node.kwargs["namespace"] == ""
+    config, overrides = node.kwargs["parameters"]
+    assert config == "/opt/share/mtl_perception/config/perception.yaml"
+    assert overrides == {"use_sim_time": False}  # empty arguments keep the file's values
+    node, _ = _run_setup(launch_file, checkpoint="/m/best.safetensors", device="cuda:1",
+                         image_topic="/front/image_raw/compressed", use_sim_time="true",
+                         namespace="robot1", config="/etc/my.yaml")
+    config, overrides = node.kwargs["parameters"]
+    assert config == "/etc/my.yaml" and node.kwargs["namespace"] == "robot1"
+    assert overrides == {"use_sim_time": True, "checkpoint": "/m/best.safetensors",
+                         "device": "cuda:1", "image_topics": ["/front/image_raw/compressed"]}
+
+
+def test_autostart_configures_then_activates_the_node() -> None:
+    launch_file = _launch_module()
+    node, actions = _run_setup(launch_file)
+    emit = [a for a in actions if type(a).__name__ == "EmitEvent"]
+    handlers = [a for a in actions if type(a).__name__ == "RegisterEventHandler"]
+    (configure,) = emit
+    assert configure.kwargs["event"].kwargs["transition_id"] == 1
+    assert configure.kwargs["event"].kwargs["lifecycle_node_matcher"] is node
+    (handler,) = handlers
+    on_inactive = handler.args[0]
+    assert on_inactive.kwargs["target_lifecycle_node"] is node
+    assert (on_inactive.kwargs["start_state"], on_inactive.kwargs["goal_state"]) == (
+        "configuring", "inactive")
+    (activate,) = on_inactive.kwargs["entities"]
+    assert activate.kwargs["event"].kwargs["transition_id"] == 3
+    for conditional in (configure, handler):
+        condition = conditional.kwargs["condition"]
+        assert condition.args[0].name == "autostart"
