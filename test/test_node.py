@@ -287,14 +287,32 @@ def test_unusable_checkpoint_fails_configure_once_and_clearly(
     (error,) = node.logger.of("error")
     assert str(path) in error and "\n" not in error
     assert ("make demo" in error) == (content is None)
-    assert node.exit_code == 1 and node._pipeline is None
+    assert node.exit_code == 2 and node._pipeline is None
 
 
 def test_main_exits_non_zero_on_a_corrupt_checkpoint(node_module: ModuleType,
                                                      tmp_path: Path) -> None:
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x80\x04 pickle, not safetensors")
-    assert node_module.main(["--ros-args", "-p", f"checkpoint:={bad}"]) == 1
+    assert node_module.main(["--ros-args", "-p", f"checkpoint:={bad}"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [("qos_depth:=5.0", "expecting int"),  # rclpy refuses the type when declaring
+     ("smoothing:=median", "smoothing: 'median' is not one of"),
+     ("max_gap_s:=0.01", "max_gap_s (0.01) is shorter than one sampling period")],
+)
+def test_main_refuses_bad_settings_at_start_up(node_module: ModuleType, checkpoint: Path,
+                                               setting: str, problem: str) -> None:
+    spins = ros.SingleThreadedExecutor.spins
+    args = ["--ros-args", "-p", f"checkpoint:={checkpoint}", "-p", setting]
+    ros.NODE_LOGGERS.clear()
+    ros._NAMED_LOGGERS.clear()
+    assert node_module.main(args) == 2
+    (error,) = ros.errors_logged()
+    assert error.startswith("invalid parameters:") and problem in error
+    assert ros.SingleThreadedExecutor.spins == spins  # never started spinning
 
 
 def test_main_runs_and_exits_zero_on_interrupt(node_module: ModuleType,

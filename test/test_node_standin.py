@@ -18,6 +18,8 @@ import types
 from collections import namedtuple
 from typing import Any, ClassVar
 
+import yaml
+
 # ----- messages: plain classes with keyword constructors and defaults ---------
 
 
@@ -149,6 +151,14 @@ class Clock:
 # Parameters given on the "command line" of the fake `init(args)`.
 _ARGS_OVERRIDES: dict[str, Any] = {}
 _CONTEXT = {"ok": False}  # rclpy.ok(): between init() and try_shutdown()
+_NAMED_LOGGERS: dict[str, Logger] = {}  # rclpy.logging.get_logger(name)
+NODE_LOGGERS: list[Logger] = []  # every node's logger, in creation order
+
+
+def errors_logged() -> list[str]:
+    """Every error line logged so far, by nodes and by named loggers."""
+    loggers = [*NODE_LOGGERS, *_NAMED_LOGGERS.values()]
+    return [line for logger in loggers for line in logger.of("error")]
 
 
 class Node:
@@ -158,6 +168,7 @@ class Node:
                  **_: Any) -> None:
         self.name = node_name
         self.logger = Logger()
+        NODE_LOGGERS.append(self.logger)
         self.overrides = {p.name: p.value for p in parameter_overrides or []}
         self.overrides = {**_ARGS_OVERRIDES, **self.overrides}
         self.parameters: dict[str, Parameter] = {}
@@ -193,7 +204,11 @@ class Node:
     def declare_parameter(self, name: str, value: Any = None, descriptor: Any = None,
                           ignore_override: bool = False) -> Parameter:
         assert name not in self.parameters, f"{name} declared twice"
-        parameter = Parameter(name, None, self.overrides.get(name, value))
+        given = self.overrides.get(name, value)
+        if value is not None and type(given) is not type(value):  # rclpy: static typing
+            raise TypeError(f"Trying to set parameter '{name}' to '{given}' of type "
+                            f"{type(given).__name__}, expecting {type(value).__name__}")
+        parameter = Parameter(name, None, given)
         self.parameters[name], self.descriptors[name] = parameter, descriptor
         return parameter
 
@@ -307,7 +322,7 @@ def _init(args: list[str] | None = None) -> None:
     for flag, value in itertools.pairwise(items):
         if flag == "-p":
             name, _, text = value.partition(":=")
-            _ARGS_OVERRIDES[name] = text
+            _ARGS_OVERRIDES[name] = yaml.safe_load(text)  # rclpy parses values as YAML
 
 
 def modules() -> dict[str, types.ModuleType]:
@@ -318,9 +333,12 @@ def modules() -> dict[str, types.ModuleType]:
         mod.__dict__.update(attrs)
         return mod
 
+    logging = module("rclpy.logging", get_logger=lambda name: _NAMED_LOGGERS.setdefault(
+        name, Logger()))
     return {
         "rclpy": module("rclpy", init=_init, ok=lambda: _CONTEXT["ok"],
-                        try_shutdown=lambda: _CONTEXT.update(ok=False)),
+                        try_shutdown=lambda: _CONTEXT.update(ok=False), logging=logging),
+        "rclpy.logging": logging,
         "rclpy.lifecycle": module("rclpy.lifecycle", Node=Node, LifecycleState=LifecycleState,
                                   TransitionCallbackReturn=TransitionCallbackReturn),
         "rclpy.executors": module("rclpy.executors", SingleThreadedExecutor=SingleThreadedExecutor,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
+import rclpy.logging
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
@@ -67,6 +68,9 @@ from mtl_perception.stream import (
 )
 
 NODE_NAME = "perception_node"
+# Exit status for what cannot run as given (parameters, checkpoint): the
+# project's CLIs exit 2 for bad input.
+EXIT_BAD_INPUT = 2
 
 _TYPE_IDS = {
     "string": ParameterType.PARAMETER_STRING,
@@ -215,6 +219,22 @@ class PerceptionNode(LifecycleNode):
         self.release()
         return TransitionCallbackReturn.SUCCESS
 
+    def startup_problem(self) -> str | None:
+        """What makes configure certain to fail (parameters, checkpoint metadata), or None.
+
+        Cheap (the weights are not read): main checks it at start-up so that a
+        node that cannot run says so at once instead of waiting for configure.
+        """
+        values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
+        problems = validate_all(values)
+        if problems:
+            return "invalid parameters: " + "; ".join(problems)
+        try:
+            from_dict(StreamConfig, stream_values(values), "parameters")
+        except (SettingsError, ValueError) as exc:
+            return f"invalid parameters: {exc}"
+        return check_checkpoint(str(values["checkpoint"]))
+
     def release(self) -> None:
         """Stop everything and free the model (and GPU memory); safe to call twice."""
         self._stop_streaming()
@@ -303,7 +323,7 @@ class PerceptionNode(LifecycleNode):
         re-configure that fails leaves the node unconfigured for another try."""
         self.get_logger().error(message)
         if not self._configured_once:
-            self.exit_code = 1
+            self.exit_code = EXIT_BAD_INPUT
         return TransitionCallbackReturn.FAILURE
 
     def _image_qos(self) -> QoSProfile:
@@ -417,13 +437,18 @@ def check_checkpoint(path: str) -> str | None:
 def main(args: list[str] | None = None) -> int:
     """Console script `perception_node`: spin until shutdown; non-zero when it cannot run."""
     rclpy.init(args=args)
-    node = PerceptionNode()
-    # Refuse a missing or foreign checkpoint at start-up, before anyone waits
-    # for a configure transition that can only fail.
-    problem = check_checkpoint(str(node.get_parameter("checkpoint").value))
+    try:
+        node = PerceptionNode()
+    except Exception as exc:  # rclpy refuses a value of the wrong type or out of its range
+        rclpy.logging.get_logger(NODE_NAME).error(f"invalid parameters: {exc}")
+        rclpy.try_shutdown()
+        return EXIT_BAD_INPUT
+    # Refuse bad settings or a missing or foreign checkpoint at start-up, before
+    # anyone waits for a configure transition that can only fail.
+    problem = node.startup_problem()
     if problem is not None:
         node.get_logger().error(problem)
-        node.exit_code = 1
+        node.exit_code = EXIT_BAD_INPUT
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
