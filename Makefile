@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo lint bench clean
+.PHONY: setup test demo lint bench clean typecheck-node
 
 setup: $(VENV)/.installed
 
@@ -15,10 +15,19 @@ $(VENV)/.installed: setup.py setup.cfg constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[train,bag,dev]'
 	touch $@
 
-test: setup
+test: setup typecheck-node
 	$(PY) -m ruff check .
 	$(PY) -m mypy mtl_perception training bench
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The node's calls into rclpy, checked against the Humble rclpy sources that the
+# PyPI package rclpy-intellisense ships (a type reference only: it cannot run).
+# Installed with --target into a git-ignored folder that only mypy reads, never
+# into the venv, where it would shadow a real ROS 2 rclpy.
+TYPESTUBS := .typestubs/rclpy
+typecheck-node: setup
+	test -f $(TYPESTUBS)/rclpy/lifecycle/node.py || $(PY) -m pip install --quiet --target $(TYPESTUBS) rclpy-intellisense==1.2.0
+	MYPYPATH=$(TYPESTUBS) $(PY) -m mypy --follow-imports=silent --ignore-missing-imports --cache-dir .mypy_cache/node mtl_perception/ros/node.py
 
 # The main job on built-in defaults (until bag evaluation lands): render the
 # synthetic set and check it the way a user checks a real one.

@@ -1,0 +1,126 @@
+"""Launch the perception node: `ros2 launch mtl_perception perception.launch.py`.
+
+A managed (lifecycle) node, as Nav2 and yolo_ros run theirs: with
+`autostart:=true` (the default) this file asks it to configure (load and warm
+up the model) and, once inactive, to activate (subscribe and publish), so
+`ros2 launch` alone gives a running node. With `autostart:=false` it waits
+for `ros2 lifecycle set /perception_node configure` and `... activate`.
+
+Launch arguments (all optional):
+  config        parameter file (default: the installed config/perception.yaml)
+  checkpoint    model checkpoint; overrides the file's `checkpoint`
+  image_topic   one camera topic; overrides the file's `image_topics`
+  device        auto | cpu | cuda | cuda:N; overrides the file's `device`
+  namespace     namespace of the node (results stay on /human/*; remap them if needed)
+  use_sim_time  true to follow /clock (bag replay)
+  autostart     true: configure and activate at launch
+
+Remap a camera without editing the file:
+  ros2 launch mtl_perception perception.launch.py image_topic:=/front/color/image_raw
+"""
+
+from __future__ import annotations
+
+import os
+
+import lifecycle_msgs.msg
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    OpaqueFunction,
+    RegisterEventHandler,
+    Shutdown,
+)
+from launch.conditions import IfCondition
+from launch.events import matches_action
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+
+from launch import LaunchContext, LaunchDescription
+
+PACKAGE = "mtl_perception"
+NODE_NAME = "perception_node"
+
+# name -> (default, description). An empty default leaves the parameter file's value.
+ARGUMENTS: dict[str, tuple[str, str]] = {
+    "config": ("", "Parameter file; empty: the installed config/perception.yaml."),
+    "checkpoint": ("", "Model checkpoint (.safetensors); empty: the parameter file's."),
+    "image_topic": ("", "Camera image topic (Image, or CompressedImage when it ends in "
+                        "/compressed); empty: the parameter file's image_topics."),
+    "device": ("", "auto, cpu, cuda or cuda:N; empty: the parameter file's."),
+    "namespace": ("", "Namespace of the node."),
+    "use_sim_time": ("false", "Use /clock (true when replaying a bag with --clock)."),
+    "autostart": ("true", "Configure and activate the node at launch."),
+}
+
+
+def _is_true(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _launch_setup(context: LaunchContext) -> list:
+    """Build the node with the arguments' values (resolved here, so that
+    `image_topic` can become the one-element list `image_topics`)."""
+
+    def value(name: str) -> str:
+        return LaunchConfiguration(name).perform(context).strip()
+
+    config = value("config") or os.path.join(
+        get_package_share_directory(PACKAGE), "config", "perception.yaml"
+    )
+    overrides: dict[str, object] = {"use_sim_time": _is_true(value("use_sim_time"))}
+    if value("checkpoint"):
+        overrides["checkpoint"] = os.path.expanduser(value("checkpoint"))
+    if value("image_topic"):
+        overrides["image_topics"] = [value("image_topic")]
+    if value("device"):
+        overrides["device"] = value("device")
+
+    node = LifecycleNode(
+        package=PACKAGE,
+        executable=NODE_NAME,
+        name=NODE_NAME,
+        namespace=value("namespace"),  # Humble's LifecycleNode requires it
+        parameters=[config, overrides],
+        output="screen",
+        emulate_tty=True,
+        # A node that exits (e.g. no usable checkpoint) ends the launch too,
+        # instead of leaving `ros2 launch` waiting on nothing.
+        on_exit=Shutdown(reason=f"{NODE_NAME} exited"),
+    )
+    autostart = IfCondition(LaunchConfiguration("autostart"))
+    configure = EmitEvent(
+        event=ChangeState(
+            lifecycle_node_matcher=matches_action(node),
+            transition_id=lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE,
+        ),
+        condition=autostart,
+    )
+    activate_when_inactive = RegisterEventHandler(
+        OnStateTransition(
+            target_lifecycle_node=node,
+            start_state="configuring",
+            goal_state="inactive",
+            entities=[
+                EmitEvent(
+                    event=ChangeState(
+                        lifecycle_node_matcher=matches_action(node),
+                        transition_id=lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE,
+                    )
+                )
+            ],
+        ),
+        condition=autostart,
+    )
+    return [activate_when_inactive, node, configure]
+
+
+def generate_launch_description() -> LaunchDescription:
+    arguments = [
+        DeclareLaunchArgument(name, default_value=default, description=description)
+        for name, (default, description) in ARGUMENTS.items()
+    ]
+    return LaunchDescription([*arguments, OpaqueFunction(function=_launch_setup)])
