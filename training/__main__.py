@@ -16,6 +16,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "summarize": ("training.summarize", "count samples, classes and missing files of a set"),
     "synth": ("training.synthetic.cli", "render the synthetic action/gesture dataset"),
+    "to-bag": ("training.to_bag", "a labelled video list -> rosbag2 (mcap/sqlite3) + labels CSV"),
 }
 
 
