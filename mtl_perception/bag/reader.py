@@ -71,6 +71,7 @@ class RawMessage:
     log_time_ns: int
     data: bytes
     cdr: bool  # False: ROS 1 serialisation
+    digest: str = ''  # RIHS01 hash of a rosbag2 connection's type ('' if unknown)
 
 
 def bag_kind(path: Path) -> str | None:
@@ -114,6 +115,19 @@ def _expected_counts(path: Path) -> dict[str, int]:
         }
     except (yaml.YAMLError, KeyError, TypeError, ValueError, UnicodeDecodeError):
         return {}
+
+
+def _metadata_end(path: Path) -> int | None:
+    """starting_time + duration from metadata.yaml (a damaged bag's promised end)."""
+    meta = path / "metadata.yaml" if path.is_dir() else None
+    if meta is None or not meta.is_file():
+        return None
+    try:
+        info = yaml.safe_load(meta.read_text(encoding="utf-8"))["rosbag2_bagfile_information"]
+        start = int(info["starting_time"]["nanoseconds_since_epoch"])
+        return start + int(info["duration"]["nanoseconds"]) + 1
+    except (yaml.YAMLError, KeyError, TypeError, ValueError, UnicodeDecodeError):
+        return None
 
 
 class Bag:
@@ -163,13 +177,15 @@ class Bag:
     @property
     def end_time_ns(self) -> int | None:
         """Log time just after the bag's last message (all topics); None if unknown."""
-        return self._reader.end_time if self._reader is not None else None
+        if self._reader is not None:
+            return self._reader.end_time
+        return _metadata_end(self.path)
 
     def images(self) -> Iterator[tuple[int, Any]]:
         """`(log time ns, message)` of the image topic in log-time order; stops at damage."""
         for raw in self._raw([self.image_topic]):
             try:
-                msg = self._deserialize(raw)
+                msg = self.deserialize(raw)
             except Exception as exc:
                 self._damaged(f"message {self.report.messages_read + 1} does not deserialize "
                               f"({_one_line(exc)})")
@@ -233,7 +249,7 @@ class Bag:
         try:
             for conn, time_ns, data in reader.messages(connections=connections):
                 yield RawMessage(conn.topic, conn.msgtype, conn.msgdef.data, time_ns,
-                                 bytes(data), reader.is2)
+                                 bytes(data), reader.is2, conn.digest or "")
         except Exception as exc:
             self._damaged(_one_line(exc))
 
@@ -272,7 +288,8 @@ class Bag:
                 continue
             yield from ((k, t) for k, t in result.topics.items() if k >= 0 and t.name)
 
-    def _deserialize(self, raw: RawMessage) -> Any:
+    def deserialize(self, raw: RawMessage) -> Any:
+        """One stored message as an object of the bag's (or the package's) types."""
         if self._reader is not None:
             return self._reader.deserialize(raw.data, raw.msgtype)
         store = typestore()
