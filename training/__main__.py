@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.train_cli", "train one model (any method and loss weighting)"),
     "evaluate": ("training.evaluate", "score a checkpoint on a split of a set"),
     "experiments": ("training.experiments", "run the paper's experiment grid for one set"),
+    "to-bag": ("training.to_bag", "a labelled video list -> rosbag2 (mcap/sqlite3) + labels CSV"),
 }
 
 

@@ -1,0 +1,154 @@
+"""`evaluate_bag`: score a checkpoint on a recorded bag exactly as the robot would see it.
+
+The bag's image messages go, in log-time order, through the live node's
+streaming core (`mtl_perception.stream.StreamPipeline`, unchanged) in its
+offline mode (`realtime=False`): same decoding, per-frame preprocessing,
+sampling by header stamp at `target_fps`, clips every `inference_stride`
+sampled frames, inference and smoothing; no clip is dropped and the clips
+are scored in order, one batch shape, in this thread, so two runs give the
+same predictions. The clips are then scored against a labels CSV
+(`labels.py`, `metrics.py`).
+
+Outputs (`--out`, written whole or not at all, `outputs.py`): metrics.json,
+report.md, predictions.csv, confusion_<task>.png, and with `--write-bag` a
+copy of the bag (`bag/`) with the predictions on `/human/<task>`
+(vision_msgs/Classification) and `/human/<task>/label_info`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mtl_perception.bag.labels import LabelsError, read_labels
+from mtl_perception.bag.outputs import OutputError, check_out, staged
+from mtl_perception.bag.progress import Progress
+from mtl_perception.bag.reader import Bag, BagError
+from mtl_perception.bag.results import write_outputs
+from mtl_perception.bag.run import Evaluation, EvaluationError, load_stream_config, run_pipeline
+from mtl_perception.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
+from mtl_perception.settings import SettingsError
+from mtl_perception.stream import StreamConfigError
+
+LOG = logging.getLogger("evaluate_bag")
+_ERRORS = (BagError, LabelsError, CheckpointError, OutputError, SettingsError,
+           StreamConfigError, EvaluationError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evaluate_bag", description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--bag", type=Path, required=True,
+                        help="rosbag2 folder, .mcap or .db3 file, or ROS 1 .bag file")
+    parser.add_argument("--checkpoint", type=Path, required=True, help=".safetensors checkpoint")
+    parser.add_argument("--labels", type=Path, required=True,
+                        help="CSV start,end,task,label (seconds from the first image's stamp)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created whole)")
+    parser.add_argument("--image-topic", default=None,
+                        help="image topic (default: the bag's only image topic, else "
+                             "/camera/image_raw)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
+    parser.add_argument("--autocast", default="none", choices=("none", "fp16", "bf16"),
+                        help="half-precision inference on a GPU")
+    parser.add_argument("--write-bag", action="store_true",
+                        help="also write a copy of the bag with the predictions (out/bag)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it holds an earlier evaluate_bag output")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="stream settings YAML (StreamConfig fields, or the node's "
+                             "config/perception.yaml)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="stream settings, e.g. target_fps=25 inference_stride=4 "
+                             "smoothing=ema")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script `evaluate_bag` (also `ros2 run mtl_perception evaluate_bag`)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        evaluation = evaluate(args)
+    except _ERRORS as exc:
+        LOG.error("%s", exc)
+        return 2
+    _summary(evaluation, args.out)
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> Evaluation:
+    """Check every input cheaply, then run the bag through the pipeline and write outputs."""
+    config = load_stream_config(args.config, args.overrides)
+    check_out(args.out, args.overwrite)
+    info = read_checkpoint_info(args.checkpoint)
+    with Bag(args.bag, args.image_topic) as bag:
+        images = bag.images()
+        first = _first_image(bag, images)
+        span_s = None
+        if bag.end_time_ns is not None:
+            span_s = (bag.end_time_ns - first[0]) / 1e9
+        classes = {t: info.classes_of(t) for t in info.model.task_names}
+        intervals = read_labels(args.labels, classes, span_s)
+        loaded = load_checkpoint(args.checkpoint, device="cpu")
+        progress = Progress(bag.report.messages_expected, enabled=not args.no_progress)
+        evaluation = run_pipeline(
+            loaded.model, loaded.info, config, _chain(first, images), bag.report,
+            device=args.device, autocast=args.autocast, progress=progress,
+            keep_log_times=args.write_bag,
+        )
+    if bag.report.warning:
+        LOG.warning("%s", bag.report.warning)
+        evaluation.warnings.insert(0, bag.report.warning)
+    evaluation.score(intervals)
+    with staged(args.out, args.overwrite) as stage:
+        write_outputs(stage, evaluation, args)
+    return evaluation
+
+
+def _first_image(bag: Bag, images: Iterator[tuple[int, Any]]) -> tuple[int, Any]:
+    """The first image (its stamp anchors the labels); refuse a topic we cannot decode."""
+    from mtl_perception.stream import ImageDecodeError, decode_image
+
+    first = next(images, None)
+    if first is None:
+        raise BagError(f"bag {bag.path} has no readable message on {bag.image_topic}"
+                       + (f" ({bag.report.warning})" if bag.report.warning else ""))
+    try:
+        decode_image(first[1])
+    except ImageDecodeError as exc:
+        raise EvaluationError(f"bag {bag.path} topic {bag.image_topic}: first image cannot "
+                              f"be decoded: {exc}") from exc
+    return first
+
+
+def _chain(first: tuple[int, Any], rest: Iterator[tuple[int, Any]]
+           ) -> Iterator[tuple[int, Any]]:
+    yield first
+    yield from rest
+
+
+def _summary(evaluation: Evaluation, out: Path) -> None:
+    metrics = evaluation.metrics
+    for task in evaluation.tasks:
+        section = metrics[task]
+        LOG.info("%s: segment accuracy %s (%d segments), clip accuracy %s (%d clips)", task,
+                 _pct(section["segment_accuracy"]), section["segments_scored"],
+                 _pct(section["clip_accuracy"]), section["clips_scored"])
+    LOG.info("report: %s; plots: %s", out / "report.md",
+             ", ".join(str(out / p) for p in evaluation.plots))
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

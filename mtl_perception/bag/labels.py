@@ -1,0 +1,135 @@
+"""Ground-truth labels for a bag: a CSV of labelled time intervals.
+
+```
+start,end,task,label
+0.0,3.2,action,walk
+0.5,2.9,gesture,wave
+```
+
+Times are seconds relative to the first image's header stamp; `task` is one
+of the checkpoint's tasks; `label` is one of that task's class names.
+Intervals of one task may not overlap (each clip has one true class). Every
+problem is one `LabelsError` naming the file and line, raised before any
+image is decoded.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+HEADER = ("start", "end", "task", "label")
+_SHOWN = 8  # class names listed in an unknown-class message
+
+
+class LabelsError(ValueError):
+    """A labels file that cannot be used; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    start: float  # seconds from the first image's header stamp
+    end: float
+    task: str
+    label: str
+    line: int  # where it came from, for messages
+
+    def overlap(self, first: float, last: float) -> float:
+        """Seconds of `[first, last]` inside this interval."""
+        return max(0.0, min(self.end, last) - max(self.start, first))
+
+
+def read_labels(
+    path: str | Path,
+    classes: Mapping[str, Sequence[str]],
+    bag_span_s: float | None = None,
+    slack_s: float = 0.5,
+) -> list[Interval]:
+    """Parse and check a labels CSV against the checkpoint's tasks and classes.
+
+    `bag_span_s`: seconds from the first image to the bag's end; an interval
+    ending more than `slack_s` after it (or starting before 0) is refused.
+    None skips that check (a bag whose length is unknown).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LabelsError(f"labels file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LabelsError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
+    rows = list(csv.reader(text.splitlines()))
+    if not rows or tuple(c.strip() for c in rows[0]) != HEADER:
+        raise LabelsError(f"{path}:1: expected the header {','.join(HEADER)}, got "
+                          f"{','.join(rows[0]) if rows else 'an empty file'}")
+    intervals: list[Interval] = []
+    for number, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        intervals.append(_row(path, number, row, classes, bag_span_s, slack_s))
+    if not intervals:
+        raise LabelsError(f"{path}: no labelled intervals after the header")
+    _check_overlaps(path, intervals)
+    return intervals
+
+
+def _row(path: Path, number: int, row: list[str], classes: Mapping[str, Sequence[str]],
+         span: float | None, slack: float) -> Interval:
+    where = f"{path}:{number}"
+    if len(row) != len(HEADER):
+        raise LabelsError(f"{where}: expected {len(HEADER)} columns "
+                          f"({','.join(HEADER)}), got {len(row)}: {','.join(row)}")
+    start, end = (_seconds(where, name, value) for name, value in zip(HEADER[:2], row[:2]))
+    task, label = row[2].strip(), row[3].strip()
+    if end <= start:
+        raise LabelsError(f"{where}: end {end} is not after start {start}")
+    if task not in classes:
+        raise LabelsError(f"{where}: unknown task {task!r}; the checkpoint's tasks: "
+                          f"{', '.join(classes)}")
+    if label not in classes[task]:
+        names = list(classes[task])
+        shown = ", ".join(names[:_SHOWN]) + (", ..." if len(names) > _SHOWN else "")
+        raise LabelsError(f"{where}: unknown {task} class {label!r}; the checkpoint's "
+                          f"{task} classes: {shown}")
+    if start < 0 or (span is not None and end > span + slack):
+        bound = f"[0, {span:.3f}] s" if span is not None else "times >= 0 s"
+        raise LabelsError(f"{where}: interval [{start}, {end}] s lies outside the bag "
+                          f"({bound} from the first image)")
+    return Interval(start, end, task, label, number)
+
+
+def _seconds(where: str, name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise LabelsError(f"{where}: {name} {value.strip()!r} is not a number") from None
+    if not math.isfinite(seconds):
+        raise LabelsError(f"{where}: {name} {value.strip()!r} is not a finite number")
+    return seconds
+
+
+def _check_overlaps(path: Path, intervals: list[Interval]) -> None:
+    by_task: dict[str, list[Interval]] = {}
+    for interval in intervals:
+        by_task.setdefault(interval.task, []).append(interval)
+    for items in by_task.values():
+        items.sort(key=lambda i: i.start)
+        for before, after in itertools.pairwise(items):
+            if after.start < before.end - 1e-9:
+                raise LabelsError(
+                    f"{path}:{after.line}: {after.task} interval [{after.start}, {after.end}] "
+                    f"overlaps line {before.line} [{before.start}, {before.end}]"
+                )
+
+
+def write_labels(path: str | Path, intervals: Sequence[tuple[float, float, str, str]]) -> None:
+    """Write `(start, end, task, label)` rows with the header (what dataset_to_bag emits)."""
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(HEADER)
+        for start, end, task, label in intervals:
+            writer.writerow([f"{start:.6f}", f"{end:.6f}", task, label])

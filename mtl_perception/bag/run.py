@@ -1,0 +1,198 @@
+"""Driving the streaming core over a bag's images, offline and deterministically.
+
+`run_pipeline` pushes every image into `StreamPipeline(realtime=False)`
+from this thread and lets the pipeline score clips here too (no worker
+thread): the order of every operation is fixed by the bag alone, so two runs
+give identical predictions. It times the three stages it can see apart:
+reading (bag I/O + deserialisation), push (image decoding + preprocessing +
+buffering, and the inference the pipeline runs inside a push when its
+offline queue is full) and inference (the model's forward passes, from the
+results); push minus inference is decoding + preprocessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtl_perception.bag.labels import Interval
+from mtl_perception.bag.metrics import ClipRecord, compute
+from mtl_perception.bag.progress import Progress
+from mtl_perception.bag.reader import ReadReport
+from mtl_perception.checkpoint import CheckpointInfo
+from mtl_perception.settings import SettingsError, apply_overrides, from_dict, load_yaml
+from mtl_perception.stream import (
+    ClipResult,
+    ImageDecodeError,
+    StreamConfig,
+    StreamPipeline,
+    StreamStats,
+)
+
+NODE_SECTION = ("perception_node", "ros__parameters")
+
+
+class EvaluationError(RuntimeError):
+    """Nothing could be evaluated (no clip scored, an undecodable image topic)."""
+
+
+def load_stream_config(path: Path | None, overrides: Sequence[str]) -> StreamConfig:
+    """StreamConfig from a YAML file (plain, or the node's parameter file) plus overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = load_yaml(path)
+        if NODE_SECTION[0] in data:  # the node's file: keep the stream's own settings
+            section = data[NODE_SECTION[0]]
+            params = section.get(NODE_SECTION[1], {}) if isinstance(section, dict) else {}
+            names = {f.name for f in dataclasses.fields(StreamConfig)}
+            data = {k: v for k, v in (params or {}).items() if k in names}
+    data = apply_overrides(data, overrides)
+    where = f"stream settings ({path})" if path is not None else "stream settings"
+    config = from_dict(StreamConfig, data, where)
+    if not isinstance(config, StreamConfig):  # from_dict's typing is generic
+        raise SettingsError(f"{where}: not a StreamConfig")
+    return config
+
+
+@dataclass
+class Evaluation:
+    """Everything one run produced; `score` adds the metrics."""
+
+    tasks: list[str]
+    class_names: dict[str, tuple[str, ...]]
+    config: StreamConfig
+    read: ReadReport
+    results: list[ClipResult]
+    first_stamp_ns: int
+    images: int
+    timing: dict[str, float]
+    stats: StreamStats
+    device: str
+    warnings: list[str] = field(default_factory=list)
+    log_times: dict[int, int] = field(default_factory=dict)  # header stamp -> log time
+    metrics: dict[str, Any] = field(default_factory=dict)
+    plots: list[str] = field(default_factory=list)
+
+    def records(self) -> list[ClipRecord]:
+        t0 = self.first_stamp_ns
+        return [
+            ClipRecord(
+                first_s=(r.first_stamp_ns - t0) / 1e9,
+                last_s=(r.last_stamp_ns - t0) / 1e9,
+                probs={t: r.tasks[t].smoothed for t in self.tasks},
+                raw={t: r.tasks[t].probabilities for t in self.tasks},
+            )
+            for r in self.results
+        ]
+
+    def score(self, intervals: Sequence[Interval]) -> dict[str, Any]:
+        metrics = compute(self.records(), intervals, self.class_names)
+        wall = self.timing["wall_s"]
+        inference = self.stats.inference_ms
+        metrics.update(
+            clips=len(self.results),
+            latency_ms={"p50": _finite(inference.p50), "p95": _finite(inference.p95)},
+            frames_per_second=self.images / wall if wall > 0 else 0.0,
+        )
+        self.metrics = metrics
+        return metrics
+
+
+def run_pipeline(
+    model: nn.Module,
+    info: CheckpointInfo,
+    config: StreamConfig,
+    images: Iterator[tuple[int, Any]],
+    read: ReadReport,
+    *,
+    device: str = "cpu",
+    autocast: str = "none",
+    progress: Progress | None = None,
+    keep_log_times: bool = False,
+) -> Evaluation:
+    """Push every image through the offline pipeline; raise if no clip could be scored."""
+    results: list[ClipResult] = []
+    errors: list[str] = []
+
+    def on_error(camera: str, error: ImageDecodeError) -> None:
+        errors.append(f"{camera}: {error} (such frames skipped and counted)")
+
+    pipeline = StreamPipeline(model, info, config, device=device, autocast=autocast,
+                              on_result=results.append, on_error=on_error, realtime=False)
+    camera = read.topic
+    log_times: dict[int, int] = {}
+    count, first_stamp = 0, None
+    read_s = push_s = 0.0
+    start = time.perf_counter()
+    with torch.inference_mode():
+        while True:
+            tic = time.perf_counter()
+            item = next(images, None)
+            toc = time.perf_counter()
+            read_s += toc - tic
+            if item is None:
+                break
+            log_time, msg = item
+            stamp = msg.header.stamp
+            stamp_ns = int(stamp.sec) * 10**9 + int(stamp.nanosec)
+            first_stamp = stamp_ns if first_stamp is None else first_stamp
+            if keep_log_times:
+                log_times[stamp_ns] = log_time
+            pipeline.push(camera, msg)
+            push_s += time.perf_counter() - toc
+            count += 1
+            if progress is not None:
+                progress.update(count)
+        tic = time.perf_counter()
+        pipeline.flush()
+        push_s += time.perf_counter() - tic
+    wall = time.perf_counter() - start
+    if progress is not None:
+        progress.close(count)
+    stats = pipeline.stats()
+    if not results:
+        raise EvaluationError(_nothing_scored(read, count, stats, pipeline, errors))
+    inference_s = _inference_seconds(results)
+    timing = {
+        "wall_s": wall, "read_s": read_s, "push_s": push_s, "inference_s": inference_s,
+        "decode_preprocess_s": max(push_s - inference_s, 0.0),
+    }
+    return Evaluation(
+        tasks=list(info.model.task_names),
+        class_names={t: info.classes_of(t) for t in info.model.task_names},
+        config=config, read=read, results=results, first_stamp_ns=first_stamp or 0,
+        images=count, timing=timing, stats=stats, device=str(pipeline.device),
+        warnings=errors, log_times=log_times,
+    )
+
+
+def _inference_seconds(results: list[ClipResult]) -> float:
+    """Sum of forward passes: clips of one batch share one `inference_ms` value."""
+    total, previous = 0.0, None
+    for result in results:
+        if result.inference_ms != previous:
+            total += result.inference_ms / 1e3
+        previous = result.inference_ms
+    return total
+
+
+def _nothing_scored(read: ReadReport, count: int, stats: StreamStats,
+                    pipeline: StreamPipeline, errors: list[str]) -> str:
+    camera = stats.cameras.get(read.topic)
+    sampled = camera.frames_sampled if camera is not None else 0
+    if errors and sampled == 0:
+        return f"bag {read.path}: no image on {read.topic} could be decoded: {errors[0]}"
+    return (f"bag {read.path}: no clip could be scored: {count} images read, {sampled} sampled "
+            f"at target_fps {pipeline.config.target_fps}; a clip needs {pipeline.clip_length} "
+            f"sampled frames without a stamp gap over max_gap_s {pipeline.config.max_gap_s} s")
+
+
+def _finite(value: float) -> float | None:
+    return None if value != value else float(value)  # NaN before any sample

@@ -1,0 +1,263 @@
+"""`dataset_to_bag` / `python -m training to-bag`: a labelled video list -> rosbag2 + labels CSV.
+
+Replays a dataset split as if one camera saw it: every video's frames, one
+video after another, on one image topic at the video's own frame rate, with
+header stamps (= log times) that advance by one frame period; a pause of
+`--gap-s` between videos (default 1 s: longer than the stream's default
+`max_gap_s`, so the pipeline starts a fresh buffer per video and no clip mixes
+two videos, as in training's per-video evaluation; 0 plays them back to
+back). Beside the bag's `metadata.yaml` it writes `labels.csv`, the intervals
+`evaluate_bag` scores: each sample's labelled frames (the whole video, or its
+segment, e.g. NVGesture's `color:` range), in seconds from the first frame.
+
+Input: a set config (`--set`, e.g. the synthetic set's `set.yaml`, or
+`config/sets/set1.yaml`), or one source given inline (`--format`, `--task`,
+`--source key=value ...`, the keys of that format's set-config entry).
+Frames are decoded by `training.datasets.video` (the training decoder).
+
+The bag is written into a temporary folder beside `--out` and renamed when
+complete; an existing `--out` is replaced only with `--overwrite` and only
+when it is an earlier output of this command (it holds `dataset_to_bag.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtl_perception.bag.labels import write_labels
+from mtl_perception.bag.types import COMPRESSED_IMAGE, IMAGE
+from mtl_perception.bag.writer import STORAGES, BagWriter, compressed_message, image_message
+from mtl_perception.settings import SettingsError, apply_overrides
+from training.datasets import sets
+from training.datasets.listfile import DatasetError
+from training.datasets.sample import UNLABELLED, VideoSample
+from training.datasets.video import (
+    VideoReader,
+    VideoReadError,
+    VideoTooShortError,
+    count_image_frames,
+    read_image_frames,
+)
+
+LOG = logging.getLogger(__name__)
+MARKER = "dataset_to_bag.json"  # marks a folder as this command's output
+LABELS = "labels.csv"
+_CHUNK = 64  # frames decoded at a time (bounded memory for long videos)
+_FOLDER_FPS = 30.0  # frame folders carry no rate
+
+
+class ToBagError(ValueError):
+    """Input or output that this command cannot use (one line)."""
+
+
+@dataclass
+class Video:
+    """One file to replay and the (task, class name, start, end) labels it carries."""
+
+    path: Path
+    frames_dir: bool
+    labels: list[tuple[str, str, int, int | None]] = field(default_factory=list)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_argument_group("input (a set config, or one source inline)")
+    src.add_argument("--set", type=Path, help="set config YAML (the synthetic set's set.yaml too)")
+    src.add_argument("--format", choices=sorted(sets.FORMATS), help="inline source: its format")
+    src.add_argument("--task", default="action", help="inline source: the task it labels")
+    src.add_argument("--source", nargs="*", default=[], metavar="KEY=VALUE",
+                     help="inline source: the format's set-config keys, e.g. root=/data/ucf101")
+    parser.add_argument("--split", default="test", choices=sets.SPLIT_NAMES)
+    parser.add_argument("--tasks", default="", help="comma-separated tasks to include (all)")
+    parser.add_argument("--max-videos", type=int, default=0,
+                        help="per task, evenly spread over its list (0 = all)")
+    parser.add_argument("--out", type=Path, required=True, help="the rosbag2 folder to create")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it is an earlier dataset_to_bag output")
+    parser.add_argument("--storage", choices=STORAGES, default="mcap")
+    parser.add_argument("--compressed", action="store_true",
+                        help="sensor_msgs/CompressedImage (jpeg) instead of raw rgb8 Image")
+    parser.add_argument("--jpeg-quality", type=int, default=90)
+    parser.add_argument("--topic", default="",
+                        help="image topic (default /camera/image_raw, + /compressed if compressed)")
+    parser.add_argument("--frame-id", default="camera", help="header frame_id of the images")
+    parser.add_argument("--start-s", type=float, default=1_700_000_000.0,
+                        help="header stamp of the first frame, seconds since the epoch")
+    parser.add_argument("--gap-s", type=float, default=1.0, help="pause between two videos")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        videos = collect(args)
+        convert(videos, args)
+    except (ToBagError, DatasetError, SettingsError) as exc:
+        LOG.error("%s", exc)
+        return 2
+    return 0
+
+
+def collect(args: argparse.Namespace) -> list[Video]:
+    """The split's samples grouped by file (a file labelled for two tasks is played once)."""
+    if (args.set is None) == (args.format is None):
+        raise ToBagError("give either --set FILE or --format NAME with --source KEY=VALUE ...")
+    if args.set is not None:
+        config = sets.load_set(args.set)
+    else:
+        item = apply_overrides({"format": args.format}, args.source)
+        where = f"--format {args.format} --source"
+        source = sets._source(item, Path.cwd(), where)
+        config = sets.SetConfig(name="inline", tasks={args.task: [source]}, class_merge=None)
+    wanted = [t for t in args.tasks.split(",") if t] or list(config.tasks)
+    unknown = [t for t in wanted if t not in config.tasks]
+    if unknown:
+        raise ToBagError(f"--tasks {unknown} not in the set's tasks {list(config.tasks)}")
+    videos: dict[tuple[Path, bool], Video] = {}
+    for task in wanted:
+        split = sets.build_task_split(config, task, args.split)
+        for sample in _spread(split.samples, args.max_videos):
+            if sample.label == UNLABELLED:
+                continue
+            video = videos.setdefault((sample.path, sample.frames_dir),
+                                      Video(sample.path, sample.frames_dir))
+            video.labels.append((task, split.class_names[sample.label], sample.start, sample.end))
+    if not videos:
+        raise ToBagError(f"no labelled samples in the {args.split} split of {wanted}")
+    return list(videos.values())
+
+
+def _spread(samples: list[VideoSample], limit: int) -> list[VideoSample]:
+    if limit <= 0 or limit >= len(samples):
+        return samples
+    return [samples[(2 * i + 1) * len(samples) // (2 * limit)] for i in range(limit)]
+
+
+def convert(videos: list[Video], args: argparse.Namespace) -> None:
+    out: Path = args.out
+    _check_out(out, args.overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        bag = staging / out.name
+        summary = _write(videos, bag, args)
+        (bag / MARKER).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)  # proven ours by _check_out
+        bag.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    LOG.info("wrote %s: %d images of %d videos (%d skipped) on %s; labels %s",
+             out, summary["images"], summary["videos"], len(summary["skipped"]),
+             summary["topic"], out / LABELS)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if not out.exists():
+        return
+    if not overwrite:
+        raise ToBagError(f"{out} exists; pass --overwrite to replace an earlier output")
+    if not (out / MARKER).is_file() or not (out / "metadata.yaml").is_file():
+        raise ToBagError(f"{out} exists and is not a dataset_to_bag output; "
+                         "refusing to replace it (choose another --out)")
+
+
+def _write(videos: list[Video], bag: Path, args: argparse.Namespace) -> dict[str, Any]:
+    topic = args.topic or ("/camera/image_raw/compressed" if args.compressed
+                           else "/camera/image_raw")
+    msgtype = COMPRESSED_IMAGE if args.compressed else IMAGE
+    start_ns = round(args.start_s * 1e9)
+    clock = start_ns
+    rows: list[tuple[float, float, str, str]] = []
+    skipped: list[str] = []
+    images = 0
+    with BagWriter(bag, args.storage) as writer:
+        for number, video in enumerate(videos, start=1):
+            first, count, fps = clock, 0, _FOLDER_FPS
+            try:
+                fps, frames = _frames(video)
+                for index, frame in frames:
+                    stamp = first + round(index * 1e9 / fps)
+                    if args.compressed:
+                        msg = compressed_message(frame, stamp, args.frame_id, args.jpeg_quality)
+                    else:
+                        msg = image_message(frame, stamp, args.frame_id)
+                    writer.write(topic, msgtype, stamp, msg)
+                    count += 1
+            except VideoReadError as exc:
+                LOG.warning("skipping %s: %s", video.path, exc)
+                skipped.append(str(video.path))
+                if count:  # frames written before the damage stay; no label for them
+                    clock = first + round(count * 1e9 / fps) + round(args.gap_s * 1e9)
+                continue
+            images += count
+            for task, label, seg_start, seg_end in video.labels:
+                end = count if seg_end is None else min(seg_end, count)
+                if seg_start >= end:
+                    continue
+                rows.append(((first - start_ns) / 1e9 + seg_start / fps,
+                             (first - start_ns) / 1e9 + end / fps, task, label))
+            clock = first + round(count * 1e9 / fps) + round(args.gap_s * 1e9)
+            if number % 20 == 0 or number == len(videos):
+                LOG.info("%d/%d videos, %d images", number, len(videos), images)
+    if images == 0:
+        raise ToBagError("no video could be decoded; nothing written")
+    write_labels(bag / LABELS, rows)
+    return {"topic": topic, "msgtype": msgtype, "storage": args.storage, "images": images,
+            "videos": len(videos) - len(skipped), "skipped": skipped,
+            "gap_s": args.gap_s, "split": args.split, "labels": LABELS}
+
+
+def _frames(video: Video) -> tuple[float, Iterator[tuple[int, np.ndarray]]]:
+    """The video's frame rate and an iterator over its `(index, RGB frame)`."""
+    if video.frames_dir:
+        total = count_image_frames(video.path)
+
+        def folder() -> Iterator[tuple[int, np.ndarray]]:
+            for begin in range(0, total, _CHUNK):
+                chunk = read_image_frames(video.path, range(begin, min(begin + _CHUNK, total)))
+                yield from zip(range(begin, begin + len(chunk)), chunk)
+
+        return _FOLDER_FPS, folder()
+    reader = VideoReader(video.path)
+
+    def decoded() -> Iterator[tuple[int, np.ndarray]]:
+        with reader:
+            total = reader.num_frames
+            for begin in range(0, total, _CHUNK):
+                indices = list(range(begin, min(begin + _CHUNK, total)))
+                try:
+                    chunk = reader.read(indices)
+                except VideoTooShortError as exc:  # header over-counts: keep what decodes
+                    if exc.available <= begin:
+                        return
+                    chunk = reader.read(list(range(begin, exc.available)))
+                    yield from zip(range(begin, begin + len(chunk)), chunk)
+                    return
+                yield from zip(indices, chunk)
+
+    return reader.fps, decoded()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script `dataset_to_bag`."""
+    parser = argparse.ArgumentParser(
+        prog="dataset_to_bag", description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
