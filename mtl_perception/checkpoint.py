@@ -206,7 +206,7 @@ def _parse_info(path: Path, metadata: Mapping[str, str] | None, prefix: str = ""
     except CheckpointError:
         raise
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, SettingsError) as exc:
-        what = f"KeyError: missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         raise CheckpointError(
             f"{prefix}checkpoint {path} has invalid metadata: {_one_line(what)}"
         ) from exc

@@ -147,3 +147,14 @@ def test_yaml_written_by_a_tool_still_loads(tmp_path: Path) -> None:
     path = tmp_path / "set.yaml"
     path.write_text(yaml.safe_dump(data))
     assert load_set(path).tasks["a"][0].settings.split == 2
+
+
+@pytest.mark.parametrize("command", [["synth", "--out"], ["summarize", "--config"]])
+def test_an_unknown_user_on_the_command_line_is_one_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+        caplog: pytest.LogCaptureFixture, command: list[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "~nosuchuser_mtl/x"]) == 2
+    said = capsys.readouterr().err + caplog.text
+    assert "cannot expand '~nosuchuser_mtl/x': no such user" in said
+    assert list(tmp_path.iterdir()) == []

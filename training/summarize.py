@@ -141,6 +141,14 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    for option in ("config", "json"):
+        value = getattr(args, option)
+        try:  # a quoted "~user/..." that the shell did not expand
+            setattr(args, option, value.expanduser() if value is not None else None)
+        except RuntimeError:
+            print(f"error: --{option}: cannot expand {str(value)!r}: no such user",
+                  file=sys.stderr)
+            return 2
     try:
         set_config = load_set(args.config)
         summary = summarize(set_config, list(args.splits), args.check_videos, args.show)

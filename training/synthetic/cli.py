@@ -99,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
         option = _OPTIONS.get(exc.setting, "--" + exc.setting.replace("_", "-"))
         log.error("%s: %s", option, str(exc).split(": ", 1)[1])
         return 2
+    try:  # a quoted "~user/..." that the shell did not expand
+        args.out = args.out.expanduser()
+    except RuntimeError:
+        log.error("--out: cannot expand %r: no such user", str(args.out))
+        return 2
     if not 1 <= args.workers <= 1024:
         log.error("--workers: must be in 1..1024, got %d", args.workers)
         return 2
