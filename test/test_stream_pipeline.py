@@ -163,7 +163,7 @@ def test_slow_model_faster_frames_memory_bounded_right_stamps(
 
     monkeypatch.setattr(pipeline_module, "preprocess_frame", tracked)
     cameras = ["a", "b", "c", "d"]
-    config = StreamConfig(target_fps=30, inference_stride=1)
+    config = StreamConfig(target_fps=30, inference_stride=1, max_batch=4)
     pipeline, results = collect({"model": SleepyModel(), "info": INFO, "config": config})
     with pipeline:
         for i in range(150):  # ~150 clips per camera offered, far faster than 20 ms per batch
@@ -347,3 +347,18 @@ def test_a_failing_forward_is_logged_once_counted_and_the_worker_survives(
     assert sum("inference failed" in r.getMessage() for r in caplog.records) == 1
     pipeline.close()
     assert not pipeline.running and pipeline.latest_frame("cam") is None
+
+
+def test_on_the_cpu_cameras_take_turns_one_clip_per_forward() -> None:
+    config = StreamConfig(target_fps=30, inference_stride=1)  # max_batch 0: automatic
+    model = SleepyModel()
+    pipeline = StreamPipeline(model, INFO, config)
+    with pipeline:
+        for i in range(60):
+            for camera in "abcd":
+                pipeline.push_frame(camera, frame(i), FrameHeader(i * 33_333_333, camera))
+            time.sleep(0.005)
+        pipeline.flush(timeout=10)
+    assert set(model.batch_sizes) == {1}
+    runs = [pipeline.stats().cameras[c].clips_run for c in "abcd"]
+    assert min(runs) >= 3 and max(runs) - min(runs) <= 2  # round robin, nobody starves

@@ -50,8 +50,9 @@ class StreamConfig:
       this gives an empty top-k list; classes below it are left out.
     - `top_k`: how many (class, score) pairs a result lists per task.
     - `clip_length`: frames per clip; 0 = the checkpoint's; may only narrow it.
-    - `max_batch`: most clips per forward pass; 0 = one per camera
-      (realtime) or 1 (offline, `realtime=False`).
+    - `max_batch`: most clips per forward pass; 0 = automatic: on a GPU one
+      clip per camera (realtime), on the CPU 1 (batching costs more per clip
+      there), offline (`realtime=False`) 1.
     - `offline_queue`: offline mode only: clips waiting per camera before
       `push()` waits for the worker (back-pressure instead of dropping).
     """

@@ -89,6 +89,7 @@ class _Camera:
     pending: _Queued | None = None  # realtime: newest unscored clip
     epoch: int = 0  # buffer resets so far; smoothing restarts with a new epoch
     smoothed_epoch: int = 0
+    served: int = -1  # index of the last batch that scored one of its clips
     latest: tuple[Any, FrameHeader] | None = None  # newest sampled message or RGB frame
     errors_reported: set[tuple[str, str]] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
@@ -149,6 +150,7 @@ class StreamPipeline:
         self._latency_ms = LatencyWindow()
         self._batches = 0
         self._errors = 0  # batches whose forward pass raised
+        self._batches_taken = 0  # realtime batches handed to the forward pass so far
 
     # ----------------------------------------------------------------- settings
     @property
@@ -309,17 +311,27 @@ class StreamPipeline:
         self._run(batch)  # offline without a worker: score in the caller's thread
 
     def _batch_size(self) -> int:
+        """Clips per forward pass: `max_batch`, or automatically one per camera on a GPU
+        and one on the CPU, where a batch costs more per clip than single clips do
+        (bench/results/models.json: 8 r3d_18 clips in one batch take 11x one clip on CPU)."""
         if self._config.max_batch:
             return self._config.max_batch
-        return max(1, len(self._cameras)) if self.realtime else 1
+        if self.realtime and self.device.type != "cpu":
+            return max(1, len(self._cameras))
+        return 1
 
     def _take_realtime(self) -> list[_Queued]:
-        waiting = [cam.pending for cam in self._cameras.values() if cam.pending is not None]
-        # Longest-waiting first when more cameras are ready than one batch holds.
-        waiting.sort(key=lambda item: item.clip.frames[-1].arrival)
+        cams = self._cameras
+        waiting = [cam.pending for cam in cams.values() if cam.pending is not None]
+        # When more cameras are ready than one batch holds: the camera served longest
+        # ago first (round robin), so no camera starves while all produce clips.
+        waiting.sort(key=lambda item: (cams[item.clip.camera].served, item.clip.frames[-1].arrival))
         batch = waiting[: self._batch_size()]
         for item in batch:
-            self._cameras[item.clip.camera].pending = None
+            cam = cams[item.clip.camera]
+            cam.pending = None
+            cam.served = self._batches_taken
+        self._batches_taken += 1
         self._in_flight += len(batch)
         return batch
 
