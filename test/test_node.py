@@ -31,13 +31,17 @@ STEP_NS = 1_000_000_000 // 15  # frames at 15 fps
 
 @pytest.fixture(scope="module")
 def node_module() -> Iterator[ModuleType]:
-    """mtl_perception.ros.node imported with the stand-in in sys.modules, then forgotten."""
+    """mtl_perception.ros.node (and its message helpers) imported with the stand-in
+    in sys.modules, then forgotten."""
+    ros_modules = ("mtl_perception.ros.node", "mtl_perception.ros.convert")
     with mock.patch.dict(sys.modules, ros.modules()):
-        sys.modules.pop("mtl_perception.ros.node", None)
+        for name in ros_modules:  # imported again, against the stand-in
+            sys.modules.pop(name, None)
         import mtl_perception.ros.node as node
 
         yield node
-    sys.modules.pop("mtl_perception.ros.node", None)
+    for name in ros_modules:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="module")
