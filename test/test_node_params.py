@@ -109,6 +109,16 @@ def test_diagnostics_levels_follow_the_last_period() -> None:
     assert again.level == OK
 
 
+def test_failed_forward_passes_are_an_error_for_one_period() -> None:
+    before = StreamStats(inference_errors=1)
+    failing = diagnostic_statuses(StreamStats(inference_errors=3), before, "node", "m")[0]
+    assert failing.level == ERROR and "2 forward passes failed" in failing.message
+    assert dict(failing.values)["inference_errors"] == "3"
+    recovered = diagnostic_statuses(StreamStats(inference_errors=3), StreamStats(
+        inference_errors=3), "node", "m")[0]
+    assert recovered.level == OK
+
+
 def test_diagnostics_before_any_clip() -> None:
     (inference,) = diagnostic_statuses(StreamStats(), None, "node", "m")
     assert "waiting" in inference.message and dict(inference.values)["inference_ms_p50"] == "n/a"

@@ -294,7 +294,10 @@ class PerceptionNode(LifecycleNode):
 
     def _publish_annotated(self, pipeline: StreamPipeline, result: ClipResult) -> None:
         """The camera's newest sampled frame with the latest result drawn on it."""
-        latest = pipeline.latest_frame(result.camera)
+        try:
+            latest = pipeline.latest_frame(result.camera)
+        except ImageDecodeError:  # already reported once by the core's on_error
+            return
         if latest is None:
             return
         frame, header = latest
@@ -327,7 +330,8 @@ class PerceptionNode(LifecycleNode):
         self._to_draw.clear()
         self._config = None
         if self._pipeline is not None:
-            self._pipeline = None
+            self._pipeline.close()  # frames, clips and cached GPU memory
+            self._pipeline = None  # and with it the model
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
