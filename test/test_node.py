@@ -356,3 +356,16 @@ def test_main_survives_a_failing_callback(node_module: ModuleType, checkpoint: P
     spins = ros.SingleThreadedExecutor.spins
     assert node_module.main(["--ros-args", "-p", f"checkpoint:={checkpoint}"]) == 0
     assert ros.SingleThreadedExecutor.spins == spins + 2  # went on spinning after the error
+
+
+def test_a_failed_reconfigure_keeps_the_node_alive(node_module: ModuleType, checkpoint: Path,
+                                                    tmp_path: Path) -> None:
+    node = make_node(node_module, checkpoint=str(checkpoint), device="cpu")
+    assert node.on_configure(state("unconfigured")) is ros.TransitionCallbackReturn.SUCCESS
+    node.on_cleanup(state("inactive"))
+    missing = tmp_path / "moved.safetensors"
+    (ok,) = node.set_parameters([ros.Parameter("checkpoint", None, str(missing))])
+    assert ok.successful  # settings read at configure may change while unconfigured
+    assert node.on_configure(state("unconfigured")) is ros.TransitionCallbackReturn.FAILURE
+    assert str(missing) in node.logger.of("error")[-1]
+    assert node.exit_code is None  # only a failing start-up ends the process
