@@ -32,7 +32,7 @@ test: setup typecheck-node
 TYPESTUBS := .typestubs/rclpy
 typecheck-node: setup
 	test -f $(TYPESTUBS)/rclpy/lifecycle/node.py || $(PY) -m pip install --quiet --target $(TYPESTUBS) rclpy-intellisense==1.2.0
-	MYPYPATH=$(TYPESTUBS) $(PY) -m mypy --follow-imports=silent --ignore-missing-imports --cache-dir .mypy_cache/node mtl_perception/ros/node.py
+	MYPYPATH=$(TYPESTUBS) $(PY) -m mypy --follow-imports=silent --ignore-missing-imports --cache-dir .mypy_cache/node mtl_perception/ros
 
 # The main job on built-in defaults (until bag evaluation lands): render the
 # synthetic set and check it the way a user checks a real one.

@@ -31,13 +31,17 @@ STEP_NS = 1_000_000_000 // 15  # frames at 15 fps
 
 @pytest.fixture(scope="module")
 def node_module() -> Iterator[ModuleType]:
-    """mtl_perception.ros.node imported with the stand-in in sys.modules, then forgotten."""
+    """mtl_perception.ros.node (and its message helpers) imported with the stand-in
+    in sys.modules, then forgotten."""
+    ros_modules = ("mtl_perception.ros.node", "mtl_perception.ros.convert")
     with mock.patch.dict(sys.modules, ros.modules()):
-        sys.modules.pop("mtl_perception.ros.node", None)
+        for name in ros_modules:  # imported again, against the stand-in
+            sys.modules.pop(name, None)
         import mtl_perception.ros.node as node
 
         yield node
-    sys.modules.pop("mtl_perception.ros.node", None)
+    for name in ros_modules:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="module")
@@ -352,3 +356,16 @@ def test_main_survives_a_failing_callback(node_module: ModuleType, checkpoint: P
     spins = ros.SingleThreadedExecutor.spins
     assert node_module.main(["--ros-args", "-p", f"checkpoint:={checkpoint}"]) == 0
     assert ros.SingleThreadedExecutor.spins == spins + 2  # went on spinning after the error
+
+
+def test_a_failed_reconfigure_keeps_the_node_alive(node_module: ModuleType, checkpoint: Path,
+                                                    tmp_path: Path) -> None:
+    node = make_node(node_module, checkpoint=str(checkpoint), device="cpu")
+    assert node.on_configure(state("unconfigured")) is ros.TransitionCallbackReturn.SUCCESS
+    node.on_cleanup(state("inactive"))
+    missing = tmp_path / "moved.safetensors"
+    (ok,) = node.set_parameters([ros.Parameter("checkpoint", None, str(missing))])
+    assert ok.successful  # settings read at configure may change while unconfigured
+    assert node.on_configure(state("unconfigured")) is ros.TransitionCallbackReturn.FAILURE
+    assert str(missing) in node.logger.of("error")[-1]
+    assert node.exit_code is None  # only a failing start-up ends the process

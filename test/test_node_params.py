@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 from mtl_perception.ros.annotate import draw_lines, result_lines
 from mtl_perception.ros.device import DeviceError, check_autocast, resolve_device
 from mtl_perception.ros.messages import ERROR, OK, WARN, diagnostic_statuses
+from mtl_perception.ros.node_config import NodeConfigError, check_checkpoint, read_node_config
 from mtl_perception.ros.params import (
     BY_NAME,
     DEFAULT_CHECKPOINT,
@@ -109,6 +112,16 @@ def test_diagnostics_levels_follow_the_last_period() -> None:
     assert again.level == OK
 
 
+def test_failed_forward_passes_are_an_error_for_one_period() -> None:
+    before = StreamStats(inference_errors=1)
+    failing = diagnostic_statuses(StreamStats(inference_errors=3), before, "node", "m")[0]
+    assert failing.level == ERROR and "2 forward passes failed" in failing.message
+    assert dict(failing.values)["inference_errors"] == "3"
+    recovered = diagnostic_statuses(StreamStats(inference_errors=3), StreamStats(
+        inference_errors=3), "node", "m")[0]
+    assert recovered.level == OK
+
+
 def test_diagnostics_before_any_clip() -> None:
     (inference,) = diagnostic_statuses(StreamStats(), None, "node", "m")
     assert "waiting" in inference.message and dict(inference.values)["inference_ms_p50"] == "n/a"
@@ -141,3 +154,29 @@ def test_device_choice() -> None:
     assert check_autocast("none", torch.device("cpu")) == ("none", None)
     with pytest.raises(DeviceError):
         check_autocast("int8", torch.device("cpu"))
+
+
+def test_node_config_reads_typed_settings() -> None:
+    values = {spec.name: spec.default for spec in BY_NAME.values()}
+    values.update(checkpoint="~/m/best.safetensors", qos_reliability="reliable",
+                  image_topics=["/a", "/b/compressed"], target_fps=10.0, top_k=3)
+    config = read_node_config(values)
+    assert config.checkpoint == Path.home() / "m" / "best.safetensors"
+    assert config.qos_reliable and config.image_topics == ("/a", "/b/compressed")
+    assert (config.stream.target_fps, config.stream.top_k) == (10.0, 3)
+    values.update(max_gap_s=0.05)  # shorter than one sampling period at 10 fps
+    with pytest.raises(NodeConfigError, match=r"^invalid parameters: max_gap_s"):
+        read_node_config(values)
+    values.update(max_gap_s=1.0, smoothing="median", top_k=0)
+    with pytest.raises(NodeConfigError) as caught:
+        read_node_config(values)
+    assert "top_k" in str(caught.value) and "smoothing" in str(caught.value)  # every problem
+
+
+def test_check_checkpoint(tmp_path: Path) -> None:
+    missing = check_checkpoint(tmp_path / "none.safetensors")
+    assert missing is not None and "make demo" in missing
+    pickle = tmp_path / "old.pt"
+    pickle.write_bytes(b"\x80\x04 pickled")
+    refused = check_checkpoint(pickle)
+    assert refused is not None and "pickle" in refused

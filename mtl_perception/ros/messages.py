@@ -65,7 +65,8 @@ def diagnostic_statuses(
     camera that dropped frames an hour ago is not flagged forever.
     """
     before = previous.cameras if previous is not None else {}
-    statuses = [_inference_status(stats, node_name, model)]
+    failed = stats.inference_errors - (previous.inference_errors if previous else 0)
+    statuses = [_inference_status(stats, failed, node_name, model)]
     for camera in sorted(stats.cameras):
         statuses.append(
             _camera_status(camera, stats.cameras[camera], before.get(camera), node_name)
@@ -73,7 +74,7 @@ def diagnostic_statuses(
     return statuses
 
 
-def _inference_status(stats: StreamStats, node_name: str, model: str) -> StatusData:
+def _inference_status(stats: StreamStats, failed: int, node_name: str, model: str) -> StatusData:
     values = (
         ("device", stats.device),
         ("model", model),
@@ -81,19 +82,23 @@ def _inference_status(stats: StreamStats, node_name: str, model: str) -> StatusD
         ("clips_run", str(stats.clips_run)),
         ("clips_dropped", str(stats.clips_dropped)),
         ("frames_dropped", str(stats.frames_dropped)),
+        ("inference_errors", str(stats.inference_errors)),
         ("inference_ms_p50", _ms(stats.inference_ms.p50)),
         ("inference_ms_p95", _ms(stats.inference_ms.p95)),
         ("frame_to_result_ms_p50", _ms(stats.latency_ms.p50)),
         ("frame_to_result_ms_p95", _ms(stats.latency_ms.p95)),
     )
-    if stats.clips_run == 0:
+    level = OK
+    if failed > 0:
+        level, message = ERROR, f"{failed} forward passes failed (see the log)"
+    elif stats.clips_run == 0:
         message = f"waiting for the first clip on {stats.device}"
     else:
         message = (
             f"{stats.clips_run} clips run on {stats.device}, frame-to-result p95 "
             f"{_ms(stats.latency_ms.p95)} ms"
         )
-    return StatusData(f"{node_name}: inference", OK, message, node_name, values)
+    return StatusData(f"{node_name}: inference", level, message, node_name, values)
 
 
 def _camera_status(

@@ -17,88 +17,41 @@ A managed (lifecycle) node, as Nav2 and yolo_ros are:
 
 from __future__ import annotations
 
-import array
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import rclpy
 import rclpy.logging
 import torch
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    ParameterType,
-    SetParametersResult,
-)
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header
-from vision_msgs.msg import Classification, LabelInfo, ObjectHypothesis, VisionClass
+from vision_msgs.msg import Classification, LabelInfo
 
-from mtl_perception.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
-from mtl_perception.ros import messages
+from mtl_perception.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
+from mtl_perception.ros import convert, messages
 from mtl_perception.ros.annotate import draw_lines, result_lines
 from mtl_perception.ros.device import check_autocast, resolve_device
-from mtl_perception.ros.params import (
-    PARAMS,
-    ParamSpec,
-    check_change,
-    live_values,
-    missing_checkpoint_hint,
-    stream_values,
-    validate_all,
+from mtl_perception.ros.node_config import (
+    NodeConfig,
+    NodeConfigError,
+    check_checkpoint,
+    read_node_config,
 )
-from mtl_perception.settings import SettingsError, from_dict
-from mtl_perception.stream import (
-    ClipResult,
-    FrameHeader,
-    ImageDecodeError,
-    StreamConfig,
-    StreamPipeline,
-    StreamStats,
-)
+from mtl_perception.ros.params import PARAMS, check_change, live_values, missing_checkpoint_hint
+from mtl_perception.stream import ClipResult, ImageDecodeError, StreamPipeline, StreamStats
 
 NODE_NAME = "perception_node"
 # Exit status for what cannot run as given (parameters, checkpoint): the
 # project's CLIs exit 2 for bad input.
 EXIT_BAD_INPUT = 2
-
-_TYPE_IDS = {
-    "string": ParameterType.PARAMETER_STRING,
-    "string_array": ParameterType.PARAMETER_STRING_ARRAY,
-    "bool": ParameterType.PARAMETER_BOOL,
-    "integer": ParameterType.PARAMETER_INTEGER,
-    "double": ParameterType.PARAMETER_DOUBLE,
-}
-
-
-def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:
-    """The ParameterDescriptor of one table row: type, description, range."""
-    descriptor = ParameterDescriptor()
-    descriptor.name = spec.name
-    descriptor.type = _TYPE_IDS[spec.type]
-    descriptor.description = spec.description
-    descriptor.additional_constraints = spec.constraints
-    if spec.low is not None and spec.high is not None:
-        if spec.type == "double":
-            descriptor.floating_point_range = [
-                FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high), step=0.0)
-            ]
-        elif spec.type == "integer":
-            descriptor.integer_range = [
-                IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)
-            ]
-    return descriptor
-
 
 class PerceptionNode(LifecycleNode):
     """Joint action and gesture recognition on one or more camera streams."""
@@ -106,16 +59,15 @@ class PerceptionNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         for spec in PARAMS:
-            self.declare_parameter(spec.name, spec.default, descriptor_for(spec))
+            self.declare_parameter(spec.name, spec.default, convert.descriptor_for(spec))
         self.add_on_set_parameters_callback(self.parameters_cb)
         # Set when a start-up failure should end the process (main exits non-zero).
         self.exit_code: int | None = None
         self._configured_once = False
         self._streaming = False
         self._pipeline: StreamPipeline | None = None
+        self._config: NodeConfig | None = None  # read at configure
         self._model_text = ""
-        self._topics: list[str] = []
-        self._annotate = False
         self._image_subscriptions: list[Any] = []
         self._result_publishers: dict[str, Any] = {}
         self._label_publishers: list[Any] = []
@@ -140,38 +92,34 @@ class PerceptionNode(LifecycleNode):
             return self._fail(f"configure failed: {type(exc).__name__}: {exc}")
 
     def _configure(self) -> TransitionCallbackReturn:
-        values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
-        problems = validate_all(values)
-        if problems:
-            return self._fail("invalid parameters: " + "; ".join(problems))
         try:
-            config = from_dict(StreamConfig, stream_values(values), "parameters")
-            device, device_line = resolve_device(values["device"])
-            autocast, autocast_line = check_autocast(values["autocast"], device)
-        except (SettingsError, ValueError) as exc:  # StreamConfigError, DeviceError
-            return self._fail(f"invalid parameters: {exc}")
+            config = read_node_config(self._values())
+            device, device_line = resolve_device(config.device)
+            autocast, autocast_line = check_autocast(config.autocast, device)
+        except ValueError as exc:  # NodeConfigError, DeviceError
+            return self._fail(str(exc))
         self.get_logger().info(device_line)
         if autocast_line:
             self.get_logger().warning(autocast_line)
-        path = Path(values["checkpoint"]).expanduser()
-        if not path.exists():
-            return self._fail(missing_checkpoint_hint(str(path.absolute())))
+        if not config.checkpoint.exists():
+            return self._fail(missing_checkpoint_hint(str(config.checkpoint.absolute())))
         try:
-            loaded = load_checkpoint(path, device)
-            clip_length = config.resolved_clip_length(loaded.info.preprocess.clip_length)
+            loaded = load_checkpoint(config.checkpoint, device)
             self._pipeline = StreamPipeline(
-                loaded.model, loaded.info, config, device=device, autocast=autocast,
+                loaded.model, loaded.info, config.stream, device=device, autocast=autocast,
                 on_result=self._result_cb, on_error=self._decode_error_cb, realtime=True,
             )
             warmup_ms = self._pipeline.warmup()
-        except (CheckpointError, ValueError) as exc:
+        except (CheckpointError, ValueError) as exc:  # incl. StreamConfigError (clip_length)
             self._pipeline = None
             return self._fail(str(exc))
-        self._model_text = f"{messages.describe_model(loaded.info, clip_length)} ({path.name})"
-        self._topics = list(values["image_topics"])
-        self._annotate = bool(values["publish_annotated"])
+        self._config = config
+        self._model_text = (
+            f"{messages.describe_model(loaded.info, self._pipeline.clip_length)} "
+            f"({config.checkpoint.name})"
+        )
         self._create_publishers(loaded.info.model.task_names)
-        self._publish_label_info(loaded.info)
+        self._publish_label_info(loaded.info, config.stream.score_threshold)
         self._configured_once = True
         self.get_logger().info(
             f"configured: {self._model_text}; warm-up forward pass {warmup_ms:.0f} ms"
@@ -188,19 +136,29 @@ class PerceptionNode(LifecycleNode):
         return super().on_activate(state)  # activates the lifecycle publishers
 
     def _activate(self) -> None:
-        if self._pipeline is None:
+        config = self._config
+        if self._pipeline is None or config is None:
             raise RuntimeError("not configured")
-        qos = self._image_qos()
-        for topic in self._topics:
+        qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=config.qos_depth,
+            reliability=(
+                ReliabilityPolicy.RELIABLE if config.qos_reliable
+                else ReliabilityPolicy.BEST_EFFORT
+            ),
+            durability=DurabilityPolicy.VOLATILE,
+        )
+        for topic in config.image_topics:
             msg_type = CompressedImage if topic.endswith("/compressed") else Image
             self._image_subscriptions.append(
                 self.create_subscription(msg_type, topic, self._image_cb_for(topic), qos)
             )
         self._pipeline.start()
         self._streaming = True
-        period = float(self.get_parameter("diagnostics_period_s").value)
-        self._diagnostics_timer = self.create_timer(period, self.diagnostics_cb)
-        self.get_logger().info(f"active: reading {', '.join(self._topics)}")
+        self._diagnostics_timer = self.create_timer(
+            config.diagnostics_period_s, self.diagnostics_cb
+        )
+        self.get_logger().info(f"active: reading {', '.join(config.image_topics)}")
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_streaming()
@@ -220,20 +178,15 @@ class PerceptionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def startup_problem(self) -> str | None:
-        """What makes configure certain to fail (parameters, checkpoint metadata), or None.
-
-        Cheap (the weights are not read): main checks it at start-up so that a
-        node that cannot run says so at once instead of waiting for configure.
-        """
-        values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
-        problems = validate_all(values)
-        if problems:
-            return "invalid parameters: " + "; ".join(problems)
+        """What makes configure certain to fail (parameters, checkpoint metadata), or None."""
         try:
-            from_dict(StreamConfig, stream_values(values), "parameters")
-        except (SettingsError, ValueError) as exc:
-            return f"invalid parameters: {exc}"
-        return check_checkpoint(str(values["checkpoint"]))
+            config = read_node_config(self._values())
+        except NodeConfigError as exc:
+            return str(exc)
+        return check_checkpoint(config.checkpoint)
+
+    def _values(self) -> dict[str, Any]:
+        return {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
 
     def release(self) -> None:
         """Stop everything and free the model (and GPU memory); safe to call twice."""
@@ -248,7 +201,7 @@ class PerceptionNode(LifecycleNode):
         if pipeline is None:
             return
         pipeline.push(camera, msg)
-        if self._annotate and self._annotated_publisher is not None:
+        if self._annotated_publisher is not None:
             with self._lock:
                 result = self._to_draw.pop(camera, None)
             if result is not None:
@@ -281,20 +234,11 @@ class PerceptionNode(LifecycleNode):
         if pipeline is None or publisher is None:
             return
         stats = pipeline.stats()
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        for data in messages.diagnostic_statuses(
+        statuses = messages.diagnostic_statuses(
             stats, self._last_stats, self.get_name(), self._model_text
-        ):
-            status = DiagnosticStatus()
-            status.level = bytes([data.level])  # a byte field in rclpy
-            status.name, status.message, status.hardware_id = (
-                data.name, data.message, data.hardware_id
-            )
-            status.values = [KeyValue(key=k, value=v) for k, v in data.values]
-            array.status.append(status)
+        )
         self._last_stats = stats
-        publisher.publish(array)
+        publisher.publish(convert.diagnostics_msg(statuses, self.get_clock().now().to_msg()))
 
     def _decode_error_cb(self, camera: str, error: ImageDecodeError) -> None:
         """The core reports each kind of undecodable frame once per camera; the frames
@@ -303,17 +247,11 @@ class PerceptionNode(LifecycleNode):
 
     def _result_cb(self, result: ClipResult) -> None:
         """Called by the core's worker thread for every scored clip."""
-        if self._annotate:
+        if self._annotating():
             with self._lock:
                 self._to_draw[result.camera] = result
         for task, publisher in self._result_publishers.items():
-            msg = Classification()
-            msg.header = _header(result.header)
-            msg.results = [
-                ObjectHypothesis(class_id=name, score=score)
-                for name, score in messages.hypotheses(result, task)
-            ]
-            publisher.publish(msg)
+            publisher.publish(convert.classification_msg(result, task))
 
     # ----- helpers ---------------------------------------------------------
 
@@ -325,15 +263,6 @@ class PerceptionNode(LifecycleNode):
         if not self._configured_once:
             self.exit_code = EXIT_BAD_INPUT
         return TransitionCallbackReturn.FAILURE
-
-    def _image_qos(self) -> QoSProfile:
-        reliable = self.get_parameter("qos_reliability").value == "reliable"
-        return QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=int(self.get_parameter("qos_depth").value),
-            reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-            durability=DurabilityPolicy.VOLATILE,
-        )
 
     def _create_publishers(self, tasks: tuple[str, ...]) -> None:
         latched = QoSProfile(
@@ -353,38 +282,30 @@ class PerceptionNode(LifecycleNode):
         self._diagnostics_publisher = self.create_lifecycle_publisher(
             DiagnosticArray, "/diagnostics", 10
         )
-        if self._annotate:
+        if self._annotating():
             self._annotated_publisher = self.create_lifecycle_publisher(
                 Image, "~/annotated_image", 2
             )
 
-    def _publish_label_info(self, info: Any) -> None:
+    def _publish_label_info(self, info: CheckpointInfo, threshold: float) -> None:
+        stamp = self.get_clock().now().to_msg()
         for task, publisher in zip(info.model.task_names, self._label_publishers):
-            msg = LabelInfo()
-            msg.header.stamp = self.get_clock().now().to_msg()
-            msg.class_map = [
-                VisionClass(class_id=index, class_name=name)
-                for index, name in messages.label_map(info, task)
-            ]
-            msg.threshold = float(self.get_parameter("score_threshold").value)
-            publisher.publish(msg)
+            publisher.publish(convert.label_info_msg(info, task, threshold, stamp))
 
     def _publish_annotated(self, pipeline: StreamPipeline, result: ClipResult) -> None:
         """The camera's newest sampled frame with the latest result drawn on it."""
-        latest = pipeline.latest_frame(result.camera)
+        try:
+            latest = pipeline.latest_frame(result.camera)
+        except ImageDecodeError:  # already reported once by the core's on_error
+            return
         if latest is None:
             return
         frame, header = latest
         lines = result_lines([(task, r.top) for task, r in result.tasks.items()])
-        drawn = draw_lines(frame, lines)
-        out = Image()
-        out.header = _header(header)
-        out.height, out.width = drawn.shape[0], drawn.shape[1]
-        out.encoding, out.is_bigendian, out.step = "rgb8", 0, drawn.shape[1] * 3
-        # array('B') is what rclpy stores uint8[] as; handing it bytes would make
-        # the setter check every byte in Python.
-        out.data = array.array("B", drawn.tobytes())
-        self._annotated_publisher.publish(out)
+        self._annotated_publisher.publish(convert.rgb_image_msg(draw_lines(frame, lines), header))
+
+    def _annotating(self) -> bool:
+        return self._config is not None and self._config.publish_annotated
 
     def _stop_streaming(self) -> None:
         for subscription in self._image_subscriptions:
@@ -407,31 +328,12 @@ class PerceptionNode(LifecycleNode):
         self._diagnostics_publisher = self._annotated_publisher = None
         self._last_stats = None
         self._to_draw.clear()
+        self._config = None
         if self._pipeline is not None:
-            self._pipeline = None
+            self._pipeline.close()  # frames, clips and cached GPU memory
+            self._pipeline = None  # and with it the model
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-
-
-def _header(frame: FrameHeader) -> Header:
-    """A frame's header as a message (results carry their clip's last frame's)."""
-    header = Header()
-    header.stamp.sec = frame.sec
-    header.stamp.nanosec = frame.nanosec
-    header.frame_id = frame.frame_id
-    return header
-
-
-def check_checkpoint(path: str) -> str | None:
-    """Why the checkpoint cannot be used (metadata only, no weights), or None."""
-    file = Path(path).expanduser()
-    if not file.exists():
-        return missing_checkpoint_hint(str(file.absolute()))
-    try:
-        read_checkpoint_info(file)
-    except CheckpointError as exc:
-        return str(exc)
-    return None
 
 
 def main(args: list[str] | None = None) -> int:

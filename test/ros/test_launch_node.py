@@ -19,6 +19,7 @@ import tempfile
 import time
 import unittest
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,6 +130,6 @@ class TestResultsCarryImageStamps(unittest.TestCase):
 
 @launch_testing.post_shutdown_test()
 class TestCleanExit(unittest.TestCase):
-    def test_exit_code(self, proc_info) -> None:  # type: ignore[no-untyped-def]
+    def test_exit_code(self, proc_info: Any) -> None:
         # SIGINT from launch at the end: the node joins its worker and exits 0.
         launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0])

@@ -1,0 +1,70 @@
+"""The node's parameter values -> one typed settings object (no rclpy here).
+
+`read_node_config` is the single place where the values `ros2` hands the node
+become typed settings: the core's `StreamConfig` plus the node's own. The node
+calls it at configure; `main` calls it (and `check_checkpoint`) at start-up, so
+a node that cannot run says so at once, in one line, instead of waiting for a
+configure transition that can only fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mtl_perception.checkpoint import CheckpointError, read_checkpoint_info
+from mtl_perception.ros.params import missing_checkpoint_hint, stream_values, validate_all
+from mtl_perception.settings import SettingsError, from_dict
+from mtl_perception.stream import StreamConfig
+
+
+class NodeConfigError(ValueError):
+    """Parameter values the node cannot run with; the message names each problem."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    checkpoint: Path
+    device: str  # auto | cpu | cuda | cuda:N, resolved at configure
+    autocast: str  # none | fp16 | bf16
+    image_topics: tuple[str, ...]
+    qos_reliable: bool
+    qos_depth: int
+    publish_annotated: bool
+    diagnostics_period_s: float
+    stream: StreamConfig
+
+
+def read_node_config(values: Mapping[str, Any]) -> NodeConfig:
+    """Typed settings from every declared parameter's value; NodeConfigError if unusable."""
+    problems = validate_all(values)
+    if problems:
+        raise NodeConfigError("invalid parameters: " + "; ".join(problems))
+    try:
+        stream = from_dict(StreamConfig, stream_values(values), "parameters")
+    except (SettingsError, ValueError) as exc:  # StreamConfigError: combinations
+        raise NodeConfigError(f"invalid parameters: {exc}") from exc
+    return NodeConfig(
+        checkpoint=Path(values["checkpoint"]).expanduser(),
+        device=values["device"],
+        autocast=values["autocast"],
+        image_topics=tuple(values["image_topics"]),
+        qos_reliable=values["qos_reliability"] == "reliable",
+        qos_depth=int(values["qos_depth"]),
+        publish_annotated=bool(values["publish_annotated"]),
+        diagnostics_period_s=float(values["diagnostics_period_s"]),
+        stream=stream,
+    )
+
+
+def check_checkpoint(path: Path) -> str | None:
+    """Why the checkpoint cannot be used (metadata only, the weights are not read), or None."""
+    if not path.exists():
+        return missing_checkpoint_hint(str(path.absolute()))
+    try:
+        read_checkpoint_info(path)
+    except CheckpointError as exc:
+        return str(exc)
+    return None
