@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_datasets import stand_in_video
 from torch.utils.data import DataLoader
 
 from mtl_perception.preprocess import PreprocessConfig
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig, collate_clips
 from training.datasets.sample import VideoSample
 from training.multitask import MultiTaskBatchSampler
-
-from helpers_datasets import stand_in_video
 
 A = list(range(30))  # task 0: 30 samples (75 %)
 B = list(range(30, 40))  # task 1: 10 samples
@@ -65,7 +64,7 @@ def test_ranks_split_the_global_batch_without_overlap() -> None:
     for it in range(20):
         parts = [r.local_batch(it) for r in ranks]
         assert all(len(p) == 2 for p in parts)
-        assert sum(parts, []) == single.global_batch(it)
+        assert [i for p in parts for i in p] == single.global_batch(it)
     with pytest.raises(ValueError, match="split evenly"):
         MultiTaskBatchSampler([A, B], 8, 20, rank=0, world_size=3)
 

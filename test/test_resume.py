@@ -29,6 +29,11 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
         return {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
 
 
+def _rows(path: Path) -> list[list[str]]:
+    with open(path, encoding="utf-8") as handle:
+        return list(csv.reader(handle))
+
+
 def _interrupt_after_rows(csv_path: Path, rows: int) -> threading.Thread:
     """Send this process SIGINT (Ctrl-C) once the run has logged `rows` iterations."""
 
@@ -76,8 +81,7 @@ def test_resume_after_ctrl_c_is_bitwise_the_uninterrupted_run(
     last_a, last_b = _tensors(whole.last), _tensors(resumed.last)
     assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
     assert resumed.history == whole.history
-    logs = [list(csv.reader(open(p / "train.csv", encoding="utf-8")))
-            for p in (tmp_path / "whole", run)]
+    logs = [_rows(p / "train.csv") for p in (tmp_path / "whole", run)]
     strip = [[row[:-3] + row[-2:] for row in log] for log in logs]  # clips/s differs
     assert strip[0] == strip[1]
 

@@ -125,7 +125,7 @@ def save_state(
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, rng in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = rng
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     document = {
         "format": FORMAT,
         "state": state.__dict__,

@@ -160,7 +160,7 @@ def _fmt(value: float) -> str:
 
 
 def _bar(fraction: float, width: int = 20) -> str:
-    filled = int(round(width * min(max(fraction, 0.0), 1.0)))
+    filled = round(width * min(max(fraction, 0.0), 1.0))
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 

@@ -40,8 +40,8 @@ from training.run_state import (
     STATE_FILE,
     RunDirError,
     TrainingState,
-    load_state,
     check_new_run_dir,
+    load_state,
     prepare_run_dir,
     read_run,
     save_state,
@@ -168,6 +168,7 @@ class _Run:
             self.data.train, batch_sampler=sampler, num_workers=workers,
             collate_fn=collate_clips, pin_memory=self.ctx.device.type == "cuda",
             persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+            worker_init_fn=_ignore_interrupts if workers > 0 else None,
         )
 
     # -- the loop ------------------------------------------------------------------
@@ -184,14 +185,17 @@ class _Run:
             ctx.rank, ctx.world_size, lws_streams,
         )
         evaluator = self._evaluator() if ctx.is_main else None
-        previous = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, self._on_sigint)
+        # Ctrl-C, and SIGTERM (torchrun's agent, cluster preemption): save, then stop.
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, self._on_signal)
         interrupted = False
         try:
             if state.iteration < c.iterations:
                 interrupted = self._loop(sampler, evaluator, lws_streams)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self.log.close()
         skipped = sorted({*state.skipped, *map(str, self.data.train.skipped_paths())})
         state.skipped = skipped
@@ -236,7 +240,7 @@ class _Run:
                 return True
         return False
 
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stop_requested:  # a second Ctrl-C: stop at once
             raise KeyboardInterrupt
         self.stop_requested = True
@@ -308,6 +312,11 @@ def _check_resume_config(config: TrainConfig, run_dir: Path) -> None:
         raise RunDirError(f"{run_dir} was started with other settings ({', '.join(changed)}); "
                           "resume it with its own config (only "
                           f"{list(RESUME_CHANGEABLE)} may change)")
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the main process, which saves and stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _generator(seed: int, iteration: int) -> torch.Generator:
