@@ -120,3 +120,9 @@ def test_vision_msgs_round_trip_through_cdr() -> None:
     back = store.deserialize_cdr(store.serialize_cdr(info, LABEL_INFO), LABEL_INFO)
     assert [(c.class_id, c.class_name) for c in back.class_map] == [(0, "a"), (1, "b"), (2, "c")]
     assert back.threshold == pytest.approx(0.5)
+
+
+def test_a_cut_ros1_bag_is_one_line_naming_reindex(tmp_path: Path) -> None:
+    path = cut(write_ros1_bag(tmp_path / "r.bag", count=30), 0.6)
+    with pytest.raises(BagError, match=r"cannot read bag .*r\.bag: .*rosbag reindex"):
+        Bag(path)

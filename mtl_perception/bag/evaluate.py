@@ -135,14 +135,17 @@ def _chain(first: tuple[int, Any], rest: Iterator[tuple[int, Any]]
 
 
 def _summary(evaluation: Evaluation, out: Path) -> None:
+    """The headline figures on stdout (what `make demo` shows), chance level beside them."""
     metrics = evaluation.metrics
     for task in evaluation.tasks:
         section = metrics[task]
-        LOG.info("%s: segment accuracy %s (%d segments), clip accuracy %s (%d clips)", task,
-                 _pct(section["segment_accuracy"]), section["segments_scored"],
-                 _pct(section["clip_accuracy"]), section["clips_scored"])
-    LOG.info("report: %s; plots: %s", out / "report.md",
-             ", ".join(str(out / p) for p in evaluation.plots))
+        chance = 1 / len(evaluation.class_names[task])
+        print(f"{task:>8}: segment accuracy {_pct(section['segment_accuracy'])} "
+              f"({section['segments_scored']} labelled segments; chance {_pct(chance)}), "
+              f"clip accuracy {_pct(section['clip_accuracy'])} ({section['clips_scored']} clips)")
+    print(f"{'speed':>8}: {metrics['frames_per_second']:.0f} images/s on {evaluation.device}")
+    print(f"{'report':>8}: {out / 'report.md'}")
+    print(f"{'plots':>8}: {', '.join(str(out / p) for p in evaluation.plots)}")
 
 
 def _pct(value: float | None) -> str:

@@ -150,8 +150,9 @@ class Bag:
             reader.open()
             self._reader = reader
         except Exception as exc:
-            if kind != "rosbag2":
-                raise BagError(f"cannot read bag {self.path}: {_one_line(exc)}") from exc
+            if kind != "rosbag2":  # ROS 1: rosbags needs the index a killed recorder omits
+                raise BagError(f"cannot read bag {self.path}: {_one_line(exc)} (a ROS 1 "
+                               "recording cut short needs `rosbag reindex` first)") from exc
             self._recover_error = _one_line(exc)
         self.report = ReadReport(str(self.path), self._storage(kind))
         self.topics = self._topics()
