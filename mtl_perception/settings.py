@@ -116,6 +116,8 @@ def parse_yaml(text: str, where: str = "<text>") -> Any:
     loader.where = where
     try:
         return loader.get_single_data()
+    except RecursionError as exc:  # "[[[[..." thousands deep: PyYAML recurses per level
+        raise SettingsError(f"{where}: YAML nested too deeply") from exc
     finally:
         loader.dispose()
 

@@ -9,6 +9,7 @@ stream is still read, so a cut or corrupt file fails, at a fraction of the cost.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def read_image_frames(
         try:
             require_regular_file(path, "frame")
         except VideoReadError as exc:
-            if not (path.exists() or path.is_symlink()):
+            if not os.path.lexists(path):  # False for a name with a NUL byte too
                 raise VideoTooShortError(f"frame file not found: {path}", index) from exc
             raise
         try:
