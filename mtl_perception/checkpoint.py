@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,9 +161,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
 
 def _open(path: Path) -> Any:
     """A `safe_open` handle on `path`, or one CheckpointError saying what the file is."""
-    if not path.exists():
+    if not os.path.exists(path):  # False (not ValueError) for a name with a NUL byte
         raise CheckpointError(f"checkpoint not found: {path}")
-    if not path.is_file():
+    if not path.is_file():  # a folder; a FIFO would block the read below forever
         raise CheckpointError(f"checkpoint {path} is not a file")
     with open(path, "rb") as handle:
         head = handle.read(9)
@@ -205,8 +206,10 @@ def _parse_info(path: Path, metadata: Mapping[str, str] | None, prefix: str = ""
         )
     except CheckpointError:
         raise
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, SettingsError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, SettingsError,
+            RecursionError) as exc:  # RecursionError: JSON nested thousands deep
         what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        what = "nested too deeply" if isinstance(exc, RecursionError) else what
         raise CheckpointError(
             f"{prefix}checkpoint {path} has invalid metadata: {_one_line(what)}"
         ) from exc

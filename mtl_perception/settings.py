@@ -80,8 +80,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         mode = os.stat(path).st_mode
-    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # ValueError: a NUL
         raise SettingsError(f"settings file not found: {path}") from exc
+    except OSError as exc:  # permissions on a folder above it, a name too long
+        raise SettingsError(f"cannot read settings file {path}: {exc.strerror or exc}") from exc
     if not stat.S_ISREG(mode):  # a folder, or a FIFO that would block the read forever
         raise SettingsError(f"settings file {path} is not a regular file")
     try:
@@ -116,6 +118,8 @@ def parse_yaml(text: str, where: str = "<text>") -> Any:
     loader.where = where
     try:
         return loader.get_single_data()
+    except RecursionError as exc:  # "[[[[..." thousands deep: PyYAML recurses per level
+        raise SettingsError(f"{where}: YAML nested too deeply") from exc
     finally:
         loader.dispose()
 

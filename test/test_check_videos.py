@@ -112,3 +112,28 @@ def test_a_malformed_list_is_found_before_any_video_is_decoded(
     err = capsys.readouterr().err
     assert "bad.txt:2: label 'zero' is not an integer" in err
     assert opened == []
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG that claims width x height pixels (a decompression bomb for Pillow)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_frame_is_unreadable_not_a_crash(tmp_path: Path) -> None:
+    from training.datasets.frames import read_image_frames
+    from training.datasets.video import VideoReadError
+
+    folder = _frames(tmp_path / "data" / "bomb", 3)
+    _png_header_only(folder / "img_00002.jpg", 40_000, 40_000)
+    kind, reason = check_frame_folder(folder, 0, None) or ("", "")
+    assert kind == "unreadable" and "img_00002.jpg" in reason
+    with pytest.raises(VideoReadError, match="img_00002.jpg"):
+        read_image_frames(folder, [1])

@@ -145,3 +145,10 @@ def test_ntu_duplicates_warn_once_and_count_once(
     for expected in ("2 video(s) found in two folders", "1 repeated line(s) ignored",
                      "1 subject(s) listed more than once"):
         assert sum(expected in w for w in warnings) == 1
+
+
+def test_a_field_twice_in_one_nvgesture_line_is_refused(tmp_path: Path) -> None:
+    listed = tmp_path / "list.lst"
+    listed.write_text("path:./a color:sk_color:1:9 label:1 label:2\n")
+    with pytest.raises(DatasetError, match=rf"{listed}:1: field 'label' appears twice"):
+        nvgesture.read_list(listed, tmp_path)

@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from training.datasets import mmaction, ucf101
 from training.datasets.listfile import DatasetError
+from training.datasets.sample import LabelledSplit, VideoSample
+from training.summarize import summarize_split
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,7 +31,7 @@ INTEGER = re.compile(r"[+-]?[0-9]+")
 paths = st.one_of(
     st.sampled_from(["Walk/v_a.avi", "Jump/v_b.avi", "Sit/c.avi", "Walk//v_a.avi", "walk/v_a.avi",
                      "Nope/x.avi", "Walk", "Walk\\v_c.avi", "/Walk/x.avi", "Sit/../Walk/d.avi",
-                     "Jump/é ü.avi", "a.avi", "b.mp4"]),
+                     "Jump/é ü.avi", "a.avi", "b.mp4", "Walk/a\0b.avi", "Sit/x\0/y.avi"]),
     st.text(st.characters(exclude_categories=("Cs",)), max_size=10),
 )
 labels = st.one_of(st.integers(-3, 5).map(str), st.sampled_from(
@@ -96,6 +98,10 @@ def _check(read, reference, text: str, raw: bytes | None = None) -> None:
             return
         assert expected is not BAD, f"read a list the reference refuses: {got}"
         assert got == expected
+        # what was read goes through the file checks (stat only: nothing exists here)
+        split = LabelledSplit([VideoSample(p, label) for p, label in got], CLASSES, "hostile")
+        row = summarize_split(split, check=True, show=3)
+        assert row["missing"] == len({p for p, _ in got}) and row["unreadable"] == 0
 
 
 def _undecodable(raw: bytes) -> bool:

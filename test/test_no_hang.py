@@ -158,3 +158,29 @@ def test_an_unknown_user_on_the_command_line_is_one_message(
     said = capsys.readouterr().err + caplog.text
     assert "cannot expand '~nosuchuser_mtl/x': no such user" in said
     assert list(tmp_path.iterdir()) == []
+
+
+def test_deeply_nested_yaml_and_checkpoint_json_are_one_message(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("tasks: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(SettingsError, match="nested too deeply"):
+        load_set(path)
+    import torch
+    from safetensors.torch import save_file
+
+    from mtl_perception.checkpoint import CheckpointError, load_checkpoint
+
+    checkpoint = tmp_path / "deep.safetensors"
+    save_file({"w": torch.zeros(1)}, str(checkpoint),
+              metadata={"mtl_perception": "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(CheckpointError, match="invalid metadata: nested too deeply"):
+        load_checkpoint(checkpoint)
+
+
+def test_absurd_sampling_numbers_are_refused() -> None:
+    from training.datasets.clip_dataset import ClipSamplingConfig
+
+    for changes in ({"num_eval_clips": 10**9}, {"frame_step": 10**12}, {"decode_threads": -1},
+                    {"seed": -1}, {"flip_probability": float("nan")}):
+        with pytest.raises(ValueError, match="must be"):
+            ClipSamplingConfig(**changes)  # type: ignore[arg-type]

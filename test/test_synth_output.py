@@ -215,3 +215,14 @@ def test_out_of_range_numbers_end_in_one_message_and_write_nothing(
     assert len(errors) == 1 and errors[0].startswith(f"{option}: ")
     assert "\n" not in errors[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_out_holding_the_current_folder_is_refused(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    inner = tmp_path / "here"
+    inner.mkdir()
+    monkeypatch.chdir(inner)
+    for out in (".", str(tmp_path)):
+        with pytest.raises(SynthOutputError, match="holds the current folder"):
+            generate(TINY, out)
+    assert [p.name for p in tmp_path.iterdir()] == ["here"] and list(inner.iterdir()) == []

@@ -80,14 +80,15 @@ class ClipSamplingConfig:
     decode_threads: int = 1  # FFmpeg threads per decode; 1 when DataLoader workers run
 
     def __post_init__(self) -> None:
-        if self.frame_step < 1:
-            raise ValueError(f"frame_step must be >= 1, got {self.frame_step}")
-        if self.num_eval_clips < 1:
-            raise ValueError(f"num_eval_clips must be >= 1, got {self.num_eval_clips}")
+        # upper bounds: past them a value is a typo that would loop or allocate for hours
+        if not 1 <= self.frame_step <= 10_000:
+            raise ValueError(f"frame_step must be in 1..10000, got {self.frame_step}")
+        if not 1 <= self.num_eval_clips <= 1000:
+            raise ValueError(f"num_eval_clips must be in 1..1000, got {self.num_eval_clips}")
         if not 0.0 <= self.flip_probability <= 1.0:
             raise ValueError(f"flip_probability must be in [0, 1], got {self.flip_probability}")
-        if self.seed < 0 or self.decode_threads < 0:
-            raise ValueError("seed and decode_threads must be >= 0")
+        if self.seed < 0 or not 0 <= self.decode_threads <= 256:
+            raise ValueError("seed must be >= 0 and decode_threads in 0..256")
 
 
 @dataclass

@@ -9,6 +9,8 @@ stream is still read, so a cut or corrupt file fails, at a fraction of the cost.
 
 from __future__ import annotations
 
+import os
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +20,10 @@ from PIL import Image, UnidentifiedImageError
 from training.datasets.video import VideoReadError, VideoTooShortError, require_regular_file
 
 FRAME_TEMPLATE = "img_{:05d}.jpg"  # mmaction2's rawframe names; frame index i -> i + 1
+# What Pillow raises on damaged or hostile files: its plugins use SyntaxError, EOFError,
+# struct.error, IndexError; a decompression bomb is an Exception of its own.
+_IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
+                 IndexError, TypeError, struct.error, Image.DecompressionBombError)
 
 
 def count_image_frames(directory: str | Path, template: str = FRAME_TEMPLATE) -> int:
@@ -47,7 +53,7 @@ def read_image_frames(
         try:
             require_regular_file(path, "frame")
         except VideoReadError as exc:
-            if not (path.exists() or path.is_symlink()):
+            if not os.path.lexists(path):  # False for a name with a NUL byte too
                 raise VideoTooShortError(f"frame file not found: {path}", index) from exc
             raise
         try:
@@ -55,7 +61,7 @@ def read_image_frames(
                 cache[index] = np.asarray(image.convert("RGB"))
         except FileNotFoundError as exc:
             raise VideoTooShortError(f"frame file not found: {path}", index) from exc
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+        except _IMAGE_ERRORS as exc:
             raise VideoReadError(f"cannot decode frame {path}: {exc}") from exc
     try:
         return np.stack([cache[int(i)] for i in indices])
@@ -93,7 +99,7 @@ def check_frame_folder(
                 image.load()
         except VideoReadError as exc:
             return "unreadable", str(exc)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        except _IMAGE_ERRORS as exc:
             return "unreadable", f"cannot decode {path.name}: {' '.join(str(exc).split())}"
     return None
 

@@ -46,8 +46,10 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     path = Path(path)
     try:
         mode = os.stat(path).st_mode
-    except (OSError, ValueError) as exc:
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         raise DatasetError(f"list file not found: {path}") from exc
+    except OSError as exc:  # permissions on a folder above it, a name too long
+        raise DatasetError(f"cannot read list file {path}: {exc.strerror or exc}") from exc
     if not stat.S_ISREG(mode):  # a folder; a FIFO would block the read forever
         raise DatasetError(f"list file {path} is not a regular file")
     try:

@@ -105,7 +105,7 @@ def missing_folder_hint(path: Path) -> str:
     """
     absent = None
     for parent in path.parents:
-        if parent.exists():
+        if os.path.exists(parent):  # unlike Path.exists, False for a NUL byte
             break
         absent = parent
     return f"folder {absent} does not exist" if absent is not None else ""

@@ -49,6 +49,8 @@ def parse_line(line: str, path: Path, number: int) -> tuple[str, str, int, int, 
         key, sep, value = token.partition(":")
         if not sep:
             raise DatasetError(f"{path}:{number}: field {token!r} has no 'key:'")
+        if key in fields:  # which one would be meant? (two labels, two segments)
+            raise DatasetError(f"{path}:{number}: field {key!r} appears twice")
         fields[key] = value
     missing = [key for key in ("path", "color", "label") if key not in fields]
     if missing:

@@ -116,6 +116,9 @@ def prepare(out: Path) -> Path:
     """
     if out.is_symlink():
         raise SynthOutputError(f"--out {out} is a symbolic link; give the folder itself")
+    here = Path.cwd()
+    if here == out or out in here.parents:  # the swap renames --out: the shell would be left
+        raise SynthOutputError(f"--out {out} holds the current folder; run synth from elsewhere")
     if out.exists() and not out.is_dir():
         raise SynthOutputError(f"--out {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):

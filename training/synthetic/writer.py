@@ -333,7 +333,7 @@ def generate(settings: SynthSettings, out: str | Path, workers: int = 1) -> list
     so `out` holds either the earlier set or the new one, never half of one, and
     a folder that is not provably an earlier set is refused untouched.
     """
-    out = Path(out)
+    out = Path(os.path.abspath(out))  # "." has no name to build the sibling from; links kept
     partial = prepare(out)
     jobs = plan(settings)
     files = [job.rel_path for job in jobs] + [*LIST_FILES, SET_FILE]
