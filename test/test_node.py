@@ -369,3 +369,10 @@ def test_a_failed_reconfigure_keeps_the_node_alive(node_module: ModuleType, chec
     assert node.on_configure(state("unconfigured")) is ros.TransitionCallbackReturn.FAILURE
     assert str(missing) in node.logger.of("error")[-1]
     assert node.exit_code is None  # only a failing start-up ends the process
+
+
+def test_unknown_parameters_are_named_not_silently_ignored(node_module: ModuleType) -> None:
+    node = make_node(node_module, **{"top-k": 3, "target_fps": 10.0})
+    (warning,) = node.logger.of("warning")
+    assert "['top-k']" in warning and "top_k" in warning
+    assert make_node(node_module, top_k=3).logger.of("warning") == []

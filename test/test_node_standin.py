@@ -169,8 +169,9 @@ class Node:
         self.name = node_name
         self.logger = Logger()
         NODE_LOGGERS.append(self.logger)
-        self.overrides = {p.name: p.value for p in parameter_overrides or []}
-        self.overrides = {**_ARGS_OVERRIDES, **self.overrides}
+        given = {p.name: Parameter(p.name, None, p.value) for p in parameter_overrides or []}
+        self._parameter_overrides = {  # rclpy's name for it
+            **{k: Parameter(k, None, v) for k, v in _ARGS_OVERRIDES.items()}, **given}
         self.parameters: dict[str, Parameter] = {}
         self.descriptors: dict[str, Any] = {}
         self.callbacks: list[Any] = []
@@ -204,13 +205,17 @@ class Node:
     def declare_parameter(self, name: str, value: Any = None, descriptor: Any = None,
                           ignore_override: bool = False) -> Parameter:
         assert name not in self.parameters, f"{name} declared twice"
-        given = self.overrides.get(name, value)
+        override = self._parameter_overrides.get(name)
+        given = value if override is None else override.value
         if value is not None and type(given) is not type(value):  # rclpy: static typing
             raise TypeError(f"Trying to set parameter '{name}' to '{given}' of type "
                             f"{type(given).__name__}, expecting {type(value).__name__}")
         parameter = Parameter(name, None, given)
         self.parameters[name], self.descriptors[name] = parameter, descriptor
         return parameter
+
+    def has_parameter(self, name: str) -> bool:
+        return name in self.parameters
 
     def get_parameter(self, name: str) -> Parameter:
         return self.parameters[name]

@@ -61,6 +61,14 @@ class PerceptionNode(LifecycleNode):
         for spec in PARAMS:
             self.declare_parameter(spec.name, spec.default, convert.descriptor_for(spec))
         self.add_on_set_parameters_callback(self.parameters_cb)
+        # rclpy ignores values for undeclared names: say so, or a typo in the
+        # YAML silently leaves the default in place.
+        unknown = sorted(n for n in self._parameter_overrides if not self.has_parameter(n))
+        if unknown:
+            self.get_logger().warning(
+                f"ignoring parameters this node does not have: {unknown} "
+                f"(it has: {', '.join(spec.name for spec in PARAMS)})"
+            )
         # Set when a start-up failure should end the process (main exits non-zero).
         self.exit_code: int | None = None
         self._configured_once = False

@@ -91,7 +91,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               "instead of gluing two scenes into one clip.", section="stream",
               low=0.01, high=3600.0),
     ParamSpec("max_batch", "integer", 0,
-              "Most clips per forward pass; 0 batches the newest clip of every camera.",
+              "Most clips per forward pass; 0 = automatic: the newest clip of every camera "
+              "in one pass on a GPU, one clip per pass on the CPU.",
               section="stream", low=0, high=64),
     # --- post-processing (live) ---
     ParamSpec("score_threshold", "double", 0.0,
