@@ -61,4 +61,7 @@ def run(args: argparse.Namespace) -> int:
             yaml.YAMLError) as exc:
         LOG.error("%s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return 2
+    except FloatingPointError as exc:  # a diverged run: its last good state is on disk
+        LOG.error("%s", exc)
+        return 1
     return 130 if result.interrupted else 0

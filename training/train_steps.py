@@ -54,14 +54,17 @@ class StepResult:
 
 def global_task_losses(
     logits: Sequence[torch.Tensor], labels: torch.Tensor, task_ids: torch.Tensor,
-    counts: Sequence[int], ctx: DistContext,
+    counts: Sequence[int], ctx: DistContext, grad_scale: float = 1.0,
 ) -> list[torch.Tensor | None]:
     """Per task: sum of this process's cross-entropies / the global count of the task.
 
     In one process that is the task's mean cross-entropy. With several, the
     value is replaced by the sum over processes while the gradient stays this
-    process's share; summing gradients over processes then gives the
-    gradient of the global mean. None for a task absent from the global batch.
+    process's share (times `grad_scale`: DistributedDataParallel averages
+    gradients, so it passes the number of processes); summing gradients over
+    processes then gives the gradient of the global mean. Learned loss weights
+    see only the (global) values, so theirs is the same on every process.
+    None for a task absent from the global batch.
     """
     pieces: list[torch.Tensor | None] = []
     for task, task_logits in enumerate(logits):
@@ -80,7 +83,8 @@ def global_task_losses(
         p.detach() if p is not None else torch.zeros((), device=labels.device) for p in pieces
     ])
     summed = allreduce_sum(values, ctx)
-    return [None if p is None else p + (summed[i] - p.detach()) for i, p in enumerate(pieces)]
+    return [None if p is None else grad_scale * p + (summed[i] - grad_scale * p.detach())
+            for i, p in enumerate(pieces)]
 
 
 class Stepper:
@@ -92,11 +96,23 @@ class Stepper:
         self.model, self.weighting, self.optimizer = model, weighting, optimizer
         self.ctx, self.autocast, self.scaler, self.lws = ctx, autocast, scaler, lws
         self.params = [p for p in model.parameters() if p.requires_grad]
+        # One forward + one backward per step (STL, HPS, SPS): DistributedDataParallel,
+        # which overlaps the gradient all-reduce with the backward pass. LWS runs
+        # 2 x lambda forwards per step through routed copies, which DDP's reducer
+        # cannot follow: its gradients are summed by one explicit all-reduce.
+        self.ddp: nn.Module | None = None
+        if ctx.distributed and not isinstance(model, LearnedSharingModel):
+            from torch.nn.parallel import DistributedDataParallel
 
-    def losses_fn(self, counts: Sequence[int]) -> Callable[..., list[torch.Tensor | None]]:
+            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(model, device_ids=device_ids,
+                                               broadcast_buffers=True)
+
+    def losses_fn(self, counts: Sequence[int], grad_scale: float = 1.0
+                  ) -> Callable[..., list[torch.Tensor | None]]:
         def fn(logits: Sequence[torch.Tensor], labels: torch.Tensor, task_ids: torch.Tensor
                ) -> list[torch.Tensor | None]:
-            return global_task_losses(logits, labels, task_ids, counts, self.ctx)
+            return global_task_losses(logits, labels, task_ids, counts, self.ctx, grad_scale)
         return fn
 
     def step(self, batch: Batch, generator: torch.Generator,
@@ -108,7 +124,8 @@ class Stepper:
             result = self._lws(batch, nes_batch or batch, generator)
         else:
             result = self._single(batch)
-        allreduce_gradients(self.params, self.ctx)
+        if self.ddp is None:
+            allreduce_gradients(self.params, self.ctx)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return result
@@ -118,10 +135,19 @@ class Stepper:
 
     def _single(self, batch: Batch) -> StepResult:
         with self.autocast():
-            logits = self.model(batch.clips, batch.task_ids)
-        losses = self.losses_fn(batch.counts)(logits, batch.labels, batch.task_ids)
+            logits = (self.ddp or self.model)(batch.clips, batch.task_ids)
+        # DDP averages gradients over processes: scale this process's share up.
+        scale = float(self.ctx.world_size) if self.ddp is not None else 1.0
+        losses = self.losses_fn(batch.counts, scale)(logits, batch.labels, batch.task_ids)
         out = self.weighting(losses)  # records DWA statistics in training mode
-        self._backward(out.total)
+        total = out.total
+        if self.ddp is not None:
+            # A head whose task is absent from the whole batch joins with a zero
+            # term: DDP needs every parameter in every step's graph.
+            for task_logits, count in zip(logits, batch.counts):
+                if count == 0:
+                    total = total + task_logits.float().sum() * 0.0
+        self._backward(total)
         return StepResult(float(out.total.detach()), _values(losses), out.weights)
 
     def _lws(self, batch: Batch, nes: Batch, generator: torch.Generator) -> StepResult:

@@ -118,6 +118,7 @@ class _Run:
             _check_resume_config(config, run_dir)
         else:  # every rank checks (read only), so all fail together on a bad folder
             check_new_run_dir(run_dir, overwrite)
+        D.barrier(ctx)  # before rank 0 writes run.json, which a late rank would refuse
         self.data: RunData = build_data(config)
         self.model, self.model_config = self._build_model(resume and state_path.is_file())
         self.weighting = build_weighting(config.weighting.method, len(self.data.task_names),
