@@ -158,6 +158,10 @@ def test_only_and_unknown_runs(files: tuple[Path, Path], tmp_path: Path) -> None
     run_grid(set_file, tmp_path, train_file, only=["lws_average"], train_fn=fake)
     assert [c[0] for c in fake.calls] == ["lws_average"]
     assert _table(tmp_path / "table2.csv")[12] == ["LWS", "average", "42.86"]
+    (tmp_path / "plots" / "lws_average.png").unlink()  # a deleted plot is redrawn, not retrained
+    again = FakeTrain()
+    run_grid(set_file, tmp_path, train_file, only=["lws_average"], train_fn=again)
+    assert again.calls == [] and (tmp_path / "plots" / "lws_average.png").is_file()
     with pytest.raises(ExperimentError, match="unknown run"):
         run_grid(set_file, tmp_path, train_file, only=["hps_magic"], train_fn=fake)
 

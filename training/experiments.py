@@ -134,6 +134,9 @@ def run_grid(
         if _result_path(out, run).is_file():
             LOG.info("%s: finished earlier, skipped", run.name)
             outcome.finished.append(run.name)
+            if not _plot_path(out, run).is_file():  # e.g. deleted to redraw every plot
+                _plot(out, run, json.loads(_result_path(out, run).read_text("utf-8")),
+                      set_config.name)
             continue
         run_dir = out / "runs" / run.name
         # A run folder without resumable state (stopped before its first save)
@@ -157,8 +160,7 @@ def run_grid(
         record = score_run(run, configs[run.name], result, set_path, eval_config)
         text = json.dumps(record, indent=2, allow_nan=False) + "\n"
         write_text(_result_path(out, run), text)
-        plot_history(record["history"], run.tasks, out / "plots" / f"{run.name}.png",
-                     f"{set_config.name}: {run.row[0]} {run.row[1]}".replace(" -", ""))
+        _plot(out, run, record, set_config.name)
         outcome.finished.append(run.name)
         write_tables(out, set_config.name, tasks)
     write_tables(out, set_config.name, tasks)
@@ -234,6 +236,17 @@ def _check_finished(out: Path, run: GridRun, config: TrainConfig) -> None:
 
 # Settings that do not change what a finished run computed.
 _CHANGEABLE = {"workers", "log_every", "save_every", "device"}
+
+
+def _plot(out: Path, run: GridRun, record: dict[str, Any], set_name: str) -> None:
+    chance = {task: 1.0 / len(figures["clip"]["per_class"])
+              for task, figures in record["tasks"].items() if figures.get("clip")}
+    title = f"{set_name}: {run.row[0]} {run.row[1]}".replace(" -", "")
+    plot_history(record["history"], run.tasks, _plot_path(out, run), title, chance)
+
+
+def _plot_path(out: Path, run: GridRun) -> Path:
+    return out / "plots" / f"{run.name}.png"
 
 
 def _result_path(out: Path, run: GridRun) -> Path:

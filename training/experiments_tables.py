@@ -150,8 +150,9 @@ def row_counts(results: Mapping[str, Mapping[str, Any]], metric: str
 
 
 def plot_history(history: Sequence[Mapping[str, Any]], tasks: Sequence[str], path: Path,
-                 title: str) -> None:
-    """Per-task validation accuracy over iterations (and cumulative when several tasks)."""
+                 title: str, chance: Mapping[str, float] | None = None) -> None:
+    """Per-task validation accuracy over iterations (and cumulative when several tasks);
+    `chance` (task -> 1 / classes) draws each task's chance level as a dotted line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,7 +162,10 @@ def plot_history(history: Sequence[Mapping[str, Any]], tasks: Sequence[str], pat
     iterations = [int(h["iteration"]) for h in history]
     for task in tasks:
         values = [_percent(h.get("accuracy", {}).get(task)) for h in history]
-        axes.plot(iterations, values, marker="o", markersize=3, label=task)
+        line = axes.plot(iterations, values, marker="o", markersize=3, label=task)[0]
+        if chance and task in chance:
+            axes.axhline(100 * chance[task], color=line.get_color(), linestyle=":",
+                         linewidth=1, label=f"{task} chance")
     if len(tasks) > 1:
         axes.plot(iterations, [_percent(h.get("cumulative")) for h in history], "k--",
                   label="cumulative")
@@ -170,7 +174,7 @@ def plot_history(history: Sequence[Mapping[str, Any]], tasks: Sequence[str], pat
     axes.set_ylim(0, 100)
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper right", fontsize="small")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
