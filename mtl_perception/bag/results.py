@@ -20,7 +20,7 @@ from mtl_perception.bag.types import (
     classification,
     label_info,
 )
-from mtl_perception.bag.writer import BagWriter, ros2_image
+from mtl_perception.bag.writer import BagWriter, Storage, ros2_image
 from mtl_perception.settings import to_dict
 
 LOG = logging.getLogger("evaluate_bag")
@@ -95,10 +95,10 @@ def write_prediction_bag(path: Path, evaluation: Evaluation, source: Path,
     image topic, converted to ROS 2 messages, into an mcap bag. Each
     prediction is logged at the log time of its clip's last image.
     """
-    storage = evaluation.read.storage if evaluation.read.storage in ("mcap", "sqlite3") else "mcap"
+    storage: Storage = "sqlite3" if evaluation.read.storage == "sqlite3" else "mcap"
     pending = _prediction_messages(evaluation)
     position = 0
-    with Bag(source, image_topic) as bag, BagWriter(path, storage) as writer:  # type: ignore[arg-type]
+    with Bag(source, image_topic) as bag, BagWriter(path, storage) as writer:
         stamp = evaluation.first_stamp_ns
         for task in evaluation.tasks:  # once, at the first image (latched in a live system)
             msg = label_info(stamp, "", evaluation.class_names[task],
