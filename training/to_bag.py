@@ -40,15 +40,10 @@ from mtl_perception.bag.types import COMPRESSED_IMAGE, IMAGE
 from mtl_perception.bag.writer import STORAGES, BagWriter, compressed_message, image_message
 from mtl_perception.settings import SettingsError, apply_overrides
 from training.datasets import sets
+from training.datasets.frames import count_image_frames, read_image_frames
 from training.datasets.listfile import DatasetError
 from training.datasets.sample import UNLABELLED, VideoSample
-from training.datasets.video import (
-    VideoReader,
-    VideoReadError,
-    VideoTooShortError,
-    count_image_frames,
-    read_image_frames,
-)
+from training.datasets.video import VideoReader, VideoReadError, VideoTooShortError
 
 LOG = logging.getLogger(__name__)
 MARKER = "dataset_to_bag.json"  # marks a folder as this command's output
