@@ -45,7 +45,7 @@ def read_node_config(values: Mapping[str, Any]) -> NodeConfig:
     try:
         stream = from_dict(StreamConfig, stream_values(values), "parameters")
     except (SettingsError, ValueError) as exc:  # StreamConfigError: combinations
-        raise NodeConfigError(f"invalid parameters: {exc}") from exc
+        raise NodeConfigError(f"invalid {exc}") from exc  # exc starts with "parameters"
     return NodeConfig(
         checkpoint=Path(values["checkpoint"]).expanduser(),
         device=values["device"],
