@@ -152,3 +152,17 @@ def test_a_field_twice_in_one_nvgesture_line_is_refused(tmp_path: Path) -> None:
     listed.write_text("path:./a color:sk_color:1:9 label:1 label:2\n")
     with pytest.raises(DatasetError, match=rf"{listed}:1: field 'label' appears twice"):
         nvgesture.read_list(listed, tmp_path)
+
+
+def test_one_source_feeding_two_tasks_is_warned_about_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    source = {"format": "ucf101", "root": "UCF-101", "annotations": "lists"}
+    path = write_yaml(tmp_path / "set.yaml", {"tasks": {"action": [source],
+                                                         "gesture": [source]}})
+    with caplog.at_level(logging.WARNING):
+        config = load_set(path)
+    assert list(config.tasks) == ["action", "gesture"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "1 source(s) feed two tasks" in warnings[0] and "tasks.gesture[0] = tasks.action[0]" \
+        in warnings[0]

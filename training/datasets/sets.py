@@ -114,6 +114,7 @@ def load_set(path: str | Path) -> SetConfig:
                     f"{path}: tasks.{task}[{j}]: the same source as tasks.{task}[{first}]; "
                     "its samples would count twice"
                 )
+    _warn_shared_sources(path, tasks)
     if raw.class_merge == "none":
         merge = None
     elif raw.class_merge == "default":
@@ -123,6 +124,22 @@ def load_set(path: str | Path) -> SetConfig:
     else:
         merge = _resolve(raw.class_merge, base, f"{path}: class_merge")
     return SetConfig(name=raw.name or path.stem, tasks=tasks, class_merge=merge, path=path)
+
+
+def _warn_shared_sources(path: Path, tasks: dict[str, list[SourceConfig]]) -> None:
+    """One source feeding two tasks is legal (one video, two labels) but rarely meant."""
+    seen: list[tuple[str, int, SourceConfig]] = []
+    shared = []
+    for task, sources in tasks.items():
+        for i, source in enumerate(sources):
+            match = next((f"tasks.{t}[{j}]" for t, j, s in seen if s == source and t != task),
+                         None)
+            if match:
+                shared.append(f"tasks.{task}[{i}] = {match}")
+            seen.append((task, i, source))
+    if shared:
+        log.warning("%s: %d source(s) feed two tasks, their videos train both (%s)",
+                    path, len(shared), shared[0])
 
 
 def build_split(set_config: SetConfig, split: str) -> dict[str, LabelledSplit]:
