@@ -12,8 +12,9 @@ from mtl_perception.stream.decode import (
     ImageDecodeError,
     decode_image,
     header_of,
+    prepare_frame,
 )
-from mtl_perception.stream.pipeline import StreamPipeline, prepare_frame
+from mtl_perception.stream.pipeline import StreamPipeline
 from mtl_perception.stream.results import ClipResult, FrameHeader, TaskResult
 from mtl_perception.stream.stats import CameraStats, Percentiles, StreamStats
 

@@ -17,26 +17,20 @@ runs in one worker thread (`start()` / `stop()`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from mtl_perception.checkpoint import CheckpointInfo
-from mtl_perception.preprocess import (
-    PreprocessConfig,
-    frame_rows,
-    preprocess_frame,
-    preprocess_rows,
-)
+from mtl_perception.preprocess import preprocess_frame
 from mtl_perception.stream.buffer import BufferedFrame, CameraBuffer, Clip, Decision
 from mtl_perception.stream.config import (
     FIXED_REASONS,
@@ -44,17 +38,18 @@ from mtl_perception.stream.config import (
     StreamConfig,
     StreamConfigError,
 )
-from mtl_perception.stream.decode import ImageDecodeError, decode_image, header_of, is_compressed
+from mtl_perception.stream.decode import (
+    ImageDecodeError,
+    decode_image,
+    header_of,
+    is_compressed,
+    prepare_frame,
+)
+from mtl_perception.stream.inference import Scorer
 from mtl_perception.stream.results import ClipResult, FrameHeader, Smoother, postprocess
 from mtl_perception.stream.stats import CameraStats, LatencyWindow, RateMeter, StreamStats
 
 log = logging.getLogger(__name__)
-
-AUTOCAST_MODES: dict[str, torch.dtype | None] = {
-    "none": None,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-}
 
 ResultCallback = Callable[[ClipResult], None]
 ErrorCallback = Callable[[str, ImageDecodeError], None]
@@ -122,21 +117,13 @@ class StreamPipeline:
         self._config = config or StreamConfig()
         self.info = info
         self.clip_length = self._config.resolved_clip_length(info.preprocess.clip_length)
-        self.device = _resolve_device(device)
-        if autocast not in AUTOCAST_MODES:
-            raise StreamConfigError(
-                f"autocast must be one of {list(AUTOCAST_MODES)}, got {autocast!r}"
-            )
-        if autocast != "none" and self.device.type != "cuda":
-            log.warning("autocast %s ignored on %s: it is a GPU setting", autocast, self.device)
-            autocast = "none"
-        self.autocast = autocast
+        self._scorer = Scorer(model, device, autocast)
+        self.device, self.autocast, self.model = (
+            self._scorer.device,
+            self._scorer.autocast,
+            self._scorer.model,
+        )
         self.realtime = realtime
-        score_all = getattr(model, "score_all", None)
-        if not callable(score_all):
-            raise TypeError(f"{type(model).__name__} has no score_all(clips) method")
-        self.model = model.to(self.device).eval()
-        self._score_all = cast(Callable[[torch.Tensor], list[torch.Tensor]], score_all)
         self.on_result = on_result
         self.on_error = on_error or _log_decode_error
         self._cameras: dict[str, _Camera] = {}
@@ -448,18 +435,7 @@ class StreamPipeline:
                     log.exception("on_result callback failed")
 
     def _score(self, batch: list[_Queued]) -> list[ClipResult]:
-        clips = [item.clip for item in batch]
-        first = clips[0].frames[0].tensor
-        x = torch.empty((len(clips), first.shape[0], self.clip_length, *first.shape[1:]))
-        for n, clip in enumerate(clips):
-            for t, frame in enumerate(clip.frames):
-                x[n, :, t] = frame.tensor
-        start = time.monotonic()
-        with torch.inference_mode(), self._autocast():
-            logits = self._score_all(x.to(self.device, non_blocking=True))
-            per_task = [task.float().cpu().numpy() for task in logits]
-        done = time.monotonic()
-        inference_ms = (done - start) * 1e3
+        per_task, inference_ms = self._scorer([item.clip for item in batch])
         config = self._config
         results = []
         with self._cond:
@@ -498,24 +474,9 @@ class StreamPipeline:
                 self._latency_ms.add(latency_ms)
         return results
 
-    @contextlib.contextmanager
-    def _autocast(self) -> Iterator[None]:
-        dtype = AUTOCAST_MODES[self.autocast]
-        if dtype is None:
-            yield
-            return
-        with torch.autocast(device_type=self.device.type, dtype=dtype):
-            yield
-
     def warmup(self, batch: int = 1) -> float:
         """One forward pass on zeros of the input shape (cuDNN autotuning, lazy init); ms."""
-        crop = self.info.preprocess.crop
-        x = torch.zeros((batch, 3, self.clip_length, *crop), device=self.device)
-        start = time.monotonic()
-        with torch.inference_mode(), self._autocast():
-            for task in self._score_all(x):
-                task.float().cpu()
-        return (time.monotonic() - start) * 1e3
+        return self._scorer.warmup(batch, self.clip_length, self.info.preprocess.crop)
 
     # ---------------------------------------------------------------- stats
     def stats(self) -> StreamStats:
@@ -543,29 +504,6 @@ class StreamPipeline:
         if not self.realtime and exc[0] is None:
             self.flush()
         self.stop()
-
-
-def prepare_frame(msg: Any, config: PreprocessConfig) -> torch.Tensor:
-    """An Image/CompressedImage message -> preprocessed frame (3, crop_h, crop_w), as push() does.
-
-    Raw images convert only the rows preprocessing reads (same bits as
-    `preprocess_frame(decode_image(msg), config)`, a fraction of the work).
-    """
-    if not is_compressed(msg):
-        height, width = int(msg.height), int(msg.width)
-        rows = frame_rows(height, width, config) if height > 0 and width > 0 else None
-        if rows is not None:
-            return preprocess_rows(decode_image(msg, rows), (height, width), config)
-    return preprocess_frame(decode_image(msg), config)
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise StreamConfigError(f"device {device!r} asked for, but CUDA is not available")
-    return resolved
 
 
 def _log_decode_error(camera: str, error: ImageDecodeError) -> None:
