@@ -6,7 +6,12 @@ and offline bag evaluation (`mtl_perception.bag`) both drive the same
 gets.
 """
 
-from mtl_perception.stream.config import LIVE_SETTINGS, StreamConfig, StreamConfigError
+from mtl_perception.stream.config import (
+    FIXED_REASONS,
+    LIVE_SETTINGS,
+    StreamConfig,
+    StreamConfigError,
+)
 from mtl_perception.stream.decode import (
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
@@ -19,6 +24,7 @@ from mtl_perception.stream.results import ClipResult, FrameHeader, TaskResult
 from mtl_perception.stream.stats import CameraStats, Percentiles, StreamStats
 
 __all__ = [
+    "FIXED_REASONS",
     "LIVE_SETTINGS",
     "SUPPORTED_ENCODINGS",
     "CameraStats",
