@@ -29,7 +29,7 @@ from mtl_perception.stream import (
     StreamConfigError,
     StreamPipeline,
 )
-from mtl_perception.stream import pipeline as pipeline_module
+from mtl_perception.stream import camera as camera_module
 
 TYPES = get_typestore(Stores.ROS2_HUMBLE).types
 MS = 1_000_000
@@ -152,7 +152,7 @@ def test_slow_model_faster_frames_memory_bounded_right_stamps(
 ) -> None:
     alive: weakref.WeakSet[torch.Tensor] = weakref.WeakSet()
     peak = 0
-    real_preprocess = pipeline_module.preprocess_frame
+    real_preprocess = camera_module.preprocess_frame
 
     def tracked(image: np.ndarray, config: PreprocessConfig) -> torch.Tensor:
         nonlocal peak
@@ -161,7 +161,7 @@ def test_slow_model_faster_frames_memory_bounded_right_stamps(
         peak = max(peak, len(alive))
         return out
 
-    monkeypatch.setattr(pipeline_module, "preprocess_frame", tracked)
+    monkeypatch.setattr(camera_module, "preprocess_frame", tracked)
     cameras = ["a", "b", "c", "d"]
     config = StreamConfig(target_fps=30, inference_stride=1, max_batch=4)
     pipeline, results = collect({"model": SleepyModel(), "info": INFO, "config": config})

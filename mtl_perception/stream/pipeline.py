@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -30,64 +30,21 @@ import torch
 from torch import nn
 
 from mtl_perception.checkpoint import CheckpointInfo
-from mtl_perception.preprocess import preprocess_frame
-from mtl_perception.stream.buffer import BufferedFrame, CameraBuffer, Clip, Decision
+from mtl_perception.stream.camera import CameraState, ErrorCallback, Queued
 from mtl_perception.stream.config import (
     FIXED_REASONS,
     LIVE_SETTINGS,
     StreamConfig,
     StreamConfigError,
 )
-from mtl_perception.stream.decode import (
-    ImageDecodeError,
-    decode_image,
-    header_of,
-    is_compressed,
-    prepare_frame,
-)
+from mtl_perception.stream.decode import ImageDecodeError, header_of
 from mtl_perception.stream.inference import Scorer
-from mtl_perception.stream.results import ClipResult, FrameHeader, Smoother, postprocess
-from mtl_perception.stream.stats import CameraStats, LatencyWindow, RateMeter, StreamStats
+from mtl_perception.stream.results import ClipResult, FrameHeader, postprocess
+from mtl_perception.stream.stats import CameraStats, LatencyWindow, StreamStats
 
 log = logging.getLogger(__name__)
 
 ResultCallback = Callable[[ClipResult], None]
-ErrorCallback = Callable[[str, ImageDecodeError], None]
-
-
-_COUNTERS: tuple[str, ...] = (
-    "frames_received",
-    "frames_sampled",
-    "frames_dropped",
-    "decode_errors",
-    "resets",
-    "clips_made",
-    "clips_run",
-    "clips_dropped",
-)
-
-
-@dataclass(frozen=True)
-class _Queued:
-    clip: Clip
-    epoch: int
-
-
-@dataclass
-class _Camera:
-    """Everything the pipeline keeps per camera."""
-
-    buffer: CameraBuffer
-    smoothers: list[Smoother]
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    rate: RateMeter = field(default_factory=RateMeter)
-    pending: _Queued | None = None  # realtime: newest unscored clip
-    epoch: int = 0  # buffer resets so far; smoothing restarts with a new epoch
-    smoothed_epoch: int = 0
-    served: int = -1  # index of the last batch that scored one of its clips
-    latest: tuple[Any, FrameHeader] | None = None  # newest sampled message or RGB frame
-    errors_reported: set[tuple[str, str]] = field(default_factory=set)
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
 
 
 class StreamPipeline:
@@ -126,9 +83,9 @@ class StreamPipeline:
         self.realtime = realtime
         self.on_result = on_result
         self.on_error = on_error or _log_decode_error
-        self._cameras: dict[str, _Camera] = {}
+        self._cameras: dict[str, CameraState] = {}
         self._cond = threading.Condition()
-        self._queue: deque[_Queued] = deque()  # offline: every clip, in order
+        self._queue: deque[Queued] = deque()  # offline: every clip, in order
         self._in_flight = 0
         self._stopping = False
         self._flushing = False  # flush() asks the offline worker for partial batches
@@ -182,82 +139,30 @@ class StreamPipeline:
         return self._push(camera, header, None, rgb)
 
     def _push(self, camera: str, header: FrameHeader, msg: Any, rgb: np.ndarray | None) -> bool:
-        now = time.monotonic()
-        cam = self._camera(camera)
-        with cam.lock:
-            cam.rate.tick(now)
-            cam.counts["frames_received"] += 1
-            decision = cam.buffer.decide(header.stamp_ns)
-            if decision is Decision.SKIP:
-                return False
-            if decision is Decision.DROP:
-                cam.counts["frames_dropped"] += 1
-                return False
-            try:
-                if rgb is None:
-                    tensor = prepare_frame(msg, self.info.preprocess)
-                else:
-                    tensor = preprocess_frame(rgb, self.info.preprocess)
-            except ImageDecodeError as exc:
-                self._decode_failed(camera, cam, msg, exc)
-                return False
-            except ValueError as exc:  # a frame preprocess refuses (shape, dtype)
-                self._decode_failed(camera, cam, msg, ImageDecodeError(str(exc), "size"))
-                return False
-            if decision is Decision.RESET:
-                cam.buffer.reset()
-                cam.epoch += 1
-                cam.counts["resets"] += 1
-            cam.latest = (msg if rgb is None else rgb, header)
-            cam.counts["frames_sampled"] += 1
-            clip = cam.buffer.add(BufferedFrame(tensor, header, now))
-            if clip is None:
-                return True
-            cam.counts["clips_made"] += 1
-            epoch = cam.epoch
-        self._submit(cam, clip, epoch)
-        return True
+        cam = self._cameras.get(camera) or self._add_camera(camera)
+        sampled, item = cam.offer(header, msg, rgb, time.monotonic())
+        if item is not None:
+            self._submit(cam, item)
+        return sampled
 
-    def _camera(self, camera: str) -> _Camera:
-        cam = self._cameras.get(camera)
-        if cam is None:
-            with self._cond:
-                cam = self._cameras.get(camera)
-                if cam is None:
-                    config = self._config
-                    cam = _Camera(
-                        buffer=CameraBuffer(
-                            camera,
-                            config.target_fps,
-                            self.clip_length,
-                            config.inference_stride,
-                            config.max_gap_s,
-                        ),
-                        smoothers=[
-                            Smoother(config.smoothing, config.smoothing_window)
-                            for _ in self.task_names
-                        ],
-                    )
-                    self._cameras[camera] = cam
-        return cam
-
-    def _decode_failed(self, camera: str, cam: _Camera, msg: Any, exc: ImageDecodeError) -> None:
-        cam.counts["frames_dropped"] += 1
-        cam.counts["decode_errors"] += 1
-        source = "" if msg is None else str(msg.format if is_compressed(msg) else msg.encoding)
-        key = (exc.kind, source)
-        if key not in cam.errors_reported:
-            cam.errors_reported.add(key)
-            self.on_error(camera, exc)
+    def _add_camera(self, camera: str) -> CameraState:
+        with self._cond:
+            cam = self._cameras.get(camera)
+            if cam is None:
+                cam = self._cameras[camera] = CameraState(
+                    camera,
+                    self._config,
+                    self.clip_length,
+                    len(self.task_names),
+                    self.info.preprocess,
+                    self.on_error,
+                )
+            return cam
 
     def latest_frame(self, camera: str) -> tuple[np.ndarray, FrameHeader] | None:
         """The newest sampled RGB frame (H, W, 3) of a camera and its header (annotated images)."""
         cam = self._cameras.get(camera)
-        if cam is None or cam.latest is None:
-            return None
-        source, header = cam.latest
-        # Messages are decoded in full only when asked (push decodes just the rows it needs).
-        return (source if isinstance(source, np.ndarray) else decode_image(source)), header
+        return None if cam is None else cam.latest_frame()
 
     def reset(self, camera: str | None = None) -> None:
         """Empty the buffer (and restart smoothing) of one camera, or of all."""
@@ -267,17 +172,15 @@ class StreamPipeline:
             if cam is None:
                 continue
             with cam.lock:
-                cam.buffer.reset()
-                cam.epoch += 1
+                cam.restart()
             with self._cond:
                 if cam.pending is not None:
                     cam.pending = None
                     cam.counts["clips_dropped"] += 1
 
     # ------------------------------------------------------------- scheduling
-    def _submit(self, cam: _Camera, clip: Clip, epoch: int) -> None:
-        item = _Queued(clip, epoch)
-        batch: list[_Queued] = []
+    def _submit(self, cam: CameraState, item: Queued) -> None:
+        batch: list[Queued] = []
         with self._cond:
             if self.realtime:
                 if cam.pending is not None:
@@ -307,7 +210,7 @@ class StreamPipeline:
             return max(1, len(self._cameras))
         return 1
 
-    def _take_realtime(self) -> list[_Queued]:
+    def _take_realtime(self) -> list[Queued]:
         cams = self._cameras
         waiting = [cam.pending for cam in cams.values() if cam.pending is not None]
         # When more cameras are ready than one batch holds: the camera served longest
@@ -322,7 +225,7 @@ class StreamPipeline:
         self._in_flight += len(batch)
         return batch
 
-    def _take_offline(self) -> list[_Queued]:
+    def _take_offline(self) -> list[Queued]:
         batch = [self._queue.popleft() for _ in range(min(self._batch_size(), len(self._queue)))]
         self._in_flight += len(batch)
         return batch
@@ -410,7 +313,7 @@ class StreamPipeline:
             self._run(batch)
 
     # -------------------------------------------------------------- inference
-    def _run(self, batch: list[_Queued]) -> None:
+    def _run(self, batch: list[Queued]) -> None:
         """Score one batch and hand out its results; never raises into the worker loop."""
         if not batch:
             return
@@ -434,7 +337,7 @@ class StreamPipeline:
                 except Exception:  # a consumer's bug must not stop inference
                     log.exception("on_result callback failed")
 
-    def _score(self, batch: list[_Queued]) -> list[ClipResult]:
+    def _score(self, batch: list[Queued]) -> list[ClipResult]:
         per_task, inference_ms = self._scorer([item.clip for item in batch])
         config = self._config
         results = []
@@ -443,17 +346,12 @@ class StreamPipeline:
             self._inference_ms.add(inference_ms)
         for n, item in enumerate(batch):
             cam = self._cameras[item.clip.camera]
-            if item.epoch != cam.smoothed_epoch:
-                for smoother in cam.smoothers:
-                    smoother.reset()
-                cam.smoothed_epoch = item.epoch
-            for smoother in cam.smoothers:
-                smoother.configure(config.smoothing, config.smoothing_window)
+            smoothers = cam.smoothers_for(item, config)
             tasks = postprocess(
                 [task[n] for task in per_task],
                 self.task_names,
                 self.info.class_names,
-                cam.smoothers,
+                smoothers,
                 config,
             )
             latency_ms = (time.monotonic() - item.clip.frames[-1].arrival) * 1e3
