@@ -7,7 +7,10 @@ runs in one worker thread (`start()` / `stop()`).
 - realtime=True (the robot): each camera has one slot for its newest ready
   clip; a newer clip replaces an unscored one (counted in `clips_dropped`),
   so the worker always scores the freshest view and nothing queues without
-  bound. `push()` never waits for the model.
+  bound. `push()` never waits for the model. On a GPU the worker batches the
+  ready clip of every camera into one forward pass; on the CPU, where a
+  batch costs more per clip than single clips, it scores one clip per pass,
+  cameras taking turns (`max_batch` overrides both).
 - realtime=False (bag evaluation): every clip is scored, in the order it was
   cut, in batches of `max_batch` (default 1) clips: the same inputs give the
   same batches and therefore the same predictions every run. `push()` waits
