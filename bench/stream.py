@@ -295,12 +295,39 @@ def live(mode: str, cameras: int, seconds: float, model: Any) -> dict[str, float
     }
 
 
+def live_ratios(runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """Ours over naive per interleaved round; the median ratio and its spread (min, max)."""
+    out: dict[str, Any] = {}
+    for cameras in (1, 4):
+        ours, naive = runs[f"ours_{cameras}cam"], runs[f"naive_{cameras}cam"]
+        pairs = {
+            "results_per_s_over_naive": [
+                o["results_per_s"] / max(n["results_per_s"], 1e-9) for o, n in zip(ours, naive)
+            ],
+            "latency_p50_naive_over_ours": [
+                n["latency_p50_ms"] / o["latency_p50_ms"] for o, n in zip(ours, naive)
+            ],
+            "coherent_results_per_s_over_naive": [
+                o["coherent_results_per_s"] / max(n["coherent_results_per_s"], 1e-9)
+                for o, n in zip(ours, naive)
+            ],
+        }
+        for name, ratios in pairs.items():
+            out[f"{name}_{cameras}cam"] = round(statistics.median(ratios), 2)
+            out[f"{name}_{cameras}cam_spread"] = [round(min(ratios), 2), round(max(ratios), 2)]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=60, help="per-frame timing repeats")
     parser.add_argument("--live-seconds", type=float, default=40.0, help="length of one live run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of live runs")
-    parser.add_argument("--skip-live", action="store_true", help="skip the r3d_18 live runs")
+    parser.add_argument(
+        "--skip-live",
+        action="store_true",
+        help="skip the r3d_18 live runs, keeping their figures from an earlier stream.json",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -329,18 +356,13 @@ def main() -> None:
             for key, rs in runs.items()
         }
         out["live_r3d18_hps_cpu"] = live_out
-        for cameras in (1, 4):
-            ours, naive = live_out[f"ours_{cameras}cam"], live_out[f"naive_{cameras}cam"]
-            out[f"results_per_s_over_naive_{cameras}cam"] = round(
-                ours["results_per_s"] / max(naive["results_per_s"], 1e-9), 2
-            )
-            out[f"coherent_results_per_s_ours_{cameras}cam"] = ours["coherent_results_per_s"]
-            out[f"coherent_results_per_s_naive_{cameras}cam"] = naive["coherent_results_per_s"]
-            out[f"latency_p50_naive_over_ours_{cameras}cam"] = round(
-                naive["latency_p50_ms"] / ours["latency_p50_ms"], 2
-            )
+        out.update(live_ratios(runs))
         out["latency_p50_ms_r3d18_hps_cpu_1cam"] = live_out["ours_1cam"]["latency_p50_ms"]
         out["latency_p95_ms_r3d18_hps_cpu_1cam"] = live_out["ours_1cam"]["latency_p95_ms"]
+    previous = RESULTS / "stream.json"
+    if args.skip_live and previous.is_file():
+        kept = json.loads(previous.read_text())
+        out = {**{k: v for k, v in kept.items() if k not in out}, **out}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "stream.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out))

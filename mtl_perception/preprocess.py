@@ -18,6 +18,7 @@ import math
 import threading
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -233,8 +234,8 @@ def _from_rows(block: np.ndarray, size: tuple[int, int], config: PreprocessConfi
     """The resize's source rows x column span (R, C, 3) -> the preprocessed frame."""
     rows, (col0, col1) = _source_lines(size, config.resize, config.crop)
     buffer = _float_buffer(*size)
-    if block.strides[-1] < 0:  # a BGR view reversed: numpy casts reversed channels slowly
-        block = np.ascontiguousarray(block)
+    if block.strides[-1] < 0:  # a BGR view reversed: numpy copies reversed channels slowly
+        block = cv2.cvtColor(np.ascontiguousarray(block[..., ::-1]), cv2.COLOR_BGR2RGB)
     buffer[rows, col0:col1] = block
     x = torch.from_numpy(buffer).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W) channels-last
     x = F.interpolate(x, size=config.resize, mode="bilinear", align_corners=False, antialias=False)

@@ -12,6 +12,7 @@ import time
 import weakref
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -29,7 +30,7 @@ from mtl_perception.stream import (
     StreamConfigError,
     StreamPipeline,
 )
-from mtl_perception.stream import pipeline as pipeline_module
+from mtl_perception.stream import camera as camera_module
 
 TYPES = get_typestore(Stores.ROS2_HUMBLE).types
 MS = 1_000_000
@@ -152,7 +153,7 @@ def test_slow_model_faster_frames_memory_bounded_right_stamps(
 ) -> None:
     alive: weakref.WeakSet[torch.Tensor] = weakref.WeakSet()
     peak = 0
-    real_preprocess = pipeline_module.preprocess_frame
+    real_preprocess = camera_module.preprocess_frame
 
     def tracked(image: np.ndarray, config: PreprocessConfig) -> torch.Tensor:
         nonlocal peak
@@ -161,7 +162,7 @@ def test_slow_model_faster_frames_memory_bounded_right_stamps(
         peak = max(peak, len(alive))
         return out
 
-    monkeypatch.setattr(pipeline_module, "preprocess_frame", tracked)
+    monkeypatch.setattr(camera_module, "preprocess_frame", tracked)
     cameras = ["a", "b", "c", "d"]
     config = StreamConfig(target_fps=30, inference_stride=1, max_batch=4)
     pipeline, results = collect({"model": SleepyModel(), "info": INFO, "config": config})
@@ -362,3 +363,32 @@ def test_on_the_cpu_cameras_take_turns_one_clip_per_forward() -> None:
     assert set(model.batch_sizes) == {1}
     runs = [pipeline.stats().cameras[c].clips_run for c in "abcd"]
     assert min(runs) >= 3 and max(runs) - min(runs) <= 2  # round robin, nobody starves
+
+
+def test_compressed_messages_and_the_latest_frame() -> None:
+
+    Header, Time = TYPES["std_msgs/msg/Header"], TYPES["builtin_interfaces/msg/Time"]
+    config = StreamConfig(target_fps=10, inference_stride=1)
+    pipeline, results = collect(
+        {"model": EchoModel(), "info": INFO, "config": config, "realtime": False}
+    )
+    for i in range(LENGTH):
+        ok, png = cv2.imencode(".png", frame(40 + i))
+        assert ok
+        msg = TYPES["sensor_msgs/msg/CompressedImage"](
+            header=Header(stamp=Time(sec=1, nanosec=i * 100 * MS), frame_id="c"),
+            format="png",
+            data=png.reshape(-1),
+        )
+        assert pipeline.push("cam/compressed", msg)
+    assert pipeline.flush(timeout=10)
+    assert [r.tasks["action"].best[0] for r in results if r.tasks["action"].best] == ["43"]
+    # A raw message pushed next: latest_frame decodes it in full on demand.
+    assert pipeline.push("raw", message(7, 0))
+    latest = pipeline.latest_frame("raw")
+    assert (
+        latest is not None
+        and latest[0].shape == (SIDE, SIDE, 3)
+        and latest[1].frame_id == "optical"
+    )
+    assert int(latest[0][0, 0, 0]) == 7 and pipeline.latest_frame("nobody") is None

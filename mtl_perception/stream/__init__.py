@@ -6,18 +6,25 @@ and offline bag evaluation (`mtl_perception.bag`) both drive the same
 gets.
 """
 
-from mtl_perception.stream.config import LIVE_SETTINGS, StreamConfig, StreamConfigError
+from mtl_perception.stream.config import (
+    FIXED_REASONS,
+    LIVE_SETTINGS,
+    StreamConfig,
+    StreamConfigError,
+)
 from mtl_perception.stream.decode import (
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
     decode_image,
     header_of,
+    prepare_frame,
 )
-from mtl_perception.stream.pipeline import StreamPipeline, prepare_frame
+from mtl_perception.stream.pipeline import StreamPipeline
 from mtl_perception.stream.results import ClipResult, FrameHeader, TaskResult
 from mtl_perception.stream.stats import CameraStats, Percentiles, StreamStats
 
 __all__ = [
+    "FIXED_REASONS",
     "LIVE_SETTINGS",
     "SUPPORTED_ENCODINGS",
     "CameraStats",

@@ -28,7 +28,14 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
+from mtl_perception.preprocess import (
+    PreprocessConfig,
+    frame_rows,
+    preprocess_frame,
+    preprocess_rows,
+)
 from mtl_perception.stream.results import FrameHeader
 
 # encoding -> bytes per pixel
@@ -188,3 +195,17 @@ def _decode_compressed(msg: Any) -> np.ndarray:
             f"compressed image ({fmt!r}, {buf.size} bytes) is corrupt or truncated", "corrupt"
         )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def prepare_frame(msg: Any, config: PreprocessConfig) -> torch.Tensor:
+    """An Image/CompressedImage message -> preprocessed frame (3, crop_h, crop_w), as push() does.
+
+    Raw images convert only the rows preprocessing reads (same bits as
+    `preprocess_frame(decode_image(msg), config)`, a fraction of the work).
+    """
+    if not is_compressed(msg):
+        height, width = int(msg.height), int(msg.width)
+        rows = frame_rows(height, width, config) if height > 0 and width > 0 else None
+        if rows is not None:
+            return preprocess_rows(decode_image(msg, rows), (height, width), config)
+    return preprocess_frame(decode_image(msg), config)

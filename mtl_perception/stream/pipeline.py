@@ -7,7 +7,10 @@ runs in one worker thread (`start()` / `stop()`).
 - realtime=True (the robot): each camera has one slot for its newest ready
   clip; a newer clip replaces an unscored one (counted in `clips_dropped`),
   so the worker always scores the freshest view and nothing queues without
-  bound. `push()` never waits for the model.
+  bound. `push()` never waits for the model. On a GPU the worker batches the
+  ready clip of every camera into one forward pass; on the CPU, where a
+  batch costs more per clip than single clips, it scores one clip per pass,
+  cameras taking turns (`max_batch` overrides both).
 - realtime=False (bag evaluation): every clip is scored, in the order it was
   cut, in batches of `max_batch` (default 1) clips: the same inputs give the
   same batches and therefore the same predictions every run. `push()` waits
@@ -17,82 +20,34 @@ runs in one worker thread (`start()` / `stop()`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from mtl_perception.checkpoint import CheckpointInfo
-from mtl_perception.preprocess import (
-    PreprocessConfig,
-    frame_rows,
-    preprocess_frame,
-    preprocess_rows,
-)
-from mtl_perception.stream.buffer import BufferedFrame, CameraBuffer, Clip, Decision
+from mtl_perception.stream.camera import CameraState, ErrorCallback, Queued
 from mtl_perception.stream.config import (
     FIXED_REASONS,
     LIVE_SETTINGS,
     StreamConfig,
     StreamConfigError,
 )
-from mtl_perception.stream.decode import ImageDecodeError, decode_image, header_of, is_compressed
-from mtl_perception.stream.results import ClipResult, FrameHeader, Smoother, postprocess
-from mtl_perception.stream.stats import CameraStats, LatencyWindow, RateMeter, StreamStats
+from mtl_perception.stream.decode import ImageDecodeError, header_of
+from mtl_perception.stream.inference import Scorer
+from mtl_perception.stream.results import ClipResult, FrameHeader, postprocess
+from mtl_perception.stream.stats import CameraStats, LatencyWindow, StreamStats
 
 log = logging.getLogger(__name__)
 
-AUTOCAST_MODES: dict[str, torch.dtype | None] = {
-    "none": None,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-}
-
 ResultCallback = Callable[[ClipResult], None]
-ErrorCallback = Callable[[str, ImageDecodeError], None]
-
-
-_COUNTERS: tuple[str, ...] = (
-    "frames_received",
-    "frames_sampled",
-    "frames_dropped",
-    "decode_errors",
-    "resets",
-    "clips_made",
-    "clips_run",
-    "clips_dropped",
-)
-
-
-@dataclass(frozen=True)
-class _Queued:
-    clip: Clip
-    epoch: int
-
-
-@dataclass
-class _Camera:
-    """Everything the pipeline keeps per camera."""
-
-    buffer: CameraBuffer
-    smoothers: list[Smoother]
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    rate: RateMeter = field(default_factory=RateMeter)
-    pending: _Queued | None = None  # realtime: newest unscored clip
-    epoch: int = 0  # buffer resets so far; smoothing restarts with a new epoch
-    smoothed_epoch: int = 0
-    served: int = -1  # index of the last batch that scored one of its clips
-    latest: tuple[Any, FrameHeader] | None = None  # newest sampled message or RGB frame
-    errors_reported: set[tuple[str, str]] = field(default_factory=set)
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
 
 
 class StreamPipeline:
@@ -122,26 +77,18 @@ class StreamPipeline:
         self._config = config or StreamConfig()
         self.info = info
         self.clip_length = self._config.resolved_clip_length(info.preprocess.clip_length)
-        self.device = _resolve_device(device)
-        if autocast not in AUTOCAST_MODES:
-            raise StreamConfigError(
-                f"autocast must be one of {list(AUTOCAST_MODES)}, got {autocast!r}"
-            )
-        if autocast != "none" and self.device.type != "cuda":
-            log.warning("autocast %s ignored on %s: it is a GPU setting", autocast, self.device)
-            autocast = "none"
-        self.autocast = autocast
+        self._scorer = Scorer(model, device, autocast)
+        self.device, self.autocast, self.model = (
+            self._scorer.device,
+            self._scorer.autocast,
+            self._scorer.model,
+        )
         self.realtime = realtime
-        score_all = getattr(model, "score_all", None)
-        if not callable(score_all):
-            raise TypeError(f"{type(model).__name__} has no score_all(clips) method")
-        self.model = model.to(self.device).eval()
-        self._score_all = cast(Callable[[torch.Tensor], list[torch.Tensor]], score_all)
         self.on_result = on_result
         self.on_error = on_error or _log_decode_error
-        self._cameras: dict[str, _Camera] = {}
+        self._cameras: dict[str, CameraState] = {}
         self._cond = threading.Condition()
-        self._queue: deque[_Queued] = deque()  # offline: every clip, in order
+        self._queue: deque[Queued] = deque()  # offline: every clip, in order
         self._in_flight = 0
         self._stopping = False
         self._flushing = False  # flush() asks the offline worker for partial batches
@@ -195,82 +142,30 @@ class StreamPipeline:
         return self._push(camera, header, None, rgb)
 
     def _push(self, camera: str, header: FrameHeader, msg: Any, rgb: np.ndarray | None) -> bool:
-        now = time.monotonic()
-        cam = self._camera(camera)
-        with cam.lock:
-            cam.rate.tick(now)
-            cam.counts["frames_received"] += 1
-            decision = cam.buffer.decide(header.stamp_ns)
-            if decision is Decision.SKIP:
-                return False
-            if decision is Decision.DROP:
-                cam.counts["frames_dropped"] += 1
-                return False
-            try:
-                if rgb is None:
-                    tensor = prepare_frame(msg, self.info.preprocess)
-                else:
-                    tensor = preprocess_frame(rgb, self.info.preprocess)
-            except ImageDecodeError as exc:
-                self._decode_failed(camera, cam, msg, exc)
-                return False
-            except ValueError as exc:  # a frame preprocess refuses (shape, dtype)
-                self._decode_failed(camera, cam, msg, ImageDecodeError(str(exc), "size"))
-                return False
-            if decision is Decision.RESET:
-                cam.buffer.reset()
-                cam.epoch += 1
-                cam.counts["resets"] += 1
-            cam.latest = (msg if rgb is None else rgb, header)
-            cam.counts["frames_sampled"] += 1
-            clip = cam.buffer.add(BufferedFrame(tensor, header, now))
-            if clip is None:
-                return True
-            cam.counts["clips_made"] += 1
-            epoch = cam.epoch
-        self._submit(cam, clip, epoch)
-        return True
+        cam = self._cameras.get(camera) or self._add_camera(camera)
+        sampled, item = cam.offer(header, msg, rgb, time.monotonic())
+        if item is not None:
+            self._submit(cam, item)
+        return sampled
 
-    def _camera(self, camera: str) -> _Camera:
-        cam = self._cameras.get(camera)
-        if cam is None:
-            with self._cond:
-                cam = self._cameras.get(camera)
-                if cam is None:
-                    config = self._config
-                    cam = _Camera(
-                        buffer=CameraBuffer(
-                            camera,
-                            config.target_fps,
-                            self.clip_length,
-                            config.inference_stride,
-                            config.max_gap_s,
-                        ),
-                        smoothers=[
-                            Smoother(config.smoothing, config.smoothing_window)
-                            for _ in self.task_names
-                        ],
-                    )
-                    self._cameras[camera] = cam
-        return cam
-
-    def _decode_failed(self, camera: str, cam: _Camera, msg: Any, exc: ImageDecodeError) -> None:
-        cam.counts["frames_dropped"] += 1
-        cam.counts["decode_errors"] += 1
-        source = "" if msg is None else str(msg.format if is_compressed(msg) else msg.encoding)
-        key = (exc.kind, source)
-        if key not in cam.errors_reported:
-            cam.errors_reported.add(key)
-            self.on_error(camera, exc)
+    def _add_camera(self, camera: str) -> CameraState:
+        with self._cond:
+            cam = self._cameras.get(camera)
+            if cam is None:
+                cam = self._cameras[camera] = CameraState(
+                    camera,
+                    self._config,
+                    self.clip_length,
+                    len(self.task_names),
+                    self.info.preprocess,
+                    self.on_error,
+                )
+            return cam
 
     def latest_frame(self, camera: str) -> tuple[np.ndarray, FrameHeader] | None:
         """The newest sampled RGB frame (H, W, 3) of a camera and its header (annotated images)."""
         cam = self._cameras.get(camera)
-        if cam is None or cam.latest is None:
-            return None
-        source, header = cam.latest
-        # Messages are decoded in full only when asked (push decodes just the rows it needs).
-        return (source if isinstance(source, np.ndarray) else decode_image(source)), header
+        return None if cam is None else cam.latest_frame()
 
     def reset(self, camera: str | None = None) -> None:
         """Empty the buffer (and restart smoothing) of one camera, or of all."""
@@ -280,17 +175,15 @@ class StreamPipeline:
             if cam is None:
                 continue
             with cam.lock:
-                cam.buffer.reset()
-                cam.epoch += 1
+                cam.restart()
             with self._cond:
                 if cam.pending is not None:
                     cam.pending = None
                     cam.counts["clips_dropped"] += 1
 
     # ------------------------------------------------------------- scheduling
-    def _submit(self, cam: _Camera, clip: Clip, epoch: int) -> None:
-        item = _Queued(clip, epoch)
-        batch: list[_Queued] = []
+    def _submit(self, cam: CameraState, item: Queued) -> None:
+        batch: list[Queued] = []
         with self._cond:
             if self.realtime:
                 if cam.pending is not None:
@@ -320,7 +213,7 @@ class StreamPipeline:
             return max(1, len(self._cameras))
         return 1
 
-    def _take_realtime(self) -> list[_Queued]:
+    def _take_realtime(self) -> list[Queued]:
         cams = self._cameras
         waiting = [cam.pending for cam in cams.values() if cam.pending is not None]
         # When more cameras are ready than one batch holds: the camera served longest
@@ -335,7 +228,7 @@ class StreamPipeline:
         self._in_flight += len(batch)
         return batch
 
-    def _take_offline(self) -> list[_Queued]:
+    def _take_offline(self) -> list[Queued]:
         batch = [self._queue.popleft() for _ in range(min(self._batch_size(), len(self._queue)))]
         self._in_flight += len(batch)
         return batch
@@ -423,7 +316,7 @@ class StreamPipeline:
             self._run(batch)
 
     # -------------------------------------------------------------- inference
-    def _run(self, batch: list[_Queued]) -> None:
+    def _run(self, batch: list[Queued]) -> None:
         """Score one batch and hand out its results; never raises into the worker loop."""
         if not batch:
             return
@@ -447,19 +340,8 @@ class StreamPipeline:
                 except Exception:  # a consumer's bug must not stop inference
                     log.exception("on_result callback failed")
 
-    def _score(self, batch: list[_Queued]) -> list[ClipResult]:
-        clips = [item.clip for item in batch]
-        first = clips[0].frames[0].tensor
-        x = torch.empty((len(clips), first.shape[0], self.clip_length, *first.shape[1:]))
-        for n, clip in enumerate(clips):
-            for t, frame in enumerate(clip.frames):
-                x[n, :, t] = frame.tensor
-        start = time.monotonic()
-        with torch.inference_mode(), self._autocast():
-            logits = self._score_all(x.to(self.device, non_blocking=True))
-            per_task = [task.float().cpu().numpy() for task in logits]
-        done = time.monotonic()
-        inference_ms = (done - start) * 1e3
+    def _score(self, batch: list[Queued]) -> list[ClipResult]:
+        per_task, inference_ms = self._scorer([item.clip for item in batch])
         config = self._config
         results = []
         with self._cond:
@@ -467,17 +349,12 @@ class StreamPipeline:
             self._inference_ms.add(inference_ms)
         for n, item in enumerate(batch):
             cam = self._cameras[item.clip.camera]
-            if item.epoch != cam.smoothed_epoch:
-                for smoother in cam.smoothers:
-                    smoother.reset()
-                cam.smoothed_epoch = item.epoch
-            for smoother in cam.smoothers:
-                smoother.configure(config.smoothing, config.smoothing_window)
+            smoothers = cam.smoothers_for(item, config)
             tasks = postprocess(
                 [task[n] for task in per_task],
                 self.task_names,
                 self.info.class_names,
-                cam.smoothers,
+                smoothers,
                 config,
             )
             latency_ms = (time.monotonic() - item.clip.frames[-1].arrival) * 1e3
@@ -498,24 +375,9 @@ class StreamPipeline:
                 self._latency_ms.add(latency_ms)
         return results
 
-    @contextlib.contextmanager
-    def _autocast(self) -> Iterator[None]:
-        dtype = AUTOCAST_MODES[self.autocast]
-        if dtype is None:
-            yield
-            return
-        with torch.autocast(device_type=self.device.type, dtype=dtype):
-            yield
-
     def warmup(self, batch: int = 1) -> float:
         """One forward pass on zeros of the input shape (cuDNN autotuning, lazy init); ms."""
-        crop = self.info.preprocess.crop
-        x = torch.zeros((batch, 3, self.clip_length, *crop), device=self.device)
-        start = time.monotonic()
-        with torch.inference_mode(), self._autocast():
-            for task in self._score_all(x):
-                task.float().cpu()
-        return (time.monotonic() - start) * 1e3
+        return self._scorer.warmup(batch, self.clip_length, self.info.preprocess.crop)
 
     # ---------------------------------------------------------------- stats
     def stats(self) -> StreamStats:
@@ -543,29 +405,6 @@ class StreamPipeline:
         if not self.realtime and exc[0] is None:
             self.flush()
         self.stop()
-
-
-def prepare_frame(msg: Any, config: PreprocessConfig) -> torch.Tensor:
-    """An Image/CompressedImage message -> preprocessed frame (3, crop_h, crop_w), as push() does.
-
-    Raw images convert only the rows preprocessing reads (same bits as
-    `preprocess_frame(decode_image(msg), config)`, a fraction of the work).
-    """
-    if not is_compressed(msg):
-        height, width = int(msg.height), int(msg.width)
-        rows = frame_rows(height, width, config) if height > 0 and width > 0 else None
-        if rows is not None:
-            return preprocess_rows(decode_image(msg, rows), (height, width), config)
-    return preprocess_frame(decode_image(msg), config)
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise StreamConfigError(f"device {device!r} asked for, but CUDA is not available")
-    return resolved
 
 
 def _log_decode_error(camera: str, error: ImageDecodeError) -> None:

@@ -1,0 +1,145 @@
+"""One camera's state in the pipeline: sampling, buffer, counters, smoothing, newest frame.
+
+`CameraState.offer` is the input side of `StreamPipeline.push`: check the
+stamp, decode and preprocess a sampled frame, buffer it, and cut a clip when
+one is due. It runs in the caller's thread under the camera's own lock, so
+cameras pushed from different threads never wait for each other.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mtl_perception.preprocess import PreprocessConfig, preprocess_frame
+from mtl_perception.stream.buffer import BufferedFrame, CameraBuffer, Clip, Decision
+from mtl_perception.stream.config import StreamConfig
+from mtl_perception.stream.decode import (
+    ImageDecodeError,
+    decode_image,
+    is_compressed,
+    prepare_frame,
+)
+from mtl_perception.stream.results import FrameHeader, Smoother
+from mtl_perception.stream.stats import RateMeter
+
+COUNTERS: tuple[str, ...] = (
+    "frames_received",
+    "frames_sampled",
+    "frames_dropped",
+    "decode_errors",
+    "resets",
+    "clips_made",
+    "clips_run",
+    "clips_dropped",
+)
+
+ErrorCallback = Callable[[str, ImageDecodeError], None]
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A clip waiting for the model, with the buffer epoch it was cut in."""
+
+    clip: Clip
+    epoch: int
+
+
+class CameraState:
+    """Everything the pipeline keeps per camera."""
+
+    def __init__(
+        self,
+        name: str,
+        config: StreamConfig,
+        clip_length: int,
+        tasks: int,
+        preprocess: PreprocessConfig,
+        on_error: ErrorCallback,
+    ) -> None:
+        self.name = name
+        self.buffer = CameraBuffer(
+            name, config.target_fps, clip_length, config.inference_stride, config.max_gap_s
+        )
+        self.smoothers = [Smoother(config.smoothing, config.smoothing_window) for _ in range(tasks)]
+        self.preprocess = preprocess
+        self.on_error = on_error
+        self.lock = threading.Lock()
+        self.rate = RateMeter()
+        self.pending: Queued | None = None  # realtime: newest unscored clip
+        self.epoch = 0  # buffer resets so far; smoothing restarts with a new epoch
+        self.smoothed_epoch = 0
+        self.served = -1  # index of the last batch that scored one of its clips
+        self.latest: tuple[Any, FrameHeader] | None = None  # newest sampled message or frame
+        self.errors_reported: set[tuple[str, str]] = set()
+        self.counts = dict.fromkeys(COUNTERS, 0)
+
+    def offer(
+        self, header: FrameHeader, msg: Any, rgb: np.ndarray | None, now: float
+    ) -> tuple[bool, Queued | None]:
+        """(sampled?, the clip now due or None) for one frame; the caller holds no lock."""
+        with self.lock:
+            self.rate.tick(now)
+            self.counts["frames_received"] += 1
+            decision = self.buffer.decide(header.stamp_ns)
+            if decision is Decision.SKIP:
+                return False, None
+            if decision is Decision.DROP:
+                self.counts["frames_dropped"] += 1
+                return False, None
+            try:
+                if rgb is None:
+                    tensor = prepare_frame(msg, self.preprocess)
+                else:
+                    tensor = preprocess_frame(rgb, self.preprocess)
+            except ImageDecodeError as exc:
+                self._decode_failed(msg, exc)
+                return False, None
+            except ValueError as exc:  # a frame preprocessing refuses (shape, dtype)
+                self._decode_failed(msg, ImageDecodeError(str(exc), "size"))
+                return False, None
+            if decision is Decision.RESET:
+                self.restart()
+                self.counts["resets"] += 1
+            self.latest = (msg if rgb is None else rgb, header)
+            self.counts["frames_sampled"] += 1
+            clip = self.buffer.add(BufferedFrame(tensor, header, now))
+            if clip is None:
+                return True, None
+            self.counts["clips_made"] += 1
+            return True, Queued(clip, self.epoch)
+
+    def restart(self) -> None:
+        """Empty the buffer; clips cut from now on start smoothing afresh. Hold `lock`."""
+        self.buffer.reset()
+        self.epoch += 1
+
+    def smoothers_for(self, item: Queued, config: StreamConfig) -> list[Smoother]:
+        """The smoothers to score `item` with: reset at a new epoch, configured live."""
+        if item.epoch != self.smoothed_epoch:
+            for smoother in self.smoothers:
+                smoother.reset()
+            self.smoothed_epoch = item.epoch
+        for smoother in self.smoothers:
+            smoother.configure(config.smoothing, config.smoothing_window)
+        return self.smoothers
+
+    def latest_frame(self) -> tuple[np.ndarray, FrameHeader] | None:
+        if self.latest is None:
+            return None
+        source, header = self.latest
+        # Messages are decoded in full only when asked (push decodes just the rows it needs).
+        return (source if isinstance(source, np.ndarray) else decode_image(source)), header
+
+    def _decode_failed(self, msg: Any, exc: ImageDecodeError) -> None:
+        self.counts["frames_dropped"] += 1
+        self.counts["decode_errors"] += 1
+        source = "" if msg is None else str(msg.format if is_compressed(msg) else msg.encoding)
+        key = (exc.kind, source)
+        if key not in self.errors_reported:
+            self.errors_reported.add(key)
+            self.on_error(self.name, exc)
