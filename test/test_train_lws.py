@@ -61,7 +61,8 @@ def test_probabilities_move_to_the_rigged_copy_and_inference_follows(bad: int) -
     logits with them: high cross-entropy); with the weights' learning rate ~0 nothing
     repairs it. Trainer steps (NES on its own batch, then the weight step) must move
     every task's probability of the other copy above 0.75 (from 0.5; measured 0.98-0.999
-    for both rigs; 0.91-1.0 after only 30 iterations over three data seeds) and inference (argmax) must then route every task through it.
+    for both rigs; 0.91-1.0 after only 30 iterations over three data seeds) and
+    inference (argmax) must then route every task through it.
     Rigging each copy in turn shows the move follows the rig, not a bias."""
     good = 1 - bad
     model = _model(2)

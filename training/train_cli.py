@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -27,17 +28,31 @@ LOG = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from training.train_config import TrainConfig, config_to_dict
+
+    defaults = ", ".join(f"{k}={v}" for k, v in _flatten(config_to_dict(TrainConfig())).items())
+    parser.epilog = f"settings (key=value) and their defaults: {defaults}"
     parser.add_argument("--config", type=Path, help="training config YAML (config/train/*.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="override settings, e.g. method=sps weighting.method=dwa")
     parser.add_argument("--out", type=Path, default=None,
-                        help="run folder for a new run (default: runs/<config name>)")
+                        help="run folder for a new run; None: runs/<config file name>")
     parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                         help="continue the run in RUN_DIR where it stopped")
     parser.add_argument("--overwrite", action="store_true",
                         help="let a new run replace an earlier run in --out")
     parser.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto",
                         help="live progress bar, plain lines, or bar only on a terminal")
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def run(args: argparse.Namespace) -> int:

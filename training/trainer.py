@@ -119,8 +119,13 @@ class _Run:
         else:  # every rank checks (read only), so all fail together on a bad folder
             check_new_run_dir(run_dir, overwrite)
         D.barrier(ctx)  # before rank 0 writes run.json, which a late rank would refuse
+        # Pretrained weights first: a missing file is refused before the lists are read.
+        # A resumed run replaces every weight: it needs no pretrained file.
+        resuming = resume and state_path.is_file()
+        m = config.model
+        weights = None if resuming else backbone_weights(config.pretrained, m.arch, m.width)
         self.data: RunData = build_data(config)
-        self.model, self.model_config = self._build_model(resume and state_path.is_file())
+        self.model, self.model_config = self._build_model(weights)
         self.weighting = build_weighting(config.weighting.method, len(self.data.task_names),
                                          config.weighting).to(ctx.device)
         groups = self.model.parameter_groups(config.lr) + self.weighting.parameter_groups(
@@ -143,7 +148,8 @@ class _Run:
 
     # -- setup ---------------------------------------------------------------------
 
-    def _build_model(self, resuming: bool) -> tuple[MultiTaskModel, ModelConfig]:
+    def _build_model(self, weights: dict[str, torch.Tensor] | None
+                     ) -> tuple[MultiTaskModel, ModelConfig]:
         c, m = self.config, self.config.model
         model_config = ModelConfig(
             method=c.method, arch=m.arch, width=m.width, trainable_stages=m.trainable_stages,
@@ -153,8 +159,6 @@ class _Run:
             cross_stitch_lr_multiplier=m.cross_stitch_lr_multiplier,
         )
         torch.manual_seed(c.seed)
-        # A resumed run replaces every weight: it needs no pretrained file.
-        weights = None if resuming else backbone_weights(c.pretrained, m.arch, m.width)
         return build_model(model_config, weights).to(self.ctx.device), model_config
 
     def _autocast(self) -> AbstractContextManager[Any]:
