@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -50,9 +51,13 @@ from mtl_perception.stream import decode_image, prepare_frame
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 TOPIC = "/camera/image_raw"
+# The Makefile's DEMO_TRAIN and DEMO_STREAM (keep in step).
+DEMO_TRAIN = ["iterations=600", "lr=0.003", "val_every=600", "save_every=600",
+              "clip.frame_step=4", "clip.resize=[36,48]", "clip.crop=[36,48]"]
+DEMO_STREAM = ["target_fps=6.25", "inference_stride=2"]
 MODELS: dict[str, tuple[ModelConfig, PreprocessConfig]] = {
     "demo_model": (ModelConfig(method="hps", width=8, trainable_stages=5, num_classes=(7, 8)),
-                   PreprocessConfig(clip_length=8, resize=(36, 48), crop=(32, 32))),
+                   PreprocessConfig(clip_length=8, resize=(36, 48), crop=(36, 48))),
     "r3d18": (ModelConfig(method="hps", width=64, num_classes=(101, 249)), PreprocessConfig()),
 }
 
@@ -148,14 +153,13 @@ def demo_steps(python: str) -> dict[str, Any]:
             "synth": ["-m", "training", "synth", "--out", f"{demo}/synthetic"],
             "train": ["-m", "training", "train", "--config", "config/train/cpu_small.yaml",
                       "--out", f"{demo}/model", "--progress", "lines",
-                      f"set={demo}/synthetic/set.yaml"],
+                      f"set={demo}/synthetic/set.yaml", *DEMO_TRAIN],
             "to_bag": ["-m", "training", "to-bag", "--set", f"{demo}/synthetic/set.yaml",
                        "--split", "test", "--out", f"{demo}/bag"],
             "evaluate": ["-m", "mtl_perception.bag.evaluate", "--bag", f"{demo}/bag",
                          "--checkpoint", f"{demo}/model/best.safetensors", "--labels",
                          f"{demo}/bag/labels.csv", "--out", f"{demo}/evaluation",
-                         "--write-bag", "--no-progress", "--set", "target_fps=12.5",
-                         "inference_stride=4"],
+                         "--no-progress", "--set", *DEMO_STREAM],
         }
         for name, command in commands.items():
             tic = time.perf_counter()
@@ -187,8 +191,12 @@ def main() -> None:
     parser.add_argument("--run-demo", action="store_true", help="time the demo's steps here")
     parser.add_argument("--measure-setup", action="store_true",
                         help="time the venv set-up into a temporary folder (needs the registry)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: torch's default); 1 on a busy machine")
     parser.add_argument("--save", type=Path, default=RESULTS / "bag_eval.json")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     previous = json.loads(args.save.read_text()) if args.save.is_file() else {}
     figures = speed(args.images_demo, args.images_r3d18, args.repeats)
@@ -210,7 +218,8 @@ def main() -> None:
         "demo_wall_s": (demo.get("setup_s", 0.0) + step_total) if steps else None,
         "models": figures,
         "demo": demo,
-        "note": "2-core machine shared with other jobs while measuring; best of the repeats",
+        "note": "2-core machine shared with five other jobs while measuring (load average "
+                f"{os.getloadavg()[0]:.1f}); best of the repeats",
     }
     args.save.parent.mkdir(parents=True, exist_ok=True)
     args.save.write_text(json.dumps(result, indent=2) + "\n")
