@@ -24,6 +24,7 @@ rgb8): copy it before writing into it.
 from __future__ import annotations
 
 import array
+import operator
 from typing import Any
 
 import cv2
@@ -83,10 +84,22 @@ def decode_image(msg: Any, rows: np.ndarray | None = None) -> np.ndarray:
     colour-conversion cost for large frames. The whole message is still
     validated first.
     """
-    if is_compressed(msg):
-        rgb = _decode_compressed(msg)
-        return rgb if rows is None else rgb[rows]
-    return _decode_raw(msg, rows)
+    try:
+        if is_compressed(msg):
+            rgb = _decode_compressed(msg)
+            return rgb if rows is None else rgb[rows]
+        return _decode_raw(msg, rows)
+    except AttributeError as exc:  # not shaped like an image message at all
+        raise ImageDecodeError(f"not an image message: {exc}", "size") from exc
+
+
+def _integer(msg: Any, name: str) -> int:
+    """A size field as an int; a float, string or None there is a malformed message."""
+    value = getattr(msg, name)
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ImageDecodeError(f"image {name} {value!r} is not an integer", "size") from None
 
 
 def _as_byte_array(data: Any) -> np.ndarray:
@@ -122,7 +135,7 @@ def _decode_raw(msg: Any, select: np.ndarray | None) -> np.ndarray:
             "unsupported",
         )
     encoding = encoding.lower()
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    height, width, step = (_integer(msg, name) for name in ("height", "width", "step"))
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f"{encoding} image has size {width}x{height}", "size")
     if step < width * bpp:
@@ -182,7 +195,10 @@ def _decode_compressed(msg: Any) -> np.ndarray:
         raise ImageDecodeError(
             f"unsupported compressed format {fmt!r}: data is neither JPEG nor PNG", "unsupported"
         )
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error:  # e.g. a header declaring more pixels than OpenCV's limit (a bomb)
+        bgr = None
     if bgr is None:
         raise ImageDecodeError(
             f"compressed image ({fmt!r}, {buf.size} bytes) is corrupt or truncated", "corrupt"

@@ -552,19 +552,27 @@ def prepare_frame(msg: Any, config: PreprocessConfig) -> torch.Tensor:
     `preprocess_frame(decode_image(msg), config)`, a fraction of the work).
     """
     if not is_compressed(msg):
-        height, width = int(msg.height), int(msg.width)
-        rows = frame_rows(height, width, config) if height > 0 and width > 0 else None
-        if rows is not None:
-            return preprocess_rows(decode_image(msg, rows), (height, width), config)
+        height, width = getattr(msg, "height", None), getattr(msg, "width", None)
+        # Sizes that are not positive ints: decode_image below says what is wrong.
+        if isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0:
+            rows = frame_rows(height, width, config)
+            if rows is not None:
+                return preprocess_rows(decode_image(msg, rows), (height, width), config)
     return preprocess_frame(decode_image(msg), config)
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise StreamConfigError(f"device {device!r} is not auto, cpu, cuda or cuda:N") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise StreamConfigError(f"device {device!r} asked for, but CUDA is not available")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise StreamConfigError(f"device {device!r}: this machine has "
+                                f"{torch.cuda.device_count()} CUDA device(s)")
     return resolved
 
 
