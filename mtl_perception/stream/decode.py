@@ -24,6 +24,7 @@ rgb8): copy it before writing into it.
 from __future__ import annotations
 
 import array
+import operator
 from typing import Any
 
 import cv2
@@ -90,10 +91,22 @@ def decode_image(msg: Any, rows: np.ndarray | None = None) -> np.ndarray:
     colour-conversion cost for large frames. The whole message is still
     validated first.
     """
-    if is_compressed(msg):
-        rgb = _decode_compressed(msg)
-        return rgb if rows is None else rgb[rows]
-    return _decode_raw(msg, rows)
+    try:
+        if is_compressed(msg):
+            rgb = _decode_compressed(msg)
+            return rgb if rows is None else rgb[rows]
+        return _decode_raw(msg, rows)
+    except AttributeError as exc:  # not shaped like an image message at all
+        raise ImageDecodeError(f"not an image message: {exc}", "size") from exc
+
+
+def _integer(msg: Any, name: str) -> int:
+    """A size field as an int; a float, string or None there is a malformed message."""
+    value = getattr(msg, name)
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ImageDecodeError(f"image {name} {value!r} is not an integer", "size") from None
 
 
 def _as_byte_array(data: Any) -> np.ndarray:
@@ -129,7 +142,7 @@ def _decode_raw(msg: Any, select: np.ndarray | None) -> np.ndarray:
             "unsupported",
         )
     encoding = encoding.lower()
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    height, width, step = (_integer(msg, name) for name in ("height", "width", "step"))
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f"{encoding} image has size {width}x{height}", "size")
     if step < width * bpp:
@@ -189,7 +202,10 @@ def _decode_compressed(msg: Any) -> np.ndarray:
         raise ImageDecodeError(
             f"unsupported compressed format {fmt!r}: data is neither JPEG nor PNG", "unsupported"
         )
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error:  # e.g. a header declaring more pixels than OpenCV's limit (a bomb)
+        bgr = None
     if bgr is None:
         raise ImageDecodeError(
             f"compressed image ({fmt!r}, {buf.size} bytes) is corrupt or truncated", "corrupt"
@@ -204,8 +220,10 @@ def prepare_frame(msg: Any, config: PreprocessConfig) -> torch.Tensor:
     `preprocess_frame(decode_image(msg), config)`, a fraction of the work).
     """
     if not is_compressed(msg):
-        height, width = int(msg.height), int(msg.width)
-        rows = frame_rows(height, width, config) if height > 0 and width > 0 else None
-        if rows is not None:
-            return preprocess_rows(decode_image(msg, rows), (height, width), config)
+        height, width = getattr(msg, "height", None), getattr(msg, "width", None)
+        # Sizes that are not positive ints: decode_image below says what is wrong.
+        if isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0:
+            rows = frame_rows(height, width, config)
+            if rows is not None:
+                return preprocess_rows(decode_image(msg, rows), (height, width), config)
     return preprocess_frame(decode_image(msg), config)

@@ -28,9 +28,16 @@ def resolve_device(device: str | torch.device) -> torch.device:
     """ "auto" = the GPU when there is one; asking for CUDA without one is an error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise StreamConfigError(f"device {device!r} is not auto, cpu, cuda or cuda:N") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise StreamConfigError(f"device {device!r} asked for, but CUDA is not available")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise StreamConfigError(
+            f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     return resolved
 
 
