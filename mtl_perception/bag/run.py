@@ -94,6 +94,13 @@ class Evaluation:
 
     def score(self, intervals: Sequence[Interval]) -> dict[str, Any]:
         metrics = compute(self.records(), intervals, self.class_names)
+        for task in self.tasks:
+            section = metrics[task]
+            if section["segments"] and not section["segments_scored"]:
+                self.warnings.append(
+                    f"{task}: none of its {section['segments']} labelled intervals covers half "
+                    "of any clip, so nothing was scored (labels outside the images, or shorter "
+                    "than half a clip?)")
         wall = self.timing["wall_s"]
         inference = self.stats.inference_ms
         metrics.update(
