@@ -13,6 +13,7 @@ results); push minus inference is decoding + preprocessing.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from mtl_perception.stream import (
     StreamStats,
 )
 
+LOG = logging.getLogger("evaluate_bag")
 NODE_SECTION = ("perception_node", "ros__parameters")
 
 
@@ -130,6 +132,7 @@ def run_pipeline(
 
     def on_error(camera: str, error: ImageDecodeError) -> None:
         errors.append(f"{camera}: {error} (such frames skipped and counted)")
+        LOG.warning("%s", errors[-1])
 
     pipeline = StreamPipeline(model, info, config, device=device, autocast=autocast,
                               on_result=results.append, on_error=on_error, realtime=False)
