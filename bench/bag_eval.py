@@ -52,11 +52,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 TOPIC = "/camera/image_raw"
 # The Makefile's DEMO_TRAIN and DEMO_STREAM (keep in step).
-DEMO_TRAIN = ["iterations=600", "lr=0.003", "val_every=600", "save_every=600",
+DEMO_SYNTH = ["--actions", "Walk,Jump,Squat,Turn", "--gestures", "wave,swipe_left,swipe_up,circle"]
+DEMO_TRAIN = ["iterations=600", "lr=0.003", "val_every=300", "save_every=300",
               "clip.frame_step=4", "clip.resize=[36,48]", "clip.crop=[36,48]"]
 DEMO_STREAM = ["target_fps=6.25", "inference_stride=2"]
 MODELS: dict[str, tuple[ModelConfig, PreprocessConfig]] = {
-    "demo_model": (ModelConfig(method="hps", width=8, trainable_stages=5, num_classes=(7, 8)),
+    "demo_model": (ModelConfig(method="hps", width=8, trainable_stages=5, num_classes=(4, 4)),
                    PreprocessConfig(clip_length=8, resize=(36, 48), crop=(36, 48))),
     "r3d18": (ModelConfig(method="hps", width=64, num_classes=(101, 249)), PreprocessConfig()),
 }
@@ -150,7 +151,7 @@ def demo_steps(python: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp_name:
         demo = Path(tmp_name)
         commands = {
-            "synth": ["-m", "training", "synth", "--out", f"{demo}/synthetic"],
+            "synth": ["-m", "training", "synth", "--out", f"{demo}/synthetic", *DEMO_SYNTH],
             "train": ["-m", "training", "train", "--config", "config/train/cpu_small.yaml",
                       "--out", f"{demo}/model", "--progress", "lines",
                       f"set={demo}/synthetic/set.yaml", *DEMO_TRAIN],

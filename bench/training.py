@@ -14,10 +14,11 @@ each round gives one ratio per method (its time / that round's HPS time); the
 figure is the median ratio, with the min and max as its spread. LWS's time is
 also split into its two steps (the assignment step timed alone).
 
-Memory: each method runs in a fresh subprocess (`--memory-only METHOD`), so
-one method's allocator cache cannot inflate another's peak: peak RSS
-(`ru_maxrss`) on CPU, `torch.cuda.max_memory_allocated` on GPU. The last
-line printed is one JSON object.
+Memory: each method runs two iterations in a fresh subprocess (`--memory-only
+METHOD`), before the timing builds any model, so one method's allocator cache
+cannot inflate another's peak: peak RSS (VmHWM) on CPU,
+`torch.cuda.max_memory_allocated` on GPU. The last line printed is one JSON
+object.
 """
 
 from __future__ import annotations
@@ -122,6 +123,30 @@ def peak_memory(method: Method, args: argparse.Namespace) -> float:
     return float(json.loads(out.strip().splitlines()[-1])["peak_mib"])
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak RSS. Linux's VmHWM belongs to the process image, while
+    `ru_maxrss` survives fork + exec and would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def memory(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Peak memory per method, each in a fresh subprocess, and the ratios to HPS."""
+    peaks = {m: peak_memory(m, args) for m in METHODS}
+    result: dict[str, Any] = {
+        "peak_memory_mib": peaks,
+        "memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS",
+    }
+    for method in ("sps", "lws"):
+        result[f"{method}_memory_over_hps"] = round(peaks[method] / peaks["hps"], 3)
+    return result
+
+
 def memory_only(args: argparse.Namespace, device: torch.device) -> None:
     iteration = Iteration(args.memory_only, args, device)
     for _ in range(2):  # the second step has the optimiser's moments allocated
@@ -129,7 +154,7 @@ def memory_only(args: argparse.Namespace, device: torch.device) -> None:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        peak = _peak_rss_mib()
     print(json.dumps({"method": args.memory_only, "peak_mib": round(peak, 1)}))
 
 
@@ -145,6 +170,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--memory-only", choices=METHODS, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-only-all", action="store_true",
+                        help="measure peak memory only (no timing)")
     parser.add_argument("--save", type=Path, default=None,
                         help="also write the JSON here (the committed one: "
                              "bench/results/training.json)")
@@ -154,6 +181,11 @@ def main() -> None:
         memory_only(args, device)
         return
 
+    # Memory first, while this process holds no model: nothing of ours competes.
+    peak_memory_first = memory(args, device)
+    if args.memory_only_all:
+        print(json.dumps(peak_memory_first))
+        return
     iterations = {m: Iteration(m, args, device) for m in METHODS}
     for it in iterations.values():  # warm-up: allocator, kernels, caches, Adam moments
         it.step()
@@ -180,11 +212,7 @@ def main() -> None:
     nes_s = statistics.median(nes)
     result["lws_assignment_step_s"] = round(nes_s, 3)
     result["lws_weight_step_s"] = round(result["seconds"]["lws"] - nes_s, 3)
-    peaks = {m: peak_memory(m, args) for m in METHODS}
-    result["peak_memory_mib"] = peaks
-    result["memory_kind"] = "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS"
-    for method in ("sps", "lws"):
-        result[f"{method}_memory_over_hps"] = round(peaks[method] / peaks["hps"], 3)
+    result.update(peak_memory_first)
     if args.save:
         args.save.parent.mkdir(parents=True, exist_ok=True)
         args.save.write_text(json.dumps(result, indent=2) + "\n")

@@ -200,3 +200,27 @@ def test_bad_inputs_exit_2_with_one_message_and_write_nothing(
     assert needle in _error(caplog)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_frames_that_fail_to_decode_mid_bag_are_skipped_and_counted(
+    files: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from helpers_bag import frames as make_frames
+
+    from mtl_perception.bag.writer import image_message
+
+    bag = tmp_path / "mixed"
+    with BagWriter(bag) as writer:
+        for i, frame in enumerate(make_frames(40)):
+            stamp = START_NS + i * 100_000_000
+            msg = image_message(frame, stamp, "cam")
+            if i >= 30:  # three bytes short: the size no longer matches height * step
+                msg.data = msg.data[:-3]
+            writer.write(TOPIC, IMAGE, stamp, msg)
+    caplog.set_level(logging.WARNING)
+    assert _run(files, tmp_path / "out", bag=bag) == 0
+    metrics = json.loads((tmp_path / "out/metrics.json").read_text())
+    assert metrics["frames"]["decode_errors"] == 10 and metrics["images"] == 40
+    assert metrics["clips"] == (30 - 4) // 2 + 1
+    assert len(metrics["warnings"]) == 1 and "skipped and counted" in metrics["warnings"][0]
+    assert sum("skipped and counted" in r.getMessage() for r in caplog.records) == 1

@@ -126,3 +126,18 @@ def test_a_cut_ros1_bag_is_one_line_naming_reindex(tmp_path: Path) -> None:
     path = cut(write_ros1_bag(tmp_path / "r.bag", count=30), 0.6)
     with pytest.raises(BagError, match=r"cannot read bag .*r\.bag: .*rosbag reindex"):
         Bag(path)
+
+
+def test_corrupt_bytes_inside_an_mcap_are_noticed(tmp_path: Path) -> None:
+    """Scrambled bytes mid-file: rosbags' indexed read stops early without an error."""
+    path = write_image_bag(tmp_path / "b", count=60)
+    file = storage_file(path)
+    data = bytearray(file.read_bytes())
+    for k in range(len(data) // 2, len(data) // 2 + 2000):
+        data[k] = (data[k] * 7 + 13) % 256
+    file.write_bytes(bytes(data))
+    with Bag(path) as bag:
+        images = _read_all(bag)
+    assert 0 < len(images) < 60
+    assert bag.report.truncated and bag.report.read_fraction == len(images) / 60
+    assert f"{len(images)} of 60 images" in bag.report.warning

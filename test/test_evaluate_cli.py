@@ -107,6 +107,9 @@ def test_refusals_exit_2(setup: tuple[Path, Path], tmp_path: Path,
     save_checkpoint(lone, build_model(stl), CheckpointInfo(model=stl, class_names=(("a", "b"),)))
     assert "the set has no task ['pose']" in refused("--checkpoint", str(lone),
                                                     "--config", str(set_file))
+    if not torch.cuda.is_available():
+        assert "no CUDA device" in refused("--checkpoint", str(checkpoint), "--config",
+                                           str(set_file), "--device", "cuda")
     not_safetensors = tmp_path / "junk.safetensors"
     not_safetensors.write_bytes(b"\x00" * 64)
     assert "corrupt" in refused("--checkpoint", str(not_safetensors), "--config", str(set_file))

@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
             autocast=args.autocast,
         )
         device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise EvaluateUsageError(f"--device {args.device}: no CUDA device is available")
         info = read_checkpoint_info(args.checkpoint)
         set_config = load_set(args.config)
         missing = [t for t in info.model.task_names if t not in set_config.tasks]

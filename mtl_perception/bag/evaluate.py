@@ -115,7 +115,10 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
     if bag.report.warning:
         LOG.warning("%s", bag.report.warning)
         evaluation.warnings.insert(0, bag.report.warning)
+    before = len(evaluation.warnings)
     evaluation.score(intervals)
+    for warning in evaluation.warnings[before:]:
+        LOG.warning("%s", warning)
     with staged(args.out, args.overwrite) as stage:
         write_outputs(stage, evaluation, args)
     return evaluation

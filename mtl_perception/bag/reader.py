@@ -193,8 +193,15 @@ class Bag:
                 return
             self.report.messages_read += 1
             yield raw.log_time_ns, msg
-        if self._recover_error and not self.report.warning:
+        if self.report.warning:
+            return
+        expected = self.report.messages_expected
+        if self._recover_error:
             self._damaged("")
+        elif expected is not None and self.report.messages_read < expected:
+            # A corrupt chunk can end rosbags' indexed read early without an error.
+            self._damaged(f"only {self.report.messages_read} of the {expected} messages its "
+                          "index lists could be read")
 
     def raw_messages(self) -> Iterator[RawMessage]:
         """Every message of every topic, serialised as stored (for the --write-bag copy)."""

@@ -13,6 +13,7 @@ results); push minus inference is decoding + preprocessing.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from mtl_perception.stream import (
     StreamStats,
 )
 
+LOG = logging.getLogger("evaluate_bag")
 NODE_SECTION = ("perception_node", "ros__parameters")
 
 
@@ -94,6 +96,13 @@ class Evaluation:
 
     def score(self, intervals: Sequence[Interval]) -> dict[str, Any]:
         metrics = compute(self.records(), intervals, self.class_names)
+        for task in self.tasks:
+            section = metrics[task]
+            if section["segments"] and not section["segments_scored"]:
+                self.warnings.append(
+                    f"{task}: none of its {section['segments']} labelled intervals covers half "
+                    "of any clip, so nothing was scored (labels outside the images, or shorter "
+                    "than half a clip?)")
         wall = self.timing["wall_s"]
         inference = self.stats.inference_ms
         metrics.update(
@@ -123,6 +132,7 @@ def run_pipeline(
 
     def on_error(camera: str, error: ImageDecodeError) -> None:
         errors.append(f"{camera}: {error} (such frames skipped and counted)")
+        LOG.warning("%s", errors[-1])
 
     pipeline = StreamPipeline(model, info, config, device=device, autocast=autocast,
                               on_result=results.append, on_error=on_error, realtime=False)
