@@ -193,8 +193,13 @@ class Bag:
                 return
             self.report.messages_read += 1
             yield raw.log_time_ns, msg
+        expected = self.report.messages_expected
         if self._recover_error and not self.report.warning:
             self._damaged("")
+        elif not self.report.warning and expected and self.report.messages_read < expected:
+            # A damaged chunk or index can end the reader's iteration without an error.
+            self._damaged(f"its index lists {expected} messages on {self.image_topic}, "
+                          f"{self.report.messages_read} could be read")
 
     def raw_messages(self) -> Iterator[RawMessage]:
         """Every message of every topic, serialised as stored (for the --write-bag copy)."""
