@@ -46,8 +46,13 @@ def read_node_config(values: Mapping[str, Any]) -> NodeConfig:
         stream = from_dict(StreamConfig, stream_values(values), "parameters")
     except (SettingsError, ValueError) as exc:  # StreamConfigError: combinations
         raise NodeConfigError(f"invalid parameters: {exc}") from exc
+    try:
+        checkpoint = Path(values["checkpoint"]).expanduser()
+    except RuntimeError as exc:  # "~nosuchuser/...": no such home folder
+        raise NodeConfigError(f"invalid parameters: checkpoint: cannot expand "
+                              f"{values['checkpoint']!r}: no such user") from exc
     return NodeConfig(
-        checkpoint=Path(values["checkpoint"]).expanduser(),
+        checkpoint=checkpoint,
         device=values["device"],
         autocast=values["autocast"],
         image_topics=tuple(values["image_topics"]),
