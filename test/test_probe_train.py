@@ -56,3 +56,17 @@ def test_cli_exits_2_for_pretrained_weights_of_another_shape_and_an_out_under_a_
     assert main([*base, "pretrained=none", "--out", str(afile / "run"), *lines]) == 2
     assert "--out" in caplog.text and afile.read_text() == "user data"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "other.safetensors"]
+
+
+def test_experiments_refuse_an_out_under_a_file_before_training(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    set_yaml = tiny_set(tmp_path_factory)
+    afile = tmp_path / "notes.txt"
+    afile.write_text("user data")
+    code = main(["experiments", "--config", str(set_yaml), "--only", "hps_average",
+                 "--out", str(afile / "grid")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "is a file" in err and "Traceback" not in err
+    assert afile.read_text() == "user data"
