@@ -70,3 +70,12 @@ def test_experiments_refuse_an_out_under_a_file_before_training(
     err = capsys.readouterr().err
     assert "--out" in err and "is a file" in err and "Traceback" not in err
     assert afile.read_text() == "user data"
+
+
+def test_evaluate_names_the_device_setting_it_cannot_use(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = tiny_checkpoint(tmp_path / "model.safetensors")
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--config",
+                 str(tmp_path / "set.yaml"), "--device", "tpu"])
+    assert code == 2
+    assert "--device 'tpu'" in capsys.readouterr().err

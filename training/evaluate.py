@@ -108,7 +108,11 @@ def run(args: argparse.Namespace) -> int:
             num_eval_clips=args.num_eval_clips, frame_step=args.frame_step,
             autocast=args.autocast,
         )
-        device = torch.device(args.device)
+        try:
+            device = torch.device(args.device)
+        except RuntimeError as exc:  # torch's own text does not name the setting
+            raise EvaluateUsageError(f"--device {args.device!r} is not a torch device "
+                                     "(cpu, cuda, cuda:N)") from exc
         info = read_checkpoint_info(args.checkpoint)
         set_config = load_set(args.config)
         missing = [t for t in info.model.task_names if t not in set_config.tasks]
