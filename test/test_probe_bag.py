@@ -133,3 +133,29 @@ def test_labels_folder_and_a_quoted_line_break_are_refused(tmp_path: Path) -> No
     crlf.write_bytes(b"\xef\xbb\xbfstart,end,task,label\r\n0,1,action,walk\r\n")
     assert [(i.start, i.end, i.label, i.line) for i in read_labels(crlf, CLASSES)] == [
         (0.0, 1.0, "walk", 2)]
+
+
+def test_a_node_yaml_whose_parameters_are_not_a_mapping_is_refused(
+        inputs: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for number, text in enumerate(("perception_node: 5\n",
+                                   "perception_node:\n  ros__parameters: [1]\n")):
+        config = tmp_path / f"node{number}.yaml"
+        config.write_text(text)
+        assert _run(inputs, tmp_path / "out", "--config", str(config)) == 2
+        assert "ros__parameters" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_during_the_run_exits_130_and_leaves_nothing(
+        inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mtl_perception.bag import evaluate as module
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "run_pipeline", interrupted)
+    try:
+        assert _run(inputs, tmp_path / "out") == 130
+    except KeyboardInterrupt:  # escaping it would stop the whole test session
+        pytest.fail("Ctrl-C escaped evaluate_bag's main")
+    assert list(tmp_path.iterdir()) == []

@@ -61,3 +61,18 @@ def test_a_valid_relative_topic_and_a_zero_gap_still_convert(dataset: Path,
                                                              tmp_path: Path) -> None:
     assert _convert(dataset, tmp_path / "bag", "--topic", "cam_1/image", "--gap-s", "0") == 0
     assert (tmp_path / "bag" / "labels.csv").is_file()
+
+
+def test_ctrl_c_while_writing_exits_130_and_leaves_nothing(
+        dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from training import to_bag
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(to_bag, "write_labels", interrupted)  # after every frame is written
+    try:
+        assert _convert(dataset, tmp_path / "bag") == 130
+    except KeyboardInterrupt:  # escaping it would stop the whole test session
+        pytest.fail("Ctrl-C escaped dataset_to_bag's main")
+    assert list(tmp_path.iterdir()) == []

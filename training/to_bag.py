@@ -104,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
     except (ToBagError, DatasetError, SettingsError, OutputError) as exc:
         LOG.error("%s", exc)
         return 2
+    except KeyboardInterrupt:  # the bag is staged: a half-written one never appears
+        LOG.error("interrupted; nothing written to %s", args.out)
+        return 130
     return 0
 
 

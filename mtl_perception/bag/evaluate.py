@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except _ERRORS as exc:
         LOG.error("%s", exc)
         return 2
+    except KeyboardInterrupt:  # outputs are staged: nothing half-written stays behind
+        LOG.error("interrupted; nothing written to %s", args.out)
+        return 130
     _summary(evaluation, args.out)
     return 0
 
