@@ -38,9 +38,8 @@ import numpy as np
 
 from mtl_perception.bag.labels import write_labels
 from mtl_perception.bag.outputs import OutputError, check_creatable
-from mtl_perception.bag.types import COMPRESSED_IMAGE, IMAGE
+from mtl_perception.bag.types import COMPRESSED_IMAGE, IMAGE, topic_problem
 from mtl_perception.bag.writer import STORAGES, BagWriter, compressed_message, image_message
-from mtl_perception.ros.params import topic_problem
 from mtl_perception.settings import SettingsError, apply_overrides
 from training.datasets import sets
 from training.datasets.frames import count_image_frames, read_image_frames

@@ -43,8 +43,10 @@ def read_node_config(values: Mapping[str, Any]) -> NodeConfig:
     if problems:
         raise NodeConfigError("invalid parameters: " + "; ".join(problems))
     try:
-        stream = from_dict(StreamConfig, stream_values(values), "parameters")
-    except (SettingsError, ValueError) as exc:  # StreamConfigError: combinations
+        stream = from_dict(StreamConfig, stream_values(values), "invalid parameters")
+    except SettingsError as exc:  # from_dict already put "invalid parameters: " in front
+        raise NodeConfigError(str(exc)) from exc
+    except ValueError as exc:  # StreamConfigError: combinations
         raise NodeConfigError(f"invalid parameters: {exc}") from exc
     try:
         checkpoint = Path(values["checkpoint"]).expanduser()
