@@ -108,7 +108,11 @@ def run(args: argparse.Namespace) -> int:
             num_eval_clips=args.num_eval_clips, frame_step=args.frame_step,
             autocast=args.autocast,
         )
-        device = torch.device(args.device)
+        try:
+            device = torch.device(args.device)
+        except RuntimeError as exc:  # torch's own text does not name the setting
+            raise EvaluateUsageError(f"--device {args.device!r} is not a torch device "
+                                     "(cpu, cuda, cuda:N)") from exc
         if device.type == "cuda" and not torch.cuda.is_available():
             raise EvaluateUsageError(f"--device {args.device}: no CUDA device is available")
         info = read_checkpoint_info(args.checkpoint)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mtl_perception.bag.outputs import OutputError, check_creatable
 from mtl_perception.checkpoint import CheckpointError, atomic_write, load_checkpoint
 from mtl_perception.settings import SettingsError
 from training.datasets.listfile import DatasetError
@@ -301,6 +302,8 @@ def run(args: argparse.Namespace) -> int:
         eval_config = EvalConfig(batch_size=args.eval_batch_size, num_workers=args.eval_workers,
                                  num_eval_clips=args.eval_clips)
         only = [n.strip() for n in args.only.split(",") if n.strip()]
+        if not out.exists():
+            check_creatable(out)  # before hours of training, not when the tables are written
         outcome = run_grid(args.config, out, args.train_config, args.overrides, only,
                            eval_config)
     except KeyboardInterrupt:
@@ -309,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
     except DatasetError as exc:
         print(f"error: {exc} (set config {args.config})", file=sys.stderr)
         return 2
-    except (SettingsError, ExperimentError, CheckpointError, ValueError) as exc:
+    except (SettingsError, ExperimentError, CheckpointError, ValueError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"finished {len(outcome.finished)} run(s); tables in {out}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import shutil
 import sys
 import tempfile
@@ -36,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from mtl_perception.bag.labels import write_labels
-from mtl_perception.bag.types import COMPRESSED_IMAGE, IMAGE
+from mtl_perception.bag.outputs import OutputError, check_creatable
+from mtl_perception.bag.types import COMPRESSED_IMAGE, IMAGE, topic_problem
 from mtl_perception.bag.writer import STORAGES, BagWriter, compressed_message, image_message
 from mtl_perception.settings import SettingsError, apply_overrides
 from training.datasets import sets
@@ -93,12 +95,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        _check_numbers(args)
+        if not args.out.exists():
+            check_creatable(args.out)
         videos = collect(args)
         convert(videos, args)
-    except (ToBagError, DatasetError, SettingsError) as exc:
+    except (ToBagError, DatasetError, SettingsError, OutputError) as exc:
         LOG.error("%s", exc)
         return 2
+    except KeyboardInterrupt:  # the bag is staged: a half-written one never appears
+        LOG.error("interrupted; nothing written to %s", args.out)
+        return 130
     return 0
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Refuse settings that would fail (or write a misleading bag) after decoding began."""
+    if not (math.isfinite(args.start_s) and 0 <= args.start_s < 4e9):
+        raise ToBagError(f"--start-s {args.start_s}: expected seconds since the epoch, "
+                         "finite and >= 0 (header stamps are unsigned 32-bit seconds)")
+    if not (math.isfinite(args.gap_s) and 0 <= args.gap_s <= 3600):
+        raise ToBagError(f"--gap-s {args.gap_s}: expected 0 to 3600 seconds (a negative gap "
+                         "would make stamps run backwards)")
+    if not 0 <= args.jpeg_quality <= 100:
+        raise ToBagError(f"--jpeg-quality {args.jpeg_quality}: expected 0 to 100")
+    if args.max_videos < 0:
+        raise ToBagError(f"--max-videos {args.max_videos}: expected 0 (all) or more")
+    if args.topic and (problem := topic_problem(args.topic)) is not None:
+        raise ToBagError(f"--topic {problem}")
 
 
 def collect(args: argparse.Namespace) -> list[Video]:
@@ -139,8 +163,11 @@ def _spread(samples: list[VideoSample], limit: int) -> list[VideoSample]:
 def convert(videos: list[Video], args: argparse.Namespace) -> None:
     out: Path = args.out
     _check_out(out, args.overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:
+        raise ToBagError(f"--out {out}: cannot create it: {exc.strerror or exc}") from None
     try:
         bag = staging / out.name
         summary = _write(videos, bag, args)

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from mtl_perception.bag.outputs import OutputError, check_creatable
 from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.settings import SettingsError, apply_overrides
 from training.datasets.listfile import DatasetError
@@ -71,9 +72,11 @@ def run(args: argparse.Namespace) -> int:
                 raise SettingsError("give --config FILE (or --resume RUN_DIR)")
             config = load_train_config(args.config, args.overrides)
             out = args.out or Path("runs") / args.config.stem
+            if not out.exists():
+                check_creatable(out)  # before the data is read and the model built
             result = train(config, out, overwrite=args.overwrite, progress=progress)
     except (SettingsError, DatasetError, RunDirError, PretrainedError, CheckpointError,
-            yaml.YAMLError) as exc:
+            OutputError, yaml.YAMLError) as exc:
         LOG.error("%s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return 2
     except FloatingPointError as exc:  # a diverged run: its last good state is on disk

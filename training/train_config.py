@@ -9,17 +9,21 @@ provenance and in the run folder, so a run can always be reproduced.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from mtl_perception.models.config import Method
+from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.settings import SettingsError, apply_overrides, from_dict, load_yaml, to_dict
 from training.lws import LWSConfig
 from training.weighting import WeightingConfig
 
 Sampling = Literal["proportional", "balanced"]
 Amp = Literal["none", "bf16", "fp16"]
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+MAX_WIDTH = 1024  # 16x the paper's 64: beyond what any one GPU trains
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,11 @@ class ModelSettings:
     cross_stitch_share: float = 0.2  # SPS: the paper's s
     cross_stitch_lr_multiplier: float = 1.0
 
+    def __post_init__(self) -> None:
+        # Refused here, not when the model is built after the data (or in the allocator).
+        if not 1 <= self.width <= MAX_WIDTH:
+            raise ValueError(f"model.width must be in [1, {MAX_WIDTH}], got {self.width}")
+
 
 @dataclass(frozen=True)
 class ClipSettings:
@@ -43,6 +52,13 @@ class ClipSettings:
     frame_step: int = 1
     flip_probability: float = 0.5
     flip_tasks: tuple[str, ...] = ("action",)  # never gestures: flip turns left into right
+
+    def __post_init__(self) -> None:
+        # The runtime's own checks (clip length, sizes, crop within resize), at load time.
+        PreprocessConfig(clip_length=self.clip_length, resize=self.resize, crop=self.crop)
+        if self.frame_step < 1 or not 0 <= self.flip_probability <= 1:
+            raise ValueError(f"clip.frame_step must be >= 1 and clip.flip_probability in "
+                             f"[0, 1], got {self.frame_step} and {self.flip_probability}")
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,8 @@ class TrainConfig:
                                 "e.g. tasks=[action]")
         if len(set(self.tasks)) != len(self.tasks):
             raise SettingsError(f"tasks must be distinct: {list(self.tasks)}")
+        if not DEVICE_PATTERN.match(self.device):
+            raise SettingsError(f"device {self.device!r} is not auto, cpu, cuda or cuda:N")
 
 
 # Settings a resumed run may change: they do not alter what is computed.

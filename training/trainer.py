@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
+from mtl_perception.settings import SettingsError
 from training import distributed as D
 from training.datasets.clip_dataset import collate_clips
 from training.evaluation import EvalConfig, Evaluator
@@ -49,7 +50,7 @@ from training.run_state import (
 from training.train_config import RESUME_CHANGEABLE, TrainConfig, config_from_dict, config_to_dict
 from training.train_data import RunData, build_data
 from training.train_log import TrainLog
-from training.train_pretrained import backbone_weights
+from training.train_pretrained import PretrainedError, backbone_weights
 from training.train_steps import Batch, Stepper
 from training.weighting import build_weighting
 
@@ -151,15 +152,22 @@ class _Run:
     def _build_model(self, weights: dict[str, torch.Tensor] | None
                      ) -> tuple[MultiTaskModel, ModelConfig]:
         c, m = self.config, self.config.model
-        model_config = ModelConfig(
-            method=c.method, arch=m.arch, width=m.width, trainable_stages=m.trainable_stages,
-            task_names=self.data.task_names,
-            num_classes=tuple(len(n) for n in self.data.class_names),
-            cross_stitch_share=m.cross_stitch_share,
-            cross_stitch_lr_multiplier=m.cross_stitch_lr_multiplier,
-        )
+        try:
+            model_config = ModelConfig(
+                method=c.method, arch=m.arch, width=m.width, trainable_stages=m.trainable_stages,
+                task_names=self.data.task_names,
+                num_classes=tuple(len(n) for n in self.data.class_names),
+                cross_stitch_share=m.cross_stitch_share,
+                cross_stitch_lr_multiplier=m.cross_stitch_lr_multiplier,
+            )
+        except ValueError as exc:  # ModelConfig's own checks (stages, cross-stitch share)
+            raise SettingsError(f"model: {exc}") from exc
         torch.manual_seed(c.seed)
-        return build_model(model_config, weights).to(self.ctx.device), model_config
+        try:
+            model = build_model(model_config, weights)
+        except ValueError as exc:  # weights of another architecture or width
+            raise PretrainedError(f"pretrained={c.pretrained}: {exc}") from exc
+        return model.to(self.ctx.device), model_config
 
     def _autocast(self) -> AbstractContextManager[Any]:
         if self.ctx.device.type != "cuda" or self.config.amp == "none":

@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except _ERRORS as exc:
         LOG.error("%s", exc)
         return 2
+    except KeyboardInterrupt:  # outputs are staged: nothing half-written stays behind
+        LOG.error("interrupted; nothing written to %s", args.out)
+        return 130
     _summary(evaluation, args.out)
     return 0
 
@@ -112,13 +115,20 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
             device=args.device, autocast=args.autocast, progress=progress,
             keep_log_times=args.write_bag,
         )
+    for warning in evaluation.warnings:  # skipped frames: in metrics.json, and said here
+        LOG.warning("%s", warning)
     if bag.report.warning:
         LOG.warning("%s", bag.report.warning)
         evaluation.warnings.insert(0, bag.report.warning)
     before = len(evaluation.warnings)
-    evaluation.score(intervals)
+    metrics = evaluation.score(intervals)
     for warning in evaluation.warnings[before:]:
         LOG.warning("%s", warning)
+    if not any(metrics[task]["clips_scored"] for task in evaluation.tasks):
+        raise EvaluationError(
+            f"labels {args.labels}: none of the {len(evaluation.results)} scored clips lies "
+            "in a labelled interval, so nothing could be evaluated (are the times seconds "
+            "from the first image's stamp?)")
     with staged(args.out, args.overwrite) as stage:
         write_outputs(stage, evaluation, args)
     return evaluation

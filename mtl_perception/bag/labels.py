@@ -16,6 +16,7 @@ image is decoded.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -57,12 +58,15 @@ def read_labels(
     """
     path = Path(path)
     if not path.is_file():
-        raise LabelsError(f"labels file not found: {path}")
+        what = "is not a file" if path.exists() else "not found"
+        raise LabelsError(f"labels file {what}: {path}")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise LabelsError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
-    rows = list(csv.reader(text.splitlines()))
+    # A stream, not splitlines(): a quoted field holding a line break stays one field
+    # (and is then refused as a name) instead of being glued into another name.
+    rows = list(csv.reader(io.StringIO(text, newline="")))
     if not rows or tuple(c.strip() for c in rows[0]) != HEADER:
         raise LabelsError(f"{path}:1: expected the header {','.join(HEADER)}, got "
                           f"{','.join(rows[0]) if rows else 'an empty file'}")

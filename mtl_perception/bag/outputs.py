@@ -49,8 +49,9 @@ def is_ours(folder: Path) -> bool:
 
 
 def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse, before any work, an `out` that holds results or other files."""
+    """Refuse, before any work, an `out` that holds results or other files, or cannot be made."""
     if not out.exists():
+        check_creatable(out)
         return
     if not out.is_dir():
         raise OutputError(f"--out {out} is a file, not a folder")
@@ -64,16 +65,41 @@ def check_out(out: Path, overwrite: bool) -> None:
                           "replace it even with --overwrite (choose another folder)")
 
 
+def check_creatable(out: Path) -> None:
+    """`out` can be created: its nearest existing ancestor is a folder we may write in.
+
+    Tried for real (an empty folder made and removed at once): permission bits
+    do not tell, e.g. for root or on a read-only mount.
+    """
+    ancestor = out.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"--out {out}: {ancestor} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe.", dir=ancestor))
+    except OSError as exc:
+        raise OutputError(f"--out {out}: cannot write in {ancestor}: "
+                          f"{exc.strerror or exc}") from None
+
+
 @contextmanager
 def staged(out: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a staging folder; on success it replaces `out` (one rename), else vanishes."""
     check_out(out, overwrite)
     parent = out.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging.", dir=parent))
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging.", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"--out {out}: cannot create it: {exc.strerror or exc}") from None
     try:
         yield stage
-        _replace(stage, out, overwrite)
+        try:
+            _replace(stage, out, overwrite)
+        except OSError as exc:
+            raise OutputError(f"--out {out}: cannot move the results into place: "
+                              f"{exc.strerror or exc}") from None
     finally:
         if stage.exists():
             shutil.rmtree(stage)

@@ -52,9 +52,12 @@ def load_stream_config(path: Path | None, overrides: Sequence[str]) -> StreamCon
         data = load_yaml(path)
         if NODE_SECTION[0] in data:  # the node's file: keep the stream's own settings
             section = data[NODE_SECTION[0]]
-            params = section.get(NODE_SECTION[1], {}) if isinstance(section, dict) else {}
+            params = section.get(NODE_SECTION[1]) if isinstance(section, dict) else None
+            if not isinstance(params, dict):
+                raise SettingsError(f"{path}: expected {NODE_SECTION[0]}: {NODE_SECTION[1]}: "
+                                    "to be a mapping of parameter names to values")
             names = {f.name for f in dataclasses.fields(StreamConfig)}
-            data = {k: v for k, v in (params or {}).items() if k in names}
+            data = {k: v for k, v in params.items() if k in names}
     data = apply_overrides(data, overrides)
     where = f"stream settings ({path})" if path is not None else "stream settings"
     config = from_dict(StreamConfig, data, where)

@@ -43,11 +43,18 @@ def read_node_config(values: Mapping[str, Any]) -> NodeConfig:
     if problems:
         raise NodeConfigError("invalid parameters: " + "; ".join(problems))
     try:
-        stream = from_dict(StreamConfig, stream_values(values), "parameters")
-    except (SettingsError, ValueError) as exc:  # StreamConfigError: combinations
-        raise NodeConfigError(f"invalid {exc}") from exc  # exc starts with "parameters"
+        stream = from_dict(StreamConfig, stream_values(values), "invalid parameters")
+    except SettingsError as exc:  # from_dict already put "invalid parameters: " in front
+        raise NodeConfigError(str(exc)) from exc
+    except ValueError as exc:  # StreamConfigError: combinations
+        raise NodeConfigError(f"invalid parameters: {exc}") from exc
+    try:
+        checkpoint = Path(values["checkpoint"]).expanduser()
+    except RuntimeError as exc:  # "~nosuchuser/...": no such home folder
+        raise NodeConfigError(f"invalid parameters: checkpoint: cannot expand "
+                              f"{values['checkpoint']!r}: no such user") from exc
     return NodeConfig(
-        checkpoint=Path(values["checkpoint"]).expanduser(),
+        checkpoint=checkpoint,
         device=values["device"],
         autocast=values["autocast"],
         image_topics=tuple(values["image_topics"]),
