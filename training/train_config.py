@@ -31,6 +31,7 @@ class ModelSettings:
     trainable_stages: int = 2
     cross_stitch_share: float = 0.2  # SPS: the paper's s
     cross_stitch_lr_multiplier: float = 1.0
+    frame_differences: bool = False  # stem sees frame differences (models/backbone.py)
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,7 @@ class _Run:
             num_classes=tuple(len(n) for n in self.data.class_names),
             cross_stitch_share=m.cross_stitch_share,
             cross_stitch_lr_multiplier=m.cross_stitch_lr_multiplier,
+            frame_differences=m.frame_differences,
         )
         torch.manual_seed(c.seed)
         return build_model(model_config, weights).to(self.ctx.device), model_config
