@@ -18,8 +18,9 @@ class ModelConfig:
     `trainable_stages` counts trailing stages of (stem, layer1..layer4) that
     train; the paper trains 2 (layer3, layer4) and freezes the rest, BatchNorm
     included. `frame_differences` feeds the stem the differences of consecutive
-    frames (see `BasicStem`; off in the paper). `cross_stitch_share` is the paper's s: at initialisation a
-    cross-stitch unit keeps 1 - s of its own task and takes s from the other.
+    frames (see `BasicStem`; off in the paper). `cross_stitch_share` is the
+    paper's s: at initialisation a cross-stitch unit keeps 1 - s of its own task
+    and takes s from the other.
     """
 
     method: Method = "hps"
