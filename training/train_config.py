@@ -44,6 +44,7 @@ class ClipSettings:
     frame_step: int = 1
     flip_probability: float = 0.5
     flip_tasks: tuple[str, ...] = ("action",)  # never gestures: flip turns left into right
+    antialias: bool = False  # antialiased resize (the paper's preset has none; small demos need it)
 
 
 @dataclass(frozen=True)
