@@ -39,15 +39,14 @@ typecheck-node: setup
 # (config/train/cpu_small.yaml with DEMO_TRAIN's overrides), replay the test
 # videos as a rosbag2 and evaluate the model on it through the live node's
 # streaming core; prints both tasks' accuracies and where the report and plots
-# are. Four classes per task (DEMO_SYNTH) keep the set small; DEMO_TRAIN:
-# clips of 8 frames 4 apart (1.2 s of motion) from the whole 36x48 frame, 600
-# iterations; the stream samples the 25 fps videos at 25 / 4 = 6.25 fps to
-# match (DEMO_STREAM). Add --write-bag to DEMO_EVAL for a copy of the bag with
-# the predictions (ros2 bag play, Foxglove).
+# are. The training settings are config/train/cpu_small.yaml's (clips of 8
+# frames 4 apart, 1.2 s of motion, fed to the model as frame differences);
+# DEMO_TRAIN adds overrides. The stream samples the 25 fps videos at
+# 25 / 4 = 6.25 fps to match (DEMO_STREAM). Add --write-bag to DEMO_EVAL for a
+# copy of the bag with the predictions (ros2 bag play, Foxglove).
 DEMO ?= demo
-DEMO_SYNTH ?= --actions Walk,Jump,Squat,Turn --gestures wave,swipe_left,swipe_up,circle
-DEMO_TRAIN ?= iterations=600 lr=0.003 val_every=300 save_every=300 clip.frame_step=4 \
-	'clip.resize=[36,48]' 'clip.crop=[36,48]'
+DEMO_SYNTH ?=
+DEMO_TRAIN ?=
 DEMO_STREAM ?= target_fps=6.25 inference_stride=2
 DEMO_EVAL ?=
 

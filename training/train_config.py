@@ -35,6 +35,7 @@ class ModelSettings:
     trainable_stages: int = 2
     cross_stitch_share: float = 0.2  # SPS: the paper's s
     cross_stitch_lr_multiplier: float = 1.0
+    frame_differences: bool = False  # stem sees frame differences (models/backbone.py)
 
     def __post_init__(self) -> None:
         # Refused here, not when the model is built after the data (or in the allocator).
@@ -52,6 +53,7 @@ class ClipSettings:
     frame_step: int = 1
     flip_probability: float = 0.5
     flip_tasks: tuple[str, ...] = ("action",)  # never gestures: flip turns left into right
+    antialias: bool = False  # antialiased resize (the paper's preset has none; small demos need it)
 
     def __post_init__(self) -> None:
         # The runtime's own checks (clip length, sizes, crop within resize), at load time.

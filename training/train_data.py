@@ -24,7 +24,8 @@ class RunData:
 
 def preprocess_of(config: TrainConfig) -> PreprocessConfig:
     clip = config.clip
-    return PreprocessConfig(clip_length=clip.clip_length, resize=clip.resize, crop=clip.crop)
+    return PreprocessConfig(clip_length=clip.clip_length, resize=clip.resize, crop=clip.crop,
+                            antialias=clip.antialias)
 
 
 def build_data(config: TrainConfig) -> RunData:

@@ -40,7 +40,7 @@ def build_model(
     stages into every column, so each column starts from the pretrained weights
     (the paper duplicates the pretrained backbone once per task).
     """
-    backbone = R3D(config.arch, config.width)
+    backbone = R3D(config.arch, config.width, frame_differences=config.frame_differences)
     if backbone_weights is not None:
         load_backbone_state(backbone, backbone_weights)
     return _BUILDERS[config.method](config, backbone)

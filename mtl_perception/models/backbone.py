@@ -51,9 +51,17 @@ class BasicBlock(nn.Module):
 
 
 class BasicStem(nn.Sequential):
-    """Conv 3x7x7, stride (1, 2, 2): keeps time, halves space."""
+    """Conv 3x7x7, stride (1, 2, 2): keeps time, halves space.
 
-    def __init__(self, width: int = 64) -> None:
+    With `frame_differences`, the convolution sees the T-1 differences of
+    consecutive frames instead of the T frames: the still background and the
+    actor's looks cancel and only what moved is left. Off in the published
+    models; the from-scratch CPU demo needs it to learn motion (not the
+    scene) in a few hundred iterations. No parameter changes, so the state
+    dict is the same either way.
+    """
+
+    def __init__(self, width: int = 64, frame_differences: bool = False) -> None:
         super().__init__(
             nn.Conv3d(
                 3, width, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False
@@ -61,19 +69,28 @@ class BasicStem(nn.Sequential):
             nn.BatchNorm3d(width),
             nn.ReLU(inplace=True),
         )
+        self.frame_differences = frame_differences
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frame_differences:
+            if x.shape[2] < 2:
+                raise ValueError(f"frame differences need clips of >= 2 frames, got {x.shape[2]}")
+            x = x[:, :, 1:] - x[:, :, :-1]
+        return super().forward(x)
 
 
 class R3D(nn.Module):
     """A 3D ResNet with torchvision's module names and initialisation."""
 
-    def __init__(self, arch: str = "r3d_18", width: int = 64, num_classes: int = 400) -> None:
+    def __init__(self, arch: str = "r3d_18", width: int = 64, num_classes: int = 400,
+                 frame_differences: bool = False) -> None:
         super().__init__()
         if arch not in LAYERS:
             raise ValueError(f"unknown backbone {arch!r}; choose one of {sorted(LAYERS)}")
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
         self.arch, self.width = arch, width
-        self.stem = BasicStem(width)
+        self.stem = BasicStem(width, frame_differences)
         inplanes = width
         stages = []
         for index, blocks in enumerate(LAYERS[arch]):

@@ -17,8 +17,10 @@ class ModelConfig:
 
     `trainable_stages` counts trailing stages of (stem, layer1..layer4) that
     train; the paper trains 2 (layer3, layer4) and freezes the rest, BatchNorm
-    included. `cross_stitch_share` is the paper's s: at initialisation a
-    cross-stitch unit keeps 1 - s of its own task and takes s from the other.
+    included. `frame_differences` feeds the stem the differences of consecutive
+    frames (see `BasicStem`; off in the paper). `cross_stitch_share` is the
+    paper's s: at initialisation a cross-stitch unit keeps 1 - s of its own task
+    and takes s from the other.
     """
 
     method: Method = "hps"
@@ -29,6 +31,7 @@ class ModelConfig:
     num_classes: tuple[int, ...] = (101, 249)
     cross_stitch_share: float = 0.2
     cross_stitch_lr_multiplier: float = 1.0
+    frame_differences: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
