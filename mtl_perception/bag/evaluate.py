@@ -115,8 +115,6 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
             device=args.device, autocast=args.autocast, progress=progress,
             keep_log_times=args.write_bag,
         )
-    for warning in evaluation.warnings:  # skipped frames: in metrics.json, and said here
-        LOG.warning("%s", warning)
     if bag.report.warning:
         LOG.warning("%s", bag.report.warning)
         evaluation.warnings.insert(0, bag.report.warning)
