@@ -93,7 +93,8 @@ def _row(path: Path, number: int, row: list[str], classes: Mapping[str, Sequence
         raise LabelsError(f"{where}: end {end} is not after start {start}")
     if task not in classes:
         raise LabelsError(f"{where}: unknown task {task!r}; the checkpoint's tasks: "
-                          f"{', '.join(classes)}")
+                          f"{', '.join(classes)} (for a single-task model, keep only its "
+                          "task's rows, e.g. dataset_to_bag --tasks)")
     if label not in classes[task]:
         names = list(classes[task])
         shown = ", ".join(names[:_SHOWN]) + (", ..." if len(names) > _SHOWN else "")
