@@ -115,3 +115,19 @@ def test_refusals_exit_2(setup: tuple[Path, Path], tmp_path: Path,
     assert "corrupt" in refused("--checkpoint", str(not_safetensors), "--config", str(set_file))
     assert "not found" in refused("--checkpoint", str(checkpoint),
                                   "--config", str(tmp_path / "none.yaml"))
+
+
+def test_frame_step_defaults_to_the_trained_one() -> None:
+    """A model trained on every 4th frame is scored on every 4th frame unless told otherwise."""
+    from training.evaluate import trained_frame_step
+
+    model = ModelConfig(method="hps", width=2, num_classes=(2, 2))
+    names = (("a", "b"), ("c", "d"))
+
+    def info(provenance: dict) -> CheckpointInfo:
+        return CheckpointInfo(model, names, provenance=provenance)
+
+    assert trained_frame_step(info({"config": {"clip": {"frame_step": 4}}})) == 4
+    for odd in ({}, {"config": []}, {"config": {"clip": {"frame_step": 0}}},
+                {"config": {"clip": {"frame_step": True}}}):
+        assert trained_frame_step(info(odd)) == 1

@@ -54,14 +54,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DataLoader worker processes")
     parser.add_argument("--num-eval-clips", type=int, default=d.num_eval_clips,
                         help="evenly spaced clips per video for video accuracy")
-    parser.add_argument("--frame-step", type=int, default=d.frame_step,
-                        help="frames between consecutive clip frames")
+    parser.add_argument("--frame-step", type=int, default=None,
+                        help="frames between consecutive clip frames (default: the checkpoint's "
+                        f"training clip.frame_step, else {d.frame_step})")
     parser.add_argument("--max-videos", type=int, default=None,
                         help="score at most this many videos per task (spread over the list)")
     parser.add_argument("--no-video", action="store_true",
                         help="clip accuracy only (skips the N-clips-per-video pass)")
     parser.add_argument("--allow-missing", action="store_true",
                         help="skip and count missing video files instead of refusing")
+
+
+def trained_frame_step(info: CheckpointInfo) -> int:
+    """The frame step the model was trained with (its provenance), else EvalConfig's default.
+
+    Clips must be sampled as in training: a model trained on every 4th frame scored
+    on consecutive frames sees its motions 4x too slow and scores near chance.
+    """
+    config = info.provenance.get("config")
+    clip = config.get("clip") if isinstance(config, dict) else None
+    step = clip.get("frame_step") if isinstance(clip, dict) else None
+    if isinstance(step, int) and not isinstance(step, bool) and step >= 1:
+        return step
+    return EvalConfig().frame_step
 
 
 def check_classes(info: CheckpointInfo, splits: dict[str, LabelledSplit], checkpoint: Path,
@@ -102,10 +117,12 @@ def format_result(result: EvaluationResult, title: str = "") -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        info = read_checkpoint_info(args.checkpoint)
+        frame_step = args.frame_step if args.frame_step is not None else trained_frame_step(info)
         config = EvalConfig(
             batch_size=args.batch_size, num_workers=args.num_workers,
             max_videos=args.max_videos, video_accuracy=not args.no_video,
-            num_eval_clips=args.num_eval_clips, frame_step=args.frame_step,
+            num_eval_clips=args.num_eval_clips, frame_step=frame_step,
             autocast=args.autocast,
         )
         try:
@@ -115,7 +132,6 @@ def run(args: argparse.Namespace) -> int:
                                      "(cpu, cuda, cuda:N)") from exc
         if device.type == "cuda" and not torch.cuda.is_available():
             raise EvaluateUsageError(f"--device {args.device}: no CUDA device is available")
-        info = read_checkpoint_info(args.checkpoint)
         set_config = load_set(args.config)
         missing = [t for t in info.model.task_names if t not in set_config.tasks]
         if missing:
