@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from test_train_helpers import CONFIG, TINY_OVERRIDES, tiny_config, tiny_set
+from test_train_helpers import CONFIG, TINY_OVERRIDES, read_tensors, tiny_config, tiny_set
 
 from training.trainer import train
 
@@ -20,11 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def set_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_set(tmp_path_factory)
-
-
-def _tensors(path: Path) -> dict[str, torch.Tensor]:
-    with safe_open(str(path), framework="pt") as handle:
-        return {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
 
 
 def _torchrun(out: Path, overrides: list[str]) -> subprocess.CompletedProcess[str]:
@@ -58,7 +52,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(
     one = train(tiny_config(set_yaml, *overrides[len(TINY_OVERRIDES) + 1:]), tmp_path / "one",
                 progress=False, tensorboard=False)
     assert one.iterations == 3
-    a, b = _tensors(tmp_path / "one" / "resume.safetensors"), _tensors(
+    a, b = read_tensors(tmp_path / "one" / "resume.safetensors"), read_tensors(
         tmp_path / "two" / "resume.safetensors")
     compared = [k for k in a if k.startswith(("model.heads", "weighting.", "optim."))]
     assert any(k.startswith("weighting.") for k in compared)
@@ -67,7 +61,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(
     # the heads really moved: equality is not that of two untouched initialisations
     init = train(tiny_config(set_yaml, *overrides[len(TINY_OVERRIDES) + 1:], "iterations=1"),
                  tmp_path / "init", progress=False, tensorboard=False)
-    moved = _tensors(init.last)["heads.0.weight"]
+    moved = read_tensors(init.last)["heads.0.weight"]
     assert not torch.allclose(moved, a["model.heads.0.weight"], atol=1e-4)
     written = sorted(p.name for p in (tmp_path / "two").iterdir())
     assert written == sorted([p.name for p in (tmp_path / "one").iterdir()] + ["tensorboard"])
@@ -84,7 +78,7 @@ def test_lws_under_two_processes_keeps_ranks_in_step(set_yaml: Path, tmp_path: P
                  "lws.sgd_samples=2"]
     done = _torchrun(tmp_path / "lws", overrides)
     assert done.returncode == 0, done.stderr[-3000:]
-    state = _tensors(tmp_path / "lws" / "resume.safetensors")
+    state = read_tensors(tmp_path / "lws" / "resume.safetensors")
     probs = state["model.routing_probs"]
     assert probs.shape == (2, 2, 2) and torch.allclose(probs.sum(-1), torch.ones(2, 2))
     assert int(state["weighting.windows_done"]) == 2

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from test_train_helpers import tiny_config, tiny_set
+from test_train_helpers import read_tensors, tiny_config, tiny_set
 
 from training.__main__ import main
 from training.run_state import STATE_FILE
@@ -22,11 +21,6 @@ from training.trainer import stored_config, train
 @pytest.fixture(scope="module")
 def set_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_set(tmp_path_factory)
-
-
-def _tensors(path: Path) -> dict[str, torch.Tensor]:
-    with safe_open(str(path), framework="pt") as handle:
-        return {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
 
 
 def _rows(path: Path) -> list[list[str]]:
@@ -72,13 +66,13 @@ def test_resume_after_ctrl_c_is_bitwise_the_uninterrupted_run(
     resumed = train(stored_config(run), run, resume=True, progress=False, tensorboard=False)
     assert resumed.iterations == 8 and not resumed.interrupted
 
-    a, b = _tensors(tmp_path / "whole" / STATE_FILE), _tensors(run / STATE_FILE)
+    a, b = read_tensors(tmp_path / "whole" / STATE_FILE), read_tensors(run / STATE_FILE)
     assert set(a) == set(b)
     differing = [k for k in a if not k.startswith("rng.") and not torch.equal(a[k], b[k])]
     assert differing == []
     assert not torch.equal(a["model.routing_probs"], torch.full_like(a["model.routing_probs"], .5))
     assert int(a["weighting.windows_done"]) == 4
-    last_a, last_b = _tensors(whole.last), _tensors(resumed.last)
+    last_a, last_b = read_tensors(whole.last), read_tensors(resumed.last)
     assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
     assert resumed.history == whole.history
     logs = [_rows(p / "train.csv") for p in (tmp_path / "whole", run)]

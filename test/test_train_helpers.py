@@ -11,6 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors import safe_open
 
 from training.synthetic.writer import SynthSettings, generate
 from training.train_config import TrainConfig, load_train_config
@@ -41,3 +43,9 @@ def tiny_config(set_yaml: Path, *overrides: str) -> TrainConfig:
 
 def with_changes(config: TrainConfig, **changes: object) -> TrainConfig:
     return replace(config, **changes)  # type: ignore[arg-type]
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file (checkpoints, resume state), for bitwise comparisons."""
+    with safe_open(str(path), framework="pt") as handle:
+        return {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
