@@ -35,9 +35,14 @@ from pathlib import Path
 from typing import Any
 
 # Run as `python bench/training.py`, this file's folder comes first on sys.path
-# and its name would shadow the `training` package: move the folder last.
+# and its name would shadow the `training` package: move the folder last and put
+# the project root first (an editable install's finder only runs after every
+# sys.path entry has been searched, the bench folder included).
 _HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _HERE] + [_HERE]
+_ROOT = str(Path(__file__).resolve().parents[1])
+sys.path[:] = [_ROOT] + [
+    p for p in sys.path if str(Path(p or ".").resolve()) not in (_HERE, _ROOT)
+] + [_HERE]
 
 import torch  # noqa: E402
 from hostinfo import cpu_model  # noqa: E402
