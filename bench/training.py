@@ -69,7 +69,8 @@ class Iteration:
         groups = self.model.parameter_groups(args.lr) + weighting.parameter_groups(args.lr)
         optimizer = torch.optim.Adam(groups, lr=args.lr)
         scaler = torch.amp.GradScaler(device.type, enabled=False)
-        self.lws = LWSConfig(nes_samples=args.lws_samples, sgd_samples=args.lws_samples)
+        self.lws = LWSConfig(nes_samples=args.lws_samples, sgd_samples=args.lws_samples,
+                             per_task_forward=not args.lws_shared_forward)
         ctx = DistContext(device=device)
         self.stepper = Stepper(self.model, weighting, optimizer, ctx, nullcontext, scaler,
                                self.lws)
@@ -171,6 +172,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="clips per iteration")
     parser.add_argument("--lws-samples", type=int, default=8,
                         help="sampled assignments in each LWS step")
+    parser.add_argument("--lws-shared-forward", action="store_true",
+                        help="LWS: one forward for both tasks' samples "
+                        "(lws.per_task_forward=false)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
