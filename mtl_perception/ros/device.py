@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from mtl_perception.stream.config import StreamConfigError
+from mtl_perception.stream.inference import resolve_device as stream_device
+
 AUTOCAST_MODES = ("none", "fp16", "bf16")
 
 
@@ -12,24 +15,21 @@ class DeviceError(ValueError):
 
 
 def resolve_device(name: str) -> tuple[torch.device, str]:
-    """`auto` | `cpu` | `cuda` | `cuda:N` -> (device, one log line saying which and why)."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            device = torch.device("cuda", torch.cuda.current_device())
-            return device, f"device auto: using {device} ({torch.cuda.get_device_name(device)})"
-        return torch.device("cpu"), "device auto: using cpu (no CUDA device available)"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {name}: CUDA is not available on this machine")
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        if index >= torch.cuda.device_count():
-            raise DeviceError(
-                f"device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-            )
-        device = torch.device("cuda", index)
-        return device, f"device {name}: using {device} ({torch.cuda.get_device_name(device)})"
-    return device, f"device {name}: using cpu"
+    """`auto` | `cpu` | `cuda` | `cuda:N` -> (device, one log line saying which and why).
+
+    The checks are the streaming core's (the node hands the same name to it); this
+    only adds the node's log line and pins a bare `cuda` to the current device.
+    """
+    try:
+        device = stream_device(name)
+    except StreamConfigError as exc:
+        raise DeviceError(str(exc)) from exc
+    if device.type != "cuda":
+        why = " (no CUDA device available)" if name == "auto" else ""
+        return device, f"device {name}: using cpu{why}"
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device, f"device {name}: using {device} ({torch.cuda.get_device_name(device)})"
 
 
 def check_autocast(name: str, device: torch.device) -> tuple[str, str | None]:
