@@ -61,7 +61,8 @@ NUM_CLASSES = (101, 249)
 class Iteration:
     """One method's model, optimiser and stepper, with fixed batches."""
 
-    def __init__(self, method: Method, args: argparse.Namespace, device: torch.device) -> None:
+    def __init__(self, method: Method, args: argparse.Namespace, device: torch.device,
+                 reuse_routes: bool = True) -> None:
         config = ModelConfig(method=method, width=args.width, num_classes=NUM_CLASSES)
         torch.manual_seed(0)
         self.model = build_model(config).to(device)
@@ -70,7 +71,8 @@ class Iteration:
         optimizer = torch.optim.Adam(groups, lr=args.lr)
         scaler = torch.amp.GradScaler(device.type, enabled=False)
         self.lws = LWSConfig(nes_samples=args.lws_samples, sgd_samples=args.lws_samples,
-                             per_task_forward=not args.lws_shared_forward)
+                             per_task_forward=not args.lws_shared_forward,
+                             reuse_routes=reuse_routes)
         ctx = DistContext(device=device)
         self.stepper = Stepper(self.model, weighting, optimizer, ctx, nullcontext, scaler,
                                self.lws)
@@ -175,6 +177,9 @@ def main() -> None:
     parser.add_argument("--lws-shared-forward", action="store_true",
                         help="LWS: one forward for both tasks' samples "
                         "(lws.per_task_forward=false)")
+    parser.add_argument("--lws-loop", action="store_true",
+                        help="also time LWS with one forward per sampled assignment "
+                        "(lws.reuse_routes=false) as 'lws_loop'")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -195,15 +200,17 @@ def main() -> None:
     if args.memory_only_all:
         print(json.dumps(peak_memory_first))
         return
-    iterations = {m: Iteration(m, args, device) for m in METHODS}
+    iterations: dict[str, Iteration] = {m: Iteration(m, args, device) for m in METHODS}
+    if args.lws_loop:
+        iterations["lws_loop"] = Iteration("lws", args, device, reuse_routes=False)
     for it in iterations.values():  # warm-up: allocator, kernels, caches, Adam moments
         it.step()
-    times: dict[str, list[float]] = {m: [] for m in METHODS}
+    times: dict[str, list[float]] = {m: [] for m in iterations}
     for round_ in range(args.repeats):
         for method, it in iterations.items():
             times[method].append(it.step())
         print(f"round {round_ + 1}: " + ", ".join(
-            f"{m} {times[m][-1]:.2f} s" for m in METHODS), flush=True)
+            f"{m} {times[m][-1]:.2f} s" for m in iterations), flush=True)
     nes = [iterations["lws"].assignment_only() for _ in range(max(1, args.repeats // 2))]
     del iterations
 
@@ -211,13 +218,18 @@ def main() -> None:
         "device": machine(device), "torch": torch.__version__, "width": args.width,
         "frames": args.frames, "size": args.size, "batch": args.batch,
         "lws_samples": args.lws_samples, "repeats": args.repeats,
+        "lws_per_task_forward": not args.lws_shared_forward,
         "seconds": {m: round(statistics.median(t), 3) for m, t in times.items()},
         "seconds_all": {m: [round(s, 3) for s in t] for m, t in times.items()},
     }
-    for method in ("sps", "lws"):
+    for method in [m for m in times if m != "hps"]:
         ratios = [a / h for a, h in zip(times[method], times["hps"], strict=True)]
         result[f"{method}_over_hps"] = round(statistics.median(ratios), 3)
         result[f"{method}_over_hps_spread"] = [round(min(ratios), 3), round(max(ratios), 3)]
+    if "lws_loop" in times:  # what reusing shared routes saves, round by round
+        ratios = [a / b for a, b in zip(times["lws"], times["lws_loop"], strict=True)]
+        result["lws_over_lws_loop"] = round(statistics.median(ratios), 3)
+        result["lws_over_lws_loop_spread"] = [round(min(ratios), 3), round(max(ratios), 3)]
     nes_s = statistics.median(nes)
     result["lws_assignment_step_s"] = round(nes_s, 3)
     result["lws_weight_step_s"] = round(result["seconds"]["lws"] - nes_s, 3)

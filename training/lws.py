@@ -22,7 +22,11 @@ Follows the authors' public implementation (`trainer.py`,
   window counts iterations as it does for every other method.
 
 The frozen prefix runs once per batch in each step and is reused by every
-assignment: it is the same for all of them.
+assignment: it is the same for all of them. With `reuse_routes` (default) the
+routed units go further: a leading route that several sampled assignments
+share for a task is computed once (`training.lws_routes`), with the same
+outputs, gradients and BatchNorm running statistics as one forward per
+assignment.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from torch import nn
 
 from mtl_perception.models.base import task_rows
 from mtl_perception.models.lws import LearnedSharingModel
+from training.lws_routes import routed_logits
 from training.weighting import LossWeighting
 
 
@@ -54,6 +59,11 @@ class LWSConfig:
     per_task_forward: bool = True
     # The reference draws the NES step's batch separately from the weight step's.
     separate_nes_batch: bool = True
+    # Compute a leading route shared by several sampled assignments once (same
+    # results as one forward per assignment, see training/lws_routes.py): in the
+    # assignment step always (eval mode scores each sample alone), in the weight
+    # step with per-task forwards. False runs one forward per assignment.
+    reuse_routes: bool = True
 
     def __post_init__(self) -> None:
         if self.nes_samples < 2 or self.sgd_samples < 1:
@@ -148,10 +158,19 @@ def assignment_step(
         with autocast():
             shared = model.prefix(clips)
         assignments = sample_assignments(model.routing_probs, config.nes_samples, generator)
-        losses = []
-        for assignment in assignments:
+        # In eval mode every sample is scored on its own, so the per-task route tree
+        # gives what one forward per assignment gives, whichever forward trains.
+        tree = None
+        if config.reuse_routes:
             with autocast():
-                logits = model.forward_from_prefix(shared, task_ids, assignment)
+                tree = routed_logits(model, shared, task_ids, assignments)
+        losses = []
+        for j, assignment in enumerate(assignments):
+            if tree is not None:
+                logits = tree[j]
+            else:
+                with autocast():
+                    logits = model.forward_from_prefix(shared, task_ids, assignment)
             per_sample = [
                 F.cross_entropy(out.float(), labels[task_rows(task_ids, t)], reduction="sum")
                 for t, out in enumerate(logits)
@@ -191,7 +210,9 @@ def weight_step_gradients(
     normalises each task over its own samples; otherwise the samples of all
     tasks routed to one copy share a batch. `losses_fn` turns logits into
     per-task losses (the trainer's scales by global sample counts across
-    processes); `backward` lets the trainer scale the loss (fp16).
+    processes); `backward` lets the trainer scale the loss (fp16). With
+    `config.reuse_routes` the assignments' graphs share their common routes and
+    `backward` runs once, on the sum of their weighted losses.
     """
     model.train()
     with autocast():
@@ -200,21 +221,34 @@ def weight_step_gradients(
     totals: list[torch.Tensor] = []
     sums: list[torch.Tensor | None] = [None] * model.config.num_tasks
     weights: list[float] = []
+    tree = None
+    if config.reuse_routes and config.per_task_forward:
+        with autocast():
+            tree = routed_logits(model, shared, task_ids, assignments)
+    pending: list[torch.Tensor] = []  # the tree's graphs share nodes: one backward of the sum
     was_training = weighting.training
     weighting.eval()
     try:
-        for assignment in assignments:
-            with autocast():
-                if config.per_task_forward:
-                    logits = per_task_forward(model, shared, task_ids, assignment)
-                else:
-                    logits = model.forward_from_prefix(shared, task_ids, assignment)
+        for j, assignment in enumerate(assignments):
+            if tree is not None:
+                logits = tree[j]
+            else:
+                with autocast():
+                    if config.per_task_forward:
+                        logits = per_task_forward(model, shared, task_ids, assignment)
+                    else:
+                        logits = model.forward_from_prefix(shared, task_ids, assignment)
             losses = losses_fn(logits, labels, task_ids)
             out = weighting(losses)
-            backward(out.total)
+            if tree is None:
+                backward(out.total)
+            else:
+                pending.append(out.total)
             totals.append(out.total.detach())
             weights = out.weights
             sums = [_add(s, loss) for s, loss in zip(sums, losses)]
+        if pending:
+            backward(torch.stack(pending).sum())
     finally:
         weighting.train(was_training)
     weighting.record([None if s is None else s / config.sgd_samples for s in sums])
