@@ -63,37 +63,24 @@ def routed_logits(
                 for per_task in out:
                     per_task.append(empty)
                 continue
-            leaves: dict[int, torch.Tensor] = {}
-            _descend(model, shared[rows], task, (), list(range(samples)), routes, leaves,
-                     recorded, calls)
+
+            def copy_of(j: int, unit: int, task: int = task) -> int:
+                return routes[j][task][unit]
+
+            def visit(route: tuple[int, ...], task: int = task) -> None:
+                recorded[(task, route)] = list(calls)  # the block just run
+                calls.clear()
+
+            pooled = model.route_tree(shared[rows], range(samples), copy_of, visit)
+            logits: dict[int, torch.Tensor] = {}  # by leaf: one head pass per distinct route
             for j in range(samples):
-                out[j].append(leaves[j])
+                leaf = pooled[j]
+                if id(leaf) not in logits:
+                    logits[id(leaf)] = head(leaf)
+                out[j].append(logits[id(leaf)])
     if model.training:
-        _replay_running_stats(model, routes, task_ids, recorded)
+        _replay_running_stats(model, routes, recorded)
     return out
-
-
-def _descend(
-    model: LearnedSharingModel, x: torch.Tensor, task: int, prefix: tuple[int, ...],
-    group: list[int], routes: list[list[list[int]]], leaves: dict[int, torch.Tensor],
-    recorded: dict[RouteKey, list[BatchStats]], calls: list[BatchStats],
-) -> None:
-    """Run the assignments in `group` (all routed along `prefix` so far) on from x."""
-    unit = len(prefix)
-    if unit == model.num_units:
-        logits = model.heads[task](model.pool(x).flatten(1))
-        for j in group:
-            leaves[j] = logits
-        return
-    branches: dict[int, list[int]] = {}
-    for j in group:
-        branches.setdefault(routes[j][task][unit], []).append(j)
-    for copy_index, members in branches.items():
-        calls.clear()
-        y = cast(nn.ModuleList, model.units[unit])[copy_index](x)
-        route = (*prefix, copy_index)
-        recorded[(task, route)] = list(calls)
-        _descend(model, y, task, route, members, routes, leaves, recorded, calls)
 
 
 def _routed_batchnorms(model: LearnedSharingModel) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -136,12 +123,12 @@ def _deferred_running_stats(
 
 
 def _replay_running_stats(
-    model: LearnedSharingModel, routes: list[list[list[int]]], task_ids: torch.Tensor,
+    model: LearnedSharingModel, routes: list[list[list[int]]],
     recorded: dict[RouteKey, list[BatchStats]],
 ) -> None:
     """One running-statistics update per use of a copy, in the per-assignment loop's
-    order: assignment, then task, then unit."""
-    present = [t for t in range(model.config.num_tasks) if task_rows(task_ids, t).numel()]
+    order: assignment, then task (those with samples: the ones in the tree), then unit."""
+    present = sorted({task for task, _ in recorded})
     with torch.no_grad():
         for route in routes:
             for task in present:

@@ -16,6 +16,7 @@ the final linear layer is always task-specific.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable
 from typing import cast
 
 import torch
@@ -93,32 +94,50 @@ class LearnedSharingModel(MultiTaskModel):
     def score_all(self, clips: torch.Tensor) -> list[torch.Tensor]:
         """Every clip through every task's argmax route; a leading run of units that
         several tasks route identically is computed once for all of them."""
-        assignment = self.argmax_assignment()
-        features: dict[int, torch.Tensor] = {}
-        self._route_tree(
-            self.prefix(clips), list(range(self.config.num_tasks)), 0, assignment, features
-        )
+        route = self.argmax_assignment().tolist()
+        tasks = range(self.config.num_tasks)
+        features = self.route_tree(self.prefix(clips), tasks, lambda t, unit: route[t][unit])
         return [head(features[t]) for t, head in enumerate(self.heads)]
 
-    def _route_tree(
+    def route_tree(
         self,
         x: torch.Tensor,
-        tasks: list[int],
-        unit: int,
-        assignment: torch.Tensor,
+        members: Iterable[int],
+        copy_of: Callable[[int, int], int],
+        visit: Callable[[tuple[int, ...]], None] | None = None,
+    ) -> dict[int, torch.Tensor]:
+        """Pooled features of x for each member, member m taking copy copy_of(m, unit)
+        at every unit; a leading route several members share is computed once (the
+        same tensor for all of them). `visit(route)` runs right after each block,
+        with the copies chosen so far. Members are tasks at inference and sampled
+        assignments in training (`training/lws_routes.py`)."""
+        out: dict[int, torch.Tensor] = {}
+        self._descend(x, list(members), (), copy_of, visit, out)
+        return out
+
+    def _descend(
+        self,
+        x: torch.Tensor,
+        members: list[int],
+        route: tuple[int, ...],
+        copy_of: Callable[[int, int], int],
+        visit: Callable[[tuple[int, ...]], None] | None,
         out: dict[int, torch.Tensor],
     ) -> None:
+        unit = len(route)
         if unit == self.num_units:
             pooled = self.pool(x).flatten(1)
-            for t in tasks:
-                out[t] = pooled
+            for member in members:
+                out[member] = pooled
             return
         groups: dict[int, list[int]] = {}
-        for t in tasks:
-            groups.setdefault(int(assignment[t, unit]), []).append(t)
+        for member in members:
+            groups.setdefault(copy_of(member, unit), []).append(member)
         for copy_index, group in groups.items():
-            block = cast(nn.ModuleList, self.units[unit])[copy_index]
-            self._route_tree(block(x), group, unit + 1, assignment, out)
+            y = cast(nn.ModuleList, self.units[unit])[copy_index](x)
+            if visit is not None:
+                visit((*route, copy_index))
+            self._descend(y, group, (*route, copy_index), copy_of, visit, out)
 
     def _check_assignment(self, assignment: torch.Tensor) -> None:
         """Refuse a malformed assignment rather than route by accident: a float tensor
