@@ -57,7 +57,7 @@ setup(
             # Offline evaluation of a checkpoint on a recorded bag.
             "evaluate_bag = mtl_perception.bag.evaluate:main",
             # A labelled video list -> rosbag2 + labels CSV (reads the training formats).
-            "dataset_to_bag = training.to_bag:main",
+            "dataset_to_bag = training.tools.to_bag:main",
         ]
     },
 )

@@ -4,7 +4,7 @@ Run from the project root: `.venv/bin/python bench/training.py [--repeats N]
 [--save bench/results/training.json]`. At the paper's size by default (r3d_18
 width 64, 32x112x112 clips, batch 8 of both tasks, 101 + 249 classes, two
 trainable stages, Adam, average loss weighting). One iteration is what the
-trainer runs: `training.train_steps.Stepper.step`, i.e. forward, backward and
+trainer runs: `training.train.steps.Stepper.step`, i.e. forward, backward and
 the optimiser step; for LWS the assignment (NES) step with 8 sampled
 assignments on its own batch, then the weight step with 8.
 
@@ -49,10 +49,10 @@ from hostinfo import cpu_model  # noqa: E402
 
 from mtl_perception.models import ModelConfig, build_model  # noqa: E402
 from mtl_perception.models.config import Method  # noqa: E402
-from training.distributed import DistContext  # noqa: E402
-from training.lws import LWSConfig, assignment_step  # noqa: E402
-from training.train_steps import Batch, Stepper  # noqa: E402
-from training.weighting import WeightingConfig, build_weighting  # noqa: E402
+from training.methods.lws import LWSConfig, assignment_step  # noqa: E402
+from training.methods.weighting import WeightingConfig, build_weighting  # noqa: E402
+from training.train.distributed import DistContext  # noqa: E402
+from training.train.steps import Batch, Stepper  # noqa: E402
 
 METHODS: tuple[Method, ...] = ("hps", "sps", "lws")
 NUM_CLASSES = (101, 249)

@@ -25,9 +25,9 @@ from mtl_perception.bag.evaluate import main as evaluate_bag
 from mtl_perception.checkpoint import load_checkpoint
 from training.datasets import sets
 from training.datasets.video import write_video
-from training.to_bag import main as dataset_to_bag
+from training.tools.to_bag import main as dataset_to_bag
 
-evaluation = pytest.importorskip("training.evaluation")  # helper evalexp's module
+evaluation = pytest.importorskip("training.evaluation.scoring")  # helper evalexp's module
 
 CLIP, FPS = 4, 10.0
 SET_YAML = """name: consistency

@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_train_helpers import CONFIG, TINY_OVERRIDES, read_tensors, tiny_config, tiny_set
 
-from training.trainer import train
+from training.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

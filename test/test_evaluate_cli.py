@@ -119,7 +119,7 @@ def test_refusals_exit_2(setup: tuple[Path, Path], tmp_path: Path,
 
 def test_frame_step_defaults_to_the_trained_one() -> None:
     """A model trained on every 4th frame is scored on every 4th frame unless told otherwise."""
-    from training.evaluate import trained_frame_step
+    from training.evaluation.cli import trained_frame_step
 
     model = ModelConfig(method="hps", width=2, num_classes=(2, 2))
     names = (("a", "b"), ("c", "d"))

@@ -1,4 +1,4 @@
-"""`training.evaluation` on a hand-built case: clip, video and cumulative accuracy.
+"""`training.evaluation.scoring` on a hand-built case: clip, video and cumulative accuracy.
 
 Real videos (PyAV, 12 uniform-grey frames of 32x32) and a stub model whose
 class probabilities are a fixed table indexed by the brightness of a clip's
@@ -22,7 +22,7 @@ from mtl_perception.models import ModelConfig, MultiTaskModel
 from mtl_perception.preprocess import PreprocessConfig
 from training.datasets.sample import UNLABELLED, LabelledSplit, VideoSample
 from training.datasets.video import write_video
-from training.evaluation import EvalConfig, EvaluationError, Evaluator, evaluate, subset
+from training.evaluation.scoring import EvalConfig, EvaluationError, Evaluator, evaluate, subset
 
 PRE = PreprocessConfig(clip_length=4, resize=(32, 32), crop=(32, 32))
 LEVELS = (32, 96, 160)  # grey value of brightness code 0, 1, 2

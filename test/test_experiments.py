@@ -5,7 +5,7 @@ rigged to always answer class 0, so every figure in the tables is known by
 hand: the test split holds 2 videos of each of 2 action classes (class 0: 50%)
 and 1 video of each of 3 gesture classes (class 0: 33.33%); cumulative =
 (2 + 1) / (4 + 3) = 42.86% (the mean of the tasks would be 41.67%).
-The real scoring (`training.evaluation`) runs on real videos.
+The real scoring (`training.evaluation.scoring`) runs on real videos.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from mtl_perception.models import ModelConfig, build_model
 from mtl_perception.preprocess import PreprocessConfig
 from training.datasets.sets import build_task_split, load_set
 from training.datasets.video import write_video
-from training.experiments import ExperimentError, paper_grid, run_grid
-from training.experiments_tables import ROWS, RowCounts, table1, table2
-from training.run_state import STATE_FILE
-from training.train_config import TrainConfig
-from training.trainer import TrainResult
+from training.experiments.grid import ExperimentError, paper_grid, run_grid
+from training.experiments.tables import ROWS, RowCounts, table1, table2
+from training.train.config import TrainConfig
+from training.train.resume import STATE_FILE
+from training.train.trainer import TrainResult
 
 CLASSES = {"action": ["jump", "run"], "gesture": ["left", "right", "up"]}
 TEST_PER_CLASS = {"action": 2, "gesture": 1}

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from training.datasets import mmaction, ucf101
 from training.datasets.listfile import DatasetError
 from training.datasets.sample import LabelledSplit, VideoSample
-from training.summarize import summarize_split
+from training.tools.summarize import summarize_split
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -5,7 +5,7 @@ import torch
 from helpers_models import tiny_config
 
 from mtl_perception.models import build_model
-from training.lws import (
+from training.methods.lws import (
     LWSConfig,
     assignment_step,
     nes_update,
@@ -14,7 +14,7 @@ from training.lws import (
     sample_assignments,
     weight_step_gradients,
 )
-from training.weighting import WeightingConfig, build_weighting
+from training.methods.weighting import WeightingConfig, build_weighting
 
 CLIPS = torch.randn(4, 3, 8, 32, 32, generator=torch.Generator().manual_seed(2))
 LABELS = torch.tensor([1, 2, 0, 3])

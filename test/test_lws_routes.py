@@ -16,9 +16,9 @@ from helpers_models import tiny_config
 
 from mtl_perception.models import build_model
 from mtl_perception.models.lws import LearnedSharingModel
-from training.lws import LWSConfig, assignment_step, weight_step_gradients
-from training.lws_routes import routed_logits
-from training.weighting import build_weighting
+from training.methods.lws import LWSConfig, assignment_step, weight_step_gradients
+from training.methods.lws_routes import routed_logits
+from training.methods.weighting import build_weighting
 
 CLIPS = torch.randn(6, 3, 8, 32, 32, generator=torch.Generator().manual_seed(11))
 LABELS = torch.tensor([1, 2, 0, 3, 6, 4])

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from mtl_perception.preprocess import PreprocessConfig
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig, collate_clips
 from training.datasets.sample import VideoSample
-from training.multitask import MultiTaskBatchSampler
+from training.methods.sampler import MultiTaskBatchSampler
 
 A = list(range(30))  # task 0: 30 samples (75 %)
 B = list(range(30, 40))  # task 1: 10 samples

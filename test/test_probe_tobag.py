@@ -13,7 +13,7 @@ import pytest
 from helpers_bag import frames
 
 from training.datasets.video import write_video
-from training.to_bag import main
+from training.tools.to_bag import main
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_a_valid_relative_topic_and_a_zero_gap_still_convert(dataset: Path,
 
 def test_ctrl_c_while_writing_exits_130_and_leaves_nothing(
         dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from training import to_bag
+    from training.tools import to_bag
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt

@@ -18,7 +18,7 @@ from test_train_helpers import tiny_set
 
 from mtl_perception.settings import SettingsError
 from training.__main__ import main
-from training.train_config import load_train_config
+from training.train.config import load_train_config
 
 CONFIG = Path(__file__).parents[1] / "config/train/cpu_small.yaml"
 

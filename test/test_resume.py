@@ -14,8 +14,8 @@ import torch
 from test_train_helpers import read_tensors, tiny_config, tiny_set
 
 from training.__main__ import main
-from training.run_state import STATE_FILE
-from training.trainer import stored_config, train
+from training.train.resume import STATE_FILE
+from training.train.trainer import stored_config, train
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from helpers_bag import frames
 
 from mtl_perception.bag.reader import Bag
 from training.datasets.video import read_frames, write_video
-from training.to_bag import main
+from training.tools.to_bag import main
 
 FPS = 10.0
 

@@ -16,10 +16,10 @@ from test_train_helpers import tiny_config, tiny_set
 from mtl_perception.checkpoint import load_checkpoint, read_checkpoint_info
 from mtl_perception.models import ModelConfig, build_model
 from training.__main__ import main
-from training.run_state import RunDirError
-from training.train_data import build_data
-from training.train_pretrained import PretrainedError, backbone_weights, kinetics_path
-from training.trainer import train
+from training.train.data import build_data
+from training.train.pretrained import PretrainedError, backbone_weights, kinetics_path
+from training.train.resume import RunDirError
+from training.train.trainer import train
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_a_corrupt_video_is_skipped_counted_and_reported(
         set_yaml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Corrupt a video that iteration 0's batch is known to draw (the sampler is a
     function of seed and iteration), so the skip is certain, not luck."""
-    from training.multitask import MultiTaskBatchSampler
+    from training.methods.sampler import MultiTaskBatchSampler
 
     copy = tmp_path / "set"
     _copy_tree(set_yaml.parent, copy)

@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 
 from training.synthetic.writer import SynthSettings, generate
-from training.train_config import TrainConfig, load_train_config
+from training.train.config import TrainConfig, load_train_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "train" / "cpu_small.yaml"
 TINY_SET = SynthSettings(

@@ -11,10 +11,10 @@ from torch import nn
 
 from mtl_perception.models import ModelConfig, build_model
 from mtl_perception.models.lws import LearnedSharingModel
-from training.distributed import DistContext
-from training.lws import LWSConfig, per_task_forward
-from training.train_steps import Batch, Stepper
-from training.weighting import build_weighting
+from training.methods.lws import LWSConfig, per_task_forward
+from training.methods.weighting import build_weighting
+from training.train.distributed import DistContext
+from training.train.steps import Batch, Stepper
 
 
 def _model(seed: int = 0) -> LearnedSharingModel:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mtl_perception.settings import from_dict
-from training.weighting import (
+from training.methods.weighting import (
     WEIGHTINGS,
     LossWeighting,
     WeightingConfig,

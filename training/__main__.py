@@ -14,12 +14,13 @@ import sys
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "summarize": ("training.summarize", "count samples, classes and missing files of a set"),
+    "summarize": ("training.tools.summarize", "count samples, classes and missing files of a set"),
     "synth": ("training.synthetic.cli", "render the synthetic action/gesture dataset"),
-    "train": ("training.train_cli", "train one model (any method and loss weighting)"),
-    "evaluate": ("training.evaluate", "score a checkpoint on a split of a set"),
-    "experiments": ("training.experiments", "run the paper's experiment grid for one set"),
-    "to-bag": ("training.to_bag", "a labelled video list -> rosbag2 (mcap/sqlite3) + labels CSV"),
+    "train": ("training.train.cli", "train one model (any method and loss weighting)"),
+    "evaluate": ("training.evaluation.cli", "score a checkpoint on a split of a set"),
+    "experiments": ("training.experiments.grid", "run the paper's experiment grid for one set"),
+    "to-bag": ("training.tools.to_bag",
+               "a labelled video list -> rosbag2 (mcap/sqlite3) + labels CSV"),
 }
 
 

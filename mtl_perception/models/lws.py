@@ -4,7 +4,7 @@ The trainable part of the backbone is duplicated once per task; each routed
 unit (every residual block of the trainable stages, and the stem when it
 trains) has K copies. For every (task, unit) a categorical distribution over
 the copies, stored as probabilities `routing_probs[task, unit, copy]`, decides
-which copy that task uses. Training (`training/lws.py`) samples assignments and
+which copy that task uses. Training (`training/methods/lws.py`) samples assignments and
 moves the probabilities with a natural evolution strategy; inference uses each
 task's most probable copy per unit. Ties go to the task's own copy: each layer
 starts assigned to the task its backbone originally addressed.
@@ -110,7 +110,7 @@ class LearnedSharingModel(MultiTaskModel):
         at every unit; a leading route several members share is computed once (the
         same tensor for all of them). `visit(route)` runs right after each block,
         with the copies chosen so far. Members are tasks at inference and sampled
-        assignments in training (`training/lws_routes.py`)."""
+        assignments in training (`training/methods/lws_routes.py`)."""
         out: dict[int, torch.Tensor] = {}
         self._descend(x, list(members), (), copy_of, visit, out)
         return out

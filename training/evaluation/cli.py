@@ -31,7 +31,7 @@ from training.datasets.listfile import DatasetError
 from training.datasets.missing import require_files
 from training.datasets.sample import LabelledSplit
 from training.datasets.sets import SPLIT_NAMES, SetConfig, build_task_split, load_set
-from training.evaluation import EvalConfig, EvaluationError, EvaluationResult, Evaluator
+from training.evaluation.scoring import EvalConfig, EvaluationError, EvaluationResult, Evaluator
 
 LOG = logging.getLogger(__name__)
 

@@ -2,11 +2,11 @@
 
 Runs (METHODS.md §5): STL r3d18 and r3d34 on each task; HPS, SPS s=0.2,
 SPS s=0.8 and LWS, each with average, dwa and automatic loss weighting (16
-runs for two tasks). Every run trains through `training.trainer.train` from
+runs for two tasks). Every run trains through `training.train.trainer.train` from
 one training config (`--train-config`, default config/train/paper.yaml) plus
 the run's own settings plus the user's `key=value` overrides, then its best
 checkpoint (highest validation cumulative accuracy) is scored on the test
-split by `training.evaluation` (clip and video accuracy).
+split by `training.evaluation.scoring` (clip and video accuracy).
 
 Layout of `--out`:
   runs/<run>/        the trainer's run folder (checkpoints, resumable state)
@@ -38,11 +38,11 @@ from mtl_perception.checkpoint import CheckpointError, atomic_write, load_checkp
 from mtl_perception.settings import SettingsError
 from training.datasets.listfile import DatasetError
 from training.datasets.sets import build_task_split, load_set
-from training.evaluation import EvalConfig, Evaluator
-from training.experiments_tables import ROWS, plot_history, row_counts, table1, table2
-from training.run_state import STATE_FILE
-from training.train_config import TrainConfig, config_to_dict, load_train_config
-from training.trainer import TrainResult, train
+from training.evaluation.scoring import EvalConfig, Evaluator
+from training.experiments.tables import ROWS, plot_history, row_counts, table1, table2
+from training.train.config import TrainConfig, config_to_dict, load_train_config
+from training.train.resume import STATE_FILE
+from training.train.trainer import TrainResult, train
 
 LOG = logging.getLogger(__name__)
 DEFAULT_TRAIN_CONFIG = Path(__file__).resolve().parents[1] / "config" / "train" / "paper.yaml"
@@ -110,7 +110,7 @@ def run_grid(
     """Run (or resume) the grid into `out`; see the module docstring.
 
     `only`: run names to run (others are left as they are, but tables still
-    show every finished run). `train_fn` replaces `training.trainer.train`
+    show every finished run). `train_fn` replaces `training.train.trainer.train`
     (tests).
     """
     train_fn = train_fn or train

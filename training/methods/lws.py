@@ -24,7 +24,7 @@ Follows the authors' public implementation (`trainer.py`,
 The frozen prefix runs once per batch in each step and is reused by every
 assignment: it is the same for all of them. With `reuse_routes` (default) the
 routed units go further: a leading route that several sampled assignments
-share for a task is computed once (`training.lws_routes`), with the same
+share for a task is computed once (`training.methods.lws_routes`), with the same
 outputs, gradients and BatchNorm running statistics as one forward per
 assignment.
 """
@@ -42,8 +42,8 @@ from torch import nn
 
 from mtl_perception.models.base import task_rows
 from mtl_perception.models.lws import LearnedSharingModel
-from training.lws_routes import routed_logits
-from training.weighting import LossWeighting
+from training.methods.lws_routes import routed_logits
+from training.methods.weighting import LossWeighting
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class LWSConfig:
     # The reference draws the NES step's batch separately from the weight step's.
     separate_nes_batch: bool = True
     # Compute a leading route shared by several sampled assignments once (same
-    # results as one forward per assignment, see training/lws_routes.py): in the
+    # results as one forward per assignment, see training/methods/lws_routes.py): in the
     # assignment step always (eval mode scores each sample alone), in the weight
     # step with per-task forwards. False runs one forward per assignment.
     reuse_routes: bool = True

@@ -46,7 +46,7 @@ def routed_logits(
 ) -> list[list[torch.Tensor]]:
     """Per sampled assignment j (assignments: (samples, tasks, units)), per task, the
     logits of that task's samples (batch order) with each task run as a forward of
-    its own, exactly as `training.lws.per_task_forward` under assignment j.
+    its own, exactly as `training.methods.lws.per_task_forward` under assignment j.
 
     In training mode the routed units' BatchNorm running statistics end as the
     loop of per-assignment forwards leaves them.

@@ -21,15 +21,15 @@ from mtl_perception.bag.outputs import OutputError, check_creatable
 from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.settings import SettingsError, apply_overrides
 from training.datasets.listfile import DatasetError
-from training.run_state import RunDirError
-from training.train_config import load_train_config
-from training.train_pretrained import PretrainedError
+from training.train.config import load_train_config
+from training.train.pretrained import PretrainedError
+from training.train.resume import RunDirError
 
 LOG = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from training.train_config import TrainConfig, config_to_dict
+    from training.train.config import TrainConfig, config_to_dict
 
     defaults = ", ".join(f"{k}={v}" for k, v in _flatten(config_to_dict(TrainConfig())).items())
     parser.epilog = f"settings (key=value) and their defaults: {defaults}"
@@ -57,7 +57,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.trainer import stored_config, train  # torch import only when training
+    from training.train.trainer import stored_config, train  # torch import only when training
 
     progress = {"auto": None, "bar": True, "lines": False}[args.progress]
     try:

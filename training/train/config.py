@@ -17,8 +17,8 @@ from typing import Any, Literal
 from mtl_perception.models.config import Method
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.settings import SettingsError, apply_overrides, from_dict, load_yaml, to_dict
-from training.lws import LWSConfig
-from training.weighting import WeightingConfig
+from training.methods.lws import LWSConfig
+from training.methods.weighting import WeightingConfig
 
 Sampling = Literal["proportional", "balanced"]
 Amp = Literal["none", "bf16", "fp16"]

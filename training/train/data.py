@@ -9,7 +9,7 @@ from mtl_perception.settings import SettingsError
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig
 from training.datasets.sample import LabelledSplit
 from training.datasets.sets import build_task_split, load_set
-from training.train_config import TrainConfig
+from training.train.config import TrainConfig
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Launched by `torchrun` (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
 ...), the trainer joins a process group: NCCL when every rank has a CUDA
 device, gloo otherwise. Every rank draws the same global batch indices and
-keeps its own slice (`training.multitask`), so the global batch is split
+keeps its own slice (`training.methods.sampler`), so the global batch is split
 without overlap. Gradients are summed over ranks by one all-reduce per step
 (`allreduce_gradients`); each rank's loss is already scaled by the *global*
 per-task sample counts, so the sum is exactly the single-process gradient

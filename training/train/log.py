@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import torch
 
-from training.train_steps import StepResult
+from training.train.steps import StepResult
 
 
 class TrainLog:

@@ -21,9 +21,9 @@ from torch import nn
 
 from mtl_perception.models.base import MultiTaskModel, task_rows
 from mtl_perception.models.lws import LearnedSharingModel
-from training.distributed import DistContext, allreduce_gradients, allreduce_sum
-from training.lws import LWSConfig, assignment_step, weight_step_gradients
-from training.weighting import LossWeighting
+from training.methods.lws import LWSConfig, assignment_step, weight_step_gradients
+from training.methods.weighting import LossWeighting
+from training.train.distributed import DistContext, allreduce_gradients, allreduce_sum
 
 Autocast = Callable[[], AbstractContextManager[Any]]
 

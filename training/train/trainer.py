@@ -2,8 +2,8 @@
 
 Python API (the experiment runner uses it):
 
-    from training.train_config import load_train_config
-    from training.trainer import train
+    from training.train.config import load_train_config
+    from training.train.trainer import train
     result = train(load_train_config("config/train/cpu_small.yaml", ["method=sps"]), "runs/sps")
     result.best, result.last, result.best_metrics, result.history, result.skipped_files
 
@@ -33,11 +33,16 @@ from torch.utils.data import DataLoader
 from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
 from mtl_perception.settings import SettingsError
-from training import distributed as D
 from training.datasets.clip_dataset import collate_clips
-from training.evaluation import EvalConfig, Evaluator
-from training.multitask import MultiTaskBatchSampler
-from training.run_state import (
+from training.evaluation.scoring import EvalConfig, Evaluator
+from training.methods.sampler import MultiTaskBatchSampler
+from training.methods.weighting import build_weighting
+from training.train import distributed as D
+from training.train.config import RESUME_CHANGEABLE, TrainConfig, config_from_dict, config_to_dict
+from training.train.data import RunData, build_data
+from training.train.log import TrainLog
+from training.train.pretrained import PretrainedError, backbone_weights
+from training.train.resume import (
     STATE_FILE,
     RunDirError,
     TrainingState,
@@ -47,12 +52,7 @@ from training.run_state import (
     read_run,
     save_state,
 )
-from training.train_config import RESUME_CHANGEABLE, TrainConfig, config_from_dict, config_to_dict
-from training.train_data import RunData, build_data
-from training.train_log import TrainLog
-from training.train_pretrained import PretrainedError, backbone_weights
-from training.train_steps import Batch, Stepper
-from training.weighting import build_weighting
+from training.train.steps import Batch, Stepper
 
 LOG = logging.getLogger(__name__)
 
