@@ -19,6 +19,13 @@ from mtl_perception.stream.decode import (
     header_of,
     prepare_frame,
 )
+from mtl_perception.stream.events import (
+    EventSettings,
+    GestureEvent,
+    GestureEventDetector,
+    activity,
+    detect_events,
+)
 from mtl_perception.stream.pipeline import StreamPipeline
 from mtl_perception.stream.results import ClipResult, FrameHeader, TaskResult
 from mtl_perception.stream.stats import CameraStats, Percentiles, StreamStats
@@ -29,7 +36,10 @@ __all__ = [
     "SUPPORTED_ENCODINGS",
     "CameraStats",
     "ClipResult",
+    "EventSettings",
     "FrameHeader",
+    "GestureEvent",
+    "GestureEventDetector",
     "ImageDecodeError",
     "Percentiles",
     "StreamConfig",
@@ -37,7 +47,9 @@ __all__ = [
     "StreamPipeline",
     "StreamStats",
     "TaskResult",
+    "activity",
     "decode_image",
+    "detect_events",
     "header_of",
     "prepare_frame",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,8 @@ from mtl_perception.stream.decode import (
     is_compressed,
     prepare_frame,
 )
-from mtl_perception.stream.results import FrameHeader, Smoother
+from mtl_perception.stream.events import GESTURE_TASK, GestureEventDetector, step
+from mtl_perception.stream.results import ClipResult, FrameHeader, Smoother
 from mtl_perception.stream.stats import RateMeter
 
 COUNTERS: tuple[str, ...] = (
@@ -60,12 +61,15 @@ class CameraState:
         tasks: int,
         preprocess: PreprocessConfig,
         on_error: ErrorCallback,
+        gesture_classes: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.buffer = CameraBuffer(
             name, config.target_fps, clip_length, config.inference_stride, config.max_gap_s
         )
         self.smoothers = [Smoother(config.smoothing, config.smoothing_window) for _ in range(tasks)]
+        # Gesture events (stream/events.py); None for a model without a gesture task.
+        self.events = GestureEventDetector(gesture_classes, name) if gesture_classes else None
         self.preprocess = preprocess
         self.on_error = on_error
         self.lock = threading.Lock()
@@ -123,10 +127,19 @@ class CameraState:
         if item.epoch != self.smoothed_epoch:
             for smoother in self.smoothers:
                 smoother.reset()
+            if self.events is not None:
+                self.events.reset()
             self.smoothed_epoch = item.epoch
         for smoother in self.smoothers:
             smoother.configure(config.smoothing, config.smoothing_window)
         return self.smoothers
+
+    def with_event(self, result: ClipResult, config: StreamConfig) -> ClipResult:
+        """`result` with the gesture event decided at it (call after `smoothers_for`)."""
+        if self.events is None:
+            return result
+        event = step(self.events, result, config, GESTURE_TASK)
+        return result if event is None else replace(result, event=event)
 
     def latest_frame(self) -> tuple[np.ndarray, FrameHeader] | None:
         if self.latest is None:

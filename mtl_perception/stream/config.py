@@ -14,10 +14,18 @@ from typing import Literal
 
 Smoothing = Literal["none", "ema", "mean"]
 SMOOTHING_MODES: tuple[str, ...] = ("none", "ema", "mean")
+GateMode = Literal["off", "publish", "filter"]
+GATE_MODES: tuple[str, ...] = ("off", "publish", "filter")
+EventSource = Literal["auto", "gate", "max_softmax"]
+EVENT_SOURCES: tuple[str, ...] = ("auto", "gate", "max_softmax")
 
 # Settings that may change while the pipeline runs (`StreamPipeline.update_settings`):
 # they only touch post-processing, never a buffer or a clip already made.
-LIVE_SETTINGS: tuple[str, ...] = ("score_threshold", "top_k", "smoothing", "smoothing_window")
+LIVE_SETTINGS: tuple[str, ...] = (
+    "score_threshold", "top_k", "smoothing", "smoothing_window",
+    "gate", "gate_threshold", "event_source", "event_threshold", "event_hysteresis",
+    "event_min_s", "event_max_s", "event_refractory_s",
+)
 
 # Why each other setting cannot change live: the node repeats this to the user.
 FIXED_REASONS: dict[str, str] = {
@@ -55,6 +63,23 @@ class StreamConfig:
       there), offline (`realtime=False`) 1.
     - `offline_queue`: offline mode only: clips waiting per camera before
       `push()` waits for the worker (back-pressure instead of dropping).
+
+    Task gate (models whose `score_all` returns gate logits after the task
+    logits; without a gate these change nothing):
+    - `gate`: "off" (results as without a gate), "publish" (the node also
+      publishes the gate's probabilities and gesture events), "filter"
+      (publish, and a task whose gate probability is below `gate_threshold`
+      gets an empty top-k list for that clip).
+    - `gate_threshold`: the gate probability a task needs under "filter".
+
+    Gesture events (`mtl_perception.stream.events`, the rule is documented
+    there): `event_source` "gate" (the gate's gesture probability), or
+    "max_softmax" (the gesture head's largest probability: the baseline for
+    models without a gate), "auto" = gate when the model has one;
+    `event_threshold` starts a gesture, it ends when the source falls below
+    `event_threshold - event_hysteresis`; gestures shorter than `event_min_s`
+    are dropped, longer ones are decided at `event_max_s`; no event within
+    `event_refractory_s` of the previous one.
     """
 
     target_fps: float = 15.0
@@ -67,6 +92,14 @@ class StreamConfig:
     clip_length: int = 0
     max_batch: int = 0
     offline_queue: int = 16
+    gate: GateMode = "off"
+    gate_threshold: float = 0.5
+    event_source: EventSource = "auto"
+    event_threshold: float = 0.5
+    event_hysteresis: float = 0.1
+    event_min_s: float = 0.3
+    event_max_s: float = 6.0
+    event_refractory_s: float = 1.0
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> StreamConfigError:
@@ -97,6 +130,18 @@ class StreamConfig:
             raise bad("max_batch", ">= 0 (0 = automatic)")
         if self.offline_queue < 1:
             raise bad("offline_queue", ">= 1")
+        if self.gate not in GATE_MODES:
+            raise bad("gate", f"one of {list(GATE_MODES)}")
+        if self.event_source not in EVENT_SOURCES:
+            raise bad("event_source", f"one of {list(EVENT_SOURCES)}")
+        for name in ("gate_threshold", "event_threshold", "event_hysteresis"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise bad(name, "in [0, 1]")
+        for name in ("event_min_s", "event_refractory_s"):
+            if not 0.0 <= getattr(self, name) <= 3600.0:
+                raise bad(name, "in [0, 3600] seconds")
+        if not self.event_min_s <= self.event_max_s <= 3600.0:
+            raise bad("event_max_s", f"in [event_min_s ({self.event_min_s}), 3600] seconds")
 
     def resolved_clip_length(self, checkpoint_clip_length: int) -> int:
         """The clip length to use: the checkpoint's, or a narrower one asked for."""

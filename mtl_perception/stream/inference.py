@@ -61,7 +61,8 @@ class Scorer:
         self._score_all = cast(Callable[[torch.Tensor], list[torch.Tensor]], score_all)
 
     def __call__(self, clips: Sequence[Clip]) -> tuple[list[np.ndarray], float]:
-        """Per-task logits (N, C_t) as float NumPy arrays, and the milliseconds it took."""
+        """`score_all`'s outputs as float NumPy arrays (per-task logits (N, C_t), then the
+        gate logits (N, tasks + 1) for a model with a task gate), and the milliseconds."""
         first = clips[0].frames[0].tensor
         length = len(clips[0].frames)
         x = torch.empty((len(clips), first.shape[0], length, *first.shape[1:]))

@@ -41,8 +41,9 @@ from mtl_perception.stream.config import (
     StreamConfigError,
 )
 from mtl_perception.stream.decode import ImageDecodeError, header_of
+from mtl_perception.stream.events import GESTURE_TASK
 from mtl_perception.stream.inference import Scorer
-from mtl_perception.stream.results import ClipResult, FrameHeader, postprocess
+from mtl_perception.stream.results import ClipResult, FrameHeader, postprocess, softmax, split_gate
 from mtl_perception.stream.stats import CameraStats, LatencyWindow, StreamStats
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ class StreamPipeline:
     """Per-camera sampling and buffering, batched inference, post-processing.
 
     `model` is any module with `score_all(clips) -> list[(N, C_t) logits]`
-    (a `MultiTaskModel` from `load_checkpoint`); `info` supplies task and class
+    (a `MultiTaskModel` from `load_checkpoint`), optionally followed by task
+    gate logits (N, tasks + 1) (`ClipResult.gate`); `info` supplies task and class
     names and the preprocessing. `on_result` is called from the worker thread
     (or, offline without a worker, from the thread that calls `push`/`flush`)
     once per scored clip; `on_error(camera, error)` once per camera and kind of
@@ -159,6 +161,7 @@ class StreamPipeline:
                     len(self.task_names),
                     self.info.preprocess,
                     self.on_error,
+                    self.info.classes_of(GESTURE_TASK) if GESTURE_TASK in self.task_names else (),
                 )
             return cam
 
@@ -341,7 +344,8 @@ class StreamPipeline:
                     log.exception("on_result callback failed")
 
     def _score(self, batch: list[Queued]) -> list[ClipResult]:
-        per_task, inference_ms = self._scorer([item.clip for item in batch])
+        outputs, inference_ms = self._scorer([item.clip for item in batch])
+        per_task, gate_logits = split_gate(outputs, len(self.task_names))
         config = self._config
         results = []
         with self._cond:
@@ -350,26 +354,17 @@ class StreamPipeline:
         for n, item in enumerate(batch):
             cam = self._cameras[item.clip.camera]
             smoothers = cam.smoothers_for(item, config)
-            tasks = postprocess(
-                [task[n] for task in per_task],
-                self.task_names,
-                self.info.class_names,
-                smoothers,
-                config,
-            )
+            gate = None if gate_logits is None else softmax(gate_logits[n])
+            tasks = postprocess([task[n] for task in per_task], self.task_names,
+                                self.info.class_names, smoothers, config, gate)
             latency_ms = (time.monotonic() - item.clip.frames[-1].arrival) * 1e3
-            results.append(
-                ClipResult(
-                    camera=item.clip.camera,
-                    sequence=item.clip.sequence,
-                    first_stamp_ns=item.clip.first_stamp_ns,
-                    last_stamp_ns=item.clip.header.stamp_ns,
-                    header=item.clip.header,
-                    tasks=tasks,
-                    inference_ms=inference_ms,
-                    latency_ms=latency_ms,
-                )
+            result = ClipResult(
+                camera=item.clip.camera, sequence=item.clip.sequence,
+                first_stamp_ns=item.clip.first_stamp_ns, last_stamp_ns=item.clip.header.stamp_ns,
+                header=item.clip.header, tasks=tasks, inference_ms=inference_ms,
+                latency_ms=latency_ms, gate=gate, epoch=item.epoch,
             )
+            results.append(cam.with_event(result, config))
             with self._cond:
                 cam.counts["clips_run"] += 1
                 self._latency_ms.add(latency_ms)

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mtl_perception.stream.config import StreamConfig
+
+if TYPE_CHECKING:
+    from mtl_perception.stream.events import GestureEvent
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class ClipResult:
     in it are clips dropped because inference fell behind.
     `inference_ms`: the forward pass (of the whole batch) that scored it;
     `latency_ms`: from the arrival of the clip's last frame to this result.
+    `gate`: the task gate's softmax (float64, one per task then "none"), None
+    for a model without a gate. `epoch`: the camera's buffer epoch (a stamp
+    gap starts a new one; smoothing and gesture events restart with it).
+    `event`: the gesture event decided at this clip (`stream.events`), if any.
     """
 
     camera: str
@@ -73,6 +81,15 @@ class ClipResult:
     tasks: dict[str, TaskResult]
     inference_ms: float
     latency_ms: float
+    gate: np.ndarray | None = None
+    epoch: int = 0
+    event: GestureEvent | None = None
+
+    def task_supported(self, task: str, threshold: float) -> bool:
+        """Whether the gate gives `task` at least `threshold` (True without a gate)."""
+        if self.gate is None:
+            return True
+        return bool(self.gate[list(self.tasks).index(task)] >= threshold)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -136,19 +153,48 @@ class Smoother:
         return probabilities
 
 
+def split_gate(
+    outputs: list[np.ndarray], num_tasks: int
+) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """`score_all`'s outputs -> (per-task logits, gate logits or None).
+
+    The gate contract: a model with a task gate returns one extra array after
+    the task logits, shaped (N, num_tasks + 1) (the tasks, then "none").
+    """
+    if len(outputs) == num_tasks:
+        return outputs, None
+    gate = outputs[num_tasks] if len(outputs) == num_tasks + 1 else None
+    if gate is None or gate.shape[-1] != num_tasks + 1:
+        shapes = [tuple(o.shape) for o in outputs]
+        raise ValueError(f"score_all returned {len(outputs)} arrays {shapes} for {num_tasks} "
+                         f"tasks: expected the task logits, then optionally gate logits "
+                         f"(N, {num_tasks + 1})")
+    return outputs[:num_tasks], gate
+
+
 def postprocess(
     logits: list[np.ndarray],
     task_names: tuple[str, ...],
     class_names: tuple[tuple[str, ...], ...],
     smoothers: list[Smoother],
     config: StreamConfig,
+    gate: np.ndarray | None = None,
 ) -> dict[str, TaskResult]:
-    """One clip's per-task logits (C_t,) -> TaskResults, updating the camera's smoothers."""
+    """One clip's per-task logits (C_t,) -> TaskResults, updating the camera's smoothers.
+
+    With `gate` probabilities and `config.gate == "filter"`, a task the gate
+    gives less than `gate_threshold` gets an empty top-k list (its
+    probabilities are kept: smoothing and metrics see every clip).
+    """
     out: dict[str, TaskResult] = {}
-    for task, names, task_logits, smoother in zip(task_names, class_names, logits, smoothers):
+    filtering = gate is not None and config.gate == "filter"
+    for i, (task, names, task_logits, smoother) in enumerate(
+        zip(task_names, class_names, logits, smoothers)
+    ):
         probs = softmax(task_logits)
         smoothed = smoother.update(probs)
-        out[task] = TaskResult(
-            task, probs, smoothed, top_k(smoothed, names, config.top_k, config.score_threshold)
-        )
+        top = top_k(smoothed, names, config.top_k, config.score_threshold)
+        if filtering and gate is not None and gate[i] < config.gate_threshold:
+            top = ()
+        out[task] = TaskResult(task, probs, smoothed, top)
     return out
