@@ -14,6 +14,7 @@ Launch arguments (all optional):
   namespace     namespace of the node (results stay on /human/*; remap them if needed)
   use_sim_time  true to follow /clock (bag replay)
   autostart     true: configure and activate at launch
+  gate          off | publish | filter (task gate); overrides the file's `gate`
 
 Remap a camera without editing the file:
   ros2 launch mtl_perception perception.launch.py image_topic:=/front/color/image_raw
@@ -54,6 +55,8 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "namespace": ("", "Namespace of the node."),
     "use_sim_time": ("false", "Use /clock (true when replaying a bag with --clock)."),
     "autostart": ("true", "Configure and activate the node at launch."),
+    "gate": ("", "Task gate: off, publish (adds /human/task and /human/gesture/events) or "
+                 "filter; empty: the parameter file's."),
 }
 
 
@@ -78,6 +81,8 @@ def _launch_setup(context: LaunchContext) -> list:
         overrides["image_topics"] = [value("image_topic")]
     if value("device"):
         overrides["device"] = value("device")
+    if value("gate"):
+        overrides["gate"] = value("gate")
 
     node = LifecycleNode(
         package=PACKAGE,

@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch" / "perception.launch.py"
 YAML = ROOT / "config" / "perception.yaml"
 NODE = ROOT / "mtl_perception" / "ros" / "node.py"
-# INTERFACES.md, "Launch arguments".
+# INTERFACES.md, "Launch arguments", plus `gate` (the task gate's mode).
 LAUNCH_ARGUMENTS = {"config", "checkpoint", "image_topic", "device", "namespace",
-                    "use_sim_time", "autostart"}
+                    "use_sim_time", "autostart", "gate"}
 
 
 def launch_constants() -> dict[str, Any]:
@@ -222,11 +222,12 @@ def test_launch_arguments_become_parameters() -> None:
     assert overrides == {"use_sim_time": False}  # empty arguments keep the file's values
     node, _ = _run_setup(launch_file, checkpoint="/m/best.safetensors", device="cuda:1",
                          image_topic="/front/image_raw/compressed", use_sim_time="true",
-                         namespace="robot1", config="/etc/my.yaml")
+                         namespace="robot1", config="/etc/my.yaml", gate="filter")
     config, overrides = node.kwargs["parameters"]
     assert config == "/etc/my.yaml" and node.kwargs["namespace"] == "robot1"
     assert overrides == {"use_sim_time": True, "checkpoint": "/m/best.safetensors",
-                         "device": "cuda:1", "image_topics": ["/front/image_raw/compressed"]}
+                         "device": "cuda:1", "image_topics": ["/front/image_raw/compressed"],
+                         "gate": "filter"}
 
 
 def test_autostart_configures_then_activates_the_node() -> None:

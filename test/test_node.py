@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -33,15 +32,28 @@ STEP_NS = 1_000_000_000 // 15  # frames at 15 fps
 def node_module() -> Iterator[ModuleType]:
     """mtl_perception.ros.node (and its message helpers) imported with the stand-in
     in sys.modules, then forgotten."""
-    ros_modules = ("mtl_perception.ros.node", "mtl_perception.ros.convert")
-    with mock.patch.dict(sys.modules, ros.modules()):
+    ros_modules = ("mtl_perception.ros.node", "mtl_perception.ros.convert",
+                   "mtl_perception.ros.gate_topics")
+    # Only the stand-in's names are put in and taken out again: restoring all of
+    # sys.modules would also drop what torch imported meanwhile, and torch refuses
+    # to import some of its modules twice (a second test module using this fixture).
+    fakes = ros.modules()
+    saved = {name: sys.modules.get(name) for name in fakes}
+    sys.modules.update(fakes)
+    try:
         for name in ros_modules:  # imported again, against the stand-in
             sys.modules.pop(name, None)
         import mtl_perception.ros.node as node
 
         yield node
-    for name in ros_modules:
-        sys.modules.pop(name, None)
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+        for name in ros_modules:
+            sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from vision_msgs.msg import Classification, LabelInfo, ObjectHypothesis, VisionC
 from mtl_perception.checkpoint import CheckpointInfo
 from mtl_perception.ros import messages
 from mtl_perception.ros.params import ParamSpec
-from mtl_perception.stream import ClipResult, FrameHeader
+from mtl_perception.stream import ClipResult, FrameHeader, GestureEvent
 
 _TYPE_IDS = {
     "string": ParameterType.PARAMETER_STRING,
@@ -69,6 +69,24 @@ def classification_msg(result: ClipResult, task: str) -> Classification:
         for name, score in messages.hypotheses(result, task)
     ]
     return msg
+
+
+def hypotheses_msg(frame: FrameHeader, pairs: Sequence[tuple[str, float]]) -> Classification:
+    """A Classification with `pairs` (class_id, score) in the given order."""
+    msg = Classification()
+    msg.header = header_msg(frame)
+    msg.results = [ObjectHypothesis(class_id=name, score=score) for name, score in pairs]
+    return msg
+
+
+def task_msg(result: ClipResult) -> Classification:
+    """`/human/task`: the gate's action / gesture / none probabilities of one clip."""
+    return hypotheses_msg(result.header, messages.task_hypotheses(result))
+
+
+def event_msg(event: GestureEvent) -> Classification:
+    """`/human/gesture/events`: one gesture, stamped with the image it was decided at."""
+    return hypotheses_msg(event.header, messages.event_hypotheses(event))
 
 
 def label_info_msg(info: CheckpointInfo, task: str, threshold: float, stamp: Any) -> LabelInfo:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from mtl_perception.checkpoint import CheckpointInfo
-from mtl_perception.stream import CameraStats, ClipResult, StreamStats
+from mtl_perception.stream import CameraStats, ClipResult, GestureEvent, StreamStats
 
 # diagnostic_msgs/DiagnosticStatus levels
 OK, WARN, ERROR = 0, 1, 2
@@ -31,6 +31,32 @@ class StatusData:
 def hypotheses(result: ClipResult, task: str) -> list[tuple[str, float]]:
     """`(class_id, score)` pairs of one task, best first (already top-k and thresholded)."""
     return [(name, float(score)) for name, score in result.tasks[task].top]
+
+
+# The task gate's topic and the gesture events' topic (INTERFACES.md).
+TASK_TOPIC = "/human/task"
+EVENTS_TOPIC = "/human/gesture/events"
+NONE_CLASS = "none"
+
+
+def gate_classes(task_names: tuple[str, ...]) -> tuple[str, ...]:
+    """The gate's classes in its output order: the tasks, then "none"."""
+    return (*task_names, NONE_CLASS)
+
+
+def task_hypotheses(result: ClipResult) -> list[tuple[str, float]]:
+    """`/human/task`: every gate class and its probability, best first (empty without a gate)."""
+    gate = result.gate
+    if gate is None:
+        return []
+    names = gate_classes(tuple(result.tasks))
+    order = sorted(range(len(names)), key=lambda i: -float(gate[i]))
+    return [(names[i], float(gate[i])) for i in order]
+
+
+def event_hypotheses(event: GestureEvent) -> list[tuple[str, float]]:
+    """`/human/gesture/events`: the gesture and its score."""
+    return [(event.label, float(event.score))]
 
 
 def label_map(info: CheckpointInfo, task: str) -> list[tuple[int, str]]:

@@ -39,6 +39,7 @@ from mtl_perception.checkpoint import CheckpointError, CheckpointInfo, load_chec
 from mtl_perception.ros import convert, messages
 from mtl_perception.ros.annotate import draw_lines, result_lines
 from mtl_perception.ros.device import check_autocast, resolve_device
+from mtl_perception.ros.gate_topics import GateTopics, has_gate, no_gate_warning
 from mtl_perception.ros.node_config import (
     NodeConfig,
     NodeConfigError,
@@ -80,6 +81,7 @@ class PerceptionNode(LifecycleNode):
         self._result_publishers: dict[str, Any] = {}
         self._label_publishers: list[Any] = []
         self._annotated_publisher: Any = None
+        self._gate_topics: GateTopics | None = None  # checkpoints with a task gate
         self._diagnostics_publisher: Any = None
         self._diagnostics_timer: Any = None
         self._last_stats: StreamStats | None = None
@@ -127,6 +129,11 @@ class PerceptionNode(LifecycleNode):
             f"({config.checkpoint.name})"
         )
         self._create_publishers(loaded.info.model.task_names)
+        if has_gate(loaded.model):
+            self._gate_topics = GateTopics(
+                self.create_lifecycle_publisher, "gesture" in loaded.info.model.task_names)
+        elif config.stream.gate != "off":
+            self.get_logger().warning(no_gate_warning(config.stream.gate))
         self._publish_label_info(loaded.info, config.stream.score_threshold)
         self._configured_once = True
         self.get_logger().info(
@@ -235,6 +242,8 @@ class PerceptionNode(LifecycleNode):
             except ValueError as exc:  # e.g. a combination the core refuses
                 return SetParametersResult(successful=False, reason=str(exc))
             self.get_logger().info(f"live settings changed: {live}")
+            if live.get("gate", "off") != "off" and self._gate_topics is None:
+                self.get_logger().warning(no_gate_warning(live["gate"]))
         return SetParametersResult(successful=True)
 
     def diagnostics_cb(self) -> None:
@@ -260,6 +269,9 @@ class PerceptionNode(LifecycleNode):
                 self._to_draw[result.camera] = result
         for task, publisher in self._result_publishers.items():
             publisher.publish(convert.classification_msg(result, task))
+        gate_topics, pipeline = self._gate_topics, self._pipeline
+        if gate_topics is not None and pipeline is not None:
+            gate_topics.publish(result, pipeline.config.gate)
 
     # ----- helpers ---------------------------------------------------------
 
@@ -309,7 +321,10 @@ class PerceptionNode(LifecycleNode):
         if latest is None:
             return
         frame, header = latest
-        lines = result_lines([(task, r.top) for task, r in result.tasks.items()])
+        shown = [(task, r.top) for task, r in result.tasks.items()]
+        if self._gate_topics is not None and pipeline.config.gate != "off":
+            shown.append(("task", tuple(messages.task_hypotheses(result))))
+        lines = result_lines(shown)
         self._annotated_publisher.publish(convert.rgb_image_msg(draw_lines(frame, lines), header))
 
     def _annotating(self) -> bool:
@@ -332,7 +347,10 @@ class PerceptionNode(LifecycleNode):
         for publisher in (self._diagnostics_publisher, self._annotated_publisher):
             if publisher is not None:
                 self.destroy_publisher(publisher)
+        if self._gate_topics is not None:
+            self._gate_topics.destroy(self.destroy_publisher)
         self._result_publishers, self._label_publishers = {}, []
+        self._gate_topics = None
         self._diagnostics_publisher = self._annotated_publisher = None
         self._last_stats = None
         self._to_draw.clear()

@@ -106,6 +106,35 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("smoothing_window", "integer", 5,
               "Clips averaged by mean smoothing; ema uses alpha = 2 / (window + 1).",
               section="stream", low=1, high=1000, live=True),
+    # --- task gate and gesture events (live; checkpoints with a task gate) ---
+    ParamSpec("gate", "string", "off",
+              "Task gate (action | gesture | none per clip): off (results as without a "
+              "gate), publish (adds /human/task and /human/gesture/events) or filter (publish, "
+              "and a task the gate gives less than gate_threshold publishes an empty result).",
+              section="stream", choices=("off", "publish", "filter"), live=True),
+    ParamSpec("gate_threshold", "double", 0.5,
+              "Under gate filter: the gate probability a task needs for its result to be "
+              "published.", section="stream", low=0.0, high=1.0, live=True),
+    ParamSpec("event_source", "string", "auto",
+              "What starts a gesture event: gate (the gate's gesture probability), max_softmax "
+              "(the gesture head's best probability), auto (gate when the model has one).",
+              section="stream", choices=("auto", "gate", "max_softmax"), live=True),
+    ParamSpec("event_threshold", "double", 0.5,
+              "A gesture starts when the event source reaches this.",
+              section="stream", low=0.0, high=1.0, live=True),
+    ParamSpec("event_hysteresis", "double", 0.1,
+              "A started gesture ends (and its event is decided) when the event source falls "
+              "below event_threshold minus this.", section="stream", low=0.0, high=1.0,
+              live=True),
+    ParamSpec("event_min_s", "double", 0.3,
+              "Gestures shorter than this (seconds between their first and last clip) give "
+              "no event.", section="stream", low=0.0, high=3600.0, live=True),
+    ParamSpec("event_max_s", "double", 6.0,
+              "A gesture lasting this long is decided at once (at least event_min_s).",
+              section="stream", low=0.0, high=3600.0, live=True),
+    ParamSpec("event_refractory_s", "double", 1.0,
+              "No gesture event within this many seconds of the previous one.",
+              section="stream", low=0.0, high=3600.0, live=True),
     # --- outputs ---
     ParamSpec("publish_annotated", "bool", False,
               "Publish ~/annotated_image: the newest frame with both tasks' top results drawn "
