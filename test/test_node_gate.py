@@ -70,7 +70,7 @@ def run_clips(node: Any, clips: int) -> list[Any]:
         frames.append(image(10**9 + i * STEP_NS, value=i))
         subscription.callback(frames[-1])
         if i >= 3:
-            wait_for(lambda: len(task.sent) == i - 2)
+            wait_for(lambda n=i - 2: len(task.sent) == n)
     return frames
 
 
