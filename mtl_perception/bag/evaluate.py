@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU threads for inference (0: torch's default); 1 is faster on "
                              "a machine busy with other work")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--unlabelled", choices=("ignore", "none"), default="ignore",
+                        help="time no label covers: ignore it (trimmed metrics only), or count "
+                             "it as `none` (untrimmed streams: task confusion, gesture events, "
+                             "per-frame AP, timeline plot)")
+    parser.add_argument("--event-late-s", type=float, default=2.0,
+                        help="with --unlabelled none: a gesture event detects a true gesture "
+                             "when it comes while the gesture lasts or at most this many "
+                             "seconds after it ended")
     return parser
 
 
@@ -93,6 +101,9 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
     """Check every input cheaply, then run the bag through the pipeline and write outputs."""
     if args.threads < 0:
         raise EvaluationError(f"--threads must be >= 0, got {args.threads}")
+    if not args.event_late_s >= 0:
+        raise EvaluationError(f"--event-late-s must be >= 0, got {args.event_late_s}")
+    untrimmed = args.unlabelled == "none"
     if args.threads:
         import torch
 
@@ -107,7 +118,7 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         if bag.end_time_ns is not None:
             span_s = (bag.end_time_ns - first[0]) / 1e9
         classes = {t: info.classes_of(t) for t in info.model.task_names}
-        intervals = read_labels(args.labels, classes, span_s)
+        intervals = read_labels(args.labels, classes, span_s, allow_empty=untrimmed)
         loaded = load_checkpoint(args.checkpoint, device="cpu")
         progress = Progress(bag.report.messages_expected, enabled=not args.no_progress)
         evaluation = run_pipeline(
@@ -119,10 +130,10 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         LOG.warning("%s", bag.report.warning)
         evaluation.warnings.insert(0, bag.report.warning)
     before = len(evaluation.warnings)
-    metrics = evaluation.score(intervals)
+    metrics = evaluation.score(intervals, args.unlabelled, args.event_late_s)
     for warning in evaluation.warnings[before:]:
         LOG.warning("%s", warning)
-    if not any(metrics[task]["clips_scored"] for task in evaluation.tasks):
+    if not untrimmed and not any(metrics[task]["clips_scored"] for task in evaluation.tasks):
         raise EvaluationError(
             f"labels {args.labels}: none of the {len(evaluation.results)} scored clips lies "
             "in a labelled interval, so nothing could be evaluated (are the times seconds "
@@ -163,13 +174,31 @@ def _summary(evaluation: Evaluation, out: Path) -> None:
         print(f"{task:>8}: segment accuracy {_pct(section['segment_accuracy'])} "
               f"({section['segments_scored']} labelled segments; chance {_pct(chance)}), "
               f"clip accuracy {_pct(section['clip_accuracy'])} ({section['clips_scored']} clips)")
+    events = metrics.get("gesture_events")
+    if events is not None:
+        delay = events["detection_delay_s"]
+        print(f"{'events':>8}: gesture Levenshtein accuracy "
+              f"{_pct(events['levenshtein_accuracy'])} ({events['events']} events, "
+              f"{events['true_gestures']} gestures, {events['missed']} missed), false events "
+              f"{_num(events['false_events_per_minute'])} per minute of none, detection delay "
+              f"p50 {_num(delay['p50'])} s, p95 {_num(delay['p95'])} s ({events['source']})")
+    tasks = metrics.get("task_confusion")
+    if tasks is not None:
+        print(f"{'gate':>8}: per-clip task accuracy {_pct(tasks['accuracy'])} "
+              f"({tasks['clips']} clips); per-frame mAP {_pct(metrics['frame_ap']['mean'])}")
     print(f"{'speed':>8}: {metrics['frames_per_second']:.0f} images/s on {evaluation.device}")
     print(f"{'report':>8}: {out / 'report.md'}")
     print(f"{'plots':>8}: {', '.join(str(out / p) for p in evaluation.plots)}")
+    if evaluation.timeline:
+        print(f"{'timeline':>8}: {out / evaluation.timeline}")
 
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 

@@ -49,12 +49,15 @@ def read_labels(
     classes: Mapping[str, Sequence[str]],
     bag_span_s: float | None = None,
     slack_s: float = 0.5,
+    allow_empty: bool = False,
 ) -> list[Interval]:
     """Parse and check a labels CSV against the checkpoint's tasks and classes.
 
     `bag_span_s`: seconds from the first image to the bag's end; an interval
     ending more than `slack_s` after it (or starting before 0) is refused.
-    None skips that check (a bag whose length is unknown).
+    None skips that check (a bag whose length is unknown). `allow_empty`: a
+    file with the header alone is fine (a background-only recording judged
+    with unlabelled time as `none`).
     """
     path = Path(path)
     if not path.is_file():
@@ -75,7 +78,7 @@ def read_labels(
         if not row or all(not c.strip() for c in row):
             continue
         intervals.append(_row(path, number, row, classes, bag_span_s, slack_s))
-    if not intervals:
+    if not intervals and not allow_empty:
         raise LabelsError(f"{path}: no labelled intervals after the header")
     _check_overlaps(path, intervals)
     return intervals

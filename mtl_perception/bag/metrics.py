@@ -37,6 +37,7 @@ class ClipRecord:
     last_s: float
     probs: dict[str, np.ndarray]  # task -> published probabilities (after smoothing)
     raw: dict[str, np.ndarray] = field(default_factory=dict)  # task -> raw softmax
+    gate: np.ndarray | None = None  # the task gate's softmax (tasks..., none), if any
 
 
 def true_interval(clip: ClipRecord, intervals: Sequence[Interval]) -> Interval | None:

@@ -24,6 +24,7 @@ REPORT = "report.md"
 PREDICTIONS = "predictions.csv"
 BAG = "bag"
 PLOT_PREFIX, PLOT_SUFFIX = "confusion_", ".png"
+TIMELINE = "timeline.png"  # --unlabelled none (bag/timeline.py)
 
 
 class OutputError(RuntimeError):
@@ -40,7 +41,7 @@ def is_ours(folder: Path) -> bool:
         return False
     for entry in folder.iterdir():
         name = entry.name
-        known = name in (METRICS, REPORT, PREDICTIONS, BAG) or (
+        known = name in (METRICS, REPORT, PREDICTIONS, BAG, TIMELINE) or (
             name.startswith(PLOT_PREFIX) and name.endswith(PLOT_SUFFIX)
         )
         if not known:

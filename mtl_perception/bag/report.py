@@ -59,7 +59,50 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def write_report(path: Path, metrics: dict[str, Any], tasks: list[str], plots: list[str]) -> None:
+def untrimmed_lines(metrics: dict[str, Any], timeline: str | None) -> list[str]:
+    """report.md's section for `--unlabelled none` (empty without it)."""
+    if "frame_ap" not in metrics:
+        return []
+    lines = ["## Untrimmed stream (unlabelled time counts as none)", ""]
+    confusion = metrics.get("task_confusion")
+    if confusion is None:
+        lines += ["No task gate in this checkpoint: no per-clip task confusion.", ""]
+    else:
+        classes = confusion["classes"]
+        lines += [f"Per-clip task (gate) accuracy {_pct(confusion['accuracy'])} over "
+                  f"{confusion['clips']} clips; rows true, columns predicted:", "",
+                  "| true \\ predicted | " + " | ".join(classes) + " |",
+                  "|---" * (len(classes) + 1) + "|"]
+        for name, row in zip(classes, confusion["matrix"]):
+            lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+        lines.append("")
+    events = metrics.get("gesture_events")
+    if events is not None:
+        delay = events["detection_delay_s"]
+        lines += [
+            f"Gesture events (source: {events['source']}):", "",
+            "| Levenshtein accuracy | events | true gestures | detected (right class) | missed "
+            "| false events | false events / min of none | delay p50 s | delay p95 s |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {_pct(events['levenshtein_accuracy'])} | {events['events']} | "
+            f"{events['true_gestures']} | {events['detected']} ({events['detected_right_class']})"
+            f" | {events['missed']} | {events['false_events']} | "
+            f"{_num(events['false_events_per_minute'])} | {_num(delay['p50'])} | "
+            f"{_num(delay['p95'])} |", ""]
+    frame_ap = metrics["frame_ap"]
+    lines += [f"Per-frame AP (none left out), mean {_pct(frame_ap['mean'])} over "
+              f"{frame_ap['frames']} frames:", "", "| task | class | AP |", "|---|---|---|"]
+    for task, per_class in frame_ap.items():
+        if isinstance(per_class, dict):
+            lines += [f"| {task} | {name} | {_pct(ap)} |" for name, ap in per_class.items()]
+    lines.append("")
+    if timeline:
+        lines += [f"![{timeline}]({timeline})", ""]
+    return lines
+
+
+def write_report(path: Path, metrics: dict[str, Any], tasks: list[str], plots: list[str],
+                 timeline: str | None = None) -> None:
     read = metrics["read"]
     lines = [
         "# Bag evaluation",
@@ -91,6 +134,7 @@ def write_report(path: Path, metrics: dict[str, Any], tasks: list[str], plots: l
             lines.append(f"| {name} | {_num(row['precision'])} | {_num(row['recall'])} | "
                          f"{_num(row['f1'])} | {row['support']} |")
         lines.append("")
+    lines += untrimmed_lines(metrics, timeline)
     lines += ["## Confusion matrices", ""] + [f"![{p}]({p})" for p in plots] + [""]
     lines += ["## Settings", "", "```", *(f"{k}: {v}" for k, v in metrics["settings"].items()),
               "```", "",

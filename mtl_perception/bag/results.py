@@ -13,6 +13,7 @@ from mtl_perception.bag.outputs import BAG, METRICS, PREDICTIONS, REPORT, TOOL
 from mtl_perception.bag.reader import Bag, RawMessage
 from mtl_perception.bag.report import plot_confusions, write_report
 from mtl_perception.bag.run import Evaluation
+from mtl_perception.bag.timeline import plot_timeline
 from mtl_perception.bag.types import (
     CLASSIFICATION,
     IMAGE_TYPES,
@@ -20,7 +21,9 @@ from mtl_perception.bag.types import (
     classification,
     label_info,
 )
+from mtl_perception.bag.untrimmed import EmittedEvent
 from mtl_perception.bag.writer import BagWriter, Storage, ros2_image
+from mtl_perception.ros.messages import EVENTS_TOPIC, TASK_TOPIC, event_hypotheses, task_hypotheses
 from mtl_perception.settings import to_dict
 
 LOG = logging.getLogger("evaluate_bag")
@@ -31,7 +34,15 @@ LABEL_INFO_TOPIC = "/human/{task}/label_info"
 def write_outputs(stage: Path, evaluation: Evaluation, args: argparse.Namespace) -> None:
     document = metrics_document(evaluation, args)
     evaluation.plots = plot_confusions(stage, evaluation.tasks, document)
-    write_report(stage / REPORT, document, evaluation.tasks, evaluation.plots)
+    if "frame_ap" in document:  # --unlabelled none
+        t0 = evaluation.first_stamp_ns
+        emitted = [EmittedEvent((e.decision_ns - t0) / 1e9, e.label, e.score)
+                   for e in evaluation.events]
+        evaluation.timeline = plot_timeline(
+            stage, evaluation.records(), evaluation.intervals, emitted, evaluation.tasks,
+            evaluation.config.event_threshold)
+    write_report(stage / REPORT, document, evaluation.tasks, evaluation.plots,
+                 evaluation.timeline)
     _predictions_csv(stage / PREDICTIONS, evaluation)
     if args.write_bag:
         write_prediction_bag(stage / BAG, evaluation, args.bag, args.image_topic)
@@ -44,12 +55,16 @@ def metrics_document(evaluation: Evaluation, args: argparse.Namespace) -> dict[s
     document: dict[str, Any] = {t: m[t] for t in evaluation.tasks}
     for key in ("cumulative_accuracy", "clips", "latency_ms", "frames_per_second"):
         document[key] = m[key]
+    for key in ("task_confusion", "gesture_events", "frame_ap"):  # --unlabelled none
+        if key in m:
+            document[key] = m[key]
     stats = evaluation.stats
     camera = stats.cameras.get(evaluation.read.topic)
     document.update(
         tool=TOOL,
         checkpoint=str(args.checkpoint),
         labels=str(args.labels),
+        unlabelled=getattr(args, "unlabelled", "ignore"),
         read=evaluation.read.as_dict(),
         warnings=list(evaluation.warnings),
         images=evaluation.images,
@@ -128,6 +143,14 @@ def _prediction_messages(evaluation: Evaluation) -> list[tuple[int, str, str, in
             msg = classification(stamp, result.header.frame_id, result.tasks[task].top)
             out.append((log_time, PREDICTION_TOPIC.format(task=task), CLASSIFICATION,
                         log_time, msg))
+        if result.gate is not None:  # the node's /human/task under gate publish/filter
+            msg = classification(stamp, result.header.frame_id, task_hypotheses(result))
+            out.append((log_time, TASK_TOPIC, CLASSIFICATION, log_time, msg))
+    for event in evaluation.events:  # --unlabelled none: the node's /human/gesture/events
+        stamp = event.decision_ns
+        log_time = evaluation.log_times.get(stamp, stamp)
+        msg = classification(stamp, event.header.frame_id, event_hypotheses(event))
+        out.append((log_time, EVENTS_TOPIC, CLASSIFICATION, log_time, msg))
     out.sort(key=lambda item: item[0])
     return out
 

@@ -27,15 +27,19 @@ from mtl_perception.bag.labels import Interval
 from mtl_perception.bag.metrics import ClipRecord, compute
 from mtl_perception.bag.progress import Progress
 from mtl_perception.bag.reader import ReadReport
+from mtl_perception.bag.untrimmed import GESTURE, EmittedEvent, untrimmed_metrics
 from mtl_perception.checkpoint import CheckpointInfo
 from mtl_perception.settings import SettingsError, apply_overrides, from_dict, load_yaml
 from mtl_perception.stream import (
     ClipResult,
+    GestureEvent,
     ImageDecodeError,
     StreamConfig,
     StreamPipeline,
     StreamStats,
+    detect_events,
 )
+from mtl_perception.stream.events import resolve_source
 
 LOG = logging.getLogger("evaluate_bag")
 NODE_SECTION = ("perception_node", "ros__parameters")
@@ -84,6 +88,9 @@ class Evaluation:
     log_times: dict[int, int] = field(default_factory=dict)  # header stamp -> log time
     metrics: dict[str, Any] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
+    events: list[GestureEvent] = field(default_factory=list)  # --unlabelled none only
+    intervals: list[Interval] = field(default_factory=list)  # what `score` was given
+    timeline: str | None = None  # the timeline plot's file name, --unlabelled none only
 
     def records(self) -> list[ClipRecord]:
         t0 = self.first_stamp_ns
@@ -93,12 +100,20 @@ class Evaluation:
                 last_s=(r.last_stamp_ns - t0) / 1e9,
                 probs={t: r.tasks[t].smoothed for t in self.tasks},
                 raw={t: r.tasks[t].probabilities for t in self.tasks},
+                gate=r.gate,
             )
             for r in self.results
         ]
 
-    def score(self, intervals: Sequence[Interval]) -> dict[str, Any]:
-        metrics = compute(self.records(), intervals, self.class_names)
+    def score(self, intervals: Sequence[Interval], unlabelled: str = "ignore",
+              late_s: float = 2.0) -> dict[str, Any]:
+        """The metrics; with `unlabelled` "none" also the untrimmed-stream sections
+        (`bag/untrimmed.py`) and the gesture events they judge (`self.events`)."""
+        records = self.records()
+        self.intervals = list(intervals)
+        metrics = compute(records, intervals, self.class_names)
+        if unlabelled == "none":
+            metrics.update(self._untrimmed(records, intervals, late_s))
         for task in self.tasks:
             section = metrics[task]
             if section["segments"] and not section["segments_scored"]:
@@ -115,6 +130,21 @@ class Evaluation:
         )
         self.metrics = metrics
         return metrics
+
+
+    def _untrimmed(self, records: list[ClipRecord], intervals: Sequence[Interval],
+                   late_s: float) -> dict[str, Any]:
+        t0 = self.first_stamp_ns
+        if GESTURE in self.class_names:
+            self.events = detect_events(self.results, self.class_names[GESTURE], self.config)
+        emitted = [EmittedEvent((e.decision_ns - t0) / 1e9, e.label, e.score)
+                   for e in self.events]
+        out = untrimmed_metrics(records, intervals, self.class_names, emitted,
+                                self.config.target_fps, late_s)
+        if "gesture_events" in out:
+            has_gate = any(r.gate is not None for r in self.results)
+            out["gesture_events"]["source"] = resolve_source(self.config.event_source, has_gate)
+        return out
 
 
 def run_pipeline(
