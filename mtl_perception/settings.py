@@ -219,6 +219,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
                 errors.append(str(exc))
         raise SettingsError(errors[0] if errors else f"{where}: invalid value {value!r}")
     if origin is typing.Literal:
+        if value is False and "off" in args:  # YAML 1.1 reads a bare `off` as false
+            return "off"
         if value not in args:
             raise SettingsError(f"{where}: {value!r} is not one of {list(args)}")
         return value

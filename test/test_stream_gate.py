@@ -139,3 +139,11 @@ def test_pipeline_events_equal_the_offline_replay() -> None:
     # so activity never falls and one gesture lasts until the end of the stream.
     baseline = detect_events(results, GESTURES, replace(config, event_source="max_softmax"))
     assert [(e.reason, e.clips) for e in baseline] == [("end_of_stream", len(results))]
+
+
+def test_a_bare_yaml_off_means_off() -> None:
+    from mtl_perception.settings import apply_overrides, from_dict
+
+    data = apply_overrides({}, ["gate=off"])  # YAML 1.1: `off` is false
+    assert data == {"gate": False}
+    assert from_dict(StreamConfig, data).gate == "off"
