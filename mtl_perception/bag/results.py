@@ -21,7 +21,6 @@ from mtl_perception.bag.types import (
     classification,
     label_info,
 )
-from mtl_perception.bag.untrimmed import EmittedEvent
 from mtl_perception.bag.writer import BagWriter, Storage, ros2_image
 from mtl_perception.ros.messages import EVENTS_TOPIC, TASK_TOPIC, event_hypotheses, task_hypotheses
 from mtl_perception.settings import to_dict
@@ -35,12 +34,9 @@ def write_outputs(stage: Path, evaluation: Evaluation, args: argparse.Namespace)
     document = metrics_document(evaluation, args)
     evaluation.plots = plot_confusions(stage, evaluation.tasks, document)
     if "frame_ap" in document:  # --unlabelled none
-        t0 = evaluation.first_stamp_ns
-        emitted = [EmittedEvent((e.decision_ns - t0) / 1e9, e.label, e.score)
-                   for e in evaluation.events]
         evaluation.timeline = plot_timeline(
-            stage, evaluation.records(), evaluation.intervals, emitted, evaluation.tasks,
-            evaluation.config.event_threshold)
+            stage, evaluation.records(), evaluation.intervals, evaluation.emitted_events(),
+            evaluation.tasks, evaluation.config.event_threshold)
     write_report(stage / REPORT, document, evaluation.tasks, evaluation.plots,
                  evaluation.timeline)
     _predictions_csv(stage / PREDICTIONS, evaluation)
@@ -134,8 +130,12 @@ def write_prediction_bag(path: Path, evaluation: Evaluation, source: Path,
 
 
 def _prediction_messages(evaluation: Evaluation) -> list[tuple[int, str, str, int, Any]]:
-    """(sort time, topic, msgtype, log time, message) for every clip and task."""
+    """(sort time, topic, msgtype, log time, message) for every clip and task; like the
+    node, `/human/task` and `/human/gesture/events` only under `gate` publish or filter
+    with a model that has a gate."""
     out = []
+    gate_topics = evaluation.config.gate != "off" and any(
+        r.gate is not None for r in evaluation.results)
     for result in evaluation.results:
         stamp = result.header.stamp_ns
         log_time = evaluation.log_times.get(stamp, stamp)
@@ -143,10 +143,10 @@ def _prediction_messages(evaluation: Evaluation) -> list[tuple[int, str, str, in
             msg = classification(stamp, result.header.frame_id, result.tasks[task].top)
             out.append((log_time, PREDICTION_TOPIC.format(task=task), CLASSIFICATION,
                         log_time, msg))
-        if result.gate is not None:  # the node's /human/task under gate publish/filter
+        if gate_topics and result.gate is not None:
             msg = classification(stamp, result.header.frame_id, task_hypotheses(result))
             out.append((log_time, TASK_TOPIC, CLASSIFICATION, log_time, msg))
-    for event in evaluation.events:  # --unlabelled none: the node's /human/gesture/events
+    for event in evaluation.events if gate_topics else []:
         stamp = event.decision_ns
         log_time = evaluation.log_times.get(stamp, stamp)
         msg = classification(stamp, event.header.frame_id, event_hypotheses(event))

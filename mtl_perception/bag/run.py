@@ -27,7 +27,7 @@ from mtl_perception.bag.labels import Interval
 from mtl_perception.bag.metrics import ClipRecord, compute
 from mtl_perception.bag.progress import Progress
 from mtl_perception.bag.reader import ReadReport
-from mtl_perception.bag.untrimmed import GESTURE, EmittedEvent, untrimmed_metrics
+from mtl_perception.bag.untrimmed import GESTURE, EmittedEvent, emitted, untrimmed_metrics
 from mtl_perception.checkpoint import CheckpointInfo
 from mtl_perception.settings import SettingsError, apply_overrides, from_dict, load_yaml
 from mtl_perception.stream import (
@@ -88,7 +88,7 @@ class Evaluation:
     log_times: dict[int, int] = field(default_factory=dict)  # header stamp -> log time
     metrics: dict[str, Any] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
-    events: list[GestureEvent] = field(default_factory=list)  # --unlabelled none only
+    events: list[GestureEvent] = field(default_factory=list)  # set by `score`
     intervals: list[Interval] = field(default_factory=list)  # what `score` was given
     timeline: str | None = None  # the timeline plot's file name, --unlabelled none only
 
@@ -108,9 +108,12 @@ class Evaluation:
     def score(self, intervals: Sequence[Interval], unlabelled: str = "ignore",
               late_s: float = 2.0) -> dict[str, Any]:
         """The metrics; with `unlabelled` "none" also the untrimmed-stream sections
-        (`bag/untrimmed.py`) and the gesture events they judge (`self.events`)."""
+        (`bag/untrimmed.py`). Sets `self.events`: the gesture events the node's rule
+        gives on these results (`stream/events.py`, the stream settings' `event_*`)."""
         records = self.records()
         self.intervals = list(intervals)
+        if GESTURE in self.class_names:
+            self.events = detect_events(self.results, self.class_names[GESTURE], self.config)
         metrics = compute(records, intervals, self.class_names)
         if unlabelled == "none":
             metrics.update(self._untrimmed(records, intervals, late_s))
@@ -131,15 +134,13 @@ class Evaluation:
         self.metrics = metrics
         return metrics
 
+    def emitted_events(self) -> list[EmittedEvent]:
+        """`self.events` in seconds from the first image (what the metrics judge)."""
+        return emitted(self.events, self.first_stamp_ns)
 
     def _untrimmed(self, records: list[ClipRecord], intervals: Sequence[Interval],
                    late_s: float) -> dict[str, Any]:
-        t0 = self.first_stamp_ns
-        if GESTURE in self.class_names:
-            self.events = detect_events(self.results, self.class_names[GESTURE], self.config)
-        emitted = [EmittedEvent((e.decision_ns - t0) / 1e9, e.label, e.score)
-                   for e in self.events]
-        out = untrimmed_metrics(records, intervals, self.class_names, emitted,
+        out = untrimmed_metrics(records, intervals, self.class_names, self.emitted_events(),
                                 self.config.target_fps, late_s)
         if "gesture_events" in out:
             has_gate = any(r.gate is not None for r in self.results)

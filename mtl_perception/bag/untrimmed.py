@@ -36,6 +36,7 @@ import numpy as np
 
 from mtl_perception.bag.labels import Interval
 from mtl_perception.bag.metrics import ClipRecord, true_interval
+from mtl_perception.stream.events import GestureEvent
 
 NONE = "none"
 GESTURE = "gesture"
@@ -48,6 +49,12 @@ class EmittedEvent:
     time_s: float
     label: str
     score: float = 1.0
+
+
+def emitted(events: Sequence[GestureEvent], first_stamp_ns: int) -> list[EmittedEvent]:
+    """The stream's gesture events in seconds from the first image's stamp."""
+    return [EmittedEvent((e.decision_ns - first_stamp_ns) / 1e9, e.label, e.score)
+            for e in events]
 
 
 def clip_task(clip: ClipRecord, intervals: Sequence[Interval], tasks: Sequence[str]) -> str:
