@@ -47,13 +47,14 @@ Reason = Literal["fell", "max_duration", "end_of_stream"]
 
 @dataclass(frozen=True)
 class EventSettings:
-    """The event rule's settings (StreamConfig's `event_*` fields, in nanoseconds)."""
+    """The event rule's settings: StreamConfig's `event_*` fields (their defaults are
+    there), durations in nanoseconds."""
 
-    threshold: float = 0.5
-    hysteresis: float = 0.1
-    min_ns: int = 300_000_000
-    max_ns: int = 6_000_000_000
-    refractory_ns: int = 1_000_000_000
+    threshold: float
+    hysteresis: float
+    min_ns: int
+    max_ns: int
+    refractory_ns: int
 
     @classmethod
     def of(cls, config: StreamConfig) -> EventSettings:
