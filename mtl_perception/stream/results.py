@@ -85,12 +85,6 @@ class ClipResult:
     epoch: int = 0
     event: GestureEvent | None = None
 
-    def task_supported(self, task: str, threshold: float) -> bool:
-        """Whether the gate gives `task` at least `threshold` (True without a gate)."""
-        if self.gate is None:
-            return True
-        return bool(self.gate[list(self.tasks).index(task)] >= threshold)
-
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float64 (stable: the max is subtracted first)."""
