@@ -123,3 +123,7 @@ def test_gate_metrics_events_and_bag_topics(files: dict[str, Path], tmp_path: Pa
     assert topics["/human/task"] == 19
     stamp = event.header.stamp.sec * 10**9 + event.header.stamp.nanosec
     assert stamp == START_NS + 17 * 100_000_000 and len(event.results) == 1
+    # gate off (the default), as on the robot: no gate topics in the copy.
+    assert run(files, tmp_path / "off", "--unlabelled", "none", "--write-bag") == 0
+    with AnyReader([tmp_path / "off" / "bag"]) as reader:
+        assert not {"/human/task", "/human/gesture/events"} & set(reader.topics)
