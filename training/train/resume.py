@@ -83,7 +83,28 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> bool:
             f"{run_dir} already holds a training run: continue it with --resume {run_dir}, "
             "choose another --out, or pass --overwrite to replace it"
         )
+    _check_replaceable(run_dir)
     return True
+
+
+def _check_replaceable(run_dir: Path) -> None:
+    """Every path `--overwrite` would delete is a plain file at a name a run writes.
+
+    A run folder is written in place (runs last days and are resumed), so it
+    carries no manifest; only files at the names a run writes are deleted,
+    and a folder or link at such a name is the user's: refused, nothing deleted.
+    """
+    board = run_dir / "tensorboard"
+    paths = [run_dir / name for name in RUN_OUTPUTS]
+    if board.is_symlink() or (board.exists() and not board.is_dir()):
+        raise RunDirError(f"{board}: a training run writes a folder here, this is something "
+                          "else; refusing to replace the run (nothing was changed)")
+    if board.is_dir():
+        paths += sorted(board.glob("events.out.tfevents.*"))
+    for path in paths:
+        if (path.exists() or path.is_symlink()) and (path.is_symlink() or not path.is_file()):
+            raise RunDirError(f"{path}: not a file the training run wrote (a folder or link); "
+                              "refusing to replace the run (nothing was changed)")
 
 
 def prepare_run_dir(run_dir: Path, config: dict[str, Any], overwrite: bool) -> None:
