@@ -8,11 +8,13 @@ the metadata and the weights is stored too, so a flipped byte inside the tensor
 data (which the safetensors header cannot notice) or an edited class name is
 refused rather than silently used.
 
-Loading checks, in order of cost: the file kind, the metadata (the same
-dataclass checks as every other consumer), the tensor shapes and dtypes the
-header declares against a model built on the `meta` device (no memory), then
-the checksum and the values. Only then is the real model built, so an
-inflated width in the metadata is refused before anything is allocated.
+Loading (and `read_checkpoint_info`) checks: the file kind, then the
+checksum over metadata and weights before anything reads the metadata (an
+edited class name is a changed checkpoint, not a labels problem), then the
+metadata (the same dataclass checks as every other consumer), the tensor
+shapes and dtypes against a model built on the `meta` device (no memory) and
+the values. Only then is the real model built, so an inflated width in the
+metadata is refused before anything is allocated.
 Saving refuses whatever loading would refuse, before the file is touched, and
 reads the written file's header back before the rename: a diverged run can
 never replace a good checkpoint. Writes are atomic: a crash mid-save leaves
@@ -137,21 +139,17 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     """
     path = Path(path)
     with _open(path) as handle:
-        return _parse_info(path, handle.metadata())
+        metadata, _ = _verified(path, handle)
+        return _parse_info(path, metadata)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the model from the metadata and load its weights; refuse anything off."""
     path, target = Path(path), torch.device(device)  # a bad device name fails before any work
     with _open(path) as handle:
-        metadata = handle.metadata()
+        metadata, tensors = _verified(path, handle)
         info = _parse_info(path, metadata)
-        _check_shapes(path, info, _header_shapes(path, handle))  # before reading or building
-        try:
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-        except SafetensorError as exc:
-            raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from exc
-    _check_digest(path, json.loads(metadata[METADATA_KEY]), tensors)
+        _check_shapes(path, info, _header_shapes(path, handle))  # before building
     _check_finite(path, tensors)
     model = build_model(info.model)
     model.load_state_dict(tensors, strict=True)
@@ -180,6 +178,32 @@ def _open(path: Path) -> Any:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated (not valid safetensors): {exc}"
         ) from exc
+
+
+def _verified(path: Path, handle: Any) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The metadata and tensors, checksum verified before anything reads the metadata.
+
+    An edited class name is thus reported as a changed checkpoint, not as
+    whatever the edited value would upset later (a labels file, a report).
+    Tensors come from the file itself, so their size is bounded by it.
+    """
+    metadata = dict(handle.metadata() or {})
+    if METADATA_KEY not in metadata:
+        raise CheckpointError(
+            f"checkpoint {path} has no {METADATA_KEY} metadata: not one of our checkpoints"
+        )
+    try:
+        document = json.loads(metadata[METADATA_KEY])
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"checkpoint {path} has invalid metadata (not JSON): "
+                              f"{_one_line(str(exc))}") from exc
+    try:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    except SafetensorError as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from exc
+    if isinstance(document, dict):
+        _check_digest(path, document, tensors)
+    return metadata, tensors
 
 
 def _parse_info(path: Path, metadata: Mapping[str, str] | None, prefix: str = "") -> CheckpointInfo:
@@ -340,8 +364,18 @@ def _canonical(document: Mapping[str, Any]) -> bytes:
 
 def _digest(document: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 over the canonical metadata (without the digest itself) and the weights."""
+    return content_digest(document, tensors, "mtl_perception checkpoint")
+
+
+def content_digest(document: Mapping[str, Any], tensors: Mapping[str, torch.Tensor],
+                   kind: str) -> str:
+    """SHA-256 over a JSON document and tensors (name, dtype, shape, bytes).
+
+    Shared by checkpoints and training's resumable state (`kind` keeps one
+    kind of file from passing for the other).
+    """
     meta = _canonical(document)
-    digest = hashlib.sha256(b"mtl_perception checkpoint\0")
+    digest = hashlib.sha256(kind.encode() + b"\0")
     digest.update(len(meta).to_bytes(8, "little"))
     digest.update(meta)
     _hash_weights(digest, tensors)

@@ -51,6 +51,7 @@ from training.train.resume import (
     prepare_run_dir,
     read_run,
     save_state,
+    stored_iteration,
 )
 from training.train.steps import Batch, Stepper
 
@@ -117,6 +118,10 @@ class _Run:
         state_path = run_dir / STATE_FILE
         if resume:
             _check_resume_config(config, run_dir)
+            if state_path.is_file() and (done := stored_iteration(state_path)) > config.iterations:
+                raise RunDirError(f"{run_dir} has done {done} iterations; iterations="
+                                  f"{config.iterations} is fewer (give iterations={done} or "
+                                  "more to continue it)")
         else:  # every rank checks (read only), so all fail together on a bad folder
             check_new_run_dir(run_dir, overwrite)
         D.barrier(ctx)  # before rank 0 writes run.json, which a late rank would refuse
