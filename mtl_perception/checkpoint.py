@@ -35,9 +35,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from mtl_perception.cli import os_error_line
 from mtl_perception.fileio import atomic_write
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
 from mtl_perception.models.state import state_mismatch
+from mtl_perception.names import class_name_problem
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.settings import SettingsError, from_dict, to_dict
 
@@ -76,8 +78,9 @@ class CheckpointInfo:
             if len(set(names)) != len(names):
                 twice = next(n for n in names if names.count(n) > 1)
                 raise ValueError(f"task {task!r}: class name {twice!r} appears twice")
-            if any(not isinstance(n, str) or not n.strip() for n in names):
-                raise ValueError(f"task {task!r}: class names must be non-empty strings")
+            for name in names:  # the one class-name check (mtl_perception.names)
+                if (problem := class_name_problem(name)) is not None:
+                    raise ValueError(f"task {task!r}: {problem}")
 
     def classes_of(self, task: str) -> tuple[str, ...]:
         return self.class_names[self.model.task_names.index(task)]
@@ -163,8 +166,12 @@ def _open(path: Path) -> Any:
         raise CheckpointError(f"checkpoint not found: {path}")
     if not path.is_file():  # a folder; a FIFO would block the read below forever
         raise CheckpointError(f"checkpoint {path} is not a file")
-    with open(path, "rb") as handle:
-        head = handle.read(9)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError as exc:  # unreadable (permissions, I/O error): one line
+        raise CheckpointError(f"checkpoint {path}: cannot read it: {os_error_line(exc)}"
+                              ) from exc
     # A safetensors file starts with an 8-byte header length, then its JSON header.
     looks_like_safetensors = len(head) == 9 and head[8:9] == b"{"
     if not looks_like_safetensors and head.startswith(_PICKLE_MAGIC):

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtl_perception.cli import work_started
 from mtl_perception.fileio import atomic_write_text, fsync_folder
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ def check_out(out: Path, owner: Owner, overwrite: bool) -> None:
     target = out.absolute()
     if here == target or target in here.parents:  # the swap renames out: the shell is left
         raise OutputError(f"{opt} {out} holds the current folder; run from elsewhere")
+    _check_name_length(out, owner)
     if not out.exists():
         check_creatable(out, opt)
         return
@@ -170,6 +172,23 @@ def check_out(out: Path, owner: Owner, overwrite: bool) -> None:
     if reason:
         raise OutputError(f"{opt} {out} is not an earlier {owner.what} ({reason}); "
                           "refusing to replace it (nothing was changed; choose another folder)")
+
+
+def _check_name_length(out: Path, owner: Owner) -> None:
+    """The hidden siblings' names fit the file system (else ENAMETOOLONG after the work)."""
+    ancestor = out.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    try:
+        limit = os.pathconf(ancestor, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    longest = max(len(owner.partial(out).name.encode()), len(owner.old(out).name.encode()))
+    if longest > limit:
+        spare = limit - (longest - len(out.name.encode()))
+        raise OutputError(f"{owner.option} {out}: name too long ({len(out.name.encode())} "
+                          f"bytes; at most {spare} here, as the staging folder beside it "
+                          "adds to it)")
 
 
 def check_creatable(out: Path, option: str = "--out") -> None:
@@ -208,6 +227,7 @@ def prepare(out: Path, owner: Owner, overwrite: bool, settings: Mapping[str, Any
     except OSError:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    work_started()  # an OS error from here on is one line and exit 1 (mtl_perception.cli)
     return partial
 
 

@@ -31,6 +31,8 @@ from mtl_perception.bag.reader import Bag, BagError
 from mtl_perception.bag.results import write_outputs
 from mtl_perception.bag.run import Evaluation, EvaluationError, load_stream_config, run_pipeline
 from mtl_perception.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
+from mtl_perception.cli import run_command
+from mtl_perception.names import threads_problem
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream import StreamConfigError
 
@@ -63,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=None,
                         help="stream settings YAML (StreamConfig fields, or the node's "
                              "config/perception.yaml)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides",
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                        dest="overrides",
                         help="stream settings, e.g. target_fps=25 inference_stride=4 "
                              "smoothing=ema")
     parser.add_argument("--threads", type=int, default=0,
@@ -77,22 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     """Console script `evaluate_bag` (also `ros2 run mtl_perception evaluate_bag`)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        evaluation = evaluate(args)
-    except _ERRORS as exc:
-        LOG.error("%s", exc)
-        return 2
-    except KeyboardInterrupt:  # outputs are staged: nothing half-written stays behind
-        LOG.error("interrupted; nothing written to %s", args.out)
-        return 130
-    _summary(evaluation, args.out)
-    return 0
+
+    def body() -> int:
+        _summary(evaluate(args), args.out)
+        return 0
+
+    # Outputs are staged: an error, Ctrl-C or SIGTERM leaves nothing half-written behind.
+    return run_command(body, LOG, _ERRORS, stopped=f"nothing written to {args.out}",
+                       where=args.out)
 
 
 def evaluate(args: argparse.Namespace) -> Evaluation:
     """Check every input cheaply, then run the bag through the pipeline and write outputs."""
-    if args.threads < 0:
-        raise EvaluationError(f"--threads must be >= 0, got {args.threads}")
+    if (problem := threads_problem(args.threads, "--threads")) is not None:
+        raise EvaluationError(problem)
     if args.threads:
         import torch
 

@@ -38,8 +38,10 @@ import numpy as np
 
 from mtl_perception import outputs
 from mtl_perception.bag.labels import write_labels
-from mtl_perception.bag.types import COMPRESSED_IMAGE, IMAGE, topic_problem
+from mtl_perception.bag.types import COMPRESSED_IMAGE, IMAGE
 from mtl_perception.bag.writer import STORAGES, BagWriter, compressed_message, image_message
+from mtl_perception.cli import run_command
+from mtl_perception.names import class_name_problem, topic_problem
 from mtl_perception.outputs import OutputError
 from mtl_perception.settings import SettingsError, apply_overrides
 from training.datasets import sets
@@ -49,6 +51,7 @@ from training.datasets.sample import UNLABELLED, VideoSample
 from training.datasets.video import VideoReader, VideoReadError, VideoTooShortError
 
 LOG = logging.getLogger(__name__)
+STAGES_OUT = True  # --out is staged: stopping leaves it as it was (training/__main__.py)
 MARKER = "dataset_to_bag.json"  # the summary of what was written
 OWNER = outputs.Owner(tool="dataset_to_bag", manifest="dataset_to_bag.manifest.json",
                       tag="dataset_to_bag", name="dataset_to_bag", what="dataset_to_bag output")
@@ -75,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--set", type=Path, help="set config YAML (the synthetic set's set.yaml too)")
     src.add_argument("--format", choices=sorted(sets.FORMATS), help="inline source: its format")
     src.add_argument("--task", default="action", help="inline source: the task it labels")
-    src.add_argument("--source", nargs="*", default=[], metavar="KEY=VALUE",
+    src.add_argument("--source", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                      help="inline source: the format's set-config keys, e.g. root=/data/ucf101")
     parser.add_argument("--split", default="test", choices=sets.SPLIT_NAMES)
     parser.add_argument("--tasks", default="", help="comma-separated tasks to include (all)")
@@ -105,10 +108,7 @@ def run(args: argparse.Namespace) -> int:
     except (ToBagError, DatasetError, SettingsError, OutputError) as exc:
         LOG.error("%s", exc)
         return 2
-    except KeyboardInterrupt:  # the bag is staged: a half-written one never appears
-        LOG.error("interrupted; nothing written to %s", args.out)
-        return 130
-    return 0
+    return 0  # OS errors, Ctrl-C and SIGTERM: `mtl_perception.cli.run_command` (main)
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -150,7 +150,10 @@ def collect(args: argparse.Namespace) -> list[Video]:
                 continue
             video = videos.setdefault((sample.path, sample.frames_dir),
                                       Video(sample.path, sample.frames_dir))
-            video.labels.append((task, split.class_names[sample.label], sample.start, sample.end))
+            name = split.class_names[sample.label]
+            if (problem := class_name_problem(name)) is not None:  # it goes into labels.csv
+                raise ToBagError(f"task {task}: {problem}")
+            video.labels.append((task, name, sample.start, sample.end))
     if not videos:
         raise ToBagError(f"no labelled samples in the {args.split} split of {wanted}")
     return list(videos.values())
@@ -262,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run(args)
+    # the bag is staged: a half-written one never appears
+    return run_command(lambda: run(args), LOG, stopped=f"nothing written to {args.out}",
+                       where=args.out)
 
 
 if __name__ == "__main__":

@@ -143,6 +143,13 @@ def config_from_dict(data: dict[str, Any], where: str = "config", base: Path | N
                          pretrained=_resolve_pretrained(config.pretrained, base))
     if str(config.set) in ("", "."):
         raise SettingsError(f"{where}: set: name the multi-task set YAML to train on")
+    from mtl_perception.stream.config import StreamConfigError  # torch: only when loading
+    from mtl_perception.stream.inference import resolve_device
+
+    try:  # the streaming core's check, as evaluate_bag and the node make it
+        resolve_device(config.device)
+    except StreamConfigError as exc:
+        raise SettingsError(f"{where}: {exc}") from exc
     return config
 
 
