@@ -1,6 +1,7 @@
 """`evaluate_bag`: score a checkpoint on a recorded bag exactly as the robot would see it.
 
-The bag's image messages go, in log-time order, through the live node's
+The bag's image messages go, in header-stamp order (log-time order put back
+in stamp order within `--reorder-window-s`, `order.py`), through the live node's
 streaming core (`mtl_perception.stream.StreamPipeline`, unchanged) in its
 offline mode (`realtime=False`): same decoding, per-frame preprocessing,
 sampling by header stamp at `target_fps`, clips every `inference_stride`
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl_perception.bag.labels import LabelsError, read_labels
+from mtl_perception.bag.order import DEFAULT_WINDOW_S, StampOrder
 from mtl_perception.bag.outputs import OutputError, check_out, staged
 from mtl_perception.bag.progress import Progress
 from mtl_perception.bag.reader import Bag, BagError
@@ -69,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                         dest="overrides",
                         help="stream settings, e.g. target_fps=25 inference_stride=4 "
                              "smoothing=ema")
+    parser.add_argument("--reorder-window-s", type=float, default=DEFAULT_WINDOW_S,
+                        help="put images logged out of header-stamp order back in order "
+                             "within this many seconds (0: the bag's order)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for inference (0: torch's default); 1 is faster on "
                              "a machine busy with other work")
@@ -94,6 +99,10 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
     """Check every input cheaply, then run the bag through the pipeline and write outputs."""
     if (problem := threads_problem(args.threads, "--threads")) is not None:
         raise EvaluationError(problem)
+    try:
+        StampOrder(args.reorder_window_s)
+    except ValueError as exc:
+        raise EvaluationError(f"--reorder-window-s: {exc}") from None
     if args.threads:
         import torch
 
@@ -114,7 +123,7 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         evaluation = run_pipeline(
             loaded.model, loaded.info, config, _chain(first, images), bag.report,
             device=args.device, autocast=args.autocast, progress=progress,
-            keep_log_times=args.write_bag,
+            keep_log_times=args.write_bag, reorder_window_s=args.reorder_window_s,
         )
     if bag.report.warning:
         LOG.warning("%s", bag.report.warning)

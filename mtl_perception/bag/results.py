@@ -53,6 +53,8 @@ def metrics_document(evaluation: Evaluation, args: argparse.Namespace) -> dict[s
         read=evaluation.read.as_dict(),
         warnings=list(evaluation.warnings),
         images=evaluation.images,
+        stamp_order={"reorder_window_s": evaluation.order.window_s,
+                     "reordered": evaluation.order.reordered, "late": evaluation.order.late},
         frames=to_dict(camera) if camera is not None else {},
         timing={k: round(v, 4) for k, v in evaluation.timing.items()},
         frame_to_result_ms={"p50": _nan_none(stats.latency_ms.p50),
@@ -104,7 +106,7 @@ def write_prediction_bag(path: Path, evaluation: Evaluation, source: Path,
             msg = label_info(stamp, "", evaluation.class_names[task],
                              evaluation.config.score_threshold)
             writer.write(LABEL_INFO_TOPIC.format(task=task), LABEL_INFO,
-                         evaluation.log_times.get(stamp, stamp), msg)
+                         evaluation.first_log_time_ns, msg)
         skipped: set[str] = set()
         for raw in bag.raw_messages():
             while position < len(pending) and pending[position][0] < raw.log_time_ns:
@@ -119,16 +121,20 @@ def write_prediction_bag(path: Path, evaluation: Evaluation, source: Path,
 
 
 def _prediction_messages(evaluation: Evaluation) -> list[tuple[int, str, str, int, Any]]:
-    """(sort time, topic, msgtype, log time, message) for every clip and task."""
+    """(sort time, topic, msgtype, log time, message) for every clip and task.
+
+    Each clip is logged at the log time of the message that completed it
+    (recorded per message by `run_pipeline`, so repeated stamps cannot mix them up).
+    """
     out = []
     for result in evaluation.results:
         stamp = result.header.stamp_ns
-        log_time = evaluation.log_times.get(stamp, stamp)
+        log_time = evaluation.log_times[result.sequence]
         for task in evaluation.tasks:
             msg = classification(stamp, result.header.frame_id, result.tasks[task].top)
             out.append((log_time, PREDICTION_TOPIC.format(task=task), CLASSIFICATION,
                         log_time, msg))
-    out.sort(key=lambda item: item[0])
+    out.sort(key=lambda item: item[0])  # stable: clips keep their order on equal times
     return out
 
 
