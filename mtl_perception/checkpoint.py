@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,9 +163,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
 
 def _open(path: Path) -> Any:
     """A `safe_open` handle on `path`, or one CheckpointError saying what the file is."""
-    if not os.path.exists(path):  # False (not ValueError) for a name with a NUL byte
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if not path.is_file():  # a folder; a FIFO would block the read below forever
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, ValueError):  # ValueError: a name with a NUL byte
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except OSError as exc:  # a name too long, a forbidden folder: say which
+        raise CheckpointError(f"checkpoint {path}: {os_error_line(exc)}") from None
+    if not stat.S_ISREG(mode):  # a folder; a FIFO would block the read below forever
         raise CheckpointError(f"checkpoint {path} is not a file")
     try:
         with open(path, "rb") as handle:

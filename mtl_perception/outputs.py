@@ -97,7 +97,8 @@ def write_manifest(folder: Path, owner: Owner, settings: Mapping[str, Any],
         "settings": dict(settings), "files": listed,
     }
     if not complete:
-        body.update(target=target, pid=os.getpid(), host=socket.gethostname())
+        body.update(target=target, pid=os.getpid(), host=socket.gethostname(),
+                    started=_start_time(os.getpid()))
     body["digest"] = _digest(body)
     atomic_write_text(folder / owner.manifest, json.dumps(body, indent=1, sort_keys=True) + "\n")
 
@@ -314,8 +315,21 @@ def _live_writer(folder: Path, owner: Owner) -> int | None:
     except ProcessLookupError:
         return None
     except OSError:  # exists, owned by someone else
-        return pid
+        pass
+    started = manifest.get("started")
+    if started is not None and _start_time(pid) not in (None, started):
+        return None  # the id now belongs to another process: the writer is gone
     return pid
+
+
+def _start_time(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, Linux), to tell a reused id."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return int(fields[19])  # field 22 of stat(5); fields[0] is field 3
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _read_manifest(folder: Path, owner: Owner) -> dict[str, Any] | str:

@@ -118,11 +118,20 @@ def test_a_partial_folder_of_a_live_run_or_a_stranger_is_refused(tmp_path: Path)
     outputs.prepare(out, OWNER, False, {})
     manifest = json.loads((OWNER.partial(out) / OWNER.manifest).read_text())
     manifest["pid"] = os.getppid()  # alive, and not us
+    manifest["started"] = outputs._start_time(os.getppid())
     manifest.pop("digest")
     manifest["digest"] = outputs._digest(manifest)
     (OWNER.partial(out) / OWNER.manifest).write_text(json.dumps(manifest))
     with pytest.raises(OutputError, match="being written by another demo run"):
         _write(out)
+    # the same id, but another process now (the writer died, its id was reused): removed
+    manifest.pop("digest")
+    manifest["started"] = -1
+    manifest["digest"] = outputs._digest(manifest)
+    (OWNER.partial(out) / OWNER.manifest).write_text(json.dumps(manifest))
+    _write(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    outputs.prepare(out, OWNER, True, {})
     shutil.rmtree(OWNER.partial(out))
     OWNER.partial(out).mkdir()
     (OWNER.partial(out) / "mine.txt").write_text("x")

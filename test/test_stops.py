@@ -264,3 +264,11 @@ def test_an_unreadable_checkpoint_is_one_line(tmp_path: Path,
     with pytest.raises(CheckpointError, match="cannot read it: .*input/output error"):
         read_checkpoint_info(path)
 
+
+
+def test_the_nodes_checkpoint_check_names_a_name_too_long(tmp_path: Path) -> None:
+    from mtl_perception.ros.node_config import check_checkpoint
+
+    problem = check_checkpoint(tmp_path / ("m" * 300 + ".safetensors"))
+    assert problem is not None and problem.endswith("file name too long")
+    assert "\n" not in problem
