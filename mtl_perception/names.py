@@ -7,7 +7,8 @@
   control character breaks `report.md`, the predictions CSV and the labels CSV.
 * Seconds in a labels CSV (`strict_decimal`): `1_0` or `0x1` are not numbers
   a person writes as seconds, though Python's `float` takes them.
-* CPU thread counts (`threads_problem`): torch crashes on absurd counts.
+* CPU thread counts (`threads_problem`): torch crashes on absurd counts;
+  data-loader processes (`workers_problem`) likewise bounded.
 """
 
 from __future__ import annotations
@@ -57,4 +58,11 @@ def threads_problem(value: int, option: str) -> str | None:
     """Why `value` is not a usable CPU thread count (0: the library's default), or None."""
     if not 0 <= value <= MAX_THREADS:
         return f"{option} {value}: expected 0 (default) to {MAX_THREADS}"
+    return None
+
+
+def workers_problem(value: int, option: str) -> str | None:
+    """Why `value` is not a usable count of loader processes (0: load in-process), or None."""
+    if not 0 <= value <= MAX_THREADS:
+        return f"{option} {value}: expected 0 (load in the main process) to {MAX_THREADS}"
     return None

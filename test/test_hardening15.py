@@ -125,3 +125,16 @@ def test_class_names_with_control_characters_are_refused(name: str) -> None:
     config = ModelConfig(method="stl", width=4, task_names=("action",), num_classes=(2,))
     with pytest.raises(ValueError, match="class name"):
         CheckpointInfo(config, (("ok", name),))
+
+
+@pytest.mark.parametrize("override", ["workers=100000", "workers=-1"])
+def test_loader_processes_are_bounded_by_one_check(override: str) -> None:
+    from mtl_perception.settings import SettingsError
+    from training.evaluation.scoring import EvalConfig
+    from training.train.config import load_train_config
+
+    root = Path(__file__).resolve().parents[1]
+    with pytest.raises(SettingsError, match=r"workers -?\d+: expected 0 .* to 256"):
+        load_train_config(root / "config/train/cpu_small.yaml", [override])
+    with pytest.raises(ValueError, match="evaluation.num_workers 100000: expected"):
+        EvalConfig(num_workers=100000)
