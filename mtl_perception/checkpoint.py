@@ -206,9 +206,9 @@ def _verified(path: Path, handle: Any) -> tuple[dict[str, str], dict[str, torch.
         )
     try:
         document = json.loads(metadata[METADATA_KEY])
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"checkpoint {path} has invalid metadata (not JSON): "
-                              f"{_one_line(str(exc))}") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested deeply
+        what = "nested too deeply" if isinstance(exc, RecursionError) else _one_line(str(exc))
+        raise CheckpointError(f"checkpoint {path} has invalid metadata: {what}") from exc
     try:
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
     except SafetensorError as exc:

@@ -171,7 +171,8 @@ def check_out(out: Path, owner: Owner, overwrite: bool) -> None:
                           "them, or choose another folder")
     reason = why_not_ours(out, owner)
     if reason:
-        raise OutputError(f"{opt} {out} is not an earlier {owner.what} ({reason}); "
+        raise OutputError(f"{opt} {out} is not empty and is not an earlier {owner.what} "
+                          f"({reason}); "
                           "refusing to replace it (nothing was changed; choose another folder)")
 
 
