@@ -173,8 +173,9 @@ def check_sample(sample: VideoSample) -> tuple[str, str] | None:
 
 
 def is_readable(sample: VideoSample) -> bool:
-    """`check_sample` found nothing wrong."""
-    return check_sample(sample) is None
+    """`check_sample` found nothing that stops the sample's use (a short video is usable)."""
+    found = check_sample(sample)
+    return found is None or found[0] == "short"
 
 
 def check_videos(
