@@ -82,76 +82,92 @@ def _errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("ERROR")]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_ctrl_c_remove_the_staged_output_and_keep_the_earlier_one(
-        files: dict[str, Path], tmp_path: Path, sig: signal.Signals) -> None:
+def test_sigterm_removes_the_staged_output_and_keeps_the_earlier_one(
+        files: dict[str, Path], tmp_path: Path) -> None:
     from mtl_perception.bag.evaluate import main
 
     out = tmp_path / "out"
     assert main(_eval_args(files, out)) == 0
     before = _tree(out)
     child = _staged_child(files, out)
-    child.send_signal(sig)
-    _, stderr = child.communicate(timeout=60)
-    assert child.returncode == 128 + sig, stderr
-    errors = _errors(stderr)
-    assert len(errors) == 1 and f"nothing written to {out}" in errors[0], stderr
-    assert "Traceback" not in stderr
-    assert _tree(out) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-
-
-def test_a_partial_folder_left_by_sigkill_is_removed_by_the_next_run(
-        files: dict[str, Path], tmp_path: Path) -> None:
-    from mtl_perception.bag.evaluate import main
-
-    out = tmp_path / "out"
-    child = _staged_child(files, out)
-    child.kill()
-    child.communicate(timeout=60)
-    partial = EVAL_OWNER.partial(out)
-    assert partial.is_dir() and why_not_ours(partial, EVAL_OWNER) is None
-    manifest = json.loads((partial / EVAL_OWNER.manifest).read_text())
-    assert manifest["state"] == "incomplete" and manifest["target"] == "out"
-    assert main(_eval_args(files, out)) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert why_not_ours(out, EVAL_OWNER) is None
-
-
-def test_sigterm_stops_a_training_subcommand_with_143(tmp_path: Path) -> None:
-    """`python -m training` commands share the handler (here to-bag, slowed per frame)."""
-    from training.datasets.video import write_video
-
-    root = tmp_path / "videos"
-    root.mkdir()
-    write_video(root / "a.avi", frames(30, 1, size=(24, 32)), fps=10.0)
-    (root / "val_list.txt").write_text("a.avi 0\n")
-    (root / "classes.txt").write_text("walk\n")
-    out = tmp_path / "bag"
-    code = textwrap.dedent("""
-        import sys, time
-        import training.tools.to_bag as to_bag
-        from training.__main__ import main
-        real = to_bag.image_message
-        def slow(*args, **kwargs):
-            print("FRAME", flush=True)
-            time.sleep(0.5)
-            return real(*args, **kwargs)
-        to_bag.image_message = slow
-        sys.exit(main(sys.argv[1:]))
-    """)
-    child = subprocess.Popen(
-        [sys.executable, "-c", code, "to-bag", "--format", "mmaction", "--source",
-         f"root={root}", "class_names=classes.txt", "--out", str(out)],
-        env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    assert child.stdout.readline().strip() == "FRAME"
     child.send_signal(signal.SIGTERM)
     _, stderr = child.communicate(timeout=60)
     assert child.returncode == 143, stderr
     errors = _errors(stderr)
     assert len(errors) == 1 and "terminated (SIGTERM)" in errors[0], stderr
+    assert f"nothing written to {out}" in errors[0] and "Traceback" not in stderr
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+# A child converting one 30-frame video, slowed per frame: it has staged its output
+# (the partial folder exists) when it prints FRAME.
+TO_BAG_CHILD = textwrap.dedent("""
+    import sys, time
+    import training.tools.to_bag as to_bag
+    from training.__main__ import main
+    real = to_bag.image_message
+    def slow(*args, **kwargs):
+        print("FRAME", flush=True)
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+    to_bag.image_message = slow
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _to_bag_child(tmp_path: Path, out: Path) -> subprocess.Popen[str]:
+    from training.datasets.video import write_video
+
+    root = tmp_path / "videos"
+    if not root.is_dir():
+        root.mkdir()
+        write_video(root / "a.avi", frames(30, 1, size=(24, 32)), fps=10.0)
+        (root / "val_list.txt").write_text("a.avi 0\n")
+        (root / "classes.txt").write_text("walk\n")
+    child = subprocess.Popen(
+        [sys.executable, "-c", TO_BAG_CHILD, "to-bag", "--format", "mmaction", "--source",
+         f"root={root}", "class_names=classes.txt", "--out", str(out), "--overwrite"],
+        env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    assert line.strip() == "FRAME", (line, child.stderr.read() if child.stderr else "")
+    return child
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_every_training_subcommand_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    """`python -m training` commands share the handler (here to-bag)."""
+    from training.tools.to_bag import OWNER
+
+    out = tmp_path / "bag"
+    child = _to_bag_child(tmp_path, out)
+    assert OWNER.partial(out).is_dir()
+    child.send_signal(sig)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 128 + sig, stderr
+    errors = _errors(stderr)
+    word = "terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted (Ctrl-C)"
+    assert len(errors) == 1 and word in errors[0] and "Traceback" not in stderr, stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["videos"]
+
+
+def test_a_partial_folder_left_by_sigkill_is_removed_by_the_next_run(tmp_path: Path) -> None:
+    from training.tools.to_bag import OWNER
+    from training.tools.to_bag import main as to_bag
+
+    out = tmp_path / "bag"
+    child = _to_bag_child(tmp_path, out)
+    child.kill()
+    child.communicate(timeout=60)
+    partial = OWNER.partial(out)
+    assert partial.is_dir() and why_not_ours(partial, OWNER) is None
+    manifest = json.loads((partial / OWNER.manifest).read_text())
+    assert manifest["state"] == "incomplete" and manifest["target"] == "bag"
+    assert to_bag(["--format", "mmaction", "--source", f"root={tmp_path / 'videos'}",
+                   "class_names=classes.txt", "--out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bag", "videos"]
+    assert why_not_ours(out, OWNER) is None
 
 
 # -- OS errors -------------------------------------------------------------------------
