@@ -146,4 +146,11 @@ def test_a_flipped_bit_in_the_resumable_state_is_refused_and_fewer_iterations_to
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "has done 2 iterations; iterations=1 is fewer" in errors[0]
     shutil.copy(state, tmp_path / "kept")
+    run_json = (run / "run.json").read_text()
+    (run / "run.json").write_text(run_json.replace('"lr": 0.001', '"lr": 0.002'))
+    assert (run / "run.json").read_text() != run_json
+    caplog.clear()
+    assert main(["train", "--resume", str(run), "iterations=3"]) == 2
+    assert "run.json is corrupt or was edited" in caplog.text
+    (run / "run.json").write_text(run_json)
     assert main(["train", "--resume", str(run), "iterations=3"]) == 0

@@ -13,7 +13,7 @@ counters). Weights and state are saved together, so they always agree.
 A SHA-256 over the JSON part and every tensor (`content_digest`, the one
 checkpoints use) is stored too and checked before anything is restored: a
 flipped bit in a weight, an optimiser moment or the RNG state is refused,
-never resumed.
+never resumed. `run.json` (the run's settings) carries one too.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ STATE_FILE = "resume.safetensors"
 RUN_KIND = "mtl_perception training run"
 STATE_KEY = "mtl_perception_resume"
 DIGEST_KIND = "mtl_perception resume state"
+RUN_DIGEST_KIND = "mtl_perception training run"
 FORMAT = 1
 # What a run writes (the only names `prepare_run_dir(overwrite=True)` deletes).
 RUN_OUTPUTS = ("best.safetensors", "last.safetensors", STATE_FILE, "train.csv", "val.csv",
@@ -69,6 +70,10 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         raise RunDirError(f"{path}: unreadable run description: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("kind") != RUN_KIND or "config" not in doc:
         raise RunDirError(f"{path}: not written by mtl_perception's trainer")
+    claimed = doc.pop("sha256", None)  # runs started before the checksum carry none
+    if claimed is not None and claimed != content_digest(doc, {}, RUN_DIGEST_KIND):
+        raise RunDirError(f"{path} is corrupt or was edited: the run's settings fail their "
+                          "checksum; not resuming with them")
     return doc
 
 
@@ -122,8 +127,10 @@ def prepare_run_dir(run_dir: Path, config: dict[str, Any], overwrite: bool) -> N
             for event in board.glob("events.out.tfevents.*"):
                 event.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"kind": RUN_KIND, "format": FORMAT, "config": config,
-           "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    doc: dict[str, Any] = {
+        "kind": RUN_KIND, "format": FORMAT, "config": config,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    doc["sha256"] = content_digest(json.loads(json.dumps(doc)), {}, RUN_DIGEST_KIND)
     atomic_write(run_dir / RUN_FILE,
                  lambda tmp: tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8"))
 
