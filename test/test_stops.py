@@ -201,15 +201,13 @@ def test_a_name_too_long_is_refused_before_any_work(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path):
-    """A 256 KiB tmpfs (root in a container that may mount), else skipped."""
-    where = tmp_path / "small"
+def _tmpfs(where: Path, options: str):
+    """Mount a tmpfs at `where` for the test (root that may mount), else skip."""
     where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
                              capture_output=True, check=False).returncode == 0
     if not mounted:
-        pytest.skip("cannot mount a small tmpfs here (not root or no mount privilege)")
+        pytest.skip("cannot mount a tmpfs here (not root or no mount privilege)")
     try:
         yield where
     finally:
@@ -217,6 +215,28 @@ def small_fs(tmp_path: Path):
         if subprocess.run(["umount", str(where)], capture_output=True,
                           check=False).returncode != 0:
             subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path):
+    """A 256 KiB tmpfs: a disk that fills up."""
+    yield from _tmpfs(tmp_path / "small", "size=256k")
+
+
+@pytest.fixture
+def read_only_fs(tmp_path: Path):
+    """A read-only tmpfs: refused even to root, unlike permission bits."""
+    yield from _tmpfs(tmp_path / "ro", "ro,size=64k")
+
+
+def test_a_really_read_only_folder_is_one_line_exit_2(
+        files: dict[str, Path], read_only_fs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from mtl_perception.bag.evaluate import main
+
+    assert main(_eval_args(files, read_only_fs / "out")) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and f"cannot write in {read_only_fs}" in errors[0]
+    assert "Read-only file system" in errors[0]
 
 
 def test_a_really_full_disk_writing_a_bag_is_one_line_and_nothing_stays(
