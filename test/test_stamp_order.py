@@ -71,7 +71,7 @@ def test_the_reorder_buffer_sorts_within_its_window_and_keeps_loops_apart() -> N
     # a loop: the second pass starts 2 s back; the first pass is passed on whole first
     loop = [0, 1000 * ms, 2000 * ms, 0, 1000 * ms, 2000 * ms]
     got, sorter = order(loop, window_s=0.5, jump_s=1.0)
-    assert got == loop and sorter.reordered == 0
+    assert got == loop and sorter.reordered == 0 and sorter.jumps_back == 1
     # later than the window (but no jump): passed on in bag order and counted
     got, sorter = order([0, 900 * ms, 1000 * ms, 1100 * ms, 300 * ms], window_s=0.1,
                         jump_s=1.0)
@@ -138,6 +138,9 @@ def test_write_bag_logs_each_prediction_at_its_own_messages_time(
     # each at the log time of the image that completed its clip: one per stride of 2 frames
     assert np.all(np.diff(logged) >= 0)
     assert first[0] == START_NS + 3 * PERIOD  # a 4-frame clip is complete at image 3
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["stamp_order"]["jumps_back"] == 1
+    assert any("jumped back by more than max_gap_s" in w for w in metrics["warnings"])
 
 
 def test_live_late_and_repeated_frames_are_counted_and_warned_once(

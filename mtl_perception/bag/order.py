@@ -37,6 +37,7 @@ class StampOrder:
     limit: int = DEFAULT_LIMIT
     reordered: int = 0  # images passed on before one read earlier (put back in order)
     late: int = 0  # images stamped before one already passed on (beyond the window)
+    jumps_back: int = 0  # steps back longer than jump_s (a looping bag, a restarted clock)
 
     def __post_init__(self) -> None:
         if not (self.window_s >= 0 and self.window_s <= 60):  # also NaN
@@ -45,10 +46,15 @@ class StampOrder:
             raise ValueError(f"reorder limit {self.limit}: expected at least 1 image")
 
     def sorted(self, items: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
-        if self.window_s == 0:
-            yield from items
-            return
         window, jump = round(self.window_s * 1e9), round(self.jump_s * 1e9)
+        if window == 0:  # the bag's order; only the jumps are counted
+            previous = None
+            for log_time, msg in items:
+                stamp = stamp_ns(msg)
+                self.jumps_back += previous is not None and previous - stamp > jump
+                previous = stamp
+                yield log_time, msg
+            return
         held: list[tuple[int, int, int, Any]] = []  # (stamp, arrival, log time, msg)
         arrival = itertools.count()
         newest = passed = None  # newest stamp read; stamp of the last image passed on
@@ -57,6 +63,7 @@ class StampOrder:
             if newest is not None and newest - stamp > jump:
                 yield from self._drain(held)  # a loop or restart: keep the loops apart
                 newest = passed = None
+                self.jumps_back += 1
             elif passed is not None and stamp < passed:  # too late to be put in its place
                 self.late += 1
                 yield log_time, msg  # in bag order; the core drops and counts it

@@ -213,6 +213,14 @@ def _order_warnings(order: StampOrder, camera: CameraStats | None) -> list[str]:
     elif camera is not None and order.window_s == 0 and camera.frames_late:
         notes.append(f"{camera.frames_late} images were stamped before an earlier image and "
                      "were dropped as out of order (--reorder-window-s puts them back in order)")
+    if camera is not None and camera.frames_repeated:
+        notes.append(f"{camera.frames_repeated} images repeated the header stamp of the image "
+                     "before them and were dropped (a recorder that does not set header.stamp?)")
+    if order.jumps_back:
+        notes.append(f"the header stamps jumped back by more than max_gap_s {order.jump_s} s "
+                     f"{order.jumps_back} times (a bag that loops, or a restarted clock): the "
+                     "stream started afresh each time, and label times (seconds from the first "
+                     "image) cannot tell the passes apart")
     return notes
 
 
