@@ -65,9 +65,11 @@ class Owner:
     option: str = "--out"  # how the user names the folder, for messages
 
     def partial(self, out: Path) -> Path:
+        out = _normal(out)
         return out.parent / f".{out.name}.{self.tag}-partial"
 
     def old(self, out: Path) -> Path:
+        out = _normal(out)
         return out.parent / f".{out.name}.{self.tag}-old"
 
 
@@ -155,7 +157,7 @@ def check_out(out: Path, owner: Owner, overwrite: bool) -> None:
     if out.is_symlink():
         raise OutputError(f"{opt} {out} is a symbolic link; give the folder itself")
     here = Path.cwd()
-    target = out.absolute()
+    target = _normal(out)
     if here == target or target in here.parents:  # the swap renames out: the shell is left
         raise OutputError(f"{opt} {out} holds the current folder; run from elsewhere")
     _check_name_length(out, owner)
@@ -225,7 +227,8 @@ def prepare(out: Path, owner: Owner, overwrite: bool, settings: Mapping[str, Any
     partial = owner.partial(out)
     try:
         partial.mkdir(parents=True)
-        write_manifest(partial, owner, settings, planned, complete=False, target=out.name)
+        write_manifest(partial, owner, settings, planned, complete=False,
+                       target=_normal(out).name)
     except OSError:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -289,6 +292,11 @@ def staged(out: Path, owner: Owner, overwrite: bool,
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+
+def _normal(path: Path) -> Path:
+    """Absolute, with `.` and `..` resolved by name (links kept): `--out ..` has a name."""
+    return Path(os.path.abspath(path))
 
 
 def _regular_files(folder: Path, owner: Owner) -> Iterator[str]:

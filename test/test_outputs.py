@@ -190,3 +190,14 @@ def test_a_training_run_with_a_folder_at_an_output_name_is_not_replaced(tmp_path
     with pytest.raises(RunDirError, match="train.csv: not a file the training run wrote"):
         check_new_run_dir(run, overwrite=True)
     assert (run / "train.csv" / "mine.txt").read_text() == "x"
+
+
+def test_an_out_that_holds_the_current_folder_is_refused(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    inner = tmp_path / "a" / "b"
+    inner.mkdir(parents=True)
+    monkeypatch.chdir(inner)
+    for out in (".", "..", "../..", str(tmp_path), "../b"):
+        with pytest.raises(OutputError, match="holds the current folder"):
+            _write(Path(out))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b"]
