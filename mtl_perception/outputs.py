@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import tempfile
@@ -256,17 +257,20 @@ def remove_leftover(leftover: Path, out: Path, owner: Owner) -> None:
 def finish(partial: Path, out: Path, owner: Owner, overwrite: bool) -> None:
     """Swap the finished partial folder in by rename; an earlier output of ours is removed."""
     check_out(out, owner, overwrite)  # again: someone may have added files meanwhile
-    if out.is_dir() and any(out.iterdir()):
-        old = owner.old(out)
-        os.rename(out, old)
-        try:
-            os.rename(partial, out)
-        except OSError:
-            os.rename(old, out)
-            raise
-        shutil.rmtree(old)
-    else:
-        os.rename(partial, out)  # onto an empty folder, or where none is
+    with _stops_deferred():  # Ctrl-C/SIGTERM between the renames would leave no output
+        if out.is_dir() and any(out.iterdir()):
+            old = owner.old(out)
+            os.rename(out, old)
+            try:
+                os.rename(partial, out)
+            except OSError:
+                os.rename(old, out)
+                raise
+        else:
+            old = None
+            os.rename(partial, out)  # onto an empty folder, or where none is
+    if old is not None:
+        shutil.rmtree(old)  # ours; a stop here leaves it for the next run to remove
     fsync_folder(out.absolute().parent)
 
 
@@ -292,6 +296,21 @@ def staged(out: Path, owner: Owner, overwrite: bool,
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+
+@contextmanager
+def _stops_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for a few system calls (delivered right after)."""
+    signals = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    except (AttributeError, OSError, ValueError):  # no sigmask here (Windows)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _normal(path: Path) -> Path:

@@ -201,3 +201,26 @@ def test_an_out_that_holds_the_current_folder_is_refused(tmp_path: Path,
         with pytest.raises(OutputError, match="holds the current folder"):
             _write(Path(out))
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b"]
+
+
+def test_a_stop_during_the_swap_waits_for_it(earlier: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM between the two renames would leave neither output: it is held back."""
+    import signal
+
+    from mtl_perception.cli import Terminated, sigterm_as_interrupt
+
+    real_rename = os.rename
+    sent = []
+
+    def rename(src: object, dst: object) -> None:
+        if not sent:  # the first rename of the swap: out -> old
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_rename(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(outputs.os, "rename", rename)
+    with sigterm_as_interrupt(), pytest.raises(Terminated):
+        _write(earlier, text="newer")
+    assert sent and (earlier / "report.md").read_text() == "newer"
+    assert outputs.why_not_ours(earlier, OWNER) is None
