@@ -8,11 +8,13 @@ the metadata and the weights is stored too, so a flipped byte inside the tensor
 data (which the safetensors header cannot notice) or an edited class name is
 refused rather than silently used.
 
-Loading checks, in order of cost: the file kind, the metadata (the same
-dataclass checks as every other consumer), the tensor shapes and dtypes the
-header declares against a model built on the `meta` device (no memory), then
-the checksum and the values. Only then is the real model built, so an
-inflated width in the metadata is refused before anything is allocated.
+Loading (and `read_checkpoint_info`) checks: the file kind, then the
+checksum over metadata and weights before anything reads the metadata (an
+edited class name is a changed checkpoint, not a labels problem), then the
+metadata (the same dataclass checks as every other consumer), the tensor
+shapes and dtypes against a model built on the `meta` device (no memory) and
+the values. Only then is the real model built, so an inflated width in the
+metadata is refused before anything is allocated.
 Saving refuses whatever loading would refuse, before the file is touched, and
 reads the written file's header back before the rename: a diverged run can
 never replace a good checkpoint. Writes are atomic: a crash mid-save leaves
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +36,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from mtl_perception.cli import os_error_line
 from mtl_perception.fileio import atomic_write
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
 from mtl_perception.models.state import state_mismatch
+from mtl_perception.names import class_name_problem
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.settings import SettingsError, from_dict, to_dict
 
@@ -74,8 +79,9 @@ class CheckpointInfo:
             if len(set(names)) != len(names):
                 twice = next(n for n in names if names.count(n) > 1)
                 raise ValueError(f"task {task!r}: class name {twice!r} appears twice")
-            if any(not isinstance(n, str) or not n.strip() for n in names):
-                raise ValueError(f"task {task!r}: class names must be non-empty strings")
+            for name in names:  # the one class-name check (mtl_perception.names)
+                if (problem := class_name_problem(name)) is not None:
+                    raise ValueError(f"task {task!r}: {problem}")
 
     def classes_of(self, task: str) -> tuple[str, ...]:
         return self.class_names[self.model.task_names.index(task)]
@@ -137,21 +143,17 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     """
     path = Path(path)
     with _open(path) as handle:
-        return _parse_info(path, handle.metadata())
+        metadata, _ = _verified(path, handle)
+        return _parse_info(path, metadata)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the model from the metadata and load its weights; refuse anything off."""
     path, target = Path(path), torch.device(device)  # a bad device name fails before any work
     with _open(path) as handle:
-        metadata = handle.metadata()
+        metadata, tensors = _verified(path, handle)
         info = _parse_info(path, metadata)
-        _check_shapes(path, info, _header_shapes(path, handle))  # before reading or building
-        try:
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-        except SafetensorError as exc:
-            raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from exc
-    _check_digest(path, json.loads(metadata[METADATA_KEY]), tensors)
+        _check_shapes(path, info, _header_shapes(path, handle))  # before building
     _check_finite(path, tensors)
     model = build_model(info.model)
     model.load_state_dict(tensors, strict=True)
@@ -161,12 +163,20 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
 
 def _open(path: Path) -> Any:
     """A `safe_open` handle on `path`, or one CheckpointError saying what the file is."""
-    if not os.path.exists(path):  # False (not ValueError) for a name with a NUL byte
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if not path.is_file():  # a folder; a FIFO would block the read below forever
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, ValueError):  # ValueError: a name with a NUL byte
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except OSError as exc:  # a name too long, a forbidden folder: say which
+        raise CheckpointError(f"checkpoint {path}: {os_error_line(exc)}") from None
+    if not stat.S_ISREG(mode):  # a folder; a FIFO would block the read below forever
         raise CheckpointError(f"checkpoint {path} is not a file")
-    with open(path, "rb") as handle:
-        head = handle.read(9)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError as exc:  # unreadable (permissions, I/O error): one line
+        raise CheckpointError(f"checkpoint {path}: cannot read it: {os_error_line(exc)}"
+                              ) from exc
     # A safetensors file starts with an 8-byte header length, then its JSON header.
     looks_like_safetensors = len(head) == 9 and head[8:9] == b"{"
     if not looks_like_safetensors and head.startswith(_PICKLE_MAGIC):
@@ -180,6 +190,32 @@ def _open(path: Path) -> Any:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated (not valid safetensors): {exc}"
         ) from exc
+
+
+def _verified(path: Path, handle: Any) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The metadata and tensors, checksum verified before anything reads the metadata.
+
+    An edited class name is thus reported as a changed checkpoint, not as
+    whatever the edited value would upset later (a labels file, a report).
+    Tensors come from the file itself, so their size is bounded by it.
+    """
+    metadata = dict(handle.metadata() or {})
+    if METADATA_KEY not in metadata:
+        raise CheckpointError(
+            f"checkpoint {path} has no {METADATA_KEY} metadata: not one of our checkpoints"
+        )
+    try:
+        document = json.loads(metadata[METADATA_KEY])
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested deeply
+        what = "nested too deeply" if isinstance(exc, RecursionError) else _one_line(str(exc))
+        raise CheckpointError(f"checkpoint {path} has invalid metadata: {what}") from exc
+    try:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    except SafetensorError as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from exc
+    if isinstance(document, dict):
+        _check_digest(path, document, tensors)
+    return metadata, tensors
 
 
 def _parse_info(path: Path, metadata: Mapping[str, str] | None, prefix: str = "") -> CheckpointInfo:
@@ -340,8 +376,18 @@ def _canonical(document: Mapping[str, Any]) -> bytes:
 
 def _digest(document: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 over the canonical metadata (without the digest itself) and the weights."""
+    return content_digest(document, tensors, "mtl_perception checkpoint")
+
+
+def content_digest(document: Mapping[str, Any], tensors: Mapping[str, torch.Tensor],
+                   kind: str) -> str:
+    """SHA-256 over a JSON document and tensors (name, dtype, shape, bytes).
+
+    Shared by checkpoints and training's resumable state (`kind` keeps one
+    kind of file from passing for the other).
+    """
     meta = _canonical(document)
-    digest = hashlib.sha256(b"mtl_perception checkpoint\0")
+    digest = hashlib.sha256(kind.encode() + b"\0")
     digest.update(len(meta).to_bytes(8, "little"))
     digest.update(meta)
     _hash_weights(digest, tensors)

@@ -177,10 +177,15 @@ def _one_line(text: str) -> str:
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply `a.b.c=value` overrides (value parsed as YAML) to a nested dict copy."""
     result = _deep_copy(data)
+    seen: dict[str, str] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise SettingsError(f"override {item!r}: expected key=value")
+        if key in seen:  # as a key written twice in a YAML file: one would be lost silently
+            raise SettingsError(f"override {item!r}: {key} is already set by {seen[key]!r}; "
+                                "give each setting once")
+        seen[key] = item
         node = result
         parts = key.split(".")
         for part in parts[:-1]:

@@ -137,7 +137,7 @@ def test_results_are_refused_unless_overwrite(files: dict[str, Path], tmp_path: 
     (foreign / "thesis.tex").write_text("precious")
     caplog.clear()
     assert _run(files, foreign, "--overwrite") == 2
-    assert "files evaluate_bag did not write" in _error(caplog)
+    assert "not an earlier evaluate_bag output (no evaluate_bag.manifest.json" in _error(caplog)
     assert (foreign / "thesis.tex").read_text() == "precious"
 
 

@@ -100,7 +100,7 @@ def test_gate_metrics_events_and_bag_topics(files: dict[str, Path], tmp_path: Pa
     monkeypatch.setattr(evaluate_module, "load_checkpoint", load)
     out = tmp_path / "out"
     assert run(files, out, "--unlabelled", "none", "--write-bag",
-               "--set", *SETTINGS[1:], "gate=publish") == 0  # the node's topics need publish
+               "--set", "gate=publish") == 0  # the node's topics need publish
     m = json.loads((out / "metrics.json").read_text())
     # Clips 0-2 end at 0.3-0.7 s; clip 2 (0.4-0.7) lies half in the gesture [0.6, 1.5]? 0.1 of
     # 0.3 s: none. Clips 3-6 (0.6-1.5) are gesture clips; 7 (1.2-1.5 +): 0.3 of 0.3 in it.

@@ -137,3 +137,21 @@ def test_a_decompression_bomb_frame_is_unreadable_not_a_crash(tmp_path: Path) ->
     assert kind == "unreadable" and "img_00002.jpg" in reason
     with pytest.raises(VideoReadError, match="img_00002.jpg"):
         read_image_frames(folder, [1])
+
+
+def test_a_video_shorter_than_its_header_is_reported(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """Issue 15: a container claiming more frames than decode (a cut download)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    clip = rng.integers(0, 256, (40, 32, 48, 3), dtype=np.uint8)
+    video.write_video(data / "whole.avi", clip, fps=10.0)
+    raw = (data / "whole.avi").read_bytes()
+    (data / "cut.avi").write_bytes(raw[: len(raw) // 2])
+    row = _summary(tmp_path, ["whole.avi 0", "cut.avi 1"])
+    assert row["short"] == 1 and row["unreadable"] == 0 and row["past_end"] == 0
+    assert [Path(p).name for p in row["short_examples"]] == ["cut.avi"]
+    assert row["short_reasons"][0].startswith("its header claims 40 frames, ")
+    out = capsys.readouterr().out
+    assert "shorter than its header: " in out and "cut.avi (its header claims 40" in out

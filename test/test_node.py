@@ -344,7 +344,7 @@ def test_exceptions_in_transitions_are_logged_not_swallowed(
 ) -> None:
     """rclpy turns an exception in a transition callback into ERROR silently."""
     node = make_node(node_module, checkpoint=str(checkpoint), device="cpu",
-                     image_topics=["/ok", "/not a topic"])
+                     image_topics=["/ok", "/b"])
 
     def broken_warmup(self: Any, batch: int = 1) -> float:
         raise RuntimeError("CUDA out of memory")
@@ -356,9 +356,15 @@ def test_exceptions_in_transitions_are_logged_not_swallowed(
     assert error == "configure failed: RuntimeError: CUDA out of memory"
     assert node._pipeline is None and node.publishers == []
     assert node.on_configure(state("unconfigured")) is ros.TransitionCallbackReturn.SUCCESS
-    assert node.on_activate(state("inactive")) is ros.TransitionCallbackReturn.FAILURE
+
+    def refused(msg_type: type, topic: str, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError(f"Invalid topic name: {topic!r}")  # as rclpy would
+
+    with monkeypatch.context() as patch:  # (an invalid name is refused at configure now)
+        patch.setattr(node, "create_subscription", refused)
+        assert node.on_activate(state("inactive")) is ros.TransitionCallbackReturn.FAILURE
     assert "activate failed" in node.logger.of("error")[-1]
-    assert "not a topic" in node.logger.of("error")[-1]
+    assert "Invalid topic name" in node.logger.of("error")[-1]
     assert node.subscriptions == [] and not node._pipeline.running
     node.release()
 

@@ -94,3 +94,63 @@ def test_resume_of_a_finished_run_returns_at_once_and_can_extend(
     assert main(["train", "--resume", str(run), "iterations=3", "--progress", "lines"]) == 0
     assert "it 3/3" in capsys.readouterr().out
     assert main(["train", "--resume", str(run), "lr=0.1"]) == 2
+
+
+def _flip_bit(path: Path, tensor: str) -> None:
+    """Flip one bit in the middle of `tensor`'s bytes (the safetensors header stays valid)."""
+    import json
+
+    data = bytearray(path.read_bytes())
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    begin, end = header[tensor]["data_offsets"]
+    data[8 + size + (begin + end) // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_in_the_resumable_state_is_refused_and_fewer_iterations_too(
+        set_yaml: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 15, class 3: weights, optimiser moments and RNG state are all checksummed."""
+    import shutil
+
+    from safetensors import safe_open
+
+    torch.set_num_threads(1)
+    config = tiny_config(set_yaml, "iterations=2", "val_every=2", "val_max_per_task=2")
+    run = tmp_path / "run"
+    train(config, run, progress=False, tensorboard=False)
+    state = run / STATE_FILE
+    good = state.read_bytes()
+    with safe_open(str(state), framework="pt") as handle:
+        names = list(handle.keys())
+    weight = next(n for n in names if n.startswith("model.") and "weight" in n)
+    moment = next(n for n in names if n.startswith("optim.") and n.endswith("exp_avg"))
+    last = (run / "last.safetensors").read_bytes()
+    for tensor in (weight, moment, "rng.torch"):
+        state.write_bytes(good)
+        _flip_bit(state, tensor)
+        caplog.clear()
+        assert main(["train", "--resume", str(run), "iterations=3"]) == 2, tensor
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "fails its checksum" in errors[0], errors
+        assert (run / "last.safetensors").read_bytes() == last
+    edited = good.replace(b'\\"iteration\\": 2', b'\\"iteration\\": 3')
+    assert edited != good
+    state.write_bytes(edited)
+    caplog.clear()
+    assert main(["train", "--resume", str(run), "iterations=4"]) == 2
+    assert "fails its checksum" in caplog.text
+    state.write_bytes(good)
+    caplog.clear()
+    assert main(["train", "--resume", str(run), "iterations=1"]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "has done 2 iterations; iterations=1 is fewer" in errors[0]
+    shutil.copy(state, tmp_path / "kept")
+    run_json = (run / "run.json").read_text()
+    (run / "run.json").write_text(run_json.replace('"lr": 0.001', '"lr": 0.002'))
+    assert (run / "run.json").read_text() != run_json
+    caplog.clear()
+    assert main(["train", "--resume", str(run), "iterations=3"]) == 2
+    assert "run.json is corrupt or was edited" in caplog.text
+    (run / "run.json").write_text(run_json)
+    assert main(["train", "--resume", str(run), "iterations=3"]) == 0

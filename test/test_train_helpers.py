@@ -37,8 +37,15 @@ def tiny_set(factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_config(set_yaml: Path, *overrides: str) -> TrainConfig:
-    """cpu_small.yaml made tiny, on the tiny set, with `overrides` last."""
-    return load_train_config(CONFIG, [f"set={set_yaml}", *TINY_OVERRIDES, *overrides])
+    """cpu_small.yaml made tiny, on the tiny set, with `overrides` last.
+
+    A key in `overrides` replaces the tiny default's (the command line refuses a
+    key given twice, so the list is merged here first).
+    """
+    merged: dict[str, str] = {}
+    for item in [f"set={set_yaml}", *TINY_OVERRIDES, *overrides]:
+        merged[item.partition("=")[0]] = item
+    return load_train_config(CONFIG, list(merged.values()))
 
 
 def with_changes(config: TrainConfig, **changes: object) -> TrainConfig:

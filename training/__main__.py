@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from mtl_perception.cli import run_command
+
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "summarize": ("training.tools.summarize", "count samples, classes and missing files of a set"),
@@ -43,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(command_parser)
     args = command_parser.parse_args(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return int(module.run(args))
+    # OS errors, Ctrl-C and SIGTERM end every subcommand the same way (mtl_perception/cli.py)
+    out = getattr(args, "out", None) or getattr(args, "resume", None)
+    stopped = (f"nothing written to {out}" if getattr(module, "STAGES_OUT", False)
+               else "stopped")
+    return run_command(lambda: int(module.run(args)), logging.getLogger(SUBCOMMANDS[name][0]),
+                       stopped=stopped, where=out)
 
 
 if __name__ == "__main__":

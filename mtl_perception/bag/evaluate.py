@@ -1,6 +1,7 @@
 """`evaluate_bag`: score a checkpoint on a recorded bag exactly as the robot would see it.
 
-The bag's image messages go, in log-time order, through the live node's
+The bag's image messages go, in header-stamp order (log-time order put back
+in stamp order within `--reorder-window-s`, `order.py`), through the live node's
 streaming core (`mtl_perception.stream.StreamPipeline`, unchanged) in its
 offline mode (`realtime=False`): same decoding, per-frame preprocessing,
 sampling by header stamp at `target_fps`, clips every `inference_stride`
@@ -25,12 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from mtl_perception.bag.labels import LabelsError, read_labels
+from mtl_perception.bag.order import DEFAULT_WINDOW_S, StampOrder
 from mtl_perception.bag.outputs import OutputError, check_out, staged
 from mtl_perception.bag.progress import Progress
 from mtl_perception.bag.reader import Bag, BagError
 from mtl_perception.bag.results import write_outputs
 from mtl_perception.bag.run import Evaluation, EvaluationError, load_stream_config, run_pipeline
 from mtl_perception.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
+from mtl_perception.cli import run_command
+from mtl_perception.names import threads_problem
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream import StreamConfigError
 
@@ -63,9 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=None,
                         help="stream settings YAML (StreamConfig fields, or the node's "
                              "config/perception.yaml)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides",
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                        dest="overrides",
                         help="stream settings, e.g. target_fps=25 inference_stride=4 "
                              "smoothing=ema")
+    parser.add_argument("--reorder-window-s", type=float, default=DEFAULT_WINDOW_S,
+                        help="put images logged out of header-stamp order back in order "
+                             "within this many seconds (0: the bag's order)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for inference (0: torch's default); 1 is faster on "
                              "a machine busy with other work")
@@ -85,24 +93,26 @@ def main(argv: list[str] | None = None) -> int:
     """Console script `evaluate_bag` (also `ros2 run mtl_perception evaluate_bag`)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        evaluation = evaluate(args)
-    except _ERRORS as exc:
-        LOG.error("%s", exc)
-        return 2
-    except KeyboardInterrupt:  # outputs are staged: nothing half-written stays behind
-        LOG.error("interrupted; nothing written to %s", args.out)
-        return 130
-    _summary(evaluation, args.out)
-    return 0
+
+    def body() -> int:
+        _summary(evaluate(args), args.out)
+        return 0
+
+    # Outputs are staged: an error, Ctrl-C or SIGTERM leaves nothing half-written behind.
+    return run_command(body, LOG, _ERRORS, stopped=f"nothing written to {args.out}",
+                       where=args.out)
 
 
 def evaluate(args: argparse.Namespace) -> Evaluation:
     """Check every input cheaply, then run the bag through the pipeline and write outputs."""
-    if args.threads < 0:
-        raise EvaluationError(f"--threads must be >= 0, got {args.threads}")
+    if (problem := threads_problem(args.threads, "--threads")) is not None:
+        raise EvaluationError(problem)
     if not args.event_late_s >= 0:
         raise EvaluationError(f"--event-late-s must be >= 0, got {args.event_late_s}")
+    try:
+        StampOrder(args.reorder_window_s)
+    except ValueError as exc:
+        raise EvaluationError(f"--reorder-window-s: {exc}") from None
     untrimmed = args.unlabelled == "none"
     if args.threads:
         import torch
@@ -124,7 +134,7 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         evaluation = run_pipeline(
             loaded.model, loaded.info, config, _chain(first, images), bag.report,
             device=args.device, autocast=args.autocast, progress=progress,
-            keep_log_times=args.write_bag,
+            keep_log_times=args.write_bag, reorder_window_s=args.reorder_window_s,
         )
     if bag.report.warning:
         LOG.warning("%s", bag.report.warning)

@@ -18,10 +18,11 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from mtl_perception.names import strict_decimal
 
 HEADER = ("start", "end", "task", "label")
 _SHOWN = 8  # class names listed in an unknown-class message
@@ -111,12 +112,12 @@ def _row(path: Path, number: int, row: list[str], classes: Mapping[str, Sequence
 
 
 def _seconds(where: str, name: str, value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise LabelsError(f"{where}: {name} {value.strip()!r} is not a number") from None
-    if not math.isfinite(seconds):
-        raise LabelsError(f"{where}: {name} {value.strip()!r} is not a finite number")
+    seconds = strict_decimal(value)  # not float(): it takes `1_0` as 10
+    if seconds is None:
+        what = "is not a finite number" if value.strip().lower().lstrip("+-") in (
+            "nan", "inf", "infinity") else "is not a number"
+        raise LabelsError(f"{where}: {name} {value.strip()!r} {what} (decimal seconds, "
+                          "e.g. 1.5)")
     return seconds
 
 

@@ -7,7 +7,7 @@ import csv
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtl_perception.bag.outputs import BAG, METRICS, PREDICTIONS, REPORT, TOOL
 from mtl_perception.bag.reader import Bag, RawMessage
@@ -24,6 +24,9 @@ from mtl_perception.bag.types import (
 from mtl_perception.bag.writer import BagWriter, Storage, ros2_image
 from mtl_perception.ros.messages import EVENTS_TOPIC, TASK_TOPIC, event_hypotheses, task_hypotheses
 from mtl_perception.settings import to_dict
+
+if TYPE_CHECKING:
+    from mtl_perception.stream.events import GestureEvent
 
 LOG = logging.getLogger("evaluate_bag")
 PREDICTION_TOPIC = "/human/{task}"
@@ -64,6 +67,9 @@ def metrics_document(evaluation: Evaluation, args: argparse.Namespace) -> dict[s
         read=evaluation.read.as_dict(),
         warnings=list(evaluation.warnings),
         images=evaluation.images,
+        stamp_order={"reorder_window_s": evaluation.order.window_s,
+                     "reordered": evaluation.order.reordered, "late": evaluation.order.late,
+                     "jumps_back": evaluation.order.jumps_back},
         frames=to_dict(camera) if camera is not None else {},
         timing={k: round(v, 4) for k, v in evaluation.timing.items()},
         frame_to_result_ms={"p50": _nan_none(stats.latency_ms.p50),
@@ -115,7 +121,7 @@ def write_prediction_bag(path: Path, evaluation: Evaluation, source: Path,
             msg = label_info(stamp, "", evaluation.class_names[task],
                              evaluation.config.score_threshold)
             writer.write(LABEL_INFO_TOPIC.format(task=task), LABEL_INFO,
-                         evaluation.log_times.get(stamp, stamp), msg)
+                         evaluation.first_log_time_ns, msg)
         skipped: set[str] = set()
         for raw in bag.raw_messages():
             while position < len(pending) and pending[position][0] < raw.log_time_ns:
@@ -132,13 +138,21 @@ def write_prediction_bag(path: Path, evaluation: Evaluation, source: Path,
 def _prediction_messages(evaluation: Evaluation) -> list[tuple[int, str, str, int, Any]]:
     """(sort time, topic, msgtype, log time, message) for every clip and task; like the
     node, `/human/task` and `/human/gesture/events` only under `gate` publish or filter
-    with a model that has a gate."""
+    with a model that has a gate.
+
+    Each clip (and the gesture event decided at it) is logged at the log time of the
+    message that completed it (recorded per message by `run_pipeline`, so repeated
+    stamps cannot mix them up); an event the end of the bag decided, at its camera's
+    last clip.
+    """
     out = []
     gate_topics = evaluation.config.gate != "off" and any(
         r.gate is not None for r in evaluation.results)
+    last_log_time: dict[str, int] = {}
     for result in evaluation.results:
         stamp = result.header.stamp_ns
-        log_time = evaluation.log_times.get(stamp, stamp)
+        log_time = evaluation.log_times[result.sequence]
+        last_log_time[result.camera] = log_time
         for task in evaluation.tasks:
             msg = classification(stamp, result.header.frame_id, result.tasks[task].top)
             out.append((log_time, PREDICTION_TOPIC.format(task=task), CLASSIFICATION,
@@ -146,13 +160,18 @@ def _prediction_messages(evaluation: Evaluation) -> list[tuple[int, str, str, in
         if gate_topics and result.gate is not None:
             msg = classification(stamp, result.header.frame_id, task_hypotheses(result))
             out.append((log_time, TASK_TOPIC, CLASSIFICATION, log_time, msg))
+        if gate_topics and result.event is not None:
+            out.append(_event_message(result.event, log_time))
     for event in evaluation.events if gate_topics else []:
-        stamp = event.decision_ns
-        log_time = evaluation.log_times.get(stamp, stamp)
-        msg = classification(stamp, event.header.frame_id, event_hypotheses(event))
-        out.append((log_time, EVENTS_TOPIC, CLASSIFICATION, log_time, msg))
-    out.sort(key=lambda item: item[0])
+        if event.reason == "end_of_stream":
+            out.append(_event_message(event, last_log_time.get(event.camera, event.decision_ns)))
+    out.sort(key=lambda item: item[0])  # stable: clips keep their order on equal times
     return out
+
+
+def _event_message(event: GestureEvent, log_time: int) -> tuple[int, str, str, int, Any]:
+    msg = classification(event.decision_ns, event.header.frame_id, event_hypotheses(event))
+    return (log_time, EVENTS_TOPIC, CLASSIFICATION, log_time, msg)
 
 
 def _copy(writer: BagWriter, bag: Bag, raw: RawMessage, skipped: set[str]) -> None:

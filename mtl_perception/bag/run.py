@@ -25,12 +25,14 @@ from torch import nn
 
 from mtl_perception.bag.labels import Interval
 from mtl_perception.bag.metrics import ClipRecord, compute
+from mtl_perception.bag.order import DEFAULT_WINDOW_S, StampOrder
 from mtl_perception.bag.progress import Progress
 from mtl_perception.bag.reader import ReadReport
 from mtl_perception.bag.untrimmed import GESTURE, EmittedEvent, emitted, untrimmed_metrics
 from mtl_perception.checkpoint import CheckpointInfo
 from mtl_perception.settings import SettingsError, apply_overrides, from_dict, load_yaml
 from mtl_perception.stream import (
+    CameraStats,
     ClipResult,
     GestureEvent,
     ImageDecodeError,
@@ -85,7 +87,11 @@ class Evaluation:
     stats: StreamStats
     device: str
     warnings: list[str] = field(default_factory=list)
-    log_times: dict[int, int] = field(default_factory=dict)  # header stamp -> log time
+    # clip sequence -> log time of the message that completed it (--write-bag); by
+    # message, not by stamp: stamps may repeat (a looping bag)
+    log_times: list[int] = field(default_factory=list)
+    first_log_time_ns: int = 0
+    order: StampOrder = field(default_factory=StampOrder)
     metrics: dict[str, Any] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
     events: list[GestureEvent] = field(default_factory=list)  # set by `score`
@@ -159,8 +165,12 @@ def run_pipeline(
     autocast: str = "none",
     progress: Progress | None = None,
     keep_log_times: bool = False,
+    reorder_window_s: float = DEFAULT_WINDOW_S,
 ) -> Evaluation:
-    """Push every image through the offline pipeline; raise if no clip could be scored."""
+    """Push every image, in stamp order (`order.py`), through the offline pipeline.
+
+    Raises EvaluationError if no clip could be scored.
+    """
     results: list[ClipResult] = []
     errors: list[str] = []
 
@@ -171,9 +181,11 @@ def run_pipeline(
     pipeline = StreamPipeline(model, info, config, device=device, autocast=autocast,
                               on_result=results.append, on_error=on_error, realtime=False)
     camera = read.topic
-    log_times: dict[int, int] = {}
-    count, first_stamp = 0, None
+    log_times: list[int] = []
+    count, first_stamp, first_log_time = 0, None, 0
     read_s = push_s = 0.0
+    order = StampOrder(reorder_window_s, jump_s=config.max_gap_s)
+    images = order.sorted(images)
     start = time.perf_counter()
     with torch.inference_mode():
         while True:
@@ -186,10 +198,11 @@ def run_pipeline(
             log_time, msg = item
             stamp = msg.header.stamp
             stamp_ns = int(stamp.sec) * 10**9 + int(stamp.nanosec)
-            first_stamp = stamp_ns if first_stamp is None else first_stamp
-            if keep_log_times:
-                log_times[stamp_ns] = log_time
+            if first_stamp is None:
+                first_stamp, first_log_time = stamp_ns, log_time
             pipeline.push(camera, msg)
+            if keep_log_times:  # the clips this message completed are logged at its time
+                log_times += [log_time] * (pipeline.clips_made(camera) - len(log_times))
             push_s += time.perf_counter() - toc
             count += 1
             if progress is not None:
@@ -201,6 +214,7 @@ def run_pipeline(
     if progress is not None:
         progress.close(count)
     stats = pipeline.stats()
+    errors += _order_warnings(order, stats.cameras.get(camera))
     if not results:
         raise EvaluationError(_nothing_scored(read, count, stats, pipeline, errors))
     inference_s = _inference_seconds(results)
@@ -213,8 +227,32 @@ def run_pipeline(
         class_names={t: info.classes_of(t) for t in info.model.task_names},
         config=config, read=read, results=results, first_stamp_ns=first_stamp or 0,
         images=count, timing=timing, stats=stats, device=str(pipeline.device),
-        warnings=errors, log_times=log_times,
+        warnings=errors, log_times=log_times, first_log_time_ns=first_log_time, order=order,
     )
+
+
+def _order_warnings(order: StampOrder, camera: CameraStats | None) -> list[str]:
+    """Say what happened to images that were not in stamp order (nothing silently lost)."""
+    notes = []
+    if order.reordered:
+        notes.append(f"{order.reordered} images were logged out of header-stamp order and "
+                     f"were put back in order (--reorder-window-s {order.window_s})")
+    if order.late:
+        notes.append(f"{order.late} images came more than --reorder-window-s "
+                     f"{order.window_s} s late and were dropped as out of order; a larger "
+                     "window puts them back")
+    elif camera is not None and order.window_s == 0 and camera.frames_late:
+        notes.append(f"{camera.frames_late} images were stamped before an earlier image and "
+                     "were dropped as out of order (--reorder-window-s puts them back in order)")
+    if camera is not None and camera.frames_repeated:
+        notes.append(f"{camera.frames_repeated} images repeated the header stamp of the image "
+                     "before them and were dropped (a recorder that does not set header.stamp?)")
+    if order.jumps_back:
+        notes.append(f"the header stamps jumped back by more than max_gap_s {order.jump_s} s "
+                     f"{order.jumps_back} times (a bag that loops, or a restarted clock): the "
+                     "stream started afresh each time, and label times (seconds from the first "
+                     "image) cannot tell the passes apart")
+    return notes
 
 
 def _inference_seconds(results: list[ClipResult]) -> float:
@@ -233,9 +271,31 @@ def _nothing_scored(read: ReadReport, count: int, stats: StreamStats,
     sampled = camera.frames_sampled if camera is not None else 0
     if errors and sampled == 0:
         return f"bag {read.path}: no image on {read.topic} could be decoded: {errors[0]}"
+    stamps = _stamp_problems(camera, pipeline.config.max_gap_s)
+    if stamps:
+        return (f"bag {read.path}: no clip could be scored: of {count} images, {sampled} were "
+                f"sampled; {stamps}; clips are cut by header stamp, so the stamps must rise "
+                "(check the recorder's header.stamp)")
     return (f"bag {read.path}: no clip could be scored: {count} images read, {sampled} sampled "
             f"at target_fps {pipeline.config.target_fps}; a clip needs {pipeline.clip_length} "
             f"sampled frames without a stamp gap over max_gap_s {pipeline.config.max_gap_s} s")
+
+
+def _stamp_problems(camera: CameraStats | None, max_gap_s: float) -> str:
+    """What is wrong with the stamps, in words (all equal, looping, jumping), or ''."""
+    if camera is None:
+        return ""
+    problems = []
+    if camera.frames_repeated:
+        problems.append(f"{camera.frames_repeated} repeat the stamp before them (all-equal "
+                        "stamps?)")
+    if camera.frames_late:
+        problems.append(f"{camera.frames_late} are stamped before an earlier image (out of "
+                        "order, or a clock that loops)")
+    if camera.resets > 1:
+        problems.append(f"the stamps jumped by more than max_gap_s {max_gap_s} s "
+                        f"{camera.resets} times (a looping or restarted clock?)")
+    return "; ".join(problems)
 
 
 def _finite(value: float) -> float | None:

@@ -11,7 +11,6 @@ carry the same definitions (and type hashes) a ROS 2 recorder would, and
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,13 @@ from typing import Any
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from mtl_perception.names import TOPIC_PATTERN, topic_problem  # noqa: F401 (re-exported)
+
 MSG_DIR = Path(__file__).with_name("msg")
 VISION_PACKAGE = "vision_msgs"
 # Registration order does not matter to rosbags; listed for the readers of this file.
 VISION_TYPES = ("ObjectHypothesis", "VisionClass", "Classification", "LabelInfo")
 
-# ROS 2 topic names (design article "Topic and Service name mapping"): tokens of
-# letters, digits and underscores, not starting with a digit, separated by one
-# '/'; optionally absolute ('/') or private ('~/'); no trailing '/'.
-_TOKEN = r"[A-Za-z_][A-Za-z0-9_]*"
-TOPIC_PATTERN = re.compile(rf"^(~/|/)?{_TOKEN}(/{_TOKEN})*$")
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -88,11 +84,3 @@ def stamp_ns(msg: Any) -> int:
     """A message's header stamp in nanoseconds (ROS 1 and ROS 2 field names alike)."""
     stamp = msg.header.stamp
     return int(stamp.sec) * 10**9 + int(stamp.nanosec)
-
-
-def topic_problem(name: str) -> str | None:
-    """Why `name` is not a valid ROS 2 topic name (ROS 2 tools would refuse it), or None."""
-    if TOPIC_PATTERN.match(name):
-        return None
-    return (f"{name!r} is not a valid ROS 2 topic name (letters, digits and '_' "
-            "in '/'-separated tokens, no token starting with a digit, no trailing '/')")

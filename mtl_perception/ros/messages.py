@@ -134,12 +134,17 @@ def _camera_status(
     new_frames = now.frames_received - before.frames_received
     new_decode_errors = now.decode_errors - before.decode_errors
     new_drops = now.clips_dropped - before.clips_dropped
+    new_late = now.frames_late - before.frames_late
+    new_repeated = now.frames_repeated - before.frames_repeated
     if new_decode_errors > 0:
         level, message = ERROR, f"{new_decode_errors} frames could not be decoded (see the log)"
     elif new_frames == 0:
         level, message = WARN, "no frames since the last report"
     elif new_drops > 0:
         level, message = WARN, f"inference falls behind: {new_drops} clips dropped"
+    elif new_late > 0 or new_repeated > 0:
+        level, message = WARN, (f"{new_late} frames arrived late and {new_repeated} repeated "
+                                "a stamp: dropped (stamps out of order)")
     else:
         level, message = OK, f"{now.input_fps:.1f} frames/s in"
     values = (
@@ -152,6 +157,8 @@ def _camera_status(
         ("clips_made", str(now.clips_made)),
         ("clips_run", str(now.clips_run)),
         ("clips_dropped", str(now.clips_dropped)),
+        ("frames_late", str(now.frames_late)),
+        ("frames_repeated", str(now.frames_repeated)),
     )
     return StatusData(f"{node_name}: camera {camera}", level, message, camera, values)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl_perception.checkpoint import CheckpointError, read_checkpoint_info
+from mtl_perception.cli import os_error_line
 from mtl_perception.ros.params import missing_checkpoint_hint, stream_values, validate_all
 from mtl_perception.settings import SettingsError, from_dict
 from mtl_perception.stream import StreamConfig
@@ -68,10 +69,12 @@ def read_node_config(values: Mapping[str, Any]) -> NodeConfig:
 
 def check_checkpoint(path: Path) -> str | None:
     """Why the checkpoint cannot be used (metadata only, the weights are not read), or None."""
-    if not path.exists():
-        return missing_checkpoint_hint(str(path.absolute()))
     try:
+        if not path.exists():
+            return missing_checkpoint_hint(str(path.absolute()))
         read_checkpoint_info(path)
-    except CheckpointError as exc:
+    except CheckpointError as exc:  # unreadable files too: one line (checkpoint._open)
         return str(exc)
+    except OSError as exc:  # a name too long: Path.exists raises
+        return f"checkpoint {path}: {os_error_line(exc)}"
     return None

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mtl_perception.names import topic_problem
+
 ParamType = Literal["string", "string_array", "bool", "integer", "double"]
 
 # What `make demo` writes; a fresh checkout has no model, and the error for a
@@ -180,6 +182,9 @@ def check_value(spec: ParamSpec, value: Any) -> str | None:
             return f"image_topics: {list(value)} names a topic twice"
         if any(not topic.strip() for topic in value):
             return "image_topics: an empty topic name"
+        for topic in value:  # the check dataset_to_bag --topic makes (mtl_perception.names)
+            if (problem := topic_problem(topic)) is not None:
+                return f"image_topics: {problem}"
     if spec.name == "checkpoint" and not value.strip():
         return "checkpoint: empty path"
     return None

@@ -94,6 +94,11 @@ class CameraBuffer:
         self._fresh = True  # no clip yet since the start or the last reset
         self._clips = 0
 
+    @property
+    def last_stamp_ns(self) -> int | None:
+        """Stamp of the last kept frame (None at the start and after a reset)."""
+        return self._last_ns
+
     def decide(self, stamp_ns: int) -> Decision:
         """What to do with a frame stamped `stamp_ns`; changes nothing."""
         if self._last_ns is None or self._anchor_ns is None:

@@ -8,6 +8,7 @@ cameras pushed from different threads never wait for each other.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -37,7 +38,10 @@ COUNTERS: tuple[str, ...] = (
     "clips_made",
     "clips_run",
     "clips_dropped",
+    "frames_late",
+    "frames_repeated",
 )
+log = logging.getLogger(__name__)
 
 ErrorCallback = Callable[[str, ImageDecodeError], None]
 
@@ -93,7 +97,7 @@ class CameraState:
             if decision is Decision.SKIP:
                 return False, None
             if decision is Decision.DROP:
-                self.counts["frames_dropped"] += 1
+                self._out_of_order(header.stamp_ns)
                 return False, None
             try:
                 if rgb is None:
@@ -147,6 +151,23 @@ class CameraState:
         source, header = self.latest
         # Messages are decoded in full only when asked (push decodes just the rows it needs).
         return (source if isinstance(source, np.ndarray) else decode_image(source)), header
+
+    def _out_of_order(self, stamp_ns: int) -> None:
+        """Count a frame stamped at (repeated) or before (late) the last kept one; warn once."""
+        self.counts["frames_dropped"] += 1
+        last = self.buffer.last_stamp_ns
+        repeated = stamp_ns == last
+        self.counts["frames_repeated" if repeated else "frames_late"] += 1
+        key = ("order", "repeated" if repeated else "late")
+        if key not in self.errors_reported:
+            self.errors_reported.add(key)
+            what = ("repeats the stamp of the last kept frame (a publisher that does not set "
+                    "header.stamp, or a looping clock?)" if repeated else
+                    f"is stamped {((last or 0) - stamp_ns) / 1e9:.3f} s before the last kept "
+                    "frame (it arrived late)")
+            log.warning("camera %s: a frame %s; such frames are dropped and counted "
+                        "(frames_%s in the stream statistics and /diagnostics); said once",
+                        self.name, what, "repeated" if repeated else "late")
 
     def _decode_failed(self, msg: Any, exc: ImageDecodeError) -> None:
         self.counts["frames_dropped"] += 1

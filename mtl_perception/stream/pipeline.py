@@ -165,6 +165,14 @@ class StreamPipeline:
                 )
             return cam
 
+    def clips_made(self, camera: str) -> int:
+        """Clips cut so far from one camera's frames (the next clip's `sequence`)."""
+        cam = self._cameras.get(camera)
+        if cam is None:
+            return 0
+        with cam.lock:
+            return cam.counts["clips_made"]
+
     def latest_frame(self, camera: str) -> tuple[np.ndarray, FrameHeader] | None:
         """The newest sampled RGB frame (H, W, 3) of a camera and its header (annotated images)."""
         cam = self._cameras.get(camera)

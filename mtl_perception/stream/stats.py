@@ -39,6 +39,9 @@ class CameraStats:
     - `resets`: buffer resets because of a stamp gap longer than max_gap_s.
     - `clips_made`, `clips_run`, `clips_dropped`: clips cut from the buffer,
       scored, and replaced by a newer clip before the worker reached them.
+    - `frames_late`, `frames_repeated`: the out-of-order part of
+      `frames_dropped`: stamped before the last kept frame (arrived late), or
+      with its very stamp (all-equal stamps, a publisher that does not stamp).
     """
 
     input_fps: float = 0.0
@@ -50,6 +53,8 @@ class CameraStats:
     clips_made: int = 0
     clips_run: int = 0
     clips_dropped: int = 0
+    frames_late: int = 0
+    frames_repeated: int = 0
 
 
 @dataclass(frozen=True)

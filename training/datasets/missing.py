@@ -138,7 +138,10 @@ def check_sample(sample: VideoSample) -> tuple[str, str] | None:
     """None when the sample's first labelled frame decodes; else (kind, reason).
 
     kind is "past_end" when the segment starts after the last frame the video
-    (or frame folder) holds, "unreadable" when the content does not decode.
+    (or frame folder) holds, "unreadable" when the content does not decode,
+    "short" when the container's header claims more frames than decode (a
+    cut download: training uses the frames it has and counts the file,
+    `ClipDataset.short_paths`).
     Decoding one frame, not just reading the header, is what catches a file cut
     off after its header; a frame folder is checked frame by frame (see
     `frames.check_frame_folder`).
@@ -151,6 +154,13 @@ def check_sample(sample: VideoSample) -> tuple[str, str] | None:
     try:
         with VideoReader(sample.path) as reader:
             reader.read([sample.start])
+            claimed = reader.num_frames
+            if claimed > sample.start + 1:
+                try:  # the last frame the header claims (one seek, one GOP decoded)
+                    reader.read([claimed - 1])
+                except VideoTooShortError as exc:
+                    return "short", (f"its header claims {claimed} frames, "
+                                     f"{exc.available} decode")
     except VideoTooShortError as exc:
         if 0 < exc.available <= sample.start:
             return "past_end", (f"segment starts at frame {sample.start}, the video holds "
@@ -163,8 +173,9 @@ def check_sample(sample: VideoSample) -> tuple[str, str] | None:
 
 
 def is_readable(sample: VideoSample) -> bool:
-    """`check_sample` found nothing wrong."""
-    return check_sample(sample) is None
+    """`check_sample` found nothing that stops the sample's use (a short video is usable)."""
+    found = check_sample(sample)
+    return found is None or found[0] == "short"
 
 
 def check_videos(
@@ -183,7 +194,7 @@ def check_videos(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(check_sample, present))
     reports = {}
-    for kind in ("unreadable", "past_end"):
+    for kind in ("unreadable", "past_end", "short"):
         bad = [(s.path, r[1]) for s, r in zip(present, results, strict=True) if r and r[0] == kind]
         reports[kind] = FileReport(total=len(present), count=len(bad),
                                    first=[p for p, _ in bad[:limit]],

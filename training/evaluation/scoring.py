@@ -41,6 +41,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mtl_perception.models import MultiTaskModel
+from mtl_perception.names import workers_problem
 from mtl_perception.preprocess import PreprocessConfig
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig, collate_clips
 from training.datasets.sample import UNLABELLED, LabelledSplit, VideoSample
@@ -74,8 +75,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"evaluation.batch_size must be >= 1, got {self.batch_size}")
-        if self.num_workers < 0:
-            raise ValueError(f"evaluation.num_workers must be >= 0, got {self.num_workers}")
+        if (problem := workers_problem(self.num_workers, "evaluation.num_workers")) is not None:
+            raise ValueError(problem)
         if self.max_videos is not None and self.max_videos < 1:
             raise ValueError(f"evaluation.max_videos must be >= 1 or null, got {self.max_videos}")
         if self.num_eval_clips < 1:

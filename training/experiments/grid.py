@@ -120,6 +120,13 @@ def run_grid(
     unknown = sorted(set(only) - {r.name for r in grid})
     if unknown:
         raise ExperimentError(f"unknown run(s) {unknown}; the grid has {[r.name for r in grid]}")
+    # A setting the grid sets per run (or the set) cannot also come from the user:
+    # one of the two would be lost (apply_overrides refuses a key given twice).
+    fixed = {item.partition("=")[0] for r in grid for item in r.overrides} | {"set"}
+    clash = [item for item in overrides if item.partition("=")[0] in fixed]
+    if clash:
+        raise ExperimentError(f"{clash[0]}: the grid sets {clash[0].partition('=')[0]} "
+                              "itself for each run; drop it")
     # Every run's config is built (and checked) before the first one trains.
     configs = {
         r.name: load_train_config(train_config, [*overrides, *r.overrides,

@@ -17,6 +17,7 @@ from training.synthetic.output import SynthOutputError
 from training.synthetic.writer import SET_FILE, SynthSettings, SynthSettingsError, generate
 
 log = logging.getLogger(__name__)
+STAGES_OUT = True  # --out is staged: stopping leaves it as it was (training/__main__.py)
 
 
 # SynthSettings fields whose command-line option has another name
@@ -112,8 +113,6 @@ def run(args: argparse.Namespace) -> int:
     except SynthOutputError as exc:  # an --out folder that holds other data
         log.error("%s", exc)
         return 2
-    except OSError as exc:  # read-only or full disk
-        log.error("cannot write the synthetic set to %s: %s", args.out, exc)
-        return 2
+    # OS errors (full disk...), Ctrl-C, SIGTERM: one line each, by mtl_perception.cli
     log.info("set file: %s", args.out / SET_FILE)
     return 0

@@ -346,8 +346,8 @@ def generate(settings: SynthSettings, out: str | Path, workers: int = 1) -> list
         (partial / SET_FILE).write_text(SET_YAML, encoding="utf-8")
         write_manifest(partial, meta, files, complete=True)
         finish(partial, out)
-    except Exception:
-        # ours by construction; an interrupted process leaves it for the next run instead
+    except BaseException:  # also Ctrl-C and SIGTERM (`mtl_perception.cli`)
+        # ours by construction; a killed process leaves it for the next run instead
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return written

@@ -2,8 +2,9 @@
 
 Per task and split: samples, classes, missing files, entries of the wrong
 kind (a directory named like a video, a FIFO), with `--check-videos` the
-unreadable ones (videos and every frame of frame folders decoded) and the
-segments that start past a video's end, and the class-size range, as a table
+unreadable ones (videos and every frame of frame folders decoded), the
+segments that start past a video's end and the videos whose container claims
+more frames than decode ("short"), and the class-size range, as a table
 and optionally as JSON (`tasks.<task>.<split>.samples` ...). Meant to be run
 once after pointing a set config at the data, before hours of training find
 out that half a dataset is elsewhere. Config and list errors are one line and
@@ -65,6 +66,7 @@ def summarize_split(split: LabelledSplit, check: bool, show: int) -> dict[str, A
         "not_files": odd.count,
         "unreadable": None,
         "past_end": None,
+        "short": None,
         "class_size_min": min(per_class) if labels else None,
         "class_size_max": max(per_class) if labels else None,
         "labelled": bool(labels),
@@ -101,7 +103,7 @@ def summarize(set_config: SetConfig, splits: list[str], check_videos: bool = Fal
 def format_table(summary: dict[str, Any]) -> str:
     """A fixed-width table plus the first missing/unreadable names under it."""
     header = ("task", "split", "samples", "classes", "missing", "not file", "unreadable",
-              "past end", "class size", "source")
+              "past end", "short", "class size", "source")
     rows = []
     notes = []
     for task, splits in summary["tasks"].items():
@@ -110,13 +112,15 @@ def format_table(summary: dict[str, Any]) -> str:
                 size = f"{s['class_size_min']}..{s['class_size_max']}"
             else:
                 size = "unlabelled"
-            checked = ["-" if s[k] is None else str(s[k]) for k in ("unreadable", "past_end")]
+            checked = ["-" if s.get(k) is None else str(s[k])
+                       for k in ("unreadable", "past_end", "short")]
             rows.append((task, split, str(s["samples"]), str(s["classes"]), str(s["missing"]),
-                         str(s["not_files"]), checked[0], checked[1], size, s["source"]))
+                         str(s["not_files"]), *checked, size, s["source"]))
             for what, count, key in (("missing", "missing", "missing"),
                                      ("not a file", "not_files", "not_file"),
                                      ("unreadable", "unreadable", "unreadable"),
-                                     ("past the end", "past_end", "past_end")):
+                                     ("past the end", "past_end", "past_end"),
+                                     ("shorter than its header", "short", "short")):
                 paths, reasons = s.get(f"{key}_examples"), s.get(f"{key}_reasons") or []
                 if paths:
                     named = [f"{p} ({r})" if r else p
@@ -128,7 +132,7 @@ def format_table(summary: dict[str, Any]) -> str:
             for name, items in s.get("merged_classes", {}).items():
                 notes.append(f"{task}/{split} merged class {name!r}: {', '.join(items)}")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    right = {2, 3, 4, 5, 6, 7}
+    right = {2, 3, 4, 5, 6, 7, 8}
 
     def line(cells: tuple[str, ...]) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w)

@@ -15,9 +15,11 @@ Input: a set config (`--set`, e.g. the synthetic set's `set.yaml`, or
 `--source key=value ...`, the keys of that format's set-config entry).
 Frames are decoded by `training.datasets.video` (the training decoder).
 
-The bag is written into a temporary folder beside `--out` and renamed when
-complete; an existing `--out` is replaced only with `--overwrite` and only
-when it is an earlier output of this command (it holds `dataset_to_bag.json`).
+The bag is written into the hidden sibling `.<out>.dataset_to_bag-partial`
+and renamed when complete; an existing `--out` is replaced only with
+`--overwrite` and only when it provably is an earlier output of this command:
+exactly the files its manifest `dataset_to_bag.manifest.json` lists, unchanged
+(`mtl_perception.outputs`, the rule every command that replaces a folder follows).
 """
 
 from __future__ import annotations
@@ -26,9 +28,7 @@ import argparse
 import json
 import logging
 import math
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +36,13 @@ from typing import Any
 
 import numpy as np
 
+from mtl_perception import outputs
 from mtl_perception.bag.labels import write_labels
-from mtl_perception.bag.outputs import OutputError, check_creatable
-from mtl_perception.bag.types import COMPRESSED_IMAGE, IMAGE, topic_problem
+from mtl_perception.bag.types import COMPRESSED_IMAGE, IMAGE
 from mtl_perception.bag.writer import STORAGES, BagWriter, compressed_message, image_message
+from mtl_perception.cli import run_command
+from mtl_perception.names import class_name_problem, topic_problem
+from mtl_perception.outputs import OutputError
 from mtl_perception.settings import SettingsError, apply_overrides
 from training.datasets import sets
 from training.datasets.frames import count_image_frames, read_image_frames
@@ -48,7 +51,10 @@ from training.datasets.sample import UNLABELLED, VideoSample
 from training.datasets.video import VideoReader, VideoReadError, VideoTooShortError
 
 LOG = logging.getLogger(__name__)
-MARKER = "dataset_to_bag.json"  # marks a folder as this command's output
+STAGES_OUT = True  # --out is staged: stopping leaves it as it was (training/__main__.py)
+MARKER = "dataset_to_bag.json"  # the summary of what was written
+OWNER = outputs.Owner(tool="dataset_to_bag", manifest="dataset_to_bag.manifest.json",
+                      tag="dataset_to_bag", name="dataset_to_bag", what="dataset_to_bag output")
 LABELS = "labels.csv"
 _CHUNK = 64  # frames decoded at a time (bounded memory for long videos)
 _FOLDER_FPS = 30.0  # frame folders carry no rate
@@ -72,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--set", type=Path, help="set config YAML (the synthetic set's set.yaml too)")
     src.add_argument("--format", choices=sorted(sets.FORMATS), help="inline source: its format")
     src.add_argument("--task", default="action", help="inline source: the task it labels")
-    src.add_argument("--source", nargs="*", default=[], metavar="KEY=VALUE",
+    src.add_argument("--source", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                      help="inline source: the format's set-config keys, e.g. root=/data/ucf101")
     parser.add_argument("--split", default="test", choices=sets.SPLIT_NAMES)
     parser.add_argument("--tasks", default="", help="comma-separated tasks to include (all)")
@@ -96,17 +102,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         _check_numbers(args)
-        if not args.out.exists():
-            check_creatable(args.out)
+        outputs.check_out(args.out, OWNER, args.overwrite)
         videos = collect(args)
         convert(videos, args)
     except (ToBagError, DatasetError, SettingsError, OutputError) as exc:
         LOG.error("%s", exc)
         return 2
-    except KeyboardInterrupt:  # the bag is staged: a half-written one never appears
-        LOG.error("interrupted; nothing written to %s", args.out)
-        return 130
-    return 0
+    return 0  # OS errors, Ctrl-C and SIGTERM: `mtl_perception.cli.run_command` (main)
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -148,7 +150,10 @@ def collect(args: argparse.Namespace) -> list[Video]:
                 continue
             video = videos.setdefault((sample.path, sample.frames_dir),
                                       Video(sample.path, sample.frames_dir))
-            video.labels.append((task, split.class_names[sample.label], sample.start, sample.end))
+            name = split.class_names[sample.label]
+            if (problem := class_name_problem(name)) is not None:  # it goes into labels.csv
+                raise ToBagError(f"task {task}: {problem}")
+            video.labels.append((task, name, sample.start, sample.end))
     if not videos:
         raise ToBagError(f"no labelled samples in the {args.split} split of {wanted}")
     return list(videos.values())
@@ -162,34 +167,16 @@ def _spread(samples: list[VideoSample], limit: int) -> list[VideoSample]:
 
 def convert(videos: list[Video], args: argparse.Namespace) -> None:
     out: Path = args.out
-    _check_out(out, args.overwrite)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    except OSError as exc:
-        raise ToBagError(f"--out {out}: cannot create it: {exc.strerror or exc}") from None
-    try:
-        bag = staging / out.name
+    with outputs.staged(out, OWNER, args.overwrite) as staging:
+        bag = staging / out.name  # rosbags writes only into a new folder: move it up after
         summary = _write(videos, bag, args)
         (bag / MARKER).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)  # proven ours by _check_out
-        bag.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for item in bag.iterdir():
+            item.rename(staging / item.name)
+        bag.rmdir()
     LOG.info("wrote %s: %d images of %d videos (%d skipped) on %s; labels %s",
              out, summary["images"], summary["videos"], len(summary["skipped"]),
              summary["topic"], out / LABELS)
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if not out.exists():
-        return
-    if not overwrite:
-        raise ToBagError(f"{out} exists; pass --overwrite to replace an earlier output")
-    if not (out / MARKER).is_file() or not (out / "metadata.yaml").is_file():
-        raise ToBagError(f"{out} exists and is not a dataset_to_bag output; "
-                         "refusing to replace it (choose another --out)")
 
 
 def _write(videos: list[Video], bag: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -278,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run(args)
+    # the bag is staged: a half-written one never appears
+    return run_command(lambda: run(args), LOG, stopped=f"nothing written to {args.out}",
+                       where=args.out)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mtl_perception.models.config import Method
+from mtl_perception.names import workers_problem
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.settings import SettingsError, apply_overrides, from_dict, load_yaml, to_dict
 from training.methods.lws import LWSConfig
@@ -114,8 +115,10 @@ class TrainConfig:
                 raise SettingsError(f"{name} must be >= 1, got {value}")
         if not self.lr > 0:
             raise SettingsError(f"lr must be > 0, got {self.lr}")
-        if self.workers < 0 or self.seed < 0 or self.val_max_per_task < 0:
-            raise SettingsError("workers, seed and val_max_per_task must be >= 0")
+        if (problem := workers_problem(self.workers, "workers")) is not None:
+            raise SettingsError(problem)
+        if self.seed < 0 or self.val_max_per_task < 0:
+            raise SettingsError("seed and val_max_per_task must be >= 0")
         if self.method == "stl" and len(self.tasks) != 1:
             raise SettingsError("method stl trains one task: set tasks to one task name, "
                                 "e.g. tasks=[action]")
@@ -143,6 +146,13 @@ def config_from_dict(data: dict[str, Any], where: str = "config", base: Path | N
                          pretrained=_resolve_pretrained(config.pretrained, base))
     if str(config.set) in ("", "."):
         raise SettingsError(f"{where}: set: name the multi-task set YAML to train on")
+    from mtl_perception.stream.config import StreamConfigError  # torch: only when loading
+    from mtl_perception.stream.inference import resolve_device
+
+    try:  # the streaming core's check, as evaluate_bag and the node make it
+        resolve_device(config.device)
+    except StreamConfigError as exc:
+        raise SettingsError(f"{where}: {exc}") from exc
     return config
 
 

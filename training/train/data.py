@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mtl_perception.names import class_name_problem
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.settings import SettingsError
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig
@@ -41,6 +42,9 @@ def build_data(config: TrainConfig) -> RunData:
     for name, split in zip(names, train_splits):
         if not split.samples:
             raise SettingsError(f"task {name!r} has no training samples in {config.set}")
+        for class_name in split.class_names:  # before training, not at the first save
+            if (problem := class_name_problem(class_name)) is not None:
+                raise SettingsError(f"task {name!r} of {config.set}: {problem}")
         if list(val_splits[name].class_names) != list(split.class_names):
             raise SettingsError(f"task {name!r}: {config.val_split} split's classes differ "
                                 "from the training split's")

@@ -10,6 +10,10 @@ resumed run needs: model weights, optimiser moments, loss-weighting state
 torch RNG states; its header metadata holds the JSON part (iteration, the
 optimiser's param groups, GradScaler state, best metric, history,
 counters). Weights and state are saved together, so they always agree.
+A SHA-256 over the JSON part and every tensor (`content_digest`, the one
+checkpoints use) is stored too and checked before anything is restored: a
+flipped bit in a weight, an optimiser moment or the RNG state is refused,
+never resumed. `run.json` (the run's settings) carries one too.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from mtl_perception.checkpoint import atomic_write
+from mtl_perception.checkpoint import atomic_write, content_digest
 
 RUN_FILE = "run.json"
 STATE_FILE = "resume.safetensors"
 RUN_KIND = "mtl_perception training run"
 STATE_KEY = "mtl_perception_resume"
+DIGEST_KIND = "mtl_perception resume state"
+RUN_DIGEST_KIND = "mtl_perception training run"
 FORMAT = 1
 # What a run writes (the only names `prepare_run_dir(overwrite=True)` deletes).
 RUN_OUTPUTS = ("best.safetensors", "last.safetensors", STATE_FILE, "train.csv", "val.csv",
@@ -64,6 +70,10 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         raise RunDirError(f"{path}: unreadable run description: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("kind") != RUN_KIND or "config" not in doc:
         raise RunDirError(f"{path}: not written by mtl_perception's trainer")
+    claimed = doc.pop("sha256", None)  # runs started before the checksum carry none
+    if claimed is not None and claimed != content_digest(doc, {}, RUN_DIGEST_KIND):
+        raise RunDirError(f"{path} is corrupt or was edited: the run's settings fail their "
+                          "checksum; not resuming with them")
     return doc
 
 
@@ -83,7 +93,28 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> bool:
             f"{run_dir} already holds a training run: continue it with --resume {run_dir}, "
             "choose another --out, or pass --overwrite to replace it"
         )
+    _check_replaceable(run_dir)
     return True
+
+
+def _check_replaceable(run_dir: Path) -> None:
+    """Every path `--overwrite` would delete is a plain file at a name a run writes.
+
+    A run folder is written in place (runs last days and are resumed), so it
+    carries no manifest; only files at the names a run writes are deleted,
+    and a folder or link at such a name is the user's: refused, nothing deleted.
+    """
+    board = run_dir / "tensorboard"
+    paths = [run_dir / name for name in RUN_OUTPUTS]
+    if board.is_symlink() or (board.exists() and not board.is_dir()):
+        raise RunDirError(f"{board}: a training run writes a folder here, this is something "
+                          "else; refusing to replace the run (nothing was changed)")
+    if board.is_dir():
+        paths += sorted(board.glob("events.out.tfevents.*"))
+    for path in paths:
+        if (path.exists() or path.is_symlink()) and (path.is_symlink() or not path.is_file()):
+            raise RunDirError(f"{path}: not a file the training run wrote (a folder or link); "
+                              "refusing to replace the run (nothing was changed)")
 
 
 def prepare_run_dir(run_dir: Path, config: dict[str, Any], overwrite: bool) -> None:
@@ -96,8 +127,10 @@ def prepare_run_dir(run_dir: Path, config: dict[str, Any], overwrite: bool) -> N
             for event in board.glob("events.out.tfevents.*"):
                 event.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"kind": RUN_KIND, "format": FORMAT, "config": config,
-           "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    doc: dict[str, Any] = {
+        "kind": RUN_KIND, "format": FORMAT, "config": config,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    doc["sha256"] = content_digest(json.loads(json.dumps(doc)), {}, RUN_DIGEST_KIND)
     atomic_write(run_dir / RUN_FILE,
                  lambda tmp: tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8"))
 
@@ -135,6 +168,7 @@ def save_state(
                 "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]},
     }
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    document["sha256"] = content_digest(json.loads(json.dumps(document)), tensors, DIGEST_KIND)
     metadata = {STATE_KEY: json.dumps(document)}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
@@ -152,10 +186,13 @@ def load_state(
             metadata = handle.metadata() or {}
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
         document = json.loads(metadata[STATE_KEY])
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
-        raise RunDirError(f"{path}: cannot read the resumable state: {exc}") from exc
-    if document.get("format") != FORMAT:
-        raise RunDirError(f"{path}: state format {document.get('format')}, expected {FORMAT}")
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError, RecursionError) as exc:
+        raise RunDirError(f"{path}: cannot read the resumable state: "
+                          f"{' '.join(str(exc).split())}") from exc
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        found = document.get("format") if isinstance(document, dict) else None
+        raise RunDirError(f"{path}: state format {found}, expected {FORMAT}")
+    _check_digest(path, document, tensors)
     device = next(model.parameters()).device
     for prefix, module in (("model.", model), ("weighting.", weighting)):
         part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -188,6 +225,39 @@ def load_state(
     np_state = rng["numpy"]
     np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
     return TrainingState(**document["state"])
+
+
+def stored_iteration(path: Path) -> int:
+    """The iterations a saved state has done (from its header only; `load_state` verifies)."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            document = json.loads((handle.metadata() or {})[STATE_KEY])
+        iteration = document["state"]["iteration"]
+    except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError,
+            RecursionError) as exc:
+        raise RunDirError(f"{path}: cannot read the resumable state: "
+                          f"{' '.join(str(exc).split())}") from exc
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+        raise RunDirError(f"{path}: the resumable state is damaged (iteration {iteration!r})")
+    return iteration
+
+
+def _check_digest(path: Path, document: dict[str, Any], tensors: dict[str, torch.Tensor]
+                  ) -> None:
+    """Refuse a state whose JSON part or tensors changed since `save_state` hashed them.
+
+    States written before the digest existed carry none; they are still read.
+    """
+    expected = document.pop("sha256", None)
+    if expected is None:
+        return
+    try:
+        actual = content_digest(document, tensors, DIGEST_KIND)
+    except (TypeError, ValueError):
+        actual = None
+    if actual != expected:
+        raise RunDirError(f"{path} is corrupt or was edited: the resumable state (weights, "
+                          "optimiser state, RNG state) fails its checksum; not resuming from it")
 
 
 def _jsonable(value: Any) -> Any:

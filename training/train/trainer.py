@@ -31,6 +31,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
+from mtl_perception.cli import work_started
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
 from mtl_perception.settings import SettingsError
 from training.datasets.clip_dataset import collate_clips
@@ -51,6 +52,7 @@ from training.train.resume import (
     prepare_run_dir,
     read_run,
     save_state,
+    stored_iteration,
 )
 from training.train.steps import Batch, Stepper
 
@@ -117,6 +119,10 @@ class _Run:
         state_path = run_dir / STATE_FILE
         if resume:
             _check_resume_config(config, run_dir)
+            if state_path.is_file() and (done := stored_iteration(state_path)) > config.iterations:
+                raise RunDirError(f"{run_dir} has done {done} iterations; iterations="
+                                  f"{config.iterations} is fewer (give iterations={done} or "
+                                  "more to continue it)")
         else:  # every rank checks (read only), so all fail together on a bad folder
             check_new_run_dir(run_dir, overwrite)
         D.barrier(ctx)  # before rank 0 writes run.json, which a late rank would refuse
@@ -204,6 +210,7 @@ class _Run:
         for sig in previous:
             signal.signal(sig, self._on_signal)
         interrupted = False
+        work_started()  # an OS error from here on (a full disk) is exit 1 (mtl_perception.cli)
         try:
             if state.iteration < c.iterations:
                 interrupted = self._loop(sampler, evaluator, lws_streams)

@@ -1,0 +1,125 @@
+"""How every command line ends: one line, a known exit status, nothing half-written.
+
+`run_command` wraps the body of each console command (`evaluate_bag`,
+`dataset_to_bag`, every `python -m training` subcommand):
+
+* its own errors (bad input, a folder it must not touch): one line, exit 2;
+* an operating-system error (a full disk, a name too long, a read-only or
+  forbidden folder, an I/O error): one line naming the path and the cause,
+  exit 2, or 1 once the work has started (`work_started`);
+* Ctrl-C (SIGINT) and SIGTERM (what `timeout`, systemd and `ros2 launch`
+  send) both unwind as KeyboardInterrupt, so the same cleanup runs (staged
+  output removed: `mtl_perception.outputs`); exit 130 or 143, one line.
+
+Commands that stop gracefully on a signal (training saves a resumable state)
+install their own handlers while they run and restore these afterwards.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+_started = False
+
+# Short causes for the errors a user can act on; others use the system's text.
+_CAUSES = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOENT: "no such file or folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "is a folder, not a file",
+    errno.EIO: "input/output error (a failing disk or a network file system)",
+}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds like Ctrl-C."""
+
+
+def work_started() -> None:
+    """Mark that output is being produced: an OS error from now on exits 1, not 2."""
+    global _started
+    _started = True
+
+
+def os_error_line(exc: OSError, where: object = None) -> str:
+    """`path: cause` in one line (both paths for a rename), e.g. `/out/x: no space left ...`.
+
+    `where`: the path being written when the error carries none (a `write()`
+    that hits a full disk names no file).
+    """
+    cause = _CAUSES.get(exc.errno or -1) or " ".join((exc.strerror or str(exc)).split())
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    if paths:
+        return f"{' -> '.join(paths)}: {cause}"
+    if where is not None:
+        return f"{where}: {cause} (while writing it)"
+    return f"{cause} ({type(exc).__name__})"
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises `Terminated` in this process (once; repeats are ignored).
+
+    Child processes (loader workers, render pools) inherit the handler; in
+    them it falls back to the default action, so they end as they always did.
+    """
+    owner = os.getpid()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        signal.signal(signum, signal.SIG_IGN)  # the cleanup that follows is not cut short
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (a test runner, an embedding): leave it be
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_command(body: Callable[[], int], log: logging.Logger,
+                errors: tuple[type[BaseException], ...] = (),
+                stopped: str = "nothing was written", where: object = None) -> int:
+    """Run `body`; every way it can end becomes one logged line and an exit status.
+
+    `stopped`: what to say about the output after Ctrl-C or SIGTERM; `where`:
+    the output path, named by an OS error that carries no path of its own.
+    """
+    global _started
+    _started = False
+    with sigterm_as_interrupt():
+        try:
+            return body()
+        except errors as exc:
+            log.error("%s", _one_line(str(exc)) or type(exc).__name__)
+            return 2
+        except OSError as exc:
+            log.error("%s", os_error_line(exc, where))
+            return 1 if _started else 2
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            log.error("%s; %s", "terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)",
+                      stopped)
+            return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
