@@ -84,6 +84,7 @@ class Evaluation:
     log_times: dict[int, int] = field(default_factory=dict)  # header stamp -> log time
     metrics: dict[str, Any] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
+    engine: str = ""  # which engine ran the forward pass (backend, device, precision)
 
     def records(self) -> list[ClipRecord]:
         t0 = self.first_stamp_ns
@@ -118,7 +119,7 @@ class Evaluation:
 
 
 def run_pipeline(
-    model: nn.Module,
+    model: nn.Module | Any,  # or an exported OnnxModel
     info: CheckpointInfo,
     config: StreamConfig,
     images: Iterator[tuple[int, Any]],
@@ -182,7 +183,7 @@ def run_pipeline(
         class_names={t: info.classes_of(t) for t in info.model.task_names},
         config=config, read=read, results=results, first_stamp_ns=first_stamp or 0,
         images=count, timing=timing, stats=stats, device=str(pipeline.device),
-        warnings=errors, log_times=log_times,
+        warnings=errors, log_times=log_times, engine=pipeline.engine,
     )
 
 

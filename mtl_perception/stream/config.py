@@ -14,6 +14,8 @@ from typing import Literal
 
 Smoothing = Literal["none", "ema", "mean"]
 SMOOTHING_MODES: tuple[str, ...] = ("none", "ema", "mean")
+Backend = Literal["torch", "onnxruntime", "openvino", "tensorrt"]
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
 
 # Settings that may change while the pipeline runs (`StreamPipeline.update_settings`):
 # they only touch post-processing, never a buffer or a clip already made.
@@ -27,6 +29,8 @@ FIXED_REASONS: dict[str, str] = {
     "clip_length": "the buffers are sized for the clip length; restart the node",
     "max_batch": "the inference worker is configured at start; restart the node",
     "offline_queue": "the offline queue is sized at start; restart the node",
+    "backend": "the inference engine is built at start; restart the node",
+    "engine_cache": "the inference engine is built at start; restart the node",
 }
 
 
@@ -55,6 +59,11 @@ class StreamConfig:
       there), offline (`realtime=False`) 1.
     - `offline_queue`: offline mode only: clips waiting per camera before
       `push()` waits for the worker (back-pressure instead of dropping).
+    - `backend`: the engine of the forward pass: "torch" (PyTorch eager), or
+      "onnxruntime", "openvino", "tensorrt" on an exported model (a checkpoint
+      is exported in memory first); decoding, buffering, batching and
+      smoothing are the same whichever runs (`mtl_perception.deploy`).
+    - `engine_cache`: folder of built TensorRT engines; "" = ~/.cache/mtl_perception/tensorrt.
     """
 
     target_fps: float = 15.0
@@ -67,6 +76,8 @@ class StreamConfig:
     clip_length: int = 0
     max_batch: int = 0
     offline_queue: int = 16
+    backend: Backend = "torch"
+    engine_cache: str = ""
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> StreamConfigError:
@@ -97,6 +108,8 @@ class StreamConfig:
             raise bad("max_batch", ">= 0 (0 = automatic)")
         if self.offline_queue < 1:
             raise bad("offline_queue", ">= 1")
+        if self.backend not in BACKENDS:
+            raise bad("backend", f"one of {list(BACKENDS)}")
 
     def resolved_clip_length(self, checkpoint_clip_length: int) -> int:
         """The clip length to use: the checkpoint's, or a narrower one asked for."""
