@@ -27,7 +27,7 @@ LAUNCH = ROOT / "launch" / "perception.launch.py"
 YAML = ROOT / "config" / "perception.yaml"
 NODE = ROOT / "mtl_perception" / "ros" / "node.py"
 # INTERFACES.md, "Launch arguments".
-LAUNCH_ARGUMENTS = {"config", "checkpoint", "image_topic", "device", "namespace",
+LAUNCH_ARGUMENTS = {"config", "checkpoint", "image_topic", "device", "backend", "namespace",
                     "use_sim_time", "autostart"}
 
 
