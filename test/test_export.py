@@ -198,3 +198,26 @@ def test_refuses_outputs_other_than_the_tasks(tmp_path: Path) -> None:
     del proto.graph.output[1]
     with pytest.raises(CheckpointError, match=r"outputs \['action'\] do not match"):
         with_metadata(proto.SerializeToString(), info, exported.export)
+
+
+def test_a_gate_the_metadata_does_not_describe_is_refused() -> None:
+    from mtl_perception.deploy.export import ExportError
+
+    model, info = tiny_model("hps")
+    model.gate = torch.nn.Linear(32, 3)
+    with pytest.raises(ExportError, match="task gate and its metadata's model config disagree"):
+        export_onnx(model, info)
+
+
+def test_tensorrt_engine_cache_is_keyed_by_model_gpu_and_version(tmp_path: Path) -> None:
+    from mtl_perception.deploy.engines import tensorrt_cache
+
+    model, info = tiny_model("hps")
+    exported = export_onnx(model, info)
+    fp16 = tensorrt_cache(exported, 0, True, str(tmp_path))
+    fp32 = tensorrt_cache(exported, 0, False, str(tmp_path))
+    assert fp16.parent == tmp_path and fp16 != fp32
+    assert fp16.name.startswith(exported.sha256[:16]) and fp16.name.endswith("fp16")
+    assert "-trt" in fp16.name and "/" not in fp16.name
+    other = export_onnx(tiny_model("hps", seed=1)[0], info)
+    assert tensorrt_cache(other, 0, True, str(tmp_path)) != fp16
