@@ -72,6 +72,7 @@ bench: setup
 	$(PY) bench/stream.py
 	$(PY) bench/training.py
 	$(PY) bench/bag_eval.py
+	$(PY) bench/backends.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -42,7 +42,16 @@ setup(
         # Offline bag evaluation without a ROS installation.
         "bag": ["rosbags>=0.10", "pillow>=10.0", "matplotlib>=3.6"],
         "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6", "mypy>=1.10",
-            "hypothesis>=6.100", "pytest-timeout>=2.2", "types-PyYAML"],
+            "hypothesis>=6.100", "pytest-timeout>=2.2", "types-PyYAML",
+            # The export and CPU-backend tests (about 10 s and 300 MB to install).
+            "onnx>=1.16", "onnxruntime>=1.18", "openvino>=2024.0"],
+        # Inference engines for exported models (backend: onnxruntime | openvino |
+        # tensorrt); `python -m training export` needs `onnx`.
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+        "openvino": ["onnx>=1.16", "openvino>=2024.0"],
+        # TensorRT through ONNX Runtime's TensorRT execution provider. On Jetson use
+        # JetPack's TensorRT and NVIDIA's onnxruntime-gpu wheel instead of these.
+        "tensorrt": ["onnx>=1.16", "onnxruntime-gpu>=1.18", "tensorrt>=10.0"],
     },
     zip_safe=True,
     maintainer="mtl_perception maintainers",

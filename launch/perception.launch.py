@@ -11,6 +11,7 @@ Launch arguments (all optional):
   checkpoint    model checkpoint; overrides the file's `checkpoint`
   image_topic   one camera topic; overrides the file's `image_topics`
   device        auto | cpu | cuda | cuda:N; overrides the file's `device`
+  backend       torch | onnxruntime | openvino | tensorrt; overrides the file's `backend`
   namespace     namespace of the node (results stay on /human/*; remap them if needed)
   use_sim_time  true to follow /clock (bag replay)
   autostart     true: configure and activate at launch
@@ -48,10 +49,12 @@ NODE_NAME = "perception_node"
 # name -> (default, description). An empty default leaves the parameter file's value.
 ARGUMENTS: dict[str, tuple[str, str]] = {
     "config": ("", "Parameter file; empty: the installed config/perception.yaml."),
-    "checkpoint": ("", "Model checkpoint (.safetensors); empty: the parameter file's."),
+    "checkpoint": ("", "Model checkpoint (.safetensors) or exported model (.onnx); empty: "
+                       "the parameter file's."),
     "image_topic": ("", "Camera image topic (Image, or CompressedImage when it ends in "
                         "/compressed); empty: the parameter file's image_topics."),
     "device": ("", "auto, cpu, cuda or cuda:N; empty: the parameter file's."),
+    "backend": ("", "torch, onnxruntime, openvino or tensorrt; empty: the parameter file's."),
     "namespace": ("", "Namespace of the node."),
     "use_sim_time": ("false", "Use /clock (true when replaying a bag with --clock)."),
     "autostart": ("true", "Configure and activate the node at launch."),
@@ -83,6 +86,8 @@ def _launch_setup(context: LaunchContext) -> list:
         overrides["device"] = value("device")
     if value("gate"):
         overrides["gate"] = value("gate")
+    if value("backend"):
+        overrides["backend"] = value("backend")
 
     node = LifecycleNode(
         package=PACKAGE,

@@ -161,6 +161,33 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     return LoadedCheckpoint(model.to(target), info)
 
 
+def info_from_metadata(path: Path, metadata: Mapping[str, str] | None) -> CheckpointInfo:
+    """The checks `read_checkpoint_info` applies, on metadata carried elsewhere
+    (an exported ONNX file carries the same document under the same key)."""
+    return _parse_info(path, metadata)
+
+
+def info_metadata(info: CheckpointInfo) -> str:
+    """The JSON document a checkpoint's metadata holds for `info` (no checksum)."""
+    document = {
+        "format_version": FORMAT_VERSION,
+        "model": to_dict(info.model),
+        "class_names": to_dict(info.class_names),
+        "preprocess": to_dict(info.preprocess),
+        "provenance": to_dict(info.provenance),
+    }
+    return json.dumps(document, sort_keys=True)
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """SHA-256 of a checkpoint file's bytes: what an export records as its source."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _open(path: Path) -> Any:
     """A `safe_open` handle on `path`, or one CheckpointError saying what the file is."""
     try:

@@ -97,7 +97,7 @@ def test_gate_metrics_events_and_bag_topics(files: dict[str, Path], tmp_path: Pa
         loaded = load_checkpoint(path, device)
         return LoadedCheckpoint(FakeGate(loaded.model, SCHEDULE), loaded.info)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(evaluate_module, "load_checkpoint", load)
+    monkeypatch.setattr(evaluate_module, "load_model", load)
     out = tmp_path / "out"
     assert run(files, out, "--unlabelled", "none", "--write-bag",
                "--set", "gate=publish") == 0  # the node's topics need publish

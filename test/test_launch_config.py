@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch" / "perception.launch.py"
 YAML = ROOT / "config" / "perception.yaml"
 NODE = ROOT / "mtl_perception" / "ros" / "node.py"
-# INTERFACES.md, "Launch arguments", plus `gate` (the task gate's mode).
-LAUNCH_ARGUMENTS = {"config", "checkpoint", "image_topic", "device", "namespace",
+# INTERFACES.md, "Launch arguments", plus `gate` (the task gate's mode) and `backend`.
+LAUNCH_ARGUMENTS = {"config", "checkpoint", "image_topic", "device", "backend", "namespace",
                     "use_sim_time", "autostart", "gate"}
 
 

@@ -56,7 +56,7 @@ def gated(node_module: ModuleType, checkpoint: Path,  # noqa: F811
         loaded = load_checkpoint(path, device)
         return LoadedCheckpoint(GatedModel(loaded.model, schedule), loaded.info)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(node_module, "load_checkpoint", load)
+    monkeypatch.setattr(node_module, "load_model", load)
     yield schedule
 
 

@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "experiments": ("training.experiments.grid", "run the paper's experiment grid for one set"),
     "to-bag": ("training.tools.to_bag",
                "a labelled video list -> rosbag2 (mcap/sqlite3) + labels CSV"),
+    "export": ("training.tools.export",
+               "a checkpoint -> ONNX (checked against PyTorch; --int8 for CPUs)"),
 }
 
 

@@ -32,8 +32,9 @@ from mtl_perception.bag.progress import Progress
 from mtl_perception.bag.reader import Bag, BagError
 from mtl_perception.bag.results import write_outputs
 from mtl_perception.bag.run import Evaluation, EvaluationError, load_stream_config, run_pipeline
-from mtl_perception.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
+from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.cli import run_command
+from mtl_perception.deploy.load import load_model, read_model_info
 from mtl_perception.names import threads_problem
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream import StreamConfigError
@@ -50,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bag", type=Path, required=True,
                         help="rosbag2 folder, .mcap or .db3 file, or ROS 1 .bag file")
-    parser.add_argument("--checkpoint", type=Path, required=True, help=".safetensors checkpoint")
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help=".safetensors checkpoint, or a model exported with "
+                             "`python -m training export` (.onnx; needs backend=onnxruntime, "
+                             "openvino or tensorrt in --set)")
     parser.add_argument("--labels", type=Path, required=True,
                         help="CSV start,end,task,label (seconds from the first image's stamp)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created whole)")
@@ -70,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                         dest="overrides",
                         help="stream settings, e.g. target_fps=25 inference_stride=4 "
-                             "smoothing=ema")
+                             "smoothing=ema backend=onnxruntime")
     parser.add_argument("--reorder-window-s", type=float, default=DEFAULT_WINDOW_S,
                         help="put images logged out of header-stamp order back in order "
                              "within this many seconds (0: the bag's order)")
@@ -120,7 +124,7 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         torch.set_num_threads(args.threads)
     config = load_stream_config(args.config, args.overrides)
     check_out(args.out, args.overwrite)
-    info = read_checkpoint_info(args.checkpoint)
+    info = read_model_info(args.checkpoint)
     with Bag(args.bag, args.image_topic) as bag:
         images = bag.images()
         first = _first_image(bag, images)
@@ -129,7 +133,7 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
             span_s = (bag.end_time_ns - first[0]) / 1e9
         classes = {t: info.classes_of(t) for t in info.model.task_names}
         intervals = read_labels(args.labels, classes, span_s, allow_empty=untrimmed)
-        loaded = load_checkpoint(args.checkpoint, device="cpu")
+        loaded = load_model(args.checkpoint, device="cpu")
         progress = Progress(bag.report.messages_expected, enabled=not args.no_progress)
         evaluation = run_pipeline(
             loaded.model, loaded.info, config, _chain(first, images), bag.report,
@@ -196,7 +200,8 @@ def _summary(evaluation: Evaluation, out: Path) -> None:
     if tasks is not None:
         print(f"{'gate':>8}: per-clip task accuracy {_pct(tasks['accuracy'])} "
               f"({tasks['clips']} clips); per-frame mAP {_pct(metrics['frame_ap']['mean'])}")
-    print(f"{'speed':>8}: {metrics['frames_per_second']:.0f} images/s on {evaluation.device}")
+    print(f"{'speed':>8}: {metrics['frames_per_second']:.0f} images/s on {evaluation.device}"
+          + (f" ({evaluation.engine})" if evaluation.engine else ""))
     print(f"{'report':>8}: {out / 'report.md'}")
     print(f"{'plots':>8}: {', '.join(str(out / p) for p in evaluation.plots)}")
     if evaluation.timeline:

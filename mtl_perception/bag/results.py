@@ -75,6 +75,7 @@ def metrics_document(evaluation: Evaluation, args: argparse.Namespace) -> dict[s
         frame_to_result_ms={"p50": _nan_none(stats.latency_ms.p50),
                             "p95": _nan_none(stats.latency_ms.p95)},
         device=evaluation.device,
+        engine=evaluation.engine,
         settings=to_dict(evaluation.config),
     )
     return document

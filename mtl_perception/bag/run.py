@@ -97,6 +97,7 @@ class Evaluation:
     events: list[GestureEvent] = field(default_factory=list)  # set by `score`
     intervals: list[Interval] = field(default_factory=list)  # what `score` was given
     timeline: str | None = None  # the timeline plot's file name, --unlabelled none only
+    engine: str = ""  # which engine ran the forward pass (backend, device, precision)
 
     def records(self) -> list[ClipRecord]:
         t0 = self.first_stamp_ns
@@ -155,7 +156,7 @@ class Evaluation:
 
 
 def run_pipeline(
-    model: nn.Module,
+    model: nn.Module | Any,  # or an exported OnnxModel
     info: CheckpointInfo,
     config: StreamConfig,
     images: Iterator[tuple[int, Any]],
@@ -228,6 +229,7 @@ def run_pipeline(
         config=config, read=read, results=results, first_stamp_ns=first_stamp or 0,
         images=count, timing=timing, stats=stats, device=str(pipeline.device),
         warnings=errors, log_times=log_times, first_log_time_ns=first_log_time, order=order,
+        engine=pipeline.engine,
     )
 
 

@@ -35,7 +35,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Classification, LabelInfo
 
-from mtl_perception.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
+from mtl_perception.checkpoint import CheckpointError, CheckpointInfo
+from mtl_perception.deploy.load import load_model
 from mtl_perception.ros import convert, messages
 from mtl_perception.ros.annotate import draw_lines, result_lines
 from mtl_perception.ros.device import check_autocast, resolve_device
@@ -114,7 +115,7 @@ class PerceptionNode(LifecycleNode):
         if not config.checkpoint.exists():
             return self._fail(missing_checkpoint_hint(str(config.checkpoint.absolute())))
         try:
-            loaded = load_checkpoint(config.checkpoint, device)
+            loaded = load_model(config.checkpoint, device)
             self._pipeline = StreamPipeline(
                 loaded.model, loaded.info, config.stream, device=device, autocast=autocast,
                 on_result=self._result_cb, on_error=self._decode_error_cb, realtime=True,
@@ -126,7 +127,7 @@ class PerceptionNode(LifecycleNode):
         self._config = config
         self._model_text = (
             f"{messages.describe_model(loaded.info, self._pipeline.clip_length)} "
-            f"({config.checkpoint.name})"
+            f"({config.checkpoint.name}); engine {self._pipeline.engine}"
         )
         self._create_publishers(loaded.info.model.task_names)
         if has_gate(loaded.model):

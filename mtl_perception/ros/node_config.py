@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtl_perception.checkpoint import CheckpointError, read_checkpoint_info
+from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.cli import os_error_line
+from mtl_perception.deploy.load import read_model_info
 from mtl_perception.ros.params import missing_checkpoint_hint, stream_values, validate_all
 from mtl_perception.settings import SettingsError, from_dict
 from mtl_perception.stream import StreamConfig
@@ -68,12 +69,13 @@ def read_node_config(values: Mapping[str, Any]) -> NodeConfig:
 
 
 def check_checkpoint(path: Path) -> str | None:
-    """Why the checkpoint cannot be used (metadata only, the weights are not read), or None."""
+    """Why the checkpoint (or exported .onnx model) cannot be used (metadata only, the
+    weights are not read), or None."""
     try:
         if not path.exists():
             return missing_checkpoint_hint(str(path.absolute()))
-        read_checkpoint_info(path)
-    except CheckpointError as exc:  # unreadable files too: one line (checkpoint._open)
+        read_model_info(path)
+    except (CheckpointError, ValueError) as exc:  # ValueError: BackendError (no onnx package)
         return str(exc)
     except OSError as exc:  # a name too long: Path.exists raises
         return f"checkpoint {path}: {os_error_line(exc)}"

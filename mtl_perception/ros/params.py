@@ -62,14 +62,24 @@ class ParamSpec:
 PARAMS: tuple[ParamSpec, ...] = (
     # --- what to run ---
     ParamSpec("checkpoint", "string", DEFAULT_CHECKPOINT,
-              "Path of the model checkpoint (.safetensors). Class names, clip length, input "
-              "size and normalisation come from it."),
+              "Path of the model checkpoint (.safetensors), or of a model exported with "
+              "`python -m training export` (.onnx, for the onnxruntime, openvino and tensorrt "
+              "backends). Class names, clip length, input size and normalisation come from it."),
     ParamSpec("device", "string", "auto",
               "Where the model runs: auto (the GPU when CUDA is available, else the CPU), cpu, "
               "cuda or cuda:N.", choices=("auto", "cpu", "cuda", "cuda:N")),
     ParamSpec("autocast", "string", "none",
               "Mixed precision on the GPU: none (float32), fp16 or bf16. Ignored on the CPU.",
               choices=("none", "fp16", "bf16")),
+    ParamSpec("backend", "string", "torch",
+              "Inference engine of the forward pass: torch (PyTorch), onnxruntime (CPU or "
+              "CUDA), openvino (CPU) or tensorrt (NVIDIA GPU, fp16 with autocast fp16). A "
+              "checkpoint is exported in memory for the non-torch engines; each needs its "
+              "extra (pip install 'mtl_perception[onnx|openvino|tensorrt]').",
+              section="stream", choices=("torch", "onnxruntime", "openvino", "tensorrt")),
+    ParamSpec("engine_cache", "string", "",
+              "Folder of built TensorRT engines (keyed by model checksum, GPU and TensorRT "
+              "version); empty: ~/.cache/mtl_perception/tensorrt.", section="stream"),
     # --- input ---
     ParamSpec("image_topics", "string_array", ["/camera/image_raw"],
               "Image topics, one camera each: sensor_msgs/Image, or sensor_msgs/CompressedImage "

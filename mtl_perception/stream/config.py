@@ -18,6 +18,8 @@ GateMode = Literal["off", "publish", "filter"]
 GATE_MODES: tuple[str, ...] = ("off", "publish", "filter")
 EventSource = Literal["auto", "gate", "max_softmax"]
 EVENT_SOURCES: tuple[str, ...] = ("auto", "gate", "max_softmax")
+Backend = Literal["torch", "onnxruntime", "openvino", "tensorrt"]
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
 
 # Settings that may change while the pipeline runs (`StreamPipeline.update_settings`):
 # they only touch post-processing, never a buffer or a clip already made.
@@ -35,6 +37,8 @@ FIXED_REASONS: dict[str, str] = {
     "clip_length": "the buffers are sized for the clip length; restart the node",
     "max_batch": "the inference worker is configured at start; restart the node",
     "offline_queue": "the offline queue is sized at start; restart the node",
+    "backend": "the inference engine is built at start; restart the node",
+    "engine_cache": "the inference engine is built at start; restart the node",
 }
 
 
@@ -80,6 +84,11 @@ class StreamConfig:
     `event_threshold - event_hysteresis`; gestures shorter than `event_min_s`
     are dropped, longer ones are decided at `event_max_s`; no event within
     `event_refractory_s` of the previous one.
+    - `backend`: the engine of the forward pass: "torch" (PyTorch eager), or
+      "onnxruntime", "openvino", "tensorrt" on an exported model (a checkpoint
+      is exported in memory first); decoding, buffering, batching and
+      smoothing are the same whichever runs (`mtl_perception.deploy`).
+    - `engine_cache`: folder of built TensorRT engines; "" = ~/.cache/mtl_perception/tensorrt.
     """
 
     target_fps: float = 15.0
@@ -100,6 +109,8 @@ class StreamConfig:
     event_min_s: float = 0.3
     event_max_s: float = 6.0
     event_refractory_s: float = 1.0
+    backend: Backend = "torch"
+    engine_cache: str = ""
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> StreamConfigError:
@@ -142,6 +153,8 @@ class StreamConfig:
                 raise bad(name, "in [0, 3600] seconds")
         if not self.event_min_s <= self.event_max_s <= 3600.0:
             raise bad("event_max_s", f"in [event_min_s ({self.event_min_s}), 3600] seconds")
+        if self.backend not in BACKENDS:
+            raise bad("backend", f"one of {list(BACKENDS)}")
 
     def resolved_clip_length(self, checkpoint_clip_length: int) -> int:
         """The clip length to use: the checkpoint's, or a narrower one asked for."""

@@ -66,7 +66,7 @@ class StreamPipeline:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | Any,  # or an exported OnnxModel (mtl_perception.deploy)
         info: CheckpointInfo,
         config: StreamConfig | None = None,
         *,
@@ -79,7 +79,9 @@ class StreamPipeline:
         self._config = config or StreamConfig()
         self.info = info
         self.clip_length = self._config.resolved_clip_length(info.preprocess.clip_length)
-        self._scorer = Scorer(model, device, autocast)
+        self._scorer = Scorer(model, device, autocast, backend=self._config.backend,
+                              engine_cache=self._config.engine_cache, info=info,
+                              clip_length=self.clip_length)
         self.device, self.autocast, self.model = (
             self._scorer.device,
             self._scorer.autocast,
@@ -105,6 +107,11 @@ class StreamPipeline:
     @property
     def config(self) -> StreamConfig:
         return self._config
+
+    @property
+    def engine(self) -> str:
+        """Which engine runs the forward pass, on which device, at which precision."""
+        return self._scorer.describe()
 
     @property
     def task_names(self) -> tuple[str, ...]:

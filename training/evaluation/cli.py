@@ -16,6 +16,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -24,13 +25,16 @@ from mtl_perception.checkpoint import (
     CheckpointInfo,
     atomic_write,
     load_checkpoint,
-    read_checkpoint_info,
 )
+from mtl_perception.deploy.load import is_exported, load_model, read_model_info
+from mtl_perception.models import MultiTaskModel
 from mtl_perception.settings import SettingsError
+from mtl_perception.stream.config import BACKENDS
 from training.datasets.listfile import DatasetError
 from training.datasets.missing import require_files
 from training.datasets.sample import LabelledSplit
 from training.datasets.sets import SPLIT_NAMES, SetConfig, build_task_split, load_set
+from training.evaluation.engine_model import EngineModel
 from training.evaluation.scoring import EvalConfig, EvaluationError, EvaluationResult, Evaluator
 
 LOG = logging.getLogger(__name__)
@@ -42,13 +46,17 @@ class EvaluateUsageError(ValueError):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = EvalConfig()
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a .safetensors checkpoint")
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="a .safetensors checkpoint, or an exported .onnx model "
+                             "(python -m training export; with a non-torch --backend)")
     parser.add_argument("--config", type=Path, required=True, help="the set config (YAML)")
     parser.add_argument("--split", choices=SPLIT_NAMES, default="test", help="split to score")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     parser.add_argument("--autocast", choices=("none", "bf16", "fp16"), default=d.autocast,
                         help="mixed precision for the forward pass")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="inference engine of the forward pass, as the node's `backend`")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="clips per forward")
     parser.add_argument("--num-workers", type=int, default=d.num_workers,
                         help="DataLoader worker processes")
@@ -117,7 +125,10 @@ def format_result(result: EvaluationResult, title: str = "") -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        info = read_checkpoint_info(args.checkpoint)
+        info = read_model_info(args.checkpoint)
+        if args.backend == "torch" and is_exported(args.checkpoint):
+            raise EvaluateUsageError(f"{args.checkpoint} is an exported model: score it with "
+                                     "--backend onnxruntime, openvino or tensorrt")
         frame_step = args.frame_step if args.frame_step is not None else trained_frame_step(info)
         config = EvalConfig(
             batch_size=args.batch_size, num_workers=args.num_workers,
@@ -143,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.allow_missing:
             require_files(splits)
         evaluator = Evaluator(splits, info.model.task_names, info.preprocess, config)
-        model = load_checkpoint(args.checkpoint, device).model
+        model = _model(args, info, device)
     except DatasetError as exc:  # a list or root named by the set config: say which
         print(f"error: {exc} (set config {args.config})", file=sys.stderr)
         return 2
@@ -155,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     result = evaluator(model, device)
-    print(format_result(result, f"{args.checkpoint} on {set_config.name} {args.split}"))
+    engine = f" ({model.describe()})" if isinstance(model, EngineModel) else ""
+    print(format_result(result, f"{args.checkpoint}{engine} on {set_config.name} {args.split}"))
     if args.json is not None:
         try:
             text = result.to_json() + "\n"
@@ -165,6 +177,17 @@ def run(args: argparse.Namespace) -> int:
             return 2
         LOG.info("result written to %s", args.json)
     return 0
+
+
+def _model(args: argparse.Namespace, info: CheckpointInfo, device: torch.device
+           ) -> MultiTaskModel:
+    """The checkpoint's model on `device`, or the engine `--backend` names (typed as the
+    model the evaluator takes: it uses the same four members of either)."""
+    if args.backend == "torch":
+        return load_checkpoint(args.checkpoint, device).model
+    loaded = load_model(args.checkpoint, "cpu")
+    return cast(MultiTaskModel, EngineModel(loaded.model, info, args.backend, args.device,
+                                            args.autocast))
 
 
 def _pct(value: float | None) -> str:

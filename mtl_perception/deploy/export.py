@@ -1,0 +1,163 @@
+"""A model -> ONNX bytes carrying its metadata, and the parity check against PyTorch.
+
+Exporter: torch's TorchScript-based `torch.onnx.export(dynamo=False)`. It
+traces one forward pass, so LWS's argmax routing (`score_all` reads the route
+with `.tolist()`) is frozen into the graph as constants, which is what
+inference wants; the torch.export-based exporter refuses that data-dependent
+read, and takes 5 to 40 times longer on these models.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtl_perception.checkpoint import METADATA_KEY, CheckpointInfo, info_metadata
+from mtl_perception.deploy.onnx_file import (
+    EXPORT_KEY,
+    GATE_OUTPUT,
+    INPUT_NAME,
+    ExportInfo,
+    OnnxModel,
+    graph_digest,
+    output_names,
+    parse_onnx,
+    require,
+)
+
+DEFAULT_OPSET = 17
+
+
+class ExportError(ValueError):
+    """A model that cannot be exported as asked; one line."""
+
+
+class _ScoreAll(nn.Module):
+    """`score_all` as a forward with a tuple of outputs (what the exporter traces)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, clips: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        score_all = cast(Callable[[torch.Tensor], list[torch.Tensor]], self.model.score_all)
+        return tuple(score_all(clips))
+
+
+def model_outputs(model: nn.Module, info: CheckpointInfo) -> tuple[str, ...]:
+    """Output names for `model`; a gate on the model but not in the metadata is refused."""
+    names = output_names(info)
+    if (getattr(model, "gate", None) is not None) != (GATE_OUTPUT in names):
+        raise ExportError("the model's task gate and its metadata's model config disagree")
+    return names
+
+
+def export_onnx(
+    model: nn.Module,
+    info: CheckpointInfo,
+    *,
+    source_sha256: str = "",
+    opset: int = DEFAULT_OPSET,
+    batch: int = 0,
+    frames: int = 0,
+    max_abs_diff: float = math.nan,
+) -> OnnxModel:
+    """Trace `model.score_all` into ONNX; `batch` 0 = dynamic, `frames` 0 = the checkpoint's.
+
+    The metadata's clip length becomes `frames`, so whoever runs the file cuts
+    clips of the length the graph takes.
+    """
+    onnx = require("onnx", "onnx", "exporting to ONNX")
+    frames = frames or info.preprocess.clip_length
+    if batch < 0 or frames < 1:
+        raise ExportError(
+            f"batch must be >= 0 (0 = dynamic) and frames >= 1, got {batch}, {frames}"
+        )
+    if frames < 2 and info.model.frame_differences:
+        raise ExportError("this model feeds frame differences: clips need >= 2 frames")
+    info = replace(info, preprocess=replace(info.preprocess, clip_length=frames))
+    names = model_outputs(model, info)
+    wrapper = _ScoreAll(model)
+    was_training = model.training
+    wrapper.eval()  # the exporter restores the wrapper's mode afterwards: keep it eval
+    example = torch.zeros((batch or 2, 3, frames, *info.preprocess.crop))
+    dynamic = None
+    if batch == 0:
+        dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *names)}
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # TracerWarnings about LWS's route read as Python numbers: that freeze is wanted.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapper, (example.to(_device_of(model)),), cast(Any, buffer), dynamo=False,
+                opset_version=opset, input_names=[INPUT_NAME], output_names=list(names),
+                dynamic_axes=dynamic, do_constant_folding=True,
+            )
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ExportError(f"ONNX export failed (opset {opset}): {_one_line(str(exc))}") from exc
+    finally:
+        model.train(was_training)
+    proto = onnx.load_from_string(buffer.getvalue())
+    proto.producer_name = "mtl_perception"
+    export = ExportInfo(
+        source_sha256=source_sha256, outputs=names, batch=batch, frames=frames, opset=opset,
+        precision="fp32", max_abs_diff=max_abs_diff,
+    )
+    return with_metadata(proto.SerializeToString(), info, export)
+
+
+def with_metadata(data: bytes, info: CheckpointInfo, export: ExportInfo) -> OnnxModel:
+    """ONNX bytes with the two metadata documents set (graph checksum computed here),
+    read back through the same checks a user's file goes through."""
+    onnx = require("onnx", "onnx", "exporting to ONNX")
+    proto = onnx.load_from_string(data)
+    del proto.metadata_props[:]
+    export = replace(export, graph_sha256=graph_digest(data))
+    for key, value in ((METADATA_KEY, info_metadata(info)), (EXPORT_KEY, export.to_json())):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return parse_onnx(proto.SerializeToString())
+
+
+def max_difference(model: nn.Module, exported: OnnxModel, clips: torch.Tensor) -> float:
+    """Largest |ONNX Runtime - PyTorch| over every output and clip (float32 logits)."""
+    ort = require("onnxruntime", "onnx", "checking an export against PyTorch")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    session = ort.InferenceSession(exported.data, options, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    batch = exported.export.batch
+    score_all = cast(Callable[[torch.Tensor], list[torch.Tensor]], model.score_all)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, clips.shape[0], batch or clips.shape[0]):
+            x = clips[start:start + (batch or clips.shape[0])]
+            if batch and x.shape[0] < batch:  # a fixed-batch graph takes exactly `batch`
+                break
+            with torch.no_grad():
+                reference = [t.float().cpu().numpy() for t in score_all(x)]
+            got = session.run(None, {INPUT_NAME: x.cpu().numpy().astype(np.float32)})
+            for a, b in zip(got, reference):
+                worst = max(worst, float(np.abs(a - b).max()))
+    finally:
+        model.train(was_training)
+    return worst
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]

@@ -1,0 +1,212 @@
+"""Exported ONNX files: the metadata they carry and the checks before one is used.
+
+An exported file holds, in its `metadata_props`:
+- `mtl_perception`: the same JSON document a checkpoint carries (model config,
+  class names, preprocessing, provenance), read by the same parser, so an
+  exported file describes its model exactly as the checkpoint did;
+- `mtl_perception_export`: the export itself: the source checkpoint's
+  checksum, output names, batch (0 = dynamic), frames, opset, precision, the
+  largest difference from PyTorch measured before writing, and a SHA-256 of
+  the serialised graph (weights included), so a damaged or edited graph is
+  refused like a damaged checkpoint.
+
+The graph has one input `clips` (N, 3, T, H, W) and one output per task,
+named by task, then `gate` when the model has a task gate; each output is
+(N, classes) logits, in `score_all`'s order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mtl_perception.checkpoint import METADATA_KEY, CheckpointError, CheckpointInfo
+from mtl_perception.checkpoint import info_from_metadata as _info_from_metadata
+from mtl_perception.stream.config import StreamConfigError
+
+EXPORT_KEY = "mtl_perception_export"
+EXPORT_VERSION = 1
+INPUT_NAME = "clips"
+GATE_OUTPUT = "gate"
+PRECISIONS = ("fp32", "int8")
+
+
+class BackendError(StreamConfigError):
+    """A backend that cannot run here (package missing, no GPU, wrong device); one line."""
+
+
+def require(module: str, extra: str, what: str) -> Any:
+    """Import an optional package, or one line naming the setup.py extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendError(
+            f"{what} needs the Python package {module.split('.')[0]!r}, which is not "
+            f"installed: pip install 'mtl_perception[{extra}]'"
+        ) from exc
+
+
+def output_names(info: CheckpointInfo) -> tuple[str, ...]:
+    """The graph's outputs: one per task, then `gate` when the model config has one."""
+    gate = (GATE_OUTPUT,) if getattr(info.model, "gate", False) else ()
+    return (*info.model.task_names, *gate)
+
+
+def output_sizes(info: CheckpointInfo) -> tuple[int, ...]:
+    """Classes per output: each task's, then tasks + 1 for the gate ("none" last)."""
+    gate = (info.model.num_tasks + 1,) if getattr(info.model, "gate", False) else ()
+    return (*info.model.num_classes, *gate)
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What `python -m training export` recorded about one export."""
+
+    source_sha256: str
+    outputs: tuple[str, ...]
+    batch: int  # 0 = dynamic
+    frames: int
+    opset: int
+    precision: str  # fp32 | int8
+    max_abs_diff: float  # against PyTorch on the clips checked before writing
+    graph_sha256: str = ""
+
+    def to_json(self) -> str:
+        document = {"format_version": EXPORT_VERSION, **self.__dict__,
+                    "outputs": list(self.outputs)}
+        return json.dumps(document, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    """An exported model, checked, in memory: what the ONNX engines take."""
+
+    data: bytes
+    info: CheckpointInfo
+    export: ExportInfo
+    path: Path | None = None  # None: exported in memory from a checkpoint
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else "<exported in memory>"
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def read_onnx_model(path: str | Path) -> OnnxModel:
+    """Read and check an exported file; one CheckpointError line for anything off."""
+    path = Path(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"model file not found: {path}")
+    if not path.is_file():
+        raise CheckpointError(f"model file {path} is not a file")
+    return parse_onnx(path.read_bytes(), path)
+
+
+def parse_onnx(data: bytes, path: Path | None = None) -> OnnxModel:
+    """Check ONNX bytes against the metadata they carry (see the module docstring)."""
+    onnx = require("onnx", "onnx", "reading an exported .onnx model")
+    where = str(path) if path is not None else "<exported in memory>"
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise CheckpointError(
+            f"model {where} is not a readable ONNX file (damaged or truncated): "
+            f"{_one_line(str(exc)) or type(exc).__name__}"
+        ) from exc
+    props = {p.key: p.value for p in proto.metadata_props}
+    if METADATA_KEY not in props or EXPORT_KEY not in props:
+        raise CheckpointError(
+            f"model {where} has no {METADATA_KEY} metadata: not exported by "
+            "`python -m training export`"
+        )
+    info = _info_from_metadata(Path(where), {METADATA_KEY: props[METADATA_KEY]})
+    export = _export_info(where, props[EXPORT_KEY])
+    if export.graph_sha256 and _graph_digest(proto) != export.graph_sha256:
+        raise CheckpointError(
+            f"model {where} is corrupt or was edited: its graph fails its checksum"
+        )
+    _check_graph(where, proto, info, export)
+    return OnnxModel(data=data, info=info, export=export, path=path)
+
+
+def graph_digest(data: bytes) -> str:
+    """SHA-256 of the serialised graph of ONNX bytes (what `graph_sha256` records)."""
+    onnx = require("onnx", "onnx", "exporting to ONNX")
+    return _graph_digest(onnx.load_from_string(data))
+
+
+def _graph_digest(proto: Any) -> str:
+    return hashlib.sha256(proto.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _export_info(where: str, text: str) -> ExportInfo:
+    try:
+        document = json.loads(text)
+        if not isinstance(document, dict):
+            raise ValueError("expected a JSON object")
+        version = document.pop("format_version", None)
+        if version != EXPORT_VERSION:
+            raise ValueError(f"export format version {version}; this reads {EXPORT_VERSION}")
+        document["outputs"] = tuple(document["outputs"])
+        export = ExportInfo(**document)
+        if export.precision not in PRECISIONS:
+            raise ValueError(f"precision {export.precision!r} is not one of {PRECISIONS}")
+        if export.batch < 0 or export.frames < 1:
+            raise ValueError(f"batch {export.batch} / frames {export.frames} out of range")
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"model {where} has invalid {EXPORT_KEY} metadata: {_one_line(str(exc))}"
+        ) from exc
+    return export
+
+
+def _check_graph(where: str, proto: Any, info: CheckpointInfo, export: ExportInfo) -> None:
+    """The graph's input and outputs are the ones the metadata describes."""
+    expected = output_names(info)
+    names = tuple(o.name for o in proto.graph.output)
+    if names != expected or export.outputs != expected:
+        raise CheckpointError(
+            f"model {where}: outputs {list(names)} do not match the model its metadata "
+            f"describes (expected {list(expected)})"
+        )
+    batch = export.batch or None
+    for output, size in zip(proto.graph.output, output_sizes(info)):
+        dims = _dims(output)
+        if len(dims) != 2 or dims[1] != size or (batch and dims[0] != batch):
+            raise CheckpointError(
+                f"model {where}: output {output.name!r} is shaped {dims}, expected "
+                f"[{batch or 'N'}, {size}] for the model its metadata describes"
+            )
+    initializers = {init.name for init in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+    crop = info.preprocess.crop
+    want = [batch, 3, export.frames, crop[0], crop[1]]
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or _dims(inputs[0]) != want:
+        got = [(i.name, _dims(i)) for i in inputs]
+        raise CheckpointError(
+            f"model {where}: inputs {got} do not match the metadata "
+            f"(expected one input {INPUT_NAME!r} shaped {want})"
+        )
+    if info.preprocess.clip_length != export.frames:
+        raise CheckpointError(
+            f"model {where}: metadata clip length {info.preprocess.clip_length} differs from "
+            f"the graph's {export.frames} frames"
+        )
+
+
+def _dims(value_info: Any) -> list[int | None]:
+    """A tensor's dimensions; None for a symbolic (dynamic) one."""
+    shape = value_info.type.tensor_type.shape
+    return [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
