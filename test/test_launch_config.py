@@ -48,9 +48,10 @@ def launch_constants() -> dict[str, Any]:
 
 def yaml_parameters() -> dict[str, Any]:
     data = yaml.safe_load(YAML.read_text(encoding="utf-8"))
-    assert list(data) == ["perception_node"]
-    assert list(data["perception_node"]) == ["ros__parameters"]
-    return data["perception_node"]["ros__parameters"]
+    # `/**`: applies under any namespace and node name (launch's namespace:=).
+    assert list(data) == ["/**"]
+    assert list(data["/**"]) == ["ros__parameters"]
+    return data["/**"]["ros__parameters"]
 
 
 def test_launch_file_parses_and_declares_the_interface_arguments() -> None:
@@ -73,8 +74,7 @@ def test_launch_names_the_installed_executable_and_the_yaml_node() -> None:
     constants = launch_constants()
     setup = (ROOT / "setup.py").read_text(encoding="utf-8")
     assert f'"{constants["NODE_NAME"]} = mtl_perception.ros.node:main"' in setup
-    data = yaml.safe_load(YAML.read_text(encoding="utf-8"))
-    assert constants["NODE_NAME"] in data
+    assert constants["NODE_NAME"] == "perception_node"
 
 
 def test_every_yaml_parameter_is_declared_and_every_declared_one_is_in_the_yaml() -> None:
