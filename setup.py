@@ -43,6 +43,9 @@ setup(
         "bag": ["rosbags>=0.10", "pillow>=10.0", "matplotlib>=3.6"],
         "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6", "mypy>=1.10",
             "hypothesis>=6.100", "pytest-timeout>=2.2", "types-PyYAML"],
+        # What `colcon test` looks for to run pytest (with tests_require, which
+        # newer setuptools drop; else pass --python-testing pytest).
+        "test": ["pytest"],
     },
     zip_safe=True,
     maintainer="mtl_perception maintainers",

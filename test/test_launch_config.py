@@ -247,3 +247,25 @@ def test_autostart_configures_then_activates_the_node() -> None:
     for conditional in (configure, handler):
         condition = conditional.kwargs["condition"]
         assert condition.args[0].name == "autostart"
+
+
+def test_autostart_acts_once() -> None:
+    """A user's later cleanup + configure must not activate the node by itself."""
+    launch_file = _launch_module()
+    _, actions = _run_setup(launch_file)
+    (handler,) = [a for a in actions if type(a).__name__ == "RegisterEventHandler"]
+    assert handler.args[0].kwargs["handle_once"] is True
+
+
+def test_node_exit_ends_the_launch_unless_it_is_shutting_down_already() -> None:
+    """Ctrl-C: launch is shutting down when the node exits; a second Shutdown would
+    fail ("Cannot shutdown a ROS adapter that is not running") and exit 1."""
+    launch_file = _launch_module()
+    node, _ = _run_setup(launch_file)
+    on_exit = node.kwargs["on_exit"]
+    context = type("Context", (), {"is_shutdown": True})()
+    assert on_exit(object(), context) is None
+    context.is_shutdown = False
+    (shutdown,) = on_exit(object(), context)
+    assert type(shutdown).__name__ == "Shutdown"
+    assert "perception_node" in shutdown.kwargs["reason"]

@@ -194,19 +194,9 @@ def node(ros: RosPython, env: dict[str, str], log: Path, *ros_args: str,
 
 def tiny_checkpoint(folder: Path) -> Path:
     """Width-4 HPS model, 4-frame clips of 32x32: milliseconds per forward on a CPU."""
-    from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
-    from mtl_perception.models import ModelConfig, build_model
-    from mtl_perception.preprocess import PreprocessConfig
+    from helpers_models import write_tiny_checkpoint
 
-    config = ModelConfig(width=4, task_names=("action", "gesture"), num_classes=(3, 4))
-    info = CheckpointInfo(
-        model=config,
-        class_names=(("wave", "walk", "sit"), ("one", "two", "three", "four")),
-        preprocess=PreprocessConfig(clip_length=4, resize=(32, 32), crop=(32, 32)),
-    )
-    path = folder / "tiny.safetensors"
-    save_checkpoint(path, build_model(config), info)
-    return path
+    return write_tiny_checkpoint(folder / "tiny.safetensors")
 
 
 def error_lines(output: str) -> list[str]:
