@@ -56,6 +56,8 @@ def main() -> int:
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--size", default="64x48")
     parser.add_argument("--start", type=float, default=100.0, help="first stamp, seconds")
+    parser.add_argument("--stamp-now", action="store_true",
+                        help="stamp each frame with the wall clock (latency benchmarks)")
     parser.add_argument("--reliability", choices=("reliable", "best_effort"),
                         default="reliable")
     parser.add_argument("--depth", type=int, default=10)
@@ -81,15 +83,18 @@ def main() -> int:
             print(json.dumps({"error": "no subscriber"}), flush=True)
             return 1
         time.sleep(0.05)
-    # Encode first: the pace of publishing must not depend on the encoder.
-    frames = [frame(i, width, height) for i in range(args.frames)]
+    # Encode first: the pace of publishing must not depend on the encoder. At
+    # most 60 distinct frames, cycled (memory at 640x480 and several cameras).
+    frames = [frame(i, width, height) for i in range(min(args.frames, 60))]
     encoded = {enc: [message(f, enc) for f in frames] for enc in {s[1] for s in streams}}
     sent: dict[str, list[list[int]]] = {topic: [] for topic, *_ in streams}
     start = time.monotonic()
     for index in range(args.frames):
         ns = round(args.start * 1e9) + round(index * 1e9 / args.fps)
+        if args.stamp_now:
+            ns = time.time_ns()
         for topic, encoding, frame_id, publisher in streams:
-            msg = encoded[encoding][index]
+            msg = encoded[encoding][index % len(frames)]
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 1_000_000_000)
             msg.header.frame_id = frame_id
             publisher.publish(msg)

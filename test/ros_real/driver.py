@@ -44,7 +44,8 @@ def as_dict(msg: Any) -> dict[str, Any]:
     """The fields the tests check, as JSON."""
     if isinstance(msg, Classification):
         return {"stamp": stamp(msg.header), "frame_id": msg.header.frame_id,
-                "results": [[h.class_id, h.score] for h in msg.results]}
+                "results": [[h.class_id, h.score] for h in msg.results],
+                "received_ns": time.time_ns()}
     if isinstance(msg, LabelInfo):
         return {"class_map": [[c.class_id, c.class_name] for c in msg.class_map],
                 "threshold": msg.threshold}
