@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from ros_real_harness import (
     YAML,
     Driver,
@@ -48,9 +47,10 @@ def topic_list(topics: list[str]) -> str:
     return "image_topics:=[" + ",".join(f'"{t}"' for t in topics) + "]"
 
 
-def streaming_node(ros: RosPython, env: dict[str, str], tmp_path: Path, checkpoint: Path,
+def streaming_node(ros: RosPython, env: dict[str, str], folder: Path, checkpoint: Path,
                    topics: list[str], *extra: str) -> Any:
-    return node(ros, env, tmp_path / "node.log",
+    folder.mkdir(exist_ok=True)
+    return node(ros, env, folder / "node.log",
                 "-p", f"checkpoint:={checkpoint}", "-p", "device:=cpu",
                 "-p", topic_list(topics), "-p", f"target_fps:={TARGET_FPS}",
                 "-p", f"inference_stride:={STRIDE}", "-p", "diagnostics_period_s:=0.2",
@@ -174,26 +174,35 @@ def test_lifecycle_images_results_parameters_and_shutdown(
         proc.close()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_while_streaming_exits_0(ros: RosPython, env: dict[str, str], tmp_path: Path,
-                                        checkpoint: Path, signum: int) -> None:
+def test_sigint_and_sigterm_while_streaming_exit_0(
+        ros: RosPython, env: dict[str, str], tmp_path: Path, checkpoint: Path) -> None:
+    """Two nodes on one camera, both active and scoring: one gets SIGINT, one SIGTERM."""
     topic = "/cam/image_raw"
-    proc = streaming_node(ros, env, tmp_path, checkpoint, [topic])
+    procs = {signum: streaming_node(ros, env, tmp_path / name, checkpoint, [topic],
+                                    "-r", f"__node:={name}")
+             for signum, name in ((signal.SIGINT, "sigint_node"), (signal.SIGTERM, "sigterm_node"))}
     driver = Driver(ros, env, tmp_path / "driver.log")
+    cam = None
     try:
-        driver("wait_services", timeout=60)
         driver("subscribe", topic="/human/action", type="Classification")
-        assert driver("transition", id=CONFIGURE, timeout=60) == {"success": True}
-        assert driver("transition", id=ACTIVATE) == {"success": True}
+        for name in ("/sigint_node", "/sigterm_node"):
+            driver("wait_services", node=name, timeout=60)
+            assert driver("transition", node=name, id=CONFIGURE, timeout=60)["success"]
+            assert driver("transition", node=name, id=ACTIVATE)["success"]
         cam = camera(ros, env, tmp_path / "camera.log", [f"{topic}:rgb8"],
-                     "--frames", "300", "--fps", str(FPS))
-        assert driver("wait", topic="/human/action", count=1, timeout=30)["count"] >= 1
-        assert proc.signal(signum) == 0, proc.output()  # while images still come in
-        assert "Traceback" not in proc.output()
-        cam.close()
+                     "--frames", "600", "--fps", str(FPS))
+        got = driver("wait", topic="/human/action", count=2, timeout=60)["count"]
+        assert got >= 2, "\n".join([f"{got} results", cam.output(),
+                                    *(p.output() for p in procs.values())])
+        for signum, proc in procs.items():  # while images still come in
+            assert proc.signal(signum) == 0, f"{signal.Signals(signum).name}:\n{proc.output()}"
+            assert "Traceback" not in proc.output()
     finally:
+        if cam is not None:
+            cam.close()
         driver.close()
-        proc.close()
+        for proc in procs.values():
+            proc.close()
 
 
 def bad_start_cases(tmp_path: Path, checkpoint: Path) -> dict[str, tuple[list[str], Any]]:
