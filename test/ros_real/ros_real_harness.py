@@ -2,7 +2,8 @@
 
 pytest runs in `.venv`, which has no ROS; everything that speaks DDS runs as
 its own process under the ROS environment's Python:
-- `.venv-ros` (built by `make ros-env`; MTL_ROS_VENV names another), or
+- `.venv-ros` (built by `make ros-env`; MTL_ROS_VENV names another, `none`
+  skips it), or
 - a sourced ROS 2 install (ROS_DISTRO set): `python3` of the PATH, which must
   then import torch and this package as the node does on a robot.
 DDS stays on this machine: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, Fast DDS,
@@ -39,10 +40,11 @@ class RosPython:
 
 
 def find_ros() -> RosPython | None:
+    """`.venv-ros` (MTL_ROS_VENV names another; `none`: never), else a sourced ROS 2."""
     venv = Path(os.environ.get("MTL_ROS_VENV", ROOT / ".venv-ros"))
     if not venv.is_absolute():
         venv = ROOT / venv
-    if (venv / "bin" / "python").exists():
+    if os.environ.get("MTL_ROS_VENV") != "none" and (venv / "bin" / "python").exists():
         script = venv / "bin" / "perception_node"
         return RosPython(str(venv / "bin" / "python"), (str(script),), f"{venv}")
     if os.environ.get("ROS_DISTRO"):
