@@ -75,12 +75,13 @@ lint: setup
 	$(PY) -m ruff check .
 	$(MYPY_ALL)
 
-bench: setup
+bench: setup ros-env
 	$(PY) bench/models.py
 	$(PY) bench/data_loading.py
 	$(PY) bench/stream.py
 	$(PY) bench/training.py
 	$(PY) bench/bag_eval.py
+	MTL_ROS_VENV=$(ROS_VENV) $(PY) bench/ros_live.py
 
 clean:
 	rm -rf $(VENV) $(ROS_VENV) build *.egg-info .pytest_cache .ruff_cache
