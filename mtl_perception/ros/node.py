@@ -273,8 +273,14 @@ class PerceptionNode(LifecycleNode):
         if self._annotating():
             with self._lock:
                 self._to_draw[result.camera] = result
-        for task, publisher in self._result_publishers.items():
-            publisher.publish(convert.classification_msg(result, task))
+        try:
+            for task, publisher in self._result_publishers.items():
+                publisher.publish(convert.classification_msg(result, task))
+        except Exception:
+            # SIGINT/SIGTERM shut the context down at once, while main is
+            # still to stop this worker: a last result then has nowhere to go.
+            if self.context.ok():
+                raise
 
     # ----- helpers ---------------------------------------------------------
 
