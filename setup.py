@@ -21,7 +21,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/config/sets", glob("config/sets/*.yaml")),
         (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
         (f"share/{PACKAGE}/config/classes", glob("config/classes/*")),
@@ -52,6 +52,9 @@ setup(
         # TensorRT through ONNX Runtime's TensorRT execution provider. On Jetson use
         # JetPack's TensorRT and NVIDIA's onnxruntime-gpu wheel instead of these.
         "tensorrt": ["onnx>=1.16", "onnxruntime-gpu>=1.18", "tensorrt>=10.0"],
+        # What `colcon test` looks for to run pytest (with tests_require, which
+        # newer setuptools drop; else pass --python-testing pytest).
+        "test": ["pytest"],
     },
     zip_safe=True,
     maintainer="mtl_perception maintainers",

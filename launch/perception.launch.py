@@ -3,8 +3,14 @@
 A managed (lifecycle) node, as Nav2 and yolo_ros run theirs: with
 `autostart:=true` (the default) this file asks it to configure (load and warm
 up the model) and, once inactive, to activate (subscribe and publish), so
-`ros2 launch` alone gives a running node. With `autostart:=false` it waits
-for `ros2 lifecycle set /perception_node configure` and `... activate`.
+`ros2 launch` alone gives a running node. Autostart acts once: after a later
+`ros2 lifecycle set /perception_node cleanup` and `... configure` the node
+stays inactive until you activate it. With `autostart:=false` it waits for
+`ros2 lifecycle set /perception_node configure` and `... activate`.
+
+The launch ends with the node: Ctrl-C ends both with exit 0; a node that
+cannot run (exit 2: a missing checkpoint, bad parameters) ends the launch,
+reported once by launch's "process has died" line.
 
 Launch arguments (all optional):
   config        parameter file (default: the installed config/perception.yaml)
@@ -67,6 +73,16 @@ def _is_true(text: str) -> bool:
     return text.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _end_launch(event: object, context: LaunchContext) -> list | None:
+    """The node's on_exit: shut the launch down, unless it is shutting down already
+    (Ctrl-C): a second Shutdown then fails with "Cannot shutdown a ROS adapter
+    that is not running" and turns launch's exit 0 into 1. Launch itself has
+    already logged the node's exit code, once."""
+    if context.is_shutdown:
+        return None
+    return [Shutdown(reason=f"{NODE_NAME} exited")]
+
+
 def _launch_setup(context: LaunchContext) -> list:
     """Build the node with the arguments' values (resolved here, so that
     `image_topic` can become the one-element list `image_topics`)."""
@@ -99,7 +115,7 @@ def _launch_setup(context: LaunchContext) -> list:
         emulate_tty=True,
         # A node that exits (e.g. no usable checkpoint) ends the launch too,
         # instead of leaving `ros2 launch` waiting on nothing.
-        on_exit=Shutdown(reason=f"{NODE_NAME} exited"),
+        on_exit=_end_launch,
     )
     autostart = IfCondition(LaunchConfiguration("autostart"))
     configure = EmitEvent(
@@ -122,6 +138,9 @@ def _launch_setup(context: LaunchContext) -> list:
                     )
                 )
             ],
+            # Only the launch's own configure: a user's later cleanup and
+            # configure must leave the node inactive, as the README says.
+            handle_once=True,
         ),
         condition=autostart,
     )

@@ -31,7 +31,8 @@ def _snapshot() -> dict[str, tuple[int, int]]:
     seen = {}
     for top, dirs, files in os.walk(REPO):
         dirs[:] = [d for d in dirs if d not in (".git", "__pycache__", ".pytest_cache",
-                                                ".mypy_cache", ".ruff_cache", ".venv")]
+                                                ".mypy_cache", ".ruff_cache", ".venv",
+                                                ".venv-ros")]
         for name in files:
             path = os.path.join(top, name)
             try:

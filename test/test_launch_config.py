@@ -48,9 +48,10 @@ def launch_constants() -> dict[str, Any]:
 
 def yaml_parameters() -> dict[str, Any]:
     data = yaml.safe_load(YAML.read_text(encoding="utf-8"))
-    assert list(data) == ["perception_node"]
-    assert list(data["perception_node"]) == ["ros__parameters"]
-    return data["perception_node"]["ros__parameters"]
+    # `/**`: applies under any namespace and node name (launch's namespace:=).
+    assert list(data) == ["/**"]
+    assert list(data["/**"]) == ["ros__parameters"]
+    return data["/**"]["ros__parameters"]
 
 
 def test_launch_file_parses_and_declares_the_interface_arguments() -> None:
@@ -73,8 +74,7 @@ def test_launch_names_the_installed_executable_and_the_yaml_node() -> None:
     constants = launch_constants()
     setup = (ROOT / "setup.py").read_text(encoding="utf-8")
     assert f'"{constants["NODE_NAME"]} = mtl_perception.ros.node:main"' in setup
-    data = yaml.safe_load(YAML.read_text(encoding="utf-8"))
-    assert constants["NODE_NAME"] in data
+    assert constants["NODE_NAME"] == "perception_node"
 
 
 def test_every_yaml_parameter_is_declared_and_every_declared_one_is_in_the_yaml() -> None:
@@ -248,3 +248,25 @@ def test_autostart_configures_then_activates_the_node() -> None:
     for conditional in (configure, handler):
         condition = conditional.kwargs["condition"]
         assert condition.args[0].name == "autostart"
+
+
+def test_autostart_acts_once() -> None:
+    """A user's later cleanup + configure must not activate the node by itself."""
+    launch_file = _launch_module()
+    _, actions = _run_setup(launch_file)
+    (handler,) = [a for a in actions if type(a).__name__ == "RegisterEventHandler"]
+    assert handler.args[0].kwargs["handle_once"] is True
+
+
+def test_node_exit_ends_the_launch_unless_it_is_shutting_down_already() -> None:
+    """Ctrl-C: launch is shutting down when the node exits; a second Shutdown would
+    fail ("Cannot shutdown a ROS adapter that is not running") and exit 1."""
+    launch_file = _launch_module()
+    node, _ = _run_setup(launch_file)
+    on_exit = node.kwargs["on_exit"]
+    context = type("Context", (), {"is_shutdown": True})()
+    assert on_exit(object(), context) is None
+    context.is_shutdown = False
+    (shutdown,) = on_exit(object(), context)
+    assert type(shutdown).__name__ == "Shutdown"
+    assert "perception_node" in shutdown.kwargs["reason"]

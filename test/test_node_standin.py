@@ -73,6 +73,10 @@ class Parameter:
         self.name, self.type_, self.value = name, type_, value
 
 
+class ParameterUninitializedException(Exception):
+    """rclpy's: get_parameter of a parameter without a value (`image_topics: []`)."""
+
+
 class ReliabilityPolicy(enum.Enum):
     RELIABLE, BEST_EFFORT = 1, 2
 
@@ -349,6 +353,8 @@ def modules() -> dict[str, types.ModuleType]:
         "rclpy.executors": module("rclpy.executors", SingleThreadedExecutor=SingleThreadedExecutor,
                                   ExternalShutdownException=ExternalShutdownException),
         "rclpy.parameter": module("rclpy.parameter", Parameter=Parameter),
+        "rclpy.exceptions": module("rclpy.exceptions",
+                                   ParameterUninitializedException=ParameterUninitializedException),
         "rclpy.qos": module("rclpy.qos", QoSProfile=QoSProfile, ReliabilityPolicy=ReliabilityPolicy,
                             DurabilityPolicy=DurabilityPolicy, HistoryPolicy=HistoryPolicy),
         "rcl_interfaces": module("rcl_interfaces"),

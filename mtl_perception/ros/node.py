@@ -17,6 +17,7 @@ A managed (lifecycle) node, as Nav2 and yolo_ros are:
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -27,6 +28,7 @@ import rclpy.logging
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
@@ -45,6 +47,7 @@ from mtl_perception.ros.node_config import (
     NodeConfig,
     NodeConfigError,
     check_checkpoint,
+    check_params_files,
     read_node_config,
 )
 from mtl_perception.ros.params import PARAMS, check_change, live_values, missing_checkpoint_hint
@@ -74,6 +77,8 @@ class PerceptionNode(LifecycleNode):
         # Set when a start-up failure should end the process (main exits non-zero).
         self.exit_code: int | None = None
         self._configured_once = False
+        # Set by the shutdown transition: the node is finalized, main returns 0.
+        self.finished = False
         self._streaming = False
         self._pipeline: StreamPipeline | None = None
         self._config: NodeConfig | None = None  # read at configure
@@ -187,6 +192,8 @@ class PerceptionNode(LifecycleNode):
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release()
+        # `finalized` has no way out: end the process (exit 0) instead of spinning on.
+        self.finished = True
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -202,7 +209,15 @@ class PerceptionNode(LifecycleNode):
         return check_checkpoint(config.checkpoint)
 
     def _values(self) -> dict[str, Any]:
-        return {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
+        values = {}
+        for spec in PARAMS:
+            try:
+                values[spec.name] = self.get_parameter(spec.name).value
+            except ParameterUninitializedException:
+                # An empty list (`image_topics: []`) has no element type, so
+                # rclpy leaves the parameter unset: validation then says why.
+                values[spec.name] = [] if spec.type == "string_array" else None
+        return values
 
     def release(self) -> None:
         """Stop everything and free the model (and GPU memory); safe to call twice."""
@@ -268,11 +283,17 @@ class PerceptionNode(LifecycleNode):
         if self._annotating():
             with self._lock:
                 self._to_draw[result.camera] = result
-        for task, publisher in self._result_publishers.items():
-            publisher.publish(convert.classification_msg(result, task))
-        gate_topics, pipeline = self._gate_topics, self._pipeline
-        if gate_topics is not None and pipeline is not None:
-            gate_topics.publish(result, pipeline.config.gate)
+        try:
+            for task, publisher in self._result_publishers.items():
+                publisher.publish(convert.classification_msg(result, task))
+            gate_topics, pipeline = self._gate_topics, self._pipeline
+            if gate_topics is not None and pipeline is not None:
+                gate_topics.publish(result, pipeline.config.gate)
+        except Exception:
+            # SIGINT/SIGTERM shut the context down at once, while main is
+            # still to stop this worker: a last result then has nowhere to go.
+            if self.context.ok():
+                raise
 
     # ----- helpers ---------------------------------------------------------
 
@@ -365,7 +386,16 @@ class PerceptionNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Console script `perception_node`: spin until shutdown; non-zero when it cannot run."""
-    rclpy.init(args=args)
+    problem = check_params_files(list(sys.argv if args is None else args))
+    if problem is not None:
+        print(f"[ERROR] [{NODE_NAME}]: invalid arguments: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # RCLError: a missing or malformed --params-file, bad --ros-args
+        print(f"[ERROR] [{NODE_NAME}]: invalid arguments: {rcl_error_text(exc)}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         node = PerceptionNode()
     except Exception as exc:  # rclpy refuses a value of the wrong type or out of its range
@@ -381,7 +411,7 @@ def main(args: list[str] | None = None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        while node.exit_code is None and rclpy.ok():
+        while node.exit_code is None and not node.finished and rclpy.ok():
             try:
                 executor.spin_once(timeout_sec=0.2)
             except (KeyboardInterrupt, ExternalShutdownException):
@@ -396,6 +426,12 @@ def main(args: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return node.exit_code or 0
+
+
+def rcl_error_text(exc: Exception) -> str:
+    """rcl's message on one line, without its C source locations (", at /x/parse.c:841")."""
+    text = " ".join(str(exc).split())
+    return re.sub(r"(, at [^,]*:\d+)+", "", text).removeprefix("failed to initialize rcl: ")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.cli import os_error_line
 from mtl_perception.deploy.load import read_model_info
@@ -80,3 +82,36 @@ def check_checkpoint(path: Path) -> str | None:
     except OSError as exc:  # a name too long: Path.exists raises
         return f"checkpoint {path}: {os_error_line(exc)}"
     return None
+
+
+def check_params_files(argv: list[str]) -> str | None:
+    """Why a `--params-file` among the ROS arguments cannot be read, or None.
+
+    rcl refuses such a file with a traceback-sized RCLError plus a log line of
+    its own; checking first gives one line naming the file and the problem.
+    """
+    files = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--params-file"]
+    for name in files:
+        path = Path(name).expanduser()
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            return f"--params-file {name}: cannot read it: {exc.strerror or exc}"
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where is not None else ""
+            return f"--params-file {name}: not valid YAML{line}: {getattr(exc, 'problem', exc)}"
+        if not _node_entries(data):
+            return (f"--params-file {name}: expected `<node name or /**>:` then "
+                    "`ros__parameters:` with the values under it (see config/perception.yaml)")
+    return None
+
+
+def _node_entries(data: Any) -> bool:
+    """Whether every entry is `name: {ros__parameters: {...}}`, names possibly nested
+    (`robot1: {perception_node: {ros__parameters: ...}}`), as rcl reads them."""
+    if not isinstance(data, dict) or not data:
+        return False
+    if "ros__parameters" in data:
+        return isinstance(data["ros__parameters"], dict) and len(data) == 1
+    return all(_node_entries(value) for value in data.values())
