@@ -88,3 +88,29 @@ def test_without_gate_settings_the_step_is_the_paper_step():
         assert result.gate_loss is None
         runs.append([p.detach().clone() for p in model.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def test_fit_gate_on_frozen_features_far_above_chance():
+    """fit-gate's fit: a frozen, untrained model's features, a gate fitted on them alone."""
+    from training.methods.gate_fit import GateFitConfig, fit_gate, gate_confusion
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = build_model(tiny_config("sps", num_classes=(2, 2), frame_differences=True,
+                                    trainable_stages=3)).eval()
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def features(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        kinds = torch.arange(count) % 3
+        clips = toy_clips(kinds, torch.Generator().manual_seed(seed))[0]
+        with torch.no_grad():
+            return model.gate_features(clips), kinds
+
+    train_f, train_l = features(300, 1)
+    gate = fit_gate(train_f, train_l, 2, GateFitConfig(hidden=16, steps=300))
+    test_f, test_l = features(60, 2)
+    confusion = gate_confusion(gate, test_f, test_l, 3)
+    assert confusion.trace() >= 50, confusion
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # frozen
+    with pytest.raises(ValueError, match=r"gate class\(es\) \[2\]"):
+        fit_gate(train_f[train_l < 2], train_l[train_l < 2], 2)

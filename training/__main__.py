@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "experiments": ("training.experiments.grid", "run the paper's experiment grid for one set"),
     "to-bag": ("training.tools.to_bag",
                "a labelled video list -> rosbag2 (mcap/sqlite3) + labels CSV"),
+    "fit-gate": ("training.tools.fit_gate",
+                 "add a task gate (action/gesture/none) to a checkpoint on frozen features"),
 }
 
 
