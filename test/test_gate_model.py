@@ -107,3 +107,27 @@ def test_gated_checkpoint_round_trip_and_plain_metadata_unchanged(tmp_path):
             want, got = model.score_all(CLIPS), loaded.score_all(CLIPS)
         assert len(got) == 2 + gate
         assert all(torch.equal(x, y) for x, y in zip(want, got))
+
+
+def test_task_agnostic_accuracy_on_a_hand_case():
+    """Five clips: right task and class; right task, wrong class; wrong task (right class
+    by the true head); a none clip called gesture; a none clip called none."""
+    import numpy as np
+
+    from training.evaluation.scoring import GateScores, tally_gated
+
+    counts = [np.zeros((2, 2), np.int64), np.zeros((3, 3), np.int64)]
+    gate = np.zeros((3, 3), np.int64)
+    agnostic = np.zeros((2, 2), np.int64)
+    task_ids = np.array([0, 0, 1, 2, 2])
+    labels = np.array([1, 0, 2, 0, 0])
+    heads = [np.array([1, 1, 0, 0, 0]), np.array([0, 0, 2, 1, 1])]
+    chosen = np.array([0, 0, 0, 1, 2])
+    tally_gated(counts, gate, agnostic, task_ids, labels, heads, chosen)
+    scores = GateScores(["action", "gesture", "none"], gate.tolist(), *agnostic.tolist())
+    assert scores.confusion == [[2, 0, 0], [1, 0, 0], [0, 1, 1]]
+    assert scores.accuracy == 3 / 5  # gate right on clips 1, 2 and 5
+    # task-given: clip 1 right, clip 2 wrong, clip 3 right -> 2/3; agnostic: only clip 1
+    assert counts[0].trace() + counts[1].trace() == 2
+    assert scores.task_agnostic_accuracy == 1 / 3
+    assert scores.to_dict()["task_agnostic_per_task"] == {"action": 0.5, "gesture": 0.0}

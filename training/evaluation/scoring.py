@@ -350,13 +350,8 @@ class Evaluator:
                     scores = model.score_all(clips.to(device, non_blocking=True))
                 chosen = scores[-1].float().argmax(dim=1).cpu().numpy()
                 heads = [s.float().argmax(dim=1).cpu().numpy() for s in scores[:k]]
-                ids, truth = task_ids.numpy(), labels.numpy()
-                np.add.at(gate, (ids, chosen), 1)
-                for t in range(k):
-                    rows = ids == t
-                    np.add.at(counts[t], (truth[rows], heads[t][rows]), 1)
-                    agnostic[0, t] += int(((chosen == t) & (heads[t] == truth) & rows).sum())
-                    agnostic[1, t] += int(rows.sum())
+                tally_gated(counts, gate, agnostic, task_ids.numpy(), labels.numpy(), heads,
+                            chosen)
         scores_ = [_scores(c, names) for c, names in zip(counts, self.class_names, strict=True)]
         names = [*self.task_names, "none"]
         return scores_, GateScores(names, gate.tolist(), agnostic[0].tolist(),
@@ -408,6 +403,24 @@ class Evaluator:
             torch.softmax(out.float(), dim=1).reshape(-1, per_video, out.shape[1]).mean(dim=1)
             for out in logits
         ]
+
+
+def tally_gated(counts: list[np.ndarray], gate: np.ndarray, agnostic: np.ndarray,
+                task_ids: np.ndarray, labels: np.ndarray, heads: Sequence[np.ndarray],
+                chosen: np.ndarray) -> None:
+    """Add one batch to the gated counts, in place.
+
+    `task_ids`: each clip's task (num_tasks for a none clip); `labels`: its class;
+    `heads[t]`: head t's predicted class for every clip; `chosen`: the gate's pick.
+    `counts[t]` is task t's task-given confusion, `gate` the gate's confusion,
+    `agnostic` (2, tasks): clips right with the gate choosing the head, clips.
+    """
+    np.add.at(gate, (task_ids, chosen), 1)
+    for t, head in enumerate(heads):
+        rows = task_ids == t
+        np.add.at(counts[t], (labels[rows], head[rows]), 1)
+        agnostic[0, t] += int(((chosen == t) & (head == labels) & rows).sum())
+        agnostic[1, t] += int(rows.sum())
 
 
 def evaluate(
