@@ -64,10 +64,13 @@ class UntrimmedVideo:
 
 
 def read_untrimmed(source: UntrimmedSource, split: str, background: bool) -> list[UntrimmedVideo]:
-    """The videos of `root/<split>/`, each with its labels CSV unless `background`."""
+    """The videos of `root/<split>/` (none when that folder is absent), each with its labels
+    CSV unless `background`."""
     folder = source.root / split
+    if not source.root.is_dir():
+        raise DatasetError(f"untrimmed source: folder not found: {source.root}")
     if not folder.is_dir():
-        raise DatasetError(f"untrimmed source: folder not found: {folder}")
+        return []  # a split without untrimmed videos (e.g. test sessions only)
     extensions = tuple(e.lower() if e.startswith(".") else f".{e.lower()}"
                        for e in source.extensions)
     videos = sorted(p for p in folder.iterdir()
