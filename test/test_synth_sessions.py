@@ -81,3 +81,77 @@ def test_gaps_by_hand() -> None:
         (0, 18), (42, 88)]
     assert gaps(50, [], margin=3, min_frames=60) == []
     assert gaps(50, [(0, 50)], margin=0, min_frames=1) == []
+
+
+def _tiny_checkpoint(path: Path) -> Path:
+    import torch
+    from helpers_models import tiny_config
+
+    from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
+    from mtl_perception.models import build_model
+    from mtl_perception.preprocess import PreprocessConfig
+
+    torch.manual_seed(0)
+    config = tiny_config("hps", num_classes=(3, 2), frame_differences=True)
+    model = build_model(config).eval()
+    info = CheckpointInfo(config, (SMALL.actions, SMALL.gestures),
+                          PreprocessConfig(clip_length=4, resize=(24, 32), crop=(24, 24)))
+    save_checkpoint(path, model, info)
+    return path
+
+
+def test_fit_gate_adds_a_gate_and_keeps_every_task_score(small_set: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    import torch
+
+    from mtl_perception.checkpoint import load_checkpoint
+    from training.__main__ import main
+
+    source = _tiny_checkpoint(tmp_path / "plain.safetensors")
+    out = tmp_path / "gated.safetensors"
+    code = main(["fit-gate", "--checkpoint", str(source), "--set", str(small_set / "set.yaml"),
+                 "--out", str(out), "--clips-per-video", "1", "--steps", "50",
+                 "--max-videos", "6"])
+    assert code == 0
+    assert f"checkpoint with gate: {out}" in capsys.readouterr().out
+    plain, gated = load_checkpoint(source), load_checkpoint(out)
+    assert plain.model.gate is None and gated.model.gate is not None
+    assert gated.info.model.gate and gated.info.provenance["gate_fit"]["train"]["clips"] > 0
+    clips = torch.randn(3, 3, 4, 24, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before, after = plain.model.score_all(clips), gated.model.score_all(clips)
+    assert len(after) == 3 and after[-1].shape == (3, 3)
+    assert all(torch.equal(a, b) for a, b in zip(before, after[:2]))  # weights untouched
+    # A set without any none stretch is refused in one line.
+    no_none = tmp_path / "no_none.yaml"
+    text = (small_set / "set.yaml").read_text().split("untrimmed:")[0]
+    no_none.write_text(text.replace("root: ", f"root: {small_set}/").replace(
+        "annotations: ", f"annotations: {small_set}/"))
+    assert main(["fit-gate", "--checkpoint", str(source), "--set", str(no_none),
+                 "--no-around-segments"]) == 2
+    assert "no none clips" in capsys.readouterr().err
+
+
+def test_to_bag_replays_a_session_split_with_its_labels(small_set: Path, tmp_path: Path) -> None:
+    import csv
+
+    from training.tools.to_bag import main
+
+    out = tmp_path / "bag"
+    assert main(["--set", str(small_set / "set.yaml"), "--split", "test", "--untrimmed",
+                 "--background", "--gap-s", "1", "--out", str(out)]) == 0
+    with open(out / "labels.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    expected = []
+    for n, video in enumerate(sorted((small_set / "sessions" / "test").glob("*.avi"))):
+        offset = n * (SMALL.session_seconds + 1.0)  # videos back to back, 1 s apart
+        with open(video.with_suffix(".csv")) as handle:
+            expected += [(float(r["start"]) + offset, float(r["end"]) + offset, r["task"],
+                          r["label"]) for r in csv.DictReader(handle)]
+    got = [(float(r["start"]), float(r["end"]), r["task"], r["label"]) for r in rows]
+    assert [g[2:] for g in got] == [e[2:] for e in expected]
+    assert all(abs(g[0] - e[0]) < 1e-6 and abs(g[1] - e[1]) < 1e-6
+               for g, e in zip(got, expected))
+    summary = (out / "dataset_to_bag.json").read_text()
+    assert '"videos": 3' in summary  # two sessions and the background video

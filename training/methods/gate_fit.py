@@ -33,7 +33,7 @@ class GateFitConfig:
     hidden: int = 64
     steps: int = 500
     lr: float = 1e-2
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-2  # a few none stretches: without it the gate memorises them
     seed: int = 0
 
     def __post_init__(self) -> None:

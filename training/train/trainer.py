@@ -288,8 +288,15 @@ class _Run:
             cumulative = result.cumulative_clip_accuracy
             entry = {"iteration": self.state.iteration, "accuracy": accuracy,
                      "cumulative": cumulative}
+            if result.gate is not None:  # the task gate's figures ride along (not ranked)
+                entry["gate"] = {"accuracy": result.gate.accuracy,
+                                 "task_agnostic": result.gate.task_agnostic_accuracy}
             self.state.history.append(entry)
             self.log.validation(self.state.iteration, accuracy, cumulative)
+            if result.gate is not None:
+                self.log.message(f"gate at {self.state.iteration}: accuracy "
+                                 f"{100 * result.gate.accuracy:.1f}%, task-agnostic clip "
+                                 f"accuracy {100 * result.gate.task_agnostic_accuracy:.1f}%")
             best = self.state.best.get("cumulative", -1.0)
             if not self.state.best or cumulative > best:
                 self.state.best = entry
