@@ -16,7 +16,9 @@ iteration. With several ranks each one takes its own contiguous slice of
 the (shuffled) global batch: no overlap, and together exactly the batch a
 single process would use. `streams = 2` serves LWS, whose assignment step
 draws its batch separately from the weight step's: each yielded list is
-stream 0's slice followed by stream 1's.
+stream 0's slice followed by stream 1's. With the task gate, the last list
+holds the `none` clips (`extra_share`): it counts as one more "task" for the
+one-of-each rule and gets that share of the remaining slots.
 """
 
 from __future__ import annotations
