@@ -114,3 +114,20 @@ def test_fit_gate_on_frozen_features_far_above_chance():
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # frozen
     with pytest.raises(ValueError, match=r"gate class\(es\) \[2\]"):
         fit_gate(train_f[train_l < 2], train_l[train_l < 2], 2)
+
+
+def test_sampler_gives_none_clips_their_share_and_one_slot_at_least():
+    from training.methods.sampler import MultiTaskBatchSampler
+
+    lists = [list(range(0, 30)), list(range(30, 40)), list(range(40, 45))]  # action, gesture, none
+    proportional = MultiTaskBatchSampler(lists, 8, 50, extra_share=0.25)
+    assert proportional.task_probs.tolist() == [0.75 * 30 / 40, 0.75 * 10 / 40, 0.25]
+    balanced = MultiTaskBatchSampler(lists, 8, 50, sampling="balanced", extra_share=0.2)
+    assert balanced.task_probs.tolist() == [0.4, 0.4, 0.2]
+    for iteration in range(50):
+        counts = balanced.task_counts(iteration)
+        assert sum(counts) == 8 and min(counts) >= 1
+        batch = balanced.global_batch(iteration)
+        assert sum(i >= 40 for i in batch) == counts[2]
+    plain = MultiTaskBatchSampler(lists[:2], 8, 50)  # without the gate: as before
+    assert plain.task_probs.tolist() == [0.75, 0.25]
