@@ -1,7 +1,7 @@
 """`python -m training synth --out DIR`: render the synthetic action/gesture set.
 
-Defaults are small on purpose (a dozen videos per class at 160x120, four
-20-second untrimmed sessions per split): tests, the demo and the benchmarks
+Defaults are small on purpose (a dozen videos per class at 160x120, twelve
+20-second untrimmed sessions): tests, the demo and the benchmarks
 train on this, and it renders in about a minute on two cores. Raise
 `--actions-per-class`/`--gestures-per-class` for a bigger set.
 """

@@ -50,7 +50,7 @@ class SynthSettings:
     bit_rate: int = 400_000
     actions: tuple[str, ...] = ACTION_CLASSES
     gestures: tuple[str, ...] = GESTURE_CLASSES
-    train_sessions: int = 4  # untrimmed sessions per split (sessions.py); 0: none
+    train_sessions: int = 8  # untrimmed sessions (sessions.py); 0: none
     test_sessions: int = 4
     session_seconds: float = 20.0
     backgrounds: int = 1  # background-only videos per split
