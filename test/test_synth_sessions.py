@@ -155,3 +155,27 @@ def test_to_bag_replays_a_session_split_with_its_labels(small_set: Path, tmp_pat
                for g, e in zip(got, expected))
     summary = (out / "dataset_to_bag.json").read_text()
     assert '"videos": 3' in summary  # two sessions and the background video
+
+
+@pytest.mark.parametrize("method", ["hps", "lws"])
+def test_trainer_trains_a_gate_jointly(small_set: Path, tmp_path: Path, method: str) -> None:
+    """The whole path: none clips from the sessions, the sampler's share, the gated step,
+    validation with gate figures, a checkpoint that carries the gate."""
+    import torch
+    from test_train_helpers import tiny_config
+
+    from mtl_perception.checkpoint import load_checkpoint
+    from training.train.trainer import train
+
+    torch.set_num_threads(1)
+    config = tiny_config(small_set / "set.yaml", f"method={method}", "gate.enabled=true",
+                         "gate.hidden=8", "iterations=3", "val_every=3", "save_every=3",
+                         "lws.nes_samples=2", "lws.sgd_samples=1", "batch_size=6")
+    result = train(config, tmp_path / "run", progress=False, tensorboard=False)
+    gate = result.history[-1]["gate"]
+    assert 0.0 <= gate["accuracy"] <= 1.0 and 0.0 <= gate["task_agnostic"] <= 1.0
+    loaded = load_checkpoint(result.best)
+    assert loaded.info.model.gate and loaded.model.gate is not None
+    with torch.no_grad():
+        scores = loaded.model.score_all(torch.zeros(2, 3, 8, 24, 24))
+    assert scores[-1].shape == (2, 3)
