@@ -63,7 +63,8 @@ demo: setup
 	@start=$$(date +%s); \
 	$(PY) -m training synth --out $(DEMO)/synthetic $(DEMO_SYNTH) && \
 	$(PY) -m training train --config config/train/cpu_small.yaml --out $(DEMO)/model \
-		--overwrite --progress lines set=$(abspath $(DEMO))/synthetic/set.yaml $(DEMO_TRAIN) && \
+		--overwrite --progress lines set=$(abspath $(DEMO))/synthetic/set.yaml gate.enabled=true \
+		$(DEMO_TRAIN) && \
 	$(PY) -m training to-bag --set $(DEMO)/synthetic/set.yaml --split test \
 		--out $(DEMO)/bag --overwrite && \
 	$(PY) -m mtl_perception.bag.evaluate --bag $(DEMO)/bag \

@@ -155,7 +155,7 @@ def demo_steps(python: str) -> dict[str, Any]:
             "synth": ["-m", "training", "synth", "--out", f"{demo}/synthetic", *DEMO_SYNTH],
             "train": ["-m", "training", "train", "--config", "config/train/cpu_small.yaml",
                       "--out", f"{demo}/model", "--progress", "lines",
-                      f"set={demo}/synthetic/set.yaml", *DEMO_TRAIN],
+                      f"set={demo}/synthetic/set.yaml", "gate.enabled=true", *DEMO_TRAIN],
             "to_bag": ["-m", "training", "to-bag", "--set", f"{demo}/synthetic/set.yaml",
                        "--split", "test", "--out", f"{demo}/bag"],
             "evaluate": ["-m", "mtl_perception.bag.evaluate", "--bag", f"{demo}/bag",

@@ -109,7 +109,7 @@ def save_checkpoint(path: str | Path, model: MultiTaskModel, info: CheckpointInf
     _check_finite(path, tensors, "not saving ")
     document = {
         "format_version": FORMAT_VERSION,
-        "model": to_dict(info.model),
+        "model": model_metadata(info.model),
         "class_names": to_dict(info.class_names),
         "preprocess": to_dict(info.preprocess),
         "provenance": to_dict(info.provenance),
@@ -133,6 +133,22 @@ def save_checkpoint(path: str | Path, model: MultiTaskModel, info: CheckpointInf
         read_checkpoint_info(tmp)  # the header as written reads back (before the rename)
 
     atomic_write(path, write)
+
+
+# Fields added after the first checkpoints were written: left out of the metadata while
+# they hold their defaults, so a model without a task gate is stored exactly as before
+# (and earlier releases still read it).
+_LATER_FIELDS = ("gate", "gate_hidden")
+
+
+def model_metadata(config: ModelConfig) -> dict[str, Any]:
+    """The model config as stored in the metadata (see `_LATER_FIELDS`)."""
+    data = dict(to_dict(config))
+    defaults = to_dict(ModelConfig())
+    for key in _LATER_FIELDS:
+        if data.get(key) == defaults[key]:
+            del data[key]
+    return data
 
 
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo:

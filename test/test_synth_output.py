@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = SynthSettings(
     actions_per_class=4, gestures_per_class=4, width=48, height=32, frames=8, gesture_frames=16,
     clips_per_group=2, reps_per_subject=2, actions=("Walk", "SitDown"), gestures=("wave", "stop"),
+    train_sessions=0, test_sessions=0, backgrounds=0,  # sessions: test_synth_sessions.py
 )
 
 
@@ -172,7 +173,8 @@ def test_a_killed_run_leaves_a_partial_set_the_next_run_replaces(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "training", "synth", "--out", str(out), "--workers", "1",
                "--size", "48x32", "--frames", "8", "--gesture-frames", "16",
-               "--actions-per-class", "40", "--gestures-per-class", "40"]
+               "--actions-per-class", "40", "--gestures-per-class", "40",
+               "--train-sessions", "0", "--test-sessions", "0", "--backgrounds", "0"]
     process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     partial = partial_folder(out)

@@ -22,6 +22,7 @@ TINY = SynthSettings(
     actions_per_class=4, gestures_per_class=4, width=64, height=48, frames=12, gesture_frames=20,
     clips_per_group=2, reps_per_subject=2, actions=("Walk", "SitDown", "StandUp"),
     gestures=("wave", "swipe_left", "swipe_right"),
+    train_sessions=0, test_sessions=0, backgrounds=0,  # sessions: test_synth_sessions.py
 )
 
 
@@ -132,7 +133,8 @@ def test_cli_writes_a_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
                  "--gestures-per-class", "2", "--clips-per-group", "1",
                  "--reps-per-subject", "1", "--size", "48x32", "--frames", "8",
                  "--gesture-frames", "16", "--actions", "Jump", "--gestures", "stop",
-                 "--workers", "1"])
+                 "--workers", "1", "--train-sessions", "0", "--test-sessions", "0",
+                 "--backgrounds", "0"])
     assert code == 0 and (out / "set.yaml").is_file()
     assert probe_video(out / "UCF-101/Jump/v_Jump_g01_c01.avi").width == 48
     with pytest.raises(SystemExit):

@@ -82,7 +82,8 @@ def test_the_synthetic_set_config_is_accepted(tmp_path: Path) -> None:
 
     settings = SynthSettings(actions_per_class=2, gestures_per_class=2, width=32, height=24,
                              frames=8, gesture_frames=16, actions=("Walk", "Jump"),
-                             gestures=("wave", "stop"), clips_per_group=1, reps_per_subject=1)
+                             gestures=("wave", "stop"), clips_per_group=1, reps_per_subject=1,
+                             train_sessions=0, test_sessions=0, backgrounds=0)
     generate(settings, tmp_path / "synthetic")
     out = tmp_path / "bag"
     assert main(["--set", str(tmp_path / "synthetic/set.yaml"), "--out", str(out)]) == 0

@@ -21,6 +21,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "config" / "train" / "cpu_small.y
 TINY_SET = SynthSettings(
     actions_per_class=16, gestures_per_class=16, width=32, height=24, frames=8,
     gesture_frames=16, actions=("Walk", "Jump", "Squat"), gestures=("wave", "swipe_left", "push"),
+    train_sessions=0, test_sessions=0, backgrounds=0,
 )
 TINY_OVERRIDES = [
     "model.width=4", "clip.clip_length=8", "clip.resize=[24,32]", "clip.crop=[24,24]",

@@ -25,6 +25,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                "a labelled video list -> rosbag2 (mcap/sqlite3) + labels CSV"),
     "export": ("training.tools.export",
                "a checkpoint -> ONNX (checked against PyTorch; --int8 for CPUs)"),
+    "fit-gate": ("training.tools.fit_gate",
+                 "add a task gate (action/gesture/none) to a checkpoint on frozen features"),
 }
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from mtl_perception.models.backbone import R3D, STAGE_NAMES
 from mtl_perception.models.config import ModelConfig
+from mtl_perception.models.gate import TaskGate, gate_input
 
 
 class FrozenPrefix(nn.Module):
@@ -57,16 +58,29 @@ class MultiTaskModel(nn.Module):
       task id per sample; returns, per task, the logits of that task's samples
       in batch order (an empty (0, C) tensor for a task with no sample).
     - `score_all(clips)`: every clip scored by every task, (N, C_t) per task:
-      what the live node and bag evaluation use.
+      what the live node and bag evaluation use; with a task gate
+      (`config.gate`), one more final element, the gate logits
+      (N, num_tasks + 1) (GATE_CONTRACT.md).
+    - `task_features(clips)`: per task, the pooled features its head reads, for
+      every clip (what `score_all` and the gate are built on).
+    - `forward_gated(clips, task_ids)`: training with the gate (HPS, SPS).
     - `parameter_groups(lr)`: optimiser groups (e.g. cross-stitch units with
       their own learning-rate multiplier).
     """
 
     config: ModelConfig
+    heads: nn.ModuleList
+    gate: nn.Module | None
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.gate = None
+
+    def _add_gate(self, feature_dim: int) -> None:
+        """Build the gate last, so a model without one draws the same initial weights."""
+        if self.config.gate:
+            self.gate = TaskGate(feature_dim, self.config.num_tasks, self.config.gate_hidden)
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -75,21 +89,51 @@ class MultiTaskModel(nn.Module):
     def forward(self, clips: torch.Tensor, task_ids: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
 
-    def score_all(self, clips: torch.Tensor) -> list[torch.Tensor]:
+    def task_features(self, clips: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
+
+    def score_all(self, clips: torch.Tensor) -> list[torch.Tensor]:
+        features = self.task_features(clips)
+        scores = [head(f) for head, f in zip(self.heads, features, strict=True)]
+        if self.gate is not None:
+            scores.append(self.gate(gate_input(features)))
+        return scores
+
+    def gate_features(self, clips: torch.Tensor) -> torch.Tensor:
+        """The features the gate reads (fit-gate extracts them once from a frozen model)."""
+        return gate_input(self.task_features(clips))
+
+    def forward_gated(
+        self, clips: torch.Tensor, task_ids: torch.Tensor, detach: bool = False
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Joint training with the gate: `forward`'s per-task logits, plus gate logits for
+        every clip. A task id of `num_tasks` marks a `none` clip (no head reads it).
+        `detach`: the gate's gradient stops at the features (the backbone does not see it).
+        """
+        if self.gate is None:
+            raise ValueError("forward_gated needs a model with a task gate (config.gate)")
+        self._check_task_ids(clips, task_ids, allow_none=True)
+        features = self.task_features(clips)
+        logits = [head(f[task_rows(task_ids, t)])
+                  for t, (head, f) in enumerate(zip(self.heads, features, strict=True))]
+        pooled = gate_input(features)
+        return logits, self.gate(pooled.detach() if detach else pooled)
 
     def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
         params = [p for p in self.parameters() if p.requires_grad]
         return [{"params": params, "lr": lr, "name": "model"}]
 
-    def _check_task_ids(self, clips: torch.Tensor, task_ids: torch.Tensor) -> None:
+    def _check_task_ids(
+        self, clips: torch.Tensor, task_ids: torch.Tensor, allow_none: bool = False
+    ) -> None:
         if task_ids.shape != (clips.shape[0],):
             raise ValueError(
                 f"expected one task id per clip: {clips.shape[0]} clips, "
                 f"task_ids shaped {tuple(task_ids.shape)}"
             )
-        if task_ids.numel() and (task_ids.min() < 0 or task_ids.max() >= self.config.num_tasks):
-            raise ValueError(f"task ids must be in 0..{self.config.num_tasks - 1}")
+        top = self.config.num_tasks if allow_none else self.config.num_tasks - 1
+        if task_ids.numel() and (task_ids.min() < 0 or task_ids.max() > top):
+            raise ValueError(f"task ids must be in 0..{top}")
 
 
 def make_heads(feature_dim: int, num_classes: tuple[int, ...]) -> nn.ModuleList:

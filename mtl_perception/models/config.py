@@ -21,6 +21,11 @@ class ModelConfig:
     frames (see `BasicStem`; off in the paper). `cross_stitch_share` is the
     paper's s: at initialisation a cross-stitch unit keeps 1 - s of its own task
     and takes s from the other.
+
+    `gate` adds the task gate (`models/gate.py`; beyond the paper, off by
+    default so every paper model and old checkpoint is unchanged), a head on
+    the pooled features with `gate_hidden` hidden units (0: linear).
+    STL has no gate: it is one model per task.
     """
 
     method: Method = "hps"
@@ -32,6 +37,8 @@ class ModelConfig:
     cross_stitch_share: float = 0.2
     cross_stitch_lr_multiplier: float = 1.0
     frame_differences: bool = False
+    gate: bool = False
+    gate_hidden: int = 64
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -64,6 +71,10 @@ class ModelConfig:
             raise ValueError(
                 f"cross_stitch_lr_multiplier must be > 0, got {self.cross_stitch_lr_multiplier}"
             )
+        if self.gate and self.method == "stl":
+            raise ValueError("method 'stl' has no task gate (one task per model): set gate false")
+        if not 0 <= self.gate_hidden <= 65536:
+            raise ValueError(f"gate_hidden must be in 0..65536, got {self.gate_hidden}")
 
     @property
     def num_tasks(self) -> int:

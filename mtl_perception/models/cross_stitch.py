@@ -58,6 +58,7 @@ class CrossStitchModel(MultiTaskModel):
         )
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.heads = make_heads(backbone.feature_dim, config.num_classes)
+        self._add_gate(backbone.feature_dim)
 
     def column_features(self, clips: torch.Tensor) -> list[torch.Tensor]:
         """Pooled features of every column; every sample goes through every column."""
@@ -75,9 +76,9 @@ class CrossStitchModel(MultiTaskModel):
         features = self.column_features(clips)
         return [head(features[t][task_rows(task_ids, t)]) for t, head in enumerate(self.heads)]
 
-    def score_all(self, clips: torch.Tensor) -> list[torch.Tensor]:
-        features = self.column_features(clips)
-        return [head(f) for head, f in zip(self.heads, features)]
+    def task_features(self, clips: torch.Tensor) -> list[torch.Tensor]:
+        """Column t's pooled features for task t; the gate reads their mean."""
+        return self.column_features(clips)
 
     def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
         stitch_ids = {id(p) for p in self.stitches.parameters()}

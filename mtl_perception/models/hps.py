@@ -24,6 +24,7 @@ class SharedBackboneModel(MultiTaskModel):
         self.stages = nn.Sequential(trainable)
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.heads = make_heads(backbone.feature_dim, config.num_classes)
+        self._add_gate(backbone.feature_dim)
 
     def features(self, clips: torch.Tensor) -> torch.Tensor:
         return self.pool(self.stages(self.prefix(clips))).flatten(1)
@@ -33,6 +34,7 @@ class SharedBackboneModel(MultiTaskModel):
         features = self.features(clips)
         return [head(features[task_rows(task_ids, t)]) for t, head in enumerate(self.heads)]
 
-    def score_all(self, clips: torch.Tensor) -> list[torch.Tensor]:
+    def task_features(self, clips: torch.Tensor) -> list[torch.Tensor]:
+        """Every head (and the gate) reads the one shared pooled feature tensor."""
         features = self.features(clips)
-        return [head(features) for head in self.heads]
+        return [features] * self.config.num_tasks

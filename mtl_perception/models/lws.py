@@ -51,6 +51,7 @@ class LearnedSharingModel(MultiTaskModel):
         self.register_buffer("routing_probs", torch.full((k, len(blocks), k), 1.0 / k))
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.heads = make_heads(backbone.feature_dim, config.num_classes)
+        self._add_gate(backbone.feature_dim)
 
     @property
     def num_units(self) -> int:
@@ -91,13 +92,21 @@ class LearnedSharingModel(MultiTaskModel):
         features = self.pool(x).flatten(1)
         return [head(features[task_rows(task_ids, t)]) for t, head in enumerate(self.heads)]
 
-    def score_all(self, clips: torch.Tensor) -> list[torch.Tensor]:
+    def task_features(self, clips: torch.Tensor) -> list[torch.Tensor]:
         """Every clip through every task's argmax route; a leading run of units that
-        several tasks route identically is computed once for all of them."""
+        several tasks route identically is computed once for all of them. The gate
+        reads the mean over tasks (one tensor when all tasks share the route)."""
         route = self.argmax_assignment().tolist()
         tasks = range(self.config.num_tasks)
         features = self.route_tree(self.prefix(clips), tasks, lambda t, unit: route[t][unit])
-        return [head(features[t]) for t, head in enumerate(self.heads)]
+        return [features[t] for t in tasks]
+
+    def forward_gated(
+        self, clips: torch.Tensor, task_ids: torch.Tensor, detach: bool = False
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Not for LWS: its weight step routes sampled assignments, so the trainer fits the
+        gate beside it on the argmax routes' features (training/train/gate.py)."""
+        raise NotImplementedError("LWS trains its gate on the argmax routes' features")
 
     def route_tree(
         self,

@@ -20,6 +20,10 @@ file* that is not beside the YAML is also looked for inside the source's
 and `test`; a task with several sources unions their classes
 (`class_merge`).
 
+Optional `untrimmed:` and `background:` lists (`training/datasets/untrimmed.py`)
+name folders of long videos with labelled intervals and of videos in which
+nothing listed happens: the task gate's `none` clips come from them.
+
 Every problem with the file is one `SettingsError` naming the key: a value
 of the wrong type or shape, a missing `tasks:`, a `~user/` whose user does
 not exist, and a source listed twice for one task (its samples would count
@@ -42,6 +46,7 @@ from training.datasets import folders, isogd, mmaction, ntu, nvgesture, ucf101
 from training.datasets.class_merge import DEFAULT_MERGE_FILE, MergeGroup, load_merges, merge_splits
 from training.datasets.listfile import DatasetError
 from training.datasets.sample import LabelledSplit
+from training.datasets.untrimmed import UntrimmedSource
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,8 @@ class SetConfig:
     tasks: dict[str, list[SourceConfig]]
     class_merge: Path | None = None  # None: no mapping (identical names still merge)
     path: Path | None = None  # the YAML it came from
+    untrimmed: list[UntrimmedSource] = dataclasses.field(default_factory=list)
+    background: list[UntrimmedSource] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -86,6 +93,8 @@ class _SetFile:
     tasks: dict[str, list[dict[str, Any]]]
     name: str = ""
     class_merge: str = "default"
+    untrimmed: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    background: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def load_set(path: str | Path) -> SetConfig:
@@ -123,7 +132,19 @@ def load_set(path: str | Path) -> SetConfig:
         raise SettingsError(f"{path}: class_merge: {raw.class_merge!r} is not a usable path")
     else:
         merge = _resolve(raw.class_merge, base, f"{path}: class_merge")
-    return SetConfig(name=raw.name or path.stem, tasks=tasks, class_merge=merge, path=path)
+    extra = {key: [_untrimmed(item, base, f"{path}: {key}[{i}]")
+                   for i, item in enumerate(getattr(raw, key))]
+             for key in ("untrimmed", "background")}
+    return SetConfig(name=raw.name or path.stem, tasks=tasks, class_merge=merge, path=path,
+                     **extra)
+
+
+def _untrimmed(item: Any, base: Path, where: str) -> UntrimmedSource:
+    """One `untrimmed:`/`background:` entry: a mapping with `root` (a folder)."""
+    if not isinstance(item, dict):
+        raise SettingsError(f"{where}: expected a mapping with a 'root' key")
+    source = from_dict(UntrimmedSource, item, where)
+    return dataclasses.replace(source, root=_resolve(source.root, base, f"{where}.root"))
 
 
 def _warn_shared_sources(path: Path, tasks: dict[str, list[SourceConfig]]) -> None:

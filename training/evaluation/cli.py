@@ -8,6 +8,12 @@ checkpoint, a set without one of the checkpoint's tasks, class names that
 differ from the ones the checkpoint was trained with (a model scored against
 another label order would report nonsense), missing video files (unless
 `--allow-missing`). Each is one line on stderr and exit status 2.
+
+A checkpoint with a task gate also gets the gate's accuracy (over the task
+clips and the `none` stretches of the set's `untrimmed:`/`background:`
+folders and around trimmed segments, split `--split`) and the task-agnostic
+clip accuracy (right only when the gate picks the clip's task and that head
+its class) beside the task-given accuracies.
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ from mtl_perception.deploy.load import is_exported, load_model, read_model_info
 from mtl_perception.models import MultiTaskModel
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream.config import BACKENDS
+from training.datasets.clips import clip_span
 from training.datasets.listfile import DatasetError
 from training.datasets.missing import require_files
+from training.datasets.none_clips import none_samples
 from training.datasets.sample import LabelledSplit
 from training.datasets.sets import SPLIT_NAMES, SetConfig, build_task_split, load_set
 from training.evaluation.engine_model import EngineModel
@@ -71,6 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clip accuracy only (skips the N-clips-per-video pass)")
     parser.add_argument("--allow-missing", action="store_true",
                         help="skip and count missing video files instead of refusing")
+    parser.add_argument("--none-margin-s", type=float, default=0.3,
+                        help="gated checkpoints: none clips keep this far from labelled intervals")
 
 
 def trained_frame_step(info: CheckpointInfo) -> int:
@@ -112,6 +122,15 @@ def format_result(result: EvaluationResult, title: str = "") -> str:
     lines.append(f"{'cumulative':<12} {sum(t.clip.total for t in result.tasks):>7} "
                  f"{result.skipped:>7} {_pct(result.cumulative_clip_accuracy):>9} "
                  f"{_pct(result.cumulative_video_accuracy):>9}")
+    if result.gate is not None:
+        gate = result.gate
+        lines += ["", f"task gate: accuracy {_pct(gate.accuracy)} over "
+                  f"{sum(map(sum, gate.confusion))} clips ({sum(gate.confusion[-1])} none); "
+                  f"task-agnostic clip accuracy {_pct(gate.task_agnostic_accuracy)} "
+                  f"(task-given {_pct(result.cumulative_clip_accuracy)})",
+                  "  gate confusion (rows = true): " + " | ".join(
+                      f"{name}: " + " ".join(str(c) for c in row)
+                      for name, row in zip(gate.class_names, gate.confusion))]
     for t in result.tasks:
         scores = t.video or t.clip
         kind = "video" if t.video is not None else "clip"
@@ -153,7 +172,13 @@ def run(args: argparse.Namespace) -> int:
         check_classes(info, splits, args.checkpoint, set_config)
         if not args.allow_missing:
             require_files(splits)
-        evaluator = Evaluator(splits, info.model.task_names, info.preprocess, config)
+        nones = None
+        if info.model.gate:
+            span = clip_span(info.preprocess.clip_length, frame_step)
+            nones = none_samples(set_config, args.split, list(splits.values()),
+                                 args.none_margin_s, span)
+        evaluator = Evaluator(splits, info.model.task_names, info.preprocess, config,
+                              none_samples=nones)
         model = _model(args, info, device)
     except DatasetError as exc:  # a list or root named by the set config: say which
         print(f"error: {exc} (set config {args.config})", file=sys.stderr)

@@ -20,6 +20,14 @@ Videos that fail to load are skipped (ClipDataset yields None for them) and
 counted per task: an accuracy must not count another video twice. Samples
 without a label (`UNLABELLED`) cannot be scored and are left out, counted.
 
+Task gate (a model with `gate`): the clip pass scores every clip with every
+head and the gate (`score_all`) and adds `EvaluationResult.gate`: the gate's
+confusion over the task clips (true class = the clip's task) and the `none`
+clips given as `none_samples` (centre clips of unlabelled stretches), the gate
+accuracy, and the task-agnostic clip accuracy: a task clip counts as right
+only when the gate picks its task AND that task's head its class (what a
+robot that is told nothing gets). Task-given accuracies stay as above.
+
 Cheap periodic validation: `EvalConfig(max_videos=N, video_accuracy=False)`
 scores N videos per task, evenly spread over the split's list (lists are
 usually sorted by class, so every class is still seen), centre clips only.
@@ -123,11 +131,49 @@ class TaskResult:
 
 
 @dataclass
+class GateScores:
+    """The task gate's figures (clip pass): see the module docstring.
+
+    `confusion[true][predicted]` over `class_names` (the tasks, then `none`);
+    `agnostic_correct[t]` of `agnostic_total[t]` clips of task t were right with
+    the gate choosing the head.
+    """
+
+    class_names: list[str]
+    confusion: list[list[int]]
+    agnostic_correct: list[int]
+    agnostic_total: list[int]
+
+    @property
+    def accuracy(self) -> float:
+        total = sum(map(sum, self.confusion))
+        right = sum(self.confusion[i][i] for i in range(len(self.confusion)))
+        return right / total if total else float("nan")
+
+    @property
+    def task_agnostic_accuracy(self) -> float:
+        total = sum(self.agnostic_total)
+        return sum(self.agnostic_correct) / total if total else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        per_task = {
+            name: (_finite(c / n) if n else None)
+            for name, c, n in zip(self.class_names, self.agnostic_correct, self.agnostic_total)
+        }
+        return {"class_names": self.class_names, "confusion": self.confusion,
+                "accuracy": _finite(self.accuracy),
+                "task_agnostic_clip_accuracy": _finite(self.task_agnostic_accuracy),
+                "task_agnostic_per_task": per_task,
+                "none_clips": sum(self.confusion[-1])}
+
+
+@dataclass
 class EvaluationResult:
     """Every task's figures plus the cumulative accuracies (fractions in [0, 1])."""
 
     tasks: list[TaskResult]
     skipped_paths: list[str] = field(default_factory=list)
+    gate: GateScores | None = None  # only for a model with a task gate
 
     def task(self, name: str) -> TaskResult:
         for result in self.tasks:
@@ -164,13 +210,16 @@ class EvaluationResult:
                 entry[f"{kind}_accuracy"] = None if scores is None else _finite(scores.accuracy)
                 entry[kind] = None if scores is None else {**asdict(scores)}
             tasks[t.task] = entry
-        return {
+        out = {
             "tasks": tasks,
             "cumulative_clip_accuracy": _finite(self.cumulative_clip_accuracy),
             "cumulative_video_accuracy": _finite(self.cumulative_video_accuracy),
             "skipped": self.skipped,
             "skipped_paths": list(self.skipped_paths),
         }
+        if self.gate is not None:
+            out["gate"] = self.gate.to_dict()
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
@@ -186,6 +235,9 @@ class EvaluationResult:
         video = self.cumulative_video_accuracy
         if video is not None:
             out["cumulative/video_accuracy"] = video
+        if self.gate is not None:
+            out["gate/accuracy"] = self.gate.accuracy
+            out["gate/task_agnostic_clip_accuracy"] = self.gate.task_agnostic_accuracy
         return out
 
 
@@ -204,7 +256,10 @@ class Evaluator:
         task_names: Sequence[str],
         preprocess: PreprocessConfig,
         config: EvalConfig | None = None,
+        none_samples: Sequence[VideoSample] | None = None,
     ) -> None:
+        """`none_samples`: unlabelled stretches whose centre clips the gate should call
+        `none` (scored only for a model with a gate; `max_videos` caps them too)."""
         self.config = config or EvalConfig()
         self.task_names = list(task_names)
         missing = [t for t in self.task_names if t not in splits]
@@ -235,6 +290,10 @@ class Evaluator:
         self.all_clips = (
             ClipDataset(items, "all", preprocess, sampling) if self.config.video_accuracy else None
         )
+        nones = subset(list(none_samples or []), self.config.max_videos)
+        none_id = len(self.task_names)
+        self.none_centre = (ClipDataset([(s, none_id) for s in nones], "centre", preprocess,
+                                        sampling) if nones else None)
 
     def __call__(
         self, model: MultiTaskModel, device: str | torch.device = "cpu"
@@ -248,8 +307,12 @@ class Evaluator:
             )
         was_training = model.training
         model.eval()
+        gate: GateScores | None = None
         try:
-            clip = self._score(model, self.centre, device, self.config.batch_size)
+            if model.gate is None:
+                clip = self._score(model, self.centre, device, self.config.batch_size)
+            else:
+                clip, gate = self._score_gated(model, device)
             video = None
             if self.all_clips is not None:
                 per_pass = max(1, self.config.batch_size // self.config.num_eval_clips)
@@ -269,9 +332,31 @@ class Evaluator:
                 video=None if video is None else video[t],
             ))
         bad = {str(p) for p in self.centre.skipped_paths()}
-        if self.all_clips is not None:
-            bad |= {str(p) for p in self.all_clips.skipped_paths()}
-        return EvaluationResult(tasks=tasks, skipped_paths=sorted(bad))
+        for extra in (self.all_clips, self.none_centre):
+            if extra is not None:
+                bad |= {str(p) for p in extra.skipped_paths()}
+        return EvaluationResult(tasks=tasks, skipped_paths=sorted(bad), gate=gate)
+
+    def _score_gated(self, model: MultiTaskModel, device: torch.device
+                     ) -> tuple[list[Scores], GateScores]:
+        """Centre clips through `score_all`: task-given, gate and task-agnostic counts."""
+        k = len(self.task_names)
+        counts = [np.zeros((len(c), len(c)), dtype=np.int64) for c in self.class_names]
+        gate = np.zeros((k + 1, k + 1), dtype=np.int64)
+        agnostic = np.zeros((2, k), dtype=np.int64)  # correct, total
+        datasets = [d for d in (self.centre, self.none_centre) if d is not None]
+        for dataset in datasets:
+            for clips, labels, task_ids in self._batches(dataset, self.config.batch_size, device):
+                with torch.no_grad(), _autocast(device, self.config.autocast):
+                    scores = model.score_all(clips.to(device, non_blocking=True))
+                chosen = scores[-1].float().argmax(dim=1).cpu().numpy()
+                heads = [s.float().argmax(dim=1).cpu().numpy() for s in scores[:k]]
+                tally_gated(counts, gate, agnostic, task_ids.numpy(), labels.numpy(), heads,
+                            chosen)
+        scores_ = [_scores(c, names) for c, names in zip(counts, self.class_names, strict=True)]
+        names = [*self.task_names, "none"]
+        return scores_, GateScores(names, gate.tolist(), agnostic[0].tolist(),
+                                   agnostic[1].tolist())
 
     def _score(
         self, model: MultiTaskModel, dataset: ClipDataset, device: torch.device, batch_size: int
@@ -319,6 +404,24 @@ class Evaluator:
             torch.softmax(out.float(), dim=1).reshape(-1, per_video, out.shape[1]).mean(dim=1)
             for out in logits
         ]
+
+
+def tally_gated(counts: list[np.ndarray], gate: np.ndarray, agnostic: np.ndarray,
+                task_ids: np.ndarray, labels: np.ndarray, heads: Sequence[np.ndarray],
+                chosen: np.ndarray) -> None:
+    """Add one batch to the gated counts, in place.
+
+    `task_ids`: each clip's task (num_tasks for a none clip); `labels`: its class;
+    `heads[t]`: head t's predicted class for every clip; `chosen`: the gate's pick.
+    `counts[t]` is task t's task-given confusion, `gate` the gate's confusion,
+    `agnostic` (2, tasks): clips right with the gate choosing the head, clips.
+    """
+    np.add.at(gate, (task_ids, chosen), 1)
+    for t, head in enumerate(heads):
+        rows = task_ids == t
+        np.add.at(counts[t], (labels[rows], head[rows]), 1)
+        agnostic[0, t] += int(((chosen == t) & (head == labels) & rows).sum())
+        agnostic[1, t] += int(rows.sum())
 
 
 def evaluate(

@@ -16,7 +16,9 @@ iteration. With several ranks each one takes its own contiguous slice of
 the (shuffled) global batch: no overlap, and together exactly the batch a
 single process would use. `streams = 2` serves LWS, whose assignment step
 draws its batch separately from the weight step's: each yielded list is
-stream 0's slice followed by stream 1's.
+stream 0's slice followed by stream 1's. With the task gate, the last list
+holds the `none` clips (`extra_share`): it counts as one more "task" for the
+one-of-each rule and gets that share of the remaining slots.
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ class MultiTaskBatchSampler:
         rank: int = 0,
         world_size: int = 1,
         streams: int = 1,
+        extra_share: float = 0.0,
     ) -> None:
+        """`extra_share` > 0: the last list is not a task but the task gate's `none` clips;
+        it gets that share of the slots and the tasks share the rest by `sampling`."""
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         if not task_indices or any(len(t) == 0 for t in task_indices):
@@ -63,9 +68,14 @@ class MultiTaskBatchSampler:
         self.batch_size, self.iterations, self.seed = batch_size, iterations, seed
         self.sampling, self.start_iteration, self.streams = sampling, start_iteration, streams
         self.rank, self.world_size = rank, world_size
-        sizes = np.array([len(t) for t in self.tasks], dtype=np.float64)
+        if not 0.0 <= extra_share < 1.0 or (extra_share and len(self.tasks) < 2):
+            raise ValueError("extra_share must be in [0, 1), with a task list besides the extra")
+        tasks = self.tasks[:-1] if extra_share else self.tasks
+        sizes = np.array([len(t) for t in tasks], dtype=np.float64)
         self.task_probs = sizes / sizes.sum() if sampling == "proportional" else (
             np.full(len(sizes), 1.0 / len(sizes)))
+        if extra_share:
+            self.task_probs = np.append(self.task_probs * (1.0 - extra_share), extra_share)
 
     @property
     def local_batch_size(self) -> int:

@@ -1,8 +1,9 @@
 """`python -m training synth --out DIR`: render the synthetic action/gesture set.
 
-Defaults are small on purpose (a dozen videos per class at 160x120): tests,
-the demo and the benchmarks train on this, and it renders in seconds on two
-cores. Raise `--actions-per-class`/`--gestures-per-class` for a bigger set.
+Defaults are small on purpose (a dozen videos per class at 160x120, twelve
+20-second untrimmed sessions): tests, the demo and the benchmarks
+train on this, and it renders in about a minute on two cores. Raise
+`--actions-per-class`/`--gestures-per-class` for a bigger set.
 """
 
 from __future__ import annotations
@@ -78,6 +79,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated subset of action classes")
     parser.add_argument("--gestures", type=_names(GESTURE_CLASSES), default=",".join(d.gestures),
                         help="comma-separated subset of gesture classes")
+    parser.add_argument("--train-sessions", type=int, default=d.train_sessions,
+                        help="untrimmed sessions in the train split (room and yard in turn)")
+    parser.add_argument("--test-sessions", type=int, default=d.test_sessions,
+                        help="untrimmed sessions in the test split (held-out actors)")
+    parser.add_argument("--session-seconds", type=float, default=d.session_seconds,
+                        help="length of one session")
+    parser.add_argument("--backgrounds", type=int, default=d.backgrounds,
+                        help="background-only videos (idle, distractors) per split")
+    parser.add_argument("--background-seconds", type=float, default=d.background_seconds,
+                        help="length of one background video")
     parser.add_argument("--bit-rate", type=int, default=d.bit_rate, help="MPEG-4 bit rate")
     parser.add_argument("--no-antialias", action="store_true", help="hard-edged rasterisation")
     parser.add_argument("--workers", type=int, default=_cpus(),
@@ -93,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
             fps=args.fps, seed=args.seed, clips_per_group=args.clips_per_group,
             test_groups=args.test_groups, reps_per_subject=args.reps_per_subject,
             test_subjects=args.test_subjects, places=args.places, rooms=args.rooms,
-            antialias=not args.no_antialias,
+            antialias=not args.no_antialias, train_sessions=args.train_sessions,
+            test_sessions=args.test_sessions, session_seconds=args.session_seconds,
+            backgrounds=args.backgrounds, background_seconds=args.background_seconds,
             bit_rate=args.bit_rate, actions=tuple(args.actions), gestures=tuple(args.gestures),
         )
     except SynthSettingsError as exc:  # before anything is written

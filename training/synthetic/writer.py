@@ -7,6 +7,16 @@ NVGesture (`Video_data/class_NN/subjectS_rR/sk_color.avi`, v2 list files whose
 `color:` field bounds the gesture inside a longer video; whole subjects are
 held out for test). A `set.yaml` ties both to the project's set loader.
 
+Untrimmed sessions (`sessions.py`) go to `sessions/<split>/session_NN.avi`,
+each with `session_NN.csv`, its task motions' intervals in the `evaluate_bag`
+labels format (`start,end,task,label`, seconds from the video's first frame);
+background videos (idle and distractors only, no CSV) to
+`sessions/background/<split>/background_NN.avi`. Even-numbered sessions are
+filmed as the gestures are (room), odd ones as the actions (yard). Their
+actors are the split's own (test sessions: the held-out UCF groups and
+NVGesture subjects); places are shared, as for the trimmed videos. The
+set.yaml lists them under `untrimmed:` and `background:`.
+
 A UCF group or an NVGesture subject is one actor, who performs every class;
 clothes, place (one of a few shared locations), viewpoint and timing vary per
 clip. Nothing about a clip's appearance is chosen with its class in mind.
@@ -20,9 +30,7 @@ depend on the CPU count, so each encode runs pinned to one CPU.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import math
 import multiprocessing
 import os
 import shutil
@@ -31,9 +39,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from mtl_perception.bag.labels import write_labels
 from training.datasets.video import write_video
+from training.synthetic.cast import actor_of, place_of, rng_of
 from training.synthetic.motions import ACTION_CLASSES, GESTURE_CLASSES
 from training.synthetic.output import (
     MANIFEST,
@@ -41,16 +49,15 @@ from training.synthetic.output import (
     prepare,
     write_manifest,
 )
-from training.synthetic.scene import (
-    Actor,
-    Clip,
-    Place,
-    action_clip,
-    gesture_clip,
-    indoor_place,
-    outdoor_place,
-    random_actor,
+from training.synthetic.scene import Clip, action_clip, gesture_clip
+from training.synthetic.session_jobs import (
+    SESSIONS,
+    render_untrimmed,
+    session_labels_path,
+    set_yaml,
+    untrimmed_jobs,
 )
+from training.synthetic.settings import Job, SynthSettings, SynthSettingsError
 
 log = logging.getLogger(__name__)
 
@@ -79,122 +86,8 @@ tasks:
       test_list: {NV_TEST}
       class_names: {NV_CLASSES}
 """
-
-
-class SynthSettingsError(ValueError):
-    """A synthetic-set setting out of range; `setting` names the field."""
-
-    def __init__(self, setting: str, message: str) -> None:
-        super().__init__(f"{setting}: {message}")
-        self.setting = setting
-
-
-# (field, smallest, largest) of the integer settings
-_INT_RANGES = (
-    ("actions_per_class", 1, 10_000), ("gestures_per_class", 1, 10_000),
-    ("width", 32, 4096), ("height", 24, 4096), ("frames", 8, 10_000),
-    ("gesture_frames", 16, 10_000), ("seed", 0, 2**63 - 1), ("clips_per_group", 1, 1000),
-    ("test_groups", 0, 10_000), ("reps_per_subject", 1, 1000), ("test_subjects", 0, 10_000),
-    ("places", 1, 1000), ("rooms", 1, 1000), ("bit_rate", 10_000, 100_000_000),
-)
-_MAX_CLIP_GIB = 2.0
-
-
-@dataclass(frozen=True)
-class SynthSettings:
-    """Everything that determines the output; the same settings give byte-identical files."""
-
-    actions_per_class: int = 24
-    gestures_per_class: int = 24
-    width: int = 160
-    height: int = 120
-    frames: int = 48  # action clip length
-    gesture_frames: int = 64  # whole gesture video, idle included
-    fps: float = 25.0
-    seed: int = 0
-    clips_per_group: int = 2  # UCF: one group = one actor
-    test_groups: int = 0  # groups 1..N are test; 0 = UCF's share (7 of 25), at least one
-    reps_per_subject: int = 2  # NVGesture: subjectS_r0..r{N-1} per class
-    test_subjects: int = 0  # the last N subjects are test; 0 = NVGesture's share (~31%)
-    places: int = 6  # outdoor locations shared by all action classes (NTU-like setups)
-    rooms: int = 4  # indoor locations shared by all gesture classes
-    antialias: bool = True
-    bit_rate: int = 400_000
-    actions: tuple[str, ...] = ACTION_CLASSES
-    gestures: tuple[str, ...] = GESTURE_CLASSES
-
-    def __post_init__(self) -> None:
-        # Upper bounds: far past any useful set, short of what exhausts memory or disk.
-        for name, low, high in _INT_RANGES:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise SynthSettingsError(name, f"must be an integer, got {value!r}")
-            if not low <= value <= high:
-                word = "must be positive" if low == 1 and value < 1 else "must be in"
-                raise SynthSettingsError(name, f"{word} {low}..{high}, got {value}")
-        if self.width % 2 or self.height % 2:
-            raise SynthSettingsError("width", f"size {self.width}x{self.height}: need even sides")
-        if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not (
-                math.isfinite(self.fps) and 1.0 <= self.fps <= 1000.0):
-            raise SynthSettingsError("fps", f"must be a finite number in 1..1000, got {self.fps}")
-        longest = max(self.frames, self.gesture_frames)
-        gib = longest * self.width * self.height * 3 / 2**30
-        if gib > _MAX_CLIP_GIB:
-            raise SynthSettingsError(
-                "frames", f"{longest} frames at {self.width}x{self.height} need {gib:.1f} GiB "
-                f"per clip (at most {_MAX_CLIP_GIB}); lower the frame counts or the size")
-        if not isinstance(self.antialias, bool):
-            raise SynthSettingsError("antialias", f"must be true or false, got {self.antialias!r}")
-        for name, known in (("actions", ACTION_CLASSES), ("gestures", GESTURE_CLASSES)):
-            chosen = getattr(self, name)
-            if not chosen:
-                raise SynthSettingsError(name, f"need at least one {name[:-1]} class")
-            unknown = [n for n in chosen if n not in known]
-            if unknown:
-                raise SynthSettingsError(name, f"unknown {unknown}; known: {list(known)}")
-            if len(set(chosen)) != len(chosen):
-                raise SynthSettingsError(name, f"a class is named twice: {list(chosen)}")
-        # An empty train or test list is a set nobody can use, and the readers refuse it.
-        if self.test_group_count() >= self.n_groups:
-            raise SynthSettingsError(
-                "actions_per_class",
-                f"{self.actions_per_class} action(s) per class at {self.clips_per_group} per "
-                f"group make {self.n_groups} group(s), {self.test_group_count()} of them test: "
-                "the train list would be empty (raise actions_per_class)")
-        if self.test_subject_count() >= self.n_subjects:
-            raise SynthSettingsError(
-                "gestures_per_class",
-                f"{self.gestures_per_class} gesture(s) per class at {self.reps_per_subject} per "
-                f"subject make {self.n_subjects} subject(s), {self.test_subject_count()} of them "
-                "test: the train list would be empty (raise gestures_per_class)")
-
-    @property
-    def n_groups(self) -> int:
-        return -(-self.actions_per_class // self.clips_per_group)
-
-    @property
-    def n_subjects(self) -> int:
-        return -(-self.gestures_per_class // self.reps_per_subject)
-
-    def test_group_count(self) -> int:
-        return self.test_groups or max(1, round(self.n_groups * 7 / 25))
-
-    def test_subject_count(self) -> int:
-        return self.test_subjects or max(1, round(self.n_subjects * 482 / 1532))
-
-
-@dataclass(frozen=True)
-class Job:
-    """One video to render: its identity (which fixes its seed) and where it goes."""
-
-    task: str  # "action" | "gesture"
-    name: str
-    label: int  # 0-based in the written class list
-    index: int  # 0-based within its class
-    rel_path: str  # relative to the set's root
-    test: bool
-    group: int = 0  # UCF group, or NVGesture subject (1-based)
-    rep: int = 0  # UCF clip (1-based) or NVGesture repetition (0-based)
+__all__ = ["SESSIONS", "Job", "SynthSettings", "SynthSettingsError", "generate", "plan",
+           "render_job"]
 
 
 @dataclass
@@ -219,46 +112,21 @@ def plan(settings: SynthSettings) -> list[Job]:
             s, r = i // settings.reps_per_subject + 1, i % settings.reps_per_subject
             rel = f"{NV_ROOT}/Video_data/class_{label + 1:02d}/subject{s}_r{r}/sk_color.avi"
             jobs.append(Job("gesture", name, label, i, rel, s >= first_test, s, r))
-    return jobs
+    return jobs + untrimmed_jobs(settings)
 
-
-def _rng(*key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(k) for k in key]))
-
-
-@functools.lru_cache(maxsize=64)
-def _actor(seed: int, task: str, group: int) -> Actor:
-    """The actor of UCF group `gGG` or NVGesture subject `S`, the same in every class.
-
-    Were each class filmed with its own actors, a network would learn the actor.
-    """
-    return random_actor(_rng(seed, 1 if task == "action" else 3, group))
-
-
-@functools.lru_cache(maxsize=32)
-def _place(seed: int, task: str, index: int, size: tuple[int, int]) -> Place:
-    """One of the few locations every class is filmed in.
-
-    A handful of places shared by all classes (NTU's setups, NVGesture's one
-    car) rather than a new place per clip: the background then says nothing
-    about the class and a small network learns quickly to look past it.
-    """
-    if task == "action":
-        return outdoor_place(_rng(seed, 5, index), size)
-    return indoor_place(_rng(seed, 6, index), size)
 
 
 def render_job(settings: SynthSettings, job: Job, with_mask: bool = False) -> Clip:
     """Render one job's frames in memory (tests use the mask as an oracle foreground)."""
-    actor = _actor(settings.seed, job.task, job.group)
+    actor = actor_of(settings.seed, job.task, job.group)
     size = (settings.width, settings.height)
     if job.task == "action":
-        rng = _rng(settings.seed, 2, ACTION_CLASSES.index(job.name), job.index)
-        place = _place(settings.seed, "action", int(rng.integers(settings.places)), size)
+        rng = rng_of(settings.seed, 2, ACTION_CLASSES.index(job.name), job.index)
+        place = place_of(settings.seed, "action", int(rng.integers(settings.places)), size)
         return action_clip(job.name, actor, place, rng, size, settings.frames, settings.fps,
                            settings.antialias, with_mask)
-    rng = _rng(settings.seed, 4, GESTURE_CLASSES.index(job.name), job.index)
-    place = _place(settings.seed, "gesture", int(rng.integers(settings.rooms)), size)
+    rng = rng_of(settings.seed, 4, GESTURE_CLASSES.index(job.name), job.index)
+    place = place_of(settings.seed, "gesture", int(rng.integers(settings.rooms)), size)
     return gesture_clip(job.name, actor, place, rng, size, settings.gesture_frames, settings.fps,
                         settings.antialias, with_mask)
 
@@ -284,6 +152,14 @@ def _one_cpu() -> Iterator[None]:
 def _write_one(args: tuple[SynthSettings, Path, Job]) -> Written:
     settings, out, job = args
     start = time.perf_counter()
+    if job.task in ("session", "background"):
+        session = render_untrimmed(settings, job)
+        with _one_cpu():
+            write_video(out / job.rel_path, session.frames, settings.fps, codec="mpeg4",
+                        bit_rate=settings.bit_rate)
+        if job.task == "session":
+            write_labels(out / session_labels_path(job), session.labels(settings.fps))
+        return Written(job, (0, len(session.frames)), time.perf_counter() - start)
     clip = render_job(settings, job)
     with _one_cpu():
         write_video(out / job.rel_path, clip.frames, settings.fps, codec="mpeg4",
@@ -336,14 +212,15 @@ def generate(settings: SynthSettings, out: str | Path, workers: int = 1) -> list
     out = Path(os.path.abspath(out))  # "." has no name to build the sibling from; links kept
     partial = prepare(out)
     jobs = plan(settings)
-    files = [job.rel_path for job in jobs] + [*LIST_FILES, SET_FILE]
+    files = [job.rel_path for job in jobs] + [*LIST_FILES, SET_FILE] + [
+        session_labels_path(job) for job in jobs if job.task == "session"]
     meta = asdict(settings)
     try:
         write_manifest(partial, meta, files, complete=False)  # before the first file
         written = _render(settings, partial, jobs, workers)
         _ucf_lists(partial, settings, written)
         _nv_lists(partial, settings, written)
-        (partial / SET_FILE).write_text(SET_YAML, encoding="utf-8")
+        (partial / SET_FILE).write_text(set_yaml(settings, SET_YAML), encoding="utf-8")
         write_manifest(partial, meta, files, complete=True)
         finish(partial, out)
     except BaseException:  # also Ctrl-C and SIGTERM (`mtl_perception.cli`)
@@ -351,6 +228,7 @@ def generate(settings: SynthSettings, out: str | Path, workers: int = 1) -> list
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return written
+
 
 
 def _render(settings: SynthSettings, out: Path, jobs: list[Job], workers: int) -> list[Written]:

@@ -13,6 +13,10 @@ segment, e.g. NVGesture's `color:` range), in seconds from the first frame.
 Input: a set config (`--set`, e.g. the synthetic set's `set.yaml`, or
 `config/sets/set1.yaml`), or one source given inline (`--format`, `--task`,
 `--source key=value ...`, the keys of that format's set-config entry).
+With `--untrimmed` the bag replays the set's untrimmed sessions of the split
+instead (its `untrimmed:` folders, each video's labels CSV shifted to the
+bag's time line; `--background` adds the `background:` videos, which carry
+no label): the stream a robot sees, for `evaluate_bag --unlabelled none`.
 Frames are decoded by `training.datasets.video` (the training decoder).
 
 The bag is written into the hidden sibling `.<out>.dataset_to_bag-partial`
@@ -32,7 +36,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -47,10 +51,12 @@ from mtl_perception.settings import SettingsError, apply_overrides
 from training.datasets import sets
 from training.datasets.frames import count_image_frames, read_image_frames
 from training.datasets.listfile import DatasetError
-from training.datasets.sample import UNLABELLED, VideoSample
+from training.datasets.sample import UNLABELLED
+from training.datasets.untrimmed import read_untrimmed
 from training.datasets.video import VideoReader, VideoReadError, VideoTooShortError
 
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 STAGES_OUT = True  # --out is staged: stopping leaves it as it was (training/__main__.py)
 MARKER = "dataset_to_bag.json"  # the summary of what was written
 OWNER = outputs.Owner(tool="dataset_to_bag", manifest="dataset_to_bag.manifest.json",
@@ -97,6 +103,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start-s", type=float, default=1_700_000_000.0,
                         help="header stamp of the first frame, seconds since the epoch")
     parser.add_argument("--gap-s", type=float, default=1.0, help="pause between two videos")
+    parser.add_argument("--untrimmed", action="store_true",
+                        help="replay the set's untrimmed sessions (untrimmed:) of --split")
+    parser.add_argument("--background", action="store_true",
+                        help="with --untrimmed: also the set's background videos (background:)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,6 +152,10 @@ def collect(args: argparse.Namespace) -> list[Video]:
     unknown = [t for t in wanted if t not in config.tasks]
     if unknown:
         raise ToBagError(f"--tasks {unknown} not in the set's tasks {list(config.tasks)}")
+    if getattr(args, "untrimmed", False):
+        return _untrimmed_videos(config, args.split, wanted, args.background, args.max_videos)
+    if getattr(args, "background", False):
+        raise ToBagError("--background goes with --untrimmed")
     videos: dict[tuple[Path, bool], Video] = {}
     for task in wanted:
         split = sets.build_task_split(config, task, args.split)
@@ -159,7 +173,29 @@ def collect(args: argparse.Namespace) -> list[Video]:
     return list(videos.values())
 
 
-def _spread(samples: list[VideoSample], limit: int) -> list[VideoSample]:
+def _untrimmed_videos(config: sets.SetConfig, split: str, tasks: list[str], background: bool,
+                      limit: int) -> list[Video]:
+    """The split's sessions with their labels in frames (then backgrounds, unlabelled)."""
+    if not config.untrimmed:
+        raise ToBagError(f"--untrimmed: set {config.path} lists no untrimmed: folders")
+    videos: list[Video] = []
+    for source in config.untrimmed:
+        for session in _spread(read_untrimmed(source, split, background=False), limit):
+            with VideoReader(session.path) as reader:
+                fps = reader.fps
+            labels: list[tuple[str, str, int, int | None]] = [
+                (i.task, i.label, round(i.start * fps), round(i.end * fps))
+                for i in session.intervals if i.task in tasks]
+            videos.append(Video(session.path, False, labels))
+    for source in config.background if background else []:
+        videos += [Video(v.path, False) for v in _spread(
+            read_untrimmed(source, split, background=True), limit)]
+    if not videos:
+        raise ToBagError(f"--untrimmed: no untrimmed videos in the {split} split")
+    return videos
+
+
+def _spread(samples: list[T], limit: int) -> list[T]:
     if limit <= 0 or limit >= len(samples):
         return samples
     return [samples[(2 * i + 1) * len(samples) // (2 * limit)] for i in range(limit)]

@@ -65,6 +65,39 @@ class ClipSettings:
 
 
 @dataclass(frozen=True)
+class GateSettings:
+    """The task gate, trained jointly (beyond the paper; off: every method trains as before).
+
+    - `loss_weight`: the gate's cross-entropy joins the weighted task loss times this.
+    - `detach`: the gate's gradient stops at the pooled features, so the backbone
+      trains on the task losses alone (LWS: see training/train/gate.py).
+    - `hidden`: hidden units of the gate head (0: linear).
+    - `none_share`: expected share of batch slots for `none` clips (each batch holds
+      at least one of each task and one `none`; the tasks share the rest as `sampling` says).
+    - `none_margin_s`: `none` clips keep this far from any labelled interval.
+    - `none_min_frames`: shortest unlabelled stretch used (0: one clip's span).
+    - `none_around_segments`: also the frames around trimmed samples' segments.
+    """
+
+    enabled: bool = False
+    loss_weight: float = 1.0
+    detach: bool = False
+    hidden: int = 64
+    none_share: float = 0.25
+    none_margin_s: float = 0.3
+    none_min_frames: int = 0
+    none_around_segments: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.loss_weight > 0 or not 0 < self.none_share < 1:
+            raise ValueError(f"gate.loss_weight must be > 0 and gate.none_share in (0, 1), got "
+                             f"{self.loss_weight} and {self.none_share}")
+        if self.none_margin_s < 0 or self.none_min_frames < 0 or not 0 <= self.hidden <= 65536:
+            raise ValueError("gate.none_margin_s and gate.none_min_frames must be >= 0, "
+                             "gate.hidden in 0..65536")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One training run (METHODS.md §2-4). Defaults are the paper's settings.
 
@@ -79,6 +112,7 @@ class TrainConfig:
       and at the end; `val_max_per_task` caps validation videos per task (0: all).
     - `save_every`: resumable state every N iterations (and on Ctrl-C, at the end).
     - `amp`: autocast dtype on GPU (`none` on CPU whatever is set).
+    - `gate`: the task gate (`GateSettings`; off by default).
     """
 
     set: Path = Path("")
@@ -89,6 +123,7 @@ class TrainConfig:
     clip: ClipSettings = field(default_factory=ClipSettings)
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     lws: LWSConfig = field(default_factory=LWSConfig)
+    gate: GateSettings = field(default_factory=GateSettings)
     iterations: int = 20000
     batch_size: int = 8
     lr: float = 1e-3
@@ -124,6 +159,8 @@ class TrainConfig:
                                 "e.g. tasks=[action]")
         if len(set(self.tasks)) != len(self.tasks):
             raise SettingsError(f"tasks must be distinct: {list(self.tasks)}")
+        if self.gate.enabled and self.method == "stl":
+            raise SettingsError("gate.enabled: method stl has no task gate (one task per model)")
         if not DEVICE_PATTERN.match(self.device):
             raise SettingsError(f"device {self.device!r} is not auto, cpu, cuda or cuda:N")
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mtl_perception.names import class_name_problem
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.settings import SettingsError
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig
-from training.datasets.sample import LabelledSplit
-from training.datasets.sets import build_task_split, load_set
+from training.datasets.clips import clip_span
+from training.datasets.none_clips import none_samples
+from training.datasets.sample import LabelledSplit, VideoSample
+from training.datasets.sets import SetConfig, build_task_split, load_set
 from training.train.config import TrainConfig
 
 
@@ -21,6 +23,9 @@ class RunData:
     val_splits: dict[str, LabelledSplit]
     preprocess: PreprocessConfig
     missing: int  # files missing at the start (only with allow_missing)
+    # the gate's `none` samples (task id len(task_names) in `train`); empty without a gate
+    none_train: list[VideoSample] = field(default_factory=list)
+    none_val: list[VideoSample] = field(default_factory=list)
 
 
 def preprocess_of(config: TrainConfig) -> PreprocessConfig:
@@ -53,7 +58,19 @@ def build_data(config: TrainConfig) -> RunData:
                                   flip_probability=config.clip.flip_probability,
                                   flip_tasks=flip, seed=config.seed)
     preprocess = preprocess_of(config)
-    train = ClipDataset.from_splits(train_splits, "train", preprocess, sampling)
+    none_train: list[VideoSample] = []
+    none_val: list[VideoSample] = []
+    items = [(sample, t) for t, split in enumerate(train_splits) for sample in split.samples]
+    if config.gate.enabled:
+        none_train = gate_none_samples(config, set_config, "train", train_splits)
+        none_val = gate_none_samples(config, set_config, config.val_split,
+                                     list(val_splits.values()))
+        if not none_train:
+            raise SettingsError(
+                f"gate.enabled: set {config.set} gives no `none` clips for training: add "
+                "untrimmed: or background: folders (training/datasets/untrimmed.py)")
+        items += [(sample, len(names)) for sample in none_train]
+    train = ClipDataset(items, "train", preprocess, sampling)
     missing = train.check_files(allow_missing=config.allow_missing)
     return RunData(
         task_names=tuple(names),
@@ -62,4 +79,15 @@ def build_data(config: TrainConfig) -> RunData:
         val_splits=val_splits,
         preprocess=preprocess,
         missing=missing,
+        none_train=none_train,
+        none_val=none_val,
     )
+
+
+def gate_none_samples(config: TrainConfig, set_config: SetConfig, split: str,
+                      task_splits: list[LabelledSplit]) -> list[VideoSample]:
+    """The `none` samples of one split, as the run's `gate:` settings say."""
+    gate, clip = config.gate, config.clip
+    min_frames = gate.none_min_frames or clip_span(clip.clip_length, clip.frame_step)
+    return none_samples(set_config, split, task_splits, gate.none_margin_s, min_frames,
+                        gate.none_around_segments)

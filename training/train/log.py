@@ -66,7 +66,8 @@ class TrainLog:
             if self.board is not None:
                 self._board_step(iteration, result, rate, skipped)
         weights = " ".join(f"{t}={_fmt(w)}" for t, w in zip(self.tasks, result.weights))
-        line = (f"it {iteration}/{self.iterations} loss {result.loss:.4f} w[{weights}] "
+        gate = "" if result.gate_loss is None else f" gate {result.gate_loss:.4f}"
+        line = (f"it {iteration}/{self.iterations} loss {result.loss:.4f} w[{weights}]{gate} "
                 f"{rate:.1f} clips/s ETA {_duration(eta)}")
         if self.tty:
             bar = _bar(iteration / self.iterations)
@@ -105,6 +106,8 @@ class TrainLog:
     def _board_step(self, iteration: int, result: StepResult, rate: float, skipped: int) -> None:
         board = self.board
         board.add_scalar("train/loss", result.loss, iteration)
+        if result.gate_loss is not None:
+            board.add_scalar("train/loss/gate", result.gate_loss, iteration)
         for task, loss, weight in zip(self.tasks, result.task_losses, result.weights):
             if not math.isnan(loss):
                 board.add_scalar(f"train/loss/{task}", loss, iteration)

@@ -24,6 +24,7 @@ from mtl_perception.models.lws import LearnedSharingModel
 from training.methods.lws import LWSConfig, assignment_step, weight_step_gradients
 from training.methods.weighting import LossWeighting
 from training.train.distributed import DistContext, allreduce_gradients, allreduce_sum
+from training.train.gate import GatedForward, argmax_route_gate_loss, gate_loss
 
 Autocast = Callable[[], AbstractContextManager[Any]]
 
@@ -50,6 +51,7 @@ class StepResult:
     task_losses: list[float]  # NaN: task absent from the batch
     weights: list[float]
     lws_probs: torch.Tensor | None = None
+    gate_loss: float | None = None  # the task gate's cross-entropy (None without a gate)
 
 
 def global_task_losses(
@@ -92,10 +94,18 @@ class Stepper:
 
     def __init__(self, model: MultiTaskModel, weighting: LossWeighting,
                  optimizer: torch.optim.Optimizer, ctx: DistContext, autocast: Autocast,
-                 scaler: torch.amp.GradScaler, lws: LWSConfig) -> None:
+                 scaler: torch.amp.GradScaler, lws: LWSConfig,
+                 gate: tuple[float, bool] | None = None) -> None:
+        """`gate`: (loss weight, detach) to train the model's task gate jointly
+        (training/train/gate.py); None trains exactly as without a gate."""
         self.model, self.weighting, self.optimizer = model, weighting, optimizer
         self.ctx, self.autocast, self.scaler, self.lws = ctx, autocast, scaler, lws
+        self.gate = gate
         self.params = [p for p in model.parameters() if p.requires_grad]
+        forward: nn.Module = model
+        if gate is not None and not isinstance(model, LearnedSharingModel):
+            forward = GatedForward(model, gate[1])
+        self.forward = forward
         # One forward + one backward per step (STL, HPS, SPS): DistributedDataParallel,
         # which overlaps the gradient all-reduce with the backward pass. LWS runs
         # 2 x lambda forwards per step through routed copies, which DDP's reducer
@@ -105,7 +115,7 @@ class Stepper:
             from torch.nn.parallel import DistributedDataParallel
 
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(model, device_ids=device_ids,
+            self.ddp = DistributedDataParallel(forward, device_ids=device_ids,
                                                broadcast_buffers=True)
 
     def losses_fn(self, counts: Sequence[int], grad_scale: float = 1.0
@@ -120,7 +130,9 @@ class Stepper:
         self.model.train()
         self.weighting.train()
         self.optimizer.zero_grad(set_to_none=True)
-        if isinstance(self.model, LearnedSharingModel):
+        if isinstance(self.model, LearnedSharingModel) and self.gate is not None:
+            result = self._lws_gated(batch, nes_batch or batch, generator)
+        elif isinstance(self.model, LearnedSharingModel):
             result = self._lws(batch, nes_batch or batch, generator)
         else:
             result = self._single(batch)
@@ -134,8 +146,13 @@ class Stepper:
         self.scaler.scale(loss).backward()
 
     def _single(self, batch: Batch) -> StepResult:
+        gate_term: torch.Tensor | None = None
         with self.autocast():
-            logits = (self.ddp or self.model)(batch.clips, batch.task_ids)
+            if self.gate is None:
+                logits = (self.ddp or self.model)(batch.clips, batch.task_ids)
+            else:
+                logits, gate_logits = (self.ddp or self.forward)(batch.clips, batch.task_ids)
+                gate_term = gate_loss(gate_logits, batch.task_ids)
         # DDP averages gradients over processes: scale this process's share up.
         scale = float(self.ctx.world_size) if self.ddp is not None else 1.0
         losses = self.losses_fn(batch.counts, scale)(logits, batch.labels, batch.task_ids)
@@ -147,8 +164,24 @@ class Stepper:
             for task_logits, count in zip(logits, batch.counts):
                 if count == 0:
                     total = total + task_logits.float().sum() * 0.0
-        self._backward(total)
-        return StepResult(float(out.total.detach()), _values(losses), out.weights)
+        if gate_term is None:
+            self._backward(total)
+            return StepResult(float(out.total.detach()), _values(losses), out.weights)
+        assert self.gate is not None
+        self._backward(total + self.gate[0] * gate_term)
+        return StepResult(float(out.total.detach()), _values(losses), out.weights,
+                          gate_loss=float(gate_term.detach()))
+
+    def _lws_gated(self, batch: Batch, nes: Batch, generator: torch.Generator) -> StepResult:
+        """LWS's two steps on the task rows, then the gate on the argmax routes' features."""
+        assert self.gate is not None
+        tasks = self.model.config.num_tasks
+        result = self._lws(_task_rows_only(batch, tasks), _task_rows_only(nes, tasks), generator)
+        with self.autocast():
+            term = argmax_route_gate_loss(self.model, batch.clips, batch.task_ids, self.gate[1])
+        self._backward(self.gate[0] * term)
+        result.gate_loss = float(term.detach())
+        return result
 
     def _lws(self, batch: Batch, nes: Batch, generator: torch.Generator) -> StepResult:
         model = self.model
@@ -173,6 +206,13 @@ class Stepper:
         per_task = [_mean([_value(r[t]) for r in recorded]) for t in range(len(batch.counts))]
         return StepResult(float(out.totals.mean()), per_task, out.weights,
                           model.routing_probs.detach().cpu().clone())
+
+
+def _task_rows_only(batch: Batch, num_tasks: int) -> Batch:
+    """The batch without its `none` rows (task id `num_tasks`) and their count."""
+    keep = batch.task_ids < num_tasks
+    return Batch(batch.clips[keep], batch.labels[keep], batch.task_ids[keep],
+                 list(batch.counts[:num_tasks]))
 
 
 def _value(loss: torch.Tensor | None) -> float:

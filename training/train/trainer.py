@@ -148,8 +148,9 @@ class _Run:
             prepare_run_dir(run_dir, config_to_dict(config), overwrite)
         D.barrier(ctx)
         D.broadcast_module(self.model, ctx)
+        gate = (config.gate.loss_weight, config.gate.detach) if config.gate.enabled else None
         self.stepper = Stepper(self.model, self.weighting, self.optimizer, ctx, self._autocast,
-                               self.scaler, config.lws)
+                               self.scaler, config.lws, gate)
         self.log = TrainLog(run_dir, self.data.task_names, config.iterations,
                             self.state.iteration, ctx.is_main, progress, tensorboard)
 
@@ -166,6 +167,7 @@ class _Run:
                 cross_stitch_share=m.cross_stitch_share,
                 cross_stitch_lr_multiplier=m.cross_stitch_lr_multiplier,
                 frame_differences=m.frame_differences,
+                gate=c.gate.enabled, gate_hidden=c.gate.hidden,
             )
         except ValueError as exc:  # ModelConfig's own checks (stages, cross-stitch share)
             raise SettingsError(f"model: {exc}") from exc
@@ -199,10 +201,13 @@ class _Run:
             print("training settings:\n" + yaml.safe_dump(config_to_dict(c), sort_keys=False)
                   + f"processes: {ctx.world_size}, device: {ctx.device}", flush=True)
         lws_streams = 2 if c.method == "lws" and c.lws.separate_nes_batch else 1
+        # With the gate, `none` clips are one more list (task id = number of tasks).
+        lists = len(self.data.task_names) + (1 if c.gate.enabled else 0)
         sampler = MultiTaskBatchSampler(
-            [self.data.train.indices_of_task(t) for t in range(len(self.data.task_names))],
+            [self.data.train.indices_of_task(t) for t in range(lists)],
             c.batch_size, c.iterations, c.seed, c.sampling, state.iteration,
             ctx.rank, ctx.world_size, lws_streams,
+            extra_share=c.gate.none_share if c.gate.enabled else 0.0,
         )
         evaluator = self._evaluator() if ctx.is_main else None
         # Ctrl-C, and SIGTERM (torchrun's agent, cluster preemption): save, then stop.
@@ -280,7 +285,8 @@ class _Run:
         config = EvalConfig(batch_size=c.batch_size, num_workers=c.workers,
                             max_videos=c.val_max_per_task or None, video_accuracy=False,
                             autocast=amp, frame_step=c.clip.frame_step)
-        return Evaluator(self.data.val_splits, self.data.task_names, self.data.preprocess, config)
+        return Evaluator(self.data.val_splits, self.data.task_names, self.data.preprocess, config,
+                         none_samples=self.data.none_val or None)
 
     def _validate(self, evaluator: Evaluator | None) -> None:
         if evaluator is not None:
@@ -289,8 +295,15 @@ class _Run:
             cumulative = result.cumulative_clip_accuracy
             entry = {"iteration": self.state.iteration, "accuracy": accuracy,
                      "cumulative": cumulative}
+            if result.gate is not None:  # the task gate's figures ride along (not ranked)
+                entry["gate"] = {"accuracy": result.gate.accuracy,
+                                 "task_agnostic": result.gate.task_agnostic_accuracy}
             self.state.history.append(entry)
             self.log.validation(self.state.iteration, accuracy, cumulative)
+            if result.gate is not None:
+                self.log.message(f"gate at {self.state.iteration}: accuracy "
+                                 f"{100 * result.gate.accuracy:.1f}%, task-agnostic clip "
+                                 f"accuracy {100 * result.gate.task_agnostic_accuracy:.1f}%")
             best = self.state.best.get("cumulative", -1.0)
             if not self.state.best or cumulative > best:
                 self.state.best = entry

@@ -1,0 +1,181 @@
+"""Synthetic untrimmed sessions: files, labels in the evaluate_bag format, held-out actors,
+and the `none` stretches the task gate learns from."""
+
+from pathlib import Path
+
+import pytest
+
+from mtl_perception.bag.labels import read_labels
+from training.datasets.none_clips import none_samples
+from training.datasets.sets import load_set
+from training.datasets.untrimmed import gaps
+from training.datasets.video import probe_video
+from training.synthetic.writer import SynthSettings, generate, plan
+
+SMALL = SynthSettings(
+    actions_per_class=4, gestures_per_class=4, width=64, height=48, frames=12, gesture_frames=20,
+    clips_per_group=2, reps_per_subject=2, actions=("Walk", "Jump", "Squat"),
+    gestures=("wave", "push"), train_sessions=2, test_sessions=2, session_seconds=8.0,
+    backgrounds=1, background_seconds=4.0,
+)
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sessions") / "set"
+    generate(SMALL, out, workers=1)
+    return out
+
+
+def test_sessions_layout_labels_and_lengths(small_set: Path) -> None:
+    classes = {"action": SMALL.actions, "gesture": SMALL.gestures}
+    tasks_seen = set()
+    for split in ("train", "test"):
+        videos = sorted((small_set / "sessions" / split).glob("*.avi"))
+        assert [v.name for v in videos] == ["session_00.avi", "session_01.avi"]
+        for video in videos:
+            info = probe_video(video)
+            assert info.num_frames == round(SMALL.session_seconds * SMALL.fps)
+            span = info.num_frames / info.fps
+            intervals = read_labels(video.with_suffix(".csv"), classes, bag_span_s=span)
+            # room sessions (even) hold gestures, yard sessions (odd) the in-place actions
+            task = "gesture" if video.name.endswith("00.avi") else "action"
+            assert {i.task for i in intervals} <= {task}
+            assert all(i.label in ("Jump", "Squat") for i in intervals if i.task == "action")
+            tasks_seen |= {i.task for i in intervals}
+        background = list((small_set / "sessions" / "background" / split).glob("*"))
+        assert [b.name for b in background] == ["background_00.avi"]  # no labels file
+    assert tasks_seen == {"action", "gesture"}
+
+
+def test_session_actors_are_the_splits_own() -> None:
+    jobs = plan(SMALL)
+    trimmed = {(j.task, j.group): j.test for j in jobs if j.task in ("action", "gesture")}
+    for job in (j for j in jobs if j.task in ("session", "background")):
+        task = "action" if job.name == "yard" else "gesture"
+        assert trimmed[(task, job.group)] == job.test  # test sessions: held-out actors only
+
+
+def test_set_yaml_lists_the_sessions_and_none_comes_from_their_gaps(small_set: Path) -> None:
+    config = load_set(small_set / "set.yaml")
+    assert [s.root.name for s in config.untrimmed] == ["sessions"]
+    assert [s.root.name for s in config.background] == ["background"]
+    nones = none_samples(config, "test", [], margin_s=0.3, min_frames=10)
+    by_video: dict[Path, list] = {}
+    for sample in nones:
+        by_video.setdefault(sample.path, []).append(sample)
+    background = small_set / "sessions" / "background" / "test" / "background_00.avi"
+    assert [(s.start, s.end) for s in by_video[background]] == [(0, 100)]  # all of it
+    for video in (small_set / "sessions" / "test").glob("*.avi"):
+        intervals = read_labels(video.with_suffix(".csv"),
+                                {"action": SMALL.actions, "gesture": SMALL.gestures})
+        for sample in by_video.get(video, []):
+            assert sample.end - sample.start >= 10
+            for i in intervals:  # 0.3 s = 7.5 frames at 25 fps: 8 frames clear
+                assert sample.end <= round(i.start * 25) - 7 or sample.start >= round(
+                    i.end * 25) + 7
+
+
+def test_gaps_by_hand() -> None:
+    assert gaps(100, [(20, 30), (25, 40), (90, 95)], margin=2, min_frames=5) == [
+        (0, 18), (42, 88)]
+    assert gaps(50, [], margin=3, min_frames=60) == []
+    assert gaps(50, [(0, 50)], margin=0, min_frames=1) == []
+
+
+def _tiny_checkpoint(path: Path) -> Path:
+    import torch
+    from helpers_models import tiny_config
+
+    from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
+    from mtl_perception.models import build_model
+    from mtl_perception.preprocess import PreprocessConfig
+
+    torch.manual_seed(0)
+    config = tiny_config("hps", num_classes=(3, 2), frame_differences=True)
+    model = build_model(config).eval()
+    info = CheckpointInfo(config, (SMALL.actions, SMALL.gestures),
+                          PreprocessConfig(clip_length=4, resize=(24, 32), crop=(24, 24)))
+    save_checkpoint(path, model, info)
+    return path
+
+
+def test_fit_gate_adds_a_gate_and_keeps_every_task_score(small_set: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    import torch
+
+    from mtl_perception.checkpoint import load_checkpoint
+    from training.__main__ import main
+
+    source = _tiny_checkpoint(tmp_path / "plain.safetensors")
+    out = tmp_path / "gated.safetensors"
+    code = main(["fit-gate", "--checkpoint", str(source), "--set", str(small_set / "set.yaml"),
+                 "--out", str(out), "--clips-per-video", "1", "--steps", "50",
+                 "--max-videos", "6"])
+    assert code == 0
+    assert f"checkpoint with gate: {out}" in capsys.readouterr().out
+    plain, gated = load_checkpoint(source), load_checkpoint(out)
+    assert plain.model.gate is None and gated.model.gate is not None
+    assert gated.info.model.gate and gated.info.provenance["gate_fit"]["train"]["clips"] > 0
+    clips = torch.randn(3, 3, 4, 24, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before, after = plain.model.score_all(clips), gated.model.score_all(clips)
+    assert len(after) == 3 and after[-1].shape == (3, 3)
+    assert all(torch.equal(a, b) for a, b in zip(before, after[:2]))  # weights untouched
+    # A set without any none stretch is refused in one line.
+    no_none = tmp_path / "no_none.yaml"
+    text = (small_set / "set.yaml").read_text().split("untrimmed:")[0]
+    no_none.write_text(text.replace("root: ", f"root: {small_set}/").replace(
+        "annotations: ", f"annotations: {small_set}/"))
+    assert main(["fit-gate", "--checkpoint", str(source), "--set", str(no_none),
+                 "--no-around-segments"]) == 2
+    assert "no none clips" in capsys.readouterr().err
+
+
+def test_to_bag_replays_a_session_split_with_its_labels(small_set: Path, tmp_path: Path) -> None:
+    import csv
+
+    from training.tools.to_bag import main
+
+    out = tmp_path / "bag"
+    assert main(["--set", str(small_set / "set.yaml"), "--split", "test", "--untrimmed",
+                 "--background", "--gap-s", "1", "--out", str(out)]) == 0
+    with open(out / "labels.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    expected = []
+    for n, video in enumerate(sorted((small_set / "sessions" / "test").glob("*.avi"))):
+        offset = n * (SMALL.session_seconds + 1.0)  # videos back to back, 1 s apart
+        with open(video.with_suffix(".csv")) as handle:
+            expected += [(float(r["start"]) + offset, float(r["end"]) + offset, r["task"],
+                          r["label"]) for r in csv.DictReader(handle)]
+    got = [(float(r["start"]), float(r["end"]), r["task"], r["label"]) for r in rows]
+    assert [g[2:] for g in got] == [e[2:] for e in expected]
+    assert all(abs(g[0] - e[0]) < 1e-6 and abs(g[1] - e[1]) < 1e-6
+               for g, e in zip(got, expected))
+    summary = (out / "dataset_to_bag.json").read_text()
+    assert '"videos": 3' in summary  # two sessions and the background video
+
+
+@pytest.mark.parametrize("method", ["hps", "lws"])
+def test_trainer_trains_a_gate_jointly(small_set: Path, tmp_path: Path, method: str) -> None:
+    """The whole path: none clips from the sessions, the sampler's share, the gated step,
+    validation with gate figures, a checkpoint that carries the gate."""
+    import torch
+    from test_train_helpers import tiny_config
+
+    from mtl_perception.checkpoint import load_checkpoint
+    from training.train.trainer import train
+
+    torch.set_num_threads(1)
+    config = tiny_config(small_set / "set.yaml", f"method={method}", "gate.enabled=true",
+                         "gate.hidden=8", "iterations=3", "val_every=3", "save_every=3",
+                         "lws.nes_samples=2", "lws.sgd_samples=1", "batch_size=6")
+    result = train(config, tmp_path / "run", progress=False, tensorboard=False)
+    gate = result.history[-1]["gate"]
+    assert 0.0 <= gate["accuracy"] <= 1.0 and 0.0 <= gate["task_agnostic"] <= 1.0
+    loaded = load_checkpoint(result.best)
+    assert loaded.info.model.gate and loaded.model.gate is not None
+    with torch.no_grad():
+        scores = loaded.model.score_all(torch.zeros(2, 3, 8, 24, 24))
+    assert scores[-1].shape == (2, 3)

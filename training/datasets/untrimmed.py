@@ -1,0 +1,164 @@
+"""Untrimmed videos: where the task gate's `none` clips come from.
+
+Two kinds of source, both listed in a set config beside `tasks:`:
+
+```yaml
+untrimmed:                    # long videos with labelled intervals (the synthetic sessions)
+  - {root: sessions}          # root/train/*.avi + *.csv, root/test/...
+background:                   # videos in which nothing listed happens
+  - {root: sessions/background}
+```
+
+A session video `root/<split>/NAME.avi` (any video extension) comes with
+`NAME.csv`, its labelled intervals in the `evaluate_bag` labels format
+(`start,end,task,label`, seconds from the video's first frame, frame i at
+i / fps). A background folder holds videos only. `none` clips are drawn
+from every stretch outside all labelled intervals, `margin_s` away from
+them (a clip's edges are fuzzy: the hand rising before a gesture is not
+"nothing"), and from the frames around a trimmed sample's segment
+(NVGesture's `color:` range inside its longer video).
+
+Frame counts and rates come from the files' headers (`VideoReader`), read
+once when the data is built.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from training.datasets.listfile import DatasetError
+from training.datasets.mmaction import VIDEO_EXTENSIONS
+from training.datasets.sample import VideoSample
+from training.datasets.video import VideoReader, VideoReadError
+
+LABEL_HEADER = ("start", "end", "task", "label")
+
+
+@dataclass
+class UntrimmedSource:
+    """One folder of untrimmed videos: `root/train/`, `root/test/` (see the module docstring)."""
+
+    root: Path
+    extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+
+
+@dataclass(frozen=True)
+class LabelledInterval:
+    start: float  # seconds from the video's first frame
+    end: float
+    task: str
+    label: str
+
+
+@dataclass(frozen=True)
+class UntrimmedVideo:
+    """One video and its labelled intervals (none for a background video)."""
+
+    path: Path
+    intervals: tuple[LabelledInterval, ...] = ()
+
+
+def read_untrimmed(source: UntrimmedSource, split: str, background: bool) -> list[UntrimmedVideo]:
+    """The videos of `root/<split>/` (none when that folder is absent), each with its labels
+    CSV unless `background`."""
+    folder = source.root / split
+    if not source.root.is_dir():
+        raise DatasetError(f"untrimmed source: folder not found: {source.root}")
+    if not folder.is_dir():
+        return []  # a split without untrimmed videos (e.g. test sessions only)
+    extensions = tuple(e.lower() if e.startswith(".") else f".{e.lower()}"
+                       for e in source.extensions)
+    videos = sorted(p for p in folder.iterdir()
+                    if p.is_file() and p.suffix.lower() in extensions)
+    if not videos:
+        raise DatasetError(f"{folder}: no videos with extensions {list(extensions)}")
+    out = []
+    for video in videos:
+        labels = video.with_suffix(".csv")
+        if background:
+            out.append(UntrimmedVideo(video))
+        elif not labels.is_file():
+            raise DatasetError(f"{video}: no labels file {labels.name} beside it (a video in "
+                               "which nothing listed happens belongs under background:)")
+        else:
+            out.append(UntrimmedVideo(video, tuple(read_intervals(labels))))
+    return out
+
+
+def read_intervals(path: Path) -> list[LabelledInterval]:
+    """The intervals of one labels CSV (header `start,end,task,label`); times checked only."""
+    try:
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline="")))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read labels {path}: {exc}") from exc
+    if not rows or tuple(c.strip() for c in rows[0]) != LABEL_HEADER:
+        raise DatasetError(f"{path}:1: expected the header {','.join(LABEL_HEADER)}")
+    intervals = []
+    for number, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != 4:
+            raise DatasetError(f"{path}:{number}: expected 4 fields, got {len(row)}")
+        try:
+            start, end = float(row[0]), float(row[1])
+        except ValueError as exc:
+            raise DatasetError(f"{path}:{number}: start and end must be numbers") from exc
+        if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
+            raise DatasetError(f"{path}:{number}: need 0 <= start < end, got {start}, {end}")
+        intervals.append(LabelledInterval(start, end, row[2].strip(), row[3].strip()))
+    return intervals
+
+
+def gaps(num_frames: int, busy: Iterable[tuple[int, int]], margin: int, min_frames: int
+         ) -> list[tuple[int, int]]:
+    """Frame ranges [a, b) of a `num_frames` video outside every busy [start, end) range
+    widened by `margin` frames on both sides, at least `min_frames` long."""
+    taken = sorted((max(0, s - margin), min(num_frames, e + margin)) for s, e in busy)
+    out, cursor = [], 0
+    for start, end in taken:
+        if start - cursor >= min_frames:
+            out.append((cursor, start))
+        cursor = max(cursor, end)
+    if num_frames - cursor >= min_frames:
+        out.append((cursor, num_frames))
+    return out
+
+
+def _header(path: Path) -> tuple[int, float]:
+    try:
+        with VideoReader(path) as reader:
+            return reader.num_frames, reader.fps
+    except VideoReadError as exc:
+        raise DatasetError(f"cannot read untrimmed video {path}: {exc}") from exc
+
+
+def none_from_untrimmed(videos: Sequence[UntrimmedVideo], margin_s: float, min_frames: int
+                        ) -> list[VideoSample]:
+    """`none` segments (label 0: the gate's label is the task id) of sessions and backgrounds."""
+    samples = []
+    for video in videos:
+        frames, fps = _header(video.path)
+        busy = [(math.floor(i.start * fps), math.ceil(i.end * fps)) for i in video.intervals]
+        for a, b in gaps(frames, busy, math.ceil(margin_s * fps), min_frames):
+            samples.append(VideoSample(video.path, 0, a, b))
+    return samples
+
+
+def none_around_segments(samples: Sequence[VideoSample], margin_s: float, min_frames: int
+                         ) -> list[VideoSample]:
+    """`none` segments before and after trimmed samples that cover part of their video
+    (NVGesture's frames around the gesture). Videos of frames (folders) are left out."""
+    out = []
+    for sample in samples:
+        if sample.frames_dir or (sample.start == 0 and sample.end is None):
+            continue
+        frames, fps = _header(sample.path)
+        end = frames if sample.end is None else sample.end
+        for a, b in gaps(frames, [(sample.start, end)], math.ceil(margin_s * fps), min_frames):
+            out.append(VideoSample(sample.path, 0, a, b))
+    return out

@@ -1,0 +1,140 @@
+"""SynthSettings (everything that determines the synthetic set) and Job (one video to write)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from training.synthetic.motions import ACTION_CLASSES, GESTURE_CLASSES
+
+
+class SynthSettingsError(ValueError):
+    """A synthetic-set setting out of range; `setting` names the field."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+
+
+# (field, smallest, largest) of the integer settings
+_INT_RANGES = (
+    ("actions_per_class", 1, 10_000), ("gestures_per_class", 1, 10_000),
+    ("width", 32, 4096), ("height", 24, 4096), ("frames", 8, 10_000),
+    ("gesture_frames", 16, 10_000), ("seed", 0, 2**63 - 1), ("clips_per_group", 1, 1000),
+    ("test_groups", 0, 10_000), ("reps_per_subject", 1, 1000), ("test_subjects", 0, 10_000),
+    ("places", 1, 1000), ("rooms", 1, 1000), ("bit_rate", 10_000, 100_000_000),
+    ("train_sessions", 0, 1000), ("test_sessions", 0, 1000), ("backgrounds", 0, 1000),
+)
+_MAX_CLIP_GIB = 2.0
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    """Everything that determines the output; the same settings give byte-identical files."""
+
+    actions_per_class: int = 24
+    gestures_per_class: int = 24
+    width: int = 160
+    height: int = 120
+    frames: int = 48  # action clip length
+    gesture_frames: int = 64  # whole gesture video, idle included
+    fps: float = 25.0
+    seed: int = 0
+    clips_per_group: int = 2  # UCF: one group = one actor
+    test_groups: int = 0  # groups 1..N are test; 0 = UCF's share (7 of 25), at least one
+    reps_per_subject: int = 2  # NVGesture: subjectS_r0..r{N-1} per class
+    test_subjects: int = 0  # the last N subjects are test; 0 = NVGesture's share (~31%)
+    places: int = 6  # outdoor locations shared by all action classes (NTU-like setups)
+    rooms: int = 4  # indoor locations shared by all gesture classes
+    antialias: bool = True
+    bit_rate: int = 400_000
+    actions: tuple[str, ...] = ACTION_CLASSES
+    gestures: tuple[str, ...] = GESTURE_CLASSES
+    train_sessions: int = 8  # untrimmed sessions (sessions.py); 0: none
+    test_sessions: int = 4
+    session_seconds: float = 20.0
+    backgrounds: int = 1  # background-only videos per split
+    background_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        # Upper bounds: far past any useful set, short of what exhausts memory or disk.
+        for name, low, high in _INT_RANGES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SynthSettingsError(name, f"must be an integer, got {value!r}")
+            if not low <= value <= high:
+                word = "must be positive" if low == 1 and value < 1 else "must be in"
+                raise SynthSettingsError(name, f"{word} {low}..{high}, got {value}")
+        if self.width % 2 or self.height % 2:
+            raise SynthSettingsError("width", f"size {self.width}x{self.height}: need even sides")
+        if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not (
+                math.isfinite(self.fps) and 1.0 <= self.fps <= 1000.0):
+            raise SynthSettingsError("fps", f"must be a finite number in 1..1000, got {self.fps}")
+        longest = max(self.frames, self.gesture_frames)
+        gib = longest * self.width * self.height * 3 / 2**30
+        if gib > _MAX_CLIP_GIB:
+            raise SynthSettingsError(
+                "frames", f"{longest} frames at {self.width}x{self.height} need {gib:.1f} GiB "
+                f"per clip (at most {_MAX_CLIP_GIB}); lower the frame counts or the size")
+        for name in ("session_seconds", "background_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    math.isfinite(value) and 4.0 <= value <= 3600.0):
+                raise SynthSettingsError(name, f"must be 4..3600 seconds, got {value}")
+        if not isinstance(self.antialias, bool):
+            raise SynthSettingsError("antialias", f"must be true or false, got {self.antialias!r}")
+        for name, known in (("actions", ACTION_CLASSES), ("gestures", GESTURE_CLASSES)):
+            chosen = getattr(self, name)
+            if not chosen:
+                raise SynthSettingsError(name, f"need at least one {name[:-1]} class")
+            unknown = [n for n in chosen if n not in known]
+            if unknown:
+                raise SynthSettingsError(name, f"unknown {unknown}; known: {list(known)}")
+            if len(set(chosen)) != len(chosen):
+                raise SynthSettingsError(name, f"a class is named twice: {list(chosen)}")
+        # An empty train or test list is a set nobody can use, and the readers refuse it.
+        if self.test_group_count() >= self.n_groups:
+            raise SynthSettingsError(
+                "actions_per_class",
+                f"{self.actions_per_class} action(s) per class at {self.clips_per_group} per "
+                f"group make {self.n_groups} group(s), {self.test_group_count()} of them test: "
+                "the train list would be empty (raise actions_per_class)")
+        if self.test_subject_count() >= self.n_subjects:
+            raise SynthSettingsError(
+                "gestures_per_class",
+                f"{self.gestures_per_class} gesture(s) per class at {self.reps_per_subject} per "
+                f"subject make {self.n_subjects} subject(s), {self.test_subject_count()} of them "
+                "test: the train list would be empty (raise gestures_per_class)")
+
+    @property
+    def has_untrimmed(self) -> bool:
+        return bool(self.train_sessions or self.test_sessions or self.backgrounds)
+
+    @property
+    def n_groups(self) -> int:
+        return -(-self.actions_per_class // self.clips_per_group)
+
+    @property
+    def n_subjects(self) -> int:
+        return -(-self.gestures_per_class // self.reps_per_subject)
+
+    def test_group_count(self) -> int:
+        return self.test_groups or max(1, round(self.n_groups * 7 / 25))
+
+    def test_subject_count(self) -> int:
+        return self.test_subjects or max(1, round(self.n_subjects * 482 / 1532))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One video to render: its identity (which fixes its seed) and where it goes."""
+
+    task: str  # "action" | "gesture"
+    name: str
+    label: int  # 0-based in the written class list
+    index: int  # 0-based within its class
+    rel_path: str  # relative to the set's root
+    test: bool
+    group: int = 0  # UCF group, or NVGesture subject (1-based)
+    rep: int = 0  # UCF clip (1-based) or NVGesture repetition (0-based)
+

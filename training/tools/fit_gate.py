@@ -1,0 +1,182 @@
+"""`python -m training fit-gate --checkpoint FILE --set SET.yaml [--out FILE]`: add a task gate.
+
+Fits a task gate (`action | gesture | none`, mtl_perception/models/gate.py) to
+an existing checkpoint without touching its weights: the frozen model's gate
+features are extracted once from the set's training split (the task samples,
+labelled by their task, and the `none` stretches of its `untrimmed:` and
+`background:` folders and around trimmed segments), a gate is fitted on them
+(training/methods/gate_fit.py), and a new checkpoint is written with the same
+weights, the gate, `gate: true` in its model config and the fit's figures in
+its provenance (`gate_fit`). Its task scores are bitwise those of the input.
+The test split, when it has `none` stretches too, is scored for the report.
+Every refusal is one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtl_perception.checkpoint import (
+    CheckpointError,
+    CheckpointInfo,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+)
+from mtl_perception.models import build_model
+from mtl_perception.models.gate import gate_classes
+from mtl_perception.settings import SettingsError
+from training.datasets.clips import clip_span
+from training.datasets.listfile import DatasetError
+from training.datasets.none_clips import none_samples
+from training.datasets.sample import UNLABELLED, VideoSample
+from training.datasets.sets import SetConfig, build_task_split, load_set
+from training.evaluation.cli import EvaluateUsageError, check_classes, trained_frame_step
+from training.evaluation.scoring import subset
+from training.methods.gate_fit import (
+    GateFitConfig,
+    extract_gate_features,
+    fit_gate,
+    gate_confusion,
+)
+
+LOG = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = GateFitConfig()
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a .safetensors checkpoint")
+    parser.add_argument("--set", type=Path, required=True,
+                        help="set config with the checkpoint's tasks and untrimmed:/background:")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the new checkpoint (default: CHECKPOINT_gate.safetensors)")
+    parser.add_argument("--clips-per-video", type=int, default=4,
+                        help="evenly spaced clips per sample and none stretch")
+    parser.add_argument("--max-videos", type=int, default=None,
+                        help="at most this many samples per task and of none (spread out)")
+    parser.add_argument("--none-margin-s", type=float, default=0.3,
+                        help="none clips keep this far from labelled intervals")
+    parser.add_argument("--no-around-segments", action="store_true",
+                        help="no none clips from the frames around trimmed segments")
+    parser.add_argument("--hidden", type=int, default=d.hidden,
+                        help="gate hidden units (0: linear)")
+    parser.add_argument("--steps", type=int, default=d.steps, help="full-batch Adam steps")
+    parser.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--batch-size", type=int, default=16, help="clips per forward")
+    parser.add_argument("--device", default="cpu", help="torch device for feature extraction")
+
+
+def gate_items(set_config: SetConfig, info: CheckpointInfo, split: str, margin_s: float,
+               frame_step: int, around_segments: bool, max_videos: int | None
+               ) -> list[tuple[VideoSample, int]]:
+    """(sample, gate label) pairs of one split: each task's samples, then the none ones."""
+    tasks = info.model.task_names
+    splits = {t: build_task_split(set_config, t, split) for t in tasks}
+    items: list[tuple[VideoSample, int]] = []
+    for t, task in enumerate(tasks):
+        labelled = [s for s in splits[task].samples if s.label != UNLABELLED]
+        items += [(s, t) for s in subset(labelled, max_videos)]
+    span = clip_span(info.preprocess.clip_length, frame_step)
+    nones = none_samples(set_config, split, list(splits.values()), margin_s, span,
+                         around_segments)
+    items += [(s, len(tasks)) for s in subset(nones, max_videos)]
+    return items
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    try:
+        fit = GateFitConfig(hidden=args.hidden, steps=args.steps, lr=args.lr,
+                            weight_decay=args.weight_decay, seed=args.seed)
+        if args.clips_per_video < 1 or args.none_margin_s < 0:
+            raise EvaluateUsageError("--clips-per-video must be >= 1 and --none-margin-s >= 0")
+        info = read_checkpoint_info(args.checkpoint)
+        if info.model.method == "stl":
+            raise EvaluateUsageError(f"{args.checkpoint}: an STL model has no task gate")
+        out = args.out or args.checkpoint.with_name(args.checkpoint.stem + "_gate.safetensors")
+        set_config = load_set(args.set)
+        missing = [t for t in info.model.task_names if t not in set_config.tasks]
+        if missing:
+            raise EvaluateUsageError(f"set {args.set} has no task {missing}")
+        check_classes(info, {t: build_task_split(set_config, t, "train")
+                             for t in info.model.task_names}, args.checkpoint, set_config)
+        step = trained_frame_step(info)
+
+        def items_of(split: str) -> list[tuple[VideoSample, int]]:
+            return gate_items(set_config, info, split, args.none_margin_s, step,
+                              not args.no_around_segments, args.max_videos)
+
+        train_items = items_of("train")
+        if not any(label == info.model.num_tasks for _, label in train_items):
+            raise EvaluateUsageError(f"set {args.set} gives no none clips for training: add "
+                                     "untrimmed: or background: folders")
+        loaded = load_checkpoint(args.checkpoint, args.device)
+    except (CheckpointError, SettingsError, DatasetError, EvaluateUsageError, ValueError,
+            RuntimeError) as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    model, k = loaded.model, info.model.num_tasks
+    extract = dict(preprocess=info.preprocess, clips_per_sample=args.clips_per_video,
+                   frame_step=step, batch_size=args.batch_size, device=args.device)
+    features, labels = extract_gate_features(model, train_items, **extract)
+    LOG.info("gate features: %d clips (%s)", len(labels), _counts(labels, k, info))
+    gate = fit_gate(features, labels, k, fit)
+    report: dict[str, Any] = {"set": str(args.set), "source": str(args.checkpoint),
+                              "clips_per_video": args.clips_per_video, "hidden": fit.hidden,
+                              "steps": fit.steps}
+    report["train"] = _figures(gate_confusion(gate, features, labels, k + 1))
+    try:
+        test_f, test_l = extract_gate_features(model, items_of("test"), **extract)
+        report["test"] = _figures(gate_confusion(gate, test_f, test_l, k + 1))
+    except (DatasetError, ValueError) as exc:  # a set without a test split of none clips
+        LOG.warning("no test figures: %s", str(exc).splitlines()[0])
+    config = dataclasses.replace(info.model, gate=True, gate_hidden=fit.hidden)
+    gated = build_model(config)
+    state = {k_: v for k_, v in model.state_dict().items() if not k_.startswith("gate.")}
+    unexpected = gated.load_state_dict(state, strict=False)
+    assert all(key.startswith("gate.") for key in unexpected.missing_keys)
+    assert gated.gate is not None
+    gated.gate.load_state_dict(gate.state_dict())
+    provenance = dict(info.provenance, gate_fit=report)
+    try:
+        save_checkpoint(out, gated.eval(), CheckpointInfo(config, info.class_names,
+                                                          info.preprocess, provenance))
+    except (CheckpointError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    names = gate_classes(info.model.task_names)
+    for split in ("train", "test"):
+        if split in report:
+            figures = report[split]
+            print(f"gate {split}: accuracy {100 * figures['accuracy']:.1f}% over "
+                  f"{figures['clips']} clips; per class "
+                  + ", ".join(f"{n} {_pct(a)}" for n, a in zip(names, figures["per_class"])))
+    print(f"checkpoint with gate: {out}")
+    return 0
+
+
+def _figures(confusion: np.ndarray) -> dict[str, Any]:
+    rows = confusion.sum(axis=1)
+    return {"accuracy": float(np.trace(confusion) / max(confusion.sum(), 1)),
+            "clips": int(confusion.sum()), "confusion": confusion.tolist(),
+            "per_class": [float(confusion[i, i] / rows[i]) if rows[i] else None
+                          for i in range(len(rows))]}
+
+
+def _counts(labels: torch.Tensor, k: int, info: CheckpointInfo) -> str:
+    counts = torch.bincount(labels, minlength=k + 1).tolist()
+    return ", ".join(f"{n} {c}" for n, c in zip(gate_classes(info.model.task_names), counts))
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
