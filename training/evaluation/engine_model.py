@@ -36,10 +36,21 @@ class EngineModel:
     def train(self, mode: bool = True) -> EngineModel:
         return self
 
-    def __call__(self, clips: torch.Tensor, task_ids: torch.Tensor) -> list[torch.Tensor]:
+    @property
+    def gate(self) -> bool | None:
+        """Not None when the exported graph ends with the task gate's output (the
+        evaluator asks only whether there is one; `score_all` returns its logits)."""
+        return True if getattr(self.config, "gate", False) else None
+
+    def score_all(self, clips: torch.Tensor) -> list[torch.Tensor]:
+        """Every output of the engine for every clip: the tasks' logits, then the gate's."""
         engine = self.scorer.engine
         assert engine is not None  # a non-torch backend always has one
-        outputs = engine(clips.detach().cpu().numpy())
+        return [torch.from_numpy(np.ascontiguousarray(out))
+                for out in engine(clips.detach().cpu().numpy())]
+
+    def __call__(self, clips: torch.Tensor, task_ids: torch.Tensor) -> list[torch.Tensor]:
+        outputs = self.score_all(clips)
         ids = task_ids.cpu().numpy()
-        return [torch.from_numpy(np.ascontiguousarray(out[ids == t]))
+        return [out[torch.from_numpy(ids == t)]
                 for t, out in enumerate(outputs[: self.config.num_tasks])]
