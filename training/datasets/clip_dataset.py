@@ -37,9 +37,11 @@ accuracy must not count another video twice. A flagged file is not retried.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
+import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -49,7 +51,13 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from mtl_perception.preprocess import PreprocessConfig, preprocess_frames
-from training.datasets.clips import centre_clip_indices, evenly_spaced_clips, training_clip_indices
+from training.datasets.clips import (
+    centre_clip_indices,
+    evenly_spaced_clips,
+    training_clip_indices,
+    uniform_clip_indices,
+    uniform_evenly_spaced_clips,
+)
 from training.datasets.frames import count_image_frames, read_image_frames
 from training.datasets.missing import SHOWN, find_missing, require_files
 from training.datasets.sample import LabelledSplit, VideoSample
@@ -63,6 +71,8 @@ from training.datasets.video import (
 LOG = logging.getLogger(__name__)
 
 Mode = Literal["train", "centre", "all"]
+TemporalSampling = Literal["consecutive", "uniform"]
+TEMPORAL_SAMPLINGS: tuple[str, ...] = ("consecutive", "uniform")
 _CHUNK = 32  # frames preprocessed at a time
 _OK, _BAD, _SHORT = 0, 1, 2  # per-file flags in shared memory
 Item = tuple[torch.Tensor, int, int]
@@ -78,8 +88,14 @@ class ClipSamplingConfig:
     flip_tasks: tuple[int, ...] = (0,)  # task ids that may be flipped: action tasks only
     seed: int = 0
     decode_threads: int = 1  # FFmpeg threads per decode; 1 when DataLoader workers run
+    # consecutive: `clip_length` frames `frame_step` apart at a position in the segment;
+    # uniform: the clip's frames spread evenly over the whole segment (clips.py)
+    temporal: TemporalSampling = "consecutive"
 
     def __post_init__(self) -> None:
+        if self.temporal not in TEMPORAL_SAMPLINGS:
+            raise ValueError(f"temporal sampling must be one of {list(TEMPORAL_SAMPLINGS)}, "
+                             f"got {self.temporal!r}")
         # upper bounds: past them a value is a typo that would loop or allocate for hours
         if not 1 <= self.frame_step <= 10_000:
             raise ValueError(f"frame_step must be in 1..10000, got {self.frame_step}")
@@ -128,6 +144,10 @@ class ClipDataset(Dataset):
         # process's start method and break DataLoaders that spawn their workers.
         self._flags = mp.RawArray("b", len(self._paths))
         self._epoch = mp.RawValue("q", 0)
+        # Seconds from first to last frame of each sample's latest clip (NaN: not loaded
+        # yet, or a frame folder without a frame rate): the checkpoint's `clip_span_s`.
+        self._spans = mp.RawArray("d", len(self.samples))
+        self._spans[:] = [math.nan] * len(self.samples)
         self._by_task: dict[int, list[int]] = {}
         self._rank: list[int] = []  # position of each sample among its task's samples
         for index, task in enumerate(self.task_ids):
@@ -170,6 +190,11 @@ class ClipDataset(Dataset):
     def short_paths(self) -> list[Path]:
         """Files used although fewer frames decode than their header says (warned once)."""
         return [p for p, flag in zip(self._paths, self._flags[:], strict=True) if flag == _SHORT]
+
+    def median_clip_span(self) -> float | None:
+        """Median seconds covered by the clips loaded so far (all workers); None if none."""
+        spans = [s for s in self._spans[:] if math.isfinite(s)]
+        return statistics.median(spans) if spans else None
 
     def check_files(self, allow_missing: bool = False, limit: int = SHOWN) -> int:
         """Run before training: raise `MissingFilesError` naming the first missing files.
@@ -227,9 +252,9 @@ class ClipDataset(Dataset):
         sample = self.samples[index]
         frames: np.ndarray | torch.Tensor
         if sample.frames_dir:
-            frames, clips = self._read_folder(sample, rng)
+            frames, clips, fps = self._read_folder(sample, rng)
         else:
-            frames, clips = self._read_video(sample, self._path_ids[index], rng)
+            frames, clips, fps = self._read_video(sample, self._path_ids[index], rng)
         wants_flip = self.mode == "train" and task in self.sampling.flip_tasks
         if wants_flip and rng.random() < self.sampling.flip_probability:
             # torch.flip copies 10x faster than numpy's negative-stride copy of RGB triplets.
@@ -237,6 +262,9 @@ class ClipDataset(Dataset):
         pre = time.perf_counter()
         video = self._preprocess(frames)  # (3, U, h, w) for the U distinct frames
         self.stats.preprocess_s += time.perf_counter() - pre
+        stamps = None if fps is None else _frame_seconds(fps)
+        if stamps is not None:
+            self._spans[index] = stamps(max(clips[0])) - stamps(min(clips[0]))
         unique = sorted({i for clip in clips for i in clip})
         if self.mode == "all":
             out = torch.stack([_gather(video, unique, clip) for clip in clips])
@@ -263,21 +291,28 @@ class ClipDataset(Dataset):
     def _clips(self, num_frames: int, sample: VideoSample, rng: np.random.Generator
                ) -> list[list[int]]:
         length, step = self.preprocess.clip_length, self.sampling.frame_step
+        start, end = sample.start, sample.end
         try:
+            if self.sampling.temporal == "uniform":
+                if self.mode == "train":
+                    return [uniform_clip_indices(num_frames, length, rng, start, end)]
+                if self.mode == "centre":
+                    return [uniform_clip_indices(num_frames, length, None, start, end)]
+                return uniform_evenly_spaced_clips(
+                    num_frames, length, self.sampling.num_eval_clips, start, end
+                )
             if self.mode == "train":
-                return [
-                    training_clip_indices(num_frames, length, step, rng, sample.start, sample.end)
-                ]
+                return [training_clip_indices(num_frames, length, step, rng, start, end)]
             if self.mode == "centre":
-                return [centre_clip_indices(num_frames, length, step, sample.start, sample.end)]
+                return [centre_clip_indices(num_frames, length, step, start, end)]
             return evenly_spaced_clips(
-                num_frames, length, step, self.sampling.num_eval_clips, sample.start, sample.end
+                num_frames, length, step, self.sampling.num_eval_clips, start, end
             )
         except ValueError as exc:  # the segment lies past the frames the file holds
             raise VideoReadError(f"{sample.path}: {exc}") from exc
 
     def _read_video(self, sample: VideoSample, path_id: int, rng: np.random.Generator
-                    ) -> tuple[np.ndarray, list[list[int]]]:
+                    ) -> tuple[np.ndarray, list[list[int]], float | None]:
         with VideoReader(sample.path, threads=self.sampling.decode_threads) as reader:
             try:
                 num_frames = reader.num_frames
@@ -298,16 +333,17 @@ class ClipDataset(Dataset):
                     frames = reader.read(sorted({i for clip in clips for i in clip}))
             finally:
                 self.stats.decode.add(reader.stats)
-        return frames, clips
+            fps = reader.fps if reader.fps > 0 else None
+        return frames, clips, fps
 
     def _read_folder(self, sample: VideoSample, rng: np.random.Generator
-                     ) -> tuple[np.ndarray, list[list[int]]]:
+                     ) -> tuple[np.ndarray, list[list[int]], float | None]:
         num_frames = sample.end if sample.end is not None else count_image_frames(sample.path)
         clips = self._clips(num_frames, sample, rng)
         tic = time.perf_counter()
         frames = read_image_frames(sample.path, sorted({i for clip in clips for i in clip}))
         self.stats.decode.decode_s += time.perf_counter() - tic
-        return frames, clips
+        return frames, clips, None  # extracted frames carry no frame rate
 
     def _flag_short(self, path_id: int, header: int, available: int) -> None:
         if self._flags[path_id] == _OK:
@@ -322,6 +358,13 @@ class ClipDataset(Dataset):
         self._flags[path_id] = _BAD
         LOG.warning("skipping unreadable video %s (task %d): %s",
                     self._paths[path_id], self.task_ids[index], exc)
+
+
+def _frame_seconds(fps: float) -> Callable[[int], float]:
+    """Frame index -> seconds from the video's first frame."""
+    def seconds(index: int) -> float:
+        return index / fps
+    return seconds
 
 
 def _gather(video: torch.Tensor, unique: list[int], clip: list[int]) -> torch.Tensor:

@@ -27,6 +27,7 @@ from mtl_perception.checkpoint import (
     read_checkpoint_info,
 )
 from mtl_perception.settings import SettingsError
+from training.datasets.clip_dataset import TemporalSampling
 from training.datasets.listfile import DatasetError
 from training.datasets.missing import require_files
 from training.datasets.sample import LabelledSplit
@@ -79,6 +80,12 @@ def trained_frame_step(info: CheckpointInfo) -> int:
     return EvalConfig().frame_step
 
 
+def trained_temporal_sampling(info: CheckpointInfo) -> TemporalSampling:
+    """consecutive or uniform, as the model was trained (its provenance); else consecutive."""
+    value = info.provenance.get("temporal_sampling")
+    return "uniform" if value == "uniform" else "consecutive"
+
+
 def check_classes(info: CheckpointInfo, splits: dict[str, LabelledSplit], checkpoint: Path,
                   set_config: SetConfig) -> None:
     """Refuse a set whose tasks or class names differ from the checkpoint's."""
@@ -123,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, num_workers=args.num_workers,
             max_videos=args.max_videos, video_accuracy=not args.no_video,
             num_eval_clips=args.num_eval_clips, frame_step=frame_step,
-            autocast=args.autocast,
+            autocast=args.autocast, temporal_sampling=trained_temporal_sampling(info),
         )
         try:
             device = torch.device(args.device)

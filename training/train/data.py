@@ -47,7 +47,8 @@ def build_data(config: TrainConfig) -> RunData:
     flip = tuple(i for i, t in enumerate(names) if t in config.clip.flip_tasks)
     sampling = ClipSamplingConfig(frame_step=config.clip.frame_step,
                                   flip_probability=config.clip.flip_probability,
-                                  flip_tasks=flip, seed=config.seed)
+                                  flip_tasks=flip, seed=config.seed,
+                                  temporal=config.clip.temporal_sampling)
     preprocess = preprocess_of(config)
     train = ClipDataset.from_splits(train_splits, "train", preprocess, sampling)
     missing = train.check_files(allow_missing=config.allow_missing)
