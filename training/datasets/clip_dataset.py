@@ -20,6 +20,10 @@ is applied to the decoded uint8 frames, so the clip is exactly what the one
 preprocessing copy gives for a mirrored scene; flipping after the centre crop
 would not be (171 -> 112 leaves 30 columns on the left, 29 on the right).
 
+Bag sources (`bag_source.py`): samples are labelled intervals of a bag's
+frame cache, already decoded, sampled and preprocessed by the streaming
+core; they are never flipped. `temporal` sampling (`clip_sampling.py`).
+
 Bad files: a video that cannot be opened or decoded is flagged once (one
 warning naming it) in a bitmap in shared memory, so the count is the same in
 the main process and every DataLoader worker (fork or spawn; the dataset must
@@ -42,7 +46,6 @@ import multiprocessing as mp
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -51,6 +54,12 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from mtl_perception.preprocess import PreprocessConfig, preprocess_frames
+from training.datasets.bag_cache import read_cached
+from training.datasets.bag_source import resolve_bag_items
+from training.datasets.clip_sampling import (
+    ClipSamplingConfig,
+    LoadStats,
+)
 from training.datasets.clips import (
     centre_clip_indices,
     evenly_spaced_clips,
@@ -62,7 +71,6 @@ from training.datasets.frames import count_image_frames, read_image_frames
 from training.datasets.missing import SHOWN, find_missing, require_files
 from training.datasets.sample import LabelledSplit, VideoSample
 from training.datasets.video import (
-    DecodeStats,
     VideoReader,
     VideoReadError,
     VideoTooShortError,
@@ -71,50 +79,9 @@ from training.datasets.video import (
 LOG = logging.getLogger(__name__)
 
 Mode = Literal["train", "centre", "all"]
-TemporalSampling = Literal["consecutive", "uniform"]
-TEMPORAL_SAMPLINGS: tuple[str, ...] = ("consecutive", "uniform")
 _CHUNK = 32  # frames preprocessed at a time
 _OK, _BAD, _SHORT = 0, 1, 2  # per-file flags in shared memory
 Item = tuple[torch.Tensor, int, int]
-
-
-@dataclass(frozen=True)
-class ClipSamplingConfig:
-    """How clips are drawn from videos; `clip_length` comes from `PreprocessConfig`."""
-
-    frame_step: int = 1  # frames between consecutive clip frames
-    num_eval_clips: int = 10  # clips per video in mode "all" (video accuracy)
-    flip_probability: float = 0.5  # training clips of `flip_tasks` mirrored with this chance
-    flip_tasks: tuple[int, ...] = (0,)  # task ids that may be flipped: action tasks only
-    seed: int = 0
-    decode_threads: int = 1  # FFmpeg threads per decode; 1 when DataLoader workers run
-    # consecutive: `clip_length` frames `frame_step` apart at a position in the segment;
-    # uniform: the clip's frames spread evenly over the whole segment (clips.py)
-    temporal: TemporalSampling = "consecutive"
-
-    def __post_init__(self) -> None:
-        if self.temporal not in TEMPORAL_SAMPLINGS:
-            raise ValueError(f"temporal sampling must be one of {list(TEMPORAL_SAMPLINGS)}, "
-                             f"got {self.temporal!r}")
-        # upper bounds: past them a value is a typo that would loop or allocate for hours
-        if not 1 <= self.frame_step <= 10_000:
-            raise ValueError(f"frame_step must be in 1..10000, got {self.frame_step}")
-        if not 1 <= self.num_eval_clips <= 1000:
-            raise ValueError(f"num_eval_clips must be in 1..1000, got {self.num_eval_clips}")
-        if not 0.0 <= self.flip_probability <= 1.0:
-            raise ValueError(f"flip_probability must be in [0, 1], got {self.flip_probability}")
-        if self.seed < 0 or not 0 <= self.decode_threads <= 256:
-            raise ValueError("seed must be >= 0 and decode_threads in 0..256")
-
-
-@dataclass
-class LoadStats:
-    """This process's loading time, split by stage (the benchmark's profile)."""
-
-    items: int = 0
-    decode: DecodeStats = field(default_factory=DecodeStats)
-    preprocess_s: float = 0.0
-    total_s: float = 0.0
 
 
 class ClipDataset(Dataset):
@@ -131,6 +98,11 @@ class ClipDataset(Dataset):
             raise ValueError(f"mode must be 'train', 'centre' or 'all', got {mode!r}")
         if not items:
             raise ValueError("a ClipDataset needs at least one sample")
+        # Bag intervals -> samples of the bag's cache of preprocessed frames (built once).
+        items = resolve_bag_items(items, preprocess or PreprocessConfig())
+        if not items:
+            raise ValueError("a ClipDataset needs at least one sample (no bag interval "
+                             "holds a sampled frame)")
         self.samples = [sample for sample, _ in items]
         self.task_ids = [int(task) for _, task in items]
         self.mode: Mode = mode
@@ -250,6 +222,25 @@ class ClipDataset(Dataset):
     def _load(self, index: int, task: int, rng: np.random.Generator) -> torch.Tensor:
         tic = time.perf_counter()
         sample = self.samples[index]
+        stamps: Callable[[int], float] | None
+        if sample.cached:  # preprocessed by the streaming core (bag sources); never flipped
+            video, clips, stamps = self._read_cached(sample, rng)
+        else:
+            video, clips, stamps = self._decode(sample, index, task, rng)
+        if stamps is not None:
+            self._spans[index] = stamps(max(clips[0])) - stamps(min(clips[0]))
+        unique = sorted({i for clip in clips for i in clip})
+        if self.mode == "all":
+            out = torch.stack([_gather(video, unique, clip) for clip in clips])
+        else:
+            out = _gather(video, unique, clips[0])
+        self.stats.items += 1
+        self.stats.total_s += time.perf_counter() - tic
+        return out
+
+    def _decode(self, sample: VideoSample, index: int, task: int, rng: np.random.Generator
+                ) -> tuple[torch.Tensor, list[list[int]], Callable[[int], float] | None]:
+        """A video's or frame folder's clips, decoded and preprocessed: (3, U, h, w)."""
         frames: np.ndarray | torch.Tensor
         if sample.frames_dir:
             frames, clips, fps = self._read_folder(sample, rng)
@@ -262,17 +253,17 @@ class ClipDataset(Dataset):
         pre = time.perf_counter()
         video = self._preprocess(frames)  # (3, U, h, w) for the U distinct frames
         self.stats.preprocess_s += time.perf_counter() - pre
-        stamps = None if fps is None else _frame_seconds(fps)
-        if stamps is not None:
-            self._spans[index] = stamps(max(clips[0])) - stamps(min(clips[0]))
-        unique = sorted({i for clip in clips for i in clip})
-        if self.mode == "all":
-            out = torch.stack([_gather(video, unique, clip) for clip in clips])
-        else:
-            out = _gather(video, unique, clips[0])
-        self.stats.items += 1
-        self.stats.total_s += time.perf_counter() - tic
-        return out
+        return video, clips, None if fps is None else _frame_seconds(fps)
+
+    def _read_cached(self, sample: VideoSample, rng: np.random.Generator
+                     ) -> tuple[torch.Tensor, list[list[int]], Callable[[int], float]]:
+        """A bag sample's clips from its cache of preprocessed frames: (3, U, h, w)."""
+        tic = time.perf_counter()
+        cache = read_cached(sample.path)
+        clips = self._clips(len(cache.stamps_ns), sample, rng)
+        video = cache.frames_tensor(sorted({i for clip in clips for i in clip}))
+        self.stats.decode.decode_s += time.perf_counter() - tic
+        return video, clips, cache.seconds
 
     def _preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """`preprocess_frames` in chunks of `_CHUNK` frames (exact: the step is per frame).
@@ -362,9 +353,7 @@ class ClipDataset(Dataset):
 
 def _frame_seconds(fps: float) -> Callable[[int], float]:
     """Frame index -> seconds from the video's first frame."""
-    def seconds(index: int) -> float:
-        return index / fps
-    return seconds
+    return lambda index: index / fps
 
 
 def _gather(video: torch.Tensor, unique: list[int], clip: list[int]) -> torch.Tensor:

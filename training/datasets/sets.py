@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl_perception.settings import SettingsError, from_dict, load_yaml
-from training.datasets import folders, isogd, mmaction, ntu, nvgesture, ucf101
+from training.datasets import bag_source, folders, isogd, mmaction, ntu, nvgesture, ucf101
 from training.datasets.class_merge import DEFAULT_MERGE_FILE, MergeGroup, load_merges, merge_splits
 from training.datasets.listfile import DatasetError
 from training.datasets.sample import LabelledSplit
@@ -55,6 +55,7 @@ FORMATS: dict[str, tuple[type, Callable[[Any, str], LabelledSplit]]] = {
     "nvgesture": (nvgesture.NvgestureSource, nvgesture.read_split),
     "mmaction": (mmaction.MmactionSource, mmaction.read_split),
     "folders": (folders.FoldersSource, folders.read_split),
+    "bag": (bag_source.BagSource, bag_source.read_split),
 }
 
 
@@ -105,7 +106,8 @@ def load_set(path: str | Path) -> SetConfig:
         if not sources:
             raise SettingsError(f"{path}: tasks.{task}: no sources listed")
         tasks[task] = [
-            _source(item, base, f"{path}: tasks.{task}[{i}]") for i, item in enumerate(sources)
+            _source(_with_task(item, task), base, f"{path}: tasks.{task}[{i}]")
+            for i, item in enumerate(sources)
         ]
         for j, later in enumerate(tasks[task]):
             first = next(i for i, earlier in enumerate(tasks[task]) if earlier == later)
@@ -124,6 +126,13 @@ def load_set(path: str | Path) -> SetConfig:
     else:
         merge = _resolve(raw.class_merge, base, f"{path}: class_merge")
     return SetConfig(name=raw.name or path.stem, tasks=tasks, class_merge=merge, path=path)
+
+
+def _with_task(item: Any, task: str) -> Any:
+    """A bag source reads its labels CSV's rows of the task it is listed under."""
+    if isinstance(item, dict) and item.get("format") == "bag" and "task" not in item:
+        return {**item, "task": task}
+    return item
 
 
 def _warn_shared_sources(path: Path, tasks: dict[str, list[SourceConfig]]) -> None:

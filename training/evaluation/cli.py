@@ -27,7 +27,7 @@ from mtl_perception.checkpoint import (
     read_checkpoint_info,
 )
 from mtl_perception.settings import SettingsError
-from training.datasets.clip_dataset import TemporalSampling
+from training.datasets.clip_sampling import TemporalSampling
 from training.datasets.listfile import DatasetError
 from training.datasets.missing import require_files
 from training.datasets.sample import LabelledSplit

@@ -42,12 +42,8 @@ from torch.utils.data import DataLoader
 
 from mtl_perception.models import MultiTaskModel
 from mtl_perception.preprocess import PreprocessConfig
-from training.datasets.clip_dataset import (
-    ClipDataset,
-    ClipSamplingConfig,
-    TemporalSampling,
-    collate_clips,
-)
+from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig, collate_clips
+from training.datasets.clip_sampling import TemporalSampling
 from training.datasets.sample import UNLABELLED, LabelledSplit, VideoSample
 
 LOG = logging.getLogger(__name__)

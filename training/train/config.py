@@ -17,7 +17,7 @@ from typing import Any, Literal
 from mtl_perception.models.config import Method
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.settings import SettingsError, apply_overrides, from_dict, load_yaml, to_dict
-from training.datasets.clip_dataset import TemporalSampling
+from training.datasets.clip_sampling import TemporalSampling
 from training.methods.lws import LWSConfig
 from training.methods.weighting import WeightingConfig
 
