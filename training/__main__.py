@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "experiments": ("training.experiments.grid", "run the paper's experiment grid for one set"),
     "to-bag": ("training.tools.to_bag",
                "a labelled video list -> rosbag2 (mcap/sqlite3) + labels CSV"),
+    "label-bag": ("training.tools.label_bag",
+                  "a recorded bag -> contact sheet PNG + template labels CSV to edit"),
 }
 
 
