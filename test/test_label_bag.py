@@ -32,7 +32,7 @@ def test_contact_sheet_and_template(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_summarize_reads_bag_sources(tmp_path: Path) -> None:
-    bag = write_image_bag(tmp_path / "bag", count=40, fps=10.0)
+    write_image_bag(tmp_path / "bag", count=40, fps=10.0)
     (tmp_path / "labels.csv").write_text(
         "start,end,task,label,split\n0.0,1.0,gesture,wave,train\n1.0,3.5,gesture,stop,train\n"
         "3.5,3.9,gesture,wave,test\n")

@@ -12,7 +12,11 @@ import logging
 import os
 from pathlib import Path
 
-from training.synthetic.motions import ACTION_CLASSES, GESTURE_CLASSES
+from training.synthetic.motions import (
+    ACTION_CLASSES,
+    EXTRA_GESTURE_CLASSES,
+    KNOWN_GESTURE_CLASSES,
+)
 from training.synthetic.output import SynthOutputError
 from training.synthetic.writer import SET_FILE, SynthSettings, SynthSettingsError, generate
 
@@ -75,8 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="indoor locations the gestures are filmed in (shared by all classes)")
     parser.add_argument("--actions", type=_names(ACTION_CLASSES), default=",".join(d.actions),
                         help="comma-separated subset of action classes")
-    parser.add_argument("--gestures", type=_names(GESTURE_CLASSES), default=",".join(d.gestures),
-                        help="comma-separated subset of gesture classes")
+    parser.add_argument("--gestures", type=_names(KNOWN_GESTURE_CLASSES),
+                        default=",".join(d.gestures),
+                        help="comma-separated gesture classes (extra, not in the default: "
+                             f"{','.join(EXTRA_GESTURE_CLASSES)})")
     parser.add_argument("--bit-rate", type=int, default=d.bit_rate, help="MPEG-4 bit rate")
     parser.add_argument("--no-antialias", action="store_true", help="hard-edged rasterisation")
     parser.add_argument("--workers", type=int, default=_cpus(),

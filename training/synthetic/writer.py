@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from training.datasets.video import write_video
-from training.synthetic.motions import ACTION_CLASSES, GESTURE_CLASSES
+from training.synthetic.motions import ACTION_CLASSES, GESTURE_CLASSES, KNOWN_GESTURE_CLASSES
 from training.synthetic.output import (
     MANIFEST,
     finish,
@@ -145,7 +145,7 @@ class SynthSettings:
                 f"per clip (at most {_MAX_CLIP_GIB}); lower the frame counts or the size")
         if not isinstance(self.antialias, bool):
             raise SynthSettingsError("antialias", f"must be true or false, got {self.antialias!r}")
-        for name, known in (("actions", ACTION_CLASSES), ("gestures", GESTURE_CLASSES)):
+        for name, known in (("actions", ACTION_CLASSES), ("gestures", KNOWN_GESTURE_CLASSES)):
             chosen = getattr(self, name)
             if not chosen:
                 raise SynthSettingsError(name, f"need at least one {name[:-1]} class")
@@ -257,7 +257,7 @@ def render_job(settings: SynthSettings, job: Job, with_mask: bool = False) -> Cl
         place = _place(settings.seed, "action", int(rng.integers(settings.places)), size)
         return action_clip(job.name, actor, place, rng, size, settings.frames, settings.fps,
                            settings.antialias, with_mask)
-    rng = _rng(settings.seed, 4, GESTURE_CLASSES.index(job.name), job.index)
+    rng = _rng(settings.seed, 4, KNOWN_GESTURE_CLASSES.index(job.name), job.index)
     place = _place(settings.seed, "gesture", int(rng.integers(settings.rooms)), size)
     return gesture_clip(job.name, actor, place, rng, size, settings.gesture_frames, settings.fps,
                         settings.antialias, with_mask)

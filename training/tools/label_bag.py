@@ -101,7 +101,8 @@ def contact_frames(bag_path: Path, topic: str | None, every: float, width: int
                 LOG.warning("bag %s: image at %.2f s skipped: %s", bag_path, t, exc)
                 continue
             height = max(1, round(rgb.shape[0] * width / rgb.shape[1]))
-            thumbs.append((t, Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR)))
+            thumb = Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR)
+            thumbs.append((t, thumb))
             due = t + every
     return thumbs, last
 
