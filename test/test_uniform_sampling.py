@@ -122,3 +122,42 @@ def test_runtime_rate_from_the_training_span() -> None:
     # clamped to the node's range
     slow = _info({"temporal_sampling": "uniform", "clip_span_s": 1000.0})
     assert trained_target_fps(slow, 32) == 0.5
+
+
+def test_evaluate_bag_samples_a_uniform_model_at_its_trained_span(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+    import logging
+
+    import torch
+    from helpers_bag import ACTIONS, GESTURES, write_image_bag
+
+    from mtl_perception.bag.evaluate import main
+    from mtl_perception.checkpoint import save_checkpoint
+    from mtl_perception.models import build_model
+
+    torch.set_num_threads(1)
+    config = ModelConfig(method="hps", width=4, task_names=("action", "gesture"),
+                         num_classes=(len(ACTIONS), len(GESTURES)))
+    info = CheckpointInfo(config, (ACTIONS, GESTURES),
+                          PreprocessConfig(clip_length=4, resize=(32, 40), crop=(32, 32)),
+                          {"temporal_sampling": "uniform", "clip_span_s": 0.6})
+    save_checkpoint(tmp_path / "m.safetensors", build_model(config), info)
+    bag = write_image_bag(tmp_path / "bag", count=40, fps=10.0)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("start,end,task,label\n0,3.9,gesture,wave\n")
+
+    def run(out: str, *settings: str) -> dict[str, object]:
+        args = ["--bag", str(bag), "--checkpoint", str(tmp_path / "m.safetensors"),
+                "--labels", str(labels), "--out", str(tmp_path / out), "--no-progress",
+                "--set", "inference_stride=1", *settings]
+        assert main(args) == 0
+        return dict(json.loads((tmp_path / out / "metrics.json").read_text()))
+
+    with caplog.at_level(logging.INFO, logger="evaluate_bag"):
+        metrics = run("auto")
+    # 3 periods in 0.6 s: 5 fps; the 10 fps bag gives 20 frames, 17 clips of 4
+    assert "target_fps 5 (not 15): the model was trained on clips spread uniformly over " \
+           "0.60 s" in caplog.text
+    assert metrics["clips"] == 17
+    assert run("given", "target_fps=10")["clips"] == 37  # the user's rate is kept
