@@ -57,10 +57,19 @@ def default_cache_root() -> Path:
 
 
 def bag_checksum(bag: Path) -> str:
-    """SHA-256 over the bag's files (a rosbag2 folder: every file, by relative path)."""
+    """SHA-256 over the bag's files (a rosbag2 folder: every file, by relative path).
+
+    Remembered per process for files of unchanged size and modification time: a
+    run opens each bag for training, validation and video accuracy.
+    """
     files = sorted(p for p in bag.rglob("*") if p.is_file()) if bag.is_dir() else [bag]
+    return _checksum(bag, tuple((f, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@lru_cache(maxsize=256)
+def _checksum(bag: Path, files: tuple[tuple[Path, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for file in files:
+    for file, _, _ in files:
         digest.update(str(file.relative_to(bag) if bag.is_dir() else file.name).encode())
         digest.update(b"\0")
         with open(file, "rb") as handle:
