@@ -182,3 +182,16 @@ def test_split_column_unlabelled_time_and_none_class(tmp_path: Path) -> None:
     split = build_task_split(plain, "gesture", "train")
     assert split.class_names == ["stop", "wave", "none"]
     assert np.bincount([s.label for s in split.samples]).tolist() == [1, 2, 3]
+
+
+def test_a_ros1_bag_is_a_source_too(tmp_path: Path) -> None:
+    from helpers_bag import write_ros1_bag
+
+    bag = write_ros1_bag(tmp_path / "take.bag", count=24, fps=10.0)
+    set_yaml = write_set(tmp_path, bag, "start,end,task,label\n0.5,2.0,gesture,wave\n")
+    split = build_task_split(load_set(set_yaml), "gesture", "train")
+    dataset = ClipDataset.from_splits([split], "centre", PRE)
+    clip, label, task = dataset[0]
+    # 10 fps sampled at 5: frames at 0.6, 0.8, ..., 1.8 s -> 7 frames, the centre 4
+    assert (dataset.samples[0].start, dataset.samples[0].end) == (3, 10)
+    assert clip.shape == (3, 4, 16, 16) and (label, task) == (0, 0)
