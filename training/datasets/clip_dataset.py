@@ -68,6 +68,7 @@ from training.datasets.clips import (
     uniform_evenly_spaced_clips,
 )
 from training.datasets.frames import count_image_frames, read_image_frames
+from training.datasets.listfile import DatasetError
 from training.datasets.missing import SHOWN, find_missing, require_files
 from training.datasets.sample import LabelledSplit, VideoSample
 from training.datasets.video import (
@@ -101,8 +102,8 @@ class ClipDataset(Dataset):
         # Bag intervals -> samples of the bag's cache of preprocessed frames (built once).
         items = resolve_bag_items(items, preprocess or PreprocessConfig())
         if not items:
-            raise ValueError("a ClipDataset needs at least one sample (no bag interval "
-                             "holds a sampled frame)")
+            raise DatasetError("no labelled bag interval holds a sampled frame (see the "
+                               "warnings): nothing to make clips of")
         self.samples = [sample for sample, _ in items]
         self.task_ids = [int(task) for _, task in items]
         self.mode: Mode = mode
