@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtl_perception.bag.reader import Bag, BagError
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.stream.camera import CameraState
 from mtl_perception.stream.config import StreamConfig
@@ -154,6 +153,8 @@ def check_cache(folder: Path, key: dict[str, Any]) -> None:
 
 def _build(folder: Path, bag_path: Path, topic: str, preprocess: PreprocessConfig,
            target_fps: float, max_gap_s: float, key: dict[str, Any]) -> None:
+    from mtl_perception.bag.reader import Bag, BagError  # rosbags: the [bag] extra
+
     errors: list[str] = []
 
     def on_error(camera: str, error: ImageDecodeError) -> None:

@@ -41,7 +41,6 @@ from typing import Literal
 import numpy as np
 
 from mtl_perception.bag.labels import HEADER, Interval, LabelsError, read_labels
-from mtl_perception.bag.reader import Bag, BagError
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.stream.config import StreamConfig, StreamConfigError
 from mtl_perception.stream.decode import header_of
@@ -119,6 +118,8 @@ class BagLabels:
 
 def read_bag_labels(source: BagSource) -> BagLabels:
     """Open the bag (topic, first image, end) and check its labels against it; one line."""
+    from mtl_perception.bag.reader import Bag, BagError  # rosbags: the [bag] extra
+
     try:
         with Bag(source.bag, source.image_topic or None) as bag:
             first = next(bag.images(), None)
