@@ -27,6 +27,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                "a checkpoint -> ONNX (checked against PyTorch; --int8 for CPUs)"),
     "fit-gate": ("training.tools.fit_gate",
                  "add a task gate (action/gesture/none) to a checkpoint on frozen features"),
+    "label-bag": ("training.tools.label_bag",
+                  "a recorded bag -> contact sheet PNG + template labels CSV to edit"),
 }
 
 

@@ -31,13 +31,20 @@ from mtl_perception.bag.outputs import OutputError, check_out, staged
 from mtl_perception.bag.progress import Progress
 from mtl_perception.bag.reader import Bag, BagError
 from mtl_perception.bag.results import write_outputs
-from mtl_perception.bag.run import Evaluation, EvaluationError, load_stream_config, run_pipeline
+from mtl_perception.bag.run import (
+    Evaluation,
+    EvaluationError,
+    load_stream_config,
+    run_pipeline,
+    stream_settings,
+)
 from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.cli import run_command
 from mtl_perception.deploy.load import load_model, read_model_info
 from mtl_perception.names import threads_problem
 from mtl_perception.settings import SettingsError
-from mtl_perception.stream import StreamConfigError
+from mtl_perception.stream import StreamConfig, StreamConfigError
+from mtl_perception.stream.rate import choose_target_fps
 
 LOG = logging.getLogger("evaluate_bag")
 _ERRORS = (BagError, LabelsError, CheckpointError, OutputError, SettingsError,
@@ -125,6 +132,13 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
     config = load_stream_config(args.config, args.overrides)
     check_out(args.out, args.overwrite)
     info = read_model_info(args.checkpoint)
+    # --set target_fps=... is the user's choice; a file's value only when it is not the
+    # default (config/perception.yaml lists the default), as the node decides.
+    explicit = ("target_fps" in stream_settings(None, args.overrides)
+                or config.target_fps != StreamConfig().target_fps)
+    config, rate_line = choose_target_fps(config, info, explicit)
+    if rate_line:
+        LOG.info("%s", rate_line)
     with Bag(args.bag, args.image_topic) as bag:
         images = bag.images()
         first = _first_image(bag, images)

@@ -53,6 +53,16 @@ class EvaluationError(RuntimeError):
 
 def load_stream_config(path: Path | None, overrides: Sequence[str]) -> StreamConfig:
     """StreamConfig from a YAML file (plain, or the node's parameter file) plus overrides."""
+    data = stream_settings(path, overrides)
+    where = f"stream settings ({path})" if path is not None else "stream settings"
+    config = from_dict(StreamConfig, data, where)
+    if not isinstance(config, StreamConfig):  # from_dict's typing is generic
+        raise SettingsError(f"{where}: not a StreamConfig")
+    return config
+
+
+def stream_settings(path: Path | None, overrides: Sequence[str]) -> dict[str, Any]:
+    """The stream settings the file and the overrides give, before defaults fill the rest."""
     data: dict[str, Any] = {}
     if path is not None:
         data = load_yaml(path)
@@ -64,12 +74,7 @@ def load_stream_config(path: Path | None, overrides: Sequence[str]) -> StreamCon
                                     "to be a mapping of parameter names to values")
             names = {f.name for f in dataclasses.fields(StreamConfig)}
             data = {k: v for k, v in params.items() if k in names}
-    data = apply_overrides(data, overrides)
-    where = f"stream settings ({path})" if path is not None else "stream settings"
-    config = from_dict(StreamConfig, data, where)
-    if not isinstance(config, StreamConfig):  # from_dict's typing is generic
-        raise SettingsError(f"{where}: not a StreamConfig")
-    return config
+    return apply_overrides(data, overrides)
 
 
 @dataclass

@@ -21,6 +21,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import rclpy
@@ -50,8 +51,15 @@ from mtl_perception.ros.node_config import (
     check_params_files,
     read_node_config,
 )
-from mtl_perception.ros.params import PARAMS, check_change, live_values, missing_checkpoint_hint
+from mtl_perception.ros.params import (
+    BY_NAME,
+    PARAMS,
+    check_change,
+    live_values,
+    missing_checkpoint_hint,
+)
 from mtl_perception.stream import ClipResult, ImageDecodeError, StreamPipeline, StreamStats
+from mtl_perception.stream.rate import choose_target_fps
 
 NODE_NAME = "perception_node"
 # Exit status for what cannot run as given (parameters, checkpoint): the
@@ -121,6 +129,12 @@ class PerceptionNode(LifecycleNode):
             return self._fail(missing_checkpoint_hint(str(config.checkpoint.absolute())))
         try:
             loaded = load_model(config.checkpoint, device)
+            # A uniform-sampled model's own rate unless target_fps was changed from its default.
+            changed = config.stream.target_fps != BY_NAME["target_fps"].default
+            stream, rate_line = choose_target_fps(config.stream, loaded.info, changed)
+            if rate_line:
+                self.get_logger().info(rate_line)
+            config = replace(config, stream=stream)
             self._pipeline = StreamPipeline(
                 loaded.model, loaded.info, config.stream, device=device, autocast=autocast,
                 on_result=self._result_cb, on_error=self._decode_error_cb, realtime=True,

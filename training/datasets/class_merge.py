@@ -16,6 +16,7 @@ class lists, never on samples, so train and test always get the same ids.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +116,7 @@ def merge_splits(
     for (_, split), table in zip(parts, tables, strict=True):
         for s in split.samples:
             label = UNLABELLED if s.label == UNLABELLED else table[s.label]
-            samples.append(VideoSample(s.path, label, s.start, s.end, s.frames_dir))
+            samples.append(dataclasses.replace(s, label=label))
     shared = {name: items for name, items in origins.items() if len(items) > 1}
     return LabelledSplit(
         samples=samples,

@@ -20,6 +20,10 @@ is applied to the decoded uint8 frames, so the clip is exactly what the one
 preprocessing copy gives for a mirrored scene; flipping after the centre crop
 would not be (171 -> 112 leaves 30 columns on the left, 29 on the right).
 
+Bag sources (`bag_source.py`): samples are labelled intervals of a bag's
+frame cache, already decoded, sampled and preprocessed by the streaming
+core; they are never flipped. `temporal` sampling (`clip_sampling.py`).
+
 Bad files: a video that cannot be opened or decoded is flagged once (one
 warning naming it) in a bitmap in shared memory, so the count is the same in
 the main process and every DataLoader worker (fork or spawn; the dataset must
@@ -37,10 +41,11 @@ accuracy must not count another video twice. A flagged file is not retried.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
+import statistics
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -49,12 +54,24 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from mtl_perception.preprocess import PreprocessConfig, preprocess_frames
-from training.datasets.clips import centre_clip_indices, evenly_spaced_clips, training_clip_indices
+from training.datasets.bag_cache import read_cached
+from training.datasets.bag_source import resolve_bag_items
+from training.datasets.clip_sampling import (
+    ClipSamplingConfig,
+    LoadStats,
+)
+from training.datasets.clips import (
+    centre_clip_indices,
+    evenly_spaced_clips,
+    training_clip_indices,
+    uniform_clip_indices,
+    uniform_evenly_spaced_clips,
+)
 from training.datasets.frames import count_image_frames, read_image_frames
+from training.datasets.listfile import DatasetError
 from training.datasets.missing import SHOWN, find_missing, require_files
 from training.datasets.sample import LabelledSplit, VideoSample
 from training.datasets.video import (
-    DecodeStats,
     VideoReader,
     VideoReadError,
     VideoTooShortError,
@@ -66,39 +83,6 @@ Mode = Literal["train", "centre", "all"]
 _CHUNK = 32  # frames preprocessed at a time
 _OK, _BAD, _SHORT = 0, 1, 2  # per-file flags in shared memory
 Item = tuple[torch.Tensor, int, int]
-
-
-@dataclass(frozen=True)
-class ClipSamplingConfig:
-    """How clips are drawn from videos; `clip_length` comes from `PreprocessConfig`."""
-
-    frame_step: int = 1  # frames between consecutive clip frames
-    num_eval_clips: int = 10  # clips per video in mode "all" (video accuracy)
-    flip_probability: float = 0.5  # training clips of `flip_tasks` mirrored with this chance
-    flip_tasks: tuple[int, ...] = (0,)  # task ids that may be flipped: action tasks only
-    seed: int = 0
-    decode_threads: int = 1  # FFmpeg threads per decode; 1 when DataLoader workers run
-
-    def __post_init__(self) -> None:
-        # upper bounds: past them a value is a typo that would loop or allocate for hours
-        if not 1 <= self.frame_step <= 10_000:
-            raise ValueError(f"frame_step must be in 1..10000, got {self.frame_step}")
-        if not 1 <= self.num_eval_clips <= 1000:
-            raise ValueError(f"num_eval_clips must be in 1..1000, got {self.num_eval_clips}")
-        if not 0.0 <= self.flip_probability <= 1.0:
-            raise ValueError(f"flip_probability must be in [0, 1], got {self.flip_probability}")
-        if self.seed < 0 or not 0 <= self.decode_threads <= 256:
-            raise ValueError("seed must be >= 0 and decode_threads in 0..256")
-
-
-@dataclass
-class LoadStats:
-    """This process's loading time, split by stage (the benchmark's profile)."""
-
-    items: int = 0
-    decode: DecodeStats = field(default_factory=DecodeStats)
-    preprocess_s: float = 0.0
-    total_s: float = 0.0
 
 
 class ClipDataset(Dataset):
@@ -115,6 +99,11 @@ class ClipDataset(Dataset):
             raise ValueError(f"mode must be 'train', 'centre' or 'all', got {mode!r}")
         if not items:
             raise ValueError("a ClipDataset needs at least one sample")
+        # Bag intervals -> samples of the bag's cache of preprocessed frames (built once).
+        items = resolve_bag_items(items, preprocess or PreprocessConfig())
+        if not items:
+            raise DatasetError("no labelled bag interval holds a sampled frame (see the "
+                               "warnings): nothing to make clips of")
         self.samples = [sample for sample, _ in items]
         self.task_ids = [int(task) for _, task in items]
         self.mode: Mode = mode
@@ -128,6 +117,10 @@ class ClipDataset(Dataset):
         # process's start method and break DataLoaders that spawn their workers.
         self._flags = mp.RawArray("b", len(self._paths))
         self._epoch = mp.RawValue("q", 0)
+        # Seconds from first to last frame of each sample's latest clip (NaN: not loaded
+        # yet, or a frame folder without a frame rate): the checkpoint's `clip_span_s`.
+        self._spans = mp.RawArray("d", len(self.samples))
+        self._spans[:] = [math.nan] * len(self.samples)
         self._by_task: dict[int, list[int]] = {}
         self._rank: list[int] = []  # position of each sample among its task's samples
         for index, task in enumerate(self.task_ids):
@@ -170,6 +163,11 @@ class ClipDataset(Dataset):
     def short_paths(self) -> list[Path]:
         """Files used although fewer frames decode than their header says (warned once)."""
         return [p for p, flag in zip(self._paths, self._flags[:], strict=True) if flag == _SHORT]
+
+    def median_clip_span(self) -> float | None:
+        """Median seconds covered by the clips loaded so far (all workers); None if none."""
+        spans = [s for s in self._spans[:] if math.isfinite(s)]
+        return statistics.median(spans) if spans else None
 
     def check_files(self, allow_missing: bool = False, limit: int = SHOWN) -> int:
         """Run before training: raise `MissingFilesError` naming the first missing files.
@@ -225,18 +223,13 @@ class ClipDataset(Dataset):
     def _load(self, index: int, task: int, rng: np.random.Generator) -> torch.Tensor:
         tic = time.perf_counter()
         sample = self.samples[index]
-        frames: np.ndarray | torch.Tensor
-        if sample.frames_dir:
-            frames, clips = self._read_folder(sample, rng)
+        stamps: Callable[[int], float] | None
+        if sample.cached:  # preprocessed by the streaming core (bag sources); never flipped
+            video, clips, stamps = self._read_cached(sample, rng)
         else:
-            frames, clips = self._read_video(sample, self._path_ids[index], rng)
-        wants_flip = self.mode == "train" and task in self.sampling.flip_tasks
-        if wants_flip and rng.random() < self.sampling.flip_probability:
-            # torch.flip copies 10x faster than numpy's negative-stride copy of RGB triplets.
-            frames = torch.flip(torch.from_numpy(frames), dims=(2,))
-        pre = time.perf_counter()
-        video = self._preprocess(frames)  # (3, U, h, w) for the U distinct frames
-        self.stats.preprocess_s += time.perf_counter() - pre
+            video, clips, stamps = self._decode(sample, index, task, rng)
+        if stamps is not None:
+            self._spans[index] = stamps(max(clips[0])) - stamps(min(clips[0]))
         unique = sorted({i for clip in clips for i in clip})
         if self.mode == "all":
             out = torch.stack([_gather(video, unique, clip) for clip in clips])
@@ -245,6 +238,33 @@ class ClipDataset(Dataset):
         self.stats.items += 1
         self.stats.total_s += time.perf_counter() - tic
         return out
+
+    def _decode(self, sample: VideoSample, index: int, task: int, rng: np.random.Generator
+                ) -> tuple[torch.Tensor, list[list[int]], Callable[[int], float] | None]:
+        """A video's or frame folder's clips, decoded and preprocessed: (3, U, h, w)."""
+        frames: np.ndarray | torch.Tensor
+        if sample.frames_dir:
+            frames, clips, fps = self._read_folder(sample, rng)
+        else:
+            frames, clips, fps = self._read_video(sample, self._path_ids[index], rng)
+        wants_flip = self.mode == "train" and task in self.sampling.flip_tasks
+        if wants_flip and rng.random() < self.sampling.flip_probability:
+            # torch.flip copies 10x faster than numpy's negative-stride copy of RGB triplets.
+            frames = torch.flip(torch.from_numpy(frames), dims=(2,))
+        pre = time.perf_counter()
+        video = self._preprocess(frames)  # (3, U, h, w) for the U distinct frames
+        self.stats.preprocess_s += time.perf_counter() - pre
+        return video, clips, None if fps is None else _frame_seconds(fps)
+
+    def _read_cached(self, sample: VideoSample, rng: np.random.Generator
+                     ) -> tuple[torch.Tensor, list[list[int]], Callable[[int], float]]:
+        """A bag sample's clips from its cache of preprocessed frames: (3, U, h, w)."""
+        tic = time.perf_counter()
+        cache = read_cached(sample.path)
+        clips = self._clips(len(cache.stamps_ns), sample, rng)
+        video = cache.frames_tensor(sorted({i for clip in clips for i in clip}))
+        self.stats.decode.decode_s += time.perf_counter() - tic
+        return video, clips, cache.seconds
 
     def _preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """`preprocess_frames` in chunks of `_CHUNK` frames (exact: the step is per frame).
@@ -263,21 +283,28 @@ class ClipDataset(Dataset):
     def _clips(self, num_frames: int, sample: VideoSample, rng: np.random.Generator
                ) -> list[list[int]]:
         length, step = self.preprocess.clip_length, self.sampling.frame_step
+        start, end = sample.start, sample.end
         try:
+            if self.sampling.temporal == "uniform":
+                if self.mode == "train":
+                    return [uniform_clip_indices(num_frames, length, rng, start, end)]
+                if self.mode == "centre":
+                    return [uniform_clip_indices(num_frames, length, None, start, end)]
+                return uniform_evenly_spaced_clips(
+                    num_frames, length, self.sampling.num_eval_clips, start, end
+                )
             if self.mode == "train":
-                return [
-                    training_clip_indices(num_frames, length, step, rng, sample.start, sample.end)
-                ]
+                return [training_clip_indices(num_frames, length, step, rng, start, end)]
             if self.mode == "centre":
-                return [centre_clip_indices(num_frames, length, step, sample.start, sample.end)]
+                return [centre_clip_indices(num_frames, length, step, start, end)]
             return evenly_spaced_clips(
-                num_frames, length, step, self.sampling.num_eval_clips, sample.start, sample.end
+                num_frames, length, step, self.sampling.num_eval_clips, start, end
             )
         except ValueError as exc:  # the segment lies past the frames the file holds
             raise VideoReadError(f"{sample.path}: {exc}") from exc
 
     def _read_video(self, sample: VideoSample, path_id: int, rng: np.random.Generator
-                    ) -> tuple[np.ndarray, list[list[int]]]:
+                    ) -> tuple[np.ndarray, list[list[int]], float | None]:
         with VideoReader(sample.path, threads=self.sampling.decode_threads) as reader:
             try:
                 num_frames = reader.num_frames
@@ -298,16 +325,17 @@ class ClipDataset(Dataset):
                     frames = reader.read(sorted({i for clip in clips for i in clip}))
             finally:
                 self.stats.decode.add(reader.stats)
-        return frames, clips
+            fps = reader.fps if reader.fps > 0 else None
+        return frames, clips, fps
 
     def _read_folder(self, sample: VideoSample, rng: np.random.Generator
-                     ) -> tuple[np.ndarray, list[list[int]]]:
+                     ) -> tuple[np.ndarray, list[list[int]], float | None]:
         num_frames = sample.end if sample.end is not None else count_image_frames(sample.path)
         clips = self._clips(num_frames, sample, rng)
         tic = time.perf_counter()
         frames = read_image_frames(sample.path, sorted({i for clip in clips for i in clip}))
         self.stats.decode.decode_s += time.perf_counter() - tic
-        return frames, clips
+        return frames, clips, None  # extracted frames carry no frame rate
 
     def _flag_short(self, path_id: int, header: int, available: int) -> None:
         if self._flags[path_id] == _OK:
@@ -322,6 +350,11 @@ class ClipDataset(Dataset):
         self._flags[path_id] = _BAD
         LOG.warning("skipping unreadable video %s (task %d): %s",
                     self._paths[path_id], self.task_ids[index], exc)
+
+
+def _frame_seconds(fps: float) -> Callable[[int], float]:
+    """Frame index -> seconds from the video's first frame."""
+    return lambda index: index / fps
 
 
 def _gather(video: torch.Tensor, unique: list[int], clip: list[int]) -> torch.Tensor:

@@ -112,3 +112,59 @@ def _check(clip_length: int, step: int) -> None:
         raise ValueError(f"clip_length must be >= 1, got {clip_length}")
     if step < 1:
         raise ValueError(f"frame step must be >= 1, got {step}")
+
+
+# -- uniform sampling (the paper: "downsampled to a fixed length of 32 frames per video") --
+#
+# The segment's n frames are cut into `clip_length` equal bins, [k n / L, (k + 1) n / L),
+# and the clip takes one frame from each bin: so the clip covers the whole labelled
+# video or interval whatever its length. A segment shorter than the clip repeats
+# frames (each frame then fills one or more bins, in order). All arithmetic is in
+# integers, so the indices are exact on every platform.
+
+
+def uniform_clip_indices(
+    num_frames: int,
+    clip_length: int,
+    rng: np.random.Generator | None,
+    start: int = 0,
+    end: int | None = None,
+) -> list[int]:
+    """One frame per bin; training (`rng`) jitters all bins by one shared random phase.
+
+    With `rng` the clip draws one integer `r` in `[0, n)` and frame k is
+    `floor((k n + r) / L)`: the same spacing, shifted anywhere within a bin
+    (the per-sample jitter). Without `rng` it is the evaluation clip: bin
+    centres, `floor((2k + 1) n / (2L))`.
+    """
+    first, stop = segment_bounds(num_frames, start, end)
+    _check(clip_length, 1)
+    n = stop - first
+    if rng is None:
+        return [first + ((2 * k + 1) * n) // (2 * clip_length) for k in range(clip_length)]
+    r = int(rng.integers(0, n)) if n > 1 else 0
+    return [first + (k * n + r) // clip_length for k in range(clip_length)]
+
+
+def uniform_evenly_spaced_clips(
+    num_frames: int,
+    clip_length: int,
+    num_clips: int,
+    start: int = 0,
+    end: int | None = None,
+) -> list[list[int]]:
+    """`num_clips` uniform clips at evenly spaced phases within the bins (video accuracy).
+
+    Clip j takes phase `(2j + 1) n / (2 num_clips)`: frame k is
+    `floor((2 N k n + (2j + 1) n) / (2 N L))`; for one clip that is the
+    evaluation clip of `uniform_clip_indices`.
+    """
+    if num_clips < 1:
+        raise ValueError(f"num_clips must be >= 1, got {num_clips}")
+    first, stop = segment_bounds(num_frames, start, end)
+    _check(clip_length, 1)
+    n, big = stop - first, 2 * num_clips * clip_length
+    return [
+        [first + (2 * num_clips * k * n + (2 * j + 1) * n) // big for k in range(clip_length)]
+        for j in range(num_clips)
+    ]

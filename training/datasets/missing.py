@@ -70,6 +70,8 @@ def wrong_kind(sample: VideoSample) -> str | None:
         mode = os.stat(sample.path).st_mode
     except (OSError, ValueError):
         return None  # missing: find_missing's business
+    if sample.bag is not None and not sample.cached:  # a bag: checked when it is opened
+        return None
     if sample.frames_dir:
         if stat.S_ISDIR(mode):
             return None
@@ -190,7 +192,8 @@ def check_videos(
     distinct: dict[tuple[Path, int, int | None, bool], VideoSample] = {}
     for s in split.samples:
         distinct.setdefault((s.path, s.start, s.end, s.frames_dir), s)
-    present = [s for s in distinct.values() if sample_exists(s) and not wrong_kind(s)]
+    present = [s for s in distinct.values()
+               if sample_exists(s) and not wrong_kind(s) and s.bag is None]  # bags: no video
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(check_sample, present))
     reports = {}

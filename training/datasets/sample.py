@@ -9,6 +9,21 @@ UNLABELLED = -1  # a list without real labels (e.g. IsoGD's released test list)
 
 
 @dataclass(frozen=True)
+class BagRef:
+    """Where a bag sample's frames come from: the bag, its image topic, the stream's sampling.
+
+    The frames are the streaming core's: sampled by header stamp at `target_fps`,
+    preprocessed, cached under `cache` (training/datasets/bag_cache.py).
+    """
+
+    bag: Path
+    topic: str
+    target_fps: float
+    max_gap_s: float
+    cache: Path
+
+
+@dataclass(frozen=True)
 class VideoSample:
     """One labelled video, or a labelled segment of one.
 
@@ -25,6 +40,11 @@ class VideoSample:
     start: int = 0
     end: int | None = None
     frames_dir: bool = False
+    # Bag sources: before `resolve_bag_items`, `path` is the bag and start/end are
+    # nanoseconds from its first image's stamp; after it, `cached` is True, `path` is
+    # the bag's frame cache and start/end index its sampled frames.
+    bag: BagRef | None = None
+    cached: bool = False
 
 
 @dataclass

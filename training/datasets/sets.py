@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl_perception.settings import SettingsError, from_dict, load_yaml
-from training.datasets import folders, isogd, mmaction, ntu, nvgesture, ucf101
+from training.datasets import bag_source, folders, isogd, mmaction, ntu, nvgesture, ucf101
 from training.datasets.class_merge import DEFAULT_MERGE_FILE, MergeGroup, load_merges, merge_splits
 from training.datasets.listfile import DatasetError
 from training.datasets.sample import LabelledSplit
@@ -60,6 +60,7 @@ FORMATS: dict[str, tuple[type, Callable[[Any, str], LabelledSplit]]] = {
     "nvgesture": (nvgesture.NvgestureSource, nvgesture.read_split),
     "mmaction": (mmaction.MmactionSource, mmaction.read_split),
     "folders": (folders.FoldersSource, folders.read_split),
+    "bag": (bag_source.BagSource, bag_source.read_split),
 }
 
 
@@ -114,7 +115,8 @@ def load_set(path: str | Path) -> SetConfig:
         if not sources:
             raise SettingsError(f"{path}: tasks.{task}: no sources listed")
         tasks[task] = [
-            _source(item, base, f"{path}: tasks.{task}[{i}]") for i, item in enumerate(sources)
+            _source(_with_task(item, task), base, f"{path}: tasks.{task}[{i}]")
+            for i, item in enumerate(sources)
         ]
         for j, later in enumerate(tasks[task]):
             first = next(i for i, earlier in enumerate(tasks[task]) if earlier == later)
@@ -145,6 +147,13 @@ def _untrimmed(item: Any, base: Path, where: str) -> UntrimmedSource:
         raise SettingsError(f"{where}: expected a mapping with a 'root' key")
     source = from_dict(UntrimmedSource, item, where)
     return dataclasses.replace(source, root=_resolve(source.root, base, f"{where}.root"))
+
+
+def _with_task(item: Any, task: str) -> Any:
+    """A bag source reads its labels CSV's rows of the task it is listed under."""
+    if isinstance(item, dict) and item.get("format") == "bag" and "task" not in item:
+        return {**item, "task": task}
+    return item
 
 
 def _warn_shared_sources(path: Path, tasks: dict[str, list[SourceConfig]]) -> None:

@@ -36,6 +36,7 @@ from mtl_perception.deploy.load import is_exported, load_model, read_model_info
 from mtl_perception.models import MultiTaskModel
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream.config import BACKENDS
+from training.datasets.clip_sampling import TemporalSampling
 from training.datasets.clips import clip_span
 from training.datasets.listfile import DatasetError
 from training.datasets.missing import require_files
@@ -97,6 +98,12 @@ def trained_frame_step(info: CheckpointInfo) -> int:
     return EvalConfig().frame_step
 
 
+def trained_temporal_sampling(info: CheckpointInfo) -> TemporalSampling:
+    """consecutive or uniform, as the model was trained (its provenance); else consecutive."""
+    value = info.provenance.get("temporal_sampling")
+    return "uniform" if value == "uniform" else "consecutive"
+
+
 def check_classes(info: CheckpointInfo, splits: dict[str, LabelledSplit], checkpoint: Path,
                   set_config: SetConfig) -> None:
     """Refuse a set whose tasks or class names differ from the checkpoint's."""
@@ -153,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, num_workers=args.num_workers,
             max_videos=args.max_videos, video_accuracy=not args.no_video,
             num_eval_clips=args.num_eval_clips, frame_step=frame_step,
-            autocast=args.autocast,
+            autocast=args.autocast, temporal_sampling=trained_temporal_sampling(info),
         )
         try:
             device = torch.device(args.device)

@@ -52,6 +52,7 @@ from mtl_perception.models import MultiTaskModel
 from mtl_perception.names import workers_problem
 from mtl_perception.preprocess import PreprocessConfig
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig, collate_clips
+from training.datasets.clip_sampling import TemporalSampling
 from training.datasets.sample import UNLABELLED, LabelledSplit, VideoSample
 
 LOG = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class EvalConfig:
     num_eval_clips: int = 10
     frame_step: int = 1
     autocast: Precision = "none"
+    temporal_sampling: TemporalSampling = "consecutive"  # as the model was trained
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -285,6 +287,7 @@ class Evaluator:
             frame_step=self.config.frame_step,
             num_eval_clips=self.config.num_eval_clips,
             flip_probability=0.0,
+            temporal=self.config.temporal_sampling,
         )
         self.centre = ClipDataset(items, "centre", preprocess, sampling)
         self.all_clips = (

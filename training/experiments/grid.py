@@ -181,7 +181,8 @@ def score_run(run: GridRun, config: TrainConfig, result: TrainResult, set_path: 
     loaded = load_checkpoint(result.best)
     set_config = load_set(set_path)
     splits = {t: build_task_split(set_config, t, "test") for t in run.tasks}
-    scoring = replace(eval_config or EvalConfig(), frame_step=config.clip.frame_step)
+    scoring = replace(eval_config or EvalConfig(), frame_step=config.clip.frame_step,
+                      temporal_sampling=config.clip.temporal_sampling)
     evaluation = Evaluator(splits, loaded.model.config.task_names, loaded.info.preprocess,
                            scoring)
     scores = evaluation(loaded.model)

@@ -13,7 +13,11 @@ import logging
 import os
 from pathlib import Path
 
-from training.synthetic.motions import ACTION_CLASSES, GESTURE_CLASSES
+from training.synthetic.motions import (
+    ACTION_CLASSES,
+    EXTRA_GESTURE_CLASSES,
+    KNOWN_GESTURE_CLASSES,
+)
 from training.synthetic.output import SynthOutputError
 from training.synthetic.writer import SET_FILE, SynthSettings, SynthSettingsError, generate
 
@@ -77,8 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="indoor locations the gestures are filmed in (shared by all classes)")
     parser.add_argument("--actions", type=_names(ACTION_CLASSES), default=",".join(d.actions),
                         help="comma-separated subset of action classes")
-    parser.add_argument("--gestures", type=_names(GESTURE_CLASSES), default=",".join(d.gestures),
-                        help="comma-separated subset of gesture classes")
+    parser.add_argument("--gestures", type=_names(KNOWN_GESTURE_CLASSES),
+                        default=",".join(d.gestures),
+                        help="comma-separated gesture classes (extra, not in the default: "
+                             f"{','.join(EXTRA_GESTURE_CLASSES)})")
     parser.add_argument("--train-sessions", type=int, default=d.train_sessions,
                         help="untrimmed sessions in the train split (room and yard in turn)")
     parser.add_argument("--test-sessions", type=int, default=d.test_sessions,

@@ -29,6 +29,11 @@ ACTION_CLASSES: tuple[str, ...] = ("Walk", "Jump", "Squat", "SitDown", "StandUp"
 GESTURE_CLASSES: tuple[str, ...] = (
     "wave", "swipe_left", "swipe_right", "swipe_up", "swipe_down", "circle", "push", "stop",
 )
+# Gestures the default set (and so the demo model) leaves out: `make demo-teach`
+# teaches one to the demo model. Rendered only when asked for by name; their
+# random streams come after GESTURE_CLASSES', so the default set is unchanged.
+EXTRA_GESTURE_CLASSES: tuple[str, ...] = ("zigzag",)
+KNOWN_GESTURE_CLASSES: tuple[str, ...] = GESTURE_CLASSES + EXTRA_GESTURE_CLASSES
 
 STAND = Pose()
 # Seated on a stool: thighs level, shins upright, hands resting on the thighs.
@@ -292,7 +297,11 @@ def _stroke(name: str, s: float, p: MotionParams) -> Vec3:
     if name == "stop":
         tremor = 0.004 * math.sin(2 * math.pi * 3 * s)
         return (tremor, h + 0.03, 0.26)
-    raise KeyError(f"unknown gesture {name!r}; known: {GESTURE_CLASSES}")
+    if name == "zigzag":  # from high on one side down across the body in wide Z strokes
+        strokes = 3 + p.reps
+        across = 1.0 - 2.0 * abs((s * strokes) % 2.0 - 1.0)  # triangle wave in [-1, 1]
+        return (0.18 * a * across * out, h + 0.18 * a - 0.36 * a * s, 0.16 + 0.03 * bulge)
+    raise KeyError(f"unknown gesture {name!r}; known: {KNOWN_GESTURE_CLASSES}")
 
 
 def gesture_hand(name: str, s: float, p: MotionParams) -> Vec3:

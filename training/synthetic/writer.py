@@ -42,7 +42,7 @@ from pathlib import Path
 from mtl_perception.bag.labels import write_labels
 from training.datasets.video import write_video
 from training.synthetic.cast import actor_of, place_of, rng_of
-from training.synthetic.motions import ACTION_CLASSES, GESTURE_CLASSES
+from training.synthetic.motions import ACTION_CLASSES, KNOWN_GESTURE_CLASSES
 from training.synthetic.output import (
     MANIFEST,
     finish,
@@ -125,7 +125,7 @@ def render_job(settings: SynthSettings, job: Job, with_mask: bool = False) -> Cl
         place = place_of(settings.seed, "action", int(rng.integers(settings.places)), size)
         return action_clip(job.name, actor, place, rng, size, settings.frames, settings.fps,
                            settings.antialias, with_mask)
-    rng = rng_of(settings.seed, 4, GESTURE_CLASSES.index(job.name), job.index)
+    rng = rng_of(settings.seed, 4, KNOWN_GESTURE_CLASSES.index(job.name), job.index)
     place = place_of(settings.seed, "gesture", int(rng.integers(settings.rooms)), size)
     return gesture_clip(job.name, actor, place, rng, size, settings.gesture_frames, settings.fps,
                         settings.antialias, with_mask)

@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="splits to summarize")
     parser.add_argument("--show", type=_count, default=3,
                         help="how many missing/unreadable paths to name per split")
+    parser.add_argument("--clip-length", type=_count, default=32,
+                        help="bag sources: count the clips of this many frames per class")
 
 
 def _count(text: str) -> int:
@@ -52,7 +54,8 @@ def _count(text: str) -> int:
     return value
 
 
-def summarize_split(split: LabelledSplit, check: bool, show: int) -> dict[str, Any]:
+def summarize_split(split: LabelledSplit, check: bool, show: int, clip_length: int = 32
+                    ) -> dict[str, Any]:
     """The numbers of one task's split, as they go into the JSON."""
     missing = find_missing(split, show)
     odd = find_wrong_kind(split, show)
@@ -85,18 +88,39 @@ def summarize_split(split: LabelledSplit, check: bool, show: int) -> dict[str, A
     merged = split.extra.get("merged_classes")
     if merged:
         result["merged_classes"] = merged
+    if any(s.bag is not None for s in split.samples):
+        result["bags"] = bag_summary(split, clip_length)
     return result
 
 
+def bag_summary(split: LabelledSplit, clip_length: int) -> dict[str, Any]:
+    """Per class of a split's bag intervals: intervals, labelled seconds, and clips, the
+    positions of a consecutive `clip_length`-frame clip at the source's target_fps (an
+    interval shorter than a clip counts one, loop-padded as training pads it)."""
+    names = split.class_names
+    intervals = dict.fromkeys(names, 0)
+    seconds = dict.fromkeys(names, 0.0)
+    clips = dict.fromkeys(names, 0)
+    for s in split.samples:
+        if s.bag is None or s.label == UNLABELLED or s.end is None:
+            continue
+        name, length = names[s.label], (s.end - s.start) / 1e9
+        intervals[name] += 1
+        seconds[name] = round(seconds[name] + length, 6)
+        clips[name] += max(int(length * s.bag.target_fps) - clip_length + 1, 1)
+    return {"intervals": intervals, "labelled_s": seconds, "clips": clips,
+            "clip_length": clip_length}
+
+
 def summarize(set_config: SetConfig, splits: list[str], check_videos: bool = False,
-              show: int = 3) -> dict[str, Any]:
+              show: int = 3, clip_length: int = 32) -> dict[str, Any]:
     """`{"name", "config", "tasks": {task: {split: {...}}}}` for a loaded set."""
     # Every list first: a malformed one must not wait behind an hour of decoding.
     built = {(task, split): build_task_split(set_config, task, split)
              for task in set_config.tasks for split in splits}
     tasks: dict[str, dict[str, Any]] = {task: {} for task in set_config.tasks}
     for (task, split), labelled in built.items():
-        tasks[task][split] = summarize_split(labelled, check_videos, show)
+        tasks[task][split] = summarize_split(labelled, check_videos, show, clip_length)
     return {"name": set_config.name, "config": str(set_config.path), "tasks": tasks}
 
 
@@ -131,6 +155,12 @@ def format_table(summary: dict[str, Any]) -> str:
                 notes.append(f"{task}/{split}: {s['missing_hint']}")
             for name, items in s.get("merged_classes", {}).items():
                 notes.append(f"{task}/{split} merged class {name!r}: {', '.join(items)}")
+            bags = s.get("bags")
+            if bags:
+                notes.append(f"{task}/{split} bag intervals (class: intervals, labelled time, "
+                             f"clips of {bags['clip_length']} frames): " + "; ".join(
+                                 f"{n}: {bags['intervals'][n]}, {bags['labelled_s'][n]:.1f} s, "
+                                 f"{bags['clips'][n]}" for n in bags["intervals"]))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     right = {2, 3, 4, 5, 6, 7, 8}
 
@@ -155,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
             return 2
     try:
         set_config = load_set(args.config)
-        summary = summarize(set_config, list(args.splits), args.check_videos, args.show)
+        summary = summarize(set_config, list(args.splits), args.check_videos, args.show,
+                            max(args.clip_length, 1))
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from mtl_perception.models.config import Method
 from mtl_perception.names import workers_problem
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.settings import SettingsError, apply_overrides, from_dict, load_yaml, to_dict
+from training.datasets.clip_sampling import TemporalSampling
 from training.methods.lws import LWSConfig
 from training.methods.weighting import WeightingConfig
 
@@ -55,10 +56,19 @@ class ClipSettings:
     flip_probability: float = 0.5
     flip_tasks: tuple[str, ...] = ("action",)  # never gestures: flip turns left into right
     antialias: bool = False  # antialiased resize (the paper's preset has none; small demos need it)
+    # Which frames of a video (or labelled interval) make a clip, along time; not to be
+    # confused with the top-level `sampling:` (which tasks fill a batch).
+    # consecutive: clip_length frames frame_step apart at a random position;
+    # uniform: the paper's "downsampled to a fixed length": the clip's frames spread
+    # evenly over the whole video, jittered per sample in training (datasets/clips.py).
+    temporal_sampling: TemporalSampling = "consecutive"
 
     def __post_init__(self) -> None:
         # The runtime's own checks (clip length, sizes, crop within resize), at load time.
         PreprocessConfig(clip_length=self.clip_length, resize=self.resize, crop=self.crop)
+        if self.temporal_sampling == "uniform" and self.frame_step != 1:
+            raise ValueError("clip.frame_step applies to temporal_sampling consecutive only; "
+                             f"set it to 1 with uniform (got {self.frame_step})")
         if self.frame_step < 1 or not 0 <= self.flip_probability <= 1:
             raise ValueError(f"clip.frame_step must be >= 1 and clip.flip_probability in "
                              f"[0, 1], got {self.frame_step} and {self.flip_probability}")
@@ -106,6 +116,9 @@ class TrainConfig:
       needs exactly one (its model has no other head).
     - `pretrained`: `kinetics400` (torchvision's r3d_18 weights from the torch
       hub cache), `none`, or a weights file (.pth/.safetensors).
+    - `init`: a checkpoint of ours to fine-tune (train/finetune.py): backbone and
+      shared weights from it, heads by task and class name; `pretrained` is then
+      not read. Empty: start from `pretrained`.
     - `sampling`: batch composition beyond one sample per task: proportional
       to the tasks' training set sizes, or balanced.
     - `val_every`: validation (and best/last checkpoints) every N iterations
@@ -119,6 +132,7 @@ class TrainConfig:
     method: Method = "hps"
     tasks: tuple[str, ...] = ()
     pretrained: str = "kinetics400"
+    init: str = ""
     model: ModelSettings = field(default_factory=ModelSettings)
     clip: ClipSettings = field(default_factory=ClipSettings)
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
@@ -180,7 +194,8 @@ def config_from_dict(data: dict[str, Any], where: str = "config", base: Path | N
         raise SettingsError(f"{where}: {exc}") from exc
     if base is not None:
         config = replace(config, set=_resolve(config.set, base),
-                         pretrained=_resolve_pretrained(config.pretrained, base))
+                         pretrained=_resolve_pretrained(config.pretrained, base),
+                         init=str(_resolve(Path(config.init), base)) if config.init else "")
     if str(config.set) in ("", "."):
         raise SettingsError(f"{where}: set: name the multi-task set YAML to train on")
     from mtl_perception.stream.config import StreamConfigError  # torch: only when loading

@@ -56,7 +56,8 @@ def build_data(config: TrainConfig) -> RunData:
     flip = tuple(i for i, t in enumerate(names) if t in config.clip.flip_tasks)
     sampling = ClipSamplingConfig(frame_step=config.clip.frame_step,
                                   flip_probability=config.clip.flip_probability,
-                                  flip_tasks=flip, seed=config.seed)
+                                  flip_tasks=flip, seed=config.seed,
+                                  temporal=config.clip.temporal_sampling)
     preprocess = preprocess_of(config)
     none_train: list[VideoSample] = []
     none_val: list[VideoSample] = []

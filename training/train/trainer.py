@@ -41,8 +41,10 @@ from training.methods.weighting import build_weighting
 from training.train import distributed as D
 from training.train.config import RESUME_CHANGEABLE, TrainConfig, config_from_dict, config_to_dict
 from training.train.data import RunData, build_data
+from training.train.finetune import init_from_checkpoint
 from training.train.log import TrainLog
 from training.train.pretrained import PretrainedError, backbone_weights
+from training.train.provenance import clip_provenance
 from training.train.resume import (
     STATE_FILE,
     RunDirError,
@@ -130,9 +132,13 @@ class _Run:
         # A resumed run replaces every weight: it needs no pretrained file.
         resuming = resume and state_path.is_file()
         m = config.model
-        weights = None if resuming else backbone_weights(config.pretrained, m.arch, m.width)
+        fresh = not resuming and not config.init  # init: the checkpoint replaces pretrained
+        weights = backbone_weights(config.pretrained, m.arch, m.width) if fresh else None
         self.data: RunData = build_data(config)
         self.model, self.model_config = self._build_model(weights)
+        self.init: dict[str, Any] = {}
+        if config.init:  # a resumed run still records its origin; its state replaces the weights
+            self.init = init_from_checkpoint(self.model, self.data.class_names, config.init)
         self.weighting = build_weighting(config.weighting.method, len(self.data.task_names),
                                          config.weighting).to(ctx.device)
         groups = self.model.parameter_groups(config.lr) + self.weighting.parameter_groups(
@@ -284,7 +290,8 @@ class _Run:
         # and scored near chance (cpu_small: 24 % / 20 % instead of 40 % / 62 %).
         config = EvalConfig(batch_size=c.batch_size, num_workers=c.workers,
                             max_videos=c.val_max_per_task or None, video_accuracy=False,
-                            autocast=amp, frame_step=c.clip.frame_step)
+                            autocast=amp, frame_step=c.clip.frame_step,
+                            temporal_sampling=c.clip.temporal_sampling)
         return Evaluator(self.data.val_splits, self.data.task_names, self.data.preprocess, config,
                          none_samples=self.data.none_val or None)
 
@@ -315,7 +322,9 @@ class _Run:
         provenance = {"config": config_to_dict(self.config), "iteration": self.state.iteration,
                       "metrics": metrics, "processes": self.ctx.world_size,
                       "metric": "clip accuracy (centre clip) on the " + self.config.val_split
-                      + " split"}
+                      + " split", **clip_provenance(self.config, self.data.train)}
+        if self.init:
+            provenance["init"] = self.init
         return CheckpointInfo(self.model_config, self.data.class_names, self.data.preprocess,
                               provenance)
 

@@ -1,0 +1,204 @@
+"""A bag's image topic as the streaming core sees it, decoded and preprocessed once.
+
+`open_cache` pushes every image of the topic through the live node's own
+code: `mtl_perception.stream.camera.CameraState` (stamp-based sampling at
+`target_fps`, buffer resets at gaps over `max_gap_s`, the one decoding and
+preprocessing step), and keeps each sampled frame exactly as the node's
+buffer holds it (float32, bit for bit), its header stamp and its buffer
+segment (a reset starts a new segment: no clip spans one).
+
+The cache is a folder under `cache_root` named after the bag and a hash of
+its key: the SHA-256 of the bag's files, the topic, the preprocessing and
+the sampling settings. A changed bag or setting therefore gets a new folder
+(built on first use); deleting any cache folder is always safe. A folder
+whose `index.json` does not hold the key its name promises, or whose frame
+file has the wrong size, is stale or damaged and refused in one line.
+
+Files: `frames.f32` (N, 3, h, w float32, raw), `index.json` (key, shape,
+first image stamp, bag span), `stamps.npy` (int64 header stamps),
+`segments.npy` (int32 buffer segment of each frame).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtl_perception.preprocess import PreprocessConfig
+from mtl_perception.stream.camera import CameraState
+from mtl_perception.stream.config import StreamConfig
+from mtl_perception.stream.decode import ImageDecodeError, header_of
+from training.datasets.listfile import DatasetError
+
+LOG = logging.getLogger(__name__)
+CACHE_VERSION = 1
+FRAMES, INDEX, STAMPS, SEGMENTS = "frames.f32", "index.json", "stamps.npy", "segments.npy"
+
+
+class CacheError(DatasetError):
+    """A cache folder that cannot be used (stale key, damaged files); one line naming it."""
+
+
+def default_cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mtl_perception" / "bags"
+
+
+def bag_checksum(bag: Path) -> str:
+    """SHA-256 over the bag's files (a rosbag2 folder: every file, by relative path).
+
+    Remembered per process for files of unchanged size and modification time: a
+    run opens each bag for training, validation and video accuracy.
+    """
+    files = sorted(p for p in bag.rglob("*") if p.is_file()) if bag.is_dir() else [bag]
+    return _checksum(bag, tuple((f, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@lru_cache(maxsize=256)
+def _checksum(bag: Path, files: tuple[tuple[Path, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for file, _, _ in files:
+        digest.update(str(file.relative_to(bag) if bag.is_dir() else file.name).encode())
+        digest.update(b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(bag: Path, topic: str, preprocess: PreprocessConfig, target_fps: float,
+              max_gap_s: float) -> dict[str, Any]:
+    return {
+        "version": CACHE_VERSION, "bag_sha256": bag_checksum(bag), "topic": topic,
+        "preprocess": {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in asdict(preprocess).items() if k != "clip_length"},
+        "target_fps": float(target_fps), "max_gap_s": float(max_gap_s),
+    }
+
+
+@dataclass(frozen=True)
+class CachedFrames:
+    """One bag's sampled, preprocessed frames (memory-mapped) and their stamps."""
+
+    frames: np.ndarray  # (N, 3, h, w) float32, read-only memory map
+    stamps_ns: np.ndarray  # (N,) int64 header stamps
+    segments: np.ndarray  # (N,) int32 buffer segment
+    first_stamp_ns: int  # the bag's first image's stamp: labels count from it
+    span_s: float | None  # first image to the bag's end (labels must lie inside)
+
+    def frames_tensor(self, indices: list[int]) -> torch.Tensor:
+        """(3, len(indices), h, w): the frames in that order, as the node's clip stacks them."""
+        return torch.from_numpy(np.ascontiguousarray(self.frames[indices])).transpose(0, 1)
+
+    def seconds(self, index: int) -> float:
+        """Seconds of frame `index` from the first image."""
+        return (int(self.stamps_ns[index]) - self.first_stamp_ns) / 1e9
+
+
+def cache_folder(root: Path, bag: Path, key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return root / f"{bag.name}-{digest}"
+
+
+def open_cache(bag: Path, topic: str, preprocess: PreprocessConfig, target_fps: float,
+               max_gap_s: float, root: Path) -> Path:
+    """The cache folder for these settings, built now if absent; stale ones refused."""
+    key = cache_key(bag, topic, preprocess, target_fps, max_gap_s)
+    folder = cache_folder(root, bag, key)
+    if (folder / INDEX).is_file():
+        check_cache(folder, key)
+        LOG.info("bag %s: frames from the cache %s", bag, folder)
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
+    try:
+        _build(tmp, bag, topic, preprocess, target_fps, max_gap_s, key)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process built it meanwhile: use theirs
+            check_cache(folder, key)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def check_cache(folder: Path, key: dict[str, Any]) -> None:
+    """Refuse a cache folder whose recorded key or frame file does not match."""
+    try:
+        index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
+        stored, shape = index["key"], tuple(index["shape"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CacheError(f"bag cache {folder} is damaged ({exc}); delete the folder, it is "
+                         "rebuilt on next use") from exc
+    if stored != key:
+        what = next((k for k in key if stored.get(k) != key[k]), "key")
+        raise CacheError(f"bag cache {folder} is stale: its {what} differs from the bag and "
+                         "settings it is used for; delete the folder, it is rebuilt on next use")
+    size = int(np.prod(shape)) * 4
+    if not (folder / FRAMES).is_file() or (folder / FRAMES).stat().st_size != size:
+        raise CacheError(f"bag cache {folder}: {FRAMES} is not {size} bytes (damaged); delete "
+                         "the folder, it is rebuilt on next use")
+
+
+def _build(folder: Path, bag_path: Path, topic: str, preprocess: PreprocessConfig,
+           target_fps: float, max_gap_s: float, key: dict[str, Any]) -> None:
+    from mtl_perception.bag.reader import Bag, BagError  # rosbags: the [bag] extra
+
+    errors: list[str] = []
+
+    def on_error(camera: str, error: ImageDecodeError) -> None:
+        errors.append(str(error))
+        LOG.warning("bag %s %s: %s (such frames skipped)", bag_path, camera, error)
+
+    stream = StreamConfig(target_fps=target_fps, max_gap_s=max_gap_s, inference_stride=1)
+    camera = CameraState(topic, stream, 1, 0, preprocess, on_error)
+    stamps, segments, first, shape = [], [], None, None
+    try:
+        with Bag(bag_path, topic) as bag, open(folder / FRAMES, "wb") as out:
+            for _, msg in bag.images():
+                header = header_of(msg)
+                first = header.stamp_ns if first is None else first
+                sampled, _ = camera.offer(header, msg, None, 0.0)
+                if not sampled:
+                    continue
+                tensor = camera.buffer.frames[-1].tensor
+                shape = tuple(tensor.shape)
+                out.write(tensor.contiguous().numpy().tobytes())
+                stamps.append(header.stamp_ns)
+                segments.append(camera.epoch)
+            end = bag.end_time_ns
+            warning = bag.report.warning
+    except BagError as exc:
+        raise DatasetError(str(exc)) from exc
+    if warning:
+        LOG.warning("%s", warning)
+    if not stamps or first is None or shape is None:
+        why = f": {errors[0]}" if errors else ""
+        raise DatasetError(f"bag {bag_path}: no image on {topic} could be sampled{why}")
+    np.save(folder / STAMPS, np.asarray(stamps, np.int64))
+    np.save(folder / SEGMENTS, np.asarray(segments, np.int32))
+    index = {"key": key, "shape": [len(stamps), *shape], "first_stamp_ns": first,
+             "span_s": None if end is None else (end - first) / 1e9, "bag": str(bag_path)}
+    (folder / INDEX).write_text(json.dumps(index, indent=1), encoding="utf-8")
+    LOG.info("bag %s: %d frames sampled at %g fps and cached", bag_path, len(stamps), target_fps)
+
+
+@lru_cache(maxsize=64)
+def read_cached(frames_path: Path) -> CachedFrames:
+    """The cache a resolved sample points at (`.../frames.f32`); memory-mapped, once per process."""
+    folder = frames_path.parent
+    index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
+    frames = np.memmap(folder / FRAMES, np.float32, "r", shape=tuple(index["shape"]))
+    return CachedFrames(frames, np.load(folder / STAMPS), np.load(folder / SEGMENTS),
+                        int(index["first_stamp_ns"]), index["span_s"])

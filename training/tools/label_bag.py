@@ -1,0 +1,129 @@
+"""`python -m training label-bag --bag PATH --out labels.csv`: help labelling a recording.
+
+Writes two files: a contact sheet (`--sheet`, default the CSV's name with
+.png) of thumbnails every `--every` seconds, one row per `--per-row`
+thumbnails, each stamped with its time in seconds from the first image (the
+time the labels CSV uses); and a template labels CSV in evaluate_bag's
+format, one row per sheet row with the label TODO. Edit the CSV in a text
+editor: merge, split and move the rows to the gestures' start and end times,
+replace TODO by class names and delete the rows without a gesture. The
+thumbnails are decoded by the streaming core's decoder (`decode_image`), so
+they show what the node receives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from mtl_perception.bag.labels import write_labels
+from mtl_perception.bag.reader import Bag, BagError
+from mtl_perception.fileio import atomic_write
+from mtl_perception.stream.decode import ImageDecodeError, decode_image, header_of
+
+LOG = logging.getLogger(__name__)
+TODO = "TODO"
+_TEXT = 12  # pixels of caption under each thumbnail
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bag", type=Path, required=True,
+                        help="rosbag2 folder, .mcap or .db3 file, or ROS 1 .bag file")
+    parser.add_argument("--out", type=Path, required=True, help="template labels CSV to write")
+    parser.add_argument("--sheet", type=Path, default=None,
+                        help="contact sheet PNG (default: --out with .png)")
+    parser.add_argument("--image-topic", default=None,
+                        help="image topic (default: the bag's only image topic)")
+    parser.add_argument("--task", default="gesture", help="task column of the template rows")
+    parser.add_argument("--every", type=float, default=0.5, help="seconds between thumbnails")
+    parser.add_argument("--per-row", type=int, default=8, help="thumbnails per sheet row")
+    parser.add_argument("--width", type=int, default=120, help="thumbnail width in pixels")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing files (your edited labels, too)")
+
+
+def run(args: argparse.Namespace) -> int:
+    sheet = args.sheet or args.out.with_suffix(".png")
+    problem = _check(args, sheet)
+    if problem:
+        LOG.error("%s", problem)
+        return 2
+    try:
+        thumbs, span = contact_frames(args.bag, args.image_topic, args.every, args.width)
+    except (BagError, ImageDecodeError) as exc:
+        LOG.error("%s", exc)
+        return 2
+    if not thumbs:
+        LOG.error("bag %s: no image could be decoded", args.bag)
+        return 2
+    image = contact_sheet(thumbs, args.per_row)
+    atomic_write(sheet, lambda tmp: image.save(tmp, format="PNG"))
+    rows = template_rows([t for t, _ in thumbs], args.per_row, args.every, span, args.task)
+    atomic_write(args.out, lambda tmp: write_labels(tmp, rows))
+    print(f"contact sheet: {sheet} ({len(thumbs)} thumbnails, {args.every:g} s apart, "
+          f"{args.per_row} per row)\ntemplate labels: {args.out} ({len(rows)} rows labelled "
+          f"{TODO}: set start/end to each gesture, TODO to its class, delete the rest)")
+    return 0
+
+
+def _check(args: argparse.Namespace, sheet: Path) -> str | None:
+    if not args.every > 0 or args.per_row < 1 or not 16 <= args.width <= 1024:
+        return "--every must be > 0, --per-row >= 1 and --width in 16..1024"
+    for path in (args.out, sheet):
+        if path.exists() and not args.overwrite:
+            return f"{path} exists; it may hold your labels: choose another --out or --overwrite"
+        if not path.parent.is_dir():
+            return f"folder {path.parent} does not exist"
+    return None
+
+
+def contact_frames(bag_path: Path, topic: str | None, every: float, width: int
+                   ) -> tuple[list[tuple[float, Image.Image]], float]:
+    """(seconds from the first image, thumbnail) every `every` seconds, and the images' span."""
+    thumbs: list[tuple[float, Image.Image]] = []
+    first, last, due = None, 0.0, 0.0
+    with Bag(bag_path, topic) as bag:
+        for _, msg in bag.images():
+            stamp = header_of(msg).stamp_ns
+            first = stamp if first is None else first
+            t = (stamp - first) / 1e9
+            last = max(last, t)
+            if t + 1e-9 < due:
+                continue
+            try:
+                rgb = np.ascontiguousarray(decode_image(msg))
+            except ImageDecodeError as exc:
+                LOG.warning("bag %s: image at %.2f s skipped: %s", bag_path, t, exc)
+                continue
+            height = max(1, round(rgb.shape[0] * width / rgb.shape[1]))
+            thumb = Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR)
+            thumbs.append((t, thumb))
+            due = t + every
+    return thumbs, last
+
+
+def contact_sheet(thumbs: list[tuple[float, Any]], per_row: int) -> Image.Image:
+    """Thumbnails in rows of `per_row`, each captioned with its time."""
+    width = max(img.width for _, img in thumbs)
+    height = max(img.height for _, img in thumbs) + _TEXT
+    rows = (len(thumbs) + per_row - 1) // per_row
+    sheet = Image.new("RGB", (per_row * width, rows * height), "white")
+    draw = ImageDraw.Draw(sheet)
+    for n, (t, img) in enumerate(thumbs):
+        x, y = (n % per_row) * width, (n // per_row) * height
+        sheet.paste(img, (x, y))
+        draw.text((x + 2, y + height - _TEXT), f"{t:.2f} s", fill="black")
+    return sheet
+
+
+def template_rows(times: list[float], per_row: int, every: float, span: float, task: str
+                  ) -> list[tuple[float, float, str, str]]:
+    """One row per sheet row: its first thumbnail's time to the next row's (or the end)."""
+    starts = times[::per_row]
+    ends = [*starts[1:], max(span, starts[-1] + every)]
+    return [(a, b, task, TODO) for a, b in zip(starts, ends, strict=True)]
