@@ -349,12 +349,26 @@ def action_clip(name: str, actor: Actor, place: Place, rng: np.random.Generator,
     return Clip(frames, masks, (0, n_frames))
 
 
+def room_shot(rng: np.random.Generator, actor: Actor, size: tuple[int, int], n_frames: int
+              ) -> Shot:
+    """The gestures' camera, fixed for the whole clip (or untrimmed session): close up,
+    like a camera at arm's length (NVGesture's): chest to a raised hand is about half a
+    body unit, and resting hands drop out of the bottom of the frame."""
+    width, height = size
+    scale = height / rng.uniform(0.42, 0.52)
+    shoulders = float(joints(STAND, actor.body)["chest"][1])
+    ground_y = height * rng.uniform(0.6, 0.7) + scale * shoulders
+    view = View(scale, (width * rng.uniform(0.35, 0.65), ground_y),
+                float(rng.uniform(-0.3, 0.3)), shoulders, float(rng.uniform(1.8, 3.0)))
+    gain, white, noise = _sensor(rng, n_frames)
+    return Shot(view, width, np.zeros(n_frames, int), gain, white, noise, shadow=False)
+
+
 def gesture_clip(name: str, actor: Actor, place: Place, rng: np.random.Generator,
                  size: tuple[int, int], n_frames: int, fps: float, antialias: bool = True,
                  with_mask: bool = False) -> Clip:
     """An upper-body, near-frontal clip indoors from a fixed camera: idle, then the gesture
     in [start, end), then idle."""
-    width, height = size
     background = place.image
     palette = dress(actor.palette, rng, _mean_color(background))
     params = sample_params(rng)
@@ -362,15 +376,7 @@ def gesture_clip(name: str, actor: Actor, place: Place, rng: np.random.Generator
     length = min(max(length, 8), n_frames - 4)
     first = int(rng.integers(2, n_frames - length - 2 + 1))
     poses = gesture_poses(name, n_frames, (first, first + length), fps, params)
-    # Close up, like a camera at arm's length (NVGesture's): chest to a raised hand is
-    # about half a body unit, and resting hands drop out of the bottom of the frame.
-    scale = height / rng.uniform(0.42, 0.52)
-    shoulders = float(joints(STAND, actor.body)["chest"][1])
-    ground_y = height * rng.uniform(0.6, 0.7) + scale * shoulders
-    view = View(scale, (width * rng.uniform(0.35, 0.65), ground_y),
-                float(rng.uniform(-0.3, 0.3)), shoulders, float(rng.uniform(1.8, 3.0)))
-    gain, white, noise = _sensor(rng, n_frames)
-    shot = Shot(view, width, np.zeros(n_frames, int), gain, white, noise, shadow=False)
+    shot = room_shot(rng, actor, size, n_frames)
     frames, masks = render(poses, actor.body, palette, background, shot, rng, antialias,
                            with_mask)
     return Clip(frames, masks, (first, first + length))

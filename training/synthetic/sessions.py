@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.synthetic.figure import Pose, View, joints
+from training.synthetic.figure import Pose, View
 from training.synthetic.motions import (
     STAND,
     MotionParams,
@@ -51,6 +51,7 @@ from training.synthetic.scene import (
     _sensor,
     dress,
     render,
+    room_shot,
 )
 
 YARD_ACTIONS = ("Jump", "Squat", "Bend", "Turn")
@@ -186,19 +187,6 @@ def segment_lengths(kind: str, fps: float, gesture_frames: int, action_frames: i
     span = (round(0.65 * action_frames), round(0.85 * action_frames))
     return {"Squat": span, "Bend": span, "Turn": span,
             "Jump": (round(2 / 1.26 * fps), round(2 / 0.84 * fps))}
-
-
-def room_shot(rng: np.random.Generator, actor: Actor, size: tuple[int, int], n_frames: int
-              ) -> Shot:
-    """The trimmed gestures' camera (scene.gesture_clip), fixed for the whole session."""
-    width, height = size
-    scale = height / rng.uniform(0.42, 0.52)
-    shoulders = float(joints(STAND, actor.body)["chest"][1])
-    ground_y = height * rng.uniform(0.6, 0.7) + scale * shoulders
-    view = View(scale, (width * rng.uniform(0.35, 0.65), ground_y),
-                float(rng.uniform(-0.3, 0.3)), shoulders, float(rng.uniform(1.8, 3.0)))
-    gain, white, noise = _sensor(rng, n_frames)
-    return Shot(view, width, np.zeros(n_frames, int), gain, white, noise, shadow=False)
 
 
 def yard_shot(rng: np.random.Generator, place: Place, size: tuple[int, int], n_frames: int
