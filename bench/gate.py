@@ -59,6 +59,7 @@ from mtl_perception.bag.evaluate import build_parser, evaluate
 from mtl_perception.bag.run import Evaluation
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
 from mtl_perception.models.config import Method
+from mtl_perception.stream.config import EventSource
 
 # the demo's stream settings (Makefile DEMO_STREAM): 25 fps / frame step 4
 DEMO_STREAM = ["target_fps=6.25", "inference_stride=2"]
@@ -153,7 +154,7 @@ def run_bag(bag: Path, checkpoint: Path, out: Path, stream: list[str]) -> Evalua
     return evaluate(args)
 
 
-def events_with(evaluation: Evaluation, source: str, threshold: float) -> dict[str, Any]:
+def events_with(evaluation: Evaluation, source: EventSource, threshold: float) -> dict[str, Any]:
     """`gesture_events` of the same clip results under another activity source/threshold."""
     config = dataclasses.replace(evaluation.config, event_source=source,
                                  event_threshold=threshold)
@@ -183,8 +184,9 @@ def untrimmed_figures(demo: Path | None, thresholds: list[float],
     if runs["test"].results[0].gate is None:
         raise SystemExit(f"{checkpoint}: the model has no task gate")
     default = runs["test"].config.event_threshold
+    sources: tuple[EventSource, ...] = ("gate", "max_softmax")
     sweep = {split: {source: [_brief(events_with(run, source, t), t) for t in thresholds]
-                     for source in ("gate", "max_softmax")}
+                     for source in sources}
              for split, run in runs.items()}
 
     def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
