@@ -1,6 +1,8 @@
 """The task gate's cost against one forward, and (issue 17b) its figures on untrimmed streams.
 
-Run from the project root: `.venv/bin/python bench/gate.py [--width N] [--save FILE]`.
+Run from the project root: `.venv/bin/python bench/gate.py [--width N] [--save FILE]`
+(cost), `... --demo DEMO --no-cost --save bench/results/gate.json` (untrimmed figures
+on a `make demo DEMO=DEMO` output, cost figures kept).
 The last line printed is JSON; `--save bench/results/gate.json` commits it.
 
 Cost (this file): for HPS, SPS and LWS at the paper's size, the median time
