@@ -301,3 +301,14 @@ def test_rerun_replaces_an_earlier_set_without_leftovers(tiny_set: Path, tmp_pat
 def test_settings_that_make_an_unusable_set_are_refused(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         replace(TINY, **changes)
+
+
+def test_an_extra_gesture_is_accepted_by_name_and_an_unknown_one_refused() -> None:
+    """`make demo-teach` asks synth for `zigzag`, outside the default set: the settings
+    (the one validator the CLI and the API share) take it; a made-up name is refused."""
+    from training.synthetic.settings import SynthSettings, SynthSettingsError
+
+    assert "zigzag" not in SynthSettings().gestures
+    assert SynthSettings(gestures=("wave", "zigzag")).gestures == ("wave", "zigzag")
+    with pytest.raises(SynthSettingsError, match="unknown"):
+        SynthSettings(gestures=("wave", "moonwalk"))

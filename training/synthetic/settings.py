@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from training.synthetic.motions import ACTION_CLASSES, GESTURE_CLASSES
+from training.synthetic.motions import ACTION_CLASSES, GESTURE_CLASSES, KNOWN_GESTURE_CLASSES
 
 
 class SynthSettingsError(ValueError):
@@ -83,7 +83,7 @@ class SynthSettings:
                 raise SynthSettingsError(name, f"must be 4..3600 seconds, got {value}")
         if not isinstance(self.antialias, bool):
             raise SynthSettingsError("antialias", f"must be true or false, got {self.antialias!r}")
-        for name, known in (("actions", ACTION_CLASSES), ("gestures", GESTURE_CLASSES)):
+        for name, known in (("actions", ACTION_CLASSES), ("gestures", KNOWN_GESTURE_CLASSES)):
             chosen = getattr(self, name)
             if not chosen:
                 raise SynthSettingsError(name, f"need at least one {name[:-1]} class")
