@@ -114,7 +114,7 @@ def test_task_agnostic_accuracy_on_a_hand_case():
     by the true head); a none clip called gesture; a none clip called none."""
     import numpy as np
 
-    from training.evaluation.scoring import GateScores, tally_gated
+    from training.evaluation.gate_scores import GateScores, tally_gated
 
     counts = [np.zeros((2, 2), np.int64), np.zeros((3, 3), np.int64)]
     gate = np.zeros((3, 3), np.int64)

@@ -54,6 +54,7 @@ from mtl_perception.preprocess import PreprocessConfig
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig, collate_clips
 from training.datasets.clip_sampling import TemporalSampling
 from training.datasets.sample import UNLABELLED, LabelledSplit, VideoSample
+from training.evaluation.gate_scores import GateScores, finite, tally_gated
 
 LOG = logging.getLogger(__name__)
 
@@ -133,43 +134,6 @@ class TaskResult:
 
 
 @dataclass
-class GateScores:
-    """The task gate's figures (clip pass): see the module docstring.
-
-    `confusion[true][predicted]` over `class_names` (the tasks, then `none`);
-    `agnostic_correct[t]` of `agnostic_total[t]` clips of task t were right with
-    the gate choosing the head.
-    """
-
-    class_names: list[str]
-    confusion: list[list[int]]
-    agnostic_correct: list[int]
-    agnostic_total: list[int]
-
-    @property
-    def accuracy(self) -> float:
-        total = sum(map(sum, self.confusion))
-        right = sum(self.confusion[i][i] for i in range(len(self.confusion)))
-        return right / total if total else float("nan")
-
-    @property
-    def task_agnostic_accuracy(self) -> float:
-        total = sum(self.agnostic_total)
-        return sum(self.agnostic_correct) / total if total else float("nan")
-
-    def to_dict(self) -> dict[str, Any]:
-        per_task = {
-            name: (_finite(c / n) if n else None)
-            for name, c, n in zip(self.class_names, self.agnostic_correct, self.agnostic_total)
-        }
-        return {"class_names": self.class_names, "confusion": self.confusion,
-                "accuracy": _finite(self.accuracy),
-                "task_agnostic_clip_accuracy": _finite(self.task_agnostic_accuracy),
-                "task_agnostic_per_task": per_task,
-                "none_clips": sum(self.confusion[-1])}
-
-
-@dataclass
 class EvaluationResult:
     """Every task's figures plus the cumulative accuracies (fractions in [0, 1])."""
 
@@ -209,13 +173,13 @@ class EvaluationResult:
                 "unlabelled": t.unlabelled,
             }
             for kind, scores in (("clip", t.clip), ("video", t.video)):
-                entry[f"{kind}_accuracy"] = None if scores is None else _finite(scores.accuracy)
+                entry[f"{kind}_accuracy"] = None if scores is None else finite(scores.accuracy)
                 entry[kind] = None if scores is None else {**asdict(scores)}
             tasks[t.task] = entry
         out = {
             "tasks": tasks,
-            "cumulative_clip_accuracy": _finite(self.cumulative_clip_accuracy),
-            "cumulative_video_accuracy": _finite(self.cumulative_video_accuracy),
+            "cumulative_clip_accuracy": finite(self.cumulative_clip_accuracy),
+            "cumulative_video_accuracy": finite(self.cumulative_video_accuracy),
             "skipped": self.skipped,
             "skipped_paths": list(self.skipped_paths),
         }
@@ -409,24 +373,6 @@ class Evaluator:
         ]
 
 
-def tally_gated(counts: list[np.ndarray], gate: np.ndarray, agnostic: np.ndarray,
-                task_ids: np.ndarray, labels: np.ndarray, heads: Sequence[np.ndarray],
-                chosen: np.ndarray) -> None:
-    """Add one batch to the gated counts, in place.
-
-    `task_ids`: each clip's task (num_tasks for a none clip); `labels`: its class;
-    `heads[t]`: head t's predicted class for every clip; `chosen`: the gate's pick.
-    `counts[t]` is task t's task-given confusion, `gate` the gate's confusion,
-    `agnostic` (2, tasks): clips right with the gate choosing the head, clips.
-    """
-    np.add.at(gate, (task_ids, chosen), 1)
-    for t, head in enumerate(heads):
-        rows = task_ids == t
-        np.add.at(counts[t], (labels[rows], head[rows]), 1)
-        agnostic[0, t] += int(((chosen == t) & (head == labels) & rows).sum())
-        agnostic[1, t] += int(rows.sum())
-
-
 def evaluate(
     model: MultiTaskModel,
     splits: Mapping[str, LabelledSplit],
@@ -464,10 +410,6 @@ def _scores(confusion: np.ndarray, class_names: Sequence[str]) -> Scores:
 def _cumulative(scores: Sequence[Scores]) -> float:
     total = sum(s.total for s in scores)
     return sum(s.correct for s in scores) / total if total else float("nan")
-
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or value != value else float(value)
 
 
 def _autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:
