@@ -28,7 +28,6 @@ The last line printed is the JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -46,7 +45,7 @@ sys.path[:] = [_ROOT] + [
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from hostinfo import cpu_model  # noqa: E402
+from hostinfo import cpu_model, report  # noqa: E402
 
 from mtl_perception.checkpoint import CheckpointInfo, load_checkpoint  # noqa: E402
 from mtl_perception.deploy.engines import make_engine  # noqa: E402
@@ -236,10 +235,7 @@ def main() -> None:
         result["int8_accuracy_change_points"] = result["accuracy"]["change_points"][best]
     if args.checkpoint is not None and args.bag is not None and args.labels is not None:
         result["consistency"] = consistency(args)
-    if args.save:
-        args.save.parent.mkdir(parents=True, exist_ok=True)
-        args.save.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    report(result, args.save)
 
 
 if __name__ == "__main__":

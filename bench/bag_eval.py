@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from hostinfo import cpu_model
+from hostinfo import cpu_model, report
 
 from mtl_perception.bag.evaluate import build_parser, evaluate
 from mtl_perception.bag.reader import Bag
@@ -241,9 +241,7 @@ def main() -> None:
         "note": "2-core machine; load average when saving "
                 f"{os.getloadavg()[0]:.1f}; best of the repeats",
     }
-    args.save.parent.mkdir(parents=True, exist_ok=True)
-    args.save.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    report(result, args.save)
 
 
 if __name__ == "__main__":

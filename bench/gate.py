@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hostinfo import cpu_model
+from hostinfo import cpu_model, report
 from torch import nn
 
 from mtl_perception.bag.evaluate import build_parser, evaluate
@@ -273,10 +273,7 @@ def main() -> None:
     result["gate_cost_over_forward"] = max(r["measured_ratio"] for r in ratios)
     result["gate_macs_over_forward"] = max(r["macs_ratio"] for r in ratios)
     result.update(untrimmed_figures(args.demo, args.thresholds, args.work))
-    if args.save:
-        args.save.parent.mkdir(parents=True, exist_ok=True)
-        args.save.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    report(result, args.save)
 
 
 if __name__ == "__main__":

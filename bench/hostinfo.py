@@ -6,8 +6,10 @@ on `sys.path` when a benchmark runs as `python bench/NAME.py`).
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
+from typing import Any
 
 
 def cpu_model() -> str:
@@ -19,3 +21,12 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def report(result: dict[str, Any], save: Path | None) -> None:
+    """Write `result` to `save` (indented JSON, folders made) when given, and print it as
+    one JSON line: the last line every benchmark prints."""
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        save.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))

@@ -45,7 +45,7 @@ sys.path[:] = [_ROOT] + [
 ] + [_HERE]
 
 import torch  # noqa: E402
-from hostinfo import cpu_model  # noqa: E402
+from hostinfo import cpu_model, report  # noqa: E402
 
 from mtl_perception.models import ModelConfig, build_model  # noqa: E402
 from mtl_perception.models.config import Method  # noqa: E402
@@ -234,10 +234,7 @@ def main() -> None:
     result["lws_assignment_step_s"] = round(nes_s, 3)
     result["lws_weight_step_s"] = round(result["seconds"]["lws"] - nes_s, 3)
     result.update(peak_memory_first)
-    if args.save:
-        args.save.parent.mkdir(parents=True, exist_ok=True)
-        args.save.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    report(result, args.save)
 
 
 if __name__ == "__main__":
