@@ -40,7 +40,7 @@ from mtl_perception.bag.run import (
 )
 from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.cli import run_command
-from mtl_perception.deploy.load import load_model, read_model_info
+from mtl_perception.deploy.load import load_model
 from mtl_perception.names import threads_problem
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream import StreamConfig, StreamConfigError
@@ -131,7 +131,10 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         torch.set_num_threads(args.threads)
     config = load_stream_config(args.config, args.overrides)
     check_out(args.out, args.overwrite)
-    info = read_model_info(args.checkpoint)
+    # Loaded (and its checksum verified) once, before the bag is opened: a checkpoint or
+    # exported file that cannot be used is refused before any image is decoded.
+    loaded = load_model(args.checkpoint, device="cpu")
+    info = loaded.info
     # --set target_fps=... is the user's choice; a file's value only when it is not the
     # default (config/perception.yaml lists the default), as the node decides.
     explicit = ("target_fps" in stream_settings(None, args.overrides)
@@ -147,7 +150,6 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
             span_s = (bag.end_time_ns - first[0]) / 1e9
         classes = {t: info.classes_of(t) for t in info.model.task_names}
         intervals = read_labels(args.labels, classes, span_s, allow_empty=untrimmed)
-        loaded = load_model(args.checkpoint, device="cpu")
         progress = Progress(bag.report.messages_expected, enabled=not args.no_progress)
         evaluation = run_pipeline(
             loaded.model, loaded.info, config, _chain(first, images), bag.report,
