@@ -89,12 +89,14 @@ def check_params_files(argv: list[str]) -> str | None:
 
     rcl refuses such a file with a traceback-sized RCLError plus a log line of
     its own; checking first gives one line naming the file and the problem.
+    The check reads YAML as rcl does (`_RclLoader`), so it never refuses a
+    file that rcl accepts, such as the one launch_ros writes for overrides.
     """
     files = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--params-file"]
     for name in files:
         path = Path(name).expanduser()
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RclLoader)
         except OSError as exc:
             return f"--params-file {name}: cannot read it: {exc.strerror or exc}"
         except yaml.YAMLError as exc:
@@ -105,6 +107,29 @@ def check_params_files(argv: list[str]) -> str | None:
             return (f"--params-file {name}: expected `<node name or /**>:` then "
                     "`ros__parameters:` with the values under it (see config/perception.yaml)")
     return None
+
+
+class _RclLoader(yaml.SafeLoader):
+    """YAML as rcl's parser (libyaml events) reads it: tags are ignored.
+
+    launch_ros dumps its overrides with `yaml.dump`, which writes a list value
+    (`image_topic:=...` becomes `image_topics`) as `!!python/tuple`;
+    `safe_load` refuses that tag, rcl reads the plain sequence under it. Every
+    unknown tag is therefore built as the plain mapping, sequence or scalar it
+    tags; nothing is ever executed or imported.
+    """
+
+
+def _untagged(loader: _RclLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+_RclLoader.add_multi_constructor("tag:yaml.org,2002:python/", _untagged)
+_RclLoader.add_multi_constructor("!", _untagged)
 
 
 def _node_entries(data: Any) -> bool:
