@@ -19,7 +19,12 @@ import yaml
 from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.cli import os_error_line
 from mtl_perception.deploy.load import read_model_info
-from mtl_perception.ros.params import missing_checkpoint_hint, stream_values, validate_all
+from mtl_perception.ros.params import (
+    NodeSettings,
+    missing_checkpoint_hint,
+    section_values,
+    validate_all,
+)
 from mtl_perception.settings import SettingsError, from_dict
 from mtl_perception.stream import StreamConfig
 
@@ -30,14 +35,8 @@ class NodeConfigError(ValueError):
 
 @dataclass(frozen=True)
 class NodeConfig:
-    checkpoint: Path
-    device: str  # auto | cpu | cuda | cuda:N, resolved at configure
-    autocast: str  # none | fp16 | bf16
-    image_topics: tuple[str, ...]
-    qos_reliable: bool
-    qos_depth: int
-    publish_annotated: bool
-    diagnostics_period_s: float
+    checkpoint: Path  # `node.checkpoint`, with ~ expanded
+    node: NodeSettings  # device (auto | cpu | cuda | cuda:N) is resolved at configure
     stream: StreamConfig
 
 
@@ -47,27 +46,18 @@ def read_node_config(values: Mapping[str, Any]) -> NodeConfig:
     if problems:
         raise NodeConfigError("invalid parameters: " + "; ".join(problems))
     try:
-        stream = from_dict(StreamConfig, stream_values(values), "invalid parameters")
+        node = from_dict(NodeSettings, section_values(values, "node"), "invalid parameters")
+        stream = from_dict(StreamConfig, section_values(values, "stream"), "invalid parameters")
     except SettingsError as exc:  # from_dict already put "invalid parameters: " in front
         raise NodeConfigError(str(exc)) from exc
     except ValueError as exc:  # StreamConfigError: combinations
         raise NodeConfigError(f"invalid parameters: {exc}") from exc
     try:
-        checkpoint = Path(values["checkpoint"]).expanduser()
+        checkpoint = Path(node.checkpoint).expanduser()
     except RuntimeError as exc:  # "~nosuchuser/...": no such home folder
         raise NodeConfigError(f"invalid parameters: checkpoint: cannot expand "
-                              f"{values['checkpoint']!r}: no such user") from exc
-    return NodeConfig(
-        checkpoint=checkpoint,
-        device=values["device"],
-        autocast=values["autocast"],
-        image_topics=tuple(values["image_topics"]),
-        qos_reliable=values["qos_reliability"] == "reliable",
-        qos_depth=int(values["qos_depth"]),
-        publish_annotated=bool(values["publish_annotated"]),
-        diagnostics_period_s=float(values["diagnostics_period_s"]),
-        stream=stream,
-    )
+                              f"{node.checkpoint!r}: no such user") from exc
+    return NodeConfig(checkpoint=checkpoint, node=node, stream=stream)
 
 
 def check_checkpoint(path: Path) -> str | None:
@@ -125,6 +115,7 @@ def _untagged(loader: _RclLoader, suffix: str, node: yaml.Node) -> Any:
         return loader.construct_sequence(node, deep=True)
     if isinstance(node, yaml.MappingNode):
         return loader.construct_mapping(node, deep=True)
+    assert isinstance(node, yaml.ScalarNode)
     return loader.construct_scalar(node)
 
 

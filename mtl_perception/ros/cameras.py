@@ -1,0 +1,162 @@
+"""The node's camera inputs: one subscription per image topic (no rclpy here).
+
+QoS that matches the camera. A reliable subscription never connects to a
+best-effort publisher (sensor-data QoS, what many camera drivers offer): no
+frame arrives and DDS reports an incompatible QoS. A best-effort subscription
+connects to everyone but lets DDS drop frames a reliable publisher would
+resend. Under `qos_reliability: auto` (the default) each topic's reliability
+therefore follows what its publishers offer, as rosbag2's recorder adapts:
+reliable when every publisher offers it, best effort when any does not (or
+none is there yet), matched again whenever the set of publishers changes
+(`rematch`, from the node's timer). An incompatible-QoS event is an ERROR in
+that camera's /diagnostics status with the fix in its message.
+
+Latency as users see it: for each camera, the time from the image's stamp
+to its arrival in the node (`stamp_to_receive`: transport and the executor's
+queue) and to the publication of the result of the clip it ends
+(`stamp_to_publish`: the number a subscriber to /human/* measures).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mtl_perception.ros.messages import ERROR, WARN, StatusData
+from mtl_perception.stream.stats import LatencyWindow
+
+# subscribe(topic, reliable) -> subscription; the node builds the QoS and the
+# incompatible-QoS event callback (which calls `CameraInputs.incompatible`).
+Subscribe = Callable[[str, bool], Any]
+Unsubscribe = Callable[[Any], Any]
+# offered(topic) -> one bool per publisher of the topic: whether it offers reliable.
+Offered = Callable[[str], list[bool]]
+
+
+def matching_reliability(mode: str, offered: list[bool]) -> bool:
+    """Whether to subscribe reliably: the setting, or under auto the publishers' offer."""
+    if mode == "reliable":
+        return True
+    if mode == "best_effort":
+        return False
+    return bool(offered) and all(offered)
+
+
+def _name(reliable: bool) -> str:
+    return "reliable" if reliable else "best_effort"
+
+
+@dataclass
+class _Camera:
+    subscription: Any = None
+    reliable: bool = True
+    publishers: tuple[bool, ...] = ()
+    incompatible: str = ""  # the policy DDS named in the last incompatible-QoS event
+    receive_ms: LatencyWindow = field(default_factory=LatencyWindow)
+    publish_ms: LatencyWindow = field(default_factory=LatencyWindow)
+
+
+class CameraInputs:
+    """The image subscriptions of an active node, their QoS and their stamp latencies."""
+
+    def __init__(self, topics: tuple[str, ...], mode: str, subscribe: Subscribe,
+                 unsubscribe: Unsubscribe, offered: Offered,
+                 log: Callable[[str], None]) -> None:
+        self.mode = mode
+        self._subscribe, self._unsubscribe, self._offered, self._log = (
+            subscribe, unsubscribe, offered, log)
+        self._cameras = {topic: _Camera() for topic in topics}
+        self._lock = threading.Lock()  # latencies come from the executor and the worker
+
+    def start(self) -> None:
+        for topic in self._cameras:
+            self._match(topic, self._cameras[topic], force=True)
+
+    def rematch(self) -> None:
+        """Subscribe again where the publishers now offer another reliability."""
+        for topic, camera in self._cameras.items():
+            self._match(topic, camera, force=False)
+
+    def _match(self, topic: str, camera: _Camera, force: bool) -> None:
+        offered = self._offered(topic) if self.mode == "auto" else []
+        reliable = matching_reliability(self.mode, offered)
+        if not force and (tuple(offered) == camera.publishers or reliable == camera.reliable):
+            camera.publishers = tuple(offered)
+            return
+        if camera.subscription is not None:
+            self._unsubscribe(camera.subscription)
+            self._log(f"{topic}: its publishers now offer {_offer(offered)}: subscribing "
+                      f"{_name(reliable)} (qos_reliability auto)")
+        camera.publishers, camera.reliable, camera.incompatible = tuple(offered), reliable, ""
+        camera.subscription = self._subscribe(topic, reliable)
+
+    def stop(self) -> None:
+        for camera in self._cameras.values():
+            if camera.subscription is not None:
+                self._unsubscribe(camera.subscription)
+                camera.subscription = None
+
+    def incompatible(self, topic: str, policy: str) -> None:
+        """DDS found a publisher on `topic` whose QoS this subscription cannot match."""
+        camera = self._cameras[topic]
+        camera.incompatible = policy
+        self._log(f"{topic}: {self.incompatible_message(topic)}")
+
+    def incompatible_message(self, topic: str) -> str:
+        camera = self._cameras[topic]
+        return (f"incompatible QoS with a publisher ({camera.incompatible}): no frames arrive "
+                f"from it; the subscription is {_name(camera.reliable)}: set "
+                "qos_reliability auto (the default) or best_effort, or make the camera "
+                "publish reliably")
+
+    def received(self, topic: str, latency_ms: float) -> None:
+        with self._lock:
+            self._cameras[topic].receive_ms.add(latency_ms)
+
+    def published(self, topic: str, latency_ms: float) -> None:
+        with self._lock:
+            camera = self._cameras.get(topic)
+            if camera is not None:
+                camera.publish_ms.add(latency_ms)
+
+    def amend(self, status: StatusData) -> StatusData:
+        """A camera's /diagnostics status with its QoS, its latencies and a QoS error."""
+        topic = status.hardware_id
+        camera = self._cameras.get(topic)
+        if camera is None:
+            return status
+        with self._lock:
+            receive, publish = camera.receive_ms.percentiles(), camera.publish_ms.percentiles()
+        values = (*status.values,
+                  ("qos_reliability", _name(camera.reliable)),
+                  ("publishers", str(len(camera.publishers)) if self.mode == "auto" else "n/a"),
+                  ("stamp_to_receive_ms_p50", _ms(receive.p50)),
+                  ("stamp_to_receive_ms_p95", _ms(receive.p95)),
+                  ("stamp_to_publish_ms_p50", _ms(publish.p50)),
+                  ("stamp_to_publish_ms_p95", _ms(publish.p95)))
+        level, message = status.level, status.message
+        if camera.incompatible:
+            level, message = ERROR, self.incompatible_message(topic)
+        elif level == 0 and publish.count:
+            message = f"{message}, stamp-to-publish p95 {_ms(publish.p95)} ms"
+        return StatusData(status.name, level, message, status.hardware_id, values)
+
+    def statuses(self, statuses: list[StatusData], node_name: str) -> list[StatusData]:
+        """/diagnostics with every camera amended, and a status for each camera that has
+        sent no frame yet (a QoS mismatch shows there, not as silence)."""
+        seen = {s.hardware_id for s in statuses}
+        missing = [StatusData(f"{node_name}: camera {topic}", WARN, "no frames received yet",
+                              topic, ()) for topic in self._cameras if topic not in seen]
+        return [self.amend(s) for s in [*statuses, *missing]]
+
+
+def _offer(offered: list[bool]) -> str:
+    if not offered:
+        return "nothing (no publisher)"
+    return ", ".join(_name(r) for r in offered)
+
+
+def _ms(value: float) -> str:
+    return "n/a" if value != value else f"{value:.1f}"
