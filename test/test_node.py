@@ -244,7 +244,7 @@ def test_diagnostics_report_the_core_counters(node_module: ModuleType,
     node = make_node(node_module, checkpoint=str(checkpoint), device="cpu")
     node.on_configure(state("unconfigured"))
     node.on_activate(state("inactive"))
-    (timer,) = node.timers
+    (timer,) = [t for t in node.timers if t.callback == node.diagnostics_cb]
     assert timer.period == 1.0
     feed(node, "/camera/image_raw", 3)
     timer.callback()

@@ -36,12 +36,32 @@ def active_node(node_module: ModuleType, checkpoint: Path, offered: list[Any],  
     return node
 
 
+def tick(node: Any) -> None:
+    """The QoS timer (auto only) and the diagnostics timer, once each."""
+    for timer in sorted(node.timers, key=lambda t: t.period):
+        timer.callback()
+
+
 def camera_status(node: Any) -> Any:
-    (timer,) = node.timers
-    timer.callback()
+    tick(node)
     array = node.publisher("/diagnostics").sent[-1]
     (status,) = [s for s in array.status if s.hardware_id == TOPIC]
     return status
+
+
+def test_auto_waits_for_a_publisher_then_matches_it(
+        node_module: ModuleType, checkpoint: Path) -> None:  # noqa: F811
+    node = active_node(node_module, checkpoint, [])
+    assert node.subscriptions == []
+    assert "no publisher" in camera_status(node).message
+    node.offered[TOPIC] = [RELIABLE, RELIABLE]
+    tick(node)
+    (subscription,) = node.subscriptions
+    assert subscription.qos.reliability is RELIABLE
+    node.offered[TOPIC] = []  # the camera restarts: the subscription stays for it
+    tick(node)
+    assert node.subscriptions == [subscription]
+    node.release()
 
 
 def test_auto_matches_a_best_effort_camera_and_rematches_when_publishers_change(

@@ -192,12 +192,13 @@ class Node:
         self._subscriptions: list[Subscription] = []
         self._timers: list[Any] = []
         self.destroyed = False
-        # topic -> the ReliabilityPolicy each of its publishers offers (tests set it).
+        # topic -> the ReliabilityPolicy each of its publishers offers (tests set it);
+        # a topic not named has one reliable publisher, image_transport's default.
         self.offered: dict[str, list[ReliabilityPolicy]] = {}
 
     def get_publishers_info_by_topic(self, topic: str) -> list[Any]:
-        return [types.SimpleNamespace(qos_profile=QoSProfile(reliability=r))
-                for r in self.offered.get(topic, [])]
+        offered = self.offered.get(topic, [ReliabilityPolicy.RELIABLE])
+        return [types.SimpleNamespace(qos_profile=QoSProfile(reliability=r)) for r in offered]
 
     # rclpy.lifecycle.Node's: run a transition's callback.
     def trigger_configure(self) -> Any:

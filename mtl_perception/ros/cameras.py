@@ -6,10 +6,12 @@ frame arrives and DDS reports an incompatible QoS. A best-effort subscription
 connects to everyone but lets DDS drop frames a reliable publisher would
 resend. Under `qos_reliability: auto` (the default) each topic's reliability
 therefore follows what its publishers offer, as rosbag2's recorder adapts:
-reliable when every publisher offers it, best effort when any does not (or
-none is there yet), matched again whenever the set of publishers changes
-(`rematch`, from the node's timer). An incompatible-QoS event is an ERROR in
-that camera's /diagnostics status with the fix in its message.
+reliable when every publisher offers it, best effort when any does not. A
+topic is subscribed once it has a publisher (as rosbag2 does) and matched
+again whenever its publishers offer otherwise (`rematch`, from the node's
+timer); while a topic has no publisher its subscription stays as it was. An
+incompatible-QoS event is an ERROR in that camera's /diagnostics status with
+the fix in its message.
 
 Latency as users see it: for each camera, the time from the image's stamp
 to its arrival in the node (`stamp_to_receive`: transport and the executor's
@@ -33,6 +35,7 @@ Subscribe = Callable[[str, bool], Any]
 Unsubscribe = Callable[[Any], Any]
 # offered(topic) -> one bool per publisher of the topic: whether it offers reliable.
 Offered = Callable[[str], list[bool]]
+REMATCH_PERIOD_S = 0.5  # how soon a new or changed publisher is matched (auto)
 
 
 def matching_reliability(mode: str, offered: list[bool]) -> bool:
@@ -71,26 +74,25 @@ class CameraInputs:
         self._lock = threading.Lock()  # latencies come from the executor and the worker
 
     def start(self) -> None:
-        for topic in self._cameras:
-            self._match(topic, self._cameras[topic], force=True)
+        self.rematch()
 
     def rematch(self) -> None:
-        """Subscribe again where the publishers now offer another reliability."""
+        """Subscribe where a topic's publishers appeared or now offer another reliability
+        (the node calls this every `REMATCH_PERIOD_S` under auto)."""
         for topic, camera in self._cameras.items():
-            self._match(topic, camera, force=False)
-
-    def _match(self, topic: str, camera: _Camera, force: bool) -> None:
-        offered = self._offered(topic) if self.mode == "auto" else []
-        reliable = matching_reliability(self.mode, offered)
-        if not force and (tuple(offered) == camera.publishers or reliable == camera.reliable):
+            offered = self._offered(topic) if self.mode == "auto" else []
             camera.publishers = tuple(offered)
-            return
-        if camera.subscription is not None:
-            self._unsubscribe(camera.subscription)
-            self._log(f"{topic}: its publishers now offer {_offer(offered)}: subscribing "
-                      f"{_name(reliable)} (qos_reliability auto)")
-        camera.publishers, camera.reliable, camera.incompatible = tuple(offered), reliable, ""
-        camera.subscription = self._subscribe(topic, reliable)
+            if self.mode == "auto" and not offered:
+                continue  # nobody to match yet, or a camera restarting: keep what there is
+            reliable = matching_reliability(self.mode, offered)
+            if camera.subscription is not None:
+                if reliable == camera.reliable:
+                    continue
+                self._unsubscribe(camera.subscription)
+                self._log(f"{topic}: its publishers now offer {_offer(offered)}: subscribing "
+                          f"{_name(reliable)} (qos_reliability auto)")
+            camera.reliable, camera.incompatible = reliable, ""
+            camera.subscription = self._subscribe(topic, reliable)
 
     def stop(self) -> None:
         for camera in self._cameras.values():
@@ -139,6 +141,8 @@ class CameraInputs:
         level, message = status.level, status.message
         if camera.incompatible:
             level, message = ERROR, self.incompatible_message(topic)
+        elif camera.subscription is None:
+            message = "no publisher on this topic yet (subscribed once one appears)"
         elif level == 0 and publish.count:
             message = f"{message}, stamp-to-publish p95 {_ms(publish.p95)} ms"
         return StatusData(status.name, level, message, status.hardware_id, values)

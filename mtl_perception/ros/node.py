@@ -44,7 +44,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.deploy.load import load_model
 from mtl_perception.ros import convert, messages
-from mtl_perception.ros.cameras import CameraInputs
+from mtl_perception.ros.cameras import REMATCH_PERIOD_S, CameraInputs
 from mtl_perception.ros.device import check_autocast, resolve_device
 from mtl_perception.ros.gate_topics import has_gate, no_gate_warning
 from mtl_perception.ros.node_config import (
@@ -109,6 +109,7 @@ class PerceptionNode(LifecycleNode):
         self._inputs: CameraInputs | None = None  # the image subscriptions, while active
         self._outputs: Publishers | None = None  # from configure to cleanup
         self._diagnostics_timer: Any = None
+        self._rematch_timer: Any = None
         self._last_stats: StreamStats | None = None
         # Newest result per camera not yet drawn (written by the worker thread).
         self._to_draw: dict[str, ClipResult] = {}
@@ -196,6 +197,8 @@ class PerceptionNode(LifecycleNode):
         self._diagnostics_timer = self.create_timer(
             settings.diagnostics_period_s, self.diagnostics_cb
         )
+        if settings.qos_reliability == "auto":  # publishers come and go: match them again
+            self._rematch_timer = self.create_timer(REMATCH_PERIOD_S, self._inputs.rematch)
         self.get_logger().info(f"active: reading {', '.join(settings.image_topics)}")
 
     def _subscribe(self, topic: str, reliable: bool, depth: int) -> Any:
@@ -326,7 +329,6 @@ class PerceptionNode(LifecycleNode):
         self._last_stats = stats
         inputs = self._inputs
         if inputs is not None:
-            inputs.rematch()  # publishers come and go: match each camera's QoS again
             statuses = inputs.statuses(statuses, self.get_name())
         publishers.status(statuses, self.get_clock().now().to_msg())
 
@@ -379,9 +381,10 @@ class PerceptionNode(LifecycleNode):
         if self._inputs is not None:
             self._inputs.stop()
             self._inputs = None
-        if self._diagnostics_timer is not None:
-            self.destroy_timer(self._diagnostics_timer)
-            self._diagnostics_timer = None
+        for timer in (self._diagnostics_timer, self._rematch_timer):
+            if timer is not None:
+                self.destroy_timer(timer)
+        self._diagnostics_timer = self._rematch_timer = None
         if self._pipeline is not None and self._streaming:
             self._pipeline.stop()  # joins the worker thread
         self._streaming = False
