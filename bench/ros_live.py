@@ -209,9 +209,10 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     # Every process with config/fastdds_shm.xml (shared memory, 32 MB segments).
     session = Session(folder, checkpoint, ROOT / "config" / "fastdds_shm.xml")
     try:
-        session.configure(default)
         for camera_qos in ("reliable", "best_effort"):
+            session.configure(default)  # the node's counters start at 0 again
             latency(session, frames, camera_qos, f"_{camera_qos}_camera_fastdds_shm_xml", out)
+            session.unconfigure()
     finally:
         session.close()
     out["delivery_640x480_30fps_1cam"] = delivery

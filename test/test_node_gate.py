@@ -56,7 +56,9 @@ def gated(node_module: ModuleType, checkpoint: Path,  # noqa: F811
         loaded = load_checkpoint(path, device)
         return LoadedCheckpoint(GatedModel(loaded.model, schedule), loaded.info)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(node_module, "load_model", load)
+    import mtl_perception.ros.loading as loading
+
+    monkeypatch.setattr(loading, "load_model", load)
     yield schedule
 
 

@@ -113,7 +113,10 @@ class CameraInputs:
                 "qos_reliability auto (the default) or best_effort, or make the camera "
                 "publish reliably")
 
-    def received(self, topic: str, latency_ms: float) -> None:
+    def received(self, topic: str, now_ns: int, stamp: Any) -> None:
+        """A frame reached the node: the user's latency is the node clock's now minus
+        the image's stamp (transport and the executor's queue)."""
+        latency_ms = (now_ns - stamp.sec * 1_000_000_000 - stamp.nanosec) / 1e6
         with self._lock:
             self._cameras[topic].receive_ms.add(latency_ms)
 

@@ -6,22 +6,16 @@ parameters -> the streaming core's `StreamConfig`, image messages ->
 core's statistics -> `/diagnostics`. Everything else (decoding, buffering,
 sampling, inference, smoothing) is the core's, shared with bag evaluation.
 
-A managed (lifecycle) node, as Nav2 and yolo_ros are:
-- configure: read the parameters, load the checkpoint onto the device, warm
-  the model up, publish each task's LabelInfo (transient local, once);
-- activate: subscribe to the cameras, start the inference worker, publish
-  results and diagnostics;
-- deactivate: unsubscribe and stop the worker (the model stays loaded);
-- cleanup: unload the model and release GPU memory.
+A managed (lifecycle) node, as Nav2 and yolo_ros are: configure loads and
+warms up the model (`ros.loading`) and publishes LabelInfo; activate
+subscribes (`ros.cameras`) and starts the inference worker; deactivate stops
+both (the model stays loaded); cleanup unloads the model.
 """
 
 from __future__ import annotations
 
-import re
 import sys
-import threading
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import rclpy
@@ -42,11 +36,10 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 
 from mtl_perception.checkpoint import CheckpointError
-from mtl_perception.deploy.load import load_model
 from mtl_perception.ros import convert, messages
 from mtl_perception.ros.cameras import REMATCH_PERIOD_S, CameraInputs
-from mtl_perception.ros.device import check_autocast, resolve_device
-from mtl_perception.ros.gate_topics import has_gate, no_gate_warning
+from mtl_perception.ros.gate_topics import no_gate_warning
+from mtl_perception.ros.loading import load_pipeline
 from mtl_perception.ros.node_config import (
     NodeConfig,
     NodeConfigError,
@@ -54,21 +47,10 @@ from mtl_perception.ros.node_config import (
     check_params_files,
     read_node_config,
 )
-from mtl_perception.ros.params import (
-    BY_NAME,
-    PARAMS,
-    check_change,
-    live_values,
-    missing_checkpoint_hint,
-)
+from mtl_perception.ros.params import PARAMS, check_change, live_values
+from mtl_perception.ros.process import exit_now, rcl_error_text
 from mtl_perception.ros.publishers import Publishers
-from mtl_perception.stream import (
-    ClipResult,
-    ImageDecodeError,
-    StreamPipeline,
-    StreamStats,
-)
-from mtl_perception.stream.rate import choose_target_fps
+from mtl_perception.stream import ClipResult, ImageDecodeError, StreamPipeline, StreamStats
 
 NODE_NAME = "perception_node"
 # Exit status for what cannot run as given (parameters, checkpoint): the
@@ -111,9 +93,6 @@ class PerceptionNode(LifecycleNode):
         self._diagnostics_timer: Any = None
         self._rematch_timer: Any = None
         self._last_stats: StreamStats | None = None
-        # Newest result per camera not yet drawn (written by the worker thread).
-        self._to_draw: dict[str, ClipResult] = {}
-        self._lock = threading.Lock()
 
     # ----- lifecycle -------------------------------------------------------
 
@@ -129,48 +108,19 @@ class PerceptionNode(LifecycleNode):
 
     def _configure(self) -> TransitionCallbackReturn:
         try:
-            config = read_node_config(self._values())
-            device, device_line = resolve_device(config.node.device)
-            autocast, autocast_line = check_autocast(config.node.autocast, device)
-        except ValueError as exc:  # NodeConfigError, DeviceError
+            loaded = load_pipeline(read_node_config(self._values()), self._result_cb,
+                                   self._decode_error_cb, self.get_logger())
+        except (CheckpointError, ValueError) as exc:  # NodeConfigError, DeviceError, ...
             return self._fail(str(exc))
-        self.get_logger().info(device_line)
-        if autocast_line:
-            self.get_logger().warning(autocast_line)
-        if not config.checkpoint.exists():
-            return self._fail(missing_checkpoint_hint(str(config.checkpoint.absolute())))
-        try:
-            loaded = load_model(config.checkpoint, device)
-            # A uniform-sampled model's own rate unless target_fps was changed from its default.
-            changed = config.stream.target_fps != BY_NAME["target_fps"].default
-            stream, rate_line = choose_target_fps(config.stream, loaded.info, changed)
-            if rate_line:
-                self.get_logger().info(rate_line)
-            config = replace(config, stream=stream)
-            self._pipeline = StreamPipeline(
-                loaded.model, loaded.info, config.stream, device=device, autocast=autocast,
-                on_result=self._result_cb, on_error=self._decode_error_cb, realtime=True,
-            )
-            warmup_ms = self._pipeline.warmup()
-        except (CheckpointError, ValueError) as exc:  # incl. StreamConfigError (clip_length)
-            self._pipeline = None
-            return self._fail(str(exc))
-        self._config = config
-        self._model_text = (
-            f"{messages.describe_model(loaded.info, self._pipeline.clip_length)} "
-            f"({config.checkpoint.name}); engine {self._pipeline.engine}"
-        )
-        gated = has_gate(loaded.model)
-        if not gated and config.stream.gate != "off":
-            self.get_logger().warning(no_gate_warning(config.stream.gate))
+        self._pipeline, self._config = loaded.pipeline, loaded.config
+        self._model_text = loaded.description
         self._outputs = Publishers(
             self.create_lifecycle_publisher, self._latched, self.destroy_publisher,
-            loaded.info, config.node.publish_annotated, gated)
-        self._outputs.label_info(config.stream, self.get_clock().now().to_msg())
+            loaded.pipeline.info, loaded.config.node.publish_annotated, loaded.gated)
+        self._outputs.label_info(loaded.config.stream, self.get_clock().now().to_msg())
         self._configured_once = True
         self.get_logger().info(
-            f"configured: {self._model_text}; warm-up forward pass {warmup_ms:.0f} ms"
-        )
+            f"configured: {self._model_text}; warm-up forward pass {loaded.warmup_ms:.0f} ms")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -280,18 +230,11 @@ class PerceptionNode(LifecycleNode):
         pipeline = self._pipeline
         if pipeline is None:
             return
-        inputs = self._inputs
-        if inputs is not None:  # the user's latency: this clock's now minus the image's stamp
-            stamp = msg.header.stamp
-            now_ns = self.get_clock().now().nanoseconds
-            inputs.received(camera, (now_ns - stamp.sec * 1_000_000_000 - stamp.nanosec) / 1e6)
+        if (inputs := self._inputs) is not None:
+            inputs.received(camera, self.get_clock().now().nanoseconds, msg.header.stamp)
         pipeline.push(camera, msg)
-        publishers = self._outputs
-        if publishers is not None and publishers.annotated is not None:
-            with self._lock:
-                result = self._to_draw.pop(camera, None)
-            if result is not None:
-                publishers.annotate(pipeline, result)
+        if (outputs := self._outputs) is not None:
+            outputs.annotate(pipeline, camera)
 
     def _image_cb_for(self, camera: str) -> Callable[[Any], None]:
         def camera_image_cb(msg: Any) -> None:
@@ -339,16 +282,12 @@ class PerceptionNode(LifecycleNode):
 
     def _result_cb(self, result: ClipResult) -> None:
         """Called by the core's worker thread for every scored clip."""
-        publishers, pipeline = self._outputs, self._pipeline
-        if publishers is None or pipeline is None:
+        outputs, pipeline = self._outputs, self._pipeline
+        if outputs is None or pipeline is None:
             return
-        if publishers.annotated is not None:
-            with self._lock:
-                self._to_draw[result.camera] = result
         try:
-            publishers.result(result, pipeline.config)
-            inputs = self._inputs
-            if inputs is not None:
+            outputs.result(result, pipeline.config)
+            if (inputs := self._inputs) is not None:
                 now_ns = self.get_clock().now().nanoseconds
                 inputs.published(result.camera, (now_ns - result.last_stamp_ns) / 1e6)
         except Exception:
@@ -394,7 +333,6 @@ class PerceptionNode(LifecycleNode):
             self._outputs.destroy()
             self._outputs = None
         self._last_stats = None
-        self._to_draw.clear()
         self._config = None
         if self._pipeline is not None:
             self._pipeline.close()  # frames, clips and cached GPU memory
@@ -446,13 +384,10 @@ def main(args: list[str] | None = None) -> int:
         executor.remove_node(node)
         node.destroy_node()
         rclpy.try_shutdown()
-    return node.exit_code or 0
-
-
-def rcl_error_text(exc: Exception) -> str:
-    """rcl's message on one line, without its C source locations (", at /x/parse.c:841")."""
-    text = " ".join(str(exc).split())
-    return re.sub(r"(, at [^,]*:\d+)+", "", text).removeprefix("failed to initialize rcl: ")
+    code = node.exit_code or 0
+    if args is None:  # the console script: nothing is left to do but to exit
+        exit_now(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ The node hands in its publisher factories, so rclpy stays in node.py.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,6 +43,9 @@ class Publishers:
         self.diagnostics = create(DiagnosticArray, "/diagnostics", 10)
         self.annotated = create(Image, "~/annotated_image", 2) if annotate else None
         self.gate = GateTopics(create, create_latched, tasks) if gate else None
+        # Newest result per camera not yet drawn (written by the worker thread).
+        self._to_draw: dict[str, ClipResult] = {}
+        self._lock = threading.Lock()
 
     def label_info(self, stream: StreamConfig, stamp: Any) -> None:
         for task, publisher in self.labels.items():
@@ -51,6 +55,10 @@ class Publishers:
             self.gate.publish_label_info(stream.gate_threshold, stamp)
 
     def result(self, result: ClipResult, stream: StreamConfig) -> None:
+        """From the core's worker thread; the image drawn is the camera's next frame."""
+        if self.annotated is not None:
+            with self._lock:
+                self._to_draw[result.camera] = result
         for task, publisher in self.results.items():
             publisher.publish(convert.classification_msg(result, task))
         if self.gate is not None:
@@ -59,9 +67,13 @@ class Publishers:
     def status(self, statuses: Sequence[messages.StatusData], stamp: Any) -> None:
         self.diagnostics.publish(convert.diagnostics_msg(statuses, stamp))
 
-    def annotate(self, pipeline: StreamPipeline, result: ClipResult) -> None:
-        """The camera's newest sampled frame with the latest result drawn on it."""
+    def annotate(self, pipeline: StreamPipeline, camera: str) -> None:
+        """The camera's newest sampled frame with its newest result not yet drawn."""
         if self.annotated is None:
+            return
+        with self._lock:
+            result = self._to_draw.pop(camera, None)
+        if result is None:
             return
         try:
             latest = pipeline.latest_frame(result.camera)
