@@ -79,7 +79,8 @@ def documents() -> list[Path]:
 
 def all_command_blocks() -> list[Block]:
     return [block for path in documents()
-            for block in command_blocks(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))]
+            for block in command_blocks(path.read_text(encoding="utf-8"),
+                                        str(path.relative_to(ROOT)))]
 
 
 def marker_problem(block: Block) -> str | None:
@@ -94,7 +95,8 @@ def marker_problem(block: Block) -> str | None:
         missing = [n for n, kind in [*((c, "class") for c in classes), (name, "def")]
                    if not re.search(rf"^\s*{kind} {re.escape(n)}\b", source, re.M)]
         if missing:
-            return f"{block.where}: 'run by' names {run_by['file']}::{run_by['test']}, which has no {missing[0]}"
+            return (f"{block.where}: 'run by' names {run_by['file']}::{run_by['test']}, "
+                    f"which has no {missing[0]}")
         return None
     if NOT_RUN.match(block.marker):
         return None
@@ -131,10 +133,12 @@ def test_marker_check_flags_unmarked_and_wrongly_marked_blocks() -> None:
 
 def test_readme_is_short_and_starts_with_the_two_commands() -> None:
     lines = README.read_text(encoding="utf-8").split("\n")
-    assert len(lines) <= README_MAX_LINES + 1, f"README.md has {len(lines)} lines; at most {README_MAX_LINES}"
+    assert len(lines) <= README_MAX_LINES + 1, (
+        f"README.md has {len(lines)} lines; at most {README_MAX_LINES}")
     first = fenced_blocks("\n".join(lines), "README.md")[0]
     assert int(first.where.split(":")[1]) <= 5, "README.md must open with the two commands"
-    commands = [line.split("#")[0].strip() for line in first.body.split("\n") if line.strip() and not line[0].isspace()]
+    commands = [line.split("#")[0].strip() for line in first.body.split("\n")
+                if line.strip() and not line[0].isspace()]  # not the comments' continuation lines
     assert commands == ["make demo", "make test"]
     # each says what it does, in its comment
     assert "accuracies" in first.body and "pytest" in first.body
@@ -185,12 +189,16 @@ def test_cheap_blocks_run(tmp_path: Path) -> None:
     wrapper = bin_dir / "python"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     wrapper.chmod(0o755)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     for block in blocks:
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.body], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, f"{block.where} failed ({done.returncode}):\n{done.stderr[-2000:]}"
-        assert done.stdout.count("usage:") >= block.body.count("--help"), (block.where, done.stdout[:500])
+        assert done.returncode == 0, (
+            f"{block.where} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        # every --help printed its usage
+        assert done.stdout.count("usage:") >= block.body.count("--help"), (
+            block.where, done.stdout[:500])
 
 
 @pytest.mark.parametrize("name", ["README.md", "docs/index.md"])
