@@ -220,29 +220,46 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def settings_page() -> str:
-    """docs/settings.md, generated from the schema (`python -m mtl_perception.ros.params`;
-    a test checks the committed page against it)."""
+BEGIN_TABLES = ("<!-- generated from the settings schema: python -m mtl_perception.ros.params "
+                "--write docs/settings.md; test/test_settings_schema.py checks it -->")
+END_TABLES = "<!-- end of the generated tables -->"
+
+
+def settings_tables() -> str:
+    """docs/settings.md's tables of every setting, generated from the schema."""
     node = tuple(s.row for s in PARAMS if s.section == "node")
-    stream = declared(StreamConfig)
     return (
-        "# Settings\n\n"
-        "Generated from the settings schema by `python -m mtl_perception.ros.params > "
-        "docs/settings.md` (a test checks that this page matches it). Each setting is "
-        "declared once, on `NodeSettings` (`mtl_perception/ros/params.py`) or "
-        "`StreamConfig` (`mtl_perception/stream/config.py`); the ROS parameters, their "
-        "ranges, `ros2 param set`'s checks and `--set key=value` all come from there.\n\n"
-        "Live settings change with `ros2 param set` while the node runs; the others are "
-        "read when it is configured. A bare `off` in YAML (and on the command line, "
-        "`-p gate:=off`) is the boolean false; the node takes it as `off` at start.\n\n"
-        "## The node's own settings (ROS parameters)\n\n"
+        f"{BEGIN_TABLES}\n\n"
+        "Each setting is declared once, on `NodeSettings` (`mtl_perception/ros/params.py`) "
+        "or `StreamConfig` (`mtl_perception/stream/config.py`): the ROS parameters and their "
+        "ranges, `ros2 param set`'s checks, `--set KEY=VALUE` and these tables all come from "
+        "there. A bare `off` in YAML or on the command line (`-p gate:=off`) is the boolean "
+        "false; the node takes it as `off` at start (`ros2 param set` says to quote it).\n\n"
+        "### The node's own settings\n\n"
         + settings_table(node)
-        + "\n## The streaming core's settings\n\n"
-        "ROS parameters of the node with the same names, and the `--set key=value` "
+        + "\n### The streaming core's settings\n\n"
+        "Parameters of the node with the same names, and the `--config` / `--set` "
         "settings of bag evaluation (`offline_queue` is bag evaluation's only).\n\n"
-        + settings_table(stream)
+        + settings_table(declared(StreamConfig))
+        + f"\n{END_TABLES}\n"
     )
 
 
+def with_tables(page: str) -> str:
+    """`page` with its generated block replaced by the current tables (or appended)."""
+    if BEGIN_TABLES in page and END_TABLES in page:
+        before = page[: page.index(BEGIN_TABLES)]
+        after = page[page.index(END_TABLES) + len(END_TABLES):].removeprefix("\n")
+        return before + settings_tables() + after
+    return page.rstrip("\n") + "\n\n## Every setting\n\n" + settings_tables()
+
+
 if __name__ == "__main__":
-    print(settings_page(), end="")
+    import sys
+    from pathlib import Path
+
+    if sys.argv[1:2] == ["--write"] and len(sys.argv) == 3:
+        target = Path(sys.argv[2])
+        target.write_text(with_tables(target.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        print(settings_tables(), end="")
