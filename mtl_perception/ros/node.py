@@ -39,11 +39,11 @@ from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Classification, LabelInfo
 
 from mtl_perception.checkpoint import CheckpointError, CheckpointInfo
-from mtl_perception.deploy.load import load_model
+from mtl_perception.deploy.device import check_autocast, describe_device, resolve_device
+from mtl_perception.deploy.load import load_engine
 from mtl_perception.ros import convert, messages
 from mtl_perception.ros.annotate import draw_lines, result_lines
-from mtl_perception.ros.device import check_autocast, resolve_device
-from mtl_perception.ros.gate_topics import GateTopics, has_gate, no_gate_warning
+from mtl_perception.ros.gate_topics import GateTopics, no_gate_warning
 from mtl_perception.ros.node_config import (
     NodeConfig,
     NodeConfigError,
@@ -118,7 +118,8 @@ class PerceptionNode(LifecycleNode):
     def _configure(self) -> TransitionCallbackReturn:
         try:
             config = read_node_config(self._values())
-            device, device_line = resolve_device(config.device)
+            device = resolve_device(config.device)
+            device_line = describe_device(config.device, device)
             autocast, autocast_line = check_autocast(config.autocast, device)
         except ValueError as exc:  # NodeConfigError, DeviceError
             return self._fail(str(exc))
@@ -128,16 +129,19 @@ class PerceptionNode(LifecycleNode):
         if not config.checkpoint.exists():
             return self._fail(missing_checkpoint_hint(str(config.checkpoint.absolute())))
         try:
-            loaded = load_model(config.checkpoint, device)
+            engine = load_engine(
+                config.checkpoint, config.stream.backend, config.device, autocast=autocast,
+                engine_cache=config.stream.engine_cache, clip_length=config.stream.clip_length,
+                max_batch=config.stream.max_batch or len(config.image_topics))
             # A uniform-sampled model's own rate unless target_fps was changed from its default.
             changed = config.stream.target_fps != BY_NAME["target_fps"].default
-            stream, rate_line = choose_target_fps(config.stream, loaded.info, changed)
+            stream, rate_line = choose_target_fps(config.stream, engine.info, changed)
             if rate_line:
                 self.get_logger().info(rate_line)
             config = replace(config, stream=stream)
             self._pipeline = StreamPipeline(
-                loaded.model, loaded.info, config.stream, device=device, autocast=autocast,
-                on_result=self._result_cb, on_error=self._decode_error_cb, realtime=True,
+                engine, config=config.stream, on_result=self._result_cb,
+                on_error=self._decode_error_cb, realtime=True,
             )
             warmup_ms = self._pipeline.warmup()
         except (CheckpointError, ValueError) as exc:  # incl. StreamConfigError (clip_length)
@@ -145,16 +149,16 @@ class PerceptionNode(LifecycleNode):
             return self._fail(str(exc))
         self._config = config
         self._model_text = (
-            f"{messages.describe_model(loaded.info, self._pipeline.clip_length)} "
+            f"{messages.describe_model(engine.info, self._pipeline.clip_length)} "
             f"({config.checkpoint.name}); engine {self._pipeline.engine}"
         )
-        self._create_publishers(loaded.info.model.task_names)
-        if has_gate(loaded.model):
+        self._create_publishers(engine.info.model.task_names)
+        if engine.has_gate:  # from the model's metadata, whichever backend runs it
             self._gate_topics = GateTopics(
-                self.create_lifecycle_publisher, "gesture" in loaded.info.model.task_names)
+                self.create_lifecycle_publisher, "gesture" in engine.info.model.task_names)
         elif config.stream.gate != "off":
             self.get_logger().warning(no_gate_warning(config.stream.gate))
-        self._publish_label_info(loaded.info, config.stream.score_threshold)
+        self._publish_label_info(engine.info, config.stream.score_threshold)
         self._configured_once = True
         self.get_logger().info(
             f"configured: {self._model_text}; warm-up forward pass {warmup_ms:.0f} ms"

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mtl_perception.deploy.registry import BACKEND_NAMES
+
 Smoothing = Literal["none", "ema", "mean"]
 SMOOTHING_MODES: tuple[str, ...] = ("none", "ema", "mean")
 GateMode = Literal["off", "publish", "filter"]
@@ -19,7 +21,7 @@ GATE_MODES: tuple[str, ...] = ("off", "publish", "filter")
 EventSource = Literal["auto", "gate", "max_softmax"]
 EVENT_SOURCES: tuple[str, ...] = ("auto", "gate", "max_softmax")
 Backend = Literal["torch", "onnxruntime", "openvino", "tensorrt"]
-BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
+BACKENDS: tuple[str, ...] = BACKEND_NAMES  # the registry's names (mtl_perception.deploy)
 
 # Settings that may change while the pipeline runs (`StreamPipeline.update_settings`):
 # they only touch post-processing, never a buffer or a clip already made.
