@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from mtl_perception.deploy.device import (
+    DeviceError,
+    check_autocast,
+    describe_device,
+    resolve_device,
+)
 from mtl_perception.ros.annotate import draw_lines, result_lines
-from mtl_perception.ros.device import DeviceError, check_autocast, resolve_device
 from mtl_perception.ros.messages import ERROR, OK, WARN, diagnostic_statuses
 from mtl_perception.ros.node_config import NodeConfigError, check_checkpoint, read_node_config
 from mtl_perception.ros.params import (
@@ -142,11 +147,11 @@ def test_drawing_writes_text_and_leaves_the_input_alone() -> None:
 
 
 def test_device_choice() -> None:
-    device, line = resolve_device("cpu")
-    assert device == torch.device("cpu") and "cpu" in line
-    auto, line = resolve_device("auto")
-    assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu") and line.startswith(
-        "device auto: using")
+    device = resolve_device("cpu")
+    assert device == torch.device("cpu") and "cpu" in describe_device("cpu", device)
+    auto = resolve_device("auto")
+    assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert describe_device("auto", auto).startswith("device auto: using")
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA is not available"):
             resolve_device("cuda")

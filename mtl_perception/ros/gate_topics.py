@@ -33,11 +33,6 @@ CreateLatched = Callable[[Any, str], Any]
 Destroy = Callable[[Any], Any]
 
 
-def has_gate(model: Any) -> bool:
-    """Whether a loaded model has a task gate (the gate contract: attribute `gate`)."""
-    return getattr(model, "gate", None) is not None
-
-
 def no_gate_warning(mode: str) -> str:
     return (f"gate: {mode} asked for, but the checkpoint has no task gate: results as with "
             "gate off (add one to a checkpoint with `python -m training fit-gate`)")

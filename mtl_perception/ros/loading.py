@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mtl_perception.deploy.load import load_model
+from mtl_perception.deploy.device import check_autocast, describe_device, resolve_device
+from mtl_perception.deploy.load import load_engine
 from mtl_perception.ros import messages
-from mtl_perception.ros.device import check_autocast, resolve_device
-from mtl_perception.ros.gate_topics import has_gate, no_gate_warning
+from mtl_perception.ros.gate_topics import no_gate_warning
 from mtl_perception.ros.node_config import NodeConfig
 from mtl_perception.ros.params import BY_NAME, missing_checkpoint_hint
 from mtl_perception.stream import StreamPipeline
@@ -34,27 +34,30 @@ def load_pipeline(config: NodeConfig, on_result: ResultCallback, on_error: Error
                   log: Any) -> Loaded:
     """Resolve the device, load the checkpoint, build and warm up the realtime core;
     `log` gets `info`/`warning` lines (the node's logger)."""
-    device, device_line = resolve_device(config.node.device)
+    device = resolve_device(config.node.device)
+    log.info(describe_device(config.node.device, device))
     autocast, autocast_line = check_autocast(config.node.autocast, device)
-    log.info(device_line)
     if autocast_line:
         log.warning(autocast_line)
     if not config.checkpoint.exists():
         raise ValueError(missing_checkpoint_hint(str(config.checkpoint.absolute())))
-    loaded = load_model(config.checkpoint, device)
+    stream = config.stream
+    engine = load_engine(
+        config.checkpoint, stream.backend, config.node.device, autocast=autocast,
+        engine_cache=stream.engine_cache, clip_length=stream.clip_length,
+        max_batch=stream.max_batch or len(config.node.image_topics))
     # A uniform-sampled model's own rate unless target_fps was changed from its default.
-    changed = config.stream.target_fps != BY_NAME["target_fps"].default
-    stream, rate_line = choose_target_fps(config.stream, loaded.info, changed)
+    changed = stream.target_fps != BY_NAME["target_fps"].default
+    stream, rate_line = choose_target_fps(stream, engine.info, changed)
     if rate_line:
         log.info(rate_line)
     config = replace(config, stream=stream)
-    pipeline = StreamPipeline(loaded.model, loaded.info, config.stream, device=device,
-                              autocast=autocast, on_result=on_result, on_error=on_error,
+    pipeline = StreamPipeline(engine, config=stream, on_result=on_result, on_error=on_error,
                               realtime=True)
     warmup_ms = pipeline.warmup()
-    description = (f"{messages.describe_model(loaded.info, pipeline.clip_length)} "
+    description = (f"{messages.describe_model(engine.info, pipeline.clip_length)} "
                    f"({config.checkpoint.name}); engine {pipeline.engine}")
-    gated = has_gate(loaded.model)
-    if not gated and config.stream.gate != "off":
-        log.warning(no_gate_warning(config.stream.gate))
+    gated = engine.has_gate  # from the model's metadata, whichever backend runs it
+    if not gated and stream.gate != "off":
+        log.warning(no_gate_warning(stream.gate))
     return Loaded(pipeline, config, description, warmup_ms, gated)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from mtl_perception.deploy.registry import BACKEND_NAMES
 from mtl_perception.schema import check_fields, declared, setting
 
 Smoothing = Literal["none", "ema", "mean"]
@@ -21,7 +22,8 @@ Backend = Literal["torch", "onnxruntime", "openvino", "tensorrt"]
 SMOOTHING_MODES: tuple[str, ...] = get_args(Smoothing)
 GATE_MODES: tuple[str, ...] = get_args(GateMode)
 EVENT_SOURCES: tuple[str, ...] = get_args(EventSource)
-BACKENDS: tuple[str, ...] = get_args(Backend)
+BACKENDS: tuple[str, ...] = BACKEND_NAMES  # the registry's names (mtl_perception.deploy)
+assert get_args(Backend) == BACKENDS, "stream.config.Backend and deploy's registry differ"
 
 _RESTART = "restart the node"
 _BUILT = "the inference engine is built at start; restart the node"

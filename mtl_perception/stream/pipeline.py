@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from mtl_perception.checkpoint import CheckpointInfo
+from mtl_perception.deploy.engine import Engine
 from mtl_perception.stream.camera import CameraState, ErrorCallback, Queued
 from mtl_perception.stream.config import (
     FIXED_REASONS,
@@ -33,8 +34,8 @@ from mtl_perception.stream.config import (
 )
 from mtl_perception.stream.decode import ImageDecodeError, header_of
 from mtl_perception.stream.events import GESTURE_TASK
-from mtl_perception.stream.inference import Scorer
-from mtl_perception.stream.results import ClipResult, FrameHeader, postprocess, softmax, split_gate
+from mtl_perception.stream.inference import engine_from_model, score_clips
+from mtl_perception.stream.results import ClipResult, FrameHeader, postprocess, softmax
 from mtl_perception.stream.scheduling import Offline, Realtime, Schedule
 from mtl_perception.stream.stats import CameraStats, LatencyWindow, StreamStats
 
@@ -46,20 +47,22 @@ ResultCallback = Callable[[ClipResult], None]
 class StreamPipeline:
     """Per-camera sampling and buffering, batched inference, post-processing.
 
-    `model` is any module with `score_all(clips) -> list[(N, C_t) logits]`
-    (a `MultiTaskModel` from `load_checkpoint`), optionally followed by task
-    gate logits (N, tasks + 1) (`ClipResult.gate`); `info` supplies task and class
-    names and the preprocessing. `on_result` is called from the worker thread
-    (or, offline without a worker, from the thread that calls `push`/`flush`)
-    once per scored clip; `on_error(camera, error)` once per camera and kind of
-    decode problem (default: one `logging` error line), the frames themselves
-    are counted in `frames_dropped` / `decode_errors`.
+    `engine` runs the forward pass (`mtl_perception.deploy.load_engine`): per-task
+    logits, and the task gate's (`ClipResult.gate`) when its model has one; its
+    `info` supplies task and class names and the preprocessing. (A module with
+    `score_all` or an exported `OnnxModel` plus `info`, `device` and `autocast`
+    is still taken: an engine is built for it on `config.backend`.) `on_result`
+    is called from the worker thread (or, offline without a worker, from the
+    thread that calls `push`/`flush`) once per scored clip; `on_error(camera,
+    error)` once per camera and kind of decode problem (default: one `logging`
+    error line), the frames themselves are counted in `frames_dropped` /
+    `decode_errors`.
     """
 
     def __init__(
         self,
-        model: nn.Module | Any,  # or an exported OnnxModel (mtl_perception.deploy)
-        info: CheckpointInfo,
+        engine: Engine | nn.Module | Any,
+        info: CheckpointInfo | None = None,
         config: StreamConfig | None = None,
         *,
         device: str | torch.device = "cpu",
@@ -69,16 +72,17 @@ class StreamPipeline:
         realtime: bool = True,
     ) -> None:
         self._config = config or StreamConfig()
-        self.info = info
-        self.clip_length = self._config.resolved_clip_length(info.preprocess.clip_length)
-        self._scorer = Scorer(model, device, autocast, backend=self._config.backend,
-                              engine_cache=self._config.engine_cache, info=info,
-                              clip_length=self.clip_length)
-        self.device, self.autocast, self.model = (
-            self._scorer.device,
-            self._scorer.autocast,
-            self._scorer.model,
-        )
+        if not isinstance(engine, Engine):
+            if info is None:
+                raise TypeError("a model without an engine needs its CheckpointInfo")
+            clip_length = self._config.resolved_clip_length(info.preprocess.clip_length)
+            engine = engine_from_model(engine, info, self._config, device, autocast, clip_length)
+        self._engine = engine
+        self.info = engine.info
+        self.clip_length = self._config.resolved_clip_length(self.info.preprocess.clip_length)
+        self.device = engine.device
+        self.model = getattr(engine, "model", None)  # the module or OnnxModel it runs
+        self.autocast = getattr(engine, "autocast", "none")
         self.realtime = realtime
         self._cameras: dict[str, CameraState] = {}
         self._schedule: Schedule = (Realtime if realtime else Offline)(self._cameras)
@@ -102,7 +106,7 @@ class StreamPipeline:
     @property
     def engine(self) -> str:
         """Which engine runs the forward pass, on which device, at which precision."""
-        return self._scorer.describe()
+        return self._engine.describe()
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -313,8 +317,8 @@ class StreamPipeline:
                     log.exception("on_result callback failed")
 
     def _score(self, batch: list[Queued]) -> list[ClipResult]:
-        outputs, inference_ms = self._scorer([item.clip for item in batch])
-        per_task, gate_logits = split_gate(outputs, len(self.task_names))
+        scores, inference_ms = score_clips(self._engine, [item.clip for item in batch])
+        per_task, gate_logits = scores.tasks, scores.gate
         config = self._config
         results = []
         with self._cond:
@@ -341,7 +345,7 @@ class StreamPipeline:
 
     def warmup(self, batch: int = 1) -> float:
         """One forward pass on zeros of the input shape (cuDNN autotuning, lazy init); ms."""
-        return self._scorer.warmup(batch, self.clip_length, self.info.preprocess.crop)
+        return self._engine.warmup(batch, self.clip_length)
 
     # ---------------------------------------------------------------- stats
     def stats(self) -> StreamStats:
