@@ -10,7 +10,15 @@ from types import ModuleType
 from typing import Any
 
 import test_node_standin as ros
-from test_node import checkpoint, feed, make_node, node_module, state  # noqa: F401
+from test_node import (  # noqa: F401
+    STEP_NS,
+    checkpoint,
+    feed,
+    make_node,
+    node_module,
+    state,
+    wait_for,
+)
 from test_node_gate import gated  # noqa: F401
 
 from mtl_perception.ros.cameras import matching_reliability
@@ -106,6 +114,13 @@ def test_diagnostics_report_stamp_latencies_per_camera(
                       / 1e6 for f in frames)
     assert float(values["stamp_to_receive_ms_p50"]) == round(expected[1], 1)
     assert values["stamp_to_publish_ms_p95"] == "n/a"  # no clip of 4 frames yet
+    feed(node, TOPIC, 1, start_ns=10**9 + 3 * STEP_NS)  # the 4th frame ends the first clip
+    wait_for(lambda: len(node.publisher("/human/action").sent) == 1)
+    tick(node)
+    array = node.publisher("/diagnostics").sent[-1]
+    (inference,) = [s for s in array.status if s.name.endswith(": inference")]
+    # The clip's last frame is stamped 1.2 s, the stand-in clock stands at 1 s: -200 ms.
+    assert "stamp to result published p95 -200.0 ms" in inference.message
     node.release()
 
 

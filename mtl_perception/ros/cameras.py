@@ -156,7 +156,20 @@ class CameraInputs:
         seen = {s.hardware_id for s in statuses}
         missing = [StatusData(f"{node_name}: camera {topic}", WARN, "no frames received yet",
                               topic, ()) for topic in self._cameras if topic not in seen]
-        return [self.amend(s) for s in [*statuses, *missing]]
+        return [self._end_to_end(s) if s.name.endswith(": inference") else self.amend(s)
+                for s in [*statuses, *missing]]
+
+    def _end_to_end(self, status: StatusData) -> StatusData:
+        """The inference status names the latency users see: the worst camera's image
+        stamp to result publication, not only the node's frame-to-result."""
+        with self._lock:
+            worst = max((c.publish_ms.percentiles().p95 for c in self._cameras.values()
+                         if c.publish_ms.percentiles().count), default=None)
+        if worst is None or status.level != 0:
+            return status
+        message = f"{status.message}; image stamp to result published p95 {_ms(worst)} ms"
+        values = (*status.values, ("stamp_to_publish_ms_p95_worst_camera", _ms(worst)))
+        return StatusData(status.name, status.level, message, status.hardware_id, values)
 
 
 def _offer(offered: list[bool]) -> str:
