@@ -56,8 +56,10 @@ ros-env: setup
 # streaming core; prints both tasks' accuracies and where the report and plots
 # are. The training settings are config/train/cpu_small.yaml's (r3d_18 of
 # width 16, clips of 8 frames 4 apart, 1.2 s of motion, the whole frame at
-# 36x48, fed to the model as frame differences, 1600 iterations with a cosine
-# lr decay: about 320 CPU-s; why: docs/demo.md); DEMO_TRAIN adds overrides. The stream samples the 25 fps videos at
+# 48x64, fed to the model as frame differences, 1600 iterations with a cosine
+# lr decay: about 440 CPU-s; why: docs/demo.md); DEMO_TRAIN adds overrides
+# (DEMO_TRAIN='clip.resize=[36,48] clip.crop=[36,48]': 1.4x less training
+# time, gesture accuracy about 6 points lower). The stream samples the 25 fps videos at
 # 25 / 4 = 6.25 fps to match (DEMO_STREAM). Add --write-bag to DEMO_EVAL for a
 # copy of the bag with the predictions (ros2 bag play, Foxglove).
 # The task gate (issue 17) is fitted afterwards on the trained model's frozen
