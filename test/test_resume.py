@@ -43,6 +43,7 @@ def _interrupt_after_rows(csv_path: Path, rows: int) -> threading.Thread:
     return thread
 
 
+@pytest.mark.numerics
 def test_resume_after_ctrl_c_is_bitwise_the_uninterrupted_run(
         set_yaml: Path, tmp_path: Path) -> None:
     """LWS with DWA (windows of 2 iterations) and a separate NES batch: the run with the

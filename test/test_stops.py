@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers_bag import frames, tiny_checkpoint, write_image_bag
+from helpers_signals import signal_and_wait, start_ready_child
 
 from mtl_perception import cli
 from mtl_perception.bag.outputs import OWNER as EVAL_OWNER
@@ -68,12 +69,9 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def _staged_child(files: dict[str, Path], out: Path) -> subprocess.Popen[str]:
-    child = subprocess.Popen([sys.executable, "-c", EVAL_CHILD, *_eval_args(files, out)],
-                             env=ENV, cwd=out.parent, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    line = child.stdout.readline()  # blocks until the staging folder holds a file
-    assert line.strip() == "STAGED", (line, child.stderr.read() if child.stderr else "")
+    # STAGED: the staging folder holds a file and the child waits 60 s to be stopped
+    child = start_ready_child([sys.executable, "-c", EVAL_CHILD, *_eval_args(files, out)],
+                              "STAGED", ENV, out.parent)
     assert EVAL_OWNER.partial(out).is_dir()
     return child
 
@@ -90,8 +88,7 @@ def test_sigterm_removes_the_staged_output_and_keeps_the_earlier_one(
     assert main(_eval_args(files, out)) == 0
     before = _tree(out)
     child = _staged_child(files, out)
-    child.send_signal(signal.SIGTERM)
-    _, stderr = child.communicate(timeout=60)
+    stderr = signal_and_wait(child, signal.SIGTERM)
     assert child.returncode == 143, stderr
     errors = _errors(stderr)
     assert len(errors) == 1 and "terminated (SIGTERM)" in errors[0], stderr
@@ -101,7 +98,7 @@ def test_sigterm_removes_the_staged_output_and_keeps_the_earlier_one(
 
 
 # A child converting one 30-frame video, slowed per frame: it has staged its output
-# (the partial folder exists) when it prints FRAME.
+# (the partial folder exists) when it prints FRAME, and then waits 60 s for the signal.
 TO_BAG_CHILD = textwrap.dedent("""
     import sys, time
     import training.tools.to_bag as to_bag
@@ -109,7 +106,7 @@ TO_BAG_CHILD = textwrap.dedent("""
     real = to_bag.image_message
     def slow(*args, **kwargs):
         print("FRAME", flush=True)
-        time.sleep(0.5)
+        time.sleep(60)
         return real(*args, **kwargs)
     to_bag.image_message = slow
     sys.exit(main(sys.argv[1:]))
@@ -125,14 +122,10 @@ def _to_bag_child(tmp_path: Path, out: Path) -> subprocess.Popen[str]:
         write_video(root / "a.avi", frames(30, 1, size=(24, 32)), fps=10.0)
         (root / "val_list.txt").write_text("a.avi 0\n")
         (root / "classes.txt").write_text("walk\n")
-    child = subprocess.Popen(
+    return start_ready_child(
         [sys.executable, "-c", TO_BAG_CHILD, "to-bag", "--format", "mmaction", "--source",
          f"root={root}", "class_names=classes.txt", "--out", str(out), "--overwrite"],
-        env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    assert line.strip() == "FRAME", (line, child.stderr.read() if child.stderr else "")
-    return child
+        "FRAME", ENV, tmp_path)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -143,8 +136,7 @@ def test_every_training_subcommand_stops_cleanly(tmp_path: Path, sig: signal.Sig
     out = tmp_path / "bag"
     child = _to_bag_child(tmp_path, out)
     assert OWNER.partial(out).is_dir()
-    child.send_signal(sig)
-    _, stderr = child.communicate(timeout=60)
+    stderr = signal_and_wait(child, sig)
     assert child.returncode == 128 + sig, stderr
     errors = _errors(stderr)
     word = "terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted (Ctrl-C)"
@@ -158,8 +150,7 @@ def test_a_partial_folder_left_by_sigkill_is_removed_by_the_next_run(tmp_path: P
 
     out = tmp_path / "bag"
     child = _to_bag_child(tmp_path, out)
-    child.kill()
-    child.communicate(timeout=60)
+    signal_and_wait(child, signal.SIGKILL)
     partial = OWNER.partial(out)
     assert partial.is_dir() and why_not_ours(partial, OWNER) is None
     manifest = json.loads((partial / OWNER.manifest).read_text())
