@@ -17,7 +17,7 @@ synth --out`):
   every file's size and hash (state `complete`) and the folder is swapped in
   by rename (an earlier output is first renamed to `.<out>.<tag>-old`, then
   removed).
-* Stopping (Ctrl-C, SIGTERM: see `mtl_perception.cli`) removes the partial
+* Stopping (Ctrl-C, SIGTERM: see `mtl_perception.exits`) removes the partial
   folder. One left by SIGKILL or a power cut carries the manifest that names
   it, so the next run into the same place removes it; a partial folder whose
   writer is still running (same host, live process id) is refused instead.
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtl_perception.cli import work_started
+from mtl_perception.exits import work_started
 from mtl_perception.fileio import atomic_write_text, fsync_folder
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ def prepare(out: Path, owner: Owner, overwrite: bool, settings: Mapping[str, Any
     except OSError:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    work_started()  # an OS error from here on is one line and exit 1 (mtl_perception.cli)
+    work_started()  # an OS error from here on is one line and exit 1 (mtl_perception.exits)
     return partial
 
 
@@ -280,7 +280,7 @@ def staged(out: Path, owner: Owner, overwrite: bool,
     """Yield a partial folder to fill; on success it replaces `out`, on any exit it vanishes.
 
     "Any exit" includes Ctrl-C and SIGTERM (raised as KeyboardInterrupt by
-    `mtl_perception.cli`). The manifest listing every file is written here.
+    `mtl_perception.exits`). The manifest listing every file is written here.
     """
     partial = prepare(out, owner, overwrite, settings or {})
     try:

@@ -208,7 +208,7 @@ def test_a_stop_during_the_swap_waits_for_it(earlier: Path,
     """SIGTERM between the two renames would leave neither output: it is held back."""
     import signal
 
-    from mtl_perception.cli import Terminated, sigterm_as_interrupt
+    from mtl_perception.exits import Terminated, sigterm_as_interrupt
 
     real_rename = os.rename
     sent = []

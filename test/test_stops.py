@@ -1,6 +1,6 @@
 """Every way of stopping is clean (issue 15, classes 2 and 4), with real child processes.
 
-SIGTERM is handled like Ctrl-C by every command (`mtl_perception.cli`):
+SIGTERM is handled like Ctrl-C by every command (`mtl_perception.exits`):
 staged output removed, exit 143, one line. A partial folder left by SIGKILL
 is recognised by its manifest and removed by the next run into the same
 place. OS errors (a full disk, a name too long, a read-only folder) are one
@@ -24,7 +24,7 @@ import torch
 from helpers_bag import frames, tiny_checkpoint, write_image_bag
 from helpers_signals import signal_and_wait, start_ready_child
 
-from mtl_perception import cli
+from mtl_perception import exits
 from mtl_perception.bag.outputs import OWNER as EVAL_OWNER
 from mtl_perception.outputs import why_not_ours
 
@@ -268,8 +268,8 @@ def test_a_read_only_folder_is_one_line_exit_2(
 
 def test_os_error_lines_name_path_and_cause() -> None:
     rename = OSError(errno.EXDEV, "Invalid cross-device link", "/a", None, "/b")
-    assert cli.os_error_line(rename) == "/a -> /b: Invalid cross-device link"
-    assert cli.os_error_line(OSError(errno.ENAMETOOLONG, "x", "/p")) == "/p: file name too long"
+    assert exits.os_error_line(rename) == "/a -> /b: Invalid cross-device link"
+    assert exits.os_error_line(OSError(errno.ENAMETOOLONG, "x", "/p")) == "/p: file name too long"
 
 
 def test_an_unreadable_checkpoint_is_one_line(tmp_path: Path,

@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from mtl_perception.cli import run_command
+from mtl_perception.exits import run_command
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {

@@ -39,8 +39,8 @@ from mtl_perception.bag.run import (
     stream_settings,
 )
 from mtl_perception.checkpoint import CheckpointError
-from mtl_perception.cli import run_command
 from mtl_perception.deploy.load import load_model
+from mtl_perception.exits import run_command
 from mtl_perception.names import threads_problem
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream import StreamConfig, StreamConfigError

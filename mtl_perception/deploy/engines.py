@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from mtl_perception.deploy.onnx_file import INPUT_NAME, BackendError, OnnxModel, require
+from mtl_perception.exits import one_line
 from mtl_perception.stream.config import BACKENDS
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class OnnxRuntimeEngine(Engine):
             self.session = ort.InferenceSession(model.data, options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise BackendError(f"{self.backend} cannot load {model.name}: "
-                               f"{_one_line(str(exc))}") from exc
+                               f"{one_line(exc)}") from exc
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
@@ -150,7 +151,7 @@ class OpenVinoEngine(Engine):
             compiled = core.compile_model(core.read_model(io.BytesIO(model.data)), "CPU", config)
         except Exception as exc:
             raise BackendError(f"openvino cannot load {model.name}: "
-                               f"{_one_line(str(exc))}") from exc
+                               f"{one_line(exc)}") from exc
         self.request = compiled.create_infer_request()
         self.outputs = list(compiled.outputs)
 
@@ -194,7 +195,3 @@ def tensorrt_cache(model: OnnxModel, index: int, fp16: bool, root: str = "") -> 
         version = "unknown"
     name = f"{model.sha256[:16]}-{gpu}-trt{version}-{'fp16' if fp16 else 'fp32'}"
     return Path(root or DEFAULT_ENGINE_CACHE).expanduser() / re.sub(r"[^A-Za-z0-9._-]", "_", name)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:300]

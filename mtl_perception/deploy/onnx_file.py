@@ -20,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mtl_perception.checkpoint import METADATA_KEY, CheckpointError, CheckpointInfo
 from mtl_perception.checkpoint import info_from_metadata as _info_from_metadata
+from mtl_perception.exits import one_line
+from mtl_perception.fileio import require_regular_file
 from mtl_perception.stream.config import StreamConfigError
 
 EXPORT_KEY = "mtl_perception_export"
@@ -103,10 +104,7 @@ class OnnxModel:
 def read_onnx_model(path: str | Path) -> OnnxModel:
     """Read and check an exported file; one CheckpointError line for anything off."""
     path = Path(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"model file not found: {path}")
-    if not path.is_file():
-        raise CheckpointError(f"model file {path} is not a file")
+    require_regular_file(path, "model file", CheckpointError)  # a FIFO would block the read
     return parse_onnx(path.read_bytes(), path)
 
 
@@ -119,7 +117,7 @@ def parse_onnx(data: bytes, path: Path | None = None) -> OnnxModel:
     except Exception as exc:  # protobuf's DecodeError and friends
         raise CheckpointError(
             f"model {where} is not a readable ONNX file (damaged or truncated): "
-            f"{_one_line(str(exc)) or type(exc).__name__}"
+            f"{one_line(exc)}"
         ) from exc
     props = {p.key: p.value for p in proto.metadata_props}
     if METADATA_KEY not in props or EXPORT_KEY not in props:
@@ -163,7 +161,7 @@ def _export_info(where: str, text: str) -> ExportInfo:
             raise ValueError(f"batch {export.batch} / frames {export.frames} out of range")
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(
-            f"model {where} has invalid {EXPORT_KEY} metadata: {_one_line(str(exc))}"
+            f"model {where} has invalid {EXPORT_KEY} metadata: {one_line(exc)}"
         ) from exc
     return export
 
@@ -206,7 +204,3 @@ def _dims(value_info: Any) -> list[int | None]:
     """A tensor's dimensions; None for a symbolic (dynamic) one."""
     shape = value_info.type.tensor_type.shape
     return [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:300]

@@ -64,7 +64,7 @@ def wrong_kind(sample: VideoSample) -> str | None:
 
     Only `os.stat` is used: opening a FIFO or a device to find out would hang.
     """
-    from training.datasets.video import file_kind  # PyAV only when checking
+    from mtl_perception.fileio import file_kind
 
     try:
         mode = os.stat(sample.path).st_mode

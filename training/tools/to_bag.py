@@ -44,7 +44,7 @@ from mtl_perception import outputs
 from mtl_perception.bag.labels import write_labels
 from mtl_perception.bag.types import COMPRESSED_IMAGE, IMAGE
 from mtl_perception.bag.writer import STORAGES, BagWriter, compressed_message, image_message
-from mtl_perception.cli import run_command
+from mtl_perception.exits import run_command
 from mtl_perception.names import class_name_problem, topic_problem
 from mtl_perception.outputs import OutputError
 from mtl_perception.settings import SettingsError, apply_overrides
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     except (ToBagError, DatasetError, SettingsError, OutputError) as exc:
         LOG.error("%s", exc)
         return 2
-    return 0  # OS errors, Ctrl-C and SIGTERM: `mtl_perception.cli.run_command` (main)
+    return 0  # OS errors, Ctrl-C and SIGTERM: `mtl_perception.exits.run_command` (main)
 
 
 def _check_numbers(args: argparse.Namespace) -> None:

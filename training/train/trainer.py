@@ -31,7 +31,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
-from mtl_perception.cli import work_started
+from mtl_perception.exits import work_started
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
 from mtl_perception.settings import SettingsError
 from training.datasets.clip_dataset import collate_clips
@@ -221,7 +221,7 @@ class _Run:
         for sig in previous:
             signal.signal(sig, self._on_signal)
         interrupted = False
-        work_started()  # an OS error from here on (a full disk) is exit 1 (mtl_perception.cli)
+        work_started()  # an OS error from here on (a full disk) is exit 1 (mtl_perception.exits)
         try:
             if state.iteration < c.iterations:
                 interrupted = self._loop(sampler, evaluator, lws_streams)

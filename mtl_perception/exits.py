@@ -109,7 +109,7 @@ def run_command(body: Callable[[], int], log: logging.Logger,
         try:
             return body()
         except errors as exc:
-            log.error("%s", _one_line(str(exc)) or type(exc).__name__)
+            log.error("%s", one_line(exc))
             return 2
         except OSError as exc:
             log.error("%s", os_error_line(exc, where))
@@ -121,5 +121,15 @@ def run_command(body: Callable[[], int], log: logging.Logger,
             return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+# A message longer than this is a library dumping its state (an ONNX graph, a
+# tensor); the head names the problem, the rest would bury the line.
+ONE_LINE_LIMIT = 600
+
+
+def one_line(message: str | BaseException) -> str:
+    """`message` on one line (whitespace runs folded), at most ONE_LINE_LIMIT characters;
+    an exception without text is named by its type. The one form of every error line."""
+    text = " ".join(str(message).split())
+    if not text and isinstance(message, BaseException):
+        text = type(message).__name__
+    return text if len(text) <= ONE_LINE_LIMIT else text[:ONE_LINE_LIMIT - 3] + "..."
