@@ -23,12 +23,10 @@ from pathlib import Path
 from hostinfo import cpu_model, report
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = [  # every test that signals a child process, and the in-process Ctrl-C resume test
+TESTS = [  # every test that signals a child process it started (test/helpers_signals.py)
     "test/test_stops.py::test_sigterm_removes_the_staged_output_and_keeps_the_earlier_one",
     "test/test_stops.py::test_every_training_subcommand_stops_cleanly",
     "test/test_stops.py::test_a_partial_folder_left_by_sigkill_is_removed_by_the_next_run",
-    "test/test_synth_output.py::test_a_killed_run_leaves_a_partial_set_the_next_run_replaces",
-    "test/test_resume.py::test_resume_after_ctrl_c_is_bitwise_the_uninterrupted_run",
 ]
 
 

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from mtl_perception.exits import os_error_line
+from mtl_perception.exits import as_os_error, os_error_line
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -39,7 +39,13 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     finally:
         os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except Exception as exc:  # a library's wrapped OS error (safetensors): name the file
+            wrapped = as_os_error(exc, path)
+            if wrapped is None or wrapped is exc:
+                raise
+            raise wrapped from exc
         tmp.chmod(mode)  # safetensors' save_file leaves its output 0600
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())

@@ -21,7 +21,7 @@ from rosbags.typesys import get_types_from_msg
 
 from mtl_perception.bag import recover
 from mtl_perception.bag.types import IMAGE_TYPES, typestore
-from mtl_perception.exits import one_line
+from mtl_perception.exits import one_line, os_error_line
 from mtl_perception.fileio import require_regular_file
 
 LOG = logging.getLogger(__name__)
@@ -87,6 +87,21 @@ def bag_kind(path: Path) -> str | None:
     if path.suffix == ".bag":
         with open(path, "rb") as handle:
             return "ros1" if handle.read(len(_ROS1_MAGIC)) == _ROS1_MAGIC else None
+    return None
+
+
+def io_failure(exc: BaseException) -> str | None:
+    """The OS error (EIO: a failing disk or network mount) behind a reader's exception, in
+    words; None for what a truncated or corrupt file raises (parse errors, end of data)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return os_error_line(current)
+        if "disk i/o error" in str(current).lower():  # sqlite3's word for EIO
+            return "input/output error (a failing disk or a network file system)"
+        current = current.__cause__ or current.__context__
     return None
 
 
@@ -164,6 +179,8 @@ class Bag:
             reader.open()
             self._reader = reader
         except Exception as exc:
+            if (failure := io_failure(exc)) is not None:
+                raise BagError(f"cannot read bag {self.path}: {failure}") from exc
             if kind != "rosbag2":  # ROS 1: rosbags needs the index a killed recorder omits
                 raise BagError(f"cannot read bag {self.path}: {one_line(exc)} (a ROS 1 "
                                "recording cut short needs `rosbag reindex` first)") from exc
@@ -273,6 +290,9 @@ class Bag:
                 yield RawMessage(conn.topic, conn.msgtype, conn.msgdef.data, time_ns,
                                  bytes(data), reader.is2, conn.digest or "")
         except Exception as exc:
+            failure = io_failure(exc)
+            if failure is not None:  # a failing disk is not a bag cut short: stop, exit 2
+                raise BagError(f"cannot read bag {self.path}: {failure}") from exc
             self._damaged(one_line(exc))
 
     def _raw_recovered(self, topics: list[str] | None) -> Iterator[RawMessage]:

@@ -59,9 +59,10 @@ LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 STAGES_OUT = True  # --out is staged: stopping leaves it as it was (training/__main__.py)
 MARKER = "dataset_to_bag.json"  # the summary of what was written
-OWNER = outputs.Owner(tool="dataset_to_bag", manifest="dataset_to_bag.manifest.json",
-                      tag="dataset_to_bag", name="dataset_to_bag", what="dataset_to_bag output")
 LABELS = "labels.csv"
+OWNER = outputs.Owner(tool="dataset_to_bag", manifest="dataset_to_bag.manifest.json",
+                      tag="dataset_to_bag", name="dataset_to_bag", what="dataset_to_bag output",
+                      writes=("metadata.yaml", "*.mcap", "*.db3", "*.db3-*", LABELS, MARKER))
 _CHUNK = 64  # frames decoded at a time (bounded memory for long videos)
 _FOLDER_FPS = 30.0  # frame folders carry no rate
 
