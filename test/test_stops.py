@@ -299,3 +299,76 @@ def test_the_nodes_checkpoint_check_names_a_name_too_long(tmp_path: Path) -> Non
     problem = check_checkpoint(tmp_path / ("m" * 300 + ".safetensors"))
     assert problem is not None and problem.endswith("file name too long")
     assert "\n" not in problem
+
+
+def test_a_file_placed_in_a_killed_runs_partial_folder_is_not_removed_with_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The manifest proves the folder is a killed run's; not a file someone put there."""
+    from mtl_perception.outputs import write_manifest
+    from training.tools.to_bag import OWNER
+    from training.tools.to_bag import main as to_bag
+
+    out = tmp_path / "bag"
+    partial = OWNER.partial(out)
+    partial.mkdir()
+    write_manifest(partial, OWNER, {}, None, complete=False, target="bag")
+    (partial / "bag_0.mcap").write_bytes(b"half a bag")  # what the killed run wrote
+    (partial / "mine.txt").write_text("keep me")
+    root = tmp_path / "videos"
+    root.mkdir()
+    from training.datasets.video import write_video
+
+    write_video(root / "a.avi", frames(8, 1, size=(24, 32)), fps=10.0)
+    (root / "val_list.txt").write_text("a.avi 0\n")
+    (root / "classes.txt").write_text("walk\n")
+    args = ["--format", "mmaction", "--source", f"root={root}", "class_names=classes.txt",
+            "--out", str(out)]
+    assert to_bag(args) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "does not write: mine.txt" in errors[0], errors
+    assert (partial / "mine.txt").read_text() == "keep me" and not out.exists()
+    (partial / "mine.txt").unlink()  # only what the command writes: removed, run goes on
+    assert to_bag(args) == 0 and not partial.exists()
+
+
+# A child that stops in the subcommand's import (torch: seconds), saying so first.
+START_CHILD = textwrap.dedent("""
+    import importlib, sys, time
+    from training.__main__ import main
+    real = importlib.import_module
+    def slow(name, *args):
+        if name.startswith("training.tools"):
+            print("IMPORTING", flush=True)
+            time.sleep(60)
+        return real(name, *args)
+    importlib.import_module = slow
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_start_up_is_one_line(tmp_path: Path, sig: signal.Signals) -> None:
+    child = start_ready_child([sys.executable, "-c", START_CHILD, "summarize", "--config",
+                               "x.yaml"], "IMPORTING", ENV, tmp_path)
+    stderr = signal_and_wait(child, sig)
+    assert child.returncode == 128 + sig, stderr
+    word = "terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted (Ctrl-C)"
+    assert f"{word} during start-up; nothing was written" in stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_a_really_full_disk_during_train_is_one_line_not_a_safetensors_traceback(
+        small_fs: Path, tmp_path_factory: pytest.TempPathFactory,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from test_train_helpers import TINY_OVERRIDES, tiny_set
+
+    from training.__main__ import main
+
+    set_yaml = tiny_set(tmp_path_factory)
+    code = main(["train", "--config", str(ROOT / "config" / "train" / "cpu_small.yaml"),
+                 "--out", str(small_fs / "run"), "--progress", "lines", f"set={set_yaml}",
+                 *TINY_OVERRIDES, "iterations=1", "val_every=1", "val_max_per_task=2"])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert code == 1 and len(errors) == 1, errors
+    assert "no space left on the device" in errors[0] and str(small_fs) in errors[0]
+    assert "SafetensorError" not in caplog.text

@@ -36,6 +36,7 @@ from mtl_perception.bag.run import (
     EvaluationError,
     load_stream_config,
     run_pipeline,
+    settings_that_can_act,
     stream_settings,
 )
 from mtl_perception.checkpoint import CheckpointError
@@ -142,6 +143,10 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
     config, rate_line = choose_target_fps(config, info, explicit)
     if rate_line:
         LOG.info("%s", rate_line)
+    config, unusable = settings_that_can_act(config, getattr(loaded.model, "gate", None)
+                                             is not None)
+    for line in unusable:  # once each; the metrics record the settings really used
+        LOG.warning("%s", line)
     with Bag(args.bag, args.image_topic) as bag:
         images = bag.images()
         first = _first_image(bag, images)

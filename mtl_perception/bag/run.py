@@ -61,6 +61,26 @@ def load_stream_config(path: Path | None, overrides: Sequence[str]) -> StreamCon
     return config
 
 
+def settings_that_can_act(config: StreamConfig, gated: bool
+                          ) -> tuple[StreamConfig, list[str]]:
+    """The settings a model without a task gate can honour, and a line for each one that
+    cannot (gate publish/filter, event_source gate): what is used instead is what the
+    outputs report, never a source that gave nothing."""
+    if gated:
+        return config, []
+    lines = []
+    changes: dict[str, Any] = {}
+    if config.gate != "off":
+        lines.append(f"gate={config.gate} asked for, but the model has no task gate: "
+                     "results as with gate=off (add one with `python -m training fit-gate`)")
+        changes["gate"] = "off"
+    if config.event_source == "gate":
+        lines.append("event_source=gate asked for, but the model has no task gate: gesture "
+                     "events from max_softmax instead")
+        changes["event_source"] = "max_softmax"
+    return dataclasses.replace(config, **changes), lines
+
+
 def stream_settings(path: Path | None, overrides: Sequence[str]) -> dict[str, Any]:
     """The stream settings the file and the overrides give, before defaults fill the rest.
 

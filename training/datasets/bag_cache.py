@@ -162,18 +162,22 @@ def check_cache(folder: Path, key: dict[str, Any]) -> None:
                          f"(damaged); {rebuild}")
     for name in files:
         require_regular_file(folder / name, "bag cache file", CacheError)
-    problem = _changed_file(folder, tuple(sorted((n, f["size"], f["sha256"])
-                                                 for n, f in files.items())))
+    now = {name: (folder / name).stat() for name in files}  # a changed file: checked again
+    problem = _changed_file(folder, tuple(sorted(
+        (n, f["size"], f["sha256"], now[n].st_size, now[n].st_mtime_ns)
+        for n, f in files.items())))
     if problem:
         raise CacheError(f"bag cache {folder}: {problem} (damaged); {rebuild}")
 
 
 @lru_cache(maxsize=64)
-def _changed_file(folder: Path, files: tuple[tuple[str, int, str], ...]) -> str | None:
-    """The first file whose size or SHA-256 is not as built; read whole once per process."""
-    for name, size, digest in files:
-        if (folder / name).stat().st_size != size:
-            return f"{name} is {(folder / name).stat().st_size} bytes, not {size}"
+def _changed_file(folder: Path, files: tuple[tuple[str, int, str, int, int], ...]
+                  ) -> str | None:
+    """The first file whose size or SHA-256 is not as built; read whole once per process
+    (and again after its size or modification time changes)."""
+    for name, size, digest, now_size, _ in files:
+        if now_size != size:
+            return f"{name} is {now_size} bytes, not {size}"
         if _sha256(folder / name) != digest:
             return f"{name} does not hold what was written (SHA-256 differs)"
     return None

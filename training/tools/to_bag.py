@@ -283,6 +283,8 @@ def _frames(video: Video) -> tuple[float, Iterator[tuple[int, np.ndarray]]]:
                 try:
                     chunk = reader.read(indices)
                 except VideoTooShortError as exc:  # header over-counts: keep what decodes
+                    LOG.warning("%s: its header claims %d frames but %d decode; converted "
+                                "the %d", video.path, total, exc.available, exc.available)
                     if exc.available <= begin:
                         return
                     chunk = reader.read(list(range(begin, exc.available)))

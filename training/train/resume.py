@@ -117,8 +117,13 @@ def _check_replaceable(run_dir: Path) -> None:
                               "refusing to replace the run (nothing was changed)")
 
 
-def prepare_run_dir(run_dir: Path, config: dict[str, Any], overwrite: bool) -> None:
-    """Create the folder for a new run; refuse a foreign or (without consent) earlier run."""
+def prepare_run_dir(run_dir: Path, config: dict[str, Any], overwrite: bool,
+                    init: dict[str, Any] | None = None) -> None:
+    """Create the folder for a new run; refuse a foreign or (without consent) earlier run.
+
+    `init`: the provenance of an `init:` checkpoint, recorded at the start so that a
+    resumed run reports the file it started from, not whatever now sits at that path.
+    """
     if check_new_run_dir(run_dir, overwrite):
         for name in RUN_OUTPUTS:
             (run_dir / name).unlink(missing_ok=True)
@@ -130,6 +135,8 @@ def prepare_run_dir(run_dir: Path, config: dict[str, Any], overwrite: bool) -> N
     doc: dict[str, Any] = {
         "kind": RUN_KIND, "format": FORMAT, "config": config,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if init:
+        doc["init"] = init
     doc["sha256"] = content_digest(json.loads(json.dumps(doc)), {}, RUN_DIGEST_KIND)
     atomic_write(run_dir / RUN_FILE,
                  lambda tmp: tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8"))
