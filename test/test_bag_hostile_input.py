@@ -1,4 +1,4 @@
-"""evaluate_bag under hostile input (independent probe): one line, exit 2, nothing half-written.
+"""evaluate_bag under hostile input: one line, exit 2, nothing half-written.
 
 Real bags (rosbags writer) and a real tiny checkpoint from helpers_bag.
 """
