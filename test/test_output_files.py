@@ -47,11 +47,11 @@ def test_label_bag_bounds_and_a_bag_cut_short_warns(
             main(["label-bag", "--bag", str(bag), "--out", str(tmp_path / "t.csv"),
                   option, value])
         assert stop.value.code == 2
-    monkeypatch.setattr(label_bag, "MAX_SHEET_PIXELS", 5 * 32 * (24 + 12))  # room for 4
+    monkeypatch.setattr(label_bag, "MAX_SHEET_PIXELS", 5 * 32 * (24 + 12))  # room for 5
     assert main(["label-bag", "--bag", str(bag), "--out", str(tmp_path / "t.csv"),
                  "--every", "0.1", "--width", "32"]) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert len(errors) == 1 and "more than 4 thumbnails" in errors[0] and "--every" in errors[0]
+    assert len(errors) == 1 and "more than 5 thumbnails" in errors[0] and "--every" in errors[0]
     assert not (tmp_path / "t.csv").exists()
     monkeypatch.undo()
     storage = next(bag.glob("*.mcap"))
@@ -104,7 +104,7 @@ def test_an_unwritable_out_folder_is_found_before_the_work(
 
 @pytest.mark.parametrize(("args", "words"), [
     (["export", "--batch", "100000"], "--batch must be 'dynamic' or a whole number in 1..256"),
-    (["export", "--batch", "256", "--check-clips", "64"], "GiB to check"),
+    (["export", "--batch", "256", "--check-clips", "64", "--frames", "64"], "GiB to check"),
     (["fit-gate", "--clips-per-video", "100000", "--set", "set.yaml"], None),
 ])
 def test_size_options_are_bounded_before_any_allocation(

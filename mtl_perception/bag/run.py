@@ -95,6 +95,10 @@ def stream_settings(path: Path | None, overrides: Sequence[str]) -> dict[str, An
         sections = list(_parameter_sections(data, ()))
         if sections:  # the node's file: keep the stream's own settings
             data = _node_settings(path, sections)
+        node_keys = [k for k in data if k == NODE_SECTION[0] or str(k).startswith("/")]
+        if not sections and node_keys:  # a node's file without its parameters section
+            raise SettingsError(f"{path}: {node_keys[0]}: expected {NODE_SECTION[1]}: with "
+                                "a mapping of parameter names to values under it")
     return apply_overrides(data, overrides)
 
 

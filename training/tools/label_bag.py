@@ -102,11 +102,6 @@ def contact_frames(bag_path: Path, topic: str | None, every: float, width: int
     first, last, due = None, 0.0, 0.0
     with Bag(bag_path, topic) as bag:
         for _, msg in bag.images():
-            if thumbs and (len(thumbs) + 1) * thumbs[0][1].width * (
-                    thumbs[0][1].height + _TEXT) > MAX_SHEET_PIXELS:  # memory stays bounded
-                raise BagError(f"bag {bag_path}: more than {len(thumbs)} thumbnails {every:g} s "
-                               f"apart would exceed the sheet's {MAX_SHEET_PIXELS // 10**6} "
-                               "Mpx; raise --every or lower --width")
             stamp = header_of(msg).stamp_ns
             first = stamp if first is None else first
             t = (stamp - first) / 1e9
@@ -120,6 +115,10 @@ def contact_frames(bag_path: Path, topic: str | None, every: float, width: int
                 continue
             height = max(1, round(rgb.shape[0] * width / rgb.shape[1]))
             thumb = Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR)
+            if (len(thumbs) + 1) * width * (height + _TEXT) > MAX_SHEET_PIXELS:  # bounded
+                raise BagError(f"bag {bag_path}: more than {len(thumbs)} thumbnails {every:g} s "
+                               f"apart would exceed the sheet's {MAX_SHEET_PIXELS / 1e6:g} "
+                               "Mpx; raise --every or lower --width")
             thumbs.append((t, thumb))
             due = t + every
         if bag.report.warning:  # a recording cut short: the template ends where it does
