@@ -31,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mtl_perception.checkpoint import atomic_write, content_digest
+from mtl_perception.exits import one_line
 
 RUN_FILE = "run.json"
 STATE_FILE = "resume.safetensors"
@@ -195,7 +196,7 @@ def load_state(
         document = json.loads(metadata[STATE_KEY])
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError, RecursionError) as exc:
         raise RunDirError(f"{path}: cannot read the resumable state: "
-                          f"{' '.join(str(exc).split())}") from exc
+                          f"{one_line(exc)}") from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         found = document.get("format") if isinstance(document, dict) else None
         raise RunDirError(f"{path}: state format {found}, expected {FORMAT}")
@@ -243,7 +244,7 @@ def stored_iteration(path: Path) -> int:
     except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError,
             RecursionError) as exc:
         raise RunDirError(f"{path}: cannot read the resumable state: "
-                          f"{' '.join(str(exc).split())}") from exc
+                          f"{one_line(exc)}") from exc
     if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
         raise RunDirError(f"{path}: the resumable state is damaged (iteration {iteration!r})")
     return iteration
