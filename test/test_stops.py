@@ -372,3 +372,17 @@ def test_a_really_full_disk_during_train_is_one_line_not_a_safetensors_traceback
     assert code == 1 and len(errors) == 1, errors
     assert "no space left on the device" in errors[0] and str(small_fs) in errors[0]
     assert "SafetensorError" not in caplog.text
+
+
+def test_a_console_script_stopped_while_importing_is_one_line(tmp_path: Path) -> None:
+    """`evaluate_bag` and `dataset_to_bag` import through `exits.guarded_entry`."""
+    (tmp_path / "slow_module.py").write_text(
+        "import time\nprint('IMPORTING', flush=True)\ntime.sleep(60)\ndef main():\n    return 0\n")
+    script = ("import sys\nfrom mtl_perception.exits import guarded_entry\n"
+              "sys.exit(guarded_entry('slow_module:main', 'evaluate_bag')())\n")
+    env = {**ENV, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    child = start_ready_child([sys.executable, "-c", script], "IMPORTING", env, tmp_path)
+    stderr = signal_and_wait(child, signal.SIGTERM)
+    assert child.returncode == 143, stderr
+    assert stderr.strip() == ("ERROR evaluate_bag: terminated (SIGTERM) during start-up; "
+                              "nothing was written")
