@@ -91,7 +91,7 @@ def why_not_ours(folder: Path, owner: Owner) -> str | None:
     complete = manifest["state"] == "complete"
     listed: dict[str, Any] | None = manifest["files"]
     if listed is None:  # an unplanned partial run: the manifest naming it is the proof,
-        return _foreign_file(folder, owner)  # for the names the command writes
+        return _foreign_file(folder, owner, str(manifest.get("target", "")))
     parents = {str(p) for name in listed for p in Path(name).parents if str(p) != "."}
     temporary = re.compile(rf"\.{re.escape(owner.manifest)}\.\d+\.[0-9a-f]{{32}}\.tmp")
     seen: set[str] = set()
@@ -122,20 +122,24 @@ def why_not_ours(folder: Path, owner: Owner) -> str | None:
     return None
 
 
-def _foreign_file(folder: Path, owner: Owner) -> str | None:
-    """Why a killed run's partial folder holds something the command never writes, or None."""
+def _foreign_file(folder: Path, owner: Owner, target: str) -> str | None:
+    """Why a killed run's partial folder holds something the command never writes, or None.
+
+    `{target}` in a pattern is the output folder's name (a command staging a subfolder
+    named after it, as dataset_to_bag's bag writer does)."""
     if not owner.writes:
         return None
+    patterns = [p.replace("{target}", target) for p in owner.writes]
     temporary = re.compile(r"\..+\.\d+\.[0-9a-f]{32}\.tmp")  # atomic_write's, mid-write
     for top, dirs, files in os.walk(folder):
         rel_top = os.path.relpath(top, folder)
         for name in sorted(dirs) + sorted(files):
             rel = name if rel_top == "." else f"{rel_top}/{name}"
             if stat.S_ISDIR(os.lstat(os.path.join(top, name)).st_mode):
-                if not any(p.startswith(rel + "/") for p in owner.writes):
+                if not any(p.startswith(rel + "/") for p in patterns):
                     return f"it holds a folder {owner.name} does not make: {rel}"
             elif rel != owner.manifest and not temporary.fullmatch(name) and not any(
-                    fnmatch.fnmatchcase(rel, p) for p in owner.writes):
+                    fnmatch.fnmatchcase(rel, p) for p in patterns):
                 return f"it holds a file {owner.name} does not write: {rel}"
     return None
 

@@ -62,7 +62,10 @@ MARKER = "dataset_to_bag.json"  # the summary of what was written
 LABELS = "labels.csv"
 OWNER = outputs.Owner(tool="dataset_to_bag", manifest="dataset_to_bag.manifest.json",
                       tag="dataset_to_bag", name="dataset_to_bag", what="dataset_to_bag output",
-                      writes=("metadata.yaml", "*.mcap", "*.db3", "*.db3-*", LABELS, MARKER))
+                      writes=("metadata.yaml", "*.mcap", "*.db3", "*.db3-*", LABELS, MARKER,
+                              # rosbags writes into a new folder, staged as partial/<out name>
+                              "{target}/metadata.yaml", "{target}/*.mcap", "{target}/*.db3",
+                              "{target}/*.db3-*"))
 _CHUNK = 64  # frames decoded at a time (bounded memory for long videos)
 _FOLDER_FPS = 30.0  # frame folders carry no rate
 
