@@ -40,7 +40,8 @@ from mtl_perception.bag.run import (
     stream_settings,
 )
 from mtl_perception.checkpoint import CheckpointError
-from mtl_perception.deploy.load import load_model
+from mtl_perception.deploy.errors import BackendError, DeviceError
+from mtl_perception.deploy.load import load_engine
 from mtl_perception.exits import run_command
 from mtl_perception.names import threads_problem
 from mtl_perception.settings import SettingsError
@@ -49,7 +50,7 @@ from mtl_perception.stream.rate import choose_target_fps
 
 LOG = logging.getLogger("evaluate_bag")
 _ERRORS = (BagError, LabelsError, CheckpointError, OutputError, SettingsError,
-           StreamConfigError, EvaluationError)
+           StreamConfigError, EvaluationError, BackendError, DeviceError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,8 +135,10 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
     check_out(args.out, args.overwrite)
     # Loaded (and its checksum verified) once, before the bag is opened: a checkpoint or
     # exported file that cannot be used is refused before any image is decoded.
-    loaded = load_model(args.checkpoint, device="cpu")
-    info = loaded.info
+    engine = load_engine(args.checkpoint, config.backend, args.device, autocast=args.autocast,
+                         engine_cache=config.engine_cache, max_batch=config.max_batch,
+                         clip_length=config.clip_length)
+    info = engine.info
     # --set target_fps=... is the user's choice; a file's value only when it is not the
     # default (config/perception.yaml lists the default), as the node decides.
     explicit = ("target_fps" in stream_settings(None, args.overrides)
@@ -143,8 +146,7 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
     config, rate_line = choose_target_fps(config, info, explicit)
     if rate_line:
         LOG.info("%s", rate_line)
-    config, unusable = settings_that_can_act(config, getattr(loaded.model, "gate", None)
-                                             is not None)
+    config, unusable = settings_that_can_act(config, engine.has_gate)
     for line in unusable:  # once each; the metrics record the settings really used
         LOG.warning("%s", line)
     with Bag(args.bag, args.image_topic) as bag:
@@ -157,8 +159,7 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         intervals = read_labels(args.labels, classes, span_s, allow_empty=untrimmed)
         progress = Progress(bag.report.messages_expected, enabled=not args.no_progress)
         evaluation = run_pipeline(
-            loaded.model, loaded.info, config, _chain(first, images), bag.report,
-            device=args.device, autocast=args.autocast, progress=progress,
+            engine, config, _chain(first, images), bag.report, progress=progress,
             keep_log_times=args.write_bag, reorder_window_s=args.reorder_window_s,
         )
     if bag.report.warning:
