@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from mtl_perception.checkpoint import CheckpointError, read_checkpoint_info
 from mtl_perception.names import class_name_problem
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.settings import SettingsError
@@ -13,6 +17,11 @@ from training.datasets.none_clips import none_samples
 from training.datasets.sample import LabelledSplit, VideoSample
 from training.datasets.sets import SetConfig, build_task_split, load_set
 from training.train.config import TrainConfig
+from training.train.finetune import InitError
+from training.train.finetune_plan import merge, plan_classes, remap, sample_per_class
+from training.train.provenance import sampling_record, warn_short_intervals
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,6 +35,8 @@ class RunData:
     # the gate's `none` samples (task id len(task_names) in `train`); empty without a gate
     none_train: list[VideoSample] = field(default_factory=list)
     none_val: list[VideoSample] = field(default_factory=list)
+    # how the clips were sampled in time (bag sources: the rate), for the checkpoint
+    sampling: dict[str, Any] = field(default_factory=dict)
 
 
 def preprocess_of(config: TrainConfig) -> PreprocessConfig:
@@ -35,7 +46,18 @@ def preprocess_of(config: TrainConfig) -> PreprocessConfig:
 
 
 def build_data(config: TrainConfig) -> RunData:
-    """Read the set's lists (before any model is built: bad input fails fast)."""
+    """Read the set's lists (before any model is built: bad input fails fast).
+
+    With `init:` the checkpoint is read first (before any bag is decoded into the
+    cache), and the run's tasks and classes are the checkpoint's as
+    `finetune_plan.py` says.
+    """
+    info = None
+    if config.init:
+        try:
+            info = read_checkpoint_info(config.init)
+        except CheckpointError as exc:
+            raise InitError(f"init: {str(exc).splitlines()[0]}") from exc
     set_config = load_set(config.set)
     names = config.tasks or tuple(set_config.tasks)
     unknown = [t for t in names if t not in set_config.tasks]
@@ -44,6 +66,9 @@ def build_data(config: TrainConfig) -> RunData:
                             f"(it has {sorted(set_config.tasks)})")
     train_splits = [build_task_split(set_config, t, "train") for t in names]
     val_splits = {t: build_task_split(set_config, t, config.val_split) for t in names}
+    if info is not None:
+        names, train_splits, val_splits = _fine_tuning_splits(
+            config, info, dict(zip(names, train_splits, strict=True)), val_splits)
     for name, split in zip(names, train_splits):
         if not split.samples:
             raise SettingsError(f"task {name!r} has no training samples in {config.set}")
@@ -71,6 +96,7 @@ def build_data(config: TrainConfig) -> RunData:
                 f"gate.enabled: set {config.set} gives no `none` clips for training: add "
                 "untrimmed: or background: folders (training/datasets/untrimmed.py)")
         items += [(sample, len(names)) for sample in none_train]
+    warn_short_intervals(set_config, names, config.clip)
     train = ClipDataset(items, "train", preprocess, sampling)
     missing = train.check_files(allow_missing=config.allow_missing)
     return RunData(
@@ -82,7 +108,48 @@ def build_data(config: TrainConfig) -> RunData:
         missing=missing,
         none_train=none_train,
         none_val=none_val,
+        sampling=sampling_record(set_config, names, config.clip),
     )
+
+
+def _fine_tuning_splits(config: TrainConfig, info: Any, train: dict[str, LabelledSplit],
+                        val: dict[str, LabelledSplit]
+                        ) -> tuple[tuple[str, ...], list[LabelledSplit], dict[str, LabelledSplit]]:
+    """The checkpoint's tasks and classes kept (finetune_plan.py), the set's and the
+    replay set's samples relabelled into them."""
+    replay: SetConfig | None = None
+    if config.replay:
+        path = config.replay
+        if path == "init":
+            path = str(info.provenance.get("config", {}).get("set", ""))
+            if not path:
+                raise InitError(f"replay: init: {config.init} does not name its training set; "
+                                "give replay the set's path")
+        if not Path(path).is_file():
+            raise InitError(f"replay: set {path} not found")
+        replay = load_set(path)
+    replay_tasks = set(replay.tasks) if replay is not None else set()
+    plan = plan_classes(info, Path(config.init), {t: s.class_names for t, s in train.items()},
+                        config.drop, config.new_classes, replay_tasks)
+    train_splits, val_splits = [], {}
+    for task in plan.tasks:
+        parts, sources = [], []
+        if task.task in train:
+            parts.append(remap(train[task.task], task.classes))
+            sources.append(f"{len(parts[-1].samples)} from the set")
+        if replay is not None and task.task in replay.tasks:
+            old = remap(build_task_split(replay, task.task, "train"), task.classes)
+            parts.append(sample_per_class(old, config.replay_per_class, config.seed))
+            sources.append(f"{len(parts[-1].samples)} replayed from {replay.path}")
+        LOG.info("%s", task.line(", ".join(sources)))
+        train_splits.append(merge(parts, task.classes))
+        check = val[task.task] if task.task in val else build_task_split(
+            replay, task.task, config.val_split) if replay is not None else None
+        val_splits[task.task] = remap(check, task.classes) if check is not None else \
+            LabelledSplit([], list(task.classes))
+    for task_name in plan.dropped_tasks:
+        LOG.info("init: task %s dropped (drop:)", task_name)
+    return plan.task_names, train_splits, val_splits
 
 
 def gate_none_samples(config: TrainConfig, set_config: SetConfig, split: str,

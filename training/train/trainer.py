@@ -322,7 +322,8 @@ class _Run:
         provenance = {"config": config_to_dict(self.config), "iteration": self.state.iteration,
                       "metrics": metrics, "processes": self.ctx.world_size,
                       "metric": "clip accuracy (centre clip) on the " + self.config.val_split
-                      + " split", **clip_provenance(self.config, self.data.train)}
+                      + " split", **clip_provenance(self.config, self.data.train,
+                                         self.data.sampling)}
         if self.init:
             provenance["init"] = self.init
         return CheckpointInfo(self.model_config, self.data.class_names, self.data.preprocess,
