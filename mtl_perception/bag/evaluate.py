@@ -44,7 +44,7 @@ from mtl_perception.deploy.load import load_model
 from mtl_perception.names import threads_problem
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream import StreamConfig, StreamConfigError
-from mtl_perception.stream.rate import choose_target_fps
+from mtl_perception.stream.rate import choose_target_fps, rate_warning
 
 LOG = logging.getLogger("evaluate_bag")
 _ERRORS = (BagError, LabelsError, CheckpointError, OutputError, SettingsError,
@@ -142,6 +142,8 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
     config, rate_line = choose_target_fps(config, info, explicit)
     if rate_line:
         LOG.info("%s", rate_line)
+    if (rate_problem := rate_warning(config, info)) is not None:
+        LOG.warning("%s", rate_problem)
     with Bag(args.bag, args.image_topic) as bag:
         images = bag.images()
         first = _first_image(bag, images)

@@ -59,7 +59,7 @@ from mtl_perception.ros.params import (
     missing_checkpoint_hint,
 )
 from mtl_perception.stream import ClipResult, ImageDecodeError, StreamPipeline, StreamStats
-from mtl_perception.stream.rate import choose_target_fps
+from mtl_perception.stream.rate import choose_target_fps, rate_warning
 
 NODE_NAME = "perception_node"
 # Exit status for what cannot run as given (parameters, checkpoint): the
@@ -134,6 +134,8 @@ class PerceptionNode(LifecycleNode):
             stream, rate_line = choose_target_fps(config.stream, loaded.info, changed)
             if rate_line:
                 self.get_logger().info(rate_line)
+            if (rate_problem := rate_warning(stream, loaded.info)) is not None:
+                self.get_logger().warning(rate_problem)
             config = replace(config, stream=stream)
             self._pipeline = StreamPipeline(
                 loaded.model, loaded.info, config.stream, device=device, autocast=autocast,

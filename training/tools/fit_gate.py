@@ -10,6 +10,13 @@ weights, the gate, `gate: true` in its model config and the fit's figures in
 its provenance (`gate_fit`). Its task scores are bitwise those of the input.
 The test split, when it has `none` stretches too, is scored for the report.
 Every refusal is one line and exit status 2.
+
+Recorded bags (`format: bag` sources) serve too: their time that no labels
+row covers is `none`. `--set` takes several sets, so a fine-tuned model's
+gate can learn from the bags of its fine-tuning set and from its original
+set at once: each task's samples come from the first set that has the
+task, `none` from all of them. Clips are sampled as the checkpoint's
+training sampled them (`frame_step`, `temporal_sampling`).
 """
 
 from __future__ import annotations
@@ -34,12 +41,17 @@ from mtl_perception.checkpoint import (
 from mtl_perception.models import build_model
 from mtl_perception.models.gate import gate_classes
 from mtl_perception.settings import SettingsError
+from training.datasets.bag_source import none_of_bags
 from training.datasets.clips import clip_span
 from training.datasets.listfile import DatasetError
 from training.datasets.none_clips import none_samples
 from training.datasets.sample import UNLABELLED, VideoSample
 from training.datasets.sets import SetConfig, build_task_split, load_set
-from training.evaluation.cli import EvaluateUsageError, check_classes, trained_frame_step
+from training.evaluation.cli import (
+    EvaluateUsageError,
+    trained_frame_step,
+    trained_temporal_sampling,
+)
 from training.evaluation.scoring import subset
 from training.methods.gate_fit import (
     GateFitConfig,
@@ -54,8 +66,9 @@ LOG = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = GateFitConfig()
     parser.add_argument("--checkpoint", type=Path, required=True, help="a .safetensors checkpoint")
-    parser.add_argument("--set", type=Path, required=True,
-                        help="set config with the checkpoint's tasks and untrimmed:/background:")
+    parser.add_argument("--set", type=Path, required=True, nargs="+",
+                        help="set config(s) with the checkpoint's tasks and none stretches "
+                             "(untrimmed:/background: folders, bags' unlabelled time)")
     parser.add_argument("--out", type=Path, default=None,
                         help="the new checkpoint (default: CHECKPOINT_gate.safetensors)")
     parser.add_argument("--clips-per-video", type=int, default=4,
@@ -76,21 +89,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device for feature extraction")
 
 
-def gate_items(set_config: SetConfig, info: CheckpointInfo, split: str, margin_s: float,
+def gate_items(sets: list[SetConfig], info: CheckpointInfo, split: str, margin_s: float,
                frame_step: int, around_segments: bool, max_videos: int | None
                ) -> list[tuple[VideoSample, int]]:
-    """(sample, gate label) pairs of one split: each task's samples, then the none ones."""
+    """(sample, gate label) pairs of one split: each task's samples (from the first set
+    that has the task), then the none ones (from every set)."""
     tasks = info.model.task_names
-    splits = {t: build_task_split(set_config, t, split) for t in tasks}
+    owner = {t: next(s for s in sets if t in s.tasks) for t in tasks}
+    splits = {t: build_task_split(owner[t], t, split) for t in tasks}
     items: list[tuple[VideoSample, int]] = []
     for t, task in enumerate(tasks):
         labelled = [s for s in splits[task].samples if s.label != UNLABELLED]
         items += [(s, t) for s in subset(labelled, max_videos)]
     span = clip_span(info.preprocess.clip_length, frame_step)
-    nones = none_samples(set_config, split, list(splits.values()), margin_s, span,
-                         around_segments)
+    nones: list[VideoSample] = []
+    for set_config in sets:
+        # bag samples have no frames around them to read: their none is the unlabelled time
+        mine = [dataclasses.replace(splits[t], samples=[s for s in splits[t].samples
+                                                        if s.bag is None])
+                for t in tasks if owner[t] is set_config]
+        nones += none_samples(set_config, split, mine, margin_s, span, around_segments)
+        nones += _bag_nones(set_config, split, margin_s, frame_step, info)
     items += [(s, len(tasks)) for s in subset(nones, max_videos)]
     return items
+
+
+def _bag_nones(set_config: SetConfig, split: str, margin_s: float, frame_step: int,
+               info: CheckpointInfo) -> list[VideoSample]:
+    bags = [s.settings for sources in set_config.tasks.values() for s in sources
+            if s.format == "bag"]
+    return none_of_bags(bags, split, margin_s, (info.preprocess.clip_length - 1) * frame_step)
+
+
+def check_set_classes(info: CheckpointInfo, sets: list[SetConfig], paths: list[Path]) -> None:
+    """Each task's classes in its set must be classes of the checkpoint (a subset will do:
+    the gate learns tasks, not classes)."""
+    for task in info.model.task_names:
+        n = next(i for i, s in enumerate(sets) if task in s.tasks)
+        names = build_task_split(sets[n], task, "train").class_names
+        unknown = [c for c in names if c not in info.classes_of(task)]
+        if unknown:
+            raise EvaluateUsageError(f"set {paths[n]}: task {task!r} has class(es) {unknown} "
+                                     f"that the checkpoint lacks")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,22 +144,24 @@ def run(args: argparse.Namespace) -> int:
         if info.model.method == "stl":
             raise EvaluateUsageError(f"{args.checkpoint}: an STL model has no task gate")
         out = args.out or args.checkpoint.with_name(args.checkpoint.stem + "_gate.safetensors")
-        set_config = load_set(args.set)
-        missing = [t for t in info.model.task_names if t not in set_config.tasks]
+        sets = [load_set(path) for path in args.set]
+        missing = [t for t in info.model.task_names if not any(t in s.tasks for s in sets)]
         if missing:
-            raise EvaluateUsageError(f"set {args.set} has no task {missing}")
-        check_classes(info, {t: build_task_split(set_config, t, "train")
-                             for t in info.model.task_names}, args.checkpoint, set_config)
+            raise EvaluateUsageError(f"set {' '.join(map(str, args.set))} has no task "
+                                     f"{missing}: give a set that has it too (--set A B)")
+        check_set_classes(info, sets, args.set)
         step = trained_frame_step(info)
+        temporal = trained_temporal_sampling(info)
 
         def items_of(split: str) -> list[tuple[VideoSample, int]]:
-            return gate_items(set_config, info, split, args.none_margin_s, step,
+            return gate_items(sets, info, split, args.none_margin_s, step,
                               not args.no_around_segments, args.max_videos)
 
         train_items = items_of("train")
         if not any(label == info.model.num_tasks for _, label in train_items):
-            raise EvaluateUsageError(f"set {args.set} gives no none clips for training: add "
-                                     "untrimmed: or background: folders")
+            raise EvaluateUsageError(f"set {' '.join(map(str, args.set))} gives no none clips "
+                                     "for training: add untrimmed: or background: folders, or "
+                                     "bags with unlabelled time")
         loaded = load_checkpoint(args.checkpoint, args.device)
     except (CheckpointError, SettingsError, DatasetError, EvaluateUsageError, ValueError,
             RuntimeError) as exc:
@@ -127,11 +169,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     model, k = loaded.model, info.model.num_tasks
     extract = dict(preprocess=info.preprocess, clips_per_sample=args.clips_per_video,
-                   frame_step=step, batch_size=args.batch_size, device=args.device)
+                   frame_step=step, temporal=temporal, batch_size=args.batch_size,
+                   device=args.device)
     features, labels = extract_gate_features(model, train_items, **extract)
     LOG.info("gate features: %d clips (%s)", len(labels), _counts(labels, k, info))
     gate = fit_gate(features, labels, k, fit)
-    report: dict[str, Any] = {"set": str(args.set), "source": str(args.checkpoint),
+    report: dict[str, Any] = {"set": " ".join(map(str, args.set)),
+                              "source": str(args.checkpoint), "temporal_sampling": temporal,
                               "clips_per_video": args.clips_per_video, "hidden": fit.hidden,
                               "steps": fit.steps}
     report["train"] = _figures(gate_confusion(gate, features, labels, k + 1))

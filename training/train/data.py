@@ -11,6 +11,7 @@ from mtl_perception.checkpoint import CheckpointError, read_checkpoint_info
 from mtl_perception.names import class_name_problem
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.settings import SettingsError
+from training.datasets.bag_source import none_of_bags
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig
 from training.datasets.clips import clip_span
 from training.datasets.none_clips import none_samples
@@ -157,5 +158,11 @@ def gate_none_samples(config: TrainConfig, set_config: SetConfig, split: str,
     """The `none` samples of one split, as the run's `gate:` settings say."""
     gate, clip = config.gate, config.clip
     min_frames = gate.none_min_frames or clip_span(clip.clip_length, clip.frame_step)
-    return none_samples(set_config, split, task_splits, gate.none_margin_s, min_frames,
-                        gate.none_around_segments)
+    # a bag's `none` is its unlabelled time (it has no frames around a sample to read)
+    videos = [LabelledSplit([s for s in t.samples if s.bag is None], t.class_names)
+              for t in task_splits]
+    bags = [s.settings for sources in set_config.tasks.values() for s in sources
+            if s.format == "bag"]
+    return none_samples(set_config, split, videos, gate.none_margin_s, min_frames,
+                        gate.none_around_segments) + none_of_bags(
+        bags, split, gate.none_margin_s, min_frames - 1)

@@ -45,7 +45,8 @@ class TaskPlan:
             parts.append(f"{len(self.new)} new ({', '.join(self.new)})")
         if self.dropped:
             parts.append(f"{len(self.dropped)} dropped ({', '.join(self.dropped)})")
-        return f"init: task {self.task} {self.status}: classes {'; '.join(parts)}; samples: {sources}"
+        return (f"init: task {self.task} {self.status}: classes {'; '.join(parts)}; "
+                f"samples: {sources}")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ def plan_classes(info: CheckpointInfo, init: Path, set_classes: dict[str, list[s
     drops = [_split_entry(e) for e in drop]
     for entry, (task, name) in zip(drop, drops, strict=True):
         known = set(theirs.get(task, ())) | set(set_classes.get(task, ()))
-        if task not in theirs and task not in set_classes or name is not None and name not in known:
+        unknown_task = task not in theirs and task not in set_classes
+        if unknown_task or (name is not None and name not in known):
             raise InitError(f"drop: {entry!r} names no task or class of {init} or the set "
                             f"(tasks {sorted({*theirs, *set_classes})}); a typo?")
     dropped_tasks = {t for t, n in drops if n is None}

@@ -161,7 +161,7 @@ def _stitches(state: dict[str, torch.Tensor], given: dict[str, torch.Tensor],
         theirs = (given.get(f"stitches.{source_stages.index(stage)}.weight")
                   if stage in source_stages else None)
         tensor.zero_()
-        for t, task in enumerate(target_tasks):
+        for t in range(len(target_tasks)):
             tensor[t, t] = 1.0
         if theirs is not None and theirs.shape[-1] == tensor.shape[-1]:
             for t, a in enumerate(target_tasks):
