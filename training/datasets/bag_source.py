@@ -50,6 +50,7 @@ from training.datasets.sample import BagRef, LabelledSplit, VideoSample
 
 LOG = logging.getLogger(__name__)
 NONE_CLASS = "none"
+_WARNED: set[Path] = set()  # labels files already warned about (once per process)
 SPLIT_COLUMN = "split"
 
 
@@ -163,6 +164,11 @@ def _read(source: BagSource, span: float | None) -> tuple[list[Interval], dict[i
             splits[number] = value
             row = row[:4]
         writer.writerow(row)
+    if set(splits.values()) == {"train", "test"} and path not in _WARNED:
+        _WARNED.add(path)
+        LOG.warning("%s: training and test rows come from the same recording %s: its held-out "
+                    "accuracy flatters the model (same person, room, light); test on another "
+                    "recording", path, source.bag)
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / path.name
         copy.write_text(text.getvalue(), encoding="utf-8")

@@ -20,7 +20,11 @@ from training.datasets.sets import SetConfig, build_task_split, load_set
 from training.train.config import TrainConfig
 from training.train.finetune import InitError
 from training.train.finetune_plan import merge, plan_classes, remap, sample_per_class
-from training.train.provenance import sampling_record, warn_short_intervals
+from training.train.provenance import (
+    sampling_record,
+    warn_shared_recordings,
+    warn_short_intervals,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -98,6 +102,7 @@ def build_data(config: TrainConfig) -> RunData:
                 "untrimmed: or background: folders (training/datasets/untrimmed.py)")
         items += [(sample, len(names)) for sample in none_train]
     warn_short_intervals(set_config, names, config.clip)
+    warn_shared_recordings(set_config, names)
     train = ClipDataset(items, "train", preprocess, sampling)
     missing = train.check_files(allow_missing=config.allow_missing)
     return RunData(

@@ -81,3 +81,16 @@ def warn_short_intervals(set_config: SetConfig, tasks: tuple[str, ...] | list[st
                             source.labels, interval.line, interval.task, interval.label, length,
                             span, clip.clip_length, clip.frame_step, source.target_fps)
     return count
+
+
+def warn_shared_recordings(set_config: SetConfig, tasks: tuple[str, ...] | list[str]) -> int:
+    """One warning per recording that both a `split: train` and a `split: test` source read."""
+    splits: dict[str, set[str]] = {}
+    for source in _bag_sources(set_config, tasks):
+        splits.setdefault(str(source.bag), set()).add(source.split)
+    shared = [bag for bag, used in splits.items() if {"train", "test"} <= used]
+    for bag in shared:
+        LOG.warning("recording %s is both a training and a test source: its held-out accuracy "
+                    "flatters the model (same person, room, light); test on another recording",
+                    bag)
+    return len(shared)
