@@ -28,6 +28,7 @@ stages) has no single answer: that is refused in one line.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -88,7 +89,7 @@ def map_backbone(target: torch.nn.Module, target_tasks: tuple[str, ...],
             by_place[place] = tensor
     source_owner = _owner_of_task(source, source_tasks)
     target_units = unit_names_of(target)
-    copied, notes, borrowed = 0, [], set()
+    copied, notes, borrowed = 0, list[str](), set[str]()
     state = target.state_dict()
     with torch.no_grad():
         for key, tensor in state.items():
@@ -104,7 +105,7 @@ def map_backbone(target: torch.nn.Module, target_tasks: tuple[str, ...],
                 owner = source_owner(task, place.name)
                 found = by_place.get(Place(place.name, owner))
             if found is None:
-                owners = sorted({p.owner for p in by_place if p.name == place.name} - {None})
+                owners = {p.owner for p in by_place if p.name == place.name and p.owner is not None}
                 why = (f"the checkpoint holds one copy per task ({len(owners)}) and this model "
                        "one shared tensor" if owners else "the checkpoint has no such tensor")
                 raise MappingError(f"{key}: {why}")
@@ -120,7 +121,8 @@ def map_backbone(target: torch.nn.Module, target_tasks: tuple[str, ...],
     return copied, notes
 
 
-def _owner_of_task(source: torch.nn.Module, tasks: tuple[str, ...]):  # type: ignore[no-untyped-def]
+def _owner_of_task(source: torch.nn.Module, tasks: tuple[str, ...]
+                   ) -> Callable[[str, str], int | None]:
     """task name, place -> the source's copy that task uses there (None: no per-task copy)."""
     routing = source.state_dict().get(ROUTING)
     units = unit_names_of(source)
