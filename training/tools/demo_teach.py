@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-per-class", type=int, default=12,
                         help="samples per class replayed from the demo's training set")
     parser.add_argument("--result", type=Path, default=None, help="write the figures as JSON")
+    parser.add_argument("--reuse-model", action="store_true",
+                        help="keep an earlier run's fine-tuned model (skip fine-tuning)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the bags of an earlier run (skip rendering and replay)")
     args = parser.parse_args(argv)
@@ -86,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     before = held_out(checkpoint, teach, "before", gestures)
     tic = cpu_seconds()
     tuned_ckpt, gated = teach / "model" / "best.safetensors", teach / "model" / "gated.safetensors"
-    if training(["train", "--config", str(CPU_SMALL), "--out", str(teach / "model"),
+    if args.reuse_model and tuned_ckpt.is_file():
+        pass
+    elif training(["train", "--config", str(CPU_SMALL), "--out", str(teach / "model"),
                  "--overwrite", "--progress", "lines", f"set={set_yaml}",
                  f"init={checkpoint}", f"new_classes=[gesture/{NEW}]", "replay=init",
                  f"replay_per_class={args.replay_per_class}", f"iterations={args.iterations}",
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tuned = cpu_seconds()
     if training(["fit-gate", "--checkpoint", str(tuned_ckpt), "--set", str(set_yaml),
-                 "--out", str(gated)]) != 0:
+                 str(demo / "synthetic" / "set.yaml"), "--out", str(gated)]) != 0:
         return 2
     after = held_out(gated, teach, "after", gestures)
     if before is None or after is None:
