@@ -85,7 +85,7 @@ def run(command: str) -> int:
             words = [re.sub(r"^iterations=\d+$", "iterations=2", w) for w in words] + FAST
         return training(words[3:])
     if words[0] == "evaluate_bag":
-        return evaluate_bag(words[1:] + ["--no-progress", "--threads", "1"])
+        return evaluate_bag([*words[1:], "--no-progress", "--threads", "1"])
     raise AssertionError(f"the page runs a command this test does not know: {command}")
 
 
