@@ -85,9 +85,9 @@ def choose_target_fps(config: StreamConfig, info: CheckpointInfo, explicit: bool
             f"the checkpoint's uniform-sampled clips span {span:.2f} s, so target_fps would be "
             f"{fps:.3f}, but {exc}; set target_fps (or max_gap_s) explicitly"
         ) from exc
-    how = ("clips of consecutive sampled frames" if recorded is not None
-           else "clips spread uniformly")
+    how = (f"clips of consecutive sampled frames over {span:.2f} s" if recorded is not None
+           else f"clips spread uniformly over {span:.2f} s (median)")
     line = (f"target_fps {chosen.target_fps:g} (not {config.target_fps:g}): the model was trained "
-            f"on {how} over {span:.2f} s (median), so {clip_length} frames "
+            f"on {how}, so {clip_length} frames "
             f"cover the same span here; set target_fps to override")
     return chosen, line
