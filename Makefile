@@ -94,11 +94,12 @@ demo: setup
 		$(DEMO_EVAL) --set $(DEMO_STREAM) $(DEMO_EVENTS) && \
 	echo "demo: $$(( $$(date +%s) - start )) s after set-up"
 
-# README "Your own gestures" on synthetic recordings: render takes of a gesture the
+# docs/own-gestures.md on synthetic recordings: render takes of a gesture the
 # demo model never saw (zigzag) plus new takes of its own eight, replay them as a
 # training bag and a held-out bag labelled from the generator's intervals,
-# fine-tune the demo checkpoint on the training bag (init:, bag source), evaluate
-# on the held-out bag and print the new class's accuracy. Needs `make demo` first.
+# fine-tune the demo checkpoint on the training bag (init:, bag source,
+# new_classes, replay: init), fit-gate, evaluate on the held-out bag at the
+# checkpoint's recorded rate and print the accuracies. Needs `make demo` first.
 # DEMO_TEACH adds options, e.g. --iterations 500 or --train lr=0.0005.
 DEMO_TEACH ?=
 
