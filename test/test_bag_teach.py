@@ -141,3 +141,22 @@ def test_cache_prune_removes_stale_and_least_recently_used_folders(
     assert bag_cache.stale_reason(root / "new-3") == f"its bag {tmp_path / 'b2'} has changed"
     monkeypatch.setenv("MTL_BAG_CACHE_MAX_GB", "0")
     assert bag_cache.max_cache_bytes() == 0
+
+
+def test_joint_gate_training_takes_a_bags_none_from_its_unlabelled_time(tmp_path: Path) -> None:
+    """gate.enabled on a bag set: no frames "around" a bag sample are read (the bag is a
+    folder, not a video): its none is the unlabelled time, one clip long at least."""
+    from training.datasets.sets import build_task_split
+    from training.train.config import load_train_config
+    from training.train.data import gate_none_samples
+
+    path = _set(tmp_path, LABELS)
+    config = load_train_config(Path(__file__).resolve().parents[1] / "config" / "train"
+                               / "cpu_small.yaml",
+                               [f"set={path}", "gate.enabled=true", "clip.frame_step=1"])
+    set_config = load_set(path)
+    nones = gate_none_samples(config, set_config, "train",
+                              [build_task_split(set_config, "gesture", "train")])
+    bounds = [t / 1e9 for s in nones for t in (s.start, s.end)]
+    # margins 0.3 s; 8 frames at 10 fps = 0.7 s at least: 0-0.7 and 3.6-5.9 (not 2.8-2.7)
+    assert bounds == pytest.approx([0.0, 0.7, 3.6, 5.9], abs=1e-6)
