@@ -36,12 +36,13 @@ from mtl_perception.bag.run import (
     EvaluationError,
     load_stream_config,
     run_pipeline,
+    settings_that_can_act,
     stream_settings,
 )
 from mtl_perception.checkpoint import CheckpointError
-from mtl_perception.cli import run_command
 from mtl_perception.deploy.errors import BackendError, DeviceError
 from mtl_perception.deploy.load import load_engine
+from mtl_perception.exits import run_command
 from mtl_perception.names import threads_problem
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream import StreamConfig, StreamConfigError
@@ -147,6 +148,9 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         LOG.info("%s", rate_line)
     if (rate_problem := rate_warning(config, info)) is not None:
         LOG.warning("%s", rate_problem)
+    config, unusable = settings_that_can_act(config, engine.has_gate)
+    for line in unusable:  # once each; the metrics record the settings really used
+        LOG.warning("%s", line)
     with Bag(args.bag, args.image_topic) as bag:
         images = bag.images()
         first = _first_image(bag, images)
