@@ -13,7 +13,7 @@ from mtl_perception.settings import SettingsError
 from training.datasets.sample import LabelledSplit, VideoSample
 from training.train.config import load_train_config
 from training.train.finetune import InitError
-from training.train.finetune_plan import Plan, plan_classes, remap, sample_per_class
+from training.train.finetune_plan import Origin, Plan, plan_classes, remap, sample_per_class
 
 CPU_SMALL = Path(__file__).resolve().parents[1] / "config" / "train" / "cpu_small.yaml"
 
@@ -25,7 +25,8 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _plan(ckpt: Path, set_classes: dict[str, list[str]], drop: tuple[str, ...] = (),
           new: tuple[str, ...] = (), replay: set[str] | None = None) -> Plan:
-    return plan_classes(read_checkpoint_info(ckpt), ckpt, set_classes, drop, new, replay or set())
+    return plan_classes(Origin.from_info(read_checkpoint_info(ckpt)).classes, ckpt, set_classes,
+                        drop, new, replay or set())
 
 
 def test_classes_the_set_lacks_are_kept_in_the_checkpoints_order(ckpt: Path) -> None:

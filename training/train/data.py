@@ -19,7 +19,7 @@ from training.datasets.sample import LabelledSplit, VideoSample
 from training.datasets.sets import SetConfig, build_task_split, load_set
 from training.train.config import TrainConfig
 from training.train.finetune import InitError
-from training.train.finetune_plan import merge, plan_classes, remap, sample_per_class
+from training.train.finetune_plan import Origin, merge, plan_classes, remap, sample_per_class
 from training.train.provenance import (
     sampling_record,
     warn_shared_recordings,
@@ -50,17 +50,21 @@ def preprocess_of(config: TrainConfig) -> PreprocessConfig:
                             antialias=clip.antialias)
 
 
-def build_data(config: TrainConfig) -> RunData:
+def build_data(config: TrainConfig, recorded_init: dict[str, Any] | None = None) -> RunData:
     """Read the set's lists (before any model is built: bad input fails fast).
 
     With `init:` the checkpoint is read first (before any bag is decoded into the
     cache), and the run's tasks and classes are the checkpoint's as
-    `finetune_plan.py` says.
+    `finetune_plan.py` says. A resumed fine-tuning passes `recorded_init`, the
+    checkpoint's record made at its start (tasks, classes, its set): the file
+    itself is not needed again.
     """
-    info = None
-    if config.init:
+    origin: Origin | None = None
+    if config.init and recorded_init:
+        origin = Origin.from_record(recorded_init)
+    elif config.init:
         try:
-            info = read_checkpoint_info(config.init)
+            origin = Origin.from_info(read_checkpoint_info(config.init))
         except CheckpointError as exc:
             raise InitError(f"init: {str(exc).splitlines()[0]}") from exc
     set_config = load_set(config.set)
@@ -71,9 +75,9 @@ def build_data(config: TrainConfig) -> RunData:
                             f"(it has {sorted(set_config.tasks)})")
     train_splits = [build_task_split(set_config, t, "train") for t in names]
     val_splits = {t: build_task_split(set_config, t, config.val_split) for t in names}
-    if info is not None:
+    if origin is not None:
         names, train_splits, val_splits = _fine_tuning_splits(
-            config, info, dict(zip(names, train_splits, strict=True)), val_splits)
+            config, origin, dict(zip(names, train_splits, strict=True)), val_splits)
     for name, split in zip(names, train_splits):
         if not split.samples:
             raise SettingsError(f"task {name!r} has no training samples in {config.set}")
@@ -118,7 +122,7 @@ def build_data(config: TrainConfig) -> RunData:
     )
 
 
-def _fine_tuning_splits(config: TrainConfig, info: Any, train: dict[str, LabelledSplit],
+def _fine_tuning_splits(config: TrainConfig, origin: Origin, train: dict[str, LabelledSplit],
                         val: dict[str, LabelledSplit]
                         ) -> tuple[tuple[str, ...], list[LabelledSplit], dict[str, LabelledSplit]]:
     """The checkpoint's tasks and classes kept (finetune_plan.py), the set's and the
@@ -127,7 +131,7 @@ def _fine_tuning_splits(config: TrainConfig, info: Any, train: dict[str, Labelle
     if config.replay:
         path = config.replay
         if path == "init":
-            path = str(info.provenance.get("config", {}).get("set", ""))
+            path = origin.set
             if not path:
                 raise InitError(f"replay: init: {config.init} does not name its training set; "
                                 "give replay the set's path")
@@ -135,7 +139,8 @@ def _fine_tuning_splits(config: TrainConfig, info: Any, train: dict[str, Labelle
             raise InitError(f"replay: set {path} not found")
         replay = load_set(path)
     replay_tasks = set(replay.tasks) if replay is not None else set()
-    plan = plan_classes(info, Path(config.init), {t: s.class_names for t, s in train.items()},
+    plan = plan_classes(origin.classes, Path(config.init),
+                        {t: s.class_names for t, s in train.items()},
                         config.drop, config.new_classes, replay_tasks)
     train_splits, val_splits = [], {}
     for task in plan.tasks:

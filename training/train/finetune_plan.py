@@ -68,11 +68,37 @@ def _split_entry(entry: str) -> tuple[str, str | None]:
     return task.strip(), (name.strip() if name else None)
 
 
-def plan_classes(info: CheckpointInfo, init: Path, set_classes: dict[str, list[str]],
-                 drop: tuple[str, ...], new_classes: tuple[str, ...],
-                 replay_tasks: set[str]) -> Plan:
-    """The run's tasks and classes; `set_classes`: the set's tasks (those trained) and classes."""
-    theirs = dict(zip(info.model.task_names, (tuple(c) for c in info.class_names), strict=True))
+@dataclass(frozen=True)
+class Origin:
+    """What the plan needs of the `init:` checkpoint: its tasks' classes and its set."""
+
+    classes: dict[str, tuple[str, ...]]
+    set: str  # the set it was trained on ("" if not recorded): `replay: init`
+
+    @classmethod
+    def from_info(cls, info: CheckpointInfo) -> Origin:
+        config = info.provenance.get("config")
+        return cls(dict(zip(info.model.task_names, (tuple(c) for c in info.class_names),
+                            strict=True)),
+                   str(config.get("set", "")) if isinstance(config, dict) else "")
+
+    @classmethod
+    def from_record(cls, record: dict[str, object]) -> Origin:
+        """From the provenance `init` record (finetune.py) a run stored at its start."""
+        tasks, names = record.get("tasks"), record.get("class_names")
+        origin = record.get("origin")
+        if not isinstance(tasks, list) or not isinstance(names, list):
+            raise InitError("init: the run's record of its init checkpoint has no tasks and "
+                            "classes; start the fine-tuning again")
+        return cls(dict(zip(tasks, (tuple(n) for n in names), strict=True)),
+                   str(origin.get("set", "")) if isinstance(origin, dict) else "")
+
+
+def plan_classes(theirs: dict[str, tuple[str, ...]], init: Path,
+                 set_classes: dict[str, list[str]], drop: tuple[str, ...],
+                 new_classes: tuple[str, ...], replay_tasks: set[str]) -> Plan:
+    """The run's tasks and classes: `theirs`, the checkpoint's tasks and classes;
+    `set_classes`, the set's tasks (those trained) and classes."""
     drops = [_split_entry(e) for e in drop]
     for entry, (task, name) in zip(drop, drops, strict=True):
         known = set(theirs.get(task, ())) | set(set_classes.get(task, ()))

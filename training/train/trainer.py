@@ -134,11 +134,12 @@ class _Run:
         m = config.model
         fresh = not resuming and not config.init  # init: the checkpoint replaces pretrained
         weights = backbone_weights(config.pretrained, m.arch, m.width) if fresh else None
-        self.data: RunData = build_data(config)
-        self.model, self.model_config = self._build_model(weights)
         self.init: dict[str, Any] = {}
         if config.init and resuming:  # the state holds every weight; the origin is the one
             self.init = read_run(run_dir).get("init") or {}  # recorded at the start
+        # a resumed fine-tuning plans its classes from that record: the file may be gone
+        self.data: RunData = build_data(config, self.init or None)
+        self.model, self.model_config = self._build_model(weights)
         if config.init and not self.init:  # a new run (or one started before that record)
             self.init = init_from_checkpoint(self.model, self.data.class_names, config.init)
         self.weighting = build_weighting(config.weighting.method, len(self.data.task_names),
