@@ -70,6 +70,11 @@ class ExportInfo:
     precision: str  # fp32 | int8
     max_abs_diff: float  # against PyTorch on the clips checked before writing
     graph_sha256: str = ""
+    # int8 only: top-1 agreement with fp32 (every output, every clip) on held-out (test
+    # split) and calibration clips, and how many held-out clips; -1 = not measured.
+    int8_agreement: float = -1.0
+    int8_agreement_calibration: float = -1.0
+    int8_clips: int = 0
 
     def to_json(self) -> str:
         document = {"format_version": EXPORT_VERSION, **self.__dict__,
