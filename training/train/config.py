@@ -148,7 +148,8 @@ class TrainConfig:
     amp: Amp = "bf16"
     val_every: int = 1000
     val_max_per_task: int = 0
-    val_split: Literal["train", "test"] = "test"
+    val_split: Literal["train", "test", "holdout"] = "test"
+    val_holdout: float = 0.1  # val_split holdout: this share of each class's train videos
     save_every: int = 500
     log_every: int = 10
     allow_missing: bool = False
@@ -166,6 +167,8 @@ class TrainConfig:
             raise SettingsError(f"lr must be > 0, got {self.lr}")
         if (problem := workers_problem(self.workers, "workers")) is not None:
             raise SettingsError(problem)
+        if not 0.0 < self.val_holdout < 1.0:
+            raise SettingsError(f"val_holdout must be in (0, 1), got {self.val_holdout}")
         if self.seed < 0 or self.val_max_per_task < 0:
             raise SettingsError("seed and val_max_per_task must be >= 0")
         if self.method == "stl" and len(self.tasks) != 1:
