@@ -63,7 +63,9 @@ def gated(node_module: ModuleType, checkpoint: Path,  # noqa: F811
         return TorchEngine(GatedModel(loaded.model, schedule), gated_info,
                            torch.device("cpu"))
 
-    monkeypatch.setattr(node_module, "load_engine", load)
+    import mtl_perception.ros.loading as loading
+
+    monkeypatch.setattr(loading, "load_engine", load)
     yield schedule
 
 
