@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from mtl_perception.exits import one_line
 from mtl_perception.models import ModelConfig, build_model
 from mtl_perception.models.state import state_mismatch
 
@@ -17,10 +18,6 @@ def _error(message: str) -> Exception:
     from mtl_perception.checkpoint import CheckpointError
 
     return CheckpointError(message)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def header_shapes(path: Path, handle: Any) -> dict[str, tuple[list[int], Any]]:
@@ -47,7 +44,7 @@ def check_shapes(
     except (RuntimeError, ValueError, OverflowError, MemoryError) as exc:
         raise _error(
             f"checkpoint {path}: cannot build the model its metadata describes: "
-            + _one_line(str(exc))
+            + one_line(exc)
         ) from exc
     foreign = sorted(k for k, (_, dtype) in given.items() if isinstance(dtype, str))
     if foreign:
