@@ -29,6 +29,7 @@ The last line printed is the JSON object.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -79,7 +80,9 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     from training.tools.quantize import quantize_int8
 
     archs = dict(a.split(":") for a in args.speed_archs)
-    models, exports, out = {}, {}, {}
+    models: dict[str, Any] = {}
+    exports: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for arch, width in archs.items():
         model = paper_model(arch, int(width))
         models[arch] = model
@@ -105,19 +108,19 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(threads)  # the engines take torch's thread count when built
         runners: dict[tuple[str, str], Callable[[], Any]] = {}
         for arch, model in models.items():
-            runners[(arch, "torch")] = lambda m=model: m.score_all(x)
+            runners[(arch, "torch")] = functools.partial(model.score_all, x)
             for engine in ENGINES[1:]:
                 backend, _, precision = engine.partition("_")
-                run = make_engine(backend, exports[arch][precision or "fp32"], CPU)
-                runners[(arch, engine)] = lambda r=run: r(x.numpy())
+                built = make_engine(backend, exports[arch][precision or "fp32"], CPU)
+                runners[(arch, engine)] = functools.partial(built, x.numpy())
         times: dict[tuple[str, str], list[float]] = {key: [] for key in runners}
         with torch.inference_mode():
-            for run in runners.values():  # warm-up
-                run()
+            for runner in runners.values():  # warm-up
+                runner()
             for _ in range(args.repeats):
-                for key, run in runners.items():
+                for key, runner in runners.items():
                     start = time.perf_counter()
-                    run()
+                    runner()
                     times[key].append(time.perf_counter() - start)
         base = times[(BASE, "torch")]
         for (arch, engine), seconds in times.items():
@@ -160,7 +163,7 @@ def _wait_cpu(process: subprocess.Popen[bytes]) -> float:
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        raise RuntimeError(f"training failed ({process.returncode}): {process.args}")
+        raise RuntimeError(f"training failed ({process.returncode}): {process.args!r}")
     return usage.ru_utime + usage.ru_stime
 
 
@@ -201,8 +204,8 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
     for arch, width in archs:  # calibration: CPU-s = fixed + per_iteration * iterations
         folder = runs / f"{arch}_w{width}"
         one, many = _run_all([
-            lambda a=arch, w=width: _train(args, a, w, 0, 1, folder / "calibrate_1"),
-            lambda a=arch, w=width: _train(args, a, w, 0, k, folder / f"calibrate_{k}"),
+            functools.partial(_train, args, arch, width, 0, 1, folder / "calibrate_1"),
+            functools.partial(_train, args, arch, width, 0, k, folder / f"calibrate_{k}"),
         ], args.parallel)
         per_iteration = max(1e-3, (many - one) / (k - 1))
         fixed = one - per_iteration
@@ -212,13 +215,14 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
                                    "cpu_s_fixed": round(fixed, 2), "iterations": iterations}
         print(f"{arch} w{width}: {per_iteration:.3f} CPU-s/iteration + {fixed:.1f} CPU-s "
               f"fixed -> {iterations} iterations in {args.budget_cpu_s} CPU-s", flush=True)
-    jobs, keys = [], []
+    jobs: list[Callable[[], subprocess.Popen[bytes]]] = []
+    keys: list[tuple[str, int, Path]] = []
     for arch, width in archs:
         entry = out[f"{arch}_w{width}"]
         for seed in args.seeds:
             folder = runs / f"{arch}_w{width}" / f"seed{seed}"
-            jobs.append(lambda a=arch, w=width, s=seed, f=folder, n=entry["iterations"]:
-                        _train(args, a, w, s, n, f))
+            jobs.append(functools.partial(_train, args, arch, width, seed, entry["iterations"],
+                                          folder))
             keys.append((f"{arch}_w{width}", seed, folder))
     cpu = _run_all(jobs, args.parallel)
     for (key, seed, folder), seconds in zip(keys, cpu):

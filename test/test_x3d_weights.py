@@ -123,8 +123,7 @@ def test_published_pyth_file_builds_every_method(tmp_path: Path) -> None:
     torch.save({"model_state": published_state(), "epoch": 300}, path)
     weights = load_pretrained(path)
     for method in ("hps", "sps", "lws"):
-        config = ModelConfig(method=method, arch="x3d_xs", width=24,  # type: ignore[arg-type]
-                             num_classes=(3, 4))
+        config = ModelConfig(method=method, arch="x3d_xs", width=24, num_classes=(3, 4))
         model = cast(Any, build_model(config, weights))
         expected = weights["blocks.4.res_blocks.2.branch2.conv_b.weight"]
         if method == "hps":
@@ -164,15 +163,15 @@ def test_published_weights_do_not_fit_another_width() -> None:
 @pytest.mark.skipif(importlib.util.find_spec("pytorchvideo") is None,
                     reason="PyTorchVideo is not installed (an optional cross-check)")
 def test_features_equal_pytorchvideos_own_x3d() -> None:  # pragma: no cover - optional
-    from pytorchvideo.models.hub.x3d import x3d_xs  # type: ignore[import-not-found]
+    from pytorchvideo.models.hub.x3d import x3d_xs
 
     torch.manual_seed(0)
     reference = x3d_xs(pretrained=False).eval()
     with torch.no_grad():
         for module in reference.modules():
             if isinstance(module, torch.nn.BatchNorm3d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
+                cast(torch.Tensor, module.running_mean).uniform_(-0.2, 0.2)
+                cast(torch.Tensor, module.running_var).uniform_(0.5, 1.5)
                 module.weight.uniform_(0.5, 1.5)
     ours = X3D("x3d_xs", 24).eval()
     load_backbone_weights(ours, reference.state_dict())
