@@ -54,8 +54,8 @@ from hostinfo import cpu_model, report  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from mtl_perception.checkpoint import CheckpointInfo  # noqa: E402
-from mtl_perception.deploy.engines import make_engine  # noqa: E402
 from mtl_perception.deploy.export import export_onnx  # noqa: E402
+from mtl_perception.deploy.registry import build_engine  # noqa: E402
 from mtl_perception.models import ModelConfig, build_model  # noqa: E402
 from mtl_perception.preprocess import PreprocessConfig  # noqa: E402
 
@@ -111,7 +111,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
             runners[(arch, "torch")] = functools.partial(model.score_all, x)
             for engine in ENGINES[1:]:
                 backend, _, precision = engine.partition("_")
-                built = make_engine(backend, exports[arch][precision or "fp32"], CPU)
+                built = build_engine(exports[arch][precision or "fp32"], backend, CPU)
                 runners[(arch, engine)] = functools.partial(built, x.numpy())
         times: dict[tuple[str, str], list[float]] = {key: [] for key in runners}
         with torch.inference_mode():
@@ -239,6 +239,29 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def summarise(result: dict[str, Any]) -> dict[str, Any]:
+    """Per arch, the three figures the issue's check reads: GMAC over r3d_18's (published
+    widths), its fastest engine over r3d_18 eager (1 thread, batch 1), and its accuracy
+    (mean clip accuracy over tasks and seeds, in points) minus r3d_18's at the demo widths
+    (the best width of that arch)."""
+    speed, accuracy = result.get("speed", {}), result.get("accuracy", {})
+    base = max((v["clip_mean"]["mean"] for v in accuracy.values() if v["arch"] == BASE),
+               default=None)
+    out: dict[str, Any] = {}
+    for arch, figures in speed.items():
+        entry: dict[str, Any] = {"gmac_ratio": figures["gmac_ratio"],
+                                 "best_engine_over_r3d18_torch":
+                                 figures["best_engine_over_r3d18_torch"]}
+        runs = {k: v for k, v in accuracy.items() if v["arch"] == arch}
+        if runs and base is not None:
+            key = max(runs, key=lambda k: runs[k]["clip_mean"]["mean"])
+            entry["accuracy_minus_r3d18"] = round(
+                100 * (runs[key]["clip_mean"]["mean"] - base), 2)
+            entry["accuracy_run"] = key
+        out[arch] = entry
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", type=Path, default=None)
@@ -270,6 +293,7 @@ def main() -> None:
         result["accuracy"] = accuracy(args)
         result["budget_cpu_s"] = args.budget_cpu_s
         result["load_average_after_accuracy"] = [round(v, 2) for v in os.getloadavg()]
+    result["archs"] = summarise(result)
     report(result, args.save)
 
 

@@ -11,8 +11,8 @@ import torch
 from helpers_x3d import scrambled, x3d_config
 
 from mtl_perception.checkpoint import CheckpointInfo
-from mtl_perception.deploy.engines import make_engine
 from mtl_perception.deploy.export import export_onnx, max_difference
+from mtl_perception.deploy.registry import build_engine
 from mtl_perception.models import build_model
 from mtl_perception.preprocess import PreprocessConfig
 
@@ -56,7 +56,7 @@ def test_x3d_export_matches_pytorch_in_every_cpu_engine(method: str) -> None:
     if importlib.util.find_spec("openvino") is not None:
         backends.append("openvino")
     for backend in backends:
-        got = make_engine(backend, exported, torch.device("cpu"))(x.numpy())
+        got = build_engine(exported, backend, "cpu")(x.numpy()).as_list()
         assert [g.shape for g in got] == [e.shape for e in expected]
         for g, e in zip(got, expected):
             assert float(np.abs(g - e).max()) < PARITY, backend
@@ -72,7 +72,7 @@ def test_x3d_int8_export_runs_in_onnx_runtime() -> None:
                         for _ in range(2)])
     int8 = quantize_int8(exported, calibration)
     assert int8.data != exported.data
-    got = make_engine("onnxruntime", int8, torch.device("cpu"))(
-        rng.standard_normal((2, 3, FRAMES, *CROP)).astype(np.float32))
+    got = build_engine(int8, "onnxruntime", "cpu")(
+        rng.standard_normal((2, 3, FRAMES, *CROP)).astype(np.float32)).as_list()
     assert [g.shape for g in got] == [(2, 5), (2, 7), (2, 3)]
     assert all(np.isfinite(g).all() for g in got)
