@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +34,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from mtl_perception.cli import os_error_line
-from mtl_perception.fileio import atomic_write
+from mtl_perception.exits import one_line, os_error_line
+from mtl_perception.fileio import atomic_write, regular_file_problem
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
 from mtl_perception.models.state import state_mismatch
 from mtl_perception.names import class_name_problem
@@ -206,14 +204,9 @@ def checkpoint_sha256(path: str | Path) -> str:
 
 def _open(path: Path) -> Any:
     """A `safe_open` handle on `path`, or one CheckpointError saying what the file is."""
-    try:
-        mode = os.stat(path).st_mode
-    except (FileNotFoundError, ValueError):  # ValueError: a name with a NUL byte
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except OSError as exc:  # a name too long, a forbidden folder: say which
-        raise CheckpointError(f"checkpoint {path}: {os_error_line(exc)}") from None
-    if not stat.S_ISREG(mode):  # a folder; a FIFO would block the read below forever
-        raise CheckpointError(f"checkpoint {path} is not a file")
+    problem = regular_file_problem(path, "checkpoint")  # a FIFO would block the read forever
+    if problem is not None:
+        raise CheckpointError(problem)
     try:
         with open(path, "rb") as handle:
             head = handle.read(9)
@@ -250,7 +243,7 @@ def _verified(path: Path, handle: Any) -> tuple[dict[str, str], dict[str, torch.
     try:
         document = json.loads(metadata[METADATA_KEY])
     except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested deeply
-        what = "nested too deeply" if isinstance(exc, RecursionError) else _one_line(str(exc))
+        what = "nested too deeply" if isinstance(exc, RecursionError) else one_line(exc)
         raise CheckpointError(f"checkpoint {path} has invalid metadata: {what}") from exc
     try:
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
@@ -290,7 +283,7 @@ def _parse_info(path: Path, metadata: Mapping[str, str] | None, prefix: str = ""
         what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         what = "nested too deeply" if isinstance(exc, RecursionError) else what
         raise CheckpointError(
-            f"{prefix}checkpoint {path} has invalid metadata: {_one_line(what)}"
+            f"{prefix}checkpoint {path} has invalid metadata: {one_line(what)}"
         ) from exc
 
 
@@ -342,7 +335,7 @@ def _check_shapes(
     except (RuntimeError, ValueError, OverflowError, MemoryError) as exc:
         raise CheckpointError(
             f"checkpoint {path}: cannot build the model its metadata describes: "
-            + _one_line(str(exc))
+            + one_line(exc)
         ) from exc
     foreign = sorted(k for k, (_, dtype) in given.items() if isinstance(dtype, str))
     if foreign:
@@ -450,10 +443,6 @@ def _hash_weights(digest: Any, tensors: Mapping[str, torch.Tensor]) -> None:
         digest.update(str(tensor.dtype).encode())
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 # safetensors' dtype codes; one missing here is a dtype no model of ours has.

@@ -36,12 +36,13 @@ from mtl_perception.bag.run import (
     EvaluationError,
     load_stream_config,
     run_pipeline,
+    settings_that_can_act,
     stream_settings,
 )
 from mtl_perception.checkpoint import CheckpointError
-from mtl_perception.cli import run_command
 from mtl_perception.deploy.errors import BackendError, DeviceError
 from mtl_perception.deploy.load import load_engine
+from mtl_perception.exits import run_command
 from mtl_perception.names import threads_problem
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream import StreamConfig, StreamConfigError
@@ -145,6 +146,9 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
     config, rate_line = choose_target_fps(config, info, explicit)
     if rate_line:
         LOG.info("%s", rate_line)
+    config, unusable = settings_that_can_act(config, engine.has_gate)
+    for line in unusable:  # once each; the metrics record the settings really used
+        LOG.warning("%s", line)
     with Bag(args.bag, args.image_topic) as bag:
         images = bag.images()
         first = _first_image(bag, images)

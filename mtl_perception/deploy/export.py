@@ -32,6 +32,7 @@ from mtl_perception.deploy.onnx_file import (
     parse_onnx,
     require,
 )
+from mtl_perception.exits import one_line
 
 DEFAULT_OPSET = 17
 
@@ -103,7 +104,7 @@ def export_onnx(
                 dynamic_axes=dynamic, do_constant_folding=True,
             )
     except (RuntimeError, ValueError, TypeError) as exc:
-        raise ExportError(f"ONNX export failed (opset {opset}): {_one_line(str(exc))}") from exc
+        raise ExportError(f"ONNX export failed (opset {opset}): {one_line(exc)}") from exc
     finally:
         model.train(was_training)
     proto = onnx.load_from_string(buffer.getvalue())
@@ -157,7 +158,3 @@ def max_difference(model: nn.Module, exported: OnnxModel, clips: torch.Tensor) -
 def _device_of(model: nn.Module) -> torch.device:
     parameter = next(model.parameters(), None)
     return parameter.device if parameter is not None else torch.device("cpu")
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:300]

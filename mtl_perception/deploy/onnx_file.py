@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ from typing import Any
 from mtl_perception.checkpoint import METADATA_KEY, CheckpointError, CheckpointInfo
 from mtl_perception.checkpoint import info_from_metadata as _info_from_metadata
 from mtl_perception.deploy.errors import BackendError, require
-from mtl_perception.deploy.errors import one_line as _one_line
+from mtl_perception.exits import one_line
+from mtl_perception.fileio import require_regular_file
 
 EXPORT_KEY = "mtl_perception_export"
 EXPORT_VERSION = 1
@@ -91,10 +91,7 @@ class OnnxModel:
 def read_onnx_model(path: str | Path) -> OnnxModel:
     """Read and check an exported file; one CheckpointError line for anything off."""
     path = Path(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"model file not found: {path}")
-    if not path.is_file():
-        raise CheckpointError(f"model file {path} is not a file")
+    require_regular_file(path, "model file", CheckpointError)  # a FIFO would block the read
     return parse_onnx(path.read_bytes(), path)
 
 
@@ -107,7 +104,7 @@ def parse_onnx(data: bytes, path: Path | None = None) -> OnnxModel:
     except Exception as exc:  # protobuf's DecodeError and friends
         raise CheckpointError(
             f"model {where} is not a readable ONNX file (damaged or truncated): "
-            f"{_one_line(str(exc)) or type(exc).__name__}"
+            f"{one_line(exc)}"
         ) from exc
     props = {p.key: p.value for p in proto.metadata_props}
     if METADATA_KEY not in props or EXPORT_KEY not in props:
@@ -151,7 +148,7 @@ def _export_info(where: str, text: str) -> ExportInfo:
             raise ValueError(f"batch {export.batch} / frames {export.frames} out of range")
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(
-            f"model {where} has invalid {EXPORT_KEY} metadata: {_one_line(str(exc))}"
+            f"model {where} has invalid {EXPORT_KEY} metadata: {one_line(exc)}"
         ) from exc
     return export
 

@@ -34,8 +34,10 @@ from mtl_perception.deploy.export import (
     with_metadata,
 )
 from mtl_perception.deploy.onnx_file import BackendError, OnnxModel
+from mtl_perception.exits import int_in
 from mtl_perception.fileio import atomic_write
 from mtl_perception.models import MultiTaskModel
+from mtl_perception.outputs import OutputError, check_out_file
 from mtl_perception.settings import SettingsError
 from training.datasets.listfile import DatasetError
 
@@ -44,6 +46,10 @@ LOG = logging.getLogger("export")
 
 class ExportUsageError(ValueError):
     """Arguments that cannot work together; one line."""
+
+
+ERRORS = (CheckpointError, ExportError, ExportUsageError, BackendError, SettingsError,
+          OutputError, DatasetError)  # one line, exit 2, wherever raised (training/__main__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,11 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", default="dynamic",
                         help="'dynamic' or a fixed batch size N (TensorRT builds one engine "
                              "per fixed shape)")
-    parser.add_argument("--frames", type=int, default=0,
+    parser.add_argument("--frames", type=int_in(0, 1024), default=0,
                         help="frames per clip (0: the checkpoint's clip length)")
     parser.add_argument("--tolerance", type=float, default=1e-3,
                         help="largest |ONNX - PyTorch| logit difference accepted (fp32)")
-    parser.add_argument("--check-clips", type=int, default=4,
+    parser.add_argument("--check-clips", type=int_in(1, 64), default=4,
                         help="random clips the export is checked on")
     parser.add_argument("--clips", type=Path, default=None,
                         help="set YAML whose test-split clips the export is checked on too")
@@ -68,9 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the int8 (CPU) model, calibrated on --calibration")
     parser.add_argument("--calibration", type=Path, default=None,
                         help="set YAML: int8 calibration uses clips of its train split")
-    parser.add_argument("--calibration-clips", type=int, default=300,
+    parser.add_argument("--calibration-clips", type=int_in(1, 10000), default=300,
                         help="clips for int8 calibration (spread over the split's videos)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random check clips")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file (never an input of this run)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (CheckpointError, ExportError, ExportUsageError, BackendError, SettingsError,
-            ValueError) as exc:
+            OutputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {written}")
@@ -99,9 +107,13 @@ def export(args: argparse.Namespace) -> Path:
     if out.suffix.lower() != ".onnx":
         raise ExportUsageError(f"--out {out}: the node and evaluate_bag know exported models "
                                "by the .onnx suffix")
+    check_out_file(out, args.overwrite, [p for p in (args.checkpoint, args.clips,
+                                                       args.calibration) if p is not None])
     torch.manual_seed(args.seed)
     loaded = load_checkpoint(args.checkpoint)
     model, info = loaded.model.eval(), loaded.info
+    _check_example_size(max(batch, 1) * args.check_clips, args.frames or
+                        info.preprocess.clip_length, info.preprocess.crop)
     exported = export_onnx(model, info, source_sha256=checkpoint_sha256(args.checkpoint),
                            opset=args.opset, batch=batch, frames=args.frames)
     frames, crop = exported.export.frames, info.preprocess.crop
@@ -163,6 +175,19 @@ def set_clips(path: Path, split: str, exported: OnnxModel, model: MultiTaskModel
         yield clips
 
 
+MAX_BATCH = 256  # a fixed engine batch beyond this is no robot's
+MAX_EXAMPLE_BYTES = 1 << 30  # the random check clips live in memory at once
+
+
+def _check_example_size(clips: int, frames: int, crop: tuple[int, int]) -> None:
+    size = clips * 3 * frames * crop[0] * crop[1] * 4
+    if size > MAX_EXAMPLE_BYTES:
+        raise ExportUsageError(f"--batch x --check-clips = {clips} clips of {frames} frames "
+                               f"would take {size / 2**30:.1f} GiB to check; at most "
+                               f"{MAX_EXAMPLE_BYTES / 2**30:.0f} GiB: lower --batch or "
+                               "--check-clips")
+
+
 def _batch(text: str) -> int:
     if text == "dynamic":
         return 0
@@ -170,7 +195,8 @@ def _batch(text: str) -> int:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise ExportUsageError(f"--batch must be 'dynamic' or a positive integer, got {text!r}")
+    if not 1 <= value <= MAX_BATCH:
+        raise ExportUsageError(f"--batch must be 'dynamic' or a whole number in 1..{MAX_BATCH}, "
+                               f"got {text!r}")
     return value
 
