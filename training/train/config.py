@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from mtl_perception.models.archs import Arch
 from mtl_perception.models.config import Method
 from mtl_perception.names import workers_problem
 from mtl_perception.preprocess import PreprocessConfig
@@ -32,7 +33,7 @@ MAX_WIDTH = 1024  # 16x the paper's 64: beyond what any one GPU trains
 class ModelSettings:
     """The architecture; task names and class counts come from the data set."""
 
-    arch: Literal["r3d_18", "r3d_34"] = "r3d_18"
+    arch: Arch = "r3d_18"
     width: int = 64
     trainable_stages: int = 2
     cross_stitch_share: float = 0.2  # SPS: the paper's s
