@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,16 @@ def build_data(config: TrainConfig, recorded_init: dict[str, Any] | None = None)
         raise SettingsError(f"tasks: {unknown} not in set {config.set} "
                             f"(it has {sorted(set_config.tasks)})")
     train_splits = [build_task_split(set_config, t, "train") for t in names]
-    val_splits = {t: build_task_split(set_config, t, config.val_split) for t in names}
+    if config.val_split == "holdout":  # validation never reads the test split
+        pairs = [hold_out(split, config.val_holdout, config.seed) for split in train_splits]
+        train_splits = [kept for kept, _ in pairs]
+        val_splits = {t: held for t, (_, held) in zip(names, pairs)}
+        empty = [t for t, split in val_splits.items() if not split.samples]
+        if empty:
+            raise SettingsError(f"val_split holdout: task {empty[0]!r} has no class with two "
+                                "or more training videos to hold one out; use val_split train")
+    else:
+        val_splits = {t: build_task_split(set_config, t, config.val_split) for t in names}
     if origin is not None:
         names, train_splits, val_splits = _fine_tuning_splits(
             config, origin, dict(zip(names, train_splits, strict=True)), val_splits)
@@ -98,8 +107,8 @@ def build_data(config: TrainConfig, recorded_init: dict[str, Any] | None = None)
     items = [(sample, t) for t, split in enumerate(train_splits) for sample in split.samples]
     if config.gate.enabled:
         none_train = gate_none_samples(config, set_config, "train", train_splits)
-        none_val = gate_none_samples(config, set_config, config.val_split,
-                                     list(val_splits.values()))
+        none_split = "train" if config.val_split == "holdout" else config.val_split
+        none_val = gate_none_samples(config, set_config, none_split, list(val_splits.values()))
         if not none_train:
             raise SettingsError(
                 f"gate.enabled: set {config.set} gives no `none` clips for training: add "
@@ -148,19 +157,43 @@ def _fine_tuning_splits(config: TrainConfig, origin: Origin, train: dict[str, La
         if task.task in train:
             parts.append(remap(train[task.task], task.classes))
             sources.append(f"{len(parts[-1].samples)} from the set")
+        held = None
         if replay is not None and task.task in replay.tasks:
             old = remap(build_task_split(replay, task.task, "train"), task.classes)
+            if config.val_split == "holdout" and task.task not in val:  # never the test split
+                old, held = hold_out(old, config.val_holdout, config.seed)
             parts.append(sample_per_class(old, config.replay_per_class, config.seed))
             sources.append(f"{len(parts[-1].samples)} replayed from {replay.path}")
         LOG.info("%s", task.line(", ".join(sources)))
         train_splits.append(merge(parts, task.classes))
-        check = val[task.task] if task.task in val else build_task_split(
-            replay, task.task, config.val_split) if replay is not None else None
+        check = val[task.task] if task.task in val else held if held is not None else (
+            build_task_split(replay, task.task, config.val_split)
+            if replay is not None and config.val_split != "holdout" else None)
         val_splits[task.task] = remap(check, task.classes) if check is not None else \
             LabelledSplit([], list(task.classes))
     for task_name in plan.dropped_tasks:
         LOG.info("init: task %s dropped (drop:)", task_name)
     return plan.task_names, train_splits, val_splits
+
+
+def hold_out(split: LabelledSplit, share: float, seed: int
+             ) -> tuple[LabelledSplit, LabelledSplit]:
+    """(kept, held out): `share` of each class's videos (at least one of a class with two
+    or more), chosen by `seed`, held out of training for validation."""
+    import random
+
+    rng = random.Random(seed)
+    by_class: dict[int, list[VideoSample]] = {}
+    for sample in sorted(split.samples, key=lambda s: str(s.path)):
+        by_class.setdefault(sample.label, []).append(sample)
+    held: list[VideoSample] = []
+    for samples in by_class.values():
+        if len(samples) >= 2:
+            held += rng.sample(samples, max(1, round(share * len(samples))))
+    chosen = {id(s) for s in held}
+    kept = [s for s in split.samples if id(s) not in chosen]
+    source = f"{split.source} (held out {share:g} for validation)"
+    return (replace(split, samples=kept), replace(split, samples=held, source=source))
 
 
 def gate_none_samples(config: TrainConfig, set_config: SetConfig, split: str,
