@@ -59,6 +59,7 @@ from mtl_perception.ros.params import (
     missing_checkpoint_hint,
 )
 from mtl_perception.stream import ClipResult, ImageDecodeError, StreamPipeline, StreamStats
+from mtl_perception.stream.decisions import explicit_settings, with_stored_decisions
 from mtl_perception.stream.rate import choose_target_fps
 
 NODE_NAME = "perception_node"
@@ -134,6 +135,11 @@ class PerceptionNode(LifecycleNode):
             stream, rate_line = choose_target_fps(config.stream, loaded.info, changed)
             if rate_line:
                 self.get_logger().info(rate_line)
+            # fit-gate's stored event settings where a parameter keeps its default
+            stream, decisions_line = with_stored_decisions(
+                stream, loaded.info, explicit_settings(config.stream))
+            if decisions_line:
+                self.get_logger().info(decisions_line)
             config = replace(config, stream=stream)
             self._pipeline = StreamPipeline(
                 loaded.model, loaded.info, config.stream, device=device, autocast=autocast,

@@ -152,6 +152,23 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("event_refractory_s", "double", 1.0,
               "No gesture event within this many seconds of the previous one.",
               section="stream", low=0.0, high=3600.0, live=True),
+    # --- temporal decisions of gesture events (issue 24; a checkpoint's stored choice is
+    # the default of these and of event_threshold/event_hysteresis: stream/decisions.py) ---
+    ParamSpec("event_smoothing", "string", "none",
+              "The event source over time before the thresholds: none, ema (causal "
+              "exponential smoothing) or hmm (two-state filter with a switching cost).",
+              section="stream", choices=("none", "ema", "hmm"), live=True),
+    ParamSpec("event_ema_alpha", "double", 0.5,
+              "Under event_smoothing ema: the newest clip's weight (1 = no smoothing).",
+              section="stream", low=0.0, high=1.0, live=True),
+    ParamSpec("event_switch_prob", "double", 0.1,
+              "Under event_smoothing hmm: the prior probability per clip of switching between "
+              "gesture and not (0.5 = no smoothing).", section="stream", low=0.0, high=0.5,
+              live=True),
+    ParamSpec("event_class_weights", "string", "linear",
+              "An event's class from its clips weighted linear (1, 2, ..., n) or by activity "
+              "(each clip's event source: lead-in clips count little).",
+              section="stream", choices=("linear", "activity"), live=True),
     # --- outputs ---
     ParamSpec("publish_annotated", "bool", False,
               "Publish ~/annotated_image: the newest frame with both tasks' top results drawn "

@@ -9,6 +9,7 @@ the same one-line message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +19,11 @@ GateMode = Literal["off", "publish", "filter"]
 GATE_MODES: tuple[str, ...] = ("off", "publish", "filter")
 EventSource = Literal["auto", "gate", "max_softmax"]
 EVENT_SOURCES: tuple[str, ...] = ("auto", "gate", "max_softmax")
+# Temporal decisions of gesture events (issue 24, h-gate; stream/events.py documents them)
+EventSmoothing = Literal["none", "ema", "hmm"]
+EVENT_SMOOTHINGS: tuple[str, ...] = ("none", "ema", "hmm")
+EventClassWeights = Literal["linear", "activity"]
+EVENT_CLASS_WEIGHTS: tuple[str, ...] = ("linear", "activity")
 Backend = Literal["torch", "onnxruntime", "openvino", "tensorrt"]
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
 
@@ -27,6 +33,7 @@ LIVE_SETTINGS: tuple[str, ...] = (
     "score_threshold", "top_k", "smoothing", "smoothing_window",
     "gate", "gate_threshold", "event_source", "event_threshold", "event_hysteresis",
     "event_min_s", "event_max_s", "event_refractory_s",
+    "event_smoothing", "event_ema_alpha", "event_switch_prob", "event_class_weights",
 )
 
 # Why each other setting cannot change live: the node repeats this to the user.
@@ -84,6 +91,17 @@ class StreamConfig:
     `event_threshold - event_hysteresis`; gestures shorter than `event_min_s`
     are dropped, longer ones are decided at `event_max_s`; no event within
     `event_refractory_s` of the previous one.
+
+    Temporal decisions (issue 24; the defaults are the rule without them;
+    a checkpoint whose `fit-gate` chose them on validation sessions stores
+    its choice, used unless a setting is given, `stream/decisions.py`):
+    - `event_smoothing`: the activity over time before the thresholds:
+      "none", "ema" (causal exponential smoothing, weight `event_ema_alpha`
+      on the newest clip) or "hmm" (a two-state forward filter that pays
+      `event_switch_prob` per clip for switching between gesture and not).
+    - `event_class_weights`: an event's class from its clips' gesture
+      probabilities weighted "linear" (1, 2, ..., n) or by "activity" (each
+      clip's own activity: clips on the gesture count, lead-in clips little).
     - `backend`: the engine of the forward pass: "torch" (PyTorch eager), or
       "onnxruntime", "openvino", "tensorrt" on an exported model (a checkpoint
       is exported in memory first); decoding, buffering, batching and
@@ -109,6 +127,10 @@ class StreamConfig:
     event_min_s: float = 0.3
     event_max_s: float = 6.0
     event_refractory_s: float = 1.0
+    event_smoothing: EventSmoothing = "none"
+    event_ema_alpha: float = 0.5
+    event_switch_prob: float = 0.1
+    event_class_weights: EventClassWeights = "linear"
     backend: Backend = "torch"
     engine_cache: str = ""
 
@@ -153,8 +175,19 @@ class StreamConfig:
                 raise bad(name, "in [0, 3600] seconds")
         if not self.event_min_s <= self.event_max_s <= 3600.0:
             raise bad("event_max_s", f"in [event_min_s ({self.event_min_s}), 3600] seconds")
+        self._check_event_decisions(bad)
         if self.backend not in BACKENDS:
             raise bad("backend", f"one of {list(BACKENDS)}")
+
+    def _check_event_decisions(self, bad: Callable[[str, str], StreamConfigError]) -> None:
+        if self.event_smoothing not in EVENT_SMOOTHINGS:
+            raise bad("event_smoothing", f"one of {list(EVENT_SMOOTHINGS)}")
+        if self.event_class_weights not in EVENT_CLASS_WEIGHTS:
+            raise bad("event_class_weights", f"one of {list(EVENT_CLASS_WEIGHTS)}")
+        if not 0.0 < self.event_ema_alpha <= 1.0:
+            raise bad("event_ema_alpha", "in (0, 1]")
+        if not 0.0 < self.event_switch_prob <= 0.5:
+            raise bad("event_switch_prob", "in (0, 0.5]")
 
     def resolved_clip_length(self, checkpoint_clip_length: int) -> int:
         """The clip length to use: the checkpoint's, or a narrower one asked for."""
