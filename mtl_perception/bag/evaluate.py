@@ -38,13 +38,13 @@ from mtl_perception.bag.run import (
     run_pipeline,
     stream_settings,
 )
+from mtl_perception.bag.shown import SHOWN_FILE, read_shown
 from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.cli import run_command
 from mtl_perception.deploy.load import load_model
 from mtl_perception.names import threads_problem
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream import StreamConfig, StreamConfigError
-from mtl_perception.bag.shown import SHOWN_FILE, read_shown
 from mtl_perception.stream.decisions import explicit_settings, with_stored_decisions
 from mtl_perception.stream.rate import choose_target_fps
 

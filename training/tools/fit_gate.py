@@ -34,11 +34,15 @@ from mtl_perception.checkpoint import (
 from mtl_perception.models import build_model
 from mtl_perception.models.gate import gate_classes
 from mtl_perception.settings import SettingsError
+from mtl_perception.stream.decisions import PROVENANCE_KEY
+from mtl_perception.stream.events import GESTURE_TASK as GESTURE
 from training.datasets.clips import clip_span
 from training.datasets.listfile import DatasetError
 from training.datasets.none_clips import none_samples
 from training.datasets.sample import UNLABELLED, VideoSample
 from training.datasets.sets import SetConfig, build_task_split, load_set
+from training.datasets.untrimmed import UntrimmedVideo, read_untrimmed
+from training.datasets.video import VideoReader
 from training.evaluation.cli import EvaluateUsageError, check_classes, trained_frame_step
 from training.evaluation.scoring import subset
 from training.methods.gate_fit import (
@@ -46,6 +50,13 @@ from training.methods.gate_fit import (
     extract_gate_features,
     fit_gate,
     gate_confusion,
+)
+from training.methods.gate_tuning import (
+    choose,
+    record,
+    split_validation,
+    stream_defaults,
+    stream_for,
 )
 
 LOG = logging.getLogger(__name__)
@@ -74,12 +85,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--batch-size", type=int, default=16, help="clips per forward")
     parser.add_argument("--device", default="cpu", help="torch device for feature extraction")
+    parser.add_argument("--no-tune", action="store_true",
+                        help="fit on every session and store no event settings (before issue 24)")
+    parser.add_argument("--max-false-per-min", type=float, default=1.0,
+                        help="tuning: the most false events per minute of none allowed")
+    parser.add_argument("--inference-stride", type=int, default=2,
+                        help="tuning: a clip every this many sampled frames, as the stream will")
 
 
 def gate_items(set_config: SetConfig, info: CheckpointInfo, split: str, margin_s: float,
-               frame_step: int, around_segments: bool, max_videos: int | None
-               ) -> list[tuple[VideoSample, int]]:
-    """(sample, gate label) pairs of one split: each task's samples, then the none ones."""
+               frame_step: int, around_segments: bool, max_videos: int | None,
+               held_out: frozenset[Path] = frozenset()) -> list[tuple[VideoSample, int]]:
+    """(sample, gate label) pairs of one split: each task's samples, then the none ones
+    (none from the `held_out` videos: they are for choosing the event settings)."""
     tasks = info.model.task_names
     splits = {t: build_task_split(set_config, t, split) for t in tasks}
     items: list[tuple[VideoSample, int]] = []
@@ -87,8 +105,8 @@ def gate_items(set_config: SetConfig, info: CheckpointInfo, split: str, margin_s
         labelled = [s for s in splits[task].samples if s.label != UNLABELLED]
         items += [(s, t) for s in subset(labelled, max_videos)]
     span = clip_span(info.preprocess.clip_length, frame_step)
-    nones = none_samples(set_config, split, list(splits.values()), margin_s, span,
-                         around_segments)
+    nones = [s for s in none_samples(set_config, split, list(splits.values()), margin_s, span,
+                                     around_segments) if s.path not in held_out]
     items += [(s, len(tasks)) for s in subset(nones, max_videos)]
     return items
 
@@ -112,9 +130,15 @@ def run(args: argparse.Namespace) -> int:
                              for t in info.model.task_names}, args.checkpoint, set_config)
         step = trained_frame_step(info)
 
+        sessions = [v for source in set_config.untrimmed
+                    for v in read_untrimmed(source, "train", background=False)]
+        validation = [] if args.no_tune else split_validation(sessions)[1]
+        held = frozenset(v.path for v in validation)
+
         def items_of(split: str) -> list[tuple[VideoSample, int]]:
             return gate_items(set_config, info, split, args.none_margin_s, step,
-                              not args.no_around_segments, args.max_videos)
+                              not args.no_around_segments, args.max_videos,
+                              held if split == "train" else frozenset())
 
         train_items = items_of("train")
         if not any(label == info.model.num_tasks for _, label in train_items):
@@ -148,6 +172,11 @@ def run(args: argparse.Namespace) -> int:
     assert gated.gate is not None
     gated.gate.load_state_dict(gate.state_dict())
     provenance = dict(info.provenance, gate_fit=report)
+    if validation:
+        provenance[PROVENANCE_KEY] = _tune(gated.eval(), CheckpointInfo(
+            config, info.class_names, info.preprocess, provenance), validation, step, args)
+    elif PROVENANCE_KEY in provenance:  # chosen for the old gate: not valid for this one
+        del provenance[PROVENANCE_KEY]
     try:
         save_checkpoint(out, gated.eval(), CheckpointInfo(config, info.class_names,
                                                           info.preprocess, provenance))
@@ -163,6 +192,22 @@ def run(args: argparse.Namespace) -> int:
                   + ", ".join(f"{n} {_pct(a)}" for n, a in zip(names, figures["per_class"])))
     print(f"checkpoint with gate: {out}")
     return 0
+
+
+def _tune(model: torch.nn.Module, info: CheckpointInfo, validation: list[UntrimmedVideo],
+          step: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The event settings chosen on the held-out sessions (training/methods/gate_tuning.py)."""
+    with VideoReader(validation[0].path) as reader:
+        fps = reader.fps
+    base = stream_for(info, fps, step, args.inference_stride)
+    with torch.inference_mode():
+        recorded = record(model, info, base, validation)
+    settings, figures = choose(recorded, info.classes_of(GESTURE), base, args.max_false_per_min)
+    LOG.info("event settings chosen on %d validation sessions: %s", len(recorded), settings)
+    print(f"events on {len(recorded)} validation sessions ({figures['gestures']} gestures): "
+          f"F1 {figures['event_f1']:.2f}, {figures['false_events_per_minute']:.2f} false "
+          f"events per minute of none with " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    return stream_defaults(settings, figures, base, recorded, args.max_false_per_min)
 
 
 def _figures(confusion: np.ndarray) -> dict[str, Any]:
