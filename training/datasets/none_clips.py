@@ -23,8 +23,8 @@ from training.datasets.untrimmed import (
 
 
 def none_samples(set_config: SetConfig, split: str, task_splits: Iterable[LabelledSplit],
-                 margin_s: float, min_frames: int, around_segments: bool = True
-                 ) -> list[VideoSample]:
+                 margin_s: float, min_frames: int, around_segments: bool = True,
+                 lead_overlap: float = 0.0) -> list[VideoSample]:
     """Every `none` segment of `split` (`train` or `test`), in a fixed order."""
     samples: list[VideoSample] = []
     for source in set_config.untrimmed:
@@ -35,5 +35,6 @@ def none_samples(set_config: SetConfig, split: str, task_splits: Iterable[Labell
                                        margin_s, min_frames)
     if around_segments:
         for task_split in task_splits:
-            samples += none_around_segments(task_split.samples, margin_s, min_frames)
+            samples += none_around_segments(task_split.samples, margin_s, min_frames,
+                                            lead_overlap)
     return samples

@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="none clips keep this far from labelled intervals")
     parser.add_argument("--no-around-segments", action="store_true",
                         help="no none clips from the frames around trimmed segments")
+    parser.add_argument("--lead-overlap", type=float, default=0.4,
+                        help="none clips of a trimmed video's lead-in/out may reach this share "
+                             "of a clip into the segment (0: keep --none-margin-s away)")
     parser.add_argument("--hidden", type=int, default=d.hidden,
                         help="gate hidden units (0: linear)")
     parser.add_argument("--steps", type=int, default=d.steps, help="full-batch Adam steps")
@@ -95,7 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def gate_items(set_config: SetConfig, info: CheckpointInfo, split: str, margin_s: float,
                frame_step: int, around_segments: bool, max_videos: int | None,
-               held_out: frozenset[Path] = frozenset()) -> list[tuple[VideoSample, int]]:
+               held_out: frozenset[Path] = frozenset(), lead_overlap: float = 0.0
+               ) -> list[tuple[VideoSample, int]]:
     """(sample, gate label) pairs of one split: each task's samples, then the none ones
     (none from the `held_out` videos: they are for choosing the event settings)."""
     tasks = info.model.task_names
@@ -106,7 +110,8 @@ def gate_items(set_config: SetConfig, info: CheckpointInfo, split: str, margin_s
         items += [(s, t) for s in subset(labelled, max_videos)]
     span = clip_span(info.preprocess.clip_length, frame_step)
     nones = [s for s in none_samples(set_config, split, list(splits.values()), margin_s, span,
-                                     around_segments) if s.path not in held_out]
+                                     around_segments, lead_overlap)
+             if s.path not in held_out]
     items += [(s, len(tasks)) for s in subset(nones, max_videos)]
     return items
 
@@ -118,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
                             weight_decay=args.weight_decay, seed=args.seed)
         if args.clips_per_video < 1 or args.none_margin_s < 0:
             raise EvaluateUsageError("--clips-per-video must be >= 1 and --none-margin-s >= 0")
+        if not 0 <= args.lead_overlap < 0.5:
+            raise EvaluateUsageError(f"--lead-overlap must be in [0, 0.5), got "
+                                     f"{args.lead_overlap}")
         info = read_checkpoint_info(args.checkpoint)
         if info.model.method == "stl":
             raise EvaluateUsageError(f"{args.checkpoint}: an STL model has no task gate")
@@ -138,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         def items_of(split: str) -> list[tuple[VideoSample, int]]:
             return gate_items(set_config, info, split, args.none_margin_s, step,
                               not args.no_around_segments, args.max_videos,
-                              held if split == "train" else frozenset())
+                              held if split == "train" else frozenset(), args.lead_overlap)
 
         train_items = items_of("train")
         if not any(label == info.model.num_tasks for _, label in train_items):
