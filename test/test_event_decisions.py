@@ -224,3 +224,26 @@ def test_bad_stored_decisions_are_one_clear_error() -> None:
 def test_bad_decision_settings_are_refused(name: str, value: object) -> None:
     with pytest.raises(StreamConfigError, match=name):
         StreamConfig(**{name: value})  # type: ignore[arg-type]
+
+
+def test_stored_decisions_read_back_from_a_checkpoint_file(tmp_path) -> None:
+    import json
+
+    from mtl_perception.checkpoint import (
+        info_metadata,
+        load_checkpoint,
+        read_checkpoint_info,
+        save_checkpoint,
+    )
+    from mtl_perception.models import build_model
+
+    written = info(STORED)
+    path = tmp_path / "gated.safetensors"
+    save_checkpoint(path, build_model(written.model).eval(), written)
+    read = read_checkpoint_info(path)
+    config, _ = with_stored_decisions(StreamConfig(), read, set())
+    assert (config.event_threshold, config.event_smoothing, config.event_switch_prob) == (
+        0.8, "hmm", 0.05)
+    assert load_checkpoint(path).info.provenance[PROVENANCE_KEY] == STORED
+    # what export writes into the .onnx metadata carries them too
+    assert json.loads(info_metadata(read))["provenance"][PROVENANCE_KEY] == STORED
