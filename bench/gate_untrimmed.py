@@ -39,7 +39,9 @@ from typing import Any
 
 from mtl_perception.bag.evaluate import build_parser, evaluate
 from mtl_perception.bag.run import Evaluation
-from training.methods.gate_tuning import candidates
+from mtl_perception.bag.untrimmed import GESTURE, emitted, gesture_event_metrics
+from mtl_perception.stream.decisions import candidates
+from mtl_perception.stream.events import detect_events
 
 STREAM = ["target_fps=6.25", "inference_stride=2"]  # the demo's: 25 fps, frame step 4
 
@@ -73,10 +75,13 @@ def run_bag(bag: Path, checkpoint: Path, out: Path) -> Evaluation:
 
 
 def events_under(evaluation: Evaluation, **settings: Any) -> dict[str, Any]:
+    """`gesture_events` of the same clip results under other event settings (the node's
+    rule and the metrics evaluate_bag uses, without its other sections)."""
     config = dataclasses.replace(evaluation.config, **settings)
-    again = dataclasses.replace(evaluation, config=config, warnings=[], metrics={})
-    events: dict[str, Any] = again.score(evaluation.intervals, "none")["gesture_events"]
-    return events
+    found = detect_events(evaluation.results, evaluation.class_names[GESTURE], config)
+    t0 = evaluation.first_stamp_ns
+    end_s = max((r.last_stamp_ns - t0) / 1e9 for r in evaluation.results)
+    return gesture_event_metrics(emitted(found, t0), evaluation.intervals, end_s)
 
 
 def _brief(events: dict[str, Any]) -> dict[str, Any]:
@@ -108,8 +113,8 @@ def one_seed(checkpoint: Path, set_path: Path, bag: Path, work: Path) -> dict[st
     msp = baseline_at(evaluation, gate["false_events_per_min"] or 0.0)
     return {"checkpoint": str(checkpoint), "fit_gate_cpu_s": cpu_s,
             "settings": {k: getattr(evaluation.config, k) for k in (
-                "event_threshold", "event_hysteresis", "event_smoothing", "event_ema_alpha",
-                "event_switch_prob", "event_class_weights")},
+                "event_threshold", "event_hysteresis", "event_min_s", "event_smoothing",
+                "event_ema_alpha", "event_switch_prob", "event_class_weights")},
             "gate": gate, "msp": msp, "none_recall": recall,
             "true_gestures": metrics["gesture_events"]["true_gestures"],
             "none_minutes": metrics["gesture_events"]["none_minutes"],

@@ -25,6 +25,7 @@ models, every model trained before issue 24) changes nothing.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -35,7 +36,7 @@ from mtl_perception.stream.events import resolve_source
 PROVENANCE_KEY = "stream_defaults"
 # The stream settings a checkpoint may store (anything else under the key is information).
 DECISION_SETTINGS: tuple[str, ...] = (
-    "event_threshold", "event_hysteresis", "event_smoothing", "event_ema_alpha",
+    "event_threshold", "event_hysteresis", "event_min_s", "event_smoothing", "event_ema_alpha",
     "event_switch_prob", "event_class_weights", "gate_threshold",
 )
 
@@ -78,3 +79,28 @@ def with_stored_decisions(config: StreamConfig, info: CheckpointInfo, explicit: 
             "sessions): " + ", ".join(f"{k}={v}" for k, v in sorted(taken.items()))
             + "; set any of them to override")
     return chosen, line
+
+
+# The grid `fit-gate` searches (training/methods/gate_tuning.py) and the benchmark's
+# baseline is tuned over (bench/gate_untrimmed.py).
+SMOOTHINGS: tuple[dict[str, Any], ...] = (
+    {"event_smoothing": "none"},
+    *({"event_smoothing": "ema", "event_ema_alpha": a} for a in (0.3, 0.5, 0.7)),
+    *({"event_smoothing": "hmm", "event_switch_prob": p} for p in (0.02, 0.05, 0.1, 0.2)),
+)
+THRESHOLDS = (*(round(0.05 * i, 2) for i in range(6, 20)), 0.97, 0.99)  # 0.30 .. 0.99
+HYSTERESES = (0.1, 0.2, 0.3)
+MIN_DURATIONS = (0.3, 0.8)  # seconds: event_min_s
+CLASS_WEIGHTS = ("linear", "activity")
+
+
+def candidates() -> list[dict[str, Any]]:
+    """Every decision-setting combination of the grid (hysteresis below the threshold)."""
+    out = []
+    for smoothing, threshold, hysteresis, min_s, weights in itertools.product(
+            SMOOTHINGS, THRESHOLDS, HYSTERESES, MIN_DURATIONS, CLASS_WEIGHTS):
+        if hysteresis < threshold:
+            out.append({**smoothing, "event_threshold": threshold,
+                        "event_hysteresis": hysteresis, "event_min_s": min_s,
+                        "event_class_weights": weights})
+    return out
