@@ -12,15 +12,15 @@ highest event F1 with the right class among the candidates with at most
 none keeps to it), ties to fewer false events. The chosen settings go into
 the checkpoint (`mtl_perception.stream.decisions`).
 
-Validation videos: the train split's untrimmed sessions that the gate was
-not fitted on (every other one: `split_validation`) plus its background
-videos, so neither the task heads nor the gate saw them.
+Validation videos: the train split's untrimmed sessions, in two halves
+(`split_validation`, pairs of sessions in turn); fit-gate scores each half
+with a gate fitted without that half's `none` clips (cross-fitting), so
+neither the task heads nor the gate that scores them saw them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,32 +30,12 @@ from mtl_perception.bag.labels import Interval
 from mtl_perception.bag.untrimmed import GESTURE, emitted, gesture_event_metrics
 from mtl_perception.checkpoint import CheckpointInfo
 from mtl_perception.stream import ClipResult, FrameHeader, StreamConfig, StreamPipeline
+from mtl_perception.stream.decisions import candidates
 from mtl_perception.stream.events import detect_events
 from training.datasets.untrimmed import UntrimmedVideo
 from training.datasets.video import VideoReader
 
 _CHUNK = 64  # frames decoded at a time
-
-SMOOTHINGS: tuple[dict[str, Any], ...] = (
-    {"event_smoothing": "none"},
-    *({"event_smoothing": "ema", "event_ema_alpha": a} for a in (0.3, 0.5, 0.7)),
-    *({"event_smoothing": "hmm", "event_switch_prob": p} for p in (0.02, 0.05, 0.1, 0.2)),
-)
-THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(6, 20))  # 0.30 .. 0.95
-HYSTERESES = (0.1, 0.2, 0.3)
-CLASS_WEIGHTS = ("linear", "activity")
-
-
-def candidates() -> list[dict[str, Any]]:
-    """Every setting combination tried (hysteresis below the threshold)."""
-    out = []
-    for smoothing, threshold, hysteresis, weights in itertools.product(
-            SMOOTHINGS, THRESHOLDS, HYSTERESES, CLASS_WEIGHTS):
-        if hysteresis < threshold:
-            out.append({**smoothing, "event_threshold": threshold,
-                        "event_hysteresis": hysteresis, "event_class_weights": weights})
-    return out
-
 
 def split_validation(sessions: Sequence[UntrimmedVideo]
                      ) -> tuple[list[UntrimmedVideo], list[UntrimmedVideo]]:

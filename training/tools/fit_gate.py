@@ -9,7 +9,12 @@ labelled by their task, and the `none` stretches of its `untrimmed:` and
 weights, the gate, `gate: true` in its model config and the fit's figures in
 its provenance (`gate_fit`). Its task scores are bitwise those of the input.
 The test split, when it has `none` stretches too, is scored for the report.
-Every refusal is one line and exit status 2.
+With sessions in the train split (two pairs at least) it also chooses the
+gesture events' settings and stores them in the checkpoint (`stream_defaults`):
+the gate is fitted twice more, each time without one half of the sessions'
+`none` clips, and each half is streamed through the gate that did not see it
+(training/methods/gate_tuning.py); the gate written is fitted on everything.
+`--no-tune` stores none. Every refusal is one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from training.datasets.listfile import DatasetError
 from training.datasets.none_clips import none_samples
 from training.datasets.sample import UNLABELLED, VideoSample
 from training.datasets.sets import SetConfig, build_task_split, load_set
-from training.datasets.untrimmed import UntrimmedVideo, read_untrimmed
+from training.datasets.untrimmed import UntrimmedVideo, none_from_untrimmed, read_untrimmed
 from training.datasets.video import VideoReader
 from training.evaluation.cli import EvaluateUsageError, check_classes, trained_frame_step
 from training.evaluation.scoring import subset
@@ -140,8 +145,13 @@ def run(args: argparse.Namespace) -> int:
 
         sessions = [v for source in set_config.untrimmed
                     for v in read_untrimmed(source, "train", background=False)]
-        validation = [] if args.no_tune else split_validation(sessions)[1]
-        held = frozenset(v.path for v in validation)
+        halves = split_validation(sessions)
+        tune = not args.no_tune and all(halves)
+        # tuning: the sessions' none clips apart, to fit one gate per half (cross-fitting)
+        held = frozenset(v.path for v in sessions) if tune else frozenset()
+        span = clip_span(info.preprocess.clip_length, step)
+        half_items = [[(s, info.model.num_tasks) for s in none_from_untrimmed(
+            half, args.none_margin_s, span)] for half in halves] if tune else [[], []]
 
         def items_of(split: str) -> list[tuple[VideoSample, int]]:
             return gate_items(set_config, info, split, args.none_margin_s, step,
@@ -149,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
                               held if split == "train" else frozenset(), args.lead_overlap)
 
         train_items = items_of("train")
-        if not any(label == info.model.num_tasks for _, label in train_items):
+        if not any(label == info.model.num_tasks
+                   for _, label in train_items + half_items[0] + half_items[1]):
             raise EvaluateUsageError(f"set {args.set} gives no none clips for training: add "
                                      "untrimmed: or background: folders")
         loaded = load_checkpoint(args.checkpoint, args.device)
@@ -160,7 +171,9 @@ def run(args: argparse.Namespace) -> int:
     model, k = loaded.model, info.model.num_tasks
     extract = dict(preprocess=info.preprocess, clips_per_sample=args.clips_per_video,
                    frame_step=step, batch_size=args.batch_size, device=args.device)
-    features, labels = extract_gate_features(model, train_items, **extract)
+    base = extract_gate_features(model, train_items, **extract)
+    parts = [extract_gate_features(model, h, **extract) if h else None for h in half_items]
+    features, labels = _joined([base, *parts])
     LOG.info("gate features: %d clips (%s)", len(labels), _counts(labels, k, info))
     gate = fit_gate(features, labels, k, fit)
     report: dict[str, Any] = {"set": str(args.set), "source": str(args.checkpoint),
@@ -173,18 +186,18 @@ def run(args: argparse.Namespace) -> int:
     except (DatasetError, ValueError) as exc:  # a set without a test split of none clips
         LOG.warning("no test figures: %s", str(exc).splitlines()[0])
     config = dataclasses.replace(info.model, gate=True, gate_hidden=fit.hidden)
-    gated = build_model(config)
-    state = {k_: v for k_, v in model.state_dict().items() if not k_.startswith("gate.")}
-    unexpected = gated.load_state_dict(state, strict=False)
-    assert all(key.startswith("gate.") for key in unexpected.missing_keys)
-    assert gated.gate is not None
-    gated.gate.load_state_dict(gate.state_dict())
+    gated = _with_gate(model, config, gate)
     provenance = dict(info.provenance, gate_fit=report)
-    if validation:
-        provenance[PROVENANCE_KEY] = _tune(gated.eval(), CheckpointInfo(
-            config, info.class_names, info.preprocess, provenance), validation, step, args)
-    elif PROVENANCE_KEY in provenance:  # chosen for the old gate: not valid for this one
-        del provenance[PROVENANCE_KEY]
+    provenance.pop(PROVENANCE_KEY, None)  # chosen for an old gate: not valid for this one
+    if tune:
+        # each half's sessions scored by a gate fitted without them (cross-fitting)
+        crossed = []
+        for fit_half, held_half in ((0, 1), (1, 0)):
+            pair = _joined([base, parts[fit_half]])
+            crossed.append((_with_gate(model, config, fit_gate(*pair, k, fit)),
+                            halves[held_half]))
+        provenance[PROVENANCE_KEY] = _tune(crossed, CheckpointInfo(
+            config, info.class_names, info.preprocess, provenance), step, args)
     try:
         save_checkpoint(out, gated.eval(), CheckpointInfo(config, info.class_names,
                                                           info.preprocess, provenance))
@@ -202,14 +215,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tune(model: torch.nn.Module, info: CheckpointInfo, validation: list[UntrimmedVideo],
+def _joined(parts: list[tuple[torch.Tensor, torch.Tensor] | None]
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    present = [p for p in parts if p is not None]
+    return torch.cat([p[0] for p in present]), torch.cat([p[1] for p in present])
+
+
+def _with_gate(model: torch.nn.Module, config: Any, gate: torch.nn.Module) -> Any:
+    """A copy of `model` (same task weights) with `gate` as its task gate."""
+    gated = build_model(config)
+    state = {k_: v for k_, v in model.state_dict().items() if not k_.startswith("gate.")}
+    unexpected = gated.load_state_dict(state, strict=False)
+    assert all(key.startswith("gate.") for key in unexpected.missing_keys)
+    assert gated.gate is not None
+    gated.gate.load_state_dict(gate.state_dict())
+    return gated.eval()
+
+
+def _tune(crossed: list[tuple[torch.nn.Module, list[UntrimmedVideo]]], info: CheckpointInfo,
           step: int, args: argparse.Namespace) -> dict[str, Any]:
-    """The event settings chosen on the held-out sessions (training/methods/gate_tuning.py)."""
-    with VideoReader(validation[0].path) as reader:
+    """The event settings chosen on the held-out sessions (training/methods/gate_tuning.py):
+    each half of the train sessions scored by the gate fitted without it."""
+    with VideoReader(crossed[0][1][0].path) as reader:
         fps = reader.fps
     base = stream_for(info, fps, step, args.inference_stride)
+    recorded = []
     with torch.inference_mode():
-        recorded = record(model, info, base, validation)
+        for model, videos in crossed:
+            recorded += record(model, info, base, videos)
     settings, figures = choose(recorded, info.classes_of(GESTURE), base, args.max_false_per_min)
     LOG.info("event settings chosen on %d validation sessions: %s", len(recorded), settings)
     print(f"events on {len(recorded)} validation sessions ({figures['gestures']} gestures): "
