@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -137,15 +138,21 @@ def _header(path: Path) -> tuple[int, float]:
         raise DatasetError(f"cannot read untrimmed video {path}: {exc}") from exc
 
 
-def none_from_untrimmed(videos: Sequence[UntrimmedVideo], margin_s: float, min_frames: int
-                        ) -> list[VideoSample]:
-    """`none` segments (label 0: the gate's label is the task id) of sessions and backgrounds."""
+def none_from_untrimmed(videos: Sequence[UntrimmedVideo], margin_s: float, min_frames: int,
+                        piece_frames: int = 0) -> list[VideoSample]:
+    """`none` segments (label 0: the gate's label is the task id) of sessions and backgrounds.
+
+    `piece_frames` > 0 cuts a longer stretch into pieces of about that many frames (at
+    least `min_frames`), so a long background video gives clips in proportion to its
+    length instead of as many as a short gap."""
     samples = []
     for video in videos:
         frames, fps = _header(video.path)
         busy = [(math.floor(i.start * fps), math.ceil(i.end * fps)) for i in video.intervals]
         for a, b in gaps(frames, busy, math.ceil(margin_s * fps), min_frames):
-            samples.append(VideoSample(video.path, 0, a, b))
+            count = max(1, (b - a) // max(piece_frames, min_frames)) if piece_frames else 1
+            cuts = [a + (b - a) * k // count for k in range(count + 1)]
+            samples += [VideoSample(video.path, 0, x, y) for x, y in itertools.pairwise(cuts)]
     return samples
 
 

@@ -85,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lead-overlap", type=float, default=0.4,
                         help="none clips of a trimmed video's lead-in/out may reach this share "
                              "of a clip into the segment (0: keep --none-margin-s away)")
+    parser.add_argument("--none-piece-clips", type=float, default=2.0,
+                        help="none stretches are cut into pieces of this many clip spans, each "
+                             "giving --clips-per-video clips (0: one piece per stretch)")
     parser.add_argument("--hidden", type=int, default=d.hidden,
                         help="gate hidden units (0: linear)")
     parser.add_argument("--steps", type=int, default=d.steps, help="full-batch Adam steps")
@@ -103,8 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def gate_items(set_config: SetConfig, info: CheckpointInfo, split: str, margin_s: float,
                frame_step: int, around_segments: bool, max_videos: int | None,
-               held_out: frozenset[Path] = frozenset(), lead_overlap: float = 0.0
-               ) -> list[tuple[VideoSample, int]]:
+               held_out: frozenset[Path] = frozenset(), lead_overlap: float = 0.0,
+               piece_clips: float = 0.0) -> list[tuple[VideoSample, int]]:
     """(sample, gate label) pairs of one split: each task's samples, then the none ones
     (none from the `held_out` videos: they are for choosing the event settings)."""
     tasks = info.model.task_names
@@ -115,7 +118,7 @@ def gate_items(set_config: SetConfig, info: CheckpointInfo, split: str, margin_s
         items += [(s, t) for s in subset(labelled, max_videos)]
     span = clip_span(info.preprocess.clip_length, frame_step)
     nones = [s for s in none_samples(set_config, split, list(splits.values()), margin_s, span,
-                                     around_segments, lead_overlap)
+                                     around_segments, lead_overlap, round(piece_clips * span))
              if s.path not in held_out]
     items += [(s, len(tasks)) for s in subset(nones, max_videos)]
     return items
@@ -128,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
                             weight_decay=args.weight_decay, seed=args.seed)
         if args.clips_per_video < 1 or args.none_margin_s < 0:
             raise EvaluateUsageError("--clips-per-video must be >= 1 and --none-margin-s >= 0")
+        if not 0 <= args.none_piece_clips <= 1000:
+            raise EvaluateUsageError(f"--none-piece-clips must be in [0, 1000], got "
+                                     f"{args.none_piece_clips}")
         if not 0 <= args.lead_overlap < 0.5:
             raise EvaluateUsageError(f"--lead-overlap must be in [0, 0.5), got "
                                      f"{args.lead_overlap}")
@@ -151,12 +157,14 @@ def run(args: argparse.Namespace) -> int:
         held = frozenset(v.path for v in sessions) if tune else frozenset()
         span = clip_span(info.preprocess.clip_length, step)
         half_items = [[(s, info.model.num_tasks) for s in none_from_untrimmed(
-            half, args.none_margin_s, span)] for half in halves] if tune else [[], []]
+            half, args.none_margin_s, span, round(args.none_piece_clips * span))]
+            for half in halves] if tune else [[], []]
 
         def items_of(split: str) -> list[tuple[VideoSample, int]]:
             return gate_items(set_config, info, split, args.none_margin_s, step,
                               not args.no_around_segments, args.max_videos,
-                              held if split == "train" else frozenset(), args.lead_overlap)
+                              held if split == "train" else frozenset(), args.lead_overlap,
+                              args.none_piece_clips)
 
         train_items = items_of("train")
         if not any(label == info.model.num_tasks
