@@ -172,6 +172,16 @@ def test_to_bag_replays_a_session_split_with_its_labels(small_set: Path, tmp_pat
     shown = read_shown(out / "shown.csv")
     assert {s.kind for s in shown} >= {"idle", "real"}
     assert shown[-1].kind == "real" and shown[-2].kind == "real"
+    # --with-trimmed: one whole trimmed test video per task after them, lead around its segment
+    more = tmp_path / "bag_trimmed"
+    assert main(["--set", str(small_set / "set.yaml"), "--split", "test", "--untrimmed",
+                 "--background", "--with-trimmed", "1", "--out", str(more)]) == 0
+    with open(more / "labels.csv") as handle:
+        extra = list(csv.DictReader(handle))[len(rows):]
+    assert sorted(r["task"] for r in extra) == ["action", "gesture"]
+    tail = read_shown(more / "shown.csv")[len(shown):]
+    assert {s.kind for s in tail} <= {"lead", "action", "gesture"} and "lead" in {
+        s.kind for s in tail}
 
 
 @pytest.mark.parametrize("method", ["hps", "lws"])
@@ -196,3 +206,15 @@ def test_trainer_trains_a_gate_jointly(small_set: Path, tmp_path: Path, method: 
     with torch.no_grad():
         scores = loaded.model.score_all(torch.zeros(2, 3, 8, 24, 24))
     assert scores[-1].shape == (2, 3)
+
+
+def test_long_none_stretches_are_cut_into_pieces(small_set: Path) -> None:
+    from training.datasets.untrimmed import UntrimmedVideo, none_from_untrimmed
+
+    background = small_set / "sessions" / "background" / "test" / "background_00.avi"
+    whole = none_from_untrimmed([UntrimmedVideo(background)], 0.3, 10)
+    assert [(s.start, s.end) for s in whole] == [(0, 100)]
+    pieces = none_from_untrimmed([UntrimmedVideo(background)], 0.3, 10, piece_frames=30)
+    assert [(s.start, s.end) for s in pieces] == [(0, 33), (33, 66), (66, 100)]
+    # a piece is never shorter than one clip's span
+    assert len(none_from_untrimmed([UntrimmedVideo(background)], 0.3, 40, 10)) == 2
