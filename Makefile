@@ -20,9 +20,15 @@ $(VENV)/.installed: setup.py setup.cfg constraints.txt
 MYPY_ALL = $(PY) -m mypy mtl_perception training $(filter-out bench/training.py,$(wildcard bench/*.py)) \
 	&& $(PY) -m mypy -c "$$(cat bench/training.py)"
 
+# The documentation site (mkdocs.yml, docs/): --strict fails on a broken link or
+# anchor and on a page missing from the nav; built into the git-ignored site/.
+# NO_MKDOCS_2_WARNING silences mkdocs-material's banner about MkDocs 2.0.
+DOCS = NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet -d site
+
 test: setup typecheck-node ros-env
 	$(PY) -m ruff check .
 	$(MYPY_ALL)
+	$(DOCS)
 	MTL_ROS_VENV=$(ROS_VENV) MTL_ROS_REQUIRED=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 # The node's calls into rclpy, checked against the Humble rclpy sources that the
@@ -57,7 +63,7 @@ ros-env: setup
 # features (`fit-gate`, written over best.safetensors: same task weights, plus
 # the gate) rather than trained jointly: measured on this set (seed 0), joint
 # training (gate.enabled=true) lowered the test split's accuracies from action
-# 40.5 % / gesture 62.5 % to 35.7 % / 39.1 % (README "make demo"), while
+# 40.5 % / gesture 62.5 % to 35.7 % / 39.1 % (docs/demo.md), while
 # fit-gate keeps them bitwise. The held-out untrimmed sessions and background
 # videos are then replayed as a second bag and scored with `--unlabelled none`:
 # gesture events' Levenshtein accuracy, false events per minute of `none`,
@@ -102,7 +108,7 @@ demo: setup
 		$(DEMO_EVAL) --set $(DEMO_STREAM) $(DEMO_EVENTS) && \
 	echo "demo: $$(( $$(date +%s) - start )) s after set-up"
 
-# README "Your own gestures" on synthetic recordings: render takes of a gesture the
+# docs/own-gestures.md on synthetic recordings: render takes of a gesture the
 # demo model never saw (zigzag) plus new takes of its own eight, replay them as a
 # training bag and a held-out bag labelled from the generator's intervals,
 # fine-tune the demo checkpoint on the training bag (init:, bag source), evaluate
@@ -116,6 +122,7 @@ demo-teach: setup
 lint: setup
 	$(PY) -m ruff check .
 	$(MYPY_ALL)
+	$(DOCS)
 
 bench: setup ros-env
 	$(PY) bench/models.py
@@ -127,4 +134,4 @@ bench: setup ros-env
 	MTL_ROS_VENV=$(ROS_VENV) $(PY) bench/ros_live.py
 
 clean:
-	rm -rf $(VENV) $(ROS_VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(ROS_VENV) build site *.egg-info .pytest_cache .ruff_cache

@@ -47,7 +47,9 @@ setup(
         "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6", "mypy>=1.10",
             "hypothesis>=6.100", "pytest-timeout>=2.2", "types-PyYAML",
             # The export and CPU-backend tests (about 10 s and 300 MB to install).
-            "onnx>=1.16", "onnxruntime>=1.18", "openvino>=2024.0"],
+            "onnx>=1.16", "onnxruntime>=1.18", "openvino>=2024.0",
+            # The documentation site (docs/, mkdocs.yml), built with --strict by make test.
+            "mkdocs>=1.6", "mkdocs-material>=9.5"],
         # Inference engines for exported models (backend: onnxruntime | openvino |
         # tensorrt); `python -m training export` needs `onnx`.
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],

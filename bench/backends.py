@@ -48,8 +48,8 @@ import torch  # noqa: E402
 from hostinfo import cpu_model, report  # noqa: E402
 
 from mtl_perception.checkpoint import CheckpointInfo, load_checkpoint  # noqa: E402
-from mtl_perception.deploy.engines import make_engine  # noqa: E402
 from mtl_perception.deploy.export import export_onnx  # noqa: E402
+from mtl_perception.deploy.registry import build_engine  # noqa: E402
 from mtl_perception.models import ModelConfig, build_model  # noqa: E402
 from mtl_perception.preprocess import PreprocessConfig  # noqa: E402
 
@@ -75,10 +75,10 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     channels_last.load_state_dict(model.state_dict())
     channels_last = channels_last.to(memory_format=torch.channels_last_3d)
     engines = {
-        "onnxruntime": make_engine("onnxruntime", fp32, CPU),
-        "openvino": make_engine("openvino", fp32, CPU),
-        "onnxruntime_int8": make_engine("onnxruntime", int8, CPU),
-        "openvino_int8": make_engine("openvino", int8, CPU),
+        "onnxruntime": build_engine(fp32, "onnxruntime", CPU),
+        "openvino": build_engine(fp32, "openvino", CPU),
+        "onnxruntime_int8": build_engine(int8, "onnxruntime", CPU),
+        "openvino_int8": build_engine(int8, "openvino", CPU),
     }
     runners: dict[str, Callable[[torch.Tensor], Any]] = {
         "torch": lambda x: model.score_all(x),
@@ -140,7 +140,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
                                     ("openvino", fp32, "openvino"),
                                     ("onnxruntime_int8", int8, "onnxruntime"),
                                     ("openvino_int8", int8, "openvino")]:
-        runs[name] = EngineModel(exported, info, backend, "cpu")
+        runs[name] = EngineModel(build_engine(exported, backend, CPU))
     scores = {}
     for name, run in runs.items():
         result = evaluator(run, CPU)
@@ -178,7 +178,8 @@ def consistency(args: argparse.Namespace) -> dict[str, Any]:
         with Bag(args.bag, None) as bag:
             classes = {t: loaded.info.classes_of(t) for t in loaded.info.model.task_names}
             intervals = read_labels(args.labels, classes, None)
-            evaluation = run_pipeline(model, loaded.info, config, bag.images(), bag.report)
+            engine = build_engine(model, backend, CPU, info=loaded.info)
+            evaluation = run_pipeline(engine, config, bag.images(), bag.report)
         scores = evaluation.score(intervals)
         top[name] = [tuple(int(np.argmax(r.tasks[t].probabilities)) for t in evaluation.tasks)
                      for r in evaluation.results]

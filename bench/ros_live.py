@@ -15,10 +15,17 @@ defaults, its own ROS_DOMAIN_ID).
 - delivery_*: frames the node received / frames sent in `seconds`, for the
   camera's and the node's reliability: best-effort node with a reliable
   camera (image_transport's default), with a best-effort camera (sensor-data
-  QoS), and reliable on both.
-- latency_*: image stamp (the camera's wall clock at publishing) to the
-  result's arrival at the subscriber; 1 and 4 cameras, default QoS.
+  QoS), reliable on both, and a best-effort camera with the default auto.
+- latency_*: as users measure it: the result's arrival at the subscriber
+  minus the image's stamp (the camera's wall clock at publishing); 1 and 4
+  cameras, the node's default QoS; without a suffix Fast DDS defaults, with
+  `_<reliable|best_effort>_camera_fastdds_shm_xml` config/fastdds_shm.xml in
+  every process (shared memory with segments large enough for the frames).
+- node_stamp_to_receive/publish_ms_p95_*: the same split by the node's own
+  /diagnostics: image stamp to the node's callback (transport and executor
+  queue), and to the result's publication.
 - node_cpu_cores_4cam: the node process's CPU time / wall time with 4 cameras.
+- load_average: of the machine at the end (other jobs delay every process).
 """
 
 from __future__ import annotations
@@ -80,15 +87,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def frames_received(driver: Driver, topics: list[str], since: int) -> dict[str, int]:
-    """frames_received per camera in the newest /diagnostics message after `since` ones."""
+def camera_values(driver: Driver, topics: list[str], since: int) -> dict[str, dict[str, str]]:
+    """Each camera's /diagnostics values in the newest message after `since` ones."""
     time.sleep(1.5)  # three diagnostics periods after the last frame
     messages = driver("messages", topic="/diagnostics")["messages"][since:]
-    counts = {t: 0 for t in topics}
+    values: dict[str, dict[str, str]] = {t: {} for t in topics}
     for status in messages[-1]["status"] if messages else []:
-        if status["hardware_id"] in counts and "camera" in status["name"]:
-            counts[status["hardware_id"]] = int(status["values"]["frames_received"])
-    return counts
+        if status["hardware_id"] in values and "camera" in status["name"]:
+            values[status["hardware_id"]] = status["values"]
+    return values
+
+
+def frames_received(driver: Driver, topics: list[str], since: int) -> dict[str, int]:
+    """frames_received per camera in the newest /diagnostics message after `since` ones."""
+    return {t: int(v.get("frames_received", 0))
+            for t, v in camera_values(driver, topics, since).items()}
 
 
 class Session:
@@ -138,7 +151,8 @@ class Session:
             "--size", SIZE, "--stamp-now", "--reliability", reliability),
             timeout=count / FPS + 120)
         assert all(len(s) == count for s in sent["sent"].values())
-        after = frames_received(self.driver, topics, since)
+        self.last_values = camera_values(self.driver, topics, since)
+        after = {t: int(v.get("frames_received", 0)) for t, v in self.last_values.items()}
         return {t: after[t] - before.get(t, 0) for t in topics}, float(sent["wall_s"])
 
     def close(self) -> None:
@@ -146,57 +160,62 @@ class Session:
         self.proc.close()
 
 
+def latency(session: Session, frames: int, camera_qos: str, suffix: str,
+            out: dict[str, Any]) -> None:
+    """1 then 4 cameras on the node's default QoS: the latency a subscriber sees (image
+    stamp to the result's arrival), where the node says it goes, delivery, CPU."""
+    for cams in (1, 4):
+        start = len(session.driver("messages", topic="/human/action")["messages"])
+        cpu0 = cpu_seconds(session.proc.popen.pid)
+        got, wall = session.stream(frames, cams, camera_qos, f"latency_{cams}{suffix}",
+                                   fresh=cams == 1)
+        cpu = cpu_seconds(session.proc.popen.pid) - cpu0
+        results = session.driver("messages", topic="/human/action")["messages"][start:]
+        ms = [(r["received_ns"] - (r["stamp"][0] * 10**9 + r["stamp"][1])) / 1e6
+              for r in results]
+        out[f"results_{cams}cam{suffix}"] = len(results)
+        out[f"latency_p50_ms_{cams}cam{suffix}"] = round(statistics.median(ms), 1)
+        out[f"latency_p95_ms_{cams}cam{suffix}"] = round(percentile(ms, 0.95), 1)
+        key = "frames_received_over_sent_640x480" + ("_4cam" if cams == 4 else "")
+        out[key + suffix] = round(sum(got.values()) / (cams * frames), 4)
+        # Where the time goes: the node's own stamp -> receive (transport and the
+        # executor's queue) and stamp -> publish (its /diagnostics, the worst camera).
+        for name in ("stamp_to_receive_ms_p95", "stamp_to_publish_ms_p95"):
+            out[f"node_{name}_{cams}cam{suffix}"] = max(
+                float(v.get(name, "nan")) for v in session.last_values.values())
+        if cams == 4:  # CPU over the cameras' streaming time (the node idles before it)
+            out[f"node_cpu_cores_4cam{suffix}"] = round(cpu / wall, 2)
+
+
 def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     checkpoint = demo_checkpoint(folder)
     frames = int(args.seconds * FPS)
-    out: dict[str, Any] = {}
+    default = str(BY_NAME["qos_reliability"].default)
+    out: dict[str, Any] = {"default_qos_reliability": default}
     delivery = {}
     session = Session(folder, checkpoint)
     try:
         for camera_qos, node_qos in (("reliable", "best_effort"), ("best_effort", "best_effort"),
-                                     ("reliable", "reliable")):
+                                     ("reliable", "reliable"), ("best_effort", "auto")):
             session.configure(node_qos)
             got, _ = session.stream(frames, 1, camera_qos, f"{camera_qos}_{node_qos}")
             delivery[f"camera_{camera_qos}_node_{node_qos}"] = round(
                 sum(got.values()) / frames, 4)
             session.unconfigure()
-        default = str(BY_NAME["qos_reliability"].default)
         session.configure(default)
-        latencies: dict[int, list[float]] = {}
-        for cams in (1, 4):
-            start = len(session.driver("messages", topic="/human/action")["messages"])
-            cpu0 = cpu_seconds(session.proc.popen.pid)
-            got, wall = session.stream(frames, cams, "reliable", f"latency_{cams}",
-                                       fresh=cams == 1)
-            cpu = cpu_seconds(session.proc.popen.pid) - cpu0
-            results = session.driver("messages", topic="/human/action")["messages"][start:]
-            latencies[cams] = [(r["received_ns"] - (r["stamp"][0] * 10**9 + r["stamp"][1])) / 1e6
-                               for r in results]
-            out[f"results_{cams}cam"] = len(results)
-            received = round(sum(got.values()) / (cams * frames), 4)
-            if cams == 4:
-                # CPU over the cameras' streaming time (the node idles before it).
-                out["node_cpu_cores_4cam"] = round(cpu / wall, 2)
-                out["frames_received_over_sent_640x480_4cam"] = received
-            else:
-                out["frames_received_over_sent_640x480"] = received
+        latency(session, frames, "reliable", "", out)
     finally:
         session.close()
-    # Best effort on both sides again, with config/fastdds_shm.xml in every process.
+    # Every process with config/fastdds_shm.xml (shared memory, 32 MB segments).
     session = Session(folder, checkpoint, ROOT / "config" / "fastdds_shm.xml")
     try:
-        session.configure("best_effort")
-        got, _ = session.stream(frames, 1, "best_effort", "shm_profile")
-        delivery["camera_best_effort_node_best_effort_fastdds_shm_xml"] = round(
-            sum(got.values()) / frames, 4)
+        for camera_qos in ("reliable", "best_effort"):
+            session.configure(default)  # the node's counters start at 0 again
+            latency(session, frames, camera_qos, f"_{camera_qos}_camera_fastdds_shm_xml", out)
+            session.unconfigure()
     finally:
         session.close()
     out["delivery_640x480_30fps_1cam"] = delivery
-    out["latency_p50_ms_1cam"] = round(statistics.median(latencies[1]), 1)
-    out["latency_p95_ms_1cam"] = round(percentile(latencies[1], 0.95), 1)
-    out["latency_p50_ms_4cam"] = round(statistics.median(latencies[4]), 1)
-    out["latency_p95_ms_4cam"] = round(percentile(latencies[4], 0.95), 1)
-    out["default_qos_reliability"] = default
     return out
 
 
@@ -204,6 +223,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0,
                         help="seconds of 30 fps images per measurement")
+    parser.add_argument("--out", type=Path, default=OUT, help="where the JSON goes")
     args = parser.parse_args()
     import tempfile
 
@@ -218,11 +238,11 @@ def main() -> None:
         "cpu": cpu_model(),
         # Other jobs on the machine delay every process of the graph: latency
         # figures are only comparable at similar load.
-        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        "load_average": [round(v, 2) for v in os.getloadavg()],  # 1, 5, 15 min, at the end
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     })
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
 
 

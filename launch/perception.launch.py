@@ -1,12 +1,15 @@
 """Launch the perception node: `ros2 launch mtl_perception perception.launch.py`.
 
 A managed (lifecycle) node, as Nav2 and yolo_ros run theirs: with
-`autostart:=true` (the default) this file asks it to configure (load and warm
-up the model) and, once inactive, to activate (subscribe and publish), so
-`ros2 launch` alone gives a running node. Autostart acts once: after a later
-`ros2 lifecycle set /perception_node cleanup` and `... configure` the node
-stays inactive until you activate it. With `autostart:=false` it waits for
-`ros2 lifecycle set /perception_node configure` and `... activate`.
+`autostart:=true` (the default) the node configures itself (loads and warms
+up the model) and activates (subscribes and publishes) at start (its
+parameter `autostart`), so `ros2 launch` alone gives a running node. Autostart
+acts once: after a later `ros2 lifecycle set /perception_node cleanup` and
+`... configure` the node stays inactive until you activate it. With
+`autostart:=false` it waits for `ros2 lifecycle set /perception_node
+configure` and `... activate`. The file itself sends no lifecycle events, so
+a node that ends at start (exit 2) cannot leave launch calling a service
+that has gone ("Caught exception in launch").
 
 The launch ends with the node: Ctrl-C ends both with exit 0; a node that
 cannot run (exit 2: a missing checkpoint, bad parameters) ends the launch,
@@ -31,21 +34,14 @@ from __future__ import annotations
 
 import os
 
-import lifecycle_msgs.msg
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import (
     DeclareLaunchArgument,
-    EmitEvent,
     OpaqueFunction,
-    RegisterEventHandler,
     Shutdown,
 )
-from launch.conditions import IfCondition
-from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
-from launch_ros.event_handlers import OnStateTransition
-from launch_ros.events.lifecycle import ChangeState
 
 from launch import LaunchContext, LaunchDescription
 
@@ -105,6 +101,7 @@ def _launch_setup(context: LaunchContext) -> list:
     if value("backend"):
         overrides["backend"] = value("backend")
 
+    overrides["autostart"] = _is_true(value("autostart"))
     node = LifecycleNode(
         package=PACKAGE,
         executable=NODE_NAME,
@@ -117,34 +114,7 @@ def _launch_setup(context: LaunchContext) -> list:
         # instead of leaving `ros2 launch` waiting on nothing.
         on_exit=_end_launch,
     )
-    autostart = IfCondition(LaunchConfiguration("autostart"))
-    configure = EmitEvent(
-        event=ChangeState(
-            lifecycle_node_matcher=matches_action(node),
-            transition_id=lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE,
-        ),
-        condition=autostart,
-    )
-    activate_when_inactive = RegisterEventHandler(
-        OnStateTransition(
-            target_lifecycle_node=node,
-            start_state="configuring",
-            goal_state="inactive",
-            entities=[
-                EmitEvent(
-                    event=ChangeState(
-                        lifecycle_node_matcher=matches_action(node),
-                        transition_id=lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE,
-                    )
-                )
-            ],
-            # Only the launch's own configure: a user's later cleanup and
-            # configure must leave the node inactive, as the README says.
-            handle_once=True,
-        ),
-        condition=autostart,
-    )
-    return [activate_when_inactive, node, configure]
+    return [node]
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ from helpers_export import tiny_model
 
 from mtl_perception.bag.evaluate import main as evaluate_bag
 from mtl_perception.checkpoint import load_checkpoint, save_checkpoint
-from mtl_perception.deploy.onnx_file import BackendError
 from mtl_perception.ros.node_config import check_checkpoint
 from mtl_perception.ros.params import BY_NAME, check_value
 from mtl_perception.stream import StreamConfig, StreamConfigError, StreamPipeline
@@ -94,22 +92,6 @@ def test_a_damaged_exported_file_is_one_line(files: dict[str, Path], tmp_path: P
     reason = check_checkpoint(damaged)  # the node's start-up check
     assert reason is not None and "not a readable ONNX file" in reason
     assert check_checkpoint(files["onnx"]) is None
-
-
-@pytest.mark.parametrize(("module", "backend", "extra"), [
-    ("onnxruntime", "onnxruntime", "onnx"),
-    ("openvino", "openvino", "openvino"),
-    ("onnx", "onnxruntime", "onnx"),  # a checkpoint is exported in memory first
-])
-def test_a_missing_package_names_its_extra(files: dict[str, Path], module: str, backend: str,
-                                           extra: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, module, None)  # `import module` raises ImportError
-    loaded = load_checkpoint(files["checkpoint"])
-    with pytest.raises(BackendError) as caught:
-        StreamPipeline(loaded.model, loaded.info, StreamConfig(backend=backend))  # type: ignore[arg-type]
-    message = str(caught.value)
-    assert f"pip install 'mtl_perception[{extra}]'" in message and "\n" not in message
-    assert isinstance(caught.value, StreamConfigError)  # the node and evaluate_bag catch these
 
 
 def test_backend_is_a_stream_setting_fixed_while_running(files: dict[str, Path]) -> None:

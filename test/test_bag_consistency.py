@@ -8,7 +8,7 @@ the 1 s pause between videos restarts the buffer, so no clip mixes two
 videos). Same decoder, preprocessing and model, so the same confusion
 matrices: the tested tolerance is zero. Elsewhere the two differ only by
 clip placement (every `inference_stride` sampled frames vs `num_eval_clips`
-evenly spaced clips), see the README, "Bag evaluation".
+evenly spaced clips), see docs/bag-evaluation.md.
 """
 
 from __future__ import annotations

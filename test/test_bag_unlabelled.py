@@ -9,6 +9,7 @@ output after the task logits).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ import torch
 from helpers_bag import START_NS, tiny_checkpoint, write_image_bag
 
 from mtl_perception.bag import evaluate as evaluate_module
-from mtl_perception.checkpoint import LoadedCheckpoint, load_checkpoint
+from mtl_perception.checkpoint import CheckpointInfo, load_checkpoint
+from mtl_perception.deploy.engine import Engine
+from mtl_perception.deploy.torch_engine import TorchEngine
 
 SETTINGS = ["--set", "target_fps=10", "inference_stride=2"]
 ACTION, GESTURE, NONE = 0, 1, 2
@@ -93,11 +96,14 @@ def test_a_background_only_recording_needs_unlabelled_none(files: dict[str, Path
 
 def test_gate_metrics_events_and_bag_topics(files: dict[str, Path], tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    def load(path: Any, device: Any = "cpu") -> LoadedCheckpoint:
-        loaded = load_checkpoint(path, device)
-        return LoadedCheckpoint(FakeGate(loaded.model, SCHEDULE), loaded.info)  # type: ignore[arg-type]
+    def load(path: Any, backend: str = "torch", device: Any = "cpu", **_: Any) -> Engine:
+        loaded = load_checkpoint(path)
+        info = loaded.info  # a gate is the metadata's word: this model says it has one
+        gated = CheckpointInfo(replace(info.model, gate=True), info.class_names,
+                               info.preprocess, info.provenance)
+        return TorchEngine(FakeGate(loaded.model, SCHEDULE), gated, torch.device("cpu"))
 
-    monkeypatch.setattr(evaluate_module, "load_model", load)
+    monkeypatch.setattr(evaluate_module, "load_engine", load)
     out = tmp_path / "out"
     assert run(files, out, "--unlabelled", "none", "--write-bag",
                "--set", "gate=publish") == 0  # the node's topics need publish

@@ -108,7 +108,7 @@ def test_refusals_exit_2(setup: tuple[Path, Path], tmp_path: Path,
     assert "the set has no task ['pose']" in refused("--checkpoint", str(lone),
                                                     "--config", str(set_file))
     if not torch.cuda.is_available():
-        assert "no CUDA device" in refused("--checkpoint", str(checkpoint), "--config",
+        assert "CUDA is not available" in refused("--checkpoint", str(checkpoint), "--config",
                                            str(set_file), "--device", "cuda")
     not_safetensors = tmp_path / "junk.safetensors"
     not_safetensors.write_bytes(b"\x00" * 64)

@@ -12,9 +12,9 @@ import torch
 from helpers_export import CROP, FRAMES, clips, tiny_model
 
 from mtl_perception.checkpoint import CheckpointError, checkpoint_sha256, save_checkpoint
-from mtl_perception.deploy.engines import make_engine
 from mtl_perception.deploy.export import export_onnx, max_difference, with_metadata
 from mtl_perception.deploy.onnx_file import EXPORT_KEY, read_onnx_model
+from mtl_perception.deploy.registry import build_engine
 from training.__main__ import main as training_main
 
 onnx = pytest.importorskip("onnx")
@@ -46,7 +46,7 @@ def test_export_matches_pytorch_in_every_cpu_engine(method: str) -> None:
     if importlib.util.find_spec("openvino") is not None:
         backends.append("openvino")
     for backend in backends:
-        got = make_engine(backend, exported, torch.device("cpu"))(x.numpy())
+        got = build_engine(exported, backend, "cpu")(x.numpy()).as_list()
         assert [g.shape for g in got] == [e.shape for e in expected]
         for g, e in zip(got, expected):
             assert float(np.abs(g - e).max()) < PARITY, backend
@@ -61,16 +61,16 @@ def test_lws_routing_is_frozen_into_the_graph() -> None:
     model.routing_probs.fill_(0.5)  # type: ignore[operator]  # back to the own copies
     after = _reference(model, x)
     assert float(np.abs(before[1] - after[1]).max()) > 1e-3  # the route matters here...
-    got = make_engine("onnxruntime", exported, torch.device("cpu"))(x.numpy())
+    got = build_engine(exported, "onnxruntime", "cpu")(x.numpy()).as_list()
     assert float(np.abs(got[1] - before[1]).max()) < PARITY  # ...and the export kept it
 
 
 def test_fixed_batch_pads_and_splits() -> None:
     model, info = tiny_model("hps")
     exported = export_onnx(model, info, batch=2)
-    engine = make_engine("onnxruntime", exported, torch.device("cpu"))
+    engine = build_engine(exported, "onnxruntime", "cpu")
     x = clips(5)
-    got = engine(x.numpy())
+    got = engine(x.numpy()).as_list()
     assert [g.shape[0] for g in got] == [5, 5]
     for g, e in zip(got, _reference(model, x)):
         assert float(np.abs(g - e).max()) < PARITY
@@ -128,7 +128,7 @@ def test_int8_keeps_outputs_and_metadata() -> None:
     quantized = quantize_int8(exported, iter([clips(4, seed=s).numpy() for s in range(4)]))
     assert quantized.export.precision == "int8" and quantized.info == info
     assert len(quantized.data) != len(exported.data)
-    got = make_engine("onnxruntime", quantized, torch.device("cpu"))(clips(2).numpy())
+    got = build_engine(quantized, "onnxruntime", "cpu")(clips(2).numpy()).as_list()
     assert [g.shape for g in got] == [(2, 5), (2, 7)]
 
 
@@ -207,17 +207,3 @@ def test_a_gate_the_metadata_does_not_describe_is_refused() -> None:
     model.gate = torch.nn.Linear(32, 3)
     with pytest.raises(ExportError, match="task gate and its metadata's model config disagree"):
         export_onnx(model, info)
-
-
-def test_tensorrt_engine_cache_is_keyed_by_model_gpu_and_version(tmp_path: Path) -> None:
-    from mtl_perception.deploy.engines import tensorrt_cache
-
-    model, info = tiny_model("hps")
-    exported = export_onnx(model, info)
-    fp16 = tensorrt_cache(exported, 0, True, str(tmp_path))
-    fp32 = tensorrt_cache(exported, 0, False, str(tmp_path))
-    assert fp16.parent == tmp_path and fp16 != fp32
-    assert fp16.name.startswith(exported.sha256[:16]) and fp16.name.endswith("fp16")
-    assert "-trt" in fp16.name and "/" not in fp16.name
-    other = export_onnx(tiny_model("hps", seed=1)[0], info)
-    assert tensorrt_cache(other, 0, True, str(tmp_path)) != fp16

@@ -13,8 +13,8 @@ from helpers_bag import ACTIONS, GESTURES, write_image_bag
 
 from mtl_perception.bag.evaluate import main as evaluate_bag
 from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
-from mtl_perception.deploy.engines import make_engine
 from mtl_perception.deploy.onnx_file import read_onnx_model
+from mtl_perception.deploy.registry import build_engine
 from mtl_perception.models import ModelConfig, build_model
 from mtl_perception.preprocess import PreprocessConfig
 from training.__main__ import main as training_main
@@ -45,7 +45,7 @@ def test_gated_checkpoint_exports_the_gate_and_onnxruntime_streams_it(tmp_path: 
     x = torch.randn(3, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = [t.numpy() for t in model.score_all(x)]
-    got = make_engine("onnxruntime", exported, torch.device("cpu"))(x.numpy())
+    got = build_engine(exported, "onnxruntime", "cpu")(x.numpy()).as_list()
     assert [g.shape for g in got] == [(3, 3), (3, 2), (3, 3)]
     for g, e in zip(got, expected):
         assert float(np.abs(g - e).max()) < PARITY

@@ -64,10 +64,11 @@ def test_launch_file_parses_and_declares_the_interface_arguments() -> None:
     assert all(description for _, description in constants["ARGUMENTS"].values())
     assert constants["ARGUMENTS"]["autostart"][0] == "true"  # ros2 launch alone runs it
     assert constants["PACKAGE"] == "mtl_perception"
-    # Lifecycle: a LifecycleNode with configure and activate transitions emitted.
-    for needed in ("LifecycleNode(", "TRANSITION_CONFIGURE", "TRANSITION_ACTIVATE",
-                   'goal_state="inactive"'):
-        assert needed in source
+    # Lifecycle: a LifecycleNode that configures and activates itself (its
+    # autostart parameter); the file emits no transition a vanished node could miss.
+    assert "LifecycleNode(" in source
+    for absent in ("TRANSITION_CONFIGURE", "EmitEvent(", "ChangeState("):
+        assert absent not in source
 
 
 def test_launch_names_the_installed_executable_and_the_yaml_node() -> None:
@@ -219,7 +220,8 @@ def test_launch_arguments_become_parameters() -> None:
     assert node.kwargs["namespace"] == ""
     config, overrides = node.kwargs["parameters"]
     assert config == "/opt/share/mtl_perception/config/perception.yaml"
-    assert overrides == {"use_sim_time": False}  # empty arguments keep the file's values
+    # empty arguments keep the file's values
+    assert overrides == {"use_sim_time": False, "autostart": True}
     node, _ = _run_setup(launch_file, checkpoint="/m/best.safetensors", device="cuda:1",
                          image_topic="/front/image_raw/compressed", use_sim_time="true",
                          namespace="robot1", config="/etc/my.yaml", gate="filter")
@@ -227,35 +229,15 @@ def test_launch_arguments_become_parameters() -> None:
     assert config == "/etc/my.yaml" and node.kwargs["namespace"] == "robot1"
     assert overrides == {"use_sim_time": True, "checkpoint": "/m/best.safetensors",
                          "device": "cuda:1", "image_topics": ["/front/image_raw/compressed"],
-                         "gate": "filter"}
+                         "gate": "filter", "autostart": True}
 
 
-def test_autostart_configures_then_activates_the_node() -> None:
+def test_autostart_is_the_nodes_parameter() -> None:
     launch_file = _launch_module()
-    node, actions = _run_setup(launch_file)
-    emit = [a for a in actions if type(a).__name__ == "EmitEvent"]
-    handlers = [a for a in actions if type(a).__name__ == "RegisterEventHandler"]
-    (configure,) = emit
-    assert configure.kwargs["event"].kwargs["transition_id"] == 1
-    assert configure.kwargs["event"].kwargs["lifecycle_node_matcher"] is node
-    (handler,) = handlers
-    on_inactive = handler.args[0]
-    assert on_inactive.kwargs["target_lifecycle_node"] is node
-    assert (on_inactive.kwargs["start_state"], on_inactive.kwargs["goal_state"]) == (
-        "configuring", "inactive")
-    (activate,) = on_inactive.kwargs["entities"]
-    assert activate.kwargs["event"].kwargs["transition_id"] == 3
-    for conditional in (configure, handler):
-        condition = conditional.kwargs["condition"]
-        assert condition.args[0].name == "autostart"
-
-
-def test_autostart_acts_once() -> None:
-    """A user's later cleanup + configure must not activate the node by itself."""
-    launch_file = _launch_module()
-    _, actions = _run_setup(launch_file)
-    (handler,) = [a for a in actions if type(a).__name__ == "RegisterEventHandler"]
-    assert handler.args[0].kwargs["handle_once"] is True
+    node, actions = _run_setup(launch_file, autostart="false")
+    assert actions == [node]  # no lifecycle events: the node configures itself
+    assert node.kwargs["parameters"][1]["autostart"] is False
+    assert BY_NAME["autostart"].default is False and BY_NAME["autostart"].section == "node"
 
 
 def test_node_exit_ends_the_launch_unless_it_is_shutting_down_already() -> None:

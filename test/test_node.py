@@ -33,7 +33,7 @@ def node_module() -> Iterator[ModuleType]:
     """mtl_perception.ros.node (and its message helpers) imported with the stand-in
     in sys.modules, then forgotten."""
     ros_modules = ("mtl_perception.ros.node", "mtl_perception.ros.convert",
-                   "mtl_perception.ros.gate_topics")
+                   "mtl_perception.ros.gate_topics", "mtl_perception.ros.publishers")
     # Only the stand-in's names are put in and taken out again: restoring all of
     # sys.modules would also drop what torch imported meanwhile, and torch refuses
     # to import some of its modules twice (a second test module using this fixture).
@@ -244,7 +244,7 @@ def test_diagnostics_report_the_core_counters(node_module: ModuleType,
     node = make_node(node_module, checkpoint=str(checkpoint), device="cpu")
     node.on_configure(state("unconfigured"))
     node.on_activate(state("inactive"))
-    (timer,) = node.timers
+    (timer,) = [t for t in node.timers if t.callback == node.diagnostics_cb]
     assert timer.period == 1.0
     feed(node, "/camera/image_raw", 3)
     timer.callback()
@@ -316,7 +316,7 @@ def test_main_exits_non_zero_on_a_corrupt_checkpoint(node_module: ModuleType,
 @pytest.mark.parametrize(
     ("setting", "problem"),
     [("qos_depth:=5.0", "expecting int"),  # rclpy refuses the type when declaring
-     ("smoothing:=median", "smoothing: 'median' is not one of"),
+     ("smoothing:=median", "smoothing must be one of ['none', 'ema', 'mean'], got 'median'"),
      ("max_gap_s:=0.01", "max_gap_s (0.01) is shorter than one sampling period")],
 )
 def test_main_refuses_bad_settings_at_start_up(node_module: ModuleType, checkpoint: Path,

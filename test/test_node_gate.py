@@ -5,6 +5,7 @@ gate whose answer per forward pass the test sets."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,7 +23,9 @@ from test_node import (  # noqa: F401  (fixtures)
     wait_for,
 )
 
-from mtl_perception.checkpoint import LoadedCheckpoint, load_checkpoint
+from mtl_perception.checkpoint import CheckpointInfo, load_checkpoint
+from mtl_perception.deploy.engine import Engine
+from mtl_perception.deploy.torch_engine import TorchEngine
 
 ACTION, GESTURE, NONE = 0, 1, 2
 
@@ -34,7 +37,6 @@ class GatedModel(torch.nn.Module):
     def __init__(self, inner: torch.nn.Module, tasks: list[int]) -> None:
         super().__init__()
         self.inner = inner
-        self.gate = torch.nn.Identity()  # the gate contract: attribute `gate`
         self.tasks = list(tasks)
         self.calls = 0
 
@@ -49,14 +51,21 @@ class GatedModel(torch.nn.Module):
 @pytest.fixture
 def gated(node_module: ModuleType, checkpoint: Path,  # noqa: F811
           monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """The node loads the tiny checkpoint wrapped in GatedModel; yields its task schedule."""
+    """The node loads the tiny checkpoint wrapped in GatedModel, its metadata saying it has
+    a gate (an engine has a gate when its metadata says so); yields its task schedule."""
     schedule: list[int] = [NONE]
 
-    def load(path: Any, device: Any = "cpu") -> LoadedCheckpoint:
-        loaded = load_checkpoint(path, device)
-        return LoadedCheckpoint(GatedModel(loaded.model, schedule), loaded.info)  # type: ignore[arg-type]
+    def load(path: Any, backend: str = "torch", device: Any = "cpu", **_: Any) -> Engine:
+        loaded = load_checkpoint(path)
+        info = loaded.info
+        gated_info = CheckpointInfo(replace(info.model, gate=True), info.class_names,
+                                    info.preprocess, info.provenance)
+        return TorchEngine(GatedModel(loaded.model, schedule), gated_info,
+                           torch.device("cpu"))
 
-    monkeypatch.setattr(node_module, "load_model", load)
+    import mtl_perception.ros.loading as loading
+
+    monkeypatch.setattr(loading, "load_engine", load)
     yield schedule
 
 

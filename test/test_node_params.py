@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from mtl_perception.deploy.device import (
+    DeviceError,
+    check_autocast,
+    describe_device,
+    resolve_device,
+)
 from mtl_perception.ros.annotate import draw_lines, result_lines
-from mtl_perception.ros.device import DeviceError, check_autocast, resolve_device
 from mtl_perception.ros.messages import ERROR, OK, WARN, diagnostic_statuses
 from mtl_perception.ros.node_config import NodeConfigError, check_checkpoint, read_node_config
 from mtl_perception.ros.params import (
@@ -27,15 +32,16 @@ from mtl_perception.stream import CameraStats, Percentiles, StreamStats
 @pytest.mark.parametrize(
     ("name", "value", "problem"),
     [
-        ("top_k", 0, "outside [1"),
+        ("top_k", 0, "must be in [1, 1000], got 0"),
         ("top_k", 2.5, "expected integer"),
         ("top_k", True, "expected integer"),
-        ("score_threshold", 1.01, "outside [0.0, 1.0]"),
-        ("score_threshold", float("nan"), "not a finite number"),
-        ("smoothing", "median", "not one of"),
+        ("score_threshold", 1.01, "must be in [0, 1]"),
+        ("score_threshold", float("nan"), "must be a finite number"),
+        ("smoothing", "median", "must be one of"),
+        ("gate", False, "quote it"),
         ("device", "gpu", "not auto, cpu, cuda or cuda:N"),
         ("device", "cuda:x", "not auto, cpu, cuda or cuda:N"),
-        ("qos_reliability", "best-effort", "not one of"),
+        ("qos_reliability", "best-effort", "must be one of"),
         ("image_topics", [], "at least one"),
         ("image_topics", ["/a", "/a"], "twice"),
         ("image_topics", "/a", "expected string_array"),
@@ -141,11 +147,11 @@ def test_drawing_writes_text_and_leaves_the_input_alone() -> None:
 
 
 def test_device_choice() -> None:
-    device, line = resolve_device("cpu")
-    assert device == torch.device("cpu") and "cpu" in line
-    auto, line = resolve_device("auto")
-    assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu") and line.startswith(
-        "device auto: using")
+    device = resolve_device("cpu")
+    assert device == torch.device("cpu") and "cpu" in describe_device("cpu", device)
+    auto = resolve_device("auto")
+    assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert describe_device("auto", auto).startswith("device auto: using")
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA is not available"):
             resolve_device("cuda")
@@ -162,7 +168,8 @@ def test_node_config_reads_typed_settings() -> None:
                   image_topics=["/a", "/b/compressed"], target_fps=10.0, top_k=3)
     config = read_node_config(values)
     assert config.checkpoint == Path.home() / "m" / "best.safetensors"
-    assert config.qos_reliable and config.image_topics == ("/a", "/b/compressed")
+    assert config.node.qos_reliability == "reliable"
+    assert config.node.image_topics == ("/a", "/b/compressed")
     assert (config.stream.target_fps, config.stream.top_k) == (10.0, 3)
     values.update(max_gap_s=0.05)  # shorter than one sampling period at 10 fps
     with pytest.raises(NodeConfigError, match=r"^invalid parameters: max_gap_s"):

@@ -55,3 +55,43 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     problem = check_params_files(["x", "--ros-args", "--params-file", str(missing)])
     assert problem == f"--params-file {missing}: cannot read it: No such file or directory"
     assert check_params_files(["x", "--ros-args", "-p", "top_k:=3"]) is None
+
+
+# The file `ros2 launch mtl_perception perception.launch.py image_topic:=/cam0/image_raw`
+# hands the node, byte for byte. Origin: launch_ros (Humble, Jazzy, Rolling)
+# `Node._create_params_file_from_dict` writes
+# `yaml.dump({node_name: {"ros__parameters": params}}, f, default_flow_style=False)`,
+# where `evaluate_parameter_dict` has turned every list value into a tuple;
+# launch_ros has no wheel, so this copies its output instead of running it
+# (the test below rebuilds it with the same yaml.dump call).
+LAUNCH_ROS_IMAGE_TOPIC_FILE = (
+    "/perception_node:\n"
+    "  ros__parameters:\n"
+    "    image_topics: !!python/tuple\n"
+    "    - /cam0/image_raw\n"
+    "    use_sim_time: false\n"
+)
+
+
+def test_the_file_launch_ros_writes_for_image_topic_passes(tmp_path: Path) -> None:
+    import yaml
+
+    rebuilt = yaml.dump({"/perception_node": {"ros__parameters": {
+        "use_sim_time": False, "image_topics": ("/cam0/image_raw",)}}}, default_flow_style=False)
+    assert rebuilt == LAUNCH_ROS_IMAGE_TOPIC_FILE
+    assert _check(tmp_path, LAUNCH_ROS_IMAGE_TOPIC_FILE) is None
+
+
+@pytest.mark.parametrize("text", [
+    "/**:\n  ros__parameters:\n    gate: !!str off\n    top_k: !!int 3\n",
+    "/**:\n  ros__parameters:\n    image_topics: !custom [/a, /b]\n",
+    "/**: !!python/dict\n  ros__parameters:\n    top_k: 3\n",
+], ids=["yaml 1.1 tags", "local tag", "python dict tag"])
+def test_tags_rcl_ignores_pass(tmp_path: Path, text: str) -> None:
+    assert _check(tmp_path, text) is None
+
+
+def test_a_python_object_tag_is_never_built(tmp_path: Path) -> None:
+    text = "/**:\n  ros__parameters:\n    x: !!python/object/apply:os.system ['touch x']\n"
+    assert _check(tmp_path, text) is None  # read as the plain sequence rcl would see
+    assert not (Path.cwd() / "x").exists()

@@ -143,13 +143,21 @@ class Publisher:
 
 
 class Subscription:
-    def __init__(self, msg_type: type, topic: str, callback: Any, qos: Any) -> None:
+    def __init__(self, msg_type: type, topic: str, callback: Any, qos: Any,
+                 event_callbacks: Any = None) -> None:
         self.msg_type, self.topic, self.callback, self.qos = msg_type, topic, callback, qos
+        self.event_callbacks = event_callbacks
 
 
 class Clock:
     def now(self) -> Any:
-        return types.SimpleNamespace(to_msg=lambda: Time(sec=1, nanosec=2))
+        return types.SimpleNamespace(to_msg=lambda: Time(sec=1, nanosec=2),
+                                     nanoseconds=1_000_000_002)
+
+
+class SubscriptionEventCallbacks:
+    def __init__(self, **callbacks: Any) -> None:
+        self.incompatible_qos = callbacks.get("incompatible_qos")
 
 
 # Parameters given on the "command line" of the fake `init(args)`.
@@ -184,6 +192,20 @@ class Node:
         self._subscriptions: list[Subscription] = []
         self._timers: list[Any] = []
         self.destroyed = False
+        # topic -> the ReliabilityPolicy each of its publishers offers (tests set it);
+        # a topic not named has one reliable publisher, image_transport's default.
+        self.offered: dict[str, list[ReliabilityPolicy]] = {}
+
+    def get_publishers_info_by_topic(self, topic: str) -> list[Any]:
+        offered = self.offered.get(topic, [ReliabilityPolicy.RELIABLE])
+        return [types.SimpleNamespace(qos_profile=QoSProfile(reliability=r)) for r in offered]
+
+    # rclpy.lifecycle.Node's: run a transition's callback.
+    def trigger_configure(self) -> Any:
+        return self.on_configure(LifecycleState("unconfigured", 1))  # type: ignore[attr-defined]
+
+    def trigger_activate(self) -> Any:
+        return self.on_activate(LifecycleState("inactive", 2))
 
     @property
     def publishers(self) -> list[Publisher]:
@@ -253,10 +275,10 @@ class Node:
         return publisher
 
     def create_subscription(self, msg_type: type, topic: str, callback: Any, qos: Any,
-                            **_: Any) -> Subscription:
+                            event_callbacks: Any = None, **_: Any) -> Subscription:
         if " " in topic:  # rclpy raises InvalidTopicNameException
             raise ValueError(f"Invalid topic name: {topic!r}")
-        subscription = Subscription(msg_type, topic, callback, qos)
+        subscription = Subscription(msg_type, topic, callback, qos, event_callbacks)
         self._subscriptions.append(subscription)
         return subscription
 
@@ -355,6 +377,8 @@ def modules() -> dict[str, types.ModuleType]:
         "rclpy.parameter": module("rclpy.parameter", Parameter=Parameter),
         "rclpy.exceptions": module("rclpy.exceptions",
                                    ParameterUninitializedException=ParameterUninitializedException),
+        "rclpy.event_handler": module("rclpy.event_handler",
+                                      SubscriptionEventCallbacks=SubscriptionEventCallbacks),
         "rclpy.qos": module("rclpy.qos", QoSProfile=QoSProfile, ReliabilityPolicy=ReliabilityPolicy,
                             DurabilityPolicy=DurabilityPolicy, HistoryPolicy=HistoryPolicy),
         "rcl_interfaces": module("rcl_interfaces"),

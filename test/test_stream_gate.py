@@ -34,6 +34,9 @@ INFO = CheckpointInfo(
                      mean=(0, 0, 0), std=(1, 1, 1)),
 )
 
+# The same model with a task gate: whether a model has one is its metadata's word.
+GATED = CheckpointInfo(replace(INFO.model, gate=True), INFO.class_names, INFO.preprocess)
+
 
 class PlainModel(torch.nn.Module):
     def score_all(self, clips: torch.Tensor) -> list[torch.Tensor]:
@@ -59,7 +62,8 @@ class BrokenModel(PlainModel):
 def run(model: torch.nn.Module, values: list[int], **settings: object) -> list[ClipResult]:
     results: list[ClipResult] = []
     config = StreamConfig(target_fps=10, inference_stride=1, **settings)  # type: ignore[arg-type]
-    pipeline = StreamPipeline(model, INFO, config, realtime=False, on_result=results.append)
+    info = INFO if isinstance(model, PlainModel) and not isinstance(model, GateModel) else GATED
+    pipeline = StreamPipeline(model, info, config, realtime=False, on_result=results.append)
     for i, v in enumerate(values):
         pipeline.push_frame("cam", np.full((SIDE, SIDE, 3), v, np.uint8),
                             FrameHeader(10**9 + i * STEP_NS, "cam"))
@@ -101,7 +105,7 @@ def test_filter_publishes_nothing_for_a_none_clip() -> None:
 
 
 def test_gate_settings_change_live() -> None:
-    pipeline = StreamPipeline(GateModel(), INFO, StreamConfig(), realtime=False)
+    pipeline = StreamPipeline(GateModel(), GATED, StreamConfig(), realtime=False)
     config = pipeline.update_settings(gate="filter", gate_threshold=0.7, event_threshold=0.6)
     assert (config.gate, config.gate_threshold, config.event_threshold) == ("filter", 0.7, 0.6)
     with pytest.raises(ValueError, match="gate must be one of"):
@@ -112,7 +116,7 @@ def test_gate_settings_change_live() -> None:
 
 def test_a_malformed_gate_output_fails_the_batch_not_the_pipeline() -> None:
     results: list[ClipResult] = []
-    pipeline = StreamPipeline(BrokenModel(), INFO, StreamConfig(target_fps=10), realtime=False,
+    pipeline = StreamPipeline(BrokenModel(), GATED, StreamConfig(target_fps=10), realtime=False,
                               on_result=results.append)
     for i in range(LENGTH):
         pipeline.push_frame("cam", np.zeros((SIDE, SIDE, 3), np.uint8), FrameHeader(i * STEP_NS))

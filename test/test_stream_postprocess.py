@@ -81,13 +81,13 @@ def test_postprocess_uses_smoothed_scores_for_top_k() -> None:
     ("changes", "match"),
     [
         ({"score_threshold": 1.5}, r"score_threshold must be in \[0, 1\], got 1.5"),
-        ({"top_k": 0}, "top_k must be >= 1"),
+        ({"top_k": 0}, r"top_k must be in \[1, 1000\], got 0"),
         ({"smoothing": "median"}, "smoothing must be one of"),
-        ({"smoothing_window": 0}, "smoothing_window must be >= 1"),
+        ({"smoothing_window": 0}, r"smoothing_window must be in \[1, 1000\]"),
         ({"target_fps": 0.0}, "target_fps must be in"),
-        ({"inference_stride": 0}, "inference_stride must be >= 1"),
+        ({"inference_stride": 0}, r"inference_stride must be in \[1, 1000\]"),
         ({"max_gap_s": 0.01}, "shorter than one sampling period"),
-        ({"clip_length": -1}, "clip_length must be >= 0"),
+        ({"clip_length": -1}, r"clip_length must be in \[0, 1024\]"),
     ],
 )
 def test_config_refuses_bad_values(changes: dict, match: str) -> None:

@@ -41,7 +41,8 @@ from mtl_perception.bag.run import (
 from mtl_perception.bag.shown import SHOWN_FILE, read_shown
 from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.cli import run_command
-from mtl_perception.deploy.load import load_model
+from mtl_perception.deploy.errors import BackendError, DeviceError
+from mtl_perception.deploy.load import load_engine
 from mtl_perception.names import threads_problem
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream import StreamConfig, StreamConfigError
@@ -50,7 +51,7 @@ from mtl_perception.stream.rate import choose_target_fps
 
 LOG = logging.getLogger("evaluate_bag")
 _ERRORS = (BagError, LabelsError, CheckpointError, OutputError, SettingsError,
-           StreamConfigError, EvaluationError)
+           StreamConfigError, EvaluationError, BackendError, DeviceError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,8 +136,10 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
     check_out(args.out, args.overwrite)
     # Loaded (and its checksum verified) once, before the bag is opened: a checkpoint or
     # exported file that cannot be used is refused before any image is decoded.
-    loaded = load_model(args.checkpoint, device="cpu")
-    info = loaded.info
+    engine = load_engine(args.checkpoint, config.backend, args.device, autocast=args.autocast,
+                         engine_cache=config.engine_cache, max_batch=config.max_batch,
+                         clip_length=config.clip_length)
+    info = engine.info
     # --set target_fps=... is the user's choice; a file's value only when it is not the
     # default (config/perception.yaml lists the default), as the node decides.
     explicit = ("target_fps" in stream_settings(None, args.overrides)
@@ -159,8 +162,7 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         intervals = read_labels(args.labels, classes, span_s, allow_empty=untrimmed)
         progress = Progress(bag.report.messages_expected, enabled=not args.no_progress)
         evaluation = run_pipeline(
-            loaded.model, loaded.info, config, _chain(first, images), bag.report,
-            device=args.device, autocast=args.autocast, progress=progress,
+            engine, config, _chain(first, images), bag.report, progress=progress,
             keep_log_times=args.write_bag, reorder_window_s=args.reorder_window_s,
         )
     if bag.report.warning:

@@ -24,6 +24,7 @@ from mtl_perception.bag.types import (
 from mtl_perception.bag.writer import BagWriter, Storage, ros2_image
 from mtl_perception.ros.messages import EVENTS_TOPIC, TASK_TOPIC, event_hypotheses, task_hypotheses
 from mtl_perception.settings import to_dict
+from mtl_perception.stream.config import publishes_gate
 
 if TYPE_CHECKING:
     from mtl_perception.stream.events import GestureEvent
@@ -147,8 +148,8 @@ def _prediction_messages(evaluation: Evaluation) -> list[tuple[int, str, str, in
     last clip.
     """
     out = []
-    gate_topics = evaluation.config.gate != "off" and any(
-        r.gate is not None for r in evaluation.results)
+    gate_topics = publishes_gate(evaluation.config.gate,
+                                 any(r.gate is not None for r in evaluation.results))
     last_log_time: dict[str, int] = {}
     for result in evaluation.results:
         stamp = result.header.stamp_ns

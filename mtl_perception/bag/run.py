@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from mtl_perception.bag.labels import Interval
 from mtl_perception.bag.metrics import ClipRecord, compute
@@ -30,7 +29,7 @@ from mtl_perception.bag.progress import Progress
 from mtl_perception.bag.reader import ReadReport
 from mtl_perception.bag.shown import ShownSpan
 from mtl_perception.bag.untrimmed import GESTURE, EmittedEvent, emitted, untrimmed_metrics
-from mtl_perception.checkpoint import CheckpointInfo
+from mtl_perception.deploy.engine import Engine
 from mtl_perception.settings import SettingsError, apply_overrides, from_dict, load_yaml
 from mtl_perception.stream import (
     CameraStats,
@@ -163,14 +162,11 @@ class Evaluation:
 
 
 def run_pipeline(
-    model: nn.Module | Any,  # or an exported OnnxModel
-    info: CheckpointInfo,
+    engine: Engine,
     config: StreamConfig,
     images: Iterator[tuple[int, Any]],
     read: ReadReport,
     *,
-    device: str = "cpu",
-    autocast: str = "none",
     progress: Progress | None = None,
     keep_log_times: bool = False,
     reorder_window_s: float = DEFAULT_WINDOW_S,
@@ -186,8 +182,8 @@ def run_pipeline(
         errors.append(f"{camera}: {error} (such frames skipped and counted)")
         LOG.warning("%s", errors[-1])
 
-    pipeline = StreamPipeline(model, info, config, device=device, autocast=autocast,
-                              on_result=results.append, on_error=on_error, realtime=False)
+    pipeline = StreamPipeline(engine, config=config, on_result=results.append,
+                              on_error=on_error, realtime=False)
     camera = read.topic
     log_times: list[int] = []
     count, first_stamp, first_log_time = 0, None, 0
@@ -230,6 +226,7 @@ def run_pipeline(
         "wall_s": wall, "read_s": read_s, "push_s": push_s, "inference_s": inference_s,
         "decode_preprocess_s": max(push_s - inference_s, 0.0),
     }
+    info = engine.info
     return Evaluation(
         tasks=list(info.model.task_names),
         class_names={t: info.classes_of(t) for t in info.model.task_names},

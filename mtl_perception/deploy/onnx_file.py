@@ -18,7 +18,6 @@ named by task, then `gate` when the model has a task gate; each output is
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 from dataclasses import dataclass
@@ -27,7 +26,8 @@ from typing import Any
 
 from mtl_perception.checkpoint import METADATA_KEY, CheckpointError, CheckpointInfo
 from mtl_perception.checkpoint import info_from_metadata as _info_from_metadata
-from mtl_perception.stream.config import StreamConfigError
+from mtl_perception.deploy.errors import BackendError, require
+from mtl_perception.deploy.errors import one_line as _one_line
 
 EXPORT_KEY = "mtl_perception_export"
 EXPORT_VERSION = 1
@@ -36,19 +36,7 @@ GATE_OUTPUT = "gate"
 PRECISIONS = ("fp32", "int8")
 
 
-class BackendError(StreamConfigError):
-    """A backend that cannot run here (package missing, no GPU, wrong device); one line."""
-
-
-def require(module: str, extra: str, what: str) -> Any:
-    """Import an optional package, or one line naming the setup.py extra that installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise BackendError(
-            f"{what} needs the Python package {module.split('.')[0]!r}, which is not "
-            f"installed: pip install 'mtl_perception[{extra}]'"
-        ) from exc
+__all__ = ["BackendError", "require"]  # re-exported: their home is deploy/errors.py
 
 
 def output_names(info: CheckpointInfo) -> tuple[str, ...]:
@@ -208,5 +196,28 @@ def _dims(value_info: Any) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:300]
+def quantization_zero_points(data: bytes) -> tuple[int, int]:
+    """(asymmetric, total) QuantizeLinear nodes of ONNX bytes: asymmetric = a uint8 or a
+    non-zero zero point (TensorRT takes only signed int8 with zero point 0)."""
+    onnx = require("onnx", "onnx", "reading an exported .onnx model")
+    numpy_helper = require("onnx.numpy_helper", "onnx", "reading an exported .onnx model")
+    proto = onnx.load_from_string(data)
+    constants = {init.name: init for init in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.output:
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    constants[node.output[0]] = attribute.t
+    asymmetric = total = 0
+    for node in proto.graph.node:
+        if node.op_type != "QuantizeLinear":
+            continue
+        total += 1
+        zero = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zero is None:  # no zero point: uint8 with zero point 0 by the ONNX default
+            asymmetric += 1
+            continue
+        values = numpy_helper.to_array(zero)
+        if values.dtype.kind == "u" or bool((values != 0).any()):
+            asymmetric += 1
+    return asymmetric, total

@@ -90,11 +90,15 @@ def event_msg(event: GestureEvent) -> Classification:
 
 
 def label_info_msg(info: CheckpointInfo, task: str, threshold: float, stamp: Any) -> LabelInfo:
+    return classes_label_info_msg(info.classes_of(task), threshold, stamp)
+
+
+def classes_label_info_msg(classes: Sequence[str], threshold: float, stamp: Any) -> LabelInfo:
+    """LabelInfo: class index (the model's output order) -> name, and the threshold."""
     msg = LabelInfo()
     msg.header.stamp = stamp
     msg.class_map = [
-        VisionClass(class_id=index, class_name=name)
-        for index, name in messages.label_map(info, task)
+        VisionClass(class_id=index, class_name=name) for index, name in enumerate(classes)
     ]
     msg.threshold = float(threshold)
     return msg

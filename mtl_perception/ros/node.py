@@ -6,44 +6,40 @@ parameters -> the streaming core's `StreamConfig`, image messages ->
 core's statistics -> `/diagnostics`. Everything else (decoding, buffering,
 sampling, inference, smoothing) is the core's, shared with bag evaluation.
 
-A managed (lifecycle) node, as Nav2 and yolo_ros are:
-- configure: read the parameters, load the checkpoint onto the device, warm
-  the model up, publish each task's LabelInfo (transient local, once);
-- activate: subscribe to the cameras, start the inference worker, publish
-  results and diagnostics;
-- deactivate: unsubscribe and stop the worker (the model stays loaded);
-- cleanup: unload the model and release GPU memory.
+A managed (lifecycle) node, as Nav2 and yolo_ros are: configure loads and
+warms up the model (`ros.loading`) and publishes LabelInfo; activate
+subscribes (`ros.cameras`) and starts the inference worker; deactivate stops
+both (the model stays loaded); cleanup unloads the model.
 """
 
 from __future__ import annotations
 
-import re
 import sys
-import threading
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import rclpy
 import rclpy.logging
 import torch
-from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterUninitializedException
+
+try:  # Iron and later
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks  # type: ignore[no-redef,unused-ignore]
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
-from vision_msgs.msg import Classification, LabelInfo
 
-from mtl_perception.checkpoint import CheckpointError, CheckpointInfo
-from mtl_perception.deploy.load import load_model
+from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.ros import convert, messages
-from mtl_perception.ros.annotate import draw_lines, result_lines
-from mtl_perception.ros.device import check_autocast, resolve_device
-from mtl_perception.ros.gate_topics import GateTopics, has_gate, no_gate_warning
+from mtl_perception.ros.cameras import REMATCH_PERIOD_S, CameraInputs
+from mtl_perception.ros.gate_topics import no_gate_warning
+from mtl_perception.ros.loading import load_pipeline
 from mtl_perception.ros.node_config import (
     NodeConfig,
     NodeConfigError,
@@ -51,16 +47,10 @@ from mtl_perception.ros.node_config import (
     check_params_files,
     read_node_config,
 )
-from mtl_perception.ros.params import (
-    BY_NAME,
-    PARAMS,
-    check_change,
-    live_values,
-    missing_checkpoint_hint,
-)
+from mtl_perception.ros.params import PARAMS, check_change, live_values
+from mtl_perception.ros.process import exit_now, rcl_error_text
+from mtl_perception.ros.publishers import Publishers
 from mtl_perception.stream import ClipResult, ImageDecodeError, StreamPipeline, StreamStats
-from mtl_perception.stream.decisions import explicit_settings, with_stored_decisions
-from mtl_perception.stream.rate import choose_target_fps
 
 NODE_NAME = "perception_node"
 # Exit status for what cannot run as given (parameters, checkpoint): the
@@ -72,6 +62,12 @@ class PerceptionNode(LifecycleNode):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
+        for spec in PARAMS:
+            # `-p gate:=off` (and an unquoted `gate: off` in a file) arrives as
+            # false: YAML 1.1 reads a bare off so. Take it as the "off" meant.
+            given = self._parameter_overrides.get(spec.name)
+            if given is not None and given.value is False and "off" in spec.choices:
+                self._parameter_overrides[spec.name] = Parameter(spec.name, value="off")
         for spec in PARAMS:
             self.declare_parameter(spec.name, spec.default, convert.descriptor_for(spec))
         self.add_on_set_parameters_callback(self.parameters_cb)
@@ -92,17 +88,11 @@ class PerceptionNode(LifecycleNode):
         self._pipeline: StreamPipeline | None = None
         self._config: NodeConfig | None = None  # read at configure
         self._model_text = ""
-        self._image_subscriptions: list[Any] = []
-        self._result_publishers: dict[str, Any] = {}
-        self._label_publishers: list[Any] = []
-        self._annotated_publisher: Any = None
-        self._gate_topics: GateTopics | None = None  # checkpoints with a task gate
-        self._diagnostics_publisher: Any = None
+        self._inputs: CameraInputs | None = None  # the image subscriptions, while active
+        self._outputs: Publishers | None = None  # from configure to cleanup
         self._diagnostics_timer: Any = None
+        self._rematch_timer: Any = None
         self._last_stats: StreamStats | None = None
-        # Newest result per camera not yet drawn (written by the worker thread).
-        self._to_draw: dict[str, ClipResult] = {}
-        self._lock = threading.Lock()
 
     # ----- lifecycle -------------------------------------------------------
 
@@ -118,53 +108,19 @@ class PerceptionNode(LifecycleNode):
 
     def _configure(self) -> TransitionCallbackReturn:
         try:
-            config = read_node_config(self._values())
-            device, device_line = resolve_device(config.device)
-            autocast, autocast_line = check_autocast(config.autocast, device)
-        except ValueError as exc:  # NodeConfigError, DeviceError
+            loaded = load_pipeline(read_node_config(self._values()), self._result_cb,
+                                   self._decode_error_cb, self.get_logger())
+        except (CheckpointError, ValueError) as exc:  # NodeConfigError, DeviceError, ...
             return self._fail(str(exc))
-        self.get_logger().info(device_line)
-        if autocast_line:
-            self.get_logger().warning(autocast_line)
-        if not config.checkpoint.exists():
-            return self._fail(missing_checkpoint_hint(str(config.checkpoint.absolute())))
-        try:
-            loaded = load_model(config.checkpoint, device)
-            # A uniform-sampled model's own rate unless target_fps was changed from its default.
-            changed = config.stream.target_fps != BY_NAME["target_fps"].default
-            stream, rate_line = choose_target_fps(config.stream, loaded.info, changed)
-            if rate_line:
-                self.get_logger().info(rate_line)
-            # fit-gate's stored event settings where a parameter keeps its default
-            stream, decisions_line = with_stored_decisions(
-                stream, loaded.info, explicit_settings(config.stream))
-            if decisions_line:
-                self.get_logger().info(decisions_line)
-            config = replace(config, stream=stream)
-            self._pipeline = StreamPipeline(
-                loaded.model, loaded.info, config.stream, device=device, autocast=autocast,
-                on_result=self._result_cb, on_error=self._decode_error_cb, realtime=True,
-            )
-            warmup_ms = self._pipeline.warmup()
-        except (CheckpointError, ValueError) as exc:  # incl. StreamConfigError (clip_length)
-            self._pipeline = None
-            return self._fail(str(exc))
-        self._config = config
-        self._model_text = (
-            f"{messages.describe_model(loaded.info, self._pipeline.clip_length)} "
-            f"({config.checkpoint.name}); engine {self._pipeline.engine}"
-        )
-        self._create_publishers(loaded.info.model.task_names)
-        if has_gate(loaded.model):
-            self._gate_topics = GateTopics(
-                self.create_lifecycle_publisher, "gesture" in loaded.info.model.task_names)
-        elif config.stream.gate != "off":
-            self.get_logger().warning(no_gate_warning(config.stream.gate))
-        self._publish_label_info(loaded.info, config.stream.score_threshold)
+        self._pipeline, self._config = loaded.pipeline, loaded.config
+        self._model_text = loaded.description
+        self._outputs = Publishers(
+            self.create_lifecycle_publisher, self._latched, self.destroy_publisher,
+            loaded.pipeline.info, loaded.config.node.publish_annotated, loaded.gated)
+        self._outputs.label_info(loaded.config.stream, self.get_clock().now().to_msg())
         self._configured_once = True
         self.get_logger().info(
-            f"configured: {self._model_text}; warm-up forward pass {warmup_ms:.0f} ms"
-        )
+            f"configured: {self._model_text}; warm-up forward pass {loaded.warmup_ms:.0f} ms")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -180,26 +136,42 @@ class PerceptionNode(LifecycleNode):
         config = self._config
         if self._pipeline is None or config is None:
             raise RuntimeError("not configured")
-        qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=config.qos_depth,
-            reliability=(
-                ReliabilityPolicy.RELIABLE if config.qos_reliable
-                else ReliabilityPolicy.BEST_EFFORT
-            ),
-            durability=DurabilityPolicy.VOLATILE,
-        )
-        for topic in config.image_topics:
-            msg_type = CompressedImage if topic.endswith("/compressed") else Image
-            self._image_subscriptions.append(
-                self.create_subscription(msg_type, topic, self._image_cb_for(topic), qos)
-            )
+        settings = config.node
+        self._inputs = CameraInputs(
+            settings.image_topics, settings.qos_reliability,
+            lambda topic, reliable: self._subscribe(topic, reliable, settings.qos_depth),
+            self.destroy_subscription, self._offered, self.get_logger().warning)
         self._pipeline.start()
         self._streaming = True
+        self._inputs.start()
         self._diagnostics_timer = self.create_timer(
-            config.diagnostics_period_s, self.diagnostics_cb
+            settings.diagnostics_period_s, self.diagnostics_cb
         )
-        self.get_logger().info(f"active: reading {', '.join(config.image_topics)}")
+        if settings.qos_reliability == "auto":  # publishers come and go: match them again
+            self._rematch_timer = self.create_timer(REMATCH_PERIOD_S, self._inputs.rematch)
+        self.get_logger().info(f"active: reading {', '.join(settings.image_topics)}")
+
+    def _subscribe(self, topic: str, reliable: bool, depth: int) -> Any:
+        qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=depth, durability=DurabilityPolicy.VOLATILE,
+            reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        )
+
+        def incompatible(event: Any) -> None:
+            inputs = self._inputs
+            if inputs is not None:
+                policy = getattr(event.last_policy_kind, "name", str(event.last_policy_kind))
+                inputs.incompatible(topic, policy.removeprefix("RMW_QOS_POLICY_"))
+
+        msg_type = CompressedImage if topic.endswith("/compressed") else Image
+        return self.create_subscription(
+            msg_type, topic, self._image_cb_for(topic), qos,
+            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=incompatible))
+
+    def _offered(self, topic: str) -> list[bool]:
+        """Per publisher of `topic`: whether it offers reliable delivery."""
+        return [info.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+                for info in self.get_publishers_info_by_topic(topic)]
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_streaming()
@@ -219,6 +191,13 @@ class PerceptionNode(LifecycleNode):
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release()
         return TransitionCallbackReturn.SUCCESS
+
+    def autostart(self) -> None:
+        """Parameter autostart: configure, then activate, at start (once). In the node
+        rather than as launch events: a node that exits at start would leave launch
+        asking a vanished node for a transition ("Caught exception in launch")."""
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
 
     def startup_problem(self) -> str | None:
         """What makes configure certain to fail (parameters, checkpoint metadata), or None."""
@@ -251,12 +230,11 @@ class PerceptionNode(LifecycleNode):
         pipeline = self._pipeline
         if pipeline is None:
             return
+        if (inputs := self._inputs) is not None:
+            inputs.received(camera, self.get_clock().now().nanoseconds, msg.header.stamp)
         pipeline.push(camera, msg)
-        if self._annotated_publisher is not None:
-            with self._lock:
-                result = self._to_draw.pop(camera, None)
-            if result is not None:
-                self._publish_annotated(pipeline, result)
+        if (outputs := self._outputs) is not None:
+            outputs.annotate(pipeline, camera)
 
     def _image_cb_for(self, camera: str) -> Callable[[Any], None]:
         def camera_image_cb(msg: Any) -> None:
@@ -278,20 +256,24 @@ class PerceptionNode(LifecycleNode):
             except ValueError as exc:  # e.g. a combination the core refuses
                 return SetParametersResult(successful=False, reason=str(exc))
             self.get_logger().info(f"live settings changed: {live}")
-            if live.get("gate", "off") != "off" and self._gate_topics is None:
+            publishers = self._outputs
+            if live.get("gate", "off") != "off" and publishers and publishers.gate is None:
                 self.get_logger().warning(no_gate_warning(live["gate"]))
         return SetParametersResult(successful=True)
 
     def diagnostics_cb(self) -> None:
-        pipeline, publisher = self._pipeline, self._diagnostics_publisher
-        if pipeline is None or publisher is None:
+        pipeline, publishers = self._pipeline, self._outputs
+        if pipeline is None or publishers is None:
             return
         stats = pipeline.stats()
         statuses = messages.diagnostic_statuses(
             stats, self._last_stats, self.get_name(), self._model_text
         )
         self._last_stats = stats
-        publisher.publish(convert.diagnostics_msg(statuses, self.get_clock().now().to_msg()))
+        inputs = self._inputs
+        if inputs is not None:
+            statuses = inputs.statuses(statuses, self.get_name())
+        publishers.status(statuses, self.get_clock().now().to_msg())
 
     def _decode_error_cb(self, camera: str, error: ImageDecodeError) -> None:
         """The core reports each kind of undecodable frame once per camera; the frames
@@ -300,15 +282,14 @@ class PerceptionNode(LifecycleNode):
 
     def _result_cb(self, result: ClipResult) -> None:
         """Called by the core's worker thread for every scored clip."""
-        if self._annotating():
-            with self._lock:
-                self._to_draw[result.camera] = result
+        outputs, pipeline = self._outputs, self._pipeline
+        if outputs is None or pipeline is None:
+            return
         try:
-            for task, publisher in self._result_publishers.items():
-                publisher.publish(convert.classification_msg(result, task))
-            gate_topics, pipeline = self._gate_topics, self._pipeline
-            if gate_topics is not None and pipeline is not None:
-                gate_topics.publish(result, pipeline.config.gate)
+            outputs.result(result, pipeline.config)
+            if (inputs := self._inputs) is not None:
+                now_ns = self.get_clock().now().nanoseconds
+                inputs.published(result.camera, (now_ns - result.last_stamp_ns) / 1e6)
         except Exception:
             # SIGINT/SIGTERM shut the context down at once, while main is
             # still to stop this worker: a last result then has nowhere to go.
@@ -326,76 +307,32 @@ class PerceptionNode(LifecycleNode):
             self.exit_code = EXIT_BAD_INPUT
         return TransitionCallbackReturn.FAILURE
 
-    def _create_publishers(self, tasks: tuple[str, ...]) -> None:
+    def _latched(self, msg_type: Any, topic: str) -> Any:
+        """A plain publisher: LabelInfo is valid from configure on, and a late
+        subscriber gets it from the transient-local history."""
         latched = QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=1,
             reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
         )
-        for task in tasks:
-            topic = messages.result_topic(task)
-            self._result_publishers[task] = self.create_lifecycle_publisher(
-                Classification, topic, 10
-            )
-            # A plain publisher: LabelInfo is valid from configure on, and a
-            # late subscriber gets it from the transient-local history.
-            self._label_publishers.append(
-                self.create_publisher(LabelInfo, f"{topic}/label_info", latched)
-            )
-        self._diagnostics_publisher = self.create_lifecycle_publisher(
-            DiagnosticArray, "/diagnostics", 10
-        )
-        if self._annotating():
-            self._annotated_publisher = self.create_lifecycle_publisher(
-                Image, "~/annotated_image", 2
-            )
-
-    def _publish_label_info(self, info: CheckpointInfo, threshold: float) -> None:
-        stamp = self.get_clock().now().to_msg()
-        for task, publisher in zip(info.model.task_names, self._label_publishers):
-            publisher.publish(convert.label_info_msg(info, task, threshold, stamp))
-
-    def _publish_annotated(self, pipeline: StreamPipeline, result: ClipResult) -> None:
-        """The camera's newest sampled frame with the latest result drawn on it."""
-        try:
-            latest = pipeline.latest_frame(result.camera)
-        except ImageDecodeError:  # already reported once by the core's on_error
-            return
-        if latest is None:
-            return
-        frame, header = latest
-        shown = [(task, r.top) for task, r in result.tasks.items()]
-        if self._gate_topics is not None and pipeline.config.gate != "off":
-            shown.append(("task", tuple(messages.task_hypotheses(result))))
-        lines = result_lines(shown)
-        self._annotated_publisher.publish(convert.rgb_image_msg(draw_lines(frame, lines), header))
-
-    def _annotating(self) -> bool:
-        return self._config is not None and self._config.publish_annotated
+        return self.create_publisher(msg_type, topic, latched)
 
     def _stop_streaming(self) -> None:
-        for subscription in self._image_subscriptions:
-            self.destroy_subscription(subscription)
-        self._image_subscriptions = []
-        if self._diagnostics_timer is not None:
-            self.destroy_timer(self._diagnostics_timer)
-            self._diagnostics_timer = None
+        if self._inputs is not None:
+            self._inputs.stop()
+            self._inputs = None
+        for timer in (self._diagnostics_timer, self._rematch_timer):
+            if timer is not None:
+                self.destroy_timer(timer)
+        self._diagnostics_timer = self._rematch_timer = None
         if self._pipeline is not None and self._streaming:
             self._pipeline.stop()  # joins the worker thread
         self._streaming = False
 
     def _unload(self) -> None:
-        for publisher in [*self._result_publishers.values(), *self._label_publishers]:
-            self.destroy_publisher(publisher)
-        for publisher in (self._diagnostics_publisher, self._annotated_publisher):
-            if publisher is not None:
-                self.destroy_publisher(publisher)
-        if self._gate_topics is not None:
-            self._gate_topics.destroy(self.destroy_publisher)
-        self._result_publishers, self._label_publishers = {}, []
-        self._gate_topics = None
-        self._diagnostics_publisher = self._annotated_publisher = None
+        if self._outputs is not None:
+            self._outputs.destroy()
+            self._outputs = None
         self._last_stats = None
-        self._to_draw.clear()
         self._config = None
         if self._pipeline is not None:
             self._pipeline.close()  # frames, clips and cached GPU memory
@@ -428,6 +365,8 @@ def main(args: list[str] | None = None) -> int:
     if problem is not None:
         node.get_logger().error(problem)
         node.exit_code = EXIT_BAD_INPUT
+    elif node.get_parameter("autostart").value:
+        node.autostart()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
@@ -445,13 +384,10 @@ def main(args: list[str] | None = None) -> int:
         executor.remove_node(node)
         node.destroy_node()
         rclpy.try_shutdown()
-    return node.exit_code or 0
-
-
-def rcl_error_text(exc: Exception) -> str:
-    """rcl's message on one line, without its C source locations (", at /x/parse.c:841")."""
-    text = " ".join(str(exc).split())
-    return re.sub(r"(, at [^,]*:\d+)+", "", text).removeprefix("failed to initialize rcl: ")
+    code = node.exit_code or 0
+    if args is None:  # the console script: nothing is left to do but to exit
+        exit_now(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -19,7 +19,12 @@ import yaml
 from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.cli import os_error_line
 from mtl_perception.deploy.load import read_model_info
-from mtl_perception.ros.params import missing_checkpoint_hint, stream_values, validate_all
+from mtl_perception.ros.params import (
+    NodeSettings,
+    missing_checkpoint_hint,
+    section_values,
+    validate_all,
+)
 from mtl_perception.settings import SettingsError, from_dict
 from mtl_perception.stream import StreamConfig
 
@@ -30,14 +35,8 @@ class NodeConfigError(ValueError):
 
 @dataclass(frozen=True)
 class NodeConfig:
-    checkpoint: Path
-    device: str  # auto | cpu | cuda | cuda:N, resolved at configure
-    autocast: str  # none | fp16 | bf16
-    image_topics: tuple[str, ...]
-    qos_reliable: bool
-    qos_depth: int
-    publish_annotated: bool
-    diagnostics_period_s: float
+    checkpoint: Path  # `node.checkpoint`, with ~ expanded
+    node: NodeSettings  # device (auto | cpu | cuda | cuda:N) is resolved at configure
     stream: StreamConfig
 
 
@@ -47,27 +46,18 @@ def read_node_config(values: Mapping[str, Any]) -> NodeConfig:
     if problems:
         raise NodeConfigError("invalid parameters: " + "; ".join(problems))
     try:
-        stream = from_dict(StreamConfig, stream_values(values), "invalid parameters")
+        node = from_dict(NodeSettings, section_values(values, "node"), "invalid parameters")
+        stream = from_dict(StreamConfig, section_values(values, "stream"), "invalid parameters")
     except SettingsError as exc:  # from_dict already put "invalid parameters: " in front
         raise NodeConfigError(str(exc)) from exc
     except ValueError as exc:  # StreamConfigError: combinations
         raise NodeConfigError(f"invalid parameters: {exc}") from exc
     try:
-        checkpoint = Path(values["checkpoint"]).expanduser()
+        checkpoint = Path(node.checkpoint).expanduser()
     except RuntimeError as exc:  # "~nosuchuser/...": no such home folder
         raise NodeConfigError(f"invalid parameters: checkpoint: cannot expand "
-                              f"{values['checkpoint']!r}: no such user") from exc
-    return NodeConfig(
-        checkpoint=checkpoint,
-        device=values["device"],
-        autocast=values["autocast"],
-        image_topics=tuple(values["image_topics"]),
-        qos_reliable=values["qos_reliability"] == "reliable",
-        qos_depth=int(values["qos_depth"]),
-        publish_annotated=bool(values["publish_annotated"]),
-        diagnostics_period_s=float(values["diagnostics_period_s"]),
-        stream=stream,
-    )
+                              f"{node.checkpoint!r}: no such user") from exc
+    return NodeConfig(checkpoint=checkpoint, node=node, stream=stream)
 
 
 def check_checkpoint(path: Path) -> str | None:
@@ -89,12 +79,14 @@ def check_params_files(argv: list[str]) -> str | None:
 
     rcl refuses such a file with a traceback-sized RCLError plus a log line of
     its own; checking first gives one line naming the file and the problem.
+    The check reads YAML as rcl does (`_RclLoader`), so it never refuses a
+    file that rcl accepts, such as the one launch_ros writes for overrides.
     """
     files = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--params-file"]
     for name in files:
         path = Path(name).expanduser()
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RclLoader)
         except OSError as exc:
             return f"--params-file {name}: cannot read it: {exc.strerror or exc}"
         except yaml.YAMLError as exc:
@@ -105,6 +97,30 @@ def check_params_files(argv: list[str]) -> str | None:
             return (f"--params-file {name}: expected `<node name or /**>:` then "
                     "`ros__parameters:` with the values under it (see config/perception.yaml)")
     return None
+
+
+class _RclLoader(yaml.SafeLoader):
+    """YAML as rcl's parser (libyaml events) reads it: tags are ignored.
+
+    launch_ros dumps its overrides with `yaml.dump`, which writes a list value
+    (`image_topic:=...` becomes `image_topics`) as `!!python/tuple`;
+    `safe_load` refuses that tag, rcl reads the plain sequence under it. Every
+    unknown tag is therefore built as the plain mapping, sequence or scalar it
+    tags; nothing is ever executed or imported.
+    """
+
+
+def _untagged(loader: _RclLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    assert isinstance(node, yaml.ScalarNode)
+    return loader.construct_scalar(node)
+
+
+_RclLoader.add_multi_constructor("tag:yaml.org,2002:python/", _untagged)
+_RclLoader.add_multi_constructor("!", _untagged)
 
 
 def _node_entries(data: Any) -> bool:

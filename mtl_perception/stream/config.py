@@ -9,44 +9,29 @@ the same one-line message.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
+
+from mtl_perception.deploy.registry import BACKEND_NAMES
+from mtl_perception.schema import check_fields, declared, setting
 
 Smoothing = Literal["none", "ema", "mean"]
-SMOOTHING_MODES: tuple[str, ...] = ("none", "ema", "mean")
 GateMode = Literal["off", "publish", "filter"]
-GATE_MODES: tuple[str, ...] = ("off", "publish", "filter")
 EventSource = Literal["auto", "gate", "max_softmax"]
-EVENT_SOURCES: tuple[str, ...] = ("auto", "gate", "max_softmax")
-# Temporal decisions of gesture events (issue 24, h-gate; stream/events.py documents them)
+# Temporal decisions of gesture events (issue 24; stream/events.py documents them)
 EventSmoothing = Literal["none", "ema", "hmm"]
-EVENT_SMOOTHINGS: tuple[str, ...] = ("none", "ema", "hmm")
 EventClassWeights = Literal["linear", "activity"]
-EVENT_CLASS_WEIGHTS: tuple[str, ...] = ("linear", "activity")
 Backend = Literal["torch", "onnxruntime", "openvino", "tensorrt"]
-BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
+SMOOTHING_MODES: tuple[str, ...] = get_args(Smoothing)
+GATE_MODES: tuple[str, ...] = get_args(GateMode)
+EVENT_SOURCES: tuple[str, ...] = get_args(EventSource)
+EVENT_SMOOTHINGS: tuple[str, ...] = get_args(EventSmoothing)
+EVENT_CLASS_WEIGHTS: tuple[str, ...] = get_args(EventClassWeights)
+BACKENDS: tuple[str, ...] = BACKEND_NAMES  # the registry's names (mtl_perception.deploy)
+assert get_args(Backend) == BACKENDS, "stream.config.Backend and deploy's registry differ"
 
-# Settings that may change while the pipeline runs (`StreamPipeline.update_settings`):
-# they only touch post-processing, never a buffer or a clip already made.
-LIVE_SETTINGS: tuple[str, ...] = (
-    "score_threshold", "top_k", "smoothing", "smoothing_window",
-    "gate", "gate_threshold", "event_source", "event_threshold", "event_hysteresis",
-    "event_min_s", "event_max_s", "event_refractory_s",
-    "event_smoothing", "event_ema_alpha", "event_switch_prob", "event_class_weights",
-)
-
-# Why each other setting cannot change live: the node repeats this to the user.
-FIXED_REASONS: dict[str, str] = {
-    "target_fps": "the per-camera buffers hold frames sampled at the old rate; restart the node",
-    "inference_stride": "clip scheduling is fixed while running; restart the node",
-    "max_gap_s": "buffer reset rule is fixed while running; restart the node",
-    "clip_length": "the buffers are sized for the clip length; restart the node",
-    "max_batch": "the inference worker is configured at start; restart the node",
-    "offline_queue": "the offline queue is sized at start; restart the node",
-    "backend": "the inference engine is built at start; restart the node",
-    "engine_cache": "the inference engine is built at start; restart the node",
-}
+_RESTART = "restart the node"
+_BUILT = "the inference engine is built at start; restart the node"
 
 
 class StreamConfigError(ValueError):
@@ -55,139 +40,115 @@ class StreamConfigError(ValueError):
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """Settings of `StreamPipeline`.
+    """Settings of `StreamPipeline`; each field's help says what it does.
 
-    - `target_fps`: frames are sampled at this rate by header stamp (not by
-      arrival order); match the frame rate the model was trained at.
-    - `inference_stride`: a new clip every this many sampled frames.
-    - `max_gap_s`: a stamp gap (forward, or backward beyond the duplicate
-      rule) longer than this empties the camera's buffer and its smoothing
-      state, so two scenes are never glued into one clip.
-    - `smoothing`: "none", "ema" (alpha = 2 / (smoothing_window + 1)) or
-      "mean" (mean of the last `smoothing_window` clips' probabilities).
-    - `score_threshold`: a task whose best (smoothed) probability is below
-      this gives an empty top-k list; classes below it are left out.
-    - `top_k`: how many (class, score) pairs a result lists per task.
-    - `clip_length`: frames per clip; 0 = the checkpoint's; may only narrow it.
-    - `max_batch`: most clips per forward pass; 0 = automatic: on a GPU one
-      clip per camera (realtime), on the CPU 1 (batching costs more per clip
-      there), offline (`realtime=False`) 1.
-    - `offline_queue`: offline mode only: clips waiting per camera before
-      `push()` waits for the worker (back-pressure instead of dropping).
-
-    Task gate (models whose `score_all` returns gate logits after the task
-    logits; without a gate these change nothing):
-    - `gate`: "off" (results as without a gate), "publish" (the node also
-      publishes the gate's probabilities and gesture events), "filter"
-      (publish, and a task whose gate probability is below `gate_threshold`
-      gets an empty top-k list for that clip).
-    - `gate_threshold`: the gate probability a task needs under "filter".
-
-    Gesture events (`mtl_perception.stream.events`, the rule is documented
-    there): `event_source` "gate" (the gate's gesture probability), or
-    "max_softmax" (the gesture head's largest probability: the baseline for
-    models without a gate), "auto" = gate when the model has one;
-    `event_threshold` starts a gesture, it ends when the source falls below
-    `event_threshold - event_hysteresis`; gestures shorter than `event_min_s`
-    are dropped, longer ones are decided at `event_max_s`; no event within
-    `event_refractory_s` of the previous one.
-
-    Temporal decisions (issue 24; the defaults are the rule without them;
-    a checkpoint whose `fit-gate` chose them on validation sessions stores
-    its choice, used unless a setting is given, `stream/decisions.py`):
-    - `event_smoothing`: the activity over time before the thresholds:
-      "none", "ema" (causal exponential smoothing, weight `event_ema_alpha`
-      on the newest clip) or "hmm" (a two-state forward filter that pays
-      `event_switch_prob` per clip for switching between gesture and not).
-    - `event_class_weights`: an event's class from its clips' gesture
-      probabilities weighted "linear" (1, 2, ..., n) or by "activity" (each
-      clip's own activity: clips on the gesture count, lead-in clips little).
-    - `backend`: the engine of the forward pass: "torch" (PyTorch eager), or
-      "onnxruntime", "openvino", "tensorrt" on an exported model (a checkpoint
-      is exported in memory first); decoding, buffering, batching and
-      smoothing are the same whichever runs (`mtl_perception.deploy`).
-    - `engine_cache`: folder of built TensorRT engines; "" = ~/.cache/mtl_perception/tensorrt.
+    Frames are sampled by header stamp (not by arrival order). `max_batch` 0
+    is automatic: realtime on a GPU one clip per camera, on the CPU 1
+    (batching costs more per clip there), offline 1. The task gate settings
+    change nothing for a model without a gate; the gesture event rule is
+    documented in `mtl_perception.stream.events`. Decoding, buffering,
+    batching and smoothing are the same whichever `backend` runs.
     """
 
-    target_fps: float = 15.0
-    inference_stride: int = 8
-    max_gap_s: float = 0.5
-    smoothing: Smoothing = "none"
-    smoothing_window: int = 5
-    score_threshold: float = 0.0
-    top_k: int = 5
-    clip_length: int = 0
-    max_batch: int = 0
-    offline_queue: int = 16
-    gate: GateMode = "off"
-    gate_threshold: float = 0.5
-    event_source: EventSource = "auto"
-    event_threshold: float = 0.5
-    event_hysteresis: float = 0.1
-    event_min_s: float = 0.3
-    event_max_s: float = 6.0
-    event_refractory_s: float = 1.0
-    event_smoothing: EventSmoothing = "none"
-    event_ema_alpha: float = 0.5
-    event_switch_prob: float = 0.1
-    event_class_weights: EventClassWeights = "linear"
-    backend: Backend = "torch"
-    engine_cache: str = ""
+    # Each field is declared once here (mtl_perception.schema): its range,
+    # choices, help and whether it may change live are what the node's ROS
+    # parameters, `--set` and docs/settings.md are built from.
+    target_fps: float = setting(
+        15.0, "Frames per second sampled by header stamp into clips (the rate the model "
+        "was trained at).", low=0.5, high=240.0,
+        fixed="the per-camera buffers hold frames sampled at the old rate; " + _RESTART)
+    inference_stride: int = setting(
+        8, "A new clip every this many sampled frames.", low=1, high=1000,
+        fixed="clip scheduling is fixed while running; " + _RESTART)
+    max_gap_s: float = setting(
+        0.5, "A gap between two frames' stamps longer than this restarts the camera's "
+        "buffer instead of gluing two scenes into one clip.", low=0.01, high=3600.0,
+        fixed="buffer reset rule is fixed while running; " + _RESTART)
+    smoothing: Smoothing = setting(
+        "none", "Temporal smoothing of scores over the last clips: none, ema or mean.",
+        live=True)
+    smoothing_window: int = setting(
+        5, "Clips averaged by mean smoothing; ema uses alpha = 2 / (window + 1).",
+        low=1, high=1000, live=True)
+    score_threshold: float = setting(
+        0.0, "Results below this probability are left out; a task whose best score is "
+        "below it publishes an empty result.", low=0.0, high=1.0, live=True)
+    top_k: int = setting(5, "How many results per task and clip.", low=1, high=1000, live=True)
+    clip_length: int = setting(
+        0, "Frames per clip; 0 uses the checkpoint's. May only narrow the checkpoint's.",
+        low=0, high=1024, fixed="the buffers are sized for the clip length; " + _RESTART)
+    max_batch: int = setting(
+        0, "Most clips per forward pass; 0 = automatic: the newest clip of every camera in "
+        "one pass on a GPU, one clip per pass on the CPU.", low=0, high=64,
+        fixed="the inference worker is configured at start; " + _RESTART)
+    offline_queue: int = setting(
+        16, "Offline (bag evaluation) only: clips waiting per camera before push() waits "
+        "for the worker.", low=1, high=100_000, ros=False,
+        fixed="the offline queue is sized at start; " + _RESTART)
+    gate: GateMode = setting(
+        "off", "Task gate (action | gesture | none per clip): off (results as without a "
+        "gate), publish (adds /human/task and /human/gesture/events) or filter (publish, "
+        "and a task the gate gives less than gate_threshold publishes an empty result).",
+        live=True)
+    gate_threshold: float = setting(
+        0.5, "Under gate filter: the gate probability a task needs for its result to be "
+        "published.", low=0.0, high=1.0, live=True)
+    event_source: EventSource = setting(
+        "auto", "What starts a gesture event: gate (the gate's gesture probability), "
+        "max_softmax (the gesture head's best probability), auto (gate when the model has "
+        "one).", live=True)
+    event_threshold: float = setting(
+        0.5, "A gesture starts when the event source reaches this.", low=0.0, high=1.0,
+        live=True)
+    event_hysteresis: float = setting(
+        0.1, "A started gesture ends (and its event is decided) when the event source falls "
+        "below event_threshold minus this.", low=0.0, high=1.0, live=True)
+    event_min_s: float = setting(
+        0.3, "Gestures shorter than this (seconds between their first and last clip) give "
+        "no event.", low=0.0, high=3600.0, live=True)
+    event_max_s: float = setting(
+        6.0, "A gesture lasting this long is decided at once (at least event_min_s).",
+        low=0.0, high=3600.0, live=True)
+    event_refractory_s: float = setting(
+        1.0, "No gesture event within this many seconds of the previous one.",
+        low=0.0, high=3600.0, live=True)
+    # Temporal decisions of gesture events (issue 24, stream/events.py); a checkpoint whose
+    # fit-gate chose them on validation sessions stores its choice, taken unless given
+    # (stream/decisions.py).
+    event_smoothing: EventSmoothing = setting(
+        "none", "The event source over time before the thresholds: none, ema (causal "
+        "exponential smoothing) or hmm (two-state filter with a switching cost).", live=True)
+    event_ema_alpha: float = setting(
+        0.5, "Under event_smoothing ema: the newest clip's weight (1 = no smoothing).",
+        low=0.01, high=1.0, live=True)
+    event_switch_prob: float = setting(
+        0.1, "Under event_smoothing hmm: the prior probability per clip of switching between "
+        "gesture and not (0.5 = no smoothing).", low=0.001, high=0.5, live=True)
+    event_class_weights: EventClassWeights = setting(
+        "linear", "An event's class from its clips weighted linear (1, 2, ..., n) or by "
+        "activity (the odds of each clip's event source: lead-in clips count little).",
+        live=True)
+    backend: Backend = setting(
+        "torch", "Inference engine of the forward pass: torch (PyTorch), onnxruntime (CPU or "
+        "CUDA), openvino (CPU) or tensorrt (NVIDIA GPU, fp16 with autocast fp16). A "
+        "checkpoint is exported in memory for the non-torch engines; each needs its extra "
+        "(pip install 'mtl_perception[onnx|openvino|tensorrt]').", fixed=_BUILT)
+    engine_cache: str = setting(
+        "", "Folder of built TensorRT engines (keyed by model checksum, GPU and TensorRT "
+        "version); empty: ~/.cache/mtl_perception/tensorrt.", fixed=_BUILT)
 
     def __post_init__(self) -> None:
-        def bad(name: str, rule: str) -> StreamConfigError:
-            return StreamConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
-
-        if not self.target_fps > 0 or self.target_fps > 1000:
-            raise bad("target_fps", "in (0, 1000]")
-        if self.inference_stride < 1:
-            raise bad("inference_stride", ">= 1")
-        if not self.max_gap_s > 0:
-            raise bad("max_gap_s", "> 0")
+        reason = check_fields(self)  # every range and choice, as declared above
+        if reason is not None:
+            raise StreamConfigError(reason)
         if self.max_gap_s * self.target_fps < 1:
             raise StreamConfigError(
                 f"max_gap_s ({self.max_gap_s}) is shorter than one sampling period "
                 f"(1 / target_fps = {1 / self.target_fps:.3f} s): every frame would reset"
             )
-        if self.smoothing not in SMOOTHING_MODES:
-            raise bad("smoothing", f"one of {list(SMOOTHING_MODES)}")
-        if self.smoothing_window < 1:
-            raise bad("smoothing_window", ">= 1")
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise bad("score_threshold", "in [0, 1]")
-        if self.top_k < 1:
-            raise bad("top_k", ">= 1")
-        if self.clip_length < 0:
-            raise bad("clip_length", ">= 0 (0 = the checkpoint's)")
-        if self.max_batch < 0:
-            raise bad("max_batch", ">= 0 (0 = automatic)")
-        if self.offline_queue < 1:
-            raise bad("offline_queue", ">= 1")
-        if self.gate not in GATE_MODES:
-            raise bad("gate", f"one of {list(GATE_MODES)}")
-        if self.event_source not in EVENT_SOURCES:
-            raise bad("event_source", f"one of {list(EVENT_SOURCES)}")
-        for name in ("gate_threshold", "event_threshold", "event_hysteresis"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise bad(name, "in [0, 1]")
-        for name in ("event_min_s", "event_refractory_s"):
-            if not 0.0 <= getattr(self, name) <= 3600.0:
-                raise bad(name, "in [0, 3600] seconds")
-        if not self.event_min_s <= self.event_max_s <= 3600.0:
-            raise bad("event_max_s", f"in [event_min_s ({self.event_min_s}), 3600] seconds")
-        self._check_event_decisions(bad)
-        if self.backend not in BACKENDS:
-            raise bad("backend", f"one of {list(BACKENDS)}")
-
-    def _check_event_decisions(self, bad: Callable[[str, str], StreamConfigError]) -> None:
-        if self.event_smoothing not in EVENT_SMOOTHINGS:
-            raise bad("event_smoothing", f"one of {list(EVENT_SMOOTHINGS)}")
-        if self.event_class_weights not in EVENT_CLASS_WEIGHTS:
-            raise bad("event_class_weights", f"one of {list(EVENT_CLASS_WEIGHTS)}")
-        if not 0.0 < self.event_ema_alpha <= 1.0:
-            raise bad("event_ema_alpha", "in (0, 1]")
-        if not 0.0 < self.event_switch_prob <= 0.5:
-            raise bad("event_switch_prob", "in (0, 0.5]")
+        if self.event_max_s < self.event_min_s:
+            raise StreamConfigError(f"event_max_s must be in [event_min_s ({self.event_min_s}), "
+                                    f"3600] seconds, got {self.event_max_s!r}")
 
     def resolved_clip_length(self, checkpoint_clip_length: int) -> int:
         """The clip length to use: the checkpoint's, or a narrower one asked for."""
@@ -199,3 +160,18 @@ class StreamConfig:
                 f"{checkpoint_clip_length}: settings can only narrow what the model was trained on"
             )
         return self.clip_length
+
+
+# Settings that may change while the pipeline runs (`StreamPipeline.update_settings`):
+# they only touch post-processing, never a buffer or a clip already made.
+LIVE_SETTINGS: tuple[str, ...] = tuple(r.name for r in declared(StreamConfig) if r.rule.live)
+# Why each other setting cannot change live: the node repeats this to the user.
+FIXED_REASONS: dict[str, str] = {
+    r.name: r.rule.fixed for r in declared(StreamConfig) if not r.rule.live}
+
+
+def publishes_gate(gate: GateMode, model_has_gate: bool) -> bool:
+    """Whether clips' gate probabilities and gesture events are published (the node's
+    /human/task and /human/gesture/events, the same topics in a result bag): the one
+    rule both follow."""
+    return model_has_gate and gate != "off"

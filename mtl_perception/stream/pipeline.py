@@ -4,18 +4,10 @@ Threads: `push()` runs in the caller's thread (a subscription callback, a bag
 reader loop) and only samples, decodes, preprocesses and buffers; the model
 runs in one worker thread (`start()` / `stop()`).
 
-- realtime=True (the robot): each camera has one slot for its newest ready
-  clip; a newer clip replaces an unscored one (counted in `clips_dropped`),
-  so the worker always scores the freshest view and nothing queues without
-  bound. `push()` never waits for the model. On a GPU the worker batches the
-  ready clip of every camera into one forward pass; on the CPU, where a
-  batch costs more per clip than single clips, it scores one clip per pass,
-  cameras taking turns (`max_batch` overrides both).
-- realtime=False (bag evaluation): every clip is scored, in the order it was
-  cut, in batches of `max_batch` (default 1) clips: the same inputs give the
-  same batches and therefore the same predictions every run. `push()` waits
-  (back-pressure) while `offline_queue` clips are queued; without a started
-  worker it scores them itself. `flush()` returns once all are scored.
+The two modes (`realtime=True`: the robot, the newest clip per camera;
+`realtime=False`: bag evaluation, every clip in order, with back-pressure)
+are two schedules (`mtl_perception.stream.scheduling`); offline without a
+started worker, `push()` and `flush()` score the clips themselves.
 """
 
 from __future__ import annotations
@@ -23,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -33,6 +24,7 @@ import torch
 from torch import nn
 
 from mtl_perception.checkpoint import CheckpointInfo
+from mtl_perception.deploy.engine import Engine
 from mtl_perception.stream.camera import CameraState, ErrorCallback, Queued
 from mtl_perception.stream.config import (
     FIXED_REASONS,
@@ -42,8 +34,9 @@ from mtl_perception.stream.config import (
 )
 from mtl_perception.stream.decode import ImageDecodeError, header_of
 from mtl_perception.stream.events import GESTURE_TASK
-from mtl_perception.stream.inference import Scorer
-from mtl_perception.stream.results import ClipResult, FrameHeader, postprocess, softmax, split_gate
+from mtl_perception.stream.inference import engine_from_model, score_clips
+from mtl_perception.stream.results import ClipResult, FrameHeader, postprocess, softmax
+from mtl_perception.stream.scheduling import Offline, Realtime, Schedule
 from mtl_perception.stream.stats import CameraStats, LatencyWindow, StreamStats
 
 log = logging.getLogger(__name__)
@@ -54,20 +47,22 @@ ResultCallback = Callable[[ClipResult], None]
 class StreamPipeline:
     """Per-camera sampling and buffering, batched inference, post-processing.
 
-    `model` is any module with `score_all(clips) -> list[(N, C_t) logits]`
-    (a `MultiTaskModel` from `load_checkpoint`), optionally followed by task
-    gate logits (N, tasks + 1) (`ClipResult.gate`); `info` supplies task and class
-    names and the preprocessing. `on_result` is called from the worker thread
-    (or, offline without a worker, from the thread that calls `push`/`flush`)
-    once per scored clip; `on_error(camera, error)` once per camera and kind of
-    decode problem (default: one `logging` error line), the frames themselves
-    are counted in `frames_dropped` / `decode_errors`.
+    `engine` runs the forward pass (`mtl_perception.deploy.load_engine`): per-task
+    logits, and the task gate's (`ClipResult.gate`) when its model has one; its
+    `info` supplies task and class names and the preprocessing. (A module with
+    `score_all` or an exported `OnnxModel` plus `info`, `device` and `autocast`
+    is still taken: an engine is built for it on `config.backend`.) `on_result`
+    is called from the worker thread (or, offline without a worker, from the
+    thread that calls `push`/`flush`) once per scored clip; `on_error(camera,
+    error)` once per camera and kind of decode problem (default: one `logging`
+    error line), the frames themselves are counted in `frames_dropped` /
+    `decode_errors`.
     """
 
     def __init__(
         self,
-        model: nn.Module | Any,  # or an exported OnnxModel (mtl_perception.deploy)
-        info: CheckpointInfo,
+        engine: Engine | nn.Module | Any,
+        info: CheckpointInfo | None = None,
         config: StreamConfig | None = None,
         *,
         device: str | torch.device = "cpu",
@@ -77,22 +72,23 @@ class StreamPipeline:
         realtime: bool = True,
     ) -> None:
         self._config = config or StreamConfig()
-        self.info = info
-        self.clip_length = self._config.resolved_clip_length(info.preprocess.clip_length)
-        self._scorer = Scorer(model, device, autocast, backend=self._config.backend,
-                              engine_cache=self._config.engine_cache, info=info,
-                              clip_length=self.clip_length)
-        self.device, self.autocast, self.model = (
-            self._scorer.device,
-            self._scorer.autocast,
-            self._scorer.model,
-        )
+        if not isinstance(engine, Engine):
+            if info is None:
+                raise TypeError("a model without an engine needs its CheckpointInfo")
+            clip_length = self._config.resolved_clip_length(info.preprocess.clip_length)
+            engine = engine_from_model(engine, info, self._config, device, autocast, clip_length)
+        self._engine = engine
+        self.info = engine.info
+        self.clip_length = self._config.resolved_clip_length(self.info.preprocess.clip_length)
+        self.device = engine.device
+        self.model = getattr(engine, "model", None)  # the module or OnnxModel it runs
+        self.autocast = getattr(engine, "autocast", "none")
         self.realtime = realtime
+        self._cameras: dict[str, CameraState] = {}
+        self._schedule: Schedule = (Realtime if realtime else Offline)(self._cameras)
         self.on_result = on_result
         self.on_error = on_error or _log_decode_error
-        self._cameras: dict[str, CameraState] = {}
         self._cond = threading.Condition()
-        self._queue: deque[Queued] = deque()  # offline: every clip, in order
         self._in_flight = 0
         self._stopping = False
         self._flushing = False  # flush() asks the offline worker for partial batches
@@ -101,7 +97,6 @@ class StreamPipeline:
         self._latency_ms = LatencyWindow()
         self._batches = 0
         self._errors = 0  # batches whose forward pass raised
-        self._batches_taken = 0  # realtime batches handed to the forward pass so far
 
     # ----------------------------------------------------------------- settings
     @property
@@ -111,7 +106,7 @@ class StreamPipeline:
     @property
     def engine(self) -> str:
         """Which engine runs the forward pass, on which device, at which precision."""
-        return self._scorer.describe()
+        return self._engine.describe()
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -195,66 +190,33 @@ class StreamPipeline:
             with cam.lock:
                 cam.restart()
             with self._cond:
-                if cam.pending is not None:
-                    cam.pending = None
-                    cam.counts["clips_dropped"] += 1
+                self._schedule.discard(cam)
 
     # ------------------------------------------------------------- scheduling
     def _submit(self, cam: CameraState, item: Queued) -> None:
         batch: list[Queued] = []
         with self._cond:
-            if self.realtime:
-                if cam.pending is not None:
-                    cam.counts["clips_dropped"] += 1
-                cam.pending = item
-                self._cond.notify_all()
-                return
-            self._queue.append(item)
+            self._schedule.put(cam, item)
             self._cond.notify_all()
-            # Back-pressure, never dropping. The limit is at least one batch, or the
-            # worker (waiting for a full batch) and this thread would wait on each other.
-            limit = max(self._config.offline_queue, self._batch_size())
-            while len(self._queue) >= limit:
+            while self._schedule.must_wait(self._config, self._on_gpu):  # offline only
                 if not self.running:
-                    batch = self._take_offline()
+                    batch = self._take()
                     break
                 self._cond.wait()
         self._run(batch)  # offline without a worker: score in the caller's thread
 
-    def _batch_size(self) -> int:
-        """Clips per forward pass: `max_batch`, or automatically one per camera on a GPU
-        and one on the CPU, where a batch costs more per clip than single clips do
-        (bench/results/models.json: 8 r3d_18 clips in one batch take 11x one clip on CPU)."""
-        if self._config.max_batch:
-            return self._config.max_batch
-        if self.realtime and self.device.type != "cpu":
-            return max(1, len(self._cameras))
-        return 1
+    @property
+    def _on_gpu(self) -> bool:
+        return self.device.type != "cpu"
 
-    def _take_realtime(self) -> list[Queued]:
-        cams = self._cameras
-        waiting = [cam.pending for cam in cams.values() if cam.pending is not None]
-        # When more cameras are ready than one batch holds: the camera served longest
-        # ago first (round robin), so no camera starves while all produce clips.
-        waiting.sort(key=lambda item: (cams[item.clip.camera].served, item.clip.frames[-1].arrival))
-        batch = waiting[: self._batch_size()]
-        for item in batch:
-            cam = cams[item.clip.camera]
-            cam.pending = None
-            cam.served = self._batches_taken
-        self._batches_taken += 1
+    def _take(self) -> list[Queued]:
+        """The next batch (under the lock); it counts as in flight until scored."""
+        batch = self._schedule.take(self._config, self._on_gpu)
         self._in_flight += len(batch)
         return batch
 
-    def _take_offline(self) -> list[Queued]:
-        batch = [self._queue.popleft() for _ in range(min(self._batch_size(), len(self._queue)))]
-        self._in_flight += len(batch)
-        return batch
-
-    def _has_work(self, flushing: bool) -> bool:
-        if self.realtime:
-            return any(cam.pending is not None for cam in self._cameras.values())
-        return len(self._queue) >= (1 if flushing or self._stopping else self._batch_size())
+    def _has_work(self, all_now: bool) -> bool:
+        return self._schedule.ready(self._config, self._on_gpu, all_now or self._stopping)
 
     def start(self) -> None:
         """Start the inference worker (idempotent)."""
@@ -274,12 +236,8 @@ class StreamPipeline:
         if worker is not None:
             worker.join(timeout)
         self._worker = None
-        if self.realtime:  # unscored clips are dropped: made == run + dropped afterwards
-            with self._cond:
-                for cam in self._cameras.values():
-                    if cam.pending is not None:
-                        cam.pending = None
-                        cam.counts["clips_dropped"] += 1
+        with self._cond:
+            self._schedule.drop_all()  # realtime: unscored clips are dropped
 
     def close(self) -> None:
         """Stop the worker and let go of every frame and clip (and cached GPU memory).
@@ -290,7 +248,7 @@ class StreamPipeline:
         self.stop()
         with self._cond:
             self._cameras.clear()
-            self._queue.clear()
+            self._schedule.clear()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -309,7 +267,7 @@ class StreamPipeline:
                     if idle:
                         return True
                     if not self.running:
-                        batch = self._take_realtime() if self.realtime else self._take_offline()
+                        batch = self._take()
                         self._cond.release()
                         try:
                             self._run(batch)
@@ -328,9 +286,9 @@ class StreamPipeline:
             with self._cond:
                 while not self._has_work(self._flushing) and not self._stopping:
                     self._cond.wait()
-                if self._stopping and (self.realtime or not self._queue):
+                if self._stopping and self._schedule.done_when_stopping():
                     return
-                batch = self._take_realtime() if self.realtime else self._take_offline()
+                batch = self._take()
             self._run(batch)
 
     # -------------------------------------------------------------- inference
@@ -359,8 +317,8 @@ class StreamPipeline:
                     log.exception("on_result callback failed")
 
     def _score(self, batch: list[Queued]) -> list[ClipResult]:
-        outputs, inference_ms = self._scorer([item.clip for item in batch])
-        per_task, gate_logits = split_gate(outputs, len(self.task_names))
+        scores, inference_ms = score_clips(self._engine, [item.clip for item in batch])
+        per_task, gate_logits = scores.tasks, scores.gate
         config = self._config
         results = []
         with self._cond:
@@ -387,7 +345,7 @@ class StreamPipeline:
 
     def warmup(self, batch: int = 1) -> float:
         """One forward pass on zeros of the input shape (cuDNN autotuning, lazy init); ms."""
-        return self._scorer.warmup(batch, self.clip_length, self.info.preprocess.crop)
+        return self._engine.warmup(batch, self.clip_length)
 
     # ---------------------------------------------------------------- stats
     def stats(self) -> StreamStats:

@@ -54,7 +54,8 @@ def streaming_node(ros: RosPython, env: dict[str, str], folder: Path, checkpoint
                 "-p", f"checkpoint:={checkpoint}", "-p", "device:=cpu",
                 "-p", topic_list(topics), "-p", f"target_fps:={TARGET_FPS}",
                 "-p", f"inference_stride:={STRIDE}", "-p", "diagnostics_period_s:=0.2",
-                # Exact accounting of every frame: the default reliable QoS, and a
+                # Exact accounting of every frame: the default auto QoS (reliable for
+                # these reliable cameras, subscribed once they publish), and a
                 # history deep enough that a busy CI machine overwrites none.
                 "-p", "qos_depth:=100", *extra)
 

@@ -32,10 +32,11 @@ from mtl_perception.checkpoint import (
     atomic_write,
     load_checkpoint,
 )
-from mtl_perception.deploy.load import is_exported, load_model, read_model_info
+from mtl_perception.deploy.device import DeviceError, resolve_device
+from mtl_perception.deploy.load import is_exported, load_engine, read_model_info
+from mtl_perception.deploy.registry import BACKEND_NAMES as BACKENDS
 from mtl_perception.models import MultiTaskModel
 from mtl_perception.settings import SettingsError
-from mtl_perception.stream.config import BACKENDS
 from training.datasets.clip_sampling import TemporalSampling
 from training.datasets.clips import clip_span
 from training.datasets.listfile import DatasetError
@@ -163,12 +164,9 @@ def run(args: argparse.Namespace) -> int:
             autocast=args.autocast, temporal_sampling=trained_temporal_sampling(info),
         )
         try:
-            device = torch.device(args.device)
-        except RuntimeError as exc:  # torch's own text does not name the setting
-            raise EvaluateUsageError(f"--device {args.device!r} is not a torch device "
-                                     "(cpu, cuda, cuda:N)") from exc
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise EvaluateUsageError(f"--device {args.device}: no CUDA device is available")
+            device = resolve_device(args.device)
+        except DeviceError as exc:
+            raise EvaluateUsageError(f"--device: {exc}") from exc
         set_config = load_set(args.config)
         missing = [t for t in info.model.task_names if t not in set_config.tasks]
         if missing:
@@ -217,9 +215,8 @@ def _model(args: argparse.Namespace, info: CheckpointInfo, device: torch.device
     model the evaluator takes: it uses the same four members of either)."""
     if args.backend == "torch":
         return load_checkpoint(args.checkpoint, device).model
-    loaded = load_model(args.checkpoint, "cpu")
-    return cast(MultiTaskModel, EngineModel(loaded.model, info, args.backend, args.device,
-                                            args.autocast))
+    engine = load_engine(args.checkpoint, args.backend, args.device, autocast=args.autocast)
+    return cast(MultiTaskModel, EngineModel(engine))
 
 
 def _pct(value: float | None) -> str:

@@ -1,4 +1,4 @@
-"""An inference engine (ONNX Runtime, OpenVINO, TensorRT) in the shape `Evaluator` scores.
+"""An inference `Engine` (ONNX Runtime, OpenVINO, TensorRT) in the shape `Evaluator` scores.
 
 `training evaluate --backend X` scores the very forward pass the node runs
 with that backend: the evaluator's clips go through the engine (every task's
@@ -8,27 +8,22 @@ as `MultiTaskModel.forward` returns them.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
-from mtl_perception.checkpoint import CheckpointInfo
-from mtl_perception.stream.inference import Scorer
+from mtl_perception.deploy.engine import Engine
 
 
 class EngineModel:
     """The `MultiTaskModel` interface the evaluator uses, over an engine."""
 
-    def __init__(self, model: Any, info: CheckpointInfo, backend: str, device: str,
-                 autocast: str = "none") -> None:
-        self.scorer = Scorer(model, device, autocast, backend=backend, info=info,
-                             clip_length=info.preprocess.clip_length)
-        self.config = info.model
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.config = engine.info.model
         self.training = False
 
     def describe(self) -> str:
-        return self.scorer.describe()
+        return self.engine.describe()
 
     def eval(self) -> EngineModel:
         return self
@@ -38,16 +33,14 @@ class EngineModel:
 
     @property
     def gate(self) -> bool | None:
-        """Not None when the exported graph ends with the task gate's output (the
+        """Not None when the engine's model has a task gate (its metadata says so; the
         evaluator asks only whether there is one; `score_all` returns its logits)."""
-        return True if getattr(self.config, "gate", False) else None
+        return True if self.engine.has_gate else None
 
     def score_all(self, clips: torch.Tensor) -> list[torch.Tensor]:
         """Every output of the engine for every clip: the tasks' logits, then the gate's."""
-        engine = self.scorer.engine
-        assert engine is not None  # a non-torch backend always has one
-        return [torch.from_numpy(np.ascontiguousarray(out))
-                for out in engine(clips.detach().cpu().numpy())]
+        scores = self.engine(clips.detach().cpu().numpy())
+        return [torch.from_numpy(np.ascontiguousarray(out)) for out in scores.as_list()]
 
     def __call__(self, clips: torch.Tensor, task_ids: torch.Tensor) -> list[torch.Tensor]:
         outputs = self.score_all(clips)

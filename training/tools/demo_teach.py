@@ -1,6 +1,6 @@
 """`make demo-teach`: teach the demo model a gesture it has never seen, from recorded bags.
 
-The whole loop of README "Your own gestures", on synthetic recordings:
+The whole loop of docs/own-gestures.md, on synthetic recordings:
 
 1. render new takes (another seed: new actors and rooms) of the demo's eight
    gestures plus `zigzag`, which the default set and so the demo model lack;

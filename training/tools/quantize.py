@@ -24,8 +24,15 @@ from mtl_perception.deploy.export import with_metadata
 from mtl_perception.deploy.onnx_file import INPUT_NAME, OnnxModel, require
 
 
-def quantize_int8(exported: OnnxModel, clips: Iterator[np.ndarray]) -> OnnxModel:
-    """The int8 model calibrated on `clips` (batches shaped like the graph's input)."""
+def quantize_int8(exported: OnnxModel, clips: Iterator[np.ndarray], *, symmetric: bool = False,
+                  per_channel: bool = True) -> OnnxModel:
+    """The int8 model calibrated on `clips` (batches shaped like the graph's input).
+
+    `symmetric`: signed int8 activations and weights with zero point 0, what
+    TensorRT takes (`deploy/tensorrt.py`); otherwise uint8 activations with a
+    calibrated zero point (the CPU engines' usual choice). `per_channel`: one
+    weight scale per output channel rather than per tensor.
+    """
     quantization = require("onnxruntime.quantization", "onnx", "int8 quantisation")
 
     base: Any = quantization.CalibrationDataReader
@@ -46,10 +53,12 @@ def quantize_int8(exported: OnnxModel, clips: Iterator[np.ndarray]) -> OnnxModel
         quantization.quantize_static(
             str(source), str(target), Reader(),
             quant_format=quantization.QuantFormat.QDQ,
-            activation_type=quantization.QuantType.QUInt8,
+            activation_type=(quantization.QuantType.QInt8 if symmetric
+                             else quantization.QuantType.QUInt8),
             weight_type=quantization.QuantType.QInt8,
-            per_channel=True,
+            per_channel=per_channel,
             calibrate_method=quantization.CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
         )
         data = target.read_bytes()
     export = replace(exported.export, precision="int8")

@@ -5,7 +5,7 @@ Trains one model (any method, any loss weighting) as a config file says;
 model.width=16`). `--resume RUN_DIR` continues an interrupted run exactly
 (its stored settings; only iterations/workers/log_every/save_every/val_every
 may be overridden). Under `torchrun --nproc_per_node N` the same command
-trains on N processes (DistributedDataParallel-style; see the README, "Training").
+trains on N processes (DistributedDataParallel-style; see docs/training.md).
 """
 
 from __future__ import annotations

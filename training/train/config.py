@@ -198,12 +198,11 @@ def config_from_dict(data: dict[str, Any], where: str = "config", base: Path | N
                          init=str(_resolve(Path(config.init), base)) if config.init else "")
     if str(config.set) in ("", "."):
         raise SettingsError(f"{where}: set: name the multi-task set YAML to train on")
-    from mtl_perception.stream.config import StreamConfigError  # torch: only when loading
-    from mtl_perception.stream.inference import resolve_device
+    from mtl_perception.deploy.device import DeviceError, resolve_device  # torch: when loading
 
-    try:  # the streaming core's check, as evaluate_bag and the node make it
+    try:  # the one device check, as evaluate_bag and the node make it
         resolve_device(config.device)
-    except StreamConfigError as exc:
+    except DeviceError as exc:
         raise SettingsError(f"{where}: {exc}") from exc
     return config
 

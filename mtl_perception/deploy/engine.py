@@ -1,0 +1,103 @@
+"""The one inference interface: an `Engine` scores a batch of clips, whatever runs it.
+
+Every consumer (the streaming core, hence the node and `evaluate_bag`;
+`training evaluate --backend`; the benchmarks) holds an `Engine` and asks it
+only what is written here. What an engine scores (tasks, classes, whether a
+task gate follows) comes from the model's metadata (`info`), never from the
+object that runs the forward pass.
+
+Input: clips as one float32 NumPy array (N, 3, T, H, W), preprocessed
+(`mtl_perception.preprocess`). Output: `Scores`: per task (N, C_t) logits in
+`info.model.task_names` order, and the gate's (N, tasks + 1) logits ("none"
+last) when the model has a task gate, else None.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mtl_perception.checkpoint import CheckpointInfo
+from mtl_perception.deploy.errors import BackendError
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One batch's outputs: per-task logits, then the gate's (None without a gate)."""
+
+    tasks: tuple[np.ndarray, ...]
+    gate: np.ndarray | None = None
+
+    def as_list(self) -> list[np.ndarray]:
+        """`score_all`'s order: the tasks' logits, then the gate's when there is one."""
+        return [*self.tasks, *(() if self.gate is None else (self.gate,))]
+
+
+class Engine(ABC):
+    """One model, compiled for one device by one backend; call it on a batch of clips."""
+
+    backend: str = ""
+
+    def __init__(self, info: CheckpointInfo, device: torch.device, precision: str,
+                 source: str) -> None:
+        self.info = info
+        self.device = device
+        self.precision = precision
+        self.source = source  # the file it came from, or "<in memory>"
+
+    # ---- what it scores (from the metadata) ----
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return self.info.model.task_names
+
+    @property
+    def class_names(self) -> tuple[tuple[str, ...], ...]:
+        return self.info.class_names
+
+    @property
+    def has_gate(self) -> bool:
+        """Whether the model has a task gate: its metadata's model config says so."""
+        return bool(getattr(self.info.model, "gate", False))
+
+    @property
+    def clip_length(self) -> int:
+        """Frames per clip the model was made for (an exported graph takes exactly these)."""
+        return self.info.preprocess.clip_length
+
+    def describe(self) -> str:
+        """Backend, device and precision, for logs and reports."""
+        return f"{self.backend} on {self.device}, {self.precision}"
+
+    # ---- the forward pass ----
+    def __call__(self, clips: np.ndarray) -> Scores:
+        if clips.ndim != 5 or clips.shape[1] != 3:
+            raise BackendError(f"an engine takes clips shaped (N, 3, T, H, W), got "
+                               f"{list(clips.shape)}")
+        outputs = self._forward(np.ascontiguousarray(clips, dtype=np.float32))
+        tasks = len(self.task_names)
+        expected = tasks + (1 if self.has_gate else 0)
+        if len(outputs) != expected:  # metadata and graph disagree: never guess which is right
+            and_gate = " and a gate" if self.has_gate else ""
+            raise BackendError(f"{self.source}: {len(outputs)} outputs, its metadata describes "
+                               f"{expected} ({tasks} tasks{and_gate})")
+        gate = outputs[tasks] if self.has_gate else None
+        if gate is not None and gate.shape[-1] != tasks + 1:
+            raise BackendError(f"{self.source}: gate logits shaped {list(gate.shape)}, expected "
+                               f"(N, {tasks + 1}) (the tasks, then none)")
+        return Scores(tuple(outputs[:tasks]), gate)
+
+    def warmup(self, batch: int = 1, clip_length: int = 0) -> float:
+        """One forward pass on zeros of the input shape (lazy init, autotuning); ms."""
+        crop = self.info.preprocess.crop
+        x = np.zeros((batch, 3, clip_length or self.clip_length, *crop), np.float32)
+        start = time.monotonic()
+        self(x)
+        return (time.monotonic() - start) * 1e3
+
+    @abstractmethod
+    def _forward(self, clips: np.ndarray) -> list[np.ndarray]:
+        """Every output as float32 (N, C) arrays, in the model's order (tasks, then gate)."""

@@ -1,0 +1,182 @@
+"""The node's camera inputs: one subscription per image topic (no rclpy here).
+
+QoS that matches the camera. A reliable subscription never connects to a
+best-effort publisher (sensor-data QoS, what many camera drivers offer): no
+frame arrives and DDS reports an incompatible QoS. A best-effort subscription
+connects to everyone but lets DDS drop frames a reliable publisher would
+resend. Under `qos_reliability: auto` (the default) each topic's reliability
+therefore follows what its publishers offer, as rosbag2's recorder adapts:
+reliable when every publisher offers it, best effort when any does not. A
+topic is subscribed once it has a publisher (as rosbag2 does) and matched
+again whenever its publishers offer otherwise (`rematch`, from the node's
+timer); while a topic has no publisher its subscription stays as it was. An
+incompatible-QoS event is an ERROR in that camera's /diagnostics status with
+the fix in its message.
+
+Latency as users see it: for each camera, the time from the image's stamp
+to its arrival in the node (`stamp_to_receive`: transport and the executor's
+queue) and to the publication of the result of the clip it ends
+(`stamp_to_publish`: the number a subscriber to /human/* measures).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mtl_perception.ros.messages import ERROR, WARN, StatusData
+from mtl_perception.stream.stats import LatencyWindow
+
+# subscribe(topic, reliable) -> subscription; the node builds the QoS and the
+# incompatible-QoS event callback (which calls `CameraInputs.incompatible`).
+Subscribe = Callable[[str, bool], Any]
+Unsubscribe = Callable[[Any], Any]
+# offered(topic) -> one bool per publisher of the topic: whether it offers reliable.
+Offered = Callable[[str], list[bool]]
+REMATCH_PERIOD_S = 0.5  # how soon a new or changed publisher is matched (auto)
+
+
+def matching_reliability(mode: str, offered: list[bool]) -> bool:
+    """Whether to subscribe reliably: the setting, or under auto the publishers' offer."""
+    if mode == "reliable":
+        return True
+    if mode == "best_effort":
+        return False
+    return bool(offered) and all(offered)
+
+
+def _name(reliable: bool) -> str:
+    return "reliable" if reliable else "best_effort"
+
+
+@dataclass
+class _Camera:
+    subscription: Any = None
+    reliable: bool = True
+    publishers: tuple[bool, ...] = ()
+    incompatible: str = ""  # the policy DDS named in the last incompatible-QoS event
+    receive_ms: LatencyWindow = field(default_factory=LatencyWindow)
+    publish_ms: LatencyWindow = field(default_factory=LatencyWindow)
+
+
+class CameraInputs:
+    """The image subscriptions of an active node, their QoS and their stamp latencies."""
+
+    def __init__(self, topics: tuple[str, ...], mode: str, subscribe: Subscribe,
+                 unsubscribe: Unsubscribe, offered: Offered,
+                 log: Callable[[str], None]) -> None:
+        self.mode = mode
+        self._subscribe, self._unsubscribe, self._offered, self._log = (
+            subscribe, unsubscribe, offered, log)
+        self._cameras = {topic: _Camera() for topic in topics}
+        self._lock = threading.Lock()  # latencies come from the executor and the worker
+
+    def start(self) -> None:
+        self.rematch()
+
+    def rematch(self) -> None:
+        """Subscribe where a topic's publishers appeared or now offer another reliability
+        (the node calls this every `REMATCH_PERIOD_S` under auto)."""
+        for topic, camera in self._cameras.items():
+            offered = self._offered(topic) if self.mode == "auto" else []
+            camera.publishers = tuple(offered)
+            if self.mode == "auto" and not offered:
+                continue  # nobody to match yet, or a camera restarting: keep what there is
+            reliable = matching_reliability(self.mode, offered)
+            if camera.subscription is not None:
+                if reliable == camera.reliable:
+                    continue
+                self._unsubscribe(camera.subscription)
+                self._log(f"{topic}: its publishers now offer {_offer(offered)}: subscribing "
+                          f"{_name(reliable)} (qos_reliability auto)")
+            camera.reliable, camera.incompatible = reliable, ""
+            camera.subscription = self._subscribe(topic, reliable)
+
+    def stop(self) -> None:
+        for camera in self._cameras.values():
+            if camera.subscription is not None:
+                self._unsubscribe(camera.subscription)
+                camera.subscription = None
+
+    def incompatible(self, topic: str, policy: str) -> None:
+        """DDS found a publisher on `topic` whose QoS this subscription cannot match."""
+        camera = self._cameras[topic]
+        camera.incompatible = policy
+        self._log(f"{topic}: {self.incompatible_message(topic)}")
+
+    def incompatible_message(self, topic: str) -> str:
+        camera = self._cameras[topic]
+        return (f"incompatible QoS with a publisher ({camera.incompatible}): no frames arrive "
+                f"from it; the subscription is {_name(camera.reliable)}: set "
+                "qos_reliability auto (the default) or best_effort, or make the camera "
+                "publish reliably")
+
+    def received(self, topic: str, now_ns: int, stamp: Any) -> None:
+        """A frame reached the node: the user's latency is the node clock's now minus
+        the image's stamp (transport and the executor's queue)."""
+        latency_ms = (now_ns - stamp.sec * 1_000_000_000 - stamp.nanosec) / 1e6
+        with self._lock:
+            self._cameras[topic].receive_ms.add(latency_ms)
+
+    def published(self, topic: str, latency_ms: float) -> None:
+        with self._lock:
+            camera = self._cameras.get(topic)
+            if camera is not None:
+                camera.publish_ms.add(latency_ms)
+
+    def amend(self, status: StatusData) -> StatusData:
+        """A camera's /diagnostics status with its QoS, its latencies and a QoS error."""
+        topic = status.hardware_id
+        camera = self._cameras.get(topic)
+        if camera is None:
+            return status
+        with self._lock:
+            receive, publish = camera.receive_ms.percentiles(), camera.publish_ms.percentiles()
+        values = (*status.values,
+                  ("qos_reliability", _name(camera.reliable)),
+                  ("publishers", str(len(camera.publishers)) if self.mode == "auto" else "n/a"),
+                  ("stamp_to_receive_ms_p50", _ms(receive.p50)),
+                  ("stamp_to_receive_ms_p95", _ms(receive.p95)),
+                  ("stamp_to_publish_ms_p50", _ms(publish.p50)),
+                  ("stamp_to_publish_ms_p95", _ms(publish.p95)))
+        level, message = status.level, status.message
+        if camera.incompatible:
+            level, message = ERROR, self.incompatible_message(topic)
+        elif camera.subscription is None:
+            message = "no publisher on this topic yet (subscribed once one appears)"
+        elif level == 0 and publish.count:
+            message = f"{message}, stamp-to-publish p95 {_ms(publish.p95)} ms"
+        return StatusData(status.name, level, message, status.hardware_id, values)
+
+    def statuses(self, statuses: list[StatusData], node_name: str) -> list[StatusData]:
+        """/diagnostics with every camera amended, and a status for each camera that has
+        sent no frame yet (a QoS mismatch shows there, not as silence)."""
+        seen = {s.hardware_id for s in statuses}
+        missing = [StatusData(f"{node_name}: camera {topic}", WARN, "no frames received yet",
+                              topic, ()) for topic in self._cameras if topic not in seen]
+        return [self._end_to_end(s) if s.name.endswith(": inference") else self.amend(s)
+                for s in [*statuses, *missing]]
+
+    def _end_to_end(self, status: StatusData) -> StatusData:
+        """The inference status names the latency users see: the worst camera's image
+        stamp to result publication, not only the node's frame-to-result."""
+        with self._lock:
+            worst = max((c.publish_ms.percentiles().p95 for c in self._cameras.values()
+                         if c.publish_ms.percentiles().count), default=None)
+        if worst is None or status.level != 0:
+            return status
+        message = f"{status.message}; image stamp to result published p95 {_ms(worst)} ms"
+        values = (*status.values, ("stamp_to_publish_ms_p95_worst_camera", _ms(worst)))
+        return StatusData(status.name, status.level, message, status.hardware_id, values)
+
+
+def _offer(offered: list[bool]) -> str:
+    if not offered:
+        return "nothing (no publisher)"
+    return ", ".join(_name(r) for r in offered)
+
+
+def _ms(value: float) -> str:
+    return "n/a" if value != value else f"{value:.1f}"
