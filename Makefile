@@ -54,16 +54,18 @@ ros-env: setup
 # (config/train/cpu_small.yaml with DEMO_TRAIN's overrides), replay the test
 # videos as a rosbag2 and evaluate the model on it through the live node's
 # streaming core; prints both tasks' accuracies and where the report and plots
-# are. The training settings are config/train/cpu_small.yaml's (clips of 8
-# frames 4 apart, 1.2 s of motion, fed to the model as frame differences);
-# DEMO_TRAIN adds overrides. The stream samples the 25 fps videos at
+# are. The training settings are config/train/cpu_small.yaml's (r3d_18 of
+# width 16, clips of 8 frames 4 apart, 1.2 s of motion, the whole frame at
+# 36x48, fed to the model as frame differences, 1600 iterations with a cosine
+# lr decay: about 320 CPU-s; why: docs/demo.md); DEMO_TRAIN adds overrides. The stream samples the 25 fps videos at
 # 25 / 4 = 6.25 fps to match (DEMO_STREAM). Add --write-bag to DEMO_EVAL for a
 # copy of the bag with the predictions (ros2 bag play, Foxglove).
 # The task gate (issue 17) is fitted afterwards on the trained model's frozen
 # features (`fit-gate`, written over best.safetensors: same task weights, plus
 # the gate) rather than trained jointly: measured on this set (seed 0), joint
 # training (gate.enabled=true) lowered the test split's accuracies from action
-# 40.5 % / gesture 62.5 % to 35.7 % / 39.1 % (docs/demo.md), while
+# 40.5 % / gesture 62.5 % to 35.7 % / 39.1 % (docs/demo.md; the earlier
+# width-8 recipe), while
 # fit-gate keeps them bitwise. The held-out untrimmed sessions and background
 # videos are then replayed as a second bag and scored with `--unlabelled none`:
 # gesture events' Levenshtein accuracy, false events per minute of `none`,
