@@ -72,9 +72,9 @@ setup(
             # The ROS 2 node (`ros2 run mtl_perception perception_node`).
             "perception_node = mtl_perception.ros.node:main",
             # Offline evaluation of a checkpoint on a recorded bag.
-            "evaluate_bag = mtl_perception.bag.evaluate:main",
+            "evaluate_bag = mtl_perception.bag.entry:evaluate_bag",
             # A labelled video list -> rosbag2 + labels CSV (reads the training formats).
-            "dataset_to_bag = training.tools.to_bag:main",
+            "dataset_to_bag = training.__main__:dataset_to_bag",
         ]
     },
 )

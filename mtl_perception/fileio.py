@@ -1,7 +1,14 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+"""Files in and out: atomic writes, and the one guard before any file is read.
 
-Shared by checkpoints, the synthetic set's files and every summary a command
-writes; `mtl_perception.checkpoint.atomic_write` is the same function.
+Writes: a reader sees the old file or the new one, never half of one. Shared by
+checkpoints, the synthetic set's files and every summary a command writes;
+`mtl_perception.checkpoint.atomic_write` is the same function.
+
+Reads: `require_regular_file` runs before every reader opens a user's file (bags
+and the files in a bag folder, videos, checkpoints, `.onnx`, label files, cache
+files, settings): a named pipe would block the read forever, a device would be
+read without end, a folder fails with an unclear error. One line names the file
+and what it is instead.
 """
 
 from __future__ import annotations
@@ -9,8 +16,10 @@ from __future__ import annotations
 import os
 import stat
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from mtl_perception.exits import as_os_error, os_error_line
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -30,7 +39,13 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     finally:
         os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except Exception as exc:  # a library's wrapped OS error (safetensors): name the file
+            wrapped = as_os_error(exc, path)
+            if wrapped is None or wrapped is exc:
+                raise
+            raise wrapped from exc
         tmp.chmod(mode)  # safetensors' save_file leaves its output 0600
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -58,3 +73,45 @@ def fsync_folder(folder: Path) -> None:
         pass  # some file systems refuse fsync on a folder; the rename itself is done
     finally:
         os.close(fd)
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words, for messages."""
+    for test, words in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def regular_file_problem(path: str | Path, what: str) -> str | None:
+    """Why `path` cannot be read as a `what` file (missing, a pipe, a folder...), or None.
+
+    Links are followed (a link to a regular file is fine); the file is never opened,
+    so a pipe with no writer cannot block here.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, ValueError):  # ValueError: a name with a NUL byte
+        return f"{what} not found: {path}"
+    except OSError as exc:  # a name too long, a forbidden folder above it
+        return f"{what} {os_error_line(exc)}" if exc.filename else f"{what} {path}: {exc}"
+    if not stat.S_ISREG(mode):
+        return f"{what} {path} is {file_kind(mode)}, not a regular file"
+    return None
+
+
+def require_regular_file(path: str | Path, what: str,
+                         error: Callable[[str], Exception] = ValueError) -> Path:
+    """`path` as a Path when it is a regular file; else raise `error(one line)`."""
+    problem = regular_file_problem(path, what)
+    if problem is not None:
+        raise error(problem)
+    return Path(path)
+
+
+def require_regular_files(paths: Iterable[str | Path], what: str,
+                          error: Callable[[str], Exception] = ValueError) -> list[Path]:
+    """`require_regular_file` for each of `paths` (e.g. the storage files in a bag folder)."""
+    return [require_regular_file(path, what, error) for path in paths]

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from mtl_perception.exits import one_line
+
 T = TypeVar("T")
 
 
@@ -59,7 +61,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     except SettingsError:
         raise
     except (ValueError, TypeError) as exc:  # the dataclass's own checks (__post_init__)
-        raise SettingsError(f"{where or cls.__name__}: {_one_line(str(exc))}") from exc
+        raise SettingsError(f"{where or cls.__name__}: {one_line(exc)}") from exc
 
 
 def to_dict(obj: Any) -> Any:
@@ -167,11 +169,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
         return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
-    return _one_line(str(exc))
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return one_line(exc)
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

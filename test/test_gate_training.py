@@ -71,6 +71,7 @@ def test_joint_training_teaches_the_gate_far_above_chance(method):
     assert accuracy >= 50 / 60, accuracy
 
 
+@pytest.mark.numerics
 def test_without_gate_settings_the_step_is_the_paper_step():
     """gate=None: the same numbers as a Stepper built before the gate existed."""
     runs = []

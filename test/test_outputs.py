@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mtl_perception import manifest as manifest_module
 from mtl_perception import outputs
 from mtl_perception.outputs import OutputError, Owner
 
@@ -105,7 +106,7 @@ def test_a_killed_runs_partial_folder_is_removed_by_the_next_run(tmp_path: Path,
     # as if the writer had died: its process id no longer runs
     manifest["pid"] = _dead_pid()
     manifest.pop("digest")
-    manifest["digest"] = outputs._digest(manifest)
+    manifest["digest"] = manifest_module._digest(manifest)
     (partial / OWNER.manifest).write_text(json.dumps(manifest))
     caplog.set_level(logging.INFO)
     _write(out)
@@ -118,16 +119,16 @@ def test_a_partial_folder_of_a_live_run_or_a_stranger_is_refused(tmp_path: Path)
     outputs.prepare(out, OWNER, False, {})
     manifest = json.loads((OWNER.partial(out) / OWNER.manifest).read_text())
     manifest["pid"] = os.getppid()  # alive, and not us
-    manifest["started"] = outputs._start_time(os.getppid())
+    manifest["started"] = manifest_module.start_time(os.getppid())
     manifest.pop("digest")
-    manifest["digest"] = outputs._digest(manifest)
+    manifest["digest"] = manifest_module._digest(manifest)
     (OWNER.partial(out) / OWNER.manifest).write_text(json.dumps(manifest))
     with pytest.raises(OutputError, match="being written by another demo run"):
         _write(out)
     # the same id, but another process now (the writer died, its id was reused): removed
     manifest.pop("digest")
     manifest["started"] = -1
-    manifest["digest"] = outputs._digest(manifest)
+    manifest["digest"] = manifest_module._digest(manifest)
     (OWNER.partial(out) / OWNER.manifest).write_text(json.dumps(manifest))
     _write(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
@@ -208,7 +209,7 @@ def test_a_stop_during_the_swap_waits_for_it(earlier: Path,
     """SIGTERM between the two renames would leave neither output: it is held back."""
     import signal
 
-    from mtl_perception.cli import Terminated, sigterm_as_interrupt
+    from mtl_perception.exits import Terminated, sigterm_as_interrupt
 
     real_rename = os.rename
     sent = []

@@ -43,6 +43,7 @@ def _interrupt_after_rows(csv_path: Path, rows: int) -> threading.Thread:
     return thread
 
 
+@pytest.mark.numerics
 def test_resume_after_ctrl_c_is_bitwise_the_uninterrupted_run(
         set_yaml: Path, tmp_path: Path) -> None:
     """LWS with DWA (windows of 2 iterations) and a separate NES batch: the run with the
@@ -154,3 +155,31 @@ def test_a_flipped_bit_in_the_resumable_state_is_refused_and_fewer_iterations_to
     assert "run.json is corrupt or was edited" in caplog.text
     (run / "run.json").write_text(run_json)
     assert main(["train", "--resume", str(run), "iterations=3"]) == 0
+
+
+def test_a_fine_tuned_run_resumes_without_its_init_file_and_keeps_its_origin(
+        set_yaml: Path, tmp_path: Path) -> None:
+    """resume.safetensors holds every weight: the `init:` file may move, and a file that
+    now sits at its path does not change the provenance recorded at the start."""
+    import hashlib
+
+    from mtl_perception.checkpoint import read_checkpoint_info
+
+    torch.set_num_threads(1)
+    base = train(tiny_config(set_yaml, "iterations=1", "val_every=1", "val_max_per_task=2"),
+                 tmp_path / "base", progress=False, tensorboard=False)
+    init = tmp_path / "init.safetensors"
+    base.best.rename(init)
+    original = hashlib.sha256(init.read_bytes()).hexdigest()
+    run = tmp_path / "tuned"
+    tuned = train(tiny_config(set_yaml, "iterations=1", "val_every=1", "val_max_per_task=2",
+                              f"init={init}"), run, progress=False, tensorboard=False)
+    assert read_checkpoint_info(tuned.last).provenance["init"]["sha256"] == original
+    init.rename(tmp_path / "moved.safetensors")
+    assert main(["train", "--resume", str(run), "iterations=2"]) == 0  # not needed again
+    (tmp_path / "base").rename(tmp_path / "other")
+    (tmp_path / "other" / "last.safetensors").rename(init)  # another file at that path
+    assert main(["train", "--resume", str(run), "iterations=3"]) == 0
+    info = read_checkpoint_info(run / "last.safetensors")
+    assert info.provenance["iteration"] == 3
+    assert info.provenance["init"]["sha256"] == original

@@ -1,6 +1,6 @@
 """Every way of stopping is clean (issue 15, classes 2 and 4), with real child processes.
 
-SIGTERM is handled like Ctrl-C by every command (`mtl_perception.cli`):
+SIGTERM is handled like Ctrl-C by every command (`mtl_perception.exits`):
 staged output removed, exit 143, one line. A partial folder left by SIGKILL
 is recognised by its manifest and removed by the next run into the same
 place. OS errors (a full disk, a name too long, a read-only folder) are one
@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 from helpers_bag import frames, tiny_checkpoint, write_image_bag
+from helpers_signals import signal_and_wait, start_ready_child
 
-from mtl_perception import cli
+from mtl_perception import exits
 from mtl_perception.bag.outputs import OWNER as EVAL_OWNER
 from mtl_perception.outputs import why_not_ours
 
@@ -68,12 +69,9 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def _staged_child(files: dict[str, Path], out: Path) -> subprocess.Popen[str]:
-    child = subprocess.Popen([sys.executable, "-c", EVAL_CHILD, *_eval_args(files, out)],
-                             env=ENV, cwd=out.parent, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    line = child.stdout.readline()  # blocks until the staging folder holds a file
-    assert line.strip() == "STAGED", (line, child.stderr.read() if child.stderr else "")
+    # STAGED: the staging folder holds a file and the child waits 60 s to be stopped
+    child = start_ready_child([sys.executable, "-c", EVAL_CHILD, *_eval_args(files, out)],
+                              "STAGED", ENV, out.parent)
     assert EVAL_OWNER.partial(out).is_dir()
     return child
 
@@ -90,8 +88,7 @@ def test_sigterm_removes_the_staged_output_and_keeps_the_earlier_one(
     assert main(_eval_args(files, out)) == 0
     before = _tree(out)
     child = _staged_child(files, out)
-    child.send_signal(signal.SIGTERM)
-    _, stderr = child.communicate(timeout=60)
+    stderr = signal_and_wait(child, signal.SIGTERM)
     assert child.returncode == 143, stderr
     errors = _errors(stderr)
     assert len(errors) == 1 and "terminated (SIGTERM)" in errors[0], stderr
@@ -101,7 +98,7 @@ def test_sigterm_removes_the_staged_output_and_keeps_the_earlier_one(
 
 
 # A child converting one 30-frame video, slowed per frame: it has staged its output
-# (the partial folder exists) when it prints FRAME.
+# (the partial folder exists) when it prints FRAME, and then waits 60 s for the signal.
 TO_BAG_CHILD = textwrap.dedent("""
     import sys, time
     import training.tools.to_bag as to_bag
@@ -109,7 +106,7 @@ TO_BAG_CHILD = textwrap.dedent("""
     real = to_bag.image_message
     def slow(*args, **kwargs):
         print("FRAME", flush=True)
-        time.sleep(0.5)
+        time.sleep(60)
         return real(*args, **kwargs)
     to_bag.image_message = slow
     sys.exit(main(sys.argv[1:]))
@@ -125,14 +122,10 @@ def _to_bag_child(tmp_path: Path, out: Path) -> subprocess.Popen[str]:
         write_video(root / "a.avi", frames(30, 1, size=(24, 32)), fps=10.0)
         (root / "val_list.txt").write_text("a.avi 0\n")
         (root / "classes.txt").write_text("walk\n")
-    child = subprocess.Popen(
+    return start_ready_child(
         [sys.executable, "-c", TO_BAG_CHILD, "to-bag", "--format", "mmaction", "--source",
          f"root={root}", "class_names=classes.txt", "--out", str(out), "--overwrite"],
-        env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    assert line.strip() == "FRAME", (line, child.stderr.read() if child.stderr else "")
-    return child
+        "FRAME", ENV, tmp_path)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -143,8 +136,7 @@ def test_every_training_subcommand_stops_cleanly(tmp_path: Path, sig: signal.Sig
     out = tmp_path / "bag"
     child = _to_bag_child(tmp_path, out)
     assert OWNER.partial(out).is_dir()
-    child.send_signal(sig)
-    _, stderr = child.communicate(timeout=60)
+    stderr = signal_and_wait(child, sig)
     assert child.returncode == 128 + sig, stderr
     errors = _errors(stderr)
     word = "terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted (Ctrl-C)"
@@ -158,8 +150,7 @@ def test_a_partial_folder_left_by_sigkill_is_removed_by_the_next_run(tmp_path: P
 
     out = tmp_path / "bag"
     child = _to_bag_child(tmp_path, out)
-    child.kill()
-    child.communicate(timeout=60)
+    signal_and_wait(child, signal.SIGKILL)
     partial = OWNER.partial(out)
     assert partial.is_dir() and why_not_ours(partial, OWNER) is None
     manifest = json.loads((partial / OWNER.manifest).read_text())
@@ -277,8 +268,8 @@ def test_a_read_only_folder_is_one_line_exit_2(
 
 def test_os_error_lines_name_path_and_cause() -> None:
     rename = OSError(errno.EXDEV, "Invalid cross-device link", "/a", None, "/b")
-    assert cli.os_error_line(rename) == "/a -> /b: Invalid cross-device link"
-    assert cli.os_error_line(OSError(errno.ENAMETOOLONG, "x", "/p")) == "/p: file name too long"
+    assert exits.os_error_line(rename) == "/a -> /b: Invalid cross-device link"
+    assert exits.os_error_line(OSError(errno.ENAMETOOLONG, "x", "/p")) == "/p: file name too long"
 
 
 def test_an_unreadable_checkpoint_is_one_line(tmp_path: Path,
@@ -308,3 +299,90 @@ def test_the_nodes_checkpoint_check_names_a_name_too_long(tmp_path: Path) -> Non
     problem = check_checkpoint(tmp_path / ("m" * 300 + ".safetensors"))
     assert problem is not None and problem.endswith("file name too long")
     assert "\n" not in problem
+
+
+def test_a_file_placed_in_a_killed_runs_partial_folder_is_not_removed_with_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The manifest proves the folder is a killed run's; not a file someone put there."""
+    from mtl_perception.outputs import write_manifest
+    from training.tools.to_bag import OWNER
+    from training.tools.to_bag import main as to_bag
+
+    out = tmp_path / "bag"
+    partial = OWNER.partial(out)
+    partial.mkdir()
+    write_manifest(partial, OWNER, {}, None, complete=False, target="bag")
+    (partial / "bag_0.mcap").write_bytes(b"half a bag")  # what the killed run wrote
+    (partial / "mine.txt").write_text("keep me")
+    root = tmp_path / "videos"
+    root.mkdir()
+    from training.datasets.video import write_video
+
+    write_video(root / "a.avi", frames(8, 1, size=(24, 32)), fps=10.0)
+    (root / "val_list.txt").write_text("a.avi 0\n")
+    (root / "classes.txt").write_text("walk\n")
+    args = ["--format", "mmaction", "--source", f"root={root}", "class_names=classes.txt",
+            "--out", str(out)]
+    assert to_bag(args) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "does not write: mine.txt" in errors[0], errors
+    assert (partial / "mine.txt").read_text() == "keep me" and not out.exists()
+    (partial / "mine.txt").unlink()  # only what the command writes: removed, run goes on
+    assert to_bag(args) == 0 and not partial.exists()
+
+
+# A child that stops in the subcommand's import (torch: seconds), saying so first.
+START_CHILD = textwrap.dedent("""
+    import importlib, sys, time
+    from training.__main__ import main
+    real = importlib.import_module
+    def slow(name, *args):
+        if name.startswith("training.tools"):
+            print("IMPORTING", flush=True)
+            time.sleep(60)
+        return real(name, *args)
+    importlib.import_module = slow
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_start_up_is_one_line(tmp_path: Path, sig: signal.Signals) -> None:
+    child = start_ready_child([sys.executable, "-c", START_CHILD, "summarize", "--config",
+                               "x.yaml"], "IMPORTING", ENV, tmp_path)
+    stderr = signal_and_wait(child, sig)
+    assert child.returncode == 128 + sig, stderr
+    word = "terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted (Ctrl-C)"
+    assert f"{word} during start-up; nothing was written" in stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_a_really_full_disk_during_train_is_one_line_not_a_safetensors_traceback(
+        small_fs: Path, tmp_path_factory: pytest.TempPathFactory,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from test_train_helpers import TINY_OVERRIDES, tiny_set
+
+    from training.__main__ import main
+
+    set_yaml = tiny_set(tmp_path_factory)
+    code = main(["train", "--config", str(ROOT / "config" / "train" / "cpu_small.yaml"),
+                 "--out", str(small_fs / "run"), "--progress", "lines", f"set={set_yaml}",
+                 *TINY_OVERRIDES, "iterations=1", "val_every=1", "val_max_per_task=2"])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert code == 1 and len(errors) == 1, errors
+    assert "no space left on the device" in errors[0] and str(small_fs) in errors[0]
+    assert "SafetensorError" not in caplog.text
+
+
+def test_a_console_script_stopped_while_importing_is_one_line(tmp_path: Path) -> None:
+    """`evaluate_bag` and `dataset_to_bag` import through `exits.guarded_entry`."""
+    (tmp_path / "slow_module.py").write_text(
+        "import time\nprint('IMPORTING', flush=True)\ntime.sleep(60)\ndef main():\n    return 0\n")
+    script = ("import sys\nfrom mtl_perception.exits import guarded_entry\n"
+              "sys.exit(guarded_entry('slow_module:main', 'evaluate_bag')())\n")
+    env = {**ENV, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    child = start_ready_child([sys.executable, "-c", script], "IMPORTING", env, tmp_path)
+    stderr = signal_and_wait(child, signal.SIGTERM)
+    assert child.returncode == 143, stderr
+    assert stderr.strip() == ("ERROR evaluate_bag: terminated (SIGTERM) during start-up; "
+                              "nothing was written")

@@ -183,9 +183,9 @@ def test_a_killed_run_leaves_a_partial_set_the_next_run_replaces(
         if len(list(partial.rglob("*.avi"))) >= 2:
             break
         time.sleep(0.05)
-    assert process.poll() is None, "the run finished before it could be interrupted"
+    assert process.poll() is None, "test set-up: the run finished before it could be killed"
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    assert process.wait() == -signal.SIGKILL, "test set-up: the run finished before the kill"
     assert _tree(out) == before  # the earlier set is intact
     assert partial.is_dir() and why_not_ours(partial) is None  # incomplete, but provably ours
     generate(TINY, out)

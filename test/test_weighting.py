@@ -17,6 +17,9 @@ from training.methods.weighting import (
     build_weighting,
 )
 
+# Hand-computed figures: rerun under the portable kernels (setup.cfg's numerics marker).
+pytestmark = pytest.mark.numerics
+
 
 def t(x: float) -> torch.Tensor:
     return torch.tensor(x, dtype=torch.float64)

@@ -12,7 +12,12 @@ import importlib
 import logging
 import sys
 
-from mtl_perception.cli import run_command
+from mtl_perception.exits import (
+    guarded_entry,
+    run_command,
+    sigterm_as_interrupt,
+    stopped_during_start_up,
+)
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -42,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.parse_args(argv)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     name = argv[0]
-    module = importlib.import_module(SUBCOMMANDS[name][0])
+    with sigterm_as_interrupt():  # the import takes seconds (torch): a signal is one line
+        try:
+            module = importlib.import_module(SUBCOMMANDS[name][0])
+        except KeyboardInterrupt as exc:
+            return stopped_during_start_up(exc, f"python -m training {name}")
     command_parser = argparse.ArgumentParser(
         prog=f"python -m training {name}",
         description=SUBCOMMANDS[name][1],
@@ -51,12 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(command_parser)
     args = command_parser.parse_args(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # OS errors, Ctrl-C and SIGTERM end every subcommand the same way (mtl_perception/cli.py)
+    # OS errors, Ctrl-C and SIGTERM end every subcommand the same way (mtl_perception/exits.py);
+    # a module's ERRORS are one line and exit 2 wherever in its run they are raised.
     out = getattr(args, "out", None) or getattr(args, "resume", None)
     stopped = (f"nothing written to {out}" if getattr(module, "STAGES_OUT", False)
                else "stopped")
     return run_command(lambda: int(module.run(args)), logging.getLogger(SUBCOMMANDS[name][0]),
-                       stopped=stopped, where=out)
+                       errors=tuple(getattr(module, "ERRORS", ())), stopped=stopped, where=out)
+
+
+# Console script `dataset_to_bag` (setup.py): its import is covered the same way.
+dataset_to_bag = guarded_entry("training.tools.to_bag:main", "dataset_to_bag")
 
 
 if __name__ == "__main__":

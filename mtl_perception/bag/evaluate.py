@@ -36,13 +36,14 @@ from mtl_perception.bag.run import (
     EvaluationError,
     load_stream_config,
     run_pipeline,
+    settings_that_can_act,
     stream_settings,
 )
 from mtl_perception.bag.shown import SHOWN_FILE, read_shown
 from mtl_perception.checkpoint import CheckpointError
-from mtl_perception.cli import run_command
 from mtl_perception.deploy.errors import BackendError, DeviceError
 from mtl_perception.deploy.load import load_engine
+from mtl_perception.exits import run_command
 from mtl_perception.names import threads_problem
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream import StreamConfig, StreamConfigError
@@ -152,6 +153,9 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
     config, decisions_line = with_stored_decisions(config, info, explicit_settings(config, named))
     if decisions_line:
         LOG.info("%s", decisions_line)
+    config, unusable = settings_that_can_act(config, engine.has_gate)
+    for line in unusable:  # once each; the metrics record the settings really used
+        LOG.warning("%s", line)
     with Bag(args.bag, args.image_topic) as bag:
         images = bag.images()
         first = _first_image(bag, images)

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtl_perception.fileio import require_regular_file
 from mtl_perception.names import strict_decimal
 
 HEADER = ("start", "end", "task", "label")
@@ -61,9 +62,7 @@ def read_labels(
     with unlabelled time as `none`).
     """
     path = Path(path)
-    if not path.is_file():
-        what = "is not a file" if path.exists() else "not found"
-        raise LabelsError(f"labels file {what}: {path}")
+    require_regular_file(path, "labels file", LabelsError)  # a FIFO would block the read
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:

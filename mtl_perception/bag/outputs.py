@@ -27,7 +27,9 @@ BAG = "bag"
 PLOT_PREFIX, PLOT_SUFFIX = "confusion_", ".png"
 TIMELINE = "timeline.png"  # --unlabelled none (bag/timeline.py)
 OWNER = outputs.Owner(tool=TOOL, manifest=f"{TOOL}.manifest.json", tag=TOOL, name=TOOL,
-                      what="evaluate_bag output")
+                      what="evaluate_bag output",
+                      writes=(REPORT, PREDICTIONS, METRICS, TIMELINE,
+                              f"{PLOT_PREFIX}*{PLOT_SUFFIX}", f"{BAG}/*"))
 
 __all__ = [
     "BAG",

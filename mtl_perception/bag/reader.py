@@ -21,6 +21,8 @@ from rosbags.typesys import get_types_from_msg
 
 from mtl_perception.bag import recover
 from mtl_perception.bag.types import IMAGE_TYPES, typestore
+from mtl_perception.exits import one_line, os_error_line
+from mtl_perception.fileio import require_regular_file
 
 LOG = logging.getLogger(__name__)
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
@@ -88,6 +90,32 @@ def bag_kind(path: Path) -> str | None:
     return None
 
 
+def io_failure(exc: BaseException) -> str | None:
+    """The OS error (EIO: a failing disk or network mount) behind a reader's exception, in
+    words; None for what a truncated or corrupt file raises (parse errors, end of data)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return os_error_line(current)
+        if "disk i/o error" in str(current).lower():  # sqlite3's word for EIO
+            return "input/output error (a failing disk or a network file system)"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def require_bag_files(path: Path) -> None:
+    """Raise BagError unless the bag (a file, or a folder's metadata.yaml and storage
+    files) is made of regular files; nothing is opened."""
+    if not path.is_dir():
+        require_regular_file(path, "bag", BagError)
+        return
+    for entry in sorted(path.iterdir()):
+        if entry.name == "metadata.yaml" or entry.suffix in _STORAGE_SUFFIXES:
+            require_regular_file(entry, "bag file", BagError)
+
+
 def _storage_files(folder: Path) -> list[Path]:
     """The storage files of a rosbag2 folder, in recording order."""
     meta = folder / "metadata.yaml"
@@ -137,6 +165,7 @@ class Bag:
         self.path = Path(path)
         if not self.path.exists():
             raise BagError(f"bag not found: {self.path}")
+        require_bag_files(self.path)  # a named pipe would block the reads below forever
         kind = bag_kind(self.path)
         if kind is None:
             raise BagError(
@@ -150,10 +179,12 @@ class Bag:
             reader.open()
             self._reader = reader
         except Exception as exc:
+            if (failure := io_failure(exc)) is not None:
+                raise BagError(f"cannot read bag {self.path}: {failure}") from exc
             if kind != "rosbag2":  # ROS 1: rosbags needs the index a killed recorder omits
-                raise BagError(f"cannot read bag {self.path}: {_one_line(exc)} (a ROS 1 "
+                raise BagError(f"cannot read bag {self.path}: {one_line(exc)} (a ROS 1 "
                                "recording cut short needs `rosbag reindex` first)") from exc
-            self._recover_error = _one_line(exc)
+            self._recover_error = one_line(exc)
         self.report = ReadReport(str(self.path), self._storage(kind))
         self.topics = self._topics()
         self.image_topic = self._choose(image_topic)
@@ -189,7 +220,7 @@ class Bag:
                 msg = self.deserialize(raw)
             except Exception as exc:
                 self._damaged(f"message {self.report.messages_read + 1} does not deserialize "
-                              f"({_one_line(exc)})")
+                              f"({one_line(exc)})")
                 return
             self.report.messages_read += 1
             yield raw.log_time_ns, msg
@@ -259,7 +290,10 @@ class Bag:
                 yield RawMessage(conn.topic, conn.msgtype, conn.msgdef.data, time_ns,
                                  bytes(data), reader.is2, conn.digest or "")
         except Exception as exc:
-            self._damaged(_one_line(exc))
+            failure = io_failure(exc)
+            if failure is not None:  # a failing disk is not a bag cut short: stop, exit 2
+                raise BagError(f"cannot read bag {self.path}: {failure}") from exc
+            self._damaged(one_line(exc))
 
     def _raw_recovered(self, topics: list[str] | None) -> Iterator[RawMessage]:
         files = [self.path] if self.path.is_file() else _storage_files(self.path)
@@ -315,10 +349,5 @@ class Bag:
             f"bag {self.path} is truncated or corrupt ({why}); evaluated up to its last "
             f"readable message: {self.report.messages_read}{of} images on {self.report.topic}"
         )
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) < 300 else text[:297] + "..."
 
 

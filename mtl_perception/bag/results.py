@@ -79,6 +79,11 @@ def metrics_document(evaluation: Evaluation, args: argparse.Namespace) -> dict[s
         engine=evaluation.engine,
         settings=to_dict(evaluation.config),
     )
+    if evaluation.config.gate == "filter":  # say what each output scores
+        document["gate_filter"] = (
+            "applied to the published results only (the --write-bag copy's messages: a task "
+            "the gate gives less than gate_threshold publishes an empty list); the "
+            "accuracies and predictions.csv score every clip's task scores, unfiltered")
     return document
 
 

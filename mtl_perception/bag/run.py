@@ -61,20 +61,82 @@ def load_stream_config(path: Path | None, overrides: Sequence[str]) -> StreamCon
     return config
 
 
+def settings_that_can_act(config: StreamConfig, gated: bool
+                          ) -> tuple[StreamConfig, list[str]]:
+    """The settings a model without a task gate can honour, and a line for each one that
+    cannot (gate publish/filter, event_source gate): what is used instead is what the
+    outputs report, never a source that gave nothing."""
+    if gated:
+        return config, []
+    lines = []
+    changes: dict[str, Any] = {}
+    if config.gate != "off":
+        lines.append(f"gate={config.gate} asked for, but the model has no task gate: "
+                     "results as with gate=off (add one with `python -m training fit-gate`)")
+        changes["gate"] = "off"
+    if config.event_source == "gate":
+        lines.append("event_source=gate asked for, but the model has no task gate: gesture "
+                     "events from max_softmax instead")
+        changes["event_source"] = "max_softmax"
+    return dataclasses.replace(config, **changes), lines
+
+
 def stream_settings(path: Path | None, overrides: Sequence[str]) -> dict[str, Any]:
-    """The stream settings the file and the overrides give, before defaults fill the rest."""
+    """The stream settings the file and the overrides give, before defaults fill the rest.
+
+    The node's parameter file (config/perception.yaml) is read as the node reads it:
+    every `ros__parameters` section whose key names this node (`/**`, `perception_node`,
+    `/robot1/perception_node`, nested `robot1: perception_node:`, `*`), later ones
+    over earlier ones; sections for several namespaces are ambiguous and refused.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         data = load_yaml(path)
-        if NODE_SECTION[0] in data:  # the node's file: keep the stream's own settings
-            section = data[NODE_SECTION[0]]
-            params = section.get(NODE_SECTION[1]) if isinstance(section, dict) else None
-            if not isinstance(params, dict):
-                raise SettingsError(f"{path}: expected {NODE_SECTION[0]}: {NODE_SECTION[1]}: "
-                                    "to be a mapping of parameter names to values")
-            names = {f.name for f in dataclasses.fields(StreamConfig)}
-            data = {k: v for k, v in params.items() if k in names}
+        sections = list(_parameter_sections(data, ()))
+        if sections:  # the node's file: keep the stream's own settings
+            data = _node_settings(path, sections)
+        node_keys = [k for k in data if k == NODE_SECTION[0] or str(k).startswith("/")]
+        if not sections and node_keys:  # a node's file without its parameters section
+            raise SettingsError(f"{path}: {node_keys[0]}: expected {NODE_SECTION[1]}: with "
+                                "a mapping of parameter names to values under it")
     return apply_overrides(data, overrides)
+
+
+def _parameter_sections(data: Any, prefix: tuple[str, ...]
+                        ) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(key path, parameters) of every `ros__parameters` section, in file order."""
+    if not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            continue
+        here = prefix + tuple(p for p in str(key).split("/") if p)
+        if "ros__parameters" in value:
+            yield here, value["ros__parameters"]
+        else:
+            yield from _parameter_sections(value, here)
+
+
+def _node_settings(path: Path, sections: list[tuple[tuple[str, ...], Any]]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(StreamConfig)}
+    mine = [(key, params) for key, params in sections
+            if key and key[-1] in ("**", "*", NODE_SECTION[0])]
+    if not mine:
+        found = ", ".join("/" + "/".join(key) for key, _ in sections)
+        raise SettingsError(f"{path}: no ros__parameters for {NODE_SECTION[0]} (keys {found}; "
+                            f"expected /**, {NODE_SECTION[0]} or /NAMESPACE/{NODE_SECTION[0]})")
+    spaces = {key[:-1] for key, _ in mine if key[-1] != "**" and key[:-1] not in ((), ("**",))}
+    if len(spaces) > 1:
+        raise SettingsError(f"{path}: settings for several nodes ("
+                            + ", ".join(sorted("/" + "/".join(s) for s in spaces))
+                            + "); give evaluate_bag a file with one")
+    data: dict[str, Any] = {}
+    for key, params in mine:
+        if not isinstance(params, dict):
+            raise SettingsError(f"{path}: {'/' + '/'.join(key)}: ros__parameters: expected a "
+                                "mapping of parameter names to values")
+        data.update({k: v for k, v in params.items() if k in names})
+    return data
 
 
 @dataclass

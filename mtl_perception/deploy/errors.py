@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from mtl_perception.exits import one_line  # noqa: F401  (the one copy, re-exported here)
+
 
 class BackendError(ValueError):
     """A backend that cannot run here (package missing, no GPU, wrong device, a file it
@@ -29,8 +31,3 @@ def require(module: str, extra: str, what: str) -> Any:
             f"{what} needs the Python package {module.split('.')[0]!r}, which is not "
             f"installed: pip install 'mtl_perception[{extra}]'"
         ) from exc
-
-
-def one_line(text: str, limit: int = 300) -> str:
-    """An exception's text as one line (engines' errors span many)."""
-    return " ".join(text.split())[:limit]

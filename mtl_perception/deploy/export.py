@@ -22,16 +22,19 @@ from torch import nn
 
 from mtl_perception.checkpoint import METADATA_KEY, CheckpointInfo, info_metadata
 from mtl_perception.deploy.onnx_file import (
+    CHECKSUM_KEY,
     EXPORT_KEY,
     GATE_OUTPUT,
     INPUT_NAME,
     ExportInfo,
     OnnxModel,
+    content_checksum,
     graph_digest,
     output_names,
     parse_onnx,
     require,
 )
+from mtl_perception.exits import one_line
 
 DEFAULT_OPSET = 17
 
@@ -103,7 +106,7 @@ def export_onnx(
                 dynamic_axes=dynamic, do_constant_folding=True,
             )
     except (RuntimeError, ValueError, TypeError) as exc:
-        raise ExportError(f"ONNX export failed (opset {opset}): {_one_line(str(exc))}") from exc
+        raise ExportError(f"ONNX export failed (opset {opset}): {one_line(exc)}") from exc
     finally:
         model.train(was_training)
     proto = onnx.load_from_string(buffer.getvalue())
@@ -125,6 +128,9 @@ def with_metadata(data: bytes, info: CheckpointInfo, export: ExportInfo) -> Onnx
     for key, value in ((METADATA_KEY, info_metadata(info)), (EXPORT_KEY, export.to_json())):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
+    checksum = content_checksum(proto)  # last: over the model and every property above
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = CHECKSUM_KEY, checksum
     return parse_onnx(proto.SerializeToString())
 
 
@@ -157,7 +163,3 @@ def max_difference(model: nn.Module, exported: OnnxModel, clips: torch.Tensor) -
 def _device_of(model: nn.Module) -> torch.device:
     parameter = next(model.parameters(), None)
     return parameter.device if parameter is not None else torch.device("cpu")
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:300]

@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from mtl_perception.checkpoint import CheckpointError
-from mtl_perception.cli import os_error_line
 from mtl_perception.deploy.load import read_model_info
+from mtl_perception.exits import os_error_line
 from mtl_perception.ros.params import (
     NodeSettings,
     missing_checkpoint_hint,

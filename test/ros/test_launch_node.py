@@ -18,9 +18,11 @@ with its exit 2 reported once.
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -68,14 +70,43 @@ def _launch(*arguments: str) -> subprocess.Popen:
         start_new_session=True)
 
 
+def _wait_for_line(launch: subprocess.Popen, marker: str, timeout: float) -> str:
+    """The output up to the first line holding `marker`; a launch that ends or stays
+    silent first is a broken test set-up, not a pass."""
+    assert launch.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in launch.stdout:  # type: ignore[union-attr]
+            lines.put(line)
+            if marker in line:
+                return
+        lines.put("")
+
+    threading.Thread(target=read, daemon=True).start()
+    seen, deadline = [], time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            os.killpg(launch.pid, signal.SIGKILL)
+            pytest.fail(f"test set-up: no {marker!r} in {timeout:.0f} s:\n{''.join(seen)}")
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+        if not line:
+            pytest.fail(f"test set-up: the launch ended before {marker!r}:\n{''.join(seen)}")
+
+
 def test_ctrl_c_ends_the_launch_with_0(tmp_path: Path) -> None:
     from helpers_models import write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny.safetensors")
     launch = _launch(f"checkpoint:={checkpoint}")
-    time.sleep(20.0)  # configured and active by autostart
+    seen = _wait_for_line(launch, "active: reading", timeout=120.0)  # autostart's marker
     os.killpg(launch.pid, signal.SIGINT)  # what Ctrl-C sends: the whole group
     output, _ = launch.communicate(timeout=60)
+    output = seen + output
     assert launch.returncode == 0, output
     assert "Cannot shutdown" not in output
 

@@ -91,14 +91,21 @@ def next_domain() -> int:
     return 1 + (os.getpid() * 7 + next(_DOMAINS)) % 100
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Proc:
     """A child process whose output goes to a file (no pipe to fill up)."""
 
     def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self._out = log.open("w")
+        # SIGINT at its default action: a `make test` started in the background hands
+        # its children SIGINT ignored, and the SIGINT tests would then test nothing.
         self.popen = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self._out,
-                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      preexec_fn=_default_sigint)
 
     def wait(self, timeout: float = 60.0) -> int:
         try:

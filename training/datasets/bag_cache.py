@@ -11,8 +11,11 @@ The cache is a folder under `cache_root` named after the bag and a hash of
 its key: the SHA-256 of the bag's files, the topic, the preprocessing and
 the sampling settings. A changed bag or setting therefore gets a new folder
 (built on first use); deleting any cache folder is always safe. A folder
-whose `index.json` does not hold the key its name promises, or whose frame
-file has the wrong size, is stale or damaged and refused in one line.
+whose `index.json` does not hold the key its name promises is stale; one whose
+files are not regular files or differ from the sizes and SHA-256 digests that
+`index.json` records for them (checked on first use in each process: a zeroed
+block in the frames, a truncated `stamps.npy`) is damaged; both are refused in
+one line saying to delete the folder.
 
 Files: `frames.f32` (N, 3, h, w float32, raw), `index.json` (key, shape,
 first image stamp, bag span), `stamps.npy` (int64 header stamps),
@@ -35,6 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtl_perception.exits import one_line
+from mtl_perception.fileio import require_regular_file
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.stream.camera import CameraState
 from mtl_perception.stream.config import StreamConfig
@@ -42,7 +47,7 @@ from mtl_perception.stream.decode import ImageDecodeError, header_of
 from training.datasets.listfile import DatasetError
 
 LOG = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: index.json records every file's size and SHA-256
 FRAMES, INDEX, STAMPS, SEGMENTS = "frames.f32", "index.json", "stamps.npy", "segments.npy"
 
 
@@ -61,7 +66,11 @@ def bag_checksum(bag: Path) -> str:
     Remembered per process for files of unchanged size and modification time: a
     run opens each bag for training, validation and video accuracy.
     """
-    files = sorted(p for p in bag.rglob("*") if p.is_file()) if bag.is_dir() else [bag]
+    if not bag.is_dir():
+        require_regular_file(bag, "bag", DatasetError)  # a FIFO would block the hash forever
+    files = sorted(p for p in bag.rglob("*") if not p.is_dir()) if bag.is_dir() else [bag]
+    for file in files:
+        require_regular_file(file, "bag file", DatasetError)
     return _checksum(bag, tuple((f, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 
@@ -116,7 +125,7 @@ def open_cache(bag: Path, topic: str, preprocess: PreprocessConfig, target_fps: 
     """The cache folder for these settings, built now if absent; stale ones refused."""
     key = cache_key(bag, topic, preprocess, target_fps, max_gap_s)
     folder = cache_folder(root, bag, key)
-    if (folder / INDEX).is_file():
+    if folder.exists() or folder.is_symlink():
         check_cache(folder, key)
         LOG.info("bag %s: frames from the cache %s", bag, folder)
         return folder
@@ -134,21 +143,52 @@ def open_cache(bag: Path, topic: str, preprocess: PreprocessConfig, target_fps: 
 
 
 def check_cache(folder: Path, key: dict[str, Any]) -> None:
-    """Refuse a cache folder whose recorded key or frame file does not match."""
+    """Refuse a cache folder whose recorded key or files do not match (one line)."""
+    rebuild = "delete the folder, it is rebuilt on next use"
     try:
+        require_regular_file(folder / INDEX, "bag cache file", CacheError)
         index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
-        stored, shape = index["key"], tuple(index["shape"])
+        stored, shape, files = index["key"], tuple(index["shape"]), dict(index["files"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CacheError(f"bag cache {folder} is damaged ({exc}); delete the folder, it is "
-                         "rebuilt on next use") from exc
+        raise CacheError(f"bag cache {folder} is damaged ({one_line(exc)}); {rebuild}"
+                         ) from exc
     if stored != key:
         what = next((k for k in key if stored.get(k) != key[k]), "key")
         raise CacheError(f"bag cache {folder} is stale: its {what} differs from the bag and "
-                         "settings it is used for; delete the folder, it is rebuilt on next use")
+                         f"settings it is used for; {rebuild}")
     size = int(np.prod(shape)) * 4
-    if not (folder / FRAMES).is_file() or (folder / FRAMES).stat().st_size != size:
-        raise CacheError(f"bag cache {folder}: {FRAMES} is not {size} bytes (damaged); delete "
-                         "the folder, it is rebuilt on next use")
+    if sorted(files) != sorted((FRAMES, STAMPS, SEGMENTS)) or files[FRAMES].get("size") != size:
+        raise CacheError(f"bag cache {folder}: index.json does not list its files as built "
+                         f"(damaged); {rebuild}")
+    for name in files:
+        require_regular_file(folder / name, "bag cache file", CacheError)
+    now = {name: (folder / name).stat() for name in files}  # a changed file: checked again
+    problem = _changed_file(folder, tuple(sorted(
+        (n, f["size"], f["sha256"], now[n].st_size, now[n].st_mtime_ns)
+        for n, f in files.items())))
+    if problem:
+        raise CacheError(f"bag cache {folder}: {problem} (damaged); {rebuild}")
+
+
+@lru_cache(maxsize=64)
+def _changed_file(folder: Path, files: tuple[tuple[str, int, str, int, int], ...]
+                  ) -> str | None:
+    """The first file whose size or SHA-256 is not as built; read whole once per process
+    (and again after its size or modification time changes)."""
+    for name, size, digest, now_size, _ in files:
+        if now_size != size:
+            return f"{name} is {now_size} bytes, not {size}"
+        if _sha256(folder / name) != digest:
+            return f"{name} does not hold what was written (SHA-256 differs)"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _build(folder: Path, bag_path: Path, topic: str, preprocess: PreprocessConfig,
@@ -188,8 +228,11 @@ def _build(folder: Path, bag_path: Path, topic: str, preprocess: PreprocessConfi
         raise DatasetError(f"bag {bag_path}: no image on {topic} could be sampled{why}")
     np.save(folder / STAMPS, np.asarray(stamps, np.int64))
     np.save(folder / SEGMENTS, np.asarray(segments, np.int32))
+    files = {name: {"size": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
+             for name in (FRAMES, STAMPS, SEGMENTS)}
     index = {"key": key, "shape": [len(stamps), *shape], "first_stamp_ns": first,
-             "span_s": None if end is None else (end - first) / 1e9, "bag": str(bag_path)}
+             "span_s": None if end is None else (end - first) / 1e9, "bag": str(bag_path),
+             "files": files}
     (folder / INDEX).write_text(json.dumps(index, indent=1), encoding="utf-8")
     LOG.info("bag %s: %d frames sampled at %g fps and cached", bag_path, len(stamps), target_fps)
 

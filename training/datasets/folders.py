@@ -61,7 +61,9 @@ def read_split(source: FoldersSource, split: str) -> LabelledSplit:
         if not folder.is_dir():
             continue  # a class without test videos; counted as size 0 by summarize
         for video in sorted(folder.rglob("*")):
-            if video.is_file() and video.suffix.lower() in extensions:
+            # not is_dir(): a FIFO or device named like a video is a sample the readers
+            # refuse and count (reported), not a file skipped without a word
+            if not video.is_dir() and video.suffix.lower() in extensions:
                 samples.append(VideoSample(path=video, label=label))
     if not samples:
         raise DatasetError(f"{tree}: no videos with extensions {list(extensions)}")

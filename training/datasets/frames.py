@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mtl_perception.exits import one_line
 from training.datasets.video import VideoReadError, VideoTooShortError, require_regular_file
 
 FRAME_TEMPLATE = "img_{:05d}.jpg"  # mmaction2's rawframe names; frame index i -> i + 1
@@ -100,6 +101,6 @@ def check_frame_folder(
         except VideoReadError as exc:
             return "unreadable", str(exc)
         except _IMAGE_ERRORS as exc:
-            return "unreadable", f"cannot decode {path.name}: {' '.join(str(exc).split())}"
+            return "unreadable", f"cannot decode {path.name}: {one_line(exc)}"
     return None
 

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtl_perception.exits import one_line
 from training.datasets.listfile import DatasetError
 from training.datasets.sample import LabelledSplit, VideoSample
 
@@ -64,7 +65,7 @@ def wrong_kind(sample: VideoSample) -> str | None:
 
     Only `os.stat` is used: opening a FIFO or a device to find out would hang.
     """
-    from training.datasets.video import file_kind  # PyAV only when checking
+    from mtl_perception.fileio import file_kind
 
     try:
         mode = os.stat(sample.path).st_mode
@@ -167,10 +168,10 @@ def check_sample(sample: VideoSample) -> tuple[str, str] | None:
         if 0 < exc.available <= sample.start:
             return "past_end", (f"segment starts at frame {sample.start}, the video holds "
                                 f"{exc.available} frames")
-        return "unreadable", " ".join(str(exc).split())
+        return "unreadable", one_line(exc)
     except VideoReadError as exc:
         log.debug("%s", exc)
-        return "unreadable", " ".join(str(exc).split())
+        return "unreadable", one_line(exc)
     return None
 
 

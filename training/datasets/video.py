@@ -28,8 +28,6 @@ refused by `os.stat` first, as a `VideoReadError` saying what it is.
 from __future__ import annotations
 
 import logging
-import os
-import stat
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +37,9 @@ from typing import cast
 
 import av
 import numpy as np
+
+from mtl_perception import fileio
+from mtl_perception.fileio import file_kind  # noqa: F401  (re-exported for the readers)
 
 LOG = logging.getLogger(__name__)
 
@@ -324,24 +325,7 @@ def _prepend(first: av.VideoFrame, rest: Iterator[av.VideoFrame]) -> Iterator[av
 
 def require_regular_file(path: Path, what: str) -> None:
     """Raise `VideoReadError` unless `path` is a regular file (links followed); never opens it."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError as exc:
-        raise VideoReadError(f"{what} not found: {path}") from exc
-    except (OSError, ValueError) as exc:
-        raise VideoReadError(f"cannot open {what} {path}: {exc}") from exc
-    if not stat.S_ISREG(mode):
-        raise VideoReadError(f"{what} {path} is {file_kind(mode)}, not a regular file")
-
-
-def file_kind(mode: int) -> str:
-    """What a non-regular file is, in words, for messages."""
-    for test, words in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                        (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return words
-    return "not a regular file"
+    fileio.require_regular_file(path, what, VideoReadError)
 
 
 def probe_video(path: str | Path) -> VideoInfo:

@@ -143,6 +143,6 @@ def run(args: argparse.Namespace) -> int:
     except SynthOutputError as exc:  # an --out folder that holds other data
         log.error("%s", exc)
         return 2
-    # OS errors (full disk...), Ctrl-C, SIGTERM: one line each, by mtl_perception.cli
+    # OS errors (full disk...), Ctrl-C, SIGTERM: one line each, by mtl_perception.exits
     log.info("set file: %s", args.out / SET_FILE)
     return 0

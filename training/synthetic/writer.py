@@ -227,7 +227,7 @@ def generate(settings: SynthSettings, out: str | Path, workers: int = 1) -> list
         (partial / SET_FILE).write_text(set_yaml(settings, SET_YAML), encoding="utf-8")
         write_manifest(partial, meta, files, complete=True)
         finish(partial, out)
-    except BaseException:  # also Ctrl-C and SIGTERM (`mtl_perception.cli`)
+    except BaseException:  # also Ctrl-C and SIGTERM (`mtl_perception.exits`)
         # ours by construction; a killed process leaves it for the next run instead
         shutil.rmtree(partial, ignore_errors=True)
         raise

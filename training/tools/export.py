@@ -34,8 +34,10 @@ from mtl_perception.deploy.export import (
     with_metadata,
 )
 from mtl_perception.deploy.onnx_file import BackendError, OnnxModel
+from mtl_perception.exits import int_in
 from mtl_perception.fileio import atomic_write
 from mtl_perception.models import MultiTaskModel
+from mtl_perception.outputs import OutputError, check_out_file
 from mtl_perception.settings import SettingsError
 from training.datasets.listfile import DatasetError
 
@@ -44,6 +46,10 @@ LOG = logging.getLogger("export")
 
 class ExportUsageError(ValueError):
     """Arguments that cannot work together; one line."""
+
+
+ERRORS = (CheckpointError, ExportError, ExportUsageError, BackendError, SettingsError,
+          OutputError, DatasetError)  # one line, exit 2, wherever raised (training/__main__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,11 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", default="dynamic",
                         help="'dynamic' or a fixed batch size N (TensorRT builds one engine "
                              "per fixed shape)")
-    parser.add_argument("--frames", type=int, default=0,
+    parser.add_argument("--frames", type=int_in(0, 1024), default=0,
                         help="frames per clip (0: the checkpoint's clip length)")
     parser.add_argument("--tolerance", type=float, default=1e-3,
                         help="largest |ONNX - PyTorch| logit difference accepted (fp32)")
-    parser.add_argument("--check-clips", type=int, default=4,
+    parser.add_argument("--check-clips", type=int_in(1, 64), default=4,
                         help="random clips the export is checked on")
     parser.add_argument("--clips", type=Path, default=None,
                         help="set YAML whose test-split clips the export is checked on too")
@@ -68,9 +74,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the int8 (CPU) model, calibrated on --calibration")
     parser.add_argument("--calibration", type=Path, default=None,
                         help="set YAML: int8 calibration uses clips of its train split")
-    parser.add_argument("--calibration-clips", type=int, default=300,
+    parser.add_argument("--calibration-clips", type=int_in(1, 10000), default=300,
                         help="clips for int8 calibration (spread over the split's videos)")
+    parser.add_argument("--min-agreement", type=float, default=0.97,
+                        help="int8: the least top-1 agreement with fp32 on held-out (test "
+                             "split) clips; below it nothing is written")
+    parser.add_argument("--accept-int8-loss", action="store_true",
+                        help="int8: write the file even below --min-agreement (recorded in it)")
+    parser.add_argument("--symmetric", action="store_true",
+                        help="int8: signed activations with zero point 0 (what TensorRT takes)")
+    parser.add_argument("--per-tensor", action="store_true",
+                        help="int8: one weight scale per tensor instead of per channel")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random check clips")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file (never an input of this run)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (CheckpointError, ExportError, ExportUsageError, BackendError, SettingsError,
-            ValueError) as exc:
+            OutputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {written}")
@@ -99,9 +116,13 @@ def export(args: argparse.Namespace) -> Path:
     if out.suffix.lower() != ".onnx":
         raise ExportUsageError(f"--out {out}: the node and evaluate_bag know exported models "
                                "by the .onnx suffix")
+    check_out_file(out, args.overwrite, [p for p in (args.checkpoint, args.clips,
+                                                       args.calibration) if p is not None])
     torch.manual_seed(args.seed)
     loaded = load_checkpoint(args.checkpoint)
     model, info = loaded.model.eval(), loaded.info
+    _check_example_size(max(batch, 1) * args.check_clips, args.frames or
+                        info.preprocess.clip_length, info.preprocess.crop)
     exported = export_onnx(model, info, source_sha256=checkpoint_sha256(args.checkpoint),
                            opset=args.opset, batch=batch, frames=args.frames)
     frames, crop = exported.export.frames, info.preprocess.crop
@@ -128,17 +149,33 @@ def export(args: argparse.Namespace) -> Path:
 
 def _int8(args: argparse.Namespace, exported: OnnxModel, model: MultiTaskModel,
           checks: list[torch.Tensor], out: Path) -> OnnxModel:
-    from training.tools.quantize import fixed_batches, quantize_int8
+    """Quantise, then check the int8 file against fp32 (top-1 agreement and the largest
+    logit difference on held-out and calibration clips), record it, refuse a poor one."""
+    from training.tools.quantize import agreement, fixed_batches, quantize_int8
 
+    if not 0.0 <= args.min_agreement <= 1.0:
+        raise ExportUsageError(f"--min-agreement must be in [0, 1], got {args.min_agreement}")
     batch = exported.export.batch
-    calibration = set_clips(args.calibration, "train", exported, model, args.calibration_clips,
-                            batch or 8)
-    quantized = quantize_int8(exported, fixed_batches(calibration, batch))
-    difference = max(max_difference(model, quantized, check) for check in checks)
-    LOG.info("int8: largest logit difference from PyTorch fp32 %.3g (accuracy: python -m "
-             "training evaluate --checkpoint %s --backend onnxruntime)", difference, out)
-    return with_metadata(quantized.data, quantized.info,
-                         replace(quantized.export, max_abs_diff=difference))
+    calibration = list(set_clips(args.calibration, "train", exported, model,
+                                 args.calibration_clips, batch or 8))
+    quantized = quantize_int8(exported, fixed_batches(iter(calibration), batch),
+                              symmetric=args.symmetric, per_channel=not args.per_tensor)
+    held_out = list(set_clips(args.clips or args.calibration, "test", exported, model,
+                              args.calibration_clips, batch or 8))
+    seen, held, clips = agreement(model, quantized, calibration), agreement(
+        model, quantized, held_out), sum(len(c) for c in held_out)
+    difference = max([max_difference(model, quantized, c) for c in checks + held_out])
+    LOG.info("int8: top-1 agreement with fp32 %.2f %% on %d held-out clips (%.2f %% on the "
+             "calibration clips), largest logit difference %.3g", 100 * held, clips,
+             100 * seen, difference)
+    if held < args.min_agreement and not args.accept_int8_loss:
+        raise ExportError(
+            f"int8 agrees with fp32 on {100 * held:.1f} % of {clips} held-out clips' top-1 "
+            f"< --min-agreement {args.min_agreement:g}; nothing written (more "
+            "--calibration-clips, --symmetric, or --accept-int8-loss to write it anyway)")
+    return with_metadata(quantized.data, quantized.info, replace(
+        quantized.export, max_abs_diff=difference, int8_agreement=round(held, 4),
+        int8_agreement_calibration=round(seen, 4), int8_clips=clips))
 
 
 def set_clips(path: Path, split: str, exported: OnnxModel, model: MultiTaskModel, count: int,
@@ -163,6 +200,19 @@ def set_clips(path: Path, split: str, exported: OnnxModel, model: MultiTaskModel
         yield clips
 
 
+MAX_BATCH = 256  # a fixed engine batch beyond this is no robot's
+MAX_EXAMPLE_BYTES = 1 << 30  # the random check clips live in memory at once
+
+
+def _check_example_size(clips: int, frames: int, crop: tuple[int, int]) -> None:
+    size = clips * 3 * frames * crop[0] * crop[1] * 4
+    if size > MAX_EXAMPLE_BYTES:
+        raise ExportUsageError(f"--batch x --check-clips = {clips} clips of {frames} frames "
+                               f"would take {size / 2**30:.1f} GiB to check; at most "
+                               f"{MAX_EXAMPLE_BYTES / 2**30:.0f} GiB: lower --batch or "
+                               "--check-clips")
+
+
 def _batch(text: str) -> int:
     if text == "dynamic":
         return 0
@@ -170,7 +220,8 @@ def _batch(text: str) -> int:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise ExportUsageError(f"--batch must be 'dynamic' or a positive integer, got {text!r}")
+    if not 1 <= value <= MAX_BATCH:
+        raise ExportUsageError(f"--batch must be 'dynamic' or a whole number in 1..{MAX_BATCH}, "
+                               f"got {text!r}")
     return value
 

@@ -36,8 +36,10 @@ from mtl_perception.checkpoint import (
     read_checkpoint_info,
     save_checkpoint,
 )
+from mtl_perception.exits import int_in
 from mtl_perception.models import build_model
 from mtl_perception.models.gate import gate_classes
+from mtl_perception.outputs import OutputError, check_out_file
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream.decisions import PROVENANCE_KEY
 from mtl_perception.stream.events import GESTURE_TASK as GESTURE
@@ -65,6 +67,8 @@ from training.methods.gate_tuning import (
 )
 
 LOG = logging.getLogger(__name__)
+# One line and exit 2 wherever in the run they are raised (training/__main__.py).
+ERRORS = (CheckpointError, SettingsError, DatasetError, EvaluateUsageError, OutputError)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,9 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="set config with the checkpoint's tasks and untrimmed:/background:")
     parser.add_argument("--out", type=Path, default=None,
                         help="the new checkpoint (default: CHECKPOINT_gate.safetensors)")
-    parser.add_argument("--clips-per-video", type=int, default=4,
+    parser.add_argument("--clips-per-video", type=int_in(1, 64), default=4,
                         help="evenly spaced clips per sample and none stretch")
-    parser.add_argument("--max-videos", type=int, default=None,
+    parser.add_argument("--max-videos", type=int_in(1, 10**6), default=None,
                         help="at most this many samples per task and of none (spread out)")
     parser.add_argument("--none-margin-s", type=float, default=0.3,
                         help="none clips keep this far from labelled intervals")
@@ -94,7 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--batch-size", type=int, default=16, help="clips per forward")
+    parser.add_argument("--batch-size", type=int_in(1, 1024), default=16,
+                        help="clips per forward")
     parser.add_argument("--device", default="cpu", help="torch device for feature extraction")
     parser.add_argument("--no-tune", action="store_true",
                         help="fit on every session and store no event settings (before issue 24)")
@@ -102,6 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tuning: the most false events per minute of none allowed")
     parser.add_argument("--inference-stride", type=int, default=2,
                         help="tuning: a clip every this many sampled frames, as the stream will")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file (never --checkpoint itself "
+                             "unless --out names it)")
 
 
 def gate_items(set_config: SetConfig, info: CheckpointInfo, split: str, margin_s: float,
@@ -141,6 +149,11 @@ def run(args: argparse.Namespace) -> int:
         if info.model.method == "stl":
             raise EvaluateUsageError(f"{args.checkpoint}: an STL model has no task gate")
         out = args.out or args.checkpoint.with_name(args.checkpoint.stem + "_gate.safetensors")
+        # --out equal to --checkpoint is the documented in-place update (make demo): the
+        # checkpoint is read whole before it is replaced, atomically. Anything else that
+        # exists needs --overwrite; the set's files are never written over.
+        check_out_file(out, args.overwrite or out.resolve() == args.checkpoint.resolve(),
+                       [args.set])
         set_config = load_set(args.set)
         missing = [t for t in info.model.task_names if t not in set_config.tasks]
         if missing:
@@ -172,8 +185,8 @@ def run(args: argparse.Namespace) -> int:
             raise EvaluateUsageError(f"set {args.set} gives no none clips for training: add "
                                      "untrimmed: or background: folders")
         loaded = load_checkpoint(args.checkpoint, args.device)
-    except (CheckpointError, SettingsError, DatasetError, EvaluateUsageError, ValueError,
-            RuntimeError) as exc:
+    except (CheckpointError, SettingsError, DatasetError, EvaluateUsageError, OutputError,
+            ValueError, RuntimeError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     model, k = loaded.model, info.model.num_tasks

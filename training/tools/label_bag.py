@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,18 @@ from PIL import Image, ImageDraw
 
 from mtl_perception.bag.labels import write_labels
 from mtl_perception.bag.reader import Bag, BagError
+from mtl_perception.exits import float_in, int_in
 from mtl_perception.fileio import atomic_write
+from mtl_perception.outputs import OutputError, check_out_file
 from mtl_perception.stream.decode import ImageDecodeError, decode_image, header_of
 
 LOG = logging.getLogger(__name__)
 TODO = "TODO"
 _TEXT = 12  # pixels of caption under each thumbnail
+# The thumbnails and the sheet are held in memory (3 bytes a pixel each): 50 Mpx bounds
+# both to ~150 MB, e.g. ~4,600 thumbnails of 120 x 90 (38 min at --every 0.5).
+MAX_SHEET_PIXELS = 50_000_000
+ERRORS = (BagError, ImageDecodeError, OutputError)  # one line, exit 2 (training/__main__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,9 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-topic", default=None,
                         help="image topic (default: the bag's only image topic)")
     parser.add_argument("--task", default="gesture", help="task column of the template rows")
-    parser.add_argument("--every", type=float, default=0.5, help="seconds between thumbnails")
-    parser.add_argument("--per-row", type=int, default=8, help="thumbnails per sheet row")
-    parser.add_argument("--width", type=int, default=120, help="thumbnail width in pixels")
+    parser.add_argument("--every", type=float_in(0.01, 3600), default=0.5,
+                        help="seconds between thumbnails")
+    parser.add_argument("--per-row", type=int_in(1, 64), default=8,
+                        help="thumbnails per sheet row")
+    parser.add_argument("--width", type=int_in(16, 1024), default=120,
+                        help="thumbnail width in pixels")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing files (your edited labels, too)")
 
@@ -72,11 +82,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace, sheet: Path) -> str | None:
-    if not args.every > 0 or args.per_row < 1 or not 16 <= args.width <= 1024:
-        return "--every must be > 0, --per-row >= 1 and --width in 16..1024"
+    if Path(os.path.realpath(sheet)) == Path(os.path.realpath(args.out)):
+        return f"--sheet {sheet} is --out: give them different names"
+    try:  # never over the bag it reads (not even with --overwrite); writable, before the work
+        check_out_file(args.out, args.overwrite, [args.bag])
+        check_out_file(sheet, args.overwrite, [args.bag], option="--sheet")
+    except OutputError as exc:
+        return str(exc)
     for path in (args.out, sheet):
-        if path.exists() and not args.overwrite:
-            return f"{path} exists; it may hold your labels: choose another --out or --overwrite"
         if not path.parent.is_dir():
             return f"folder {path.parent} does not exist"
     return None
@@ -102,8 +115,14 @@ def contact_frames(bag_path: Path, topic: str | None, every: float, width: int
                 continue
             height = max(1, round(rgb.shape[0] * width / rgb.shape[1]))
             thumb = Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR)
+            if (len(thumbs) + 1) * width * (height + _TEXT) > MAX_SHEET_PIXELS:  # bounded
+                raise BagError(f"bag {bag_path}: more than {len(thumbs)} thumbnails {every:g} s "
+                               f"apart would exceed the sheet's {MAX_SHEET_PIXELS / 1e6:g} "
+                               "Mpx; raise --every or lower --width")
             thumbs.append((t, thumb))
             due = t + every
+        if bag.report.warning:  # a recording cut short: the template ends where it does
+            LOG.warning("%s", bag.report.warning)
     return thumbs, last
 
 

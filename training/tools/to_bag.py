@@ -45,7 +45,7 @@ from mtl_perception.bag.labels import write_labels
 from mtl_perception.bag.shown import SHOWN_FILE, read_shown, write_shown
 from mtl_perception.bag.types import COMPRESSED_IMAGE, IMAGE
 from mtl_perception.bag.writer import STORAGES, BagWriter, compressed_message, image_message
-from mtl_perception.cli import run_command
+from mtl_perception.exits import run_command
 from mtl_perception.names import class_name_problem, topic_problem
 from mtl_perception.outputs import OutputError
 from mtl_perception.settings import SettingsError, apply_overrides
@@ -60,9 +60,13 @@ LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 STAGES_OUT = True  # --out is staged: stopping leaves it as it was (training/__main__.py)
 MARKER = "dataset_to_bag.json"  # the summary of what was written
-OWNER = outputs.Owner(tool="dataset_to_bag", manifest="dataset_to_bag.manifest.json",
-                      tag="dataset_to_bag", name="dataset_to_bag", what="dataset_to_bag output")
 LABELS = "labels.csv"
+OWNER = outputs.Owner(tool="dataset_to_bag", manifest="dataset_to_bag.manifest.json",
+                      tag="dataset_to_bag", name="dataset_to_bag", what="dataset_to_bag output",
+                      writes=("metadata.yaml", "*.mcap", "*.db3", "*.db3-*", LABELS, MARKER,
+                              # rosbags writes into a new folder, staged as partial/<out name>
+                              "{target}/metadata.yaml", "{target}/*.mcap", "{target}/*.db3",
+                              "{target}/*.db3-*"))
 _CHUNK = 64  # frames decoded at a time (bounded memory for long videos)
 _FOLDER_FPS = 30.0  # frame folders carry no rate
 
@@ -124,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     except (ToBagError, DatasetError, SettingsError, OutputError) as exc:
         LOG.error("%s", exc)
         return 2
-    return 0  # OS errors, Ctrl-C and SIGTERM: `mtl_perception.cli.run_command` (main)
+    return 0  # OS errors, Ctrl-C and SIGTERM: `mtl_perception.exits.run_command` (main)
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -325,6 +329,8 @@ def _frames(video: Video) -> tuple[float, Iterator[tuple[int, np.ndarray]]]:
                 try:
                     chunk = reader.read(indices)
                 except VideoTooShortError as exc:  # header over-counts: keep what decodes
+                    LOG.warning("%s: its header claims %d frames but %d decode; converted "
+                                "the %d", video.path, total, exc.available, exc.available)
                     if exc.available <= begin:
                         return
                     chunk = reader.read(list(range(begin, exc.available)))

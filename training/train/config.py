@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from mtl_perception.models.archs import Arch
 from mtl_perception.models.config import Method
 from mtl_perception.names import workers_problem
 from mtl_perception.preprocess import PreprocessConfig
@@ -33,7 +34,7 @@ MAX_WIDTH = 1024  # 16x the paper's 64: beyond what any one GPU trains
 class ModelSettings:
     """The architecture; task names and class counts come from the data set."""
 
-    arch: Literal["r3d_18", "r3d_34"] = "r3d_18"
+    arch: Arch = "r3d_18"
     width: int = 64
     trainable_stages: int = 2
     cross_stitch_share: float = 0.2  # SPS: the paper's s
@@ -153,7 +154,8 @@ class TrainConfig:
     amp: Amp = "bf16"
     val_every: int = 1000
     val_max_per_task: int = 0
-    val_split: Literal["train", "test"] = "test"
+    val_split: Literal["train", "test", "holdout"] = "test"
+    val_holdout: float = 0.1  # val_split holdout: this share of each class's train videos
     save_every: int = 500
     log_every: int = 10
     allow_missing: bool = False
@@ -174,6 +176,8 @@ class TrainConfig:
                                 f"({self.iterations - 1}), got {self.warmup_iterations}")
         if (problem := workers_problem(self.workers, "workers")) is not None:
             raise SettingsError(problem)
+        if not 0.0 < self.val_holdout < 1.0:
+            raise SettingsError(f"val_holdout must be in (0, 1), got {self.val_holdout}")
         if self.seed < 0 or self.val_max_per_task < 0:
             raise SettingsError("seed and val_max_per_task must be >= 0")
         if self.method == "stl" and len(self.tasks) != 1:

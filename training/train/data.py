@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mtl_perception.names import class_name_problem
 from mtl_perception.preprocess import PreprocessConfig
@@ -43,7 +43,16 @@ def build_data(config: TrainConfig) -> RunData:
         raise SettingsError(f"tasks: {unknown} not in set {config.set} "
                             f"(it has {sorted(set_config.tasks)})")
     train_splits = [build_task_split(set_config, t, "train") for t in names]
-    val_splits = {t: build_task_split(set_config, t, config.val_split) for t in names}
+    if config.val_split == "holdout":  # validation never reads the test split
+        pairs = [hold_out(split, config.val_holdout, config.seed) for split in train_splits]
+        train_splits = [kept for kept, _ in pairs]
+        val_splits = {t: held for t, (_, held) in zip(names, pairs)}
+        empty = [t for t, split in val_splits.items() if not split.samples]
+        if empty:
+            raise SettingsError(f"val_split holdout: task {empty[0]!r} has no class with two "
+                                "or more training videos to hold one out; use val_split train")
+    else:
+        val_splits = {t: build_task_split(set_config, t, config.val_split) for t in names}
     for name, split in zip(names, train_splits):
         if not split.samples:
             raise SettingsError(f"task {name!r} has no training samples in {config.set}")
@@ -64,8 +73,8 @@ def build_data(config: TrainConfig) -> RunData:
     items = [(sample, t) for t, split in enumerate(train_splits) for sample in split.samples]
     if config.gate.enabled:
         none_train = gate_none_samples(config, set_config, "train", train_splits)
-        none_val = gate_none_samples(config, set_config, config.val_split,
-                                     list(val_splits.values()))
+        none_split = "train" if config.val_split == "holdout" else config.val_split
+        none_val = gate_none_samples(config, set_config, none_split, list(val_splits.values()))
         if not none_train:
             raise SettingsError(
                 f"gate.enabled: set {config.set} gives no `none` clips for training: add "
@@ -83,6 +92,26 @@ def build_data(config: TrainConfig) -> RunData:
         none_train=none_train,
         none_val=none_val,
     )
+
+
+def hold_out(split: LabelledSplit, share: float, seed: int
+             ) -> tuple[LabelledSplit, LabelledSplit]:
+    """(kept, held out): `share` of each class's videos (at least one of a class with two
+    or more), chosen by `seed`, held out of training for validation."""
+    import random
+
+    rng = random.Random(seed)
+    by_class: dict[int, list[VideoSample]] = {}
+    for sample in sorted(split.samples, key=lambda s: str(s.path)):
+        by_class.setdefault(sample.label, []).append(sample)
+    held: list[VideoSample] = []
+    for samples in by_class.values():
+        if len(samples) >= 2:
+            held += rng.sample(samples, max(1, round(share * len(samples))))
+    chosen = {id(s) for s in held}
+    kept = [s for s in split.samples if id(s) not in chosen]
+    source = f"{split.source} (held out {share:g} for validation)"
+    return (replace(split, samples=kept), replace(split, samples=held, source=source))
 
 
 def gate_none_samples(config: TrainConfig, set_config: SetConfig, split: str,

@@ -31,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mtl_perception.checkpoint import atomic_write, content_digest
+from mtl_perception.exits import one_line
 
 RUN_FILE = "run.json"
 STATE_FILE = "resume.safetensors"
@@ -117,8 +118,13 @@ def _check_replaceable(run_dir: Path) -> None:
                               "refusing to replace the run (nothing was changed)")
 
 
-def prepare_run_dir(run_dir: Path, config: dict[str, Any], overwrite: bool) -> None:
-    """Create the folder for a new run; refuse a foreign or (without consent) earlier run."""
+def prepare_run_dir(run_dir: Path, config: dict[str, Any], overwrite: bool,
+                    init: dict[str, Any] | None = None) -> None:
+    """Create the folder for a new run; refuse a foreign or (without consent) earlier run.
+
+    `init`: the provenance of an `init:` checkpoint, recorded at the start so that a
+    resumed run reports the file it started from, not whatever now sits at that path.
+    """
     if check_new_run_dir(run_dir, overwrite):
         for name in RUN_OUTPUTS:
             (run_dir / name).unlink(missing_ok=True)
@@ -130,6 +136,8 @@ def prepare_run_dir(run_dir: Path, config: dict[str, Any], overwrite: bool) -> N
     doc: dict[str, Any] = {
         "kind": RUN_KIND, "format": FORMAT, "config": config,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if init:
+        doc["init"] = init
     doc["sha256"] = content_digest(json.loads(json.dumps(doc)), {}, RUN_DIGEST_KIND)
     atomic_write(run_dir / RUN_FILE,
                  lambda tmp: tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8"))
@@ -188,7 +196,7 @@ def load_state(
         document = json.loads(metadata[STATE_KEY])
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError, RecursionError) as exc:
         raise RunDirError(f"{path}: cannot read the resumable state: "
-                          f"{' '.join(str(exc).split())}") from exc
+                          f"{one_line(exc)}") from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         found = document.get("format") if isinstance(document, dict) else None
         raise RunDirError(f"{path}: state format {found}, expected {FORMAT}")
@@ -236,7 +244,7 @@ def stored_iteration(path: Path) -> int:
     except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError,
             RecursionError) as exc:
         raise RunDirError(f"{path}: cannot read the resumable state: "
-                          f"{' '.join(str(exc).split())}") from exc
+                          f"{one_line(exc)}") from exc
     if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
         raise RunDirError(f"{path}: the resumable state is damaged (iteration {iteration!r})")
     return iteration

@@ -31,7 +31,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
-from mtl_perception.cli import work_started
+from mtl_perception.exits import work_started
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
 from mtl_perception.settings import SettingsError
 from training.datasets.clip_dataset import collate_clips
@@ -138,7 +138,9 @@ class _Run:
         self.data: RunData = build_data(config)
         self.model, self.model_config = self._build_model(weights)
         self.init: dict[str, Any] = {}
-        if config.init:  # a resumed run still records its origin; its state replaces the weights
+        if config.init and resuming:  # the state holds every weight; the origin is the one
+            self.init = read_run(run_dir).get("init") or {}  # recorded at the start
+        if config.init and not self.init:  # a new run (or one started before that record)
             self.init = init_from_checkpoint(self.model, self.data.class_names, config.init)
         self.weighting = build_weighting(config.weighting.method, len(self.data.task_names),
                                          config.weighting).to(ctx.device)
@@ -154,7 +156,7 @@ class _Run:
             self.state = load_state(state_path, self.model, self.weighting, self.optimizer,
                                     self.scaler)
         elif ctx.is_main and not resume:
-            prepare_run_dir(run_dir, config_to_dict(config), overwrite)
+            prepare_run_dir(run_dir, config_to_dict(config), overwrite, self.init)
         D.barrier(ctx)
         D.broadcast_module(self.model, ctx)
         gate = (config.gate.loss_weight, config.gate.detach) if config.gate.enabled else None
@@ -224,7 +226,7 @@ class _Run:
         for sig in previous:
             signal.signal(sig, self._on_signal)
         interrupted = False
-        work_started()  # an OS error from here on (a full disk) is exit 1 (mtl_perception.cli)
+        work_started()  # an OS error from here on (a full disk) is exit 1 (mtl_perception.exits)
         try:
             if state.iteration < c.iterations:
                 interrupted = self._loop(sampler, evaluator, lws_streams)

@@ -1,4 +1,4 @@
-"""`python -m training train` under hostile settings (independent probe).
+"""`python -m training train` under hostile settings.
 
 Values that used to pass the config check and then fail deep inside a run
 (a ValueError from the model or preprocessing config, a RuntimeError from

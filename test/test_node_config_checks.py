@@ -1,4 +1,4 @@
-"""The node's parameter checks without rclpy, and the ROS 2 topic-name check (independent probe).
+"""The node's parameter checks without rclpy, and the ROS 2 topic-name check.
 
 A `~user` checkpoint path with no such user raised RuntimeError out of
 `read_node_config`; it must be a NodeConfigError in one line. `topic_problem`

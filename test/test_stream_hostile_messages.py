@@ -1,4 +1,4 @@
-"""Hostile image messages and settings against the streaming core (independent probe).
+"""Hostile image messages and settings against the streaming core.
 
 Every bad message must end in `ImageDecodeError` (the pipeline then skips and
 counts the frame); no other exception may escape `decode_image` or `push`,

@@ -1,4 +1,4 @@
-"""dataset_to_bag under hostile settings (independent probe): exit 2, one line, nothing written.
+"""dataset_to_bag under hostile settings: exit 2, one line, nothing written.
 
 Each setting here used to end in a traceback after decoding had started
 (NaN or negative stamps, an --out under a file), or to write a bag that ROS 2

@@ -1,4 +1,5 @@
-"""Issue 15 (hardening, round 2): checksums first, one validator per value, clean stops."""
+"""One validator per value, checksums first (class names, threads, overrides, devices, topics,
+label seconds, loader processes): each bad value refused in one line where it is read."""
 
 from __future__ import annotations
 

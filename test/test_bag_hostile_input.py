@@ -1,4 +1,4 @@
-"""evaluate_bag under hostile input (independent probe): one line, exit 2, nothing half-written.
+"""evaluate_bag under hostile input: one line, exit 2, nothing half-written.
 
 Real bags (rosbags writer) and a real tiny checkpoint from helpers_bag.
 """
@@ -123,7 +123,7 @@ def test_labels_that_no_clip_reaches_exit_2_and_write_nothing(
 
 
 def test_labels_folder_and_a_quoted_line_break_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(LabelsError, match="is not a file"):
+    with pytest.raises(LabelsError, match="is a directory, not a regular file"):
         read_labels(tmp_path, CLASSES)
     quoted = tmp_path / "quoted.csv"
     quoted.write_text('start,end,task,label\n0,1,action,"wa\nlk"\n')
