@@ -17,8 +17,8 @@ from mtl_perception.ros.node_config import NodeConfig
 from mtl_perception.ros.params import BY_NAME, missing_checkpoint_hint
 from mtl_perception.stream import StreamPipeline
 from mtl_perception.stream.camera import ErrorCallback
-from mtl_perception.stream.pipeline import ResultCallback
 from mtl_perception.stream.decisions import explicit_settings, with_stored_decisions
+from mtl_perception.stream.pipeline import ResultCallback
 from mtl_perception.stream.rate import choose_target_fps
 
 
