@@ -24,6 +24,7 @@ from mtl_perception.settings import SettingsError, apply_overrides, from_dict, l
 from training.datasets.clip_sampling import TemporalSampling
 from training.methods.lws import LWSConfig
 from training.methods.weighting import WeightingConfig
+from training.train.schedule import LrSchedule
 
 Sampling = Literal["proportional", "balanced"]
 Amp = Literal["none", "bf16", "fp16"]
@@ -133,6 +134,8 @@ class TrainConfig:
       and at the end; `val_max_per_task` caps validation videos per task (0: all).
     - `save_every`: resumable state every N iterations (and on Ctrl-C, at the end).
     - `amp`: autocast dtype on GPU (`none` on CPU whatever is set).
+    - `lr_schedule`, `warmup_iterations`: the rate along the run
+      (train/schedule.py); `constant` and 0 are the paper's Adam at `lr`.
     - `gate`: the task gate (`GateSettings`; off by default).
     """
 
@@ -153,6 +156,8 @@ class TrainConfig:
     iterations: int = 20000
     batch_size: int = 8
     lr: float = 1e-3
+    lr_schedule: LrSchedule = "constant"
+    warmup_iterations: int = 0
     seed: int = 0
     sampling: Sampling = "proportional"
     workers: int = 4
@@ -177,6 +182,9 @@ class TrainConfig:
                 raise SettingsError(f"{name} must be >= 1, got {value}")
         if not self.lr > 0:
             raise SettingsError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_iterations < self.iterations:
+            raise SettingsError(f"warmup_iterations must be in 0..iterations-1 "
+                                f"({self.iterations - 1}), got {self.warmup_iterations}")
         if (problem := workers_problem(self.workers, "workers")) is not None:
             raise SettingsError(problem)
         if not 0.0 < self.val_holdout < 1.0:

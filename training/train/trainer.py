@@ -56,6 +56,7 @@ from training.train.resume import (
     save_state,
     stored_iteration,
 )
+from training.train.schedule import LrScheduler
 from training.train.steps import Batch, Stepper
 
 LOG = logging.getLogger(__name__)
@@ -147,6 +148,8 @@ class _Run:
         groups = self.model.parameter_groups(config.lr) + self.weighting.parameter_groups(
             config.lr)
         self.optimizer = torch.optim.Adam(groups, lr=config.lr)
+        self.schedule = LrScheduler(self.optimizer, config.iterations, config.lr_schedule,
+                                    config.warmup_iterations)
         cuda = ctx.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=cuda and config.amp == "fp16")
         self.state = TrainingState()
@@ -254,6 +257,8 @@ class _Run:
             if streams == 2:
                 nes = Batch(clips[local:], labels[local:], task_ids[local:],
                             sampler.task_counts(it, 1))
+            if self.schedule.active:  # constant: the optimizer's rates are never touched
+                self.schedule.set(it)
             result = self.stepper.step(batch, _generator(c.seed, it), nes)
             D.broadcast_buffers(self.model, ctx)
             state.iteration += 1
