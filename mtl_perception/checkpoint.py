@@ -34,15 +34,28 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from mtl_perception.checkpoint_tensors import (
+    check_finite,
+    check_float32,
+    check_shapes,
+    header_shapes,
+)
+from mtl_perception.digest import (
+    canonical,
+    changed_parts,
+    content_digest,
+    document_parts,
+    weights_digest,
+)
 from mtl_perception.exits import one_line, os_error_line
 from mtl_perception.fileio import atomic_write, regular_file_problem
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
-from mtl_perception.models.state import state_mismatch
 from mtl_perception.names import class_name_problem
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.settings import SettingsError, from_dict, to_dict
 
 METADATA_KEY = "mtl_perception"
+PARTS_KEY = "mtl_perception_parts"  # which section an edit changed (names it in the refusal)
 FORMAT_VERSION = 1
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save zip archives, raw pickles
 
@@ -103,8 +116,8 @@ def save_checkpoint(path: str | Path, model: MultiTaskModel, info: CheckpointInf
             f"not saving {path}: the model's config differs from the checkpoint info's"
         )
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _check_float32(path, tensors)
-    _check_finite(path, tensors, "not saving ")
+    check_float32(path, tensors)
+    check_finite(path, tensors, "not saving ")
     document = {
         "format_version": FORMAT_VERSION,
         "model": model_metadata(info.model),
@@ -113,9 +126,12 @@ def save_checkpoint(path: str | Path, model: MultiTaskModel, info: CheckpointInf
         "provenance": to_dict(info.provenance),
     }
     try:
-        _canonical(document)
+        canonical(document)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"not saving {path}: metadata is not plain JSON: {exc}") from exc
+    # The per-section digests sit beside the document (under PARTS_KEY), so earlier
+    # releases, which hash the whole document, still read the checkpoint.
+    parts = json.dumps(_parts(document, tensors), sort_keys=True)
     document["sha256"] = _digest(document, tensors)
     text = json.dumps(document, sort_keys=True)
     # The metadata as `load_checkpoint` will read it: what it refuses is refused now.
@@ -124,10 +140,10 @@ def save_checkpoint(path: str | Path, model: MultiTaskModel, info: CheckpointInf
         info.model, info.class_names, info.preprocess
     ):
         raise CheckpointError(f"not saving {path}: its metadata does not read back unchanged")
-    _check_shapes(path, parsed, {k: (list(v.shape), v.dtype) for k, v in tensors.items()})
+    check_shapes(path, parsed.model, {k: (list(v.shape), v.dtype) for k, v in tensors.items()})
 
     def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: text})
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: text, PARTS_KEY: parts})
         read_checkpoint_info(tmp)  # the header as written reads back (before the rename)
 
     atomic_write(path, write)
@@ -167,8 +183,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     with _open(path) as handle:
         metadata, tensors = _verified(path, handle)
         info = _parse_info(path, metadata)
-        _check_shapes(path, info, _header_shapes(path, handle))  # before building
-    _check_finite(path, tensors)
+        check_shapes(path, info.model, header_shapes(path, handle))  # before building
+    check_finite(path, tensors)
     model = build_model(info.model)
     model.load_state_dict(tensors, strict=True)
     model.eval()
@@ -250,7 +266,7 @@ def _verified(path: Path, handle: Any) -> tuple[dict[str, str], dict[str, torch.
     except SafetensorError as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from exc
     if isinstance(document, dict):
-        _check_digest(path, document, tensors)
+        _check_digest(path, document, tensors, metadata.get(PARTS_KEY))
     return metadata, tensors
 
 
@@ -311,54 +327,13 @@ def _class_names(value: Any) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(names) for names in value)
 
 
-def _header_shapes(path: Path, handle: Any) -> dict[str, tuple[list[int], Any]]:
-    """Name -> (shape, dtype) as the safetensors header declares them; no tensor is read."""
-    shapes = {}
-    for name in handle.keys():  # noqa: SIM118
-        piece = handle.get_slice(name)
-        code = piece.get_dtype()
-        shapes[name] = (list(piece.get_shape()), _DTYPES.get(code, code))
-    return shapes
-
-
-def _check_shapes(
-    path: Path, info: CheckpointInfo, given: Mapping[str, tuple[list[int], Any]]
-) -> None:
-    """Compare declared shapes and dtypes with the model the metadata describes.
-
-    The model is built on the `meta` device: parameters without storage, so a
-    metadata width of a million costs no memory before it is refused.
-    """
-    try:
-        with torch.device("meta"):
-            expected = build_model(info.model).state_dict()
-    except (RuntimeError, ValueError, OverflowError, MemoryError) as exc:
-        raise CheckpointError(
-            f"checkpoint {path}: cannot build the model its metadata describes: "
-            + one_line(exc)
-        ) from exc
-    foreign = sorted(k for k, (_, dtype) in given.items() if isinstance(dtype, str))
-    if foreign:
-        raise CheckpointError(
-            f"checkpoint {path}: tensor {foreign[0]} has dtype {given[foreign[0]][1]}, "
-            "which no mtl_perception model uses"
-        )
-    declared = {
-        k: torch.empty(shape, dtype=dtype, device="meta") for k, (shape, dtype) in given.items()
-    }
-    problems = state_mismatch(expected, declared)
-    if problems:
-        raise CheckpointError(
-            f"checkpoint {path}: weights do not match the model its metadata describes: "
-            + "; ".join(problems)
-        )
-
-
 def _check_digest(
-    path: Path, document: dict[str, Any], tensors: Mapping[str, torch.Tensor]
+    path: Path, document: dict[str, Any], tensors: Mapping[str, torch.Tensor],
+    parts: str | None = None,
 ) -> None:
-    """The stored SHA-256 over metadata and weights; hand-built files without one load.
-
+    """The stored SHA-256 over the whole metadata document (every section, those added
+    later included: all but the digest itself) and the weights; hand-built files without
+    one load. A refusal names the changed sections when the file records their digests.
     `weights_sha256` (weights only) is what early files carry; it is still checked.
     """
     expected = document.pop("sha256", None)
@@ -368,91 +343,28 @@ def _check_digest(
         except (TypeError, ValueError):
             actual = None
         if actual != expected:
-            raise CheckpointError(
-                f"checkpoint {path} is corrupt or was edited: its metadata and weights "
-                "fail their checksum"
-            )
+            what = "its metadata and weights fail their checksum"
+            try:
+                recorded = json.loads(parts or "null")
+                changed = (changed_parts(recorded, _parts(document, tensors))
+                           if isinstance(recorded, dict) else [])
+            except (TypeError, ValueError, RecursionError):
+                changed = []
+            if changed:
+                what = f"{', '.join(changed)} changed since it was saved"
+            raise CheckpointError(f"checkpoint {path} is corrupt or was edited: {what}")
         return
     legacy = document.get("weights_sha256")
-    if legacy is not None and _weights_digest(tensors) != legacy:
+    if legacy is not None and weights_digest(tensors) != legacy:
         raise CheckpointError(f"checkpoint {path} is corrupt: its weights fail their checksum")
 
 
-def _check_finite(path: Path, tensors: Mapping[str, torch.Tensor], prefix: str = "") -> None:
-    """A diverged training run has NaN weights; the node would publish NaN scores."""
-    bad = sorted(
-        k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())
-    )
-    if bad:
-        raise CheckpointError(
-            f"{prefix}checkpoint {path} has non-finite (NaN or infinite) weights: "
-            f"{len(bad)} tensors (first: {bad[:3]})"
-        )
-
-
-def _check_float32(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
-    """Checkpoints hold float32 weights, the dtype `build_model` rebuilds on load.
-
-    Half precision is an inference-time choice (autocast), not a checkpoint format.
-    """
-    other = sorted(
-        k for k, v in tensors.items() if v.is_floating_point() and v.dtype != torch.float32
-    )
-    if other:
-        raise CheckpointError(
-            f"not saving {path}: checkpoints hold float32 weights; {other[0]} is "
-            f"{tensors[other[0]].dtype}: call model.float() before saving"
-        )
-
-
-def _canonical(document: Mapping[str, Any]) -> bytes:
-    """The metadata as hashed: key order and whitespace do not matter, values do."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-
-
 def _digest(document: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over the canonical metadata (without the digest itself) and the weights."""
+    """SHA-256 over the canonical metadata (without the digests) and the weights."""
     return content_digest(document, tensors, "mtl_perception checkpoint")
 
 
-def content_digest(document: Mapping[str, Any], tensors: Mapping[str, torch.Tensor],
-                   kind: str) -> str:
-    """SHA-256 over a JSON document and tensors (name, dtype, shape, bytes).
-
-    Shared by checkpoints and training's resumable state (`kind` keeps one
-    kind of file from passing for the other).
-    """
-    meta = _canonical(document)
-    digest = hashlib.sha256(kind.encode() + b"\0")
-    digest.update(len(meta).to_bytes(8, "little"))
-    digest.update(meta)
-    _hash_weights(digest, tensors)
-    return digest.hexdigest()
-
-
-def _weights_digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    _hash_weights(digest, tensors)
-    return digest.hexdigest()
-
-
-def _hash_weights(digest: Any, tensors: Mapping[str, torch.Tensor]) -> None:
-    for name in sorted(tensors):
-        tensor = tensors[name].contiguous()
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-
-
-# safetensors' dtype codes; one missing here is a dtype no model of ours has.
-_DTYPES: dict[str, torch.dtype] = {
-    code: getattr(torch, name)
-    for code, name in (
-        ("F64", "float64"), ("F32", "float32"), ("F16", "float16"), ("BF16", "bfloat16"),
-        ("I64", "int64"), ("I32", "int32"), ("I16", "int16"), ("I8", "int8"),
-        ("U8", "uint8"), ("BOOL", "bool"), ("F8_E4M3", "float8_e4m3fn"),
-        ("F8_E5M2", "float8_e5m2"),
-    )
-    if hasattr(torch, name)
-}
+def _parts(document: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """One digest per metadata section (every top-level key, later ones too) and the
+    weights: what a refusal names."""
+    return {**document_parts("", document), "weights": weights_digest(tensors)}

@@ -161,3 +161,42 @@ def test_training_evaluate_backend_and_int8_export(tmp_path: Path,
     assert "is an exported model" in capsys.readouterr().err
     assert training_main(["export", "--checkpoint", str(checkpoint), "--int8"]) == 2
     assert "--int8 needs --calibration" in capsys.readouterr().err
+
+
+def test_an_int8_export_below_the_agreement_threshold_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An int8 graph that disagrees with fp32 (here: another model's weights, quantised
+    for real) is measured against fp32 on held-out clips and refused, unless told to
+    accept it (then its agreement is recorded in the file)."""
+    import training.tools.quantize as quantize
+    from mtl_perception.deploy.export import export_onnx
+
+    model, info = tiny_model("hps")
+    other = export_onnx(tiny_model("hps", seed=7)[0], info)
+    real = quantize.quantize_int8
+    monkeypatch.setattr(quantize, "quantize_int8",
+                        lambda exported, clips, **kw: real(other, clips, **kw))
+    classes = dict(zip(info.model.task_names, info.class_names))
+    tasks = {}
+    for n, (task, names) in enumerate(classes.items()):
+        _tree(tmp_path / task / "train", list(names), 2, n)
+        _tree(tmp_path / task / "test", list(names), 2, 10 + n)
+        tasks[task] = [{"format": "folders", "root": f"{task}/train", "test_root": f"{task}/test"}]
+    set_file = write_yaml(tmp_path / "set.yaml", {"name": "tiny", "class_merge": "none",
+                                                  "tasks": tasks})
+    checkpoint = tmp_path / "m.safetensors"
+    save_checkpoint(checkpoint, model, info)
+    args = ["export", "--checkpoint", str(checkpoint), "--int8", "--calibration",
+            str(set_file), "--calibration-clips", "16", "--tolerance", "1e9"]
+    capsys.readouterr()
+    assert training_main(args) == 2
+    err = capsys.readouterr().err
+    assert "int8 agrees with fp32 on" in err and "< --min-agreement 0.97; nothing written" in err
+    assert not (tmp_path / "m.int8.onnx").exists()
+    assert training_main([*args, "--accept-int8-loss"]) == 0
+    from mtl_perception.deploy.onnx_file import read_onnx_model
+
+    export = read_onnx_model(tmp_path / "m.int8.onnx").export
+    assert 0.0 <= export.int8_agreement < 0.97 and export.int8_clips > 0
+    assert 0.0 <= export.int8_agreement_calibration <= 1.0

@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import mtl_perception.checkpoint as checkpoint
+import mtl_perception.checkpoint_tensors as checkpoint_tensors
 from mtl_perception.checkpoint import (
     CheckpointError,
     CheckpointInfo,
@@ -154,6 +155,27 @@ def test_an_edited_class_name_fails_the_checksum(tmp_path) -> None:
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize(("edit", "named"), [
+    (lambda d: d["class_names"][0].reverse(), "class_names"),  # reordered: relabels
+    (lambda d: d["preprocess"].__setitem__("std", [0.5, 0.5, 0.5]), "preprocess"),
+    (lambda d: d["model"].__setitem__("task_names", ["gesture", "action"]), "model"),
+    (lambda d: d["model"].__setitem__("gate", True), "model"),
+    (lambda d: d.__setitem__("thresholds", {"event": 0.9}), "thresholds"),  # a later key
+])
+def test_every_metadata_edit_is_refused_naming_the_section(tmp_path, edit, named) -> None:
+    path, _, _ = _saved(tmp_path)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    document, tensors = _document(path)
+    edit(document)
+    save_file(tensors, str(path), metadata={**metadata, "mtl_perception": json.dumps(document)})
+    for read in (read_checkpoint_info, load_checkpoint):
+        with pytest.raises(CheckpointError) as caught:
+            read(path)
+        assert str(caught.value) == (f"checkpoint {path} is corrupt or was edited: {named} "
+                                     "changed since it was saved")
+
+
 def test_checksum_ignores_key_order_and_whitespace_but_not_values(tmp_path) -> None:
     path, _, _ = _saved(tmp_path)
     document, tensors = _document(path)
@@ -193,6 +215,7 @@ def test_inflated_width_is_refused_from_the_header_before_any_model_is_built(
         return real_build(config)
 
     monkeypatch.setattr(checkpoint, "build_model", watched)
+    monkeypatch.setattr(checkpoint_tensors, "build_model", watched)  # the shape check's
     with pytest.raises(CheckpointError, match=r"(do not match|cannot build)"):
         load_checkpoint(path)
     assert devices and set(devices) == {"meta"}

@@ -51,13 +51,15 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     set_file = write_yaml(d / "set.yaml", {"name": "tiny", "class_merge": "none", "tasks": tasks})
     train_file = write_yaml(d / "train.yaml", {
         "set": "set.yaml", "pretrained": "none", "iterations": 4, "workers": 0,
+        "val_split": "holdout",
         "model": {"width": 4}, "clip": {"clip_length": 4, "resize": [32, 32], "crop": [32, 32]},
     })
     return set_file, train_file
 
 
 class FakeTrain:
-    """Writes best.safetensors (heads answer class 0) and a two-point history.
+    """Writes last.safetensors (heads answer class 0), best.safetensors (class 1) and a
+    two-point history.
 
     `interrupt`: run names that stop (state file written) on their first call;
     `fail`: run names that raise.
@@ -93,6 +95,11 @@ class FakeTrain:
                 head.bias[0] = 5.0
         pre = PreprocessConfig(clip_length=4, resize=(32, 32), crop=(32, 32))
         info = CheckpointInfo(model=model_config, class_names=tuple(names), preprocess=pre)
+        save_checkpoint(run_dir / "last.safetensors", model, info)
+        with torch.no_grad():
+            for head in model.heads:
+                head.bias.zero_()
+                head.bias[1] = 5.0
         save_checkpoint(run_dir / "best.safetensors", model, info)
         history: list[dict[str, Any]] = [
             {"iteration": i, "accuracy": {t: 0.25 * k for k, t in enumerate(config.tasks, 1)},
@@ -177,3 +184,61 @@ def test_paper_figures_sit_beside_ours() -> None:
     t2 = table2(counts, ["action", "gesture"], "set4", "clip")
     assert t2.rows[2] == ["HPS", "average", "50.00", "72.44"]
     assert t2.rows[13] == ["LWS", "automatic", "-", "73.71"]
+
+
+def test_tables_never_choose_on_the_test_split(files: tuple[Path, Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The grid refuses validation on the test split; the tables hold the last checkpoint
+    (the paper's protocol), the best-on-validation one is recorded apart; a holdout run's
+    validation reads only training videos."""
+    set_file, train_file = files
+    with pytest.raises(ExperimentError, match="val_split test would pick checkpoints on the "
+                                              "test split"):
+        run_grid(set_file, tmp_path / "a", train_file, ["val_split=test"], train_fn=FakeTrain())
+    out = tmp_path / "b"
+    run_grid(set_file, out, train_file, only=["hps_average"], train_fn=FakeTrain())
+    record = json.loads(next(out.rglob("hps_average*.json")).read_text())
+    assert record["checkpoint"].endswith("last.safetensors")
+    assert record["best_on_validation"]["checkpoint"].endswith("best.safetensors")
+    # last answers class 0, best class 1: each record holds its own checkpoint's figures.
+    last, best = record["tasks"]["action"]["clip"], record["best_on_validation"]["tasks"][
+        "action"]["clip"]
+    assert last != best
+
+    from training.train import data as data_module
+    from training.train.config import load_train_config
+
+    splits: list[str] = []
+    real = data_module.build_task_split
+
+    def watched(set_config: Any, task: str, split: str) -> Any:
+        splits.append(split)
+        return real(set_config, task, split)
+
+    monkeypatch.setattr(data_module, "build_task_split", watched)
+    rng = np.random.default_rng(1)
+    for name in CLASSES["action"]:  # two training videos a class: one can be held out
+        for i in range(2):
+            write_video(tmp_path / "set" / name / f"{i}.avi",
+                        rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), fps=10.0)
+    two = write_yaml(tmp_path / "two.yaml", {"name": "two", "class_merge": "none", "tasks": {
+        "action": [{"format": "folders", "root": "set", "test_root": "set"}]}})
+    config = load_train_config(train_file, [f"set={two}", "val_holdout=0.5"])
+    run = data_module.build_data(config)
+    assert splits and set(splits) == {"train"}  # the test split is never read
+    held = {str(s.path) for split in run.val_splits.values() for s in split.samples}
+    trained = {str(sample.path) for sample in run.train.samples}
+    assert held and not held & trained
+
+
+def test_the_shipped_paper_configs_never_validate_on_test() -> None:
+    from training.train.config import load_train_config
+
+    root = Path(__file__).resolve().parents[1] / "config" / "train"
+    paper = load_train_config(root / "paper.yaml")
+    exact = load_train_config(root / "paper_exact.yaml")
+    assert paper.val_split == "holdout" and exact.val_split == "train"
+    assert paper.clip.flip_probability == 0.5 and exact.clip.flip_probability == 0.0
+    assert (paper.iterations, paper.batch_size, paper.lr) == (20000, 8, 0.001)
+    assert (exact.iterations, exact.model, exact.clip.crop) == (
+        paper.iterations, paper.model, paper.clip.crop)

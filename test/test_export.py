@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,12 @@ from helpers_export import CROP, FRAMES, clips, tiny_model
 
 from mtl_perception.checkpoint import CheckpointError, checkpoint_sha256, save_checkpoint
 from mtl_perception.deploy.export import export_onnx, max_difference, with_metadata
-from mtl_perception.deploy.onnx_file import EXPORT_KEY, read_onnx_model
+from mtl_perception.deploy.onnx_file import (
+    CHECKSUM_KEY,
+    EXPORT_KEY,
+    content_checksum,
+    read_onnx_model,
+)
 from mtl_perception.deploy.registry import build_engine
 from training.__main__ import main as training_main
 
@@ -154,8 +160,72 @@ def test_refuses_a_damaged_file(tmp_path: Path) -> None:
     flipped = bytearray(data)
     flipped[len(data) // 2] ^= 0x40  # inside the weights: still parses
     message = _refused(_file(tmp_path, bytes(flipped)))
-    assert "fails its checksum" in message or "not a readable ONNX file" in message
+    assert "graph changed since export" in message or "not a readable ONNX file" in message
     assert "not a readable ONNX file" in _refused(_file(tmp_path, b"\x00garbage" * 10))
+
+
+def _reseal(proto: onnx.ModelProto) -> bytes:
+    """An edited file with its checksum recomputed (a forger's; the graph checks remain)."""
+    kept = [p for p in proto.metadata_props if p.key != CHECKSUM_KEY]
+    del proto.metadata_props[:]
+    for prop in kept:
+        proto.metadata_props.add().CopyFrom(prop)
+    checksum = content_checksum(proto)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = CHECKSUM_KEY, checksum
+    return proto.SerializeToString()
+
+
+def _edit(data: bytes, key: str, change: Any) -> bytes:
+    proto = onnx.load_from_string(data)
+    prop = next(p for p in proto.metadata_props if p.key == key)
+    document = json.loads(prop.value)
+    change(document)
+    prop.value = json.dumps(document)
+    return proto.SerializeToString()
+
+
+@pytest.mark.parametrize(("key", "change", "named"), [
+    ("mtl_perception", lambda d: d["class_names"][0].reverse(), "mtl_perception.class_names"),
+    ("mtl_perception", lambda d: d["preprocess"]["std"].__setitem__(0, 0.5),
+     "mtl_perception.preprocess.std"),
+    ("mtl_perception", lambda d: d["model"]["task_names"].reverse(),
+     "mtl_perception.model.task_names"),
+    ("mtl_perception", lambda d: d["model"].__setitem__("gate", True),
+     "mtl_perception.model.gate"),
+    ("mtl_perception", lambda d: d["preprocess"].__setitem__("temporal_sampling", "uniform"),
+     "mtl_perception.preprocess.temporal_sampling"),
+    ("mtl_perception", lambda d: d.__setitem__("thresholds", {"event": 0.9}),
+     "mtl_perception.thresholds"),  # a key added later is covered too
+    ("mtl_perception_export", lambda d: d.__setitem__("precision", "int8"),
+     "mtl_perception_export.precision"),
+])
+def test_every_metadata_edit_is_refused_naming_what_changed(
+        tmp_path: Path, key: str, change: Any, named: str) -> None:
+    model, info = tiny_model("hps")
+    data = export_onnx(model, info).data
+    message = _refused(_file(tmp_path, _edit(data, key, change)))
+    assert message.endswith(f"is corrupt or was edited: {named} changed since export"), message
+
+
+def test_an_added_removed_or_unsealed_property_is_refused(tmp_path: Path) -> None:
+    model, info = tiny_model("hps")
+    data = export_onnx(model, info).data
+    proto = onnx.load_from_string(data)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "event_threshold", "0.9"
+    assert _refused(_file(tmp_path, proto.SerializeToString())).endswith(
+        "event_threshold changed since export")
+    proto = onnx.load_from_string(data)
+    kept = [p for p in proto.metadata_props if p.key != CHECKSUM_KEY]
+    del proto.metadata_props[:]
+    for prop in kept:
+        proto.metadata_props.add().CopyFrom(prop)
+    assert f"has no {CHECKSUM_KEY} metadata" in _refused(_file(tmp_path,
+                                                                proto.SerializeToString()))
+    proto = onnx.load_from_string(data)
+    proto.opset_import[0].version += 1  # the header, not a property: still refused
+    assert "metadata edited" in _refused(_file(tmp_path, proto.SerializeToString()))
 
 
 def test_refuses_a_plain_onnx_file(tmp_path: Path) -> None:
@@ -174,7 +244,7 @@ def test_refuses_metadata_that_does_not_match_the_graph(tmp_path: Path) -> None:
     document["model"]["num_classes"] = [6, 7]  # one more action class than the graph has
     document["class_names"][0].append("extra")
     meta.value = json.dumps(document)
-    message = _refused(_file(tmp_path, proto.SerializeToString()))
+    message = _refused(_file(tmp_path, _reseal(proto)))
     assert "output 'action' is shaped [None, 5], expected [N, 6]" in message
 
     del proto.metadata_props[:]
@@ -182,7 +252,7 @@ def test_refuses_metadata_that_does_not_match_the_graph(tmp_path: Path) -> None:
     entry.key, entry.value = "mtl_perception", "{not json"
     entry = proto.metadata_props.add()
     entry.key, entry.value = EXPORT_KEY, exported.export.to_json()
-    assert "invalid metadata" in _refused(_file(tmp_path, proto.SerializeToString()))
+    assert "invalid metadata" in _refused(_file(tmp_path, _reseal(proto)))
 
 
 def test_refuses_outputs_other_than_the_tasks(tmp_path: Path) -> None:

@@ -53,7 +53,8 @@ def test_unchanged_heads_and_backbone_bitwise_extended_head_keeps_its_rows(
     assert torch.equal(state["heads.1.weight"][2], source["heads.1.weight"][0])
     assert torch.equal(state["heads.1.weight"][1], fresh["heads.1.weight"][1])
     assert torch.equal(state["heads.1.bias"][1], torch.tensor(0.0))
-    assert record["heads"] == {"action": "kept", "gesture": "extended (2 of 3 classes kept)"}
+    assert record["heads"] == {"action": "kept",
+                              "gesture": "extended (2 of 2 old classes kept, 1 new)"}
     assert record["tasks"] == ["action", "gesture"] and len(record["sha256"]) == 64
     # the model answers as the checkpoint did for the kept task, before any step
     clip = torch.randn(2, 3, 4, 32, 32)
@@ -105,11 +106,13 @@ def test_a_new_class_is_learned_from_a_few_dozen_clips(tmp_path: Path,
                                                "val_every=30"]),
                  tmp_path / "base_run", tensorboard=False, progress=False)
     new_set = _set(tmp_path, "new", ["left", "right", "up"], 12, 20, 20)
-    with caplog.at_level(logging.INFO, logger="training.train.finetune"):
+    with caplog.at_level(logging.INFO):
         tuned = train(load_train_config(CPU_SMALL, [f"set={new_set}", *common, "iterations=80",
-                                                    "val_every=80", f"init={base.best}"]),
+                                                    "val_every=80", f"init={base.best}",
+                                                    "new_classes=[gesture/up]"]),
                       tmp_path / "tuned", tensorboard=False, progress=False)
-    assert "heads: gesture extended (2 of 3 classes kept)" in caplog.text
+    assert "heads: gesture extended (2 of 2 old classes kept, 1 new)" in caplog.text
+    assert "init: task gesture extended: classes 2 kept; 1 new (up)" in caplog.text
     info = read_checkpoint_info(tuned.best)
     origin = info.provenance["init"]
     assert origin["checkpoint"] == str(base.best.resolve())

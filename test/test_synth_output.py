@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = SynthSettings(
     actions_per_class=4, gestures_per_class=4, width=48, height=32, frames=8, gesture_frames=16,
     clips_per_group=2, reps_per_subject=2, actions=("Walk", "SitDown"), gestures=("wave", "stop"),
-    train_sessions=0, test_sessions=0, backgrounds=0,  # sessions: test_synth_sessions.py
+    train_sessions=0, test_sessions=0, backgrounds=0, real_footage=0,  # test_synth_sessions.py
 )
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from mtl_perception.bag.labels import read_labels
+from mtl_perception.bag.shown import read_shown
 from training.datasets.none_clips import none_samples
 from training.datasets.sets import load_set
 from training.datasets.untrimmed import gaps
@@ -15,8 +16,8 @@ from training.synthetic.writer import SynthSettings, generate, plan
 SMALL = SynthSettings(
     actions_per_class=4, gestures_per_class=4, width=64, height=48, frames=12, gesture_frames=20,
     clips_per_group=2, reps_per_subject=2, actions=("Walk", "Jump", "Squat"),
-    gestures=("wave", "push"), train_sessions=2, test_sessions=2, session_seconds=8.0,
-    backgrounds=1, background_seconds=4.0,
+    gestures=("wave", "push"), train_sessions=4, test_sessions=2, session_seconds=8.0,
+    backgrounds=1, background_seconds=4.0, real_footage=1,
 )
 
 
@@ -32,19 +33,25 @@ def test_sessions_layout_labels_and_lengths(small_set: Path) -> None:
     tasks_seen = set()
     for split in ("train", "test"):
         videos = sorted((small_set / "sessions" / split).glob("*.avi"))
-        assert [v.name for v in videos] == ["session_00.avi", "session_01.avi"]
+        count = SMALL.test_sessions if split == "test" else SMALL.train_sessions
+        assert [v.name for v in videos] == [f"session_{i:02d}.avi" for i in range(count)]
         for video in videos:
             info = probe_video(video)
             assert info.num_frames == round(SMALL.session_seconds * SMALL.fps)
             span = info.num_frames / info.fps
-            intervals = read_labels(video.with_suffix(".csv"), classes, bag_span_s=span)
+            intervals = read_labels(video.with_suffix(".csv"), classes, bag_span_s=span,
+                                    allow_empty=True)
             # room sessions (even) hold gestures, yard sessions (odd) the in-place actions
-            task = "gesture" if video.name.endswith("00.avi") else "action"
+            task = "gesture" if int(video.stem[-2:]) % 2 == 0 else "action"
             assert {i.task for i in intervals} <= {task}
             assert all(i.label in ("Jump", "Squat") for i in intervals if i.task == "action")
             tasks_seen |= {i.task for i in intervals}
-        background = list((small_set / "sessions" / "background" / split).glob("*"))
-        assert [b.name for b in background] == ["background_00.avi"]  # no labels file
+        background = sorted(b.name for b in
+                            (small_set / "sessions" / "background" / split).glob("*.avi"))
+        real = ["real_bikes_0.avi", "real_carphone_0.avi"]  # bigbuckbunny: train only
+        assert background == ["background_00.avi", *(["real_bigbuckbunny_0.avi"]
+                                                     if split == "train" else []), *real]
+        assert not list((small_set / "sessions" / "background" / split).glob("*[0-9].csv"))
     assert tasks_seen == {"action", "gesture"}
 
 
@@ -68,7 +75,8 @@ def test_set_yaml_lists_the_sessions_and_none_comes_from_their_gaps(small_set: P
     assert [(s.start, s.end) for s in by_video[background]] == [(0, 100)]  # all of it
     for video in (small_set / "sessions" / "test").glob("*.avi"):
         intervals = read_labels(video.with_suffix(".csv"),
-                                {"action": SMALL.actions, "gesture": SMALL.gestures})
+                                {"action": SMALL.actions, "gesture": SMALL.gestures},
+                                allow_empty=True)
         for sample in by_video.get(video, []):
             assert sample.end - sample.start >= 10
             for i in intervals:  # 0.3 s = 7.5 frames at 25 fps: 8 frames clear
@@ -118,6 +126,11 @@ def test_fit_gate_adds_a_gate_and_keeps_every_task_score(small_set: Path, tmp_pa
     plain, gated = load_checkpoint(source), load_checkpoint(out)
     assert plain.model.gate is None and gated.model.gate is not None
     assert gated.info.model.gate and gated.info.provenance["gate_fit"]["train"]["clips"] > 0
+    # the event settings chosen on the train sessions, each half by the gate fitted without it
+    stored = gated.info.provenance["stream_defaults"]
+    assert stored["event_source"] == "gate" and 0.3 <= stored["event_threshold"] <= 0.95
+    assert stored["chosen_on"]["videos"] == ["session_02.avi", "session_03.avi",
+                                             "session_00.avi", "session_01.avi"]
     clips = torch.randn(3, 3, 4, 24, 24, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         before, after = plain.model.score_all(clips), gated.model.score_all(clips)
@@ -154,7 +167,21 @@ def test_to_bag_replays_a_session_split_with_its_labels(small_set: Path, tmp_pat
     assert all(abs(g[0] - e[0]) < 1e-6 and abs(g[1] - e[1]) < 1e-6
                for g, e in zip(got, expected))
     summary = (out / "dataset_to_bag.json").read_text()
-    assert '"videos": 3' in summary  # two sessions and the background video
+    # two sessions, the background video and one take of each held-out real video
+    assert '"videos": 5' in summary
+    shown = read_shown(out / "shown.csv")
+    assert {s.kind for s in shown} >= {"idle", "real"}
+    assert shown[-1].kind == "real" and shown[-2].kind == "real"
+    # --with-trimmed: one whole trimmed test video per task after them, lead around its segment
+    more = tmp_path / "bag_trimmed"
+    assert main(["--set", str(small_set / "set.yaml"), "--split", "test", "--untrimmed",
+                 "--background", "--with-trimmed", "1", "--out", str(more)]) == 0
+    with open(more / "labels.csv") as handle:
+        extra = list(csv.DictReader(handle))[len(rows):]
+    assert sorted(r["task"] for r in extra) == ["action", "gesture"]
+    tail = read_shown(more / "shown.csv")[len(shown):]
+    assert {s.kind for s in tail} <= {"lead", "action", "gesture"} and "lead" in {
+        s.kind for s in tail}
 
 
 @pytest.mark.parametrize("method", ["hps", "lws"])
@@ -179,3 +206,15 @@ def test_trainer_trains_a_gate_jointly(small_set: Path, tmp_path: Path, method: 
     with torch.no_grad():
         scores = loaded.model.score_all(torch.zeros(2, 3, 8, 24, 24))
     assert scores[-1].shape == (2, 3)
+
+
+def test_long_none_stretches_are_cut_into_pieces(small_set: Path) -> None:
+    from training.datasets.untrimmed import UntrimmedVideo, none_from_untrimmed
+
+    background = small_set / "sessions" / "background" / "test" / "background_00.avi"
+    whole = none_from_untrimmed([UntrimmedVideo(background)], 0.3, 10)
+    assert [(s.start, s.end) for s in whole] == [(0, 100)]
+    pieces = none_from_untrimmed([UntrimmedVideo(background)], 0.3, 10, piece_frames=30)
+    assert [(s.start, s.end) for s in pieces] == [(0, 33), (33, 66), (66, 100)]
+    # a piece is never shorter than one clip's span
+    assert len(none_from_untrimmed([UntrimmedVideo(background)], 0.3, 40, 10)) == 2

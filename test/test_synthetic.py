@@ -22,7 +22,7 @@ TINY = SynthSettings(
     actions_per_class=4, gestures_per_class=4, width=64, height=48, frames=12, gesture_frames=20,
     clips_per_group=2, reps_per_subject=2, actions=("Walk", "SitDown", "StandUp"),
     gestures=("wave", "swipe_left", "swipe_right"),
-    train_sessions=0, test_sessions=0, backgrounds=0,  # sessions: test_synth_sessions.py
+    train_sessions=0, test_sessions=0, backgrounds=0, real_footage=0,  # test_synth_sessions.py
 )
 
 

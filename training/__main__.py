@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                  "add a task gate (action/gesture/none) to a checkpoint on frozen features"),
     "label-bag": ("training.tools.label_bag",
                   "a recorded bag -> contact sheet PNG + template labels CSV to edit"),
+    "cache": ("training.tools.cache", "list the bag frame cache; --prune removes stale folders"),
 }
 
 

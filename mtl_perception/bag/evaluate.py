@@ -39,6 +39,7 @@ from mtl_perception.bag.run import (
     settings_that_can_act,
     stream_settings,
 )
+from mtl_perception.bag.shown import SHOWN_FILE, read_shown
 from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.deploy.errors import BackendError, DeviceError
 from mtl_perception.deploy.load import load_engine
@@ -46,7 +47,8 @@ from mtl_perception.exits import run_command
 from mtl_perception.names import threads_problem
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream import StreamConfig, StreamConfigError
-from mtl_perception.stream.rate import choose_target_fps
+from mtl_perception.stream.decisions import explicit_settings, with_stored_decisions
+from mtl_perception.stream.rate import choose_target_fps, rate_warning
 
 LOG = logging.getLogger("evaluate_bag")
 _ERRORS = (BagError, LabelsError, CheckpointError, OutputError, SettingsError,
@@ -146,6 +148,13 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
     config, rate_line = choose_target_fps(config, info, explicit)
     if rate_line:
         LOG.info("%s", rate_line)
+    if (rate_problem := rate_warning(config, info)) is not None:
+        LOG.warning("%s", rate_problem)
+    # The gesture events' settings fit-gate chose and stored, unless given (stream/decisions.py)
+    named = stream_settings(None, args.overrides)
+    config, decisions_line = with_stored_decisions(config, info, explicit_settings(config, named))
+    if decisions_line:
+        LOG.info("%s", decisions_line)
     config, unusable = settings_that_can_act(config, engine.has_gate)
     for line in unusable:  # once each; the metrics record the settings really used
         LOG.warning("%s", line)
@@ -166,6 +175,9 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         LOG.warning("%s", bag.report.warning)
         evaluation.warnings.insert(0, bag.report.warning)
     before = len(evaluation.warnings)
+    shown_file = Path(args.labels).parent / SHOWN_FILE  # to-bag --untrimmed writes it
+    if untrimmed and shown_file.is_file():
+        evaluation.shown = read_shown(shown_file)
     metrics = evaluation.score(intervals, args.unlabelled, args.event_late_s)
     for warning in evaluation.warnings[before:]:
         LOG.warning("%s", warning)
@@ -218,10 +230,20 @@ def _summary(evaluation: Evaluation, out: Path) -> None:
               f"{events['true_gestures']} gestures, {events['missed']} missed), false events "
               f"{_num(events['false_events_per_minute'])} per minute of none, detection delay "
               f"p50 {_num(delay['p50'])} s, p95 {_num(delay['p95'])} s ({events['source']})")
+        f1 = events["event_f1"]
+        print(f"{'':>8}  time-matched events with the right class: F1 {_num(f1['f1'])}, "
+              f"precision {_pct(f1['precision'])}, recall {_pct(f1['recall'])} "
+              f"({f1['right_class']} of {events['true_gestures']} gestures)")
     tasks = metrics.get("task_confusion")
     if tasks is not None:
         print(f"{'gate':>8}: per-clip task accuracy {_pct(tasks['accuracy'])} "
               f"({tasks['clips']} clips); per-frame mAP {_pct(metrics['frame_ap']['mean'])}")
+    recall = metrics.get("none_recall")
+    if recall is not None:
+        kinds = ", ".join(f"{k} {_pct(v['recall'])} of {v['clips']}"
+                          for k, v in recall["by_kind"].items())
+        print(f"{'none':>8}: per-clip none recall {_pct(recall['recall'])} "
+              f"({recall['clips']} clips; {kinds})")
     print(f"{'speed':>8}: {metrics['frames_per_second']:.0f} images/s on {evaluation.device}"
           + (f" ({evaluation.engine})" if evaluation.engine else ""))
     print(f"{'report':>8}: {out / 'report.md'}")

@@ -105,9 +105,15 @@ def _row(path: Path, number: int, row: list[str], classes: Mapping[str, Sequence
                           f"{task} classes: {shown}")
     if start < 0 or (span is not None and end > span + slack):
         bound = f"[0, {span:.3f}] s" if span is not None else "times >= 0 s"
+        hint = ("; its times look like absolute ROS stamps (seconds since 1970): `python -m "
+                "training label-bag --bag BAG --relative LABELS --out NEW` converts them"
+                if start > _ABSOLUTE_S else "")
         raise LabelsError(f"{where}: interval [{start}, {end}] s lies outside the bag "
-                          f"({bound} from the first image)")
+                          f"({bound} from the first image){hint}")
     return Interval(start, end, task, label, number)
+
+
+_ABSOLUTE_S = 1e8  # ~3 years: only a stamp since 1970 is that far from the first image
 
 
 def _seconds(where: str, name: str, value: str) -> float:

@@ -55,7 +55,7 @@ def metrics_document(evaluation: Evaluation, args: argparse.Namespace) -> dict[s
     document: dict[str, Any] = {t: m[t] for t in evaluation.tasks}
     for key in ("cumulative_accuracy", "clips", "latency_ms", "frames_per_second"):
         document[key] = m[key]
-    for key in ("task_confusion", "gesture_events", "frame_ap"):  # --unlabelled none
+    for key in ("task_confusion", "none_recall", "gesture_events", "frame_ap"):  # untrimmed
         if key in m:
             document[key] = m[key]
     stats = evaluation.stats

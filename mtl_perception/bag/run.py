@@ -27,6 +27,7 @@ from mtl_perception.bag.metrics import ClipRecord, compute
 from mtl_perception.bag.order import DEFAULT_WINDOW_S, StampOrder
 from mtl_perception.bag.progress import Progress
 from mtl_perception.bag.reader import ReadReport
+from mtl_perception.bag.shown import ShownSpan
 from mtl_perception.bag.untrimmed import GESTURE, EmittedEvent, emitted, untrimmed_metrics
 from mtl_perception.deploy.engine import Engine
 from mtl_perception.settings import SettingsError, apply_overrides, from_dict, load_yaml
@@ -164,6 +165,7 @@ class Evaluation:
     intervals: list[Interval] = field(default_factory=list)  # what `score` was given
     timeline: str | None = None  # the timeline plot's file name, --unlabelled none only
     engine: str = ""  # which engine ran the forward pass (backend, device, precision)
+    shown: list[ShownSpan] = field(default_factory=list)  # what none time shows (shown.csv)
 
     def records(self) -> list[ClipRecord]:
         t0 = self.first_stamp_ns
@@ -214,7 +216,7 @@ class Evaluation:
     def _untrimmed(self, records: list[ClipRecord], intervals: Sequence[Interval],
                    late_s: float) -> dict[str, Any]:
         out = untrimmed_metrics(records, intervals, self.class_names, self.emitted_events(),
-                                self.config.target_fps, late_s)
+                                self.config.target_fps, late_s, self.shown)
         if "gesture_events" in out:
             has_gate = any(r.gate is not None for r in self.results)
             out["gesture_events"]["source"] = resolve_source(self.config.event_source, has_gate)

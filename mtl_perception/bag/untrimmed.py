@@ -8,13 +8,26 @@
 - `gesture_events` (events from `mtl_perception.stream.events`, the node's
   rule): `levenshtein_accuracy` = 1 - edit distance(emitted labels, true
   gesture labels, both in time order) / number of true gestures (negative
-  when the robot emits more wrong events than there are gestures); an event
-  *detects* the earliest undetected true gesture whose interval holds its
-  decision time or ended at most `late_s` before it; `missed` = true
-  gestures no event detects; `false_events` = events that detect none,
-  `false_events_per_minute` = those / minutes of `none` time;
-  `detection_delay_s` = decision time - end of the detected gesture
-  (negative: decided before the gesture ended), median and p95.
+  when the robot emits more wrong events than there are gestures; it
+  ignores timing: a quiet detector scores well). The matching rule (events
+  in decision order, each true gesture matched at most once): an event
+  *detects* a not yet detected true gesture whose window [start, end +
+  `late_s`] holds its decision time, the earliest such gesture of the
+  event's class if there is one, else the earliest of any class (detected,
+  wrong class); `missed` = true gestures no event detects; `false_events`
+  = events that detect none, `false_events_per_minute` = those / minutes
+  of `none` time; `detection_delay_s` = decision time - end of the
+  detected gesture (negative: decided before the gesture ended), median
+  and p95. Time-matched detection with the right class (`event_f1`):
+  true positives = events that detect a gesture of their own class;
+  precision = those / events, recall = those / true gestures, F1 their
+  harmonic mean (a wrong-class event counts against both).
+- `none_recall`: of the clips whose true task is `none`, the share the
+  gate calls `none` (argmax of its probabilities), overall and split by
+  what was shown (`shown.csv` beside a bag from `to-bag --untrimmed`:
+  idle, gap = within `GAP_S` of a task motion, distractor motions, scene
+  distractors, lead-in/out of trimmed videos, real footage; the kind
+  covering most of the clip). Only for a model with a task gate.
 - `frame_ap`: per-frame average precision per class with `none` left out
   (online action detection's measure): at every sampled frame time between
   the first and the last clip, the newest clip ending at or before it gives
@@ -36,6 +49,7 @@ import numpy as np
 
 from mtl_perception.bag.labels import Interval
 from mtl_perception.bag.metrics import ClipRecord, true_interval
+from mtl_perception.bag.shown import ShownSpan, none_recall
 from mtl_perception.stream.events import GestureEvent
 
 NONE = "none"
@@ -105,18 +119,33 @@ def levenshtein_accuracy(emitted: Sequence[str], true: Sequence[str]) -> float |
 
 def match_events(events: Sequence[EmittedEvent], gestures: Sequence[Interval],
                  late_s: float) -> dict[int, int]:
-    """event index -> index of the true gesture it detects (see the module doc)."""
+    """event index -> index of the true gesture it detects (the module doc's rule)."""
     order = sorted(range(len(gestures)), key=lambda k: gestures[k].start)
     taken: set[int] = set()
     matched: dict[int, int] = {}
     for e in sorted(range(len(events)), key=lambda k: events[k].time_s):
         t = events[e].time_s
-        for g in order:
-            if g not in taken and gestures[g].start <= t <= gestures[g].end + late_s:
-                matched[e] = g
-                taken.add(g)
-                break
+        open_ = [g for g in order
+                 if g not in taken and gestures[g].start <= t <= gestures[g].end + late_s]
+        if not open_:
+            continue
+        same = [g for g in open_ if gestures[g].label == events[e].label]
+        g = (same or open_)[0]
+        matched[e] = g
+        taken.add(g)
     return matched
+
+
+def event_f1(events: Sequence[EmittedEvent], gestures: Sequence[Interval],
+             matched: Mapping[int, int]) -> dict[str, Any]:
+    """Precision, recall and F1 of events with the right class (the module doc's rule)."""
+    right = sum(events[e].label == gestures[g].label for e, g in matched.items())
+    precision = right / len(events) if events else None
+    recall = right / len(gestures) if gestures else None
+    f1 = None
+    if precision is not None and recall is not None:
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "right_class": right}
 
 
 def none_seconds(intervals: Sequence[Interval], end_s: float) -> float:
@@ -148,6 +177,7 @@ def gesture_event_metrics(events: Sequence[EmittedEvent], intervals: Sequence[In
         "detected": len(matched),
         "detected_right_class": sum(ordered[e].label == gestures[g].label
                                     for e, g in matched.items()),
+        "event_f1": event_f1(ordered, gestures, matched),
         "missed": len(gestures) - len(matched),
         "false_events": false_events,
         "none_minutes": none_min,
@@ -211,11 +241,13 @@ def frame_ap(clips: Sequence[ClipRecord], intervals: Sequence[Interval],
 
 def untrimmed_metrics(clips: Sequence[ClipRecord], intervals: Sequence[Interval],
                       classes: Mapping[str, Sequence[str]], events: Sequence[EmittedEvent],
-                      fps: float, late_s: float = 2.0) -> dict[str, Any]:
-    """The three sections metrics.json adds under `--unlabelled none`."""
+                      fps: float, late_s: float = 2.0, shown: Sequence[ShownSpan] = ()
+                      ) -> dict[str, Any]:
+    """The sections metrics.json adds under `--unlabelled none`."""
     end_s = max((c.last_s for c in clips), default=0.0)
     out: dict[str, Any] = {
         "task_confusion": task_confusion(clips, intervals, list(classes)),
+        "none_recall": none_recall(clips, intervals, list(classes), shown),
         "frame_ap": frame_ap(clips, intervals, classes, fps),
     }
     if GESTURE in classes:

@@ -22,11 +22,13 @@ from torch import nn
 
 from mtl_perception.checkpoint import METADATA_KEY, CheckpointInfo, info_metadata
 from mtl_perception.deploy.onnx_file import (
+    CHECKSUM_KEY,
     EXPORT_KEY,
     GATE_OUTPUT,
     INPUT_NAME,
     ExportInfo,
     OnnxModel,
+    content_checksum,
     graph_digest,
     output_names,
     parse_onnx,
@@ -126,6 +128,9 @@ def with_metadata(data: bytes, info: CheckpointInfo, export: ExportInfo) -> Onnx
     for key, value in ((METADATA_KEY, info_metadata(info)), (EXPORT_KEY, export.to_json())):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
+    checksum = content_checksum(proto)  # last: over the model and every property above
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = CHECKSUM_KEY, checksum
     return parse_onnx(proto.SerializeToString())
 
 

@@ -6,9 +6,14 @@ An exported file holds, in its `metadata_props`:
   exported file describes its model exactly as the checkpoint did;
 - `mtl_perception_export`: the export itself: the source checkpoint's
   checksum, output names, batch (0 = dynamic), frames, opset, precision, the
-  largest difference from PyTorch measured before writing, and a SHA-256 of
-  the serialised graph (weights included), so a damaged or edited graph is
-  refused like a damaged checkpoint.
+  largest difference from PyTorch measured before writing (int8: agreement
+  with fp32), and a SHA-256 of the serialised graph (weights included);
+- `mtl_perception_sha256`: one SHA-256 over everything that changes a
+  result: the model without its metadata (graph, weights, opsets) and every
+  other metadata property (class lists, preprocessing, task names, gate,
+  sampling, whatever key is added later), plus one digest per part (the
+  graph, each property, each top-level key of a JSON property), so an edit is
+  refused in one line naming what changed. A file without it is refused.
 
 The graph has one input `clips` (N, 3, T, H, W) and one output per task,
 named by task, then `gate` when the model has a task gate; each output is
@@ -26,10 +31,12 @@ from typing import Any
 from mtl_perception.checkpoint import METADATA_KEY, CheckpointError, CheckpointInfo
 from mtl_perception.checkpoint import info_from_metadata as _info_from_metadata
 from mtl_perception.deploy.errors import BackendError, require
+from mtl_perception.digest import changed_parts, document_parts, sha256
 from mtl_perception.exits import one_line
 from mtl_perception.fileio import require_regular_file
 
 EXPORT_KEY = "mtl_perception_export"
+CHECKSUM_KEY = "mtl_perception_sha256"
 EXPORT_VERSION = 1
 INPUT_NAME = "clips"
 GATE_OUTPUT = "gate"
@@ -63,6 +70,11 @@ class ExportInfo:
     precision: str  # fp32 | int8
     max_abs_diff: float  # against PyTorch on the clips checked before writing
     graph_sha256: str = ""
+    # int8 only: top-1 agreement with fp32 (every output, every clip) on held-out (test
+    # split) and calibration clips, and how many held-out clips; -1 = not measured.
+    int8_agreement: float = -1.0
+    int8_agreement_calibration: float = -1.0
+    int8_clips: int = 0
 
     def to_json(self) -> str:
         document = {"format_version": EXPORT_VERSION, **self.__dict__,
@@ -112,6 +124,7 @@ def parse_onnx(data: bytes, path: Path | None = None) -> OnnxModel:
             f"model {where} has no {METADATA_KEY} metadata: not exported by "
             "`python -m training export`"
         )
+    _check_checksum(where, proto, props)
     info = _info_from_metadata(Path(where), {METADATA_KEY: props[METADATA_KEY]})
     export = _export_info(where, props[EXPORT_KEY])
     if export.graph_sha256 and _graph_digest(proto) != export.graph_sha256:
@@ -120,6 +133,67 @@ def parse_onnx(data: bytes, path: Path | None = None) -> OnnxModel:
         )
     _check_graph(where, proto, info, export)
     return OnnxModel(data=data, info=info, export=export, path=path)
+
+
+def content_checksum(proto: Any) -> str:
+    """The `mtl_perception_sha256` document for an ONNX model: its content digest (the
+    model without metadata, then every property but this one, by key) and its parts."""
+    props = {p.key: p.value for p in proto.metadata_props if p.key != CHECKSUM_KEY}
+    return json.dumps({"content": _content(proto, props), "parts": _parts(proto, props)},
+                      sort_keys=True)
+
+
+def _content(proto: Any, props: dict[str, str]) -> str:
+    bare = type(proto)()
+    bare.CopyFrom(proto)
+    del bare.metadata_props[:]
+    digest = hashlib.sha256(b"mtl_perception onnx\0")
+    body = bare.SerializeToString(deterministic=True)
+    digest.update(len(body).to_bytes(8, "little") + body)
+    for key in sorted(props):
+        for part in (key.encode(), props[key].encode()):
+            digest.update(len(part).to_bytes(8, "little") + part)
+    return digest.hexdigest()
+
+
+def _parts(proto: Any, props: dict[str, str]) -> dict[str, str]:
+    """What a refusal can name: the graph, each property, each JSON property's keys."""
+    parts = {"graph": _graph_digest(proto)}
+    for key, value in props.items():
+        parts[key] = sha256(value.encode())
+        try:
+            document = json.loads(value)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(document, dict):
+            parts.update(document_parts(key, document))
+            for section in ("model", "preprocess"):  # task names, gate, std: named alone
+                if isinstance(document.get(section), dict):
+                    parts.update(document_parts(f"{key}.{section}", document[section]))
+    return parts
+
+
+def _check_checksum(where: str, proto: Any, props: dict[str, str]) -> None:
+    """Refuse a file whose graph or metadata changed after export, naming what changed."""
+    if CHECKSUM_KEY not in props:
+        raise CheckpointError(
+            f"model {where} has no {CHECKSUM_KEY} metadata (exported before metadata was "
+            "checksummed, or the checksum was removed): export it again"
+        )
+    try:
+        recorded = json.loads(props[CHECKSUM_KEY])
+        content, parts = recorded["content"], recorded["parts"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise CheckpointError(f"model {where} has an unreadable {CHECKSUM_KEY}") from None
+    others = {k: v for k, v in props.items() if k != CHECKSUM_KEY}
+    if _content(proto, others) == content:
+        return
+    changed = changed_parts(parts, _parts(proto, others)) if isinstance(parts, dict) else []
+    # A named JSON key implies its property changed: name the most specific parts.
+    specific = [p for p in changed if not any(q.startswith(p + ".") for q in changed)]
+    what = (f"{', '.join(specific)} changed since export" if specific
+            else "metadata edited (the model header or the checksum record)")
+    raise CheckpointError(f"model {where} is corrupt or was edited: {what}")
 
 
 def graph_digest(data: bytes) -> str:

@@ -1,4 +1,4 @@
-"""Models: the R3D backbone family and the multi-task methods behind `build_model`."""
+"""Models: the backbone families (R3D, X3D) and the multi-task methods behind `build_model`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
-from mtl_perception.models.backbone import R3D, load_backbone_state
+from mtl_perception.models.archs import build_backbone, load_backbone_weights
 from mtl_perception.models.base import MultiTaskModel
 from mtl_perception.models.config import METHODS, ModelConfig
 from mtl_perception.models.cross_stitch import CrossStitchModel
@@ -40,7 +40,7 @@ def build_model(
     stages into every column, so each column starts from the pretrained weights
     (the paper duplicates the pretrained backbone once per task).
     """
-    backbone = R3D(config.arch, config.width, frame_differences=config.frame_differences)
+    backbone = build_backbone(config.arch, config.width, config.frame_differences)
     if backbone_weights is not None:
-        load_backbone_state(backbone, backbone_weights)
+        load_backbone_weights(backbone, backbone_weights)
     return _BUILDERS[config.method](config, backbone)

@@ -17,9 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mtl_perception.models.stages import STAGE_NAMES, VideoBackbone, difference_frames
 from mtl_perception.models.state import state_mismatch
 
-STAGE_NAMES = ("stem", "layer1", "layer2", "layer3", "layer4")
+__all__ = ["LAYERS", "R3D", "STAGE_NAMES", "load_backbone_state", "load_pretrained"]
+
 LAYERS = {"r3d_18": (2, 2, 2, 2), "r3d_34": (3, 4, 6, 3)}
 
 
@@ -73,13 +75,11 @@ class BasicStem(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.frame_differences:
-            if x.shape[2] < 2:
-                raise ValueError(f"frame differences need clips of >= 2 frames, got {x.shape[2]}")
-            x = x[:, :, 1:] - x[:, :, :-1]
+            x = difference_frames(x)
         return super().forward(x)
 
 
-class R3D(nn.Module):
+class R3D(VideoBackbone):
     """A 3D ResNet with torchvision's module names and initialisation."""
 
     def __init__(self, arch: str = "r3d_18", width: int = 64, num_classes: int = 400,
@@ -103,27 +103,9 @@ class R3D(nn.Module):
         _init_weights(self)
 
     @property
-    def feature_dim(self) -> int:
-        return self.width * 8
-
-    def stage(self, name: str) -> nn.Module:
-        return getattr(self, name)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for name in STAGE_NAMES:
-            x = self.stage(name)(x)
-        return self.fc(self.avgpool(x).flatten(1))
-
-
-def stage_channels(width: int) -> dict[str, int]:
-    """Output channels of each stage for a base width."""
-    return {
-        "stem": width,
-        "layer1": width,
-        "layer2": 2 * width,
-        "layer3": 4 * width,
-        "layer4": 8 * width,
-    }
+    def channels(self) -> dict[str, int]:
+        w = self.width
+        return {"stem": w, "layer1": w, "layer2": 2 * w, "layer3": 4 * w, "layer4": 8 * w}
 
 
 def load_pretrained(source: str | Path) -> dict[str, torch.Tensor]:
@@ -152,12 +134,14 @@ def load_pretrained(source: str | Path) -> dict[str, torch.Tensor]:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for bad files
         raise ValueError(f"cannot read pretrained weights {path}: {exc}") from exc
+    if isinstance(state, Mapping) and isinstance(state.get("model_state"), Mapping):
+        state = state["model_state"]  # PyTorchVideo's .pyth checkpoints (X3D)
     if not isinstance(state, Mapping):
         raise ValueError(f"{path} does not hold a state dict")
     return dict(state)
 
 
-def load_backbone_state(backbone: R3D, state: Mapping[str, torch.Tensor]) -> None:
+def load_backbone_state(backbone: VideoBackbone, state: Mapping[str, torch.Tensor]) -> None:
     """Load pretrained weights into every stage; the classifier (`fc.*`) is left out.
 
     Any missing key, unexpected key, shape or dtype mismatch is one error naming

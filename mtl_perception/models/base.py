@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtl_perception.models.backbone import R3D, STAGE_NAMES
 from mtl_perception.models.config import ModelConfig
 from mtl_perception.models.gate import TaskGate, gate_input
+from mtl_perception.models.stages import STAGE_NAMES, VideoBackbone
 
 
 class FrozenPrefix(nn.Module):
@@ -37,7 +37,7 @@ class FrozenPrefix(nn.Module):
 
 
 def split_backbone(
-    backbone: R3D, trainable_stages: int
+    backbone: VideoBackbone, trainable_stages: int
 ) -> tuple[FrozenPrefix, OrderedDict[str, nn.Module]]:
     """Cut a backbone into its frozen prefix and its trainable trailing stages."""
     cut = len(STAGE_NAMES) - trainable_stages

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mtl_perception.models.backbone import LAYERS, STAGE_NAMES
+from mtl_perception.models.archs import ARCHS, Arch
+from mtl_perception.models.stages import STAGE_NAMES
 
 Method = Literal["stl", "hps", "sps", "lws"]
 METHODS: tuple[str, ...] = ("stl", "hps", "sps", "lws")
@@ -29,7 +30,7 @@ class ModelConfig:
     """
 
     method: Method = "hps"
-    arch: Literal["r3d_18", "r3d_34"] = "r3d_18"
+    arch: Arch = "r3d_18"
     width: int = 64
     trainable_stages: int = 2
     task_names: tuple[str, ...] = ("action", "gesture")
@@ -43,8 +44,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
-        if self.arch not in LAYERS:
-            raise ValueError(f"unknown arch {self.arch!r}; choose one of {sorted(LAYERS)}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; choose one of {sorted(ARCHS)}")
         if self.width < 1:
             raise ValueError(f"width must be >= 1, got {self.width}")
         if not 0 <= self.trainable_stages <= len(STAGE_NAMES):

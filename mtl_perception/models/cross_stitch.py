@@ -15,9 +15,9 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from mtl_perception.models.backbone import R3D, stage_channels
 from mtl_perception.models.base import MultiTaskModel, make_heads, split_backbone, task_rows
 from mtl_perception.models.config import ModelConfig
+from mtl_perception.models.stages import VideoBackbone
 
 
 class CrossStitchUnit(nn.Module):
@@ -47,12 +47,12 @@ class CrossStitchUnit(nn.Module):
 class CrossStitchModel(MultiTaskModel):
     """SPS: K columns over the trainable stages, cross-stitched after each stage."""
 
-    def __init__(self, config: ModelConfig, backbone: R3D) -> None:
+    def __init__(self, config: ModelConfig, backbone: VideoBackbone) -> None:
         super().__init__(config)
         self.prefix, trainable = split_backbone(backbone, config.trainable_stages)
         k = config.num_tasks
         self.columns = nn.ModuleList(nn.Sequential(copy.deepcopy(trainable)) for _ in range(k))
-        channels = stage_channels(config.width)
+        channels = backbone.channels
         self.stitches = nn.ModuleList(
             CrossStitchUnit(k, channels[name], config.cross_stitch_share) for name in trainable
         )

@@ -10,15 +10,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mtl_perception.models.backbone import R3D
 from mtl_perception.models.base import MultiTaskModel, make_heads, split_backbone, task_rows
 from mtl_perception.models.config import ModelConfig
+from mtl_perception.models.stages import VideoBackbone
 
 
 class SharedBackboneModel(MultiTaskModel):
     """Backbone shared by every task + one head per task (STL when there is one task)."""
 
-    def __init__(self, config: ModelConfig, backbone: R3D) -> None:
+    def __init__(self, config: ModelConfig, backbone: VideoBackbone) -> None:
         super().__init__(config)
         self.prefix, trainable = split_backbone(backbone, config.trainable_stages)
         self.stages = nn.Sequential(trainable)

@@ -22,9 +22,9 @@ from typing import cast
 import torch
 from torch import nn
 
-from mtl_perception.models.backbone import R3D
 from mtl_perception.models.base import MultiTaskModel, make_heads, split_backbone, task_rows
 from mtl_perception.models.config import ModelConfig
+from mtl_perception.models.stages import VideoBackbone
 
 
 class LearnedSharingModel(MultiTaskModel):
@@ -32,7 +32,7 @@ class LearnedSharingModel(MultiTaskModel):
 
     routing_probs: torch.Tensor
 
-    def __init__(self, config: ModelConfig, backbone: R3D) -> None:
+    def __init__(self, config: ModelConfig, backbone: VideoBackbone) -> None:
         super().__init__(config)
         self.prefix, trainable = split_backbone(backbone, config.trainable_stages)
         k = config.num_tasks

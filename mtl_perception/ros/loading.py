@@ -17,8 +17,9 @@ from mtl_perception.ros.node_config import NodeConfig
 from mtl_perception.ros.params import BY_NAME, missing_checkpoint_hint
 from mtl_perception.stream import StreamPipeline
 from mtl_perception.stream.camera import ErrorCallback
+from mtl_perception.stream.decisions import explicit_settings, with_stored_decisions
 from mtl_perception.stream.pipeline import ResultCallback
-from mtl_perception.stream.rate import choose_target_fps
+from mtl_perception.stream.rate import choose_target_fps, rate_warning
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,13 @@ def load_pipeline(config: NodeConfig, on_result: ResultCallback, on_error: Error
     stream, rate_line = choose_target_fps(stream, engine.info, changed)
     if rate_line:
         log.info(rate_line)
+    if (rate_problem := rate_warning(stream, engine.info)) is not None:  # once, at configure
+        log.warning(rate_problem)
+    # fit-gate's stored event settings where a parameter keeps its default (issue 24)
+    stream, decisions_line = with_stored_decisions(stream, engine.info,
+                                                   explicit_settings(config.stream))
+    if decisions_line:
+        log.info(decisions_line)
     config = replace(config, stream=stream)
     pipeline = StreamPipeline(engine, config=stream, on_result=on_result, on_error=on_error,
                               realtime=True)

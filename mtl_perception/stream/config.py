@@ -18,10 +18,15 @@ from mtl_perception.schema import check_fields, declared, setting
 Smoothing = Literal["none", "ema", "mean"]
 GateMode = Literal["off", "publish", "filter"]
 EventSource = Literal["auto", "gate", "max_softmax"]
+# Temporal decisions of gesture events (issue 24; stream/events.py documents them)
+EventSmoothing = Literal["none", "ema", "hmm"]
+EventClassWeights = Literal["linear", "activity"]
 Backend = Literal["torch", "onnxruntime", "openvino", "tensorrt"]
 SMOOTHING_MODES: tuple[str, ...] = get_args(Smoothing)
 GATE_MODES: tuple[str, ...] = get_args(GateMode)
 EVENT_SOURCES: tuple[str, ...] = get_args(EventSource)
+EVENT_SMOOTHINGS: tuple[str, ...] = get_args(EventSmoothing)
+EVENT_CLASS_WEIGHTS: tuple[str, ...] = get_args(EventClassWeights)
 BACKENDS: tuple[str, ...] = BACKEND_NAMES  # the registry's names (mtl_perception.deploy)
 assert get_args(Backend) == BACKENDS, "stream.config.Backend and deploy's registry differ"
 
@@ -107,6 +112,22 @@ class StreamConfig:
     event_refractory_s: float = setting(
         1.0, "No gesture event within this many seconds of the previous one.",
         low=0.0, high=3600.0, live=True)
+    # Temporal decisions of gesture events (issue 24, stream/events.py); a checkpoint whose
+    # fit-gate chose them on validation sessions stores its choice, taken unless given
+    # (stream/decisions.py).
+    event_smoothing: EventSmoothing = setting(
+        "none", "The event source over time before the thresholds: none, ema (causal "
+        "exponential smoothing) or hmm (two-state filter with a switching cost).", live=True)
+    event_ema_alpha: float = setting(
+        0.5, "Under event_smoothing ema: the newest clip's weight (1 = no smoothing).",
+        low=0.01, high=1.0, live=True)
+    event_switch_prob: float = setting(
+        0.1, "Under event_smoothing hmm: the prior probability per clip of switching between "
+        "gesture and not (0.5 = no smoothing).", low=0.001, high=0.5, live=True)
+    event_class_weights: EventClassWeights = setting(
+        "linear", "An event's class from its clips weighted linear (1, 2, ..., n) or by "
+        "activity (the odds of each clip's event source: lead-in clips count little).",
+        live=True)
     backend: Backend = setting(
         "torch", "Inference engine of the forward pass: torch (PyTorch), onnxruntime (CPU or "
         "CUDA), openvino (CPU) or tensorrt (NVIDIA GPU, fp16 with autocast fp16). A "

@@ -7,7 +7,15 @@ by `evaluate_bag` / benchmarks through `detect_events`):
    the task gate's probability of the gesture task; with "max_softmax" the
    gesture head's largest softmax probability (the baseline a model without
    a gate can use); "auto" is "gate" when the model has a gate. The clip's
-   own (unsmoothed) probabilities are used.
+   own probabilities are used (not the published, smoothed ones); with
+   `event_smoothing` the activity is smoothed over time first, causally:
+   "ema" s_t = alpha a_t + (1 - alpha) s_{t-1} (`event_ema_alpha`); "hmm"
+   the forward filter of a two-state chain (gesture / not) that switches
+   with probability `event_switch_prob` per clip and reads a_t as the
+   clip's probability of "gesture": prior_t = s_{t-1} (1 - p) + (1 - s_{t-1}) p,
+   s_t = prior_t a_t / (prior_t a_t + (1 - prior_t)(1 - a_t)). Both start
+   at the first clip's activity; "none" (s_t = a_t) is the rule before
+   issue 24. Steps 2-4 read s_t.
 2. A gesture *starts* at the first clip whose activity is >= `event_threshold`
    and *lasts* while the activity stays >= `event_threshold -
    event_hysteresis` (the hysteresis keeps one dip from splitting a gesture).
@@ -19,10 +27,13 @@ by `evaluate_bag` / benchmarks through `detect_events`):
 4. It is *emitted* when it lasted at least `event_min_s` and its decision
    comes at least `event_refractory_s` after the previous emitted event of
    the camera; otherwise it is dropped.
-5. Its class: the gesture head's probabilities averaged over its active clips
-   with linearly growing weights (1, 2, ..., n: later clips, which have seen
-   more of the gesture, count more); label = the argmax, score = that
-   averaged probability.
+5. Its class: the gesture head's probabilities averaged over its active clips,
+   with `event_class_weights` "linear": weights 1, 2, ..., n (later clips,
+   which have seen more of the gesture, count more), or "activity": the
+   odds a_t / (1 - a_t) of each clip's own unsmoothed activity (the clips
+   the gate is sure lie on the gesture dominate: 0.99 weighs 99 times 0.5,
+   so the lead-in clips a smoothed activity drags along count little);
+   label = the argmax, score = that averaged probability.
 6. The event's header is the header of the clip at which it was decided (the
    image at which the decision was taken). A camera's buffer reset (a stamp
    gap) forgets an undecided gesture.
@@ -38,7 +49,7 @@ from typing import Literal
 
 import numpy as np
 
-from mtl_perception.stream.config import StreamConfig
+from mtl_perception.stream.config import EventClassWeights, EventSmoothing, StreamConfig
 from mtl_perception.stream.results import ClipResult, FrameHeader
 
 GESTURE_TASK = "gesture"
@@ -55,6 +66,10 @@ class EventSettings:
     min_ns: int
     max_ns: int
     refractory_ns: int
+    smoothing: EventSmoothing = "none"
+    ema_alpha: float = 0.5
+    switch_prob: float = 0.1
+    class_weights: EventClassWeights = "linear"
 
     @classmethod
     def of(cls, config: StreamConfig) -> EventSettings:
@@ -64,6 +79,10 @@ class EventSettings:
             min_ns=round(config.event_min_s * 1e9),
             max_ns=round(config.event_max_s * 1e9),
             refractory_ns=round(config.event_refractory_s * 1e9),
+            smoothing=config.event_smoothing,
+            ema_alpha=config.event_ema_alpha,
+            switch_prob=config.event_switch_prob,
+            class_weights=config.event_class_weights,
         )
 
     @property
@@ -103,6 +122,7 @@ class _Open:
     start_ns: int
     end_ns: int
     probabilities: list[np.ndarray] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)  # odds of each clip's raw activity
 
 
 class GestureEventDetector:
@@ -115,16 +135,25 @@ class GestureEventDetector:
         self._spent = False  # decided at max duration; waiting for the activity to fall
         self._last_header: FrameHeader | None = None
         self._last_event_ns: int | None = None
+        self._level: float | None = None  # the smoothed activity of the last clip
 
     def reset(self) -> None:
-        """A scene cut: forget the undecided gesture and the refractory clock."""
+        """A scene cut: forget the undecided gesture, the refractory clock and the smoothing."""
         self._open, self._spent, self._last_header, self._last_event_ns = None, False, None, None
+        self._level = None
+
+    @property
+    def level(self) -> float | None:
+        """The smoothed activity after the last clip (None before the first)."""
+        return self._level
 
     def update(self, header: FrameHeader, activity: float, probabilities: np.ndarray,
                settings: EventSettings) -> GestureEvent | None:
         """One clip: its header, activity and gesture probabilities; the event decided now."""
         stamp = header.stamp_ns
         self._last_header = header
+        raw, activity = activity, smooth_activity(self._level, activity, settings)
+        self._level = activity
         if self._spent:
             if activity < settings.release:
                 self._spent = False
@@ -139,6 +168,7 @@ class GestureEventDetector:
             return self._decide(current, header, "fell", settings)
         current.end_ns = stamp
         current.probabilities.append(np.asarray(probabilities, dtype=np.float64))
+        current.weights.append(odds(raw))
         if current.end_ns - current.start_ns >= settings.max_ns:
             self._open, self._spent = None, True
             return self._decide(current, header, "max_duration", settings)
@@ -160,7 +190,10 @@ class GestureEventDetector:
         if last is not None and 0 <= header.stamp_ns - last < settings.refractory_ns:
             return None
         self._last_event_ns = header.stamp_ns
-        probabilities = weighted_mean(gesture.probabilities)
+        if settings.class_weights == "activity" and sum(gesture.weights) > 0:
+            probabilities = weighted_mean(gesture.probabilities, gesture.weights)
+        else:
+            probabilities = weighted_mean(gesture.probabilities)
         index = int(np.argmax(probabilities))
         return GestureEvent(
             label=self.class_names[index], score=float(probabilities[index]), index=index,
@@ -170,11 +203,34 @@ class GestureEventDetector:
         )
 
 
-def weighted_mean(probabilities: Sequence[np.ndarray]) -> np.ndarray:
-    """Mean with weights 1, 2, ..., n (later rows count more)."""
+def weighted_mean(probabilities: Sequence[np.ndarray],
+                  weights: Sequence[float] | None = None) -> np.ndarray:
+    """Mean with `weights`, by default 1, 2, ..., n (later rows count more)."""
     stacked = np.stack(probabilities)
-    weights = np.arange(1, len(stacked) + 1, dtype=np.float64)
-    return np.asarray((weights[:, None] * stacked).sum(axis=0) / weights.sum())
+    w = (np.arange(1, len(stacked) + 1, dtype=np.float64) if weights is None
+         else np.asarray(weights, dtype=np.float64))
+    return np.asarray((w[:, None] * stacked).sum(axis=0) / w.sum())
+
+
+_CLAMP = 1e-6  # keeps the filter able to leave a state after an activity of exactly 0 or 1
+
+
+def odds(activity: float) -> float:
+    """a / (1 - a), with a clamped into [1e-6, 1 - 1e-6]."""
+    a = min(max(activity, _CLAMP), 1.0 - _CLAMP)
+    return a / (1.0 - a)
+
+
+def smooth_activity(previous: float | None, activity: float, settings: EventSettings) -> float:
+    """The smoothed activity after one more clip (rule step 1; `previous` None: the first)."""
+    if previous is None or settings.smoothing == "none":
+        return activity
+    if settings.smoothing == "ema":
+        return settings.ema_alpha * activity + (1.0 - settings.ema_alpha) * previous
+    p = settings.switch_prob
+    prior = previous * (1.0 - p) + (1.0 - previous) * p
+    a = min(max(activity, _CLAMP), 1.0 - _CLAMP)
+    return prior * a / (prior * a + (1.0 - prior) * (1.0 - a))
 
 
 def resolve_source(source: str, has_gate: bool) -> str:

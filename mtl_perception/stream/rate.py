@@ -6,8 +6,14 @@ over ~3 s is ~10 fps, not the camera's 30. Its checkpoint records the
 median time span of its training clips (`provenance.clip_span_s`, seconds
 from a clip's first to its last frame); sampling the stream at
 `(clip_length - 1) / clip_span_s` gives the robot windows of that span. A
-`target_fps` the user sets is always kept; consecutive-sampled models keep
-the setting as it is.
+`target_fps` the user sets is always kept.
+
+A model trained on bag sources (consecutive clips) records one sampling
+rate from recording to robot (`provenance.stream`, training/train/provenance.py):
+its clips took every `frame_step`-th frame of the topic sampled at
+`source_fps`, so the stream samples at `stream.target_fps` = source_fps /
+frame_step by default, and `rate_warning` says so once when another rate is
+set. Other consecutive-sampled models keep the setting as it is.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ def trained_target_fps(info: CheckpointInfo, clip_length: int) -> float | None:
     """The rate that makes `clip_length` frames span the training clips' median; None if
     the model was not trained with uniform sampling or the checkpoint has no span."""
     provenance = info.provenance
+    recorded = recorded_stream_fps(info)
+    if recorded is not None and provenance.get("temporal_sampling", "consecutive") == "consecutive":
+        return recorded
     span = provenance.get("clip_span_s")
     if provenance.get("temporal_sampling") != "uniform" or isinstance(span, bool):
         return None
@@ -33,6 +42,29 @@ def trained_target_fps(info: CheckpointInfo, clip_length: int) -> float | None:
         return None
     fps = (clip_length - 1) / float(span) if clip_length > 1 else 1.0 / float(span)
     return min(max(fps, MIN_FPS), MAX_FPS)
+
+
+def recorded_stream_fps(info: CheckpointInfo) -> float | None:
+    """`provenance.stream.target_fps` (bag-source training), if a usable number."""
+    stream = info.provenance.get("stream")
+    fps = stream.get("target_fps") if isinstance(stream, dict) else None
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps):
+        return None
+    return min(max(float(fps), MIN_FPS), MAX_FPS) if fps > 0 else None
+
+
+def rate_warning(config: StreamConfig, info: CheckpointInfo) -> str | None:
+    """One line when the stream samples at another rate than the recorded training rate."""
+    fps = recorded_stream_fps(info)
+    if fps is None or abs(config.target_fps - fps) <= 0.01 * fps:
+        return None
+    stream = info.provenance["stream"]
+    frames = config.resolved_clip_length(info.preprocess.clip_length)
+    return (f"target_fps {config.target_fps:g}: the model was trained on clips of "
+            f"{stream.get('source_fps')} fps recordings, every {stream.get('frame_step')}th "
+            f"frame ({stream.get('clip_span_s')} s per clip), so {fps:g} fps shows it the motion "
+            f"it learned; at {config.target_fps:g} its clips span "
+            f"{(frames - 1) / config.target_fps:.2f} s")
 
 
 def choose_target_fps(config: StreamConfig, info: CheckpointInfo, explicit: bool
@@ -43,7 +75,9 @@ def choose_target_fps(config: StreamConfig, info: CheckpointInfo, explicit: bool
     fps = trained_target_fps(info, clip_length)
     if fps is None or explicit:
         return config, None
-    span = float(info.provenance["clip_span_s"])
+    recorded = recorded_stream_fps(info)
+    span = ((clip_length - 1) / recorded if recorded is not None
+            else float(info.provenance["clip_span_s"]))
     try:
         chosen = replace(config, target_fps=round(fps, 3))
     except StreamConfigError as exc:  # e.g. max_gap_s shorter than the new period
@@ -51,7 +85,9 @@ def choose_target_fps(config: StreamConfig, info: CheckpointInfo, explicit: bool
             f"the checkpoint's uniform-sampled clips span {span:.2f} s, so target_fps would be "
             f"{fps:.3f}, but {exc}; set target_fps (or max_gap_s) explicitly"
         ) from exc
+    how = (f"clips of consecutive sampled frames over {span:.2f} s" if recorded is not None
+           else f"clips spread uniformly over {span:.2f} s (median)")
     line = (f"target_fps {chosen.target_fps:g} (not {config.target_fps:g}): the model was trained "
-            f"on clips spread uniformly over {span:.2f} s (median), so {clip_length} frames "
+            f"on {how}, so {clip_length} frames "
             f"cover the same span here; set target_fps to override")
     return chosen, line

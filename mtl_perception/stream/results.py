@@ -147,25 +147,6 @@ class Smoother:
         return probabilities
 
 
-def split_gate(
-    outputs: list[np.ndarray], num_tasks: int
-) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """`score_all`'s outputs -> (per-task logits, gate logits or None).
-
-    The gate contract: a model with a task gate returns one extra array after
-    the task logits, shaped (N, num_tasks + 1) (the tasks, then "none").
-    """
-    if len(outputs) == num_tasks:
-        return outputs, None
-    gate = outputs[num_tasks] if len(outputs) == num_tasks + 1 else None
-    if gate is None or gate.shape[-1] != num_tasks + 1:
-        shapes = [tuple(o.shape) for o in outputs]
-        raise ValueError(f"score_all returned {len(outputs)} arrays {shapes} for {num_tasks} "
-                         f"tasks: expected the task logits, then optionally gate logits "
-                         f"(N, {num_tasks + 1})")
-    return outputs[:num_tasks], gate
-
-
 def postprocess(
     logits: list[np.ndarray],
     task_names: tuple[str, ...],

@@ -20,16 +20,25 @@ one line saying to delete the folder.
 Files: `frames.f32` (N, 3, h, w float32, raw), `index.json` (key, shape,
 first image stamp, bag span), `stamps.npy` (int64 header stamps),
 `segments.npy` (int32 buffer segment of each frame).
+
+Old folders do not pile up: each use touches `index.json` (the last use),
+and after a new folder is built the least recently used others are removed
+while the root holds more than `MTL_BAG_CACHE_MAX_GB` (default 4).
+`python -m training cache --prune` (training/tools/cache.py) also removes
+stale folders: a bag that is gone or changed, an unreadable index, a build
+left half done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -128,6 +137,7 @@ def open_cache(bag: Path, topic: str, preprocess: PreprocessConfig, target_fps: 
     if folder.exists() or folder.is_symlink():
         check_cache(folder, key)
         LOG.info("bag %s: frames from the cache %s", bag, folder)
+        _touch(folder / INDEX)
         return folder
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
@@ -139,7 +149,74 @@ def open_cache(bag: Path, topic: str, preprocess: PreprocessConfig, target_fps: 
             check_cache(folder, key)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    removed = prune_over_cap(root, max_cache_bytes(), keep={folder})
+    if removed:
+        LOG.info("bag cache %s: over its cap of %.1f GB (MTL_BAG_CACHE_MAX_GB): removed %d "
+                 "least recently used folder(s)", root, max_cache_bytes() / 1e9, len(removed))
     return folder
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):  # a read-only cache still serves
+        os.utime(path)
+
+
+def max_cache_bytes() -> int:
+    try:
+        gb = float(os.environ.get("MTL_BAG_CACHE_MAX_GB", "4"))
+    except ValueError:
+        gb = 4.0
+    return int(max(gb, 0.0) * 1e9)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def cache_folders(root: Path) -> list[Path]:
+    """The cache folders under `root` (half-built `.name.*` ones left out), oldest use first."""
+    if not root.is_dir():
+        return []
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(folders, key=_last_use)
+
+
+def _last_use(folder: Path) -> float:
+    try:
+        return (folder / INDEX).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def prune_over_cap(root: Path, cap: int, keep: Collection[Path] = ()) -> list[Path]:
+    """Remove the least recently used folders (never those in `keep`) until `root` holds
+    at most `cap` bytes; the removed folders."""
+    folders = cache_folders(root)
+    sizes = {f: folder_bytes(f) for f in folders}
+    total, removed = sum(sizes.values()), []
+    for folder in folders:
+        if total <= cap:
+            break
+        if folder in keep:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        total -= sizes[folder]
+        removed.append(folder)
+    return removed
+
+
+def stale_reason(folder: Path, hash_bags: bool = True) -> str | None:
+    """Why `folder` can no longer serve (None: it can): unreadable, bag gone or changed."""
+    try:
+        index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
+        key, bag = index["key"], Path(index["bag"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no readable index.json"
+    if not bag.exists():
+        return f"its bag {bag} is gone"
+    if hash_bags and key.get("bag_sha256") != bag_checksum(bag):
+        return f"its bag {bag} has changed"
+    return None
 
 
 def check_cache(folder: Path, key: dict[str, Any]) -> None:

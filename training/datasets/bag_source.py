@@ -33,7 +33,7 @@ import csv
 import io
 import logging
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -50,6 +50,7 @@ from training.datasets.sample import BagRef, LabelledSplit, VideoSample
 
 LOG = logging.getLogger(__name__)
 NONE_CLASS = "none"
+_WARNED: set[Path] = set()  # labels files already warned about (once per process)
 SPLIT_COLUMN = "split"
 
 
@@ -163,6 +164,11 @@ def _read(source: BagSource, span: float | None) -> tuple[list[Interval], dict[i
             splits[number] = value
             row = row[:4]
         writer.writerow(row)
+    if set(splits.values()) == {"train", "test"} and path not in _WARNED:
+        _WARNED.add(path)
+        LOG.warning("%s: training and test rows come from the same recording %s: its held-out "
+                    "accuracy flatters the model (same person, room, light); test on another "
+                    "recording", path, source.bag)
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / path.name
         copy.write_text(text.getvalue(), encoding="utf-8")
@@ -184,6 +190,36 @@ def unlabelled_intervals(intervals: Sequence[Interval], task: str, span_s: float
     if span_s - cursor >= max(min_s, 1e-9):
         gaps.append((cursor, span_s))
     return gaps
+
+
+def none_stretches(source: BagSource, split: str, margin_s: float, min_s: float
+                   ) -> list[VideoSample]:
+    """A task gate's `none` samples of one bag: its time that no row of any task covers,
+    `margin_s` away from every row, `min_s` long at least (label 0: the gate's label is the
+    task id). A `split: column` bag has no split for its unlabelled time: none given."""
+    if source.split != split:
+        return []
+    labels = read_bag_labels(source)
+    if labels.span_s is None:
+        return []
+    busy = [replace(i, task="", start=max(0.0, i.start - margin_s), end=i.end + margin_s)
+            for i in labels.intervals]
+    ref = BagRef(source.bag, labels.topic, source.target_fps, source.max_gap_s,
+                 source.cache or default_cache_root())
+    return [VideoSample(source.bag, 0, round(a * 1e9), round(b * 1e9), bag=ref)
+            for a, b in unlabelled_intervals(busy, "", labels.span_s, min_s)]
+
+
+def none_of_bags(sources: Iterable[BagSource], split: str, margin_s: float, clip_steps: int
+                 ) -> list[VideoSample]:
+    """`none_stretches` of every bag once (several tasks may list one bag), each at least
+    one clip long: `clip_steps` sampled frames ((clip_length - 1) * frame_step) at its rate."""
+    seen: dict[tuple[Path, Path], list[VideoSample]] = {}
+    for source in sources:
+        if (source.bag, source.labels) not in seen:
+            seen[(source.bag, source.labels)] = none_stretches(
+                source, split, margin_s, clip_steps / source.target_fps)
+    return [sample for samples in seen.values() for sample in samples]
 
 
 def read_split(source: BagSource, split: str) -> LabelledSplit:

@@ -23,17 +23,18 @@ from training.datasets.untrimmed import (
 
 
 def none_samples(set_config: SetConfig, split: str, task_splits: Iterable[LabelledSplit],
-                 margin_s: float, min_frames: int, around_segments: bool = True
-                 ) -> list[VideoSample]:
+                 margin_s: float, min_frames: int, around_segments: bool = True,
+                 lead_overlap: float = 0.0, piece_frames: int = 0) -> list[VideoSample]:
     """Every `none` segment of `split` (`train` or `test`), in a fixed order."""
     samples: list[VideoSample] = []
     for source in set_config.untrimmed:
         samples += none_from_untrimmed(read_untrimmed(source, split, background=False),
-                                       margin_s, min_frames)
+                                       margin_s, min_frames, piece_frames)
     for source in set_config.background:
         samples += none_from_untrimmed(read_untrimmed(source, split, background=True),
-                                       margin_s, min_frames)
+                                       margin_s, min_frames, piece_frames)
     if around_segments:
         for task_split in task_splits:
-            samples += none_around_segments(task_split.samples, margin_s, min_frames)
+            samples += none_around_segments(task_split.samples, margin_s, min_frames,
+                                            lead_overlap)
     return samples

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -137,28 +138,46 @@ def _header(path: Path) -> tuple[int, float]:
         raise DatasetError(f"cannot read untrimmed video {path}: {exc}") from exc
 
 
-def none_from_untrimmed(videos: Sequence[UntrimmedVideo], margin_s: float, min_frames: int
-                        ) -> list[VideoSample]:
-    """`none` segments (label 0: the gate's label is the task id) of sessions and backgrounds."""
+def none_from_untrimmed(videos: Sequence[UntrimmedVideo], margin_s: float, min_frames: int,
+                        piece_frames: int = 0) -> list[VideoSample]:
+    """`none` segments (label 0: the gate's label is the task id) of sessions and backgrounds.
+
+    `piece_frames` > 0 cuts a longer stretch into pieces of about that many frames (at
+    least `min_frames`), so a long background video gives clips in proportion to its
+    length instead of as many as a short gap."""
     samples = []
     for video in videos:
         frames, fps = _header(video.path)
         busy = [(math.floor(i.start * fps), math.ceil(i.end * fps)) for i in video.intervals]
         for a, b in gaps(frames, busy, math.ceil(margin_s * fps), min_frames):
-            samples.append(VideoSample(video.path, 0, a, b))
+            count = max(1, (b - a) // max(piece_frames, min_frames)) if piece_frames else 1
+            cuts = [a + (b - a) * k // count for k in range(count + 1)]
+            samples += [VideoSample(video.path, 0, x, y) for x, y in itertools.pairwise(cuts)]
     return samples
 
 
-def none_around_segments(samples: Sequence[VideoSample], margin_s: float, min_frames: int
-                         ) -> list[VideoSample]:
+def none_around_segments(samples: Sequence[VideoSample], margin_s: float, min_frames: int,
+                         max_overlap: float = 0.0) -> list[VideoSample]:
     """`none` segments before and after trimmed samples that cover part of their video
-    (NVGesture's frames around the gesture). Videos of frames (folders) are left out."""
+    (NVGesture's frames around the gesture). Videos of frames (folders) are left out.
+
+    `max_overlap` > 0 (a fraction of `min_frames`, one clip's span, below one half): the
+    lead-in and lead-out themselves, which are mostly shorter than a clip, as clips that
+    reach that far into the segment instead of keeping `margin_s` away from it: a clip
+    less than half on the gesture is `none` to the untrimmed metrics too, and such
+    clips are what the gate meets when a gesture begins."""
     out = []
     for sample in samples:
         if sample.frames_dir or (sample.start == 0 and sample.end is None):
             continue
         frames, fps = _header(sample.path)
         end = frames if sample.end is None else sample.end
+        if max_overlap > 0:
+            reach = math.floor(max_overlap * min_frames)
+            for a, b in ((0, min(sample.start + reach, frames)), (max(end - reach, 0), frames)):
+                if b - a >= min_frames:
+                    out.append(VideoSample(sample.path, 0, a, b))
+            continue
         for a, b in gaps(frames, [(sample.start, end)], math.ceil(margin_s * fps), min_frames):
             out.append(VideoSample(sample.path, 0, a, b))
     return out

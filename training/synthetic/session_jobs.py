@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from training.synthetic.cast import actor_of, place_of, rng_of
+from training.synthetic.distractors import SCENE_DISTRACTORS
+from training.synthetic.real_footage import SOURCES, real_jobs, render_real
 from training.synthetic.sessions import YARD_ACTIONS, Session, session_clip
 from training.synthetic.settings import Job, SynthSettings
 
 SESSIONS = "sessions"
+SHOWN_SUFFIX = ".shown.csv"
 
 
 def untrimmed_jobs(settings: SynthSettings) -> list[Job]:
@@ -32,7 +35,7 @@ def untrimmed_jobs(settings: SynthSettings) -> list[Job]:
                 group = list(groups)[(i // 2) % len(groups)]
                 rel = f"{folder}/{kind}_{i:02d}.avi"
                 jobs.append(Job(kind, framing, 0, i, rel, test, group))
-    return jobs
+    return jobs + real_jobs(settings, f"{SESSIONS}/background") if settings.real_footage else jobs
 
 
 def session_labels_path(job: Job) -> str:
@@ -40,8 +43,17 @@ def session_labels_path(job: Job) -> str:
     return job.rel_path[: -len(".avi")] + ".csv"
 
 
+def shown_path(job: Job) -> str:
+    """What the video shows, beside it (`mtl_perception.bag.shown`'s kinds)."""
+    return job.rel_path[: -len(".avi")] + SHOWN_SUFFIX
+
+
 def render_untrimmed(settings: SynthSettings, job: Job) -> Session:
-    """One session or background video, in memory."""
+    """One session, background video or real-footage take, in memory."""
+    if job.task == "real":
+        rng = rng_of(settings.seed, 8, int(job.test), list(SOURCES).index(job.name), job.index)
+        frames = render_real(settings, job, rng)
+        return Session(frames, [], whole="real")
     task = "action" if job.name == "yard" else "gesture"
     rng = rng_of(settings.seed, 7, int(job.test), int(job.task == "background"), job.index)
     size = (settings.width, settings.height)
@@ -56,7 +68,8 @@ def render_untrimmed(settings: SynthSettings, job: Job) -> Session:
         seconds = settings.session_seconds
     return session_clip(job.name, actor_of(settings.seed, task, job.group), place, rng, size,
                         round(seconds * settings.fps), settings.fps, classes,
-                        settings.gesture_frames, settings.frames, settings.antialias)
+                        settings.gesture_frames, settings.frames, settings.antialias,
+                        SCENE_DISTRACTORS if settings.scene_distractors else ())
 
 
 
@@ -65,7 +78,8 @@ def set_yaml(settings: SynthSettings, trimmed: str) -> str:
     if not settings.has_untrimmed:
         return trimmed
     folders = [f"  - root: {SESSIONS}\n" if settings.train_sessions or settings.test_sessions
-               else "", f"  - root: {SESSIONS}/background\n" if settings.backgrounds else ""]
+               else "", f"  - root: {SESSIONS}/background\n"
+               if settings.backgrounds or settings.real_footage else ""]
     text = trimmed
     if folders[0]:
         text += "untrimmed:\n" + folders[0]

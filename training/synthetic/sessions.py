@@ -16,6 +16,11 @@ each task in its own framing):
   scratching the head).
 
 A background video is a session without task motions: idle and distractors.
+With `scene_distractors` on (the default since issue 24) half of the
+non-task segments are scene distractors instead (distractors.py: someone
+walking through, a moving object, camera pan and zoom, a lighting change,
+partial occlusion) while the actor idles; `Session.shown` says what every
+frame shows (written beside the video as `NAME.shown.csv`).
 Motions reuse `motions.py`'s trajectories with per-segment random draws;
 what stays fixed over a session (resting hands, sway) is drawn once, so
 nothing jumps between segments.
@@ -29,6 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mtl_perception.bag.shown import GAP_S
+from training.synthetic.distractors import SCENE_DISTRACTORS, paint
 from training.synthetic.figure import Pose, View
 from training.synthetic.motions import (
     STAND,
@@ -74,21 +81,48 @@ class Segment:
 class Session:
     frames: np.ndarray  # uint8 (T, H, W, 3)
     segments: list[Segment]  # task motions and distractors, in time order
+    whole: str = ""  # a video that shows one kind all along (real footage)
 
     def labels(self, fps: float) -> list[tuple[float, float, str, str]]:
         """(start_s, end_s, task, class) of the task motions: the labels CSV's rows."""
         return [(s.start / fps, s.end / fps, s.task, s.name) for s in self.segments if s.task]
 
+    def shown(self, fps: float) -> list[tuple[float, float, str]]:
+        """(start_s, end_s, kind) covering the whole video (`mtl_perception.bag.shown`'s
+        kinds): task motions by task, distractor motions, scene distractors by name, idle
+        within GAP_S of a task motion as `gap`, other idle as `idle`."""
+        if self.whole:
+            return [(0.0, len(self.frames) / fps, self.whole)]
+        kinds = ["idle"] * len(self.frames)
+        gap = round(GAP_S * fps)
+        for s in self.segments:
+            if s.task:
+                for i in range(max(0, s.start - gap), min(len(kinds), s.end + gap)):
+                    kinds[i] = "gap"
+        for s in self.segments:
+            kind = s.task or (s.name if s.name in SCENE_DISTRACTORS else "distractor")
+            kinds[s.start:s.end] = [kind] * (s.end - s.start)
+        spans: list[tuple[float, float, str]] = []
+        start = 0
+        for i in range(1, len(kinds) + 1):
+            if i == len(kinds) or kinds[i] != kinds[start]:
+                spans.append((start / fps, i / fps, kinds[start]))
+                start = i
+        return spans
+
 
 def plan_segments(rng: np.random.Generator, n_frames: int, fps: float, classes: tuple[str, ...],
-                  task: str, distractors: tuple[str, ...], lengths: dict[str, tuple[int, int]]
-                  ) -> list[Segment]:
-    """Motions in random order, 0.8-2.5 s of idling around each; `classes` empty: none."""
+                  task: str, distractors: tuple[str, ...], lengths: dict[str, tuple[int, int]],
+                  scene: tuple[str, ...] = ()) -> list[Segment]:
+    """Motions in random order, 0.8-2.5 s of idling around each; `classes` empty: none.
+    With `scene` distractors (distractors.py), half of the non-task segments are one."""
     segments: list[Segment] = []
     cursor = int(rng.uniform(0.8, 2.5) * fps)
     while True:
         if classes and rng.random() < 0.6:
             name, kind = str(rng.choice(classes)), task
+        elif scene and rng.random() < 0.5:
+            name, kind = str(rng.choice(scene)), ""
         else:
             name, kind = str(rng.choice(distractors)), ""
         low, high = lengths.get(name, (int(1.2 * fps), int(2.4 * fps)))
@@ -143,7 +177,7 @@ def session_poses(segments: list[Segment], n_frames: int, fps: float, rng: np.ra
     for i in range(n_frames):
         pose = dataclasses.replace(STAND, hand_l=left_rest, hand_r=right_rest)
         index = int(owner[i])
-        if index >= 0:
+        if index >= 0 and segments[index].name not in SCENE_DISTRACTORS:  # those: idle
             segment, p = segments[index], params[index]
             u = (i - segment.start) / max(segment.end - 1 - segment.start, 1)
             pose = _motion(segment.name, u, (i - segment.start) / fps, pose, p)
@@ -206,17 +240,23 @@ def yard_shot(rng: np.random.Generator, place: Place, size: tuple[int, int], n_f
 
 def session_clip(kind: str, actor: Actor, place: Place, rng: np.random.Generator,
                  size: tuple[int, int], n_frames: int, fps: float, classes: tuple[str, ...],
-                 gesture_frames: int, action_frames: int, antialias: bool = True) -> Session:
-    """One session (`classes` empty: a background video) rendered end to end."""
+                 gesture_frames: int, action_frames: int, antialias: bool = True,
+                 scene: tuple[str, ...] = ()) -> Session:
+    """One session (`classes` empty: a background video) rendered end to end; `scene`:
+    the scene distractors it may show (distractors.py; none: the sessions before issue 24)."""
     task, distractors = ("gesture", ROOM_DISTRACTORS) if kind == "room" else (
         "action", YARD_DISTRACTORS)
     lengths = segment_lengths(kind, fps, gesture_frames, action_frames)
-    segments = plan_segments(rng, n_frames, fps, classes, task, distractors, lengths)
+    lengths.update({name: (round(1.5 * fps), round(3.0 * fps)) for name in scene})
+    segments = plan_segments(rng, n_frames, fps, classes, task, distractors, lengths, scene)
     poses = session_poses(segments, n_frames, fps, rng)
     background = place.image if kind == "room" else place.image.copy()
     palette = dress(actor.palette, rng, _mean_color(background))
     shot = room_shot(rng, actor, size, n_frames) if kind == "room" else yard_shot(
         rng, place, size, n_frames)
     frames, _ = render(poses, actor.body, palette, background, shot, rng, antialias)
+    for segment in segments:
+        if segment.name in SCENE_DISTRACTORS:
+            paint(frames, segment.name, segment.start, segment.end, rng, fps)
     return Session(frames, segments)
 

@@ -24,6 +24,7 @@ _INT_RANGES = (
     ("test_groups", 0, 10_000), ("reps_per_subject", 1, 1000), ("test_subjects", 0, 10_000),
     ("places", 1, 1000), ("rooms", 1, 1000), ("bit_rate", 10_000, 100_000_000),
     ("train_sessions", 0, 1000), ("test_sessions", 0, 1000), ("backgrounds", 0, 1000),
+    ("real_footage", 0, 100),
 )
 _MAX_CLIP_GIB = 2.0
 
@@ -55,6 +56,9 @@ class SynthSettings:
     session_seconds: float = 20.0
     backgrounds: int = 1  # background-only videos per split
     background_seconds: float = 10.0
+    # issue 24: the gate's varied negatives (distractors.py, real_footage.py)
+    scene_distractors: bool = True  # walkers, objects, camera moves, light, occlusion
+    real_footage: int = 2  # takes of each real sample video per split; 0: none
 
     def __post_init__(self) -> None:
         # Upper bounds: far past any useful set, short of what exhausts memory or disk.
@@ -81,8 +85,10 @@ class SynthSettings:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                     math.isfinite(value) and 4.0 <= value <= 3600.0):
                 raise SynthSettingsError(name, f"must be 4..3600 seconds, got {value}")
-        if not isinstance(self.antialias, bool):
-            raise SynthSettingsError("antialias", f"must be true or false, got {self.antialias!r}")
+        for name in ("antialias", "scene_distractors"):
+            if not isinstance(getattr(self, name), bool):
+                raise SynthSettingsError(name, f"must be true or false, got "
+                                         f"{getattr(self, name)!r}")
         for name, known in (("actions", ACTION_CLASSES), ("gestures", KNOWN_GESTURE_CLASSES)):
             chosen = getattr(self, name)
             if not chosen:
@@ -108,7 +114,8 @@ class SynthSettings:
 
     @property
     def has_untrimmed(self) -> bool:
-        return bool(self.train_sessions or self.test_sessions or self.backgrounds)
+        return bool(self.train_sessions or self.test_sessions or self.backgrounds
+                    or self.real_footage)
 
     @property
     def n_groups(self) -> int:

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mtl_perception.bag.labels import write_labels
+from mtl_perception.bag.shown import write_shown
 from training.datasets.video import write_video
 from training.synthetic.cast import actor_of, place_of, rng_of
 from training.synthetic.motions import ACTION_CLASSES, KNOWN_GESTURE_CLASSES
@@ -55,6 +56,7 @@ from training.synthetic.session_jobs import (
     render_untrimmed,
     session_labels_path,
     set_yaml,
+    shown_path,
     untrimmed_jobs,
 )
 from training.synthetic.settings import Job, SynthSettings, SynthSettingsError
@@ -152,13 +154,14 @@ def _one_cpu() -> Iterator[None]:
 def _write_one(args: tuple[SynthSettings, Path, Job]) -> Written:
     settings, out, job = args
     start = time.perf_counter()
-    if job.task in ("session", "background"):
+    if job.task in ("session", "background", "real"):
         session = render_untrimmed(settings, job)
         with _one_cpu():
             write_video(out / job.rel_path, session.frames, settings.fps, codec="mpeg4",
                         bit_rate=settings.bit_rate)
         if job.task == "session":
             write_labels(out / session_labels_path(job), session.labels(settings.fps))
+        write_shown(out / shown_path(job), session.shown(settings.fps))
         return Written(job, (0, len(session.frames)), time.perf_counter() - start)
     clip = render_job(settings, job)
     with _one_cpu():
@@ -213,7 +216,8 @@ def generate(settings: SynthSettings, out: str | Path, workers: int = 1) -> list
     partial = prepare(out)
     jobs = plan(settings)
     files = [job.rel_path for job in jobs] + [*LIST_FILES, SET_FILE] + [
-        session_labels_path(job) for job in jobs if job.task == "session"]
+        session_labels_path(job) for job in jobs if job.task == "session"] + [
+        shown_path(job) for job in jobs if job.task in ("session", "background", "real")]
     meta = asdict(settings)
     try:
         write_manifest(partial, meta, files, complete=False)  # before the first file

@@ -76,6 +76,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="set YAML: int8 calibration uses clips of its train split")
     parser.add_argument("--calibration-clips", type=int_in(1, 10000), default=300,
                         help="clips for int8 calibration (spread over the split's videos)")
+    parser.add_argument("--min-agreement", type=float, default=0.97,
+                        help="int8: the least top-1 agreement with fp32 on held-out (test "
+                             "split) clips; below it nothing is written")
+    parser.add_argument("--accept-int8-loss", action="store_true",
+                        help="int8: write the file even below --min-agreement (recorded in it)")
+    parser.add_argument("--symmetric", action="store_true",
+                        help="int8: signed activations with zero point 0 (what TensorRT takes)")
+    parser.add_argument("--per-tensor", action="store_true",
+                        help="int8: one weight scale per tensor instead of per channel")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random check clips")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out file (never an input of this run)")
@@ -140,17 +149,33 @@ def export(args: argparse.Namespace) -> Path:
 
 def _int8(args: argparse.Namespace, exported: OnnxModel, model: MultiTaskModel,
           checks: list[torch.Tensor], out: Path) -> OnnxModel:
-    from training.tools.quantize import fixed_batches, quantize_int8
+    """Quantise, then check the int8 file against fp32 (top-1 agreement and the largest
+    logit difference on held-out and calibration clips), record it, refuse a poor one."""
+    from training.tools.quantize import agreement, fixed_batches, quantize_int8
 
+    if not 0.0 <= args.min_agreement <= 1.0:
+        raise ExportUsageError(f"--min-agreement must be in [0, 1], got {args.min_agreement}")
     batch = exported.export.batch
-    calibration = set_clips(args.calibration, "train", exported, model, args.calibration_clips,
-                            batch or 8)
-    quantized = quantize_int8(exported, fixed_batches(calibration, batch))
-    difference = max(max_difference(model, quantized, check) for check in checks)
-    LOG.info("int8: largest logit difference from PyTorch fp32 %.3g (accuracy: python -m "
-             "training evaluate --checkpoint %s --backend onnxruntime)", difference, out)
-    return with_metadata(quantized.data, quantized.info,
-                         replace(quantized.export, max_abs_diff=difference))
+    calibration = list(set_clips(args.calibration, "train", exported, model,
+                                 args.calibration_clips, batch or 8))
+    quantized = quantize_int8(exported, fixed_batches(iter(calibration), batch),
+                              symmetric=args.symmetric, per_channel=not args.per_tensor)
+    held_out = list(set_clips(args.clips or args.calibration, "test", exported, model,
+                              args.calibration_clips, batch or 8))
+    seen, held, clips = agreement(model, quantized, calibration), agreement(
+        model, quantized, held_out), sum(len(c) for c in held_out)
+    difference = max([max_difference(model, quantized, c) for c in checks + held_out])
+    LOG.info("int8: top-1 agreement with fp32 %.2f %% on %d held-out clips (%.2f %% on the "
+             "calibration clips), largest logit difference %.3g", 100 * held, clips,
+             100 * seen, difference)
+    if held < args.min_agreement and not args.accept_int8_loss:
+        raise ExportError(
+            f"int8 agrees with fp32 on {100 * held:.1f} % of {clips} held-out clips' top-1 "
+            f"< --min-agreement {args.min_agreement:g}; nothing written (more "
+            "--calibration-clips, --symmetric, or --accept-int8-loss to write it anyway)")
+    return with_metadata(quantized.data, quantized.info, replace(
+        quantized.export, max_abs_diff=difference, int8_agreement=round(held, 4),
+        int8_agreement_calibration=round(seen, 4), int8_clips=clips))
 
 
 def set_clips(path: Path, split: str, exported: OnnxModel, model: MultiTaskModel, count: int,

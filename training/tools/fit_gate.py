@@ -9,7 +9,19 @@ labelled by their task, and the `none` stretches of its `untrimmed:` and
 weights, the gate, `gate: true` in its model config and the fit's figures in
 its provenance (`gate_fit`). Its task scores are bitwise those of the input.
 The test split, when it has `none` stretches too, is scored for the report.
-Every refusal is one line and exit status 2.
+Recorded bags (`format: bag` sources) serve too: their time that no labels
+row covers is `none`. `--set` takes several sets, so a fine-tuned model's
+gate can learn from the bags of its fine-tuning set and from its original
+set at once: each task's samples come from the first set that has the
+task, `none` from all of them. Clips are sampled as the checkpoint's
+training sampled them (`frame_step`, `temporal_sampling`).
+
+With sessions in the train split (two pairs at least) it also chooses the
+gesture events' settings and stores them in the checkpoint (`stream_defaults`):
+the gate is fitted twice more, each time without one half of the sessions'
+`none` clips, and each half is streamed through the gate that did not see it
+(training/methods/gate_tuning.py); the gate written is fitted on everything.
+`--no-tune` stores none. Every refusal is one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -36,18 +48,34 @@ from mtl_perception.models import build_model
 from mtl_perception.models.gate import gate_classes
 from mtl_perception.outputs import OutputError, check_out_file
 from mtl_perception.settings import SettingsError
+from mtl_perception.stream.decisions import PROVENANCE_KEY
+from mtl_perception.stream.events import GESTURE_TASK as GESTURE
+from training.datasets.bag_source import none_of_bags
 from training.datasets.clips import clip_span
 from training.datasets.listfile import DatasetError
 from training.datasets.none_clips import none_samples
 from training.datasets.sample import UNLABELLED, VideoSample
 from training.datasets.sets import SetConfig, build_task_split, load_set
-from training.evaluation.cli import EvaluateUsageError, check_classes, trained_frame_step
+from training.datasets.untrimmed import UntrimmedVideo, none_from_untrimmed, read_untrimmed
+from training.datasets.video import VideoReader
+from training.evaluation.cli import (
+    EvaluateUsageError,
+    trained_frame_step,
+    trained_temporal_sampling,
+)
 from training.evaluation.scoring import subset
 from training.methods.gate_fit import (
     GateFitConfig,
     extract_gate_features,
     fit_gate,
     gate_confusion,
+)
+from training.methods.gate_tuning import (
+    choose,
+    record,
+    split_validation,
+    stream_defaults,
+    stream_for,
 )
 
 LOG = logging.getLogger(__name__)
@@ -58,8 +86,9 @@ ERRORS = (CheckpointError, SettingsError, DatasetError, EvaluateUsageError, Outp
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = GateFitConfig()
     parser.add_argument("--checkpoint", type=Path, required=True, help="a .safetensors checkpoint")
-    parser.add_argument("--set", type=Path, required=True,
-                        help="set config with the checkpoint's tasks and untrimmed:/background:")
+    parser.add_argument("--set", type=Path, required=True, nargs="+",
+                        help="set config(s) with the checkpoint's tasks and none stretches "
+                             "(untrimmed:/background: folders, bags' unlabelled time)")
     parser.add_argument("--out", type=Path, default=None,
                         help="the new checkpoint (default: CHECKPOINT_gate.safetensors)")
     parser.add_argument("--clips-per-video", type=int_in(1, 64), default=4,
@@ -70,6 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="none clips keep this far from labelled intervals")
     parser.add_argument("--no-around-segments", action="store_true",
                         help="no none clips from the frames around trimmed segments")
+    parser.add_argument("--lead-overlap", type=float, default=0.4,
+                        help="none clips of a trimmed video's lead-in/out may reach this share "
+                             "of a clip into the segment (0: keep --none-margin-s away)")
+    parser.add_argument("--none-piece-clips", type=float, default=2.0,
+                        help="none stretches are cut into pieces of this many clip spans, each "
+                             "giving --clips-per-video clips (0: one piece per stretch)")
     parser.add_argument("--hidden", type=int, default=d.hidden,
                         help="gate hidden units (0: linear)")
     parser.add_argument("--steps", type=int, default=d.steps, help="full-batch Adam steps")
@@ -79,26 +114,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int_in(1, 1024), default=16,
                         help="clips per forward")
     parser.add_argument("--device", default="cpu", help="torch device for feature extraction")
+    parser.add_argument("--no-tune", action="store_true",
+                        help="fit on every session and store no event settings (before issue 24)")
+    parser.add_argument("--max-false-per-min", type=float, default=1.0,
+                        help="tuning: the most false events per minute of none allowed")
+    parser.add_argument("--inference-stride", type=int, default=2,
+                        help="tuning: a clip every this many sampled frames, as the stream will")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out file (never --checkpoint itself "
                              "unless --out names it)")
 
 
-def gate_items(set_config: SetConfig, info: CheckpointInfo, split: str, margin_s: float,
-               frame_step: int, around_segments: bool, max_videos: int | None
-               ) -> list[tuple[VideoSample, int]]:
-    """(sample, gate label) pairs of one split: each task's samples, then the none ones."""
+def gate_items(sets: list[SetConfig], info: CheckpointInfo, split: str, margin_s: float,
+               frame_step: int, around_segments: bool, max_videos: int | None,
+               held_out: frozenset[Path] = frozenset(), lead_overlap: float = 0.0,
+               piece_clips: float = 0.0) -> list[tuple[VideoSample, int]]:
+    """(sample, gate label) pairs of one split: each task's samples (from the first set
+    that has the task), then the none ones (from every set; none from the `held_out`
+    videos: they are for choosing the event settings)."""
     tasks = info.model.task_names
-    splits = {t: build_task_split(set_config, t, split) for t in tasks}
+    owner = {t: next(s for s in sets if t in s.tasks) for t in tasks}
+    splits = {t: build_task_split(owner[t], t, split) for t in tasks}
     items: list[tuple[VideoSample, int]] = []
     for t, task in enumerate(tasks):
         labelled = [s for s in splits[task].samples if s.label != UNLABELLED]
         items += [(s, t) for s in subset(labelled, max_videos)]
     span = clip_span(info.preprocess.clip_length, frame_step)
-    nones = none_samples(set_config, split, list(splits.values()), margin_s, span,
-                         around_segments)
+    nones: list[VideoSample] = []
+    for set_config in sets:
+        # bag samples have no frames around them to read: their none is the unlabelled time
+        mine = [dataclasses.replace(splits[t], samples=[s for s in splits[t].samples
+                                                        if s.bag is None])
+                for t in tasks if owner[t] is set_config]
+        nones += [s for s in none_samples(set_config, split, mine, margin_s, span,
+                                          around_segments, lead_overlap,
+                                          round(piece_clips * span))
+                  if s.path not in held_out]
+        nones += _bag_nones(set_config, split, margin_s, frame_step, info)
     items += [(s, len(tasks)) for s in subset(nones, max_videos)]
     return items
+
+
+def _bag_nones(set_config: SetConfig, split: str, margin_s: float, frame_step: int,
+               info: CheckpointInfo) -> list[VideoSample]:
+    bags = [s.settings for sources in set_config.tasks.values() for s in sources
+            if s.format == "bag"]
+    return none_of_bags(bags, split, margin_s, (info.preprocess.clip_length - 1) * frame_step)
+
+
+def check_set_classes(info: CheckpointInfo, sets: list[SetConfig], paths: list[Path]) -> None:
+    """Each task's classes in its set must be classes of the checkpoint (a subset will do:
+    the gate learns tasks, not classes)."""
+    for task in info.model.task_names:
+        n = next(i for i, s in enumerate(sets) if task in s.tasks)
+        names = build_task_split(sets[n], task, "train").class_names
+        unknown = [c for c in names if c not in info.classes_of(task)]
+        if unknown:
+            raise EvaluateUsageError(f"set {paths[n]}: task {task!r} has class(es) {unknown} "
+                                     f"that the checkpoint lacks")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,31 +181,53 @@ def run(args: argparse.Namespace) -> int:
                             weight_decay=args.weight_decay, seed=args.seed)
         if args.clips_per_video < 1 or args.none_margin_s < 0:
             raise EvaluateUsageError("--clips-per-video must be >= 1 and --none-margin-s >= 0")
+        if not 0 <= args.none_piece_clips <= 1000:
+            raise EvaluateUsageError(f"--none-piece-clips must be in [0, 1000], got "
+                                     f"{args.none_piece_clips}")
+        if not 0 <= args.lead_overlap < 0.5:
+            raise EvaluateUsageError(f"--lead-overlap must be in [0, 0.5), got "
+                                     f"{args.lead_overlap}")
         info = read_checkpoint_info(args.checkpoint)
         if info.model.method == "stl":
             raise EvaluateUsageError(f"{args.checkpoint}: an STL model has no task gate")
         out = args.out or args.checkpoint.with_name(args.checkpoint.stem + "_gate.safetensors")
         # --out equal to --checkpoint is the documented in-place update (make demo): the
         # checkpoint is read whole before it is replaced, atomically. Anything else that
-        # exists needs --overwrite; the set's files are never written over.
+        # exists needs --overwrite; the sets' files are never written over.
         check_out_file(out, args.overwrite or out.resolve() == args.checkpoint.resolve(),
-                       [args.set])
-        set_config = load_set(args.set)
-        missing = [t for t in info.model.task_names if t not in set_config.tasks]
+                       list(args.set))
+        sets = [load_set(path) for path in args.set]
+        missing = [t for t in info.model.task_names if not any(t in s.tasks for s in sets)]
         if missing:
-            raise EvaluateUsageError(f"set {args.set} has no task {missing}")
-        check_classes(info, {t: build_task_split(set_config, t, "train")
-                             for t in info.model.task_names}, args.checkpoint, set_config)
+            raise EvaluateUsageError(f"set {' '.join(map(str, args.set))} has no task "
+                                     f"{missing}: give a set that has it too (--set A B)")
+        check_set_classes(info, sets, args.set)
         step = trained_frame_step(info)
+        temporal = trained_temporal_sampling(info)
+
+        sessions = [v for set_config in sets for source in set_config.untrimmed
+                    for v in read_untrimmed(source, "train", background=False)]
+        halves = split_validation(sessions)
+        tune = not args.no_tune and all(halves)
+        # tuning: the sessions' none clips apart, to fit one gate per half (cross-fitting)
+        held = frozenset(v.path for v in sessions) if tune else frozenset()
+        span = clip_span(info.preprocess.clip_length, step)
+        half_items = [[(s, info.model.num_tasks) for s in none_from_untrimmed(
+            half, args.none_margin_s, span, round(args.none_piece_clips * span))]
+            for half in halves] if tune else [[], []]
 
         def items_of(split: str) -> list[tuple[VideoSample, int]]:
-            return gate_items(set_config, info, split, args.none_margin_s, step,
-                              not args.no_around_segments, args.max_videos)
+            return gate_items(sets, info, split, args.none_margin_s, step,
+                              not args.no_around_segments, args.max_videos,
+                              held if split == "train" else frozenset(), args.lead_overlap,
+                              args.none_piece_clips)
 
         train_items = items_of("train")
-        if not any(label == info.model.num_tasks for _, label in train_items):
-            raise EvaluateUsageError(f"set {args.set} gives no none clips for training: add "
-                                     "untrimmed: or background: folders")
+        if not any(label == info.model.num_tasks
+                   for _, label in train_items + half_items[0] + half_items[1]):
+            raise EvaluateUsageError(f"set {' '.join(map(str, args.set))} gives no none clips "
+                                     "for training: add untrimmed: or background: folders, or "
+                                     "bags with unlabelled time")
         loaded = load_checkpoint(args.checkpoint, args.device)
     except (CheckpointError, SettingsError, DatasetError, EvaluateUsageError, OutputError,
             ValueError, RuntimeError) as exc:
@@ -140,11 +235,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     model, k = loaded.model, info.model.num_tasks
     extract = dict(preprocess=info.preprocess, clips_per_sample=args.clips_per_video,
-                   frame_step=step, batch_size=args.batch_size, device=args.device)
-    features, labels = extract_gate_features(model, train_items, **extract)
+                   frame_step=step, temporal=temporal, batch_size=args.batch_size,
+                   device=args.device)
+    base = extract_gate_features(model, train_items, **extract)
+    parts = [extract_gate_features(model, h, **extract) if h else None for h in half_items]
+    features, labels = _joined([base, *parts])
     LOG.info("gate features: %d clips (%s)", len(labels), _counts(labels, k, info))
     gate = fit_gate(features, labels, k, fit)
-    report: dict[str, Any] = {"set": str(args.set), "source": str(args.checkpoint),
+    report: dict[str, Any] = {"set": " ".join(map(str, args.set)),
+                              "source": str(args.checkpoint), "temporal_sampling": temporal,
                               "clips_per_video": args.clips_per_video, "hidden": fit.hidden,
                               "steps": fit.steps}
     report["train"] = _figures(gate_confusion(gate, features, labels, k + 1))
@@ -154,13 +253,18 @@ def run(args: argparse.Namespace) -> int:
     except (DatasetError, ValueError) as exc:  # a set without a test split of none clips
         LOG.warning("no test figures: %s", str(exc).splitlines()[0])
     config = dataclasses.replace(info.model, gate=True, gate_hidden=fit.hidden)
-    gated = build_model(config)
-    state = {k_: v for k_, v in model.state_dict().items() if not k_.startswith("gate.")}
-    unexpected = gated.load_state_dict(state, strict=False)
-    assert all(key.startswith("gate.") for key in unexpected.missing_keys)
-    assert gated.gate is not None
-    gated.gate.load_state_dict(gate.state_dict())
+    gated = _with_gate(model, config, gate)
     provenance = dict(info.provenance, gate_fit=report)
+    provenance.pop(PROVENANCE_KEY, None)  # chosen for an old gate: not valid for this one
+    if tune:
+        # each half's sessions scored by a gate fitted without them (cross-fitting)
+        crossed = []
+        for fit_half, held_half in ((0, 1), (1, 0)):
+            pair = _joined([base, parts[fit_half]])
+            crossed.append((_with_gate(model, config, fit_gate(*pair, k, fit)),
+                            halves[held_half]))
+        provenance[PROVENANCE_KEY] = _tune(crossed, CheckpointInfo(
+            config, info.class_names, info.preprocess, provenance), step, args)
     try:
         save_checkpoint(out, gated.eval(), CheckpointInfo(config, info.class_names,
                                                           info.preprocess, provenance))
@@ -176,6 +280,42 @@ def run(args: argparse.Namespace) -> int:
                   + ", ".join(f"{n} {_pct(a)}" for n, a in zip(names, figures["per_class"])))
     print(f"checkpoint with gate: {out}")
     return 0
+
+
+def _joined(parts: list[tuple[torch.Tensor, torch.Tensor] | None]
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    present = [p for p in parts if p is not None]
+    return torch.cat([p[0] for p in present]), torch.cat([p[1] for p in present])
+
+
+def _with_gate(model: torch.nn.Module, config: Any, gate: torch.nn.Module) -> Any:
+    """A copy of `model` (same task weights) with `gate` as its task gate."""
+    gated = build_model(config)
+    state = {k_: v for k_, v in model.state_dict().items() if not k_.startswith("gate.")}
+    unexpected = gated.load_state_dict(state, strict=False)
+    assert all(key.startswith("gate.") for key in unexpected.missing_keys)
+    assert gated.gate is not None
+    gated.gate.load_state_dict(gate.state_dict())
+    return gated.eval()
+
+
+def _tune(crossed: list[tuple[torch.nn.Module, list[UntrimmedVideo]]], info: CheckpointInfo,
+          step: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The event settings chosen on the held-out sessions (training/methods/gate_tuning.py):
+    each half of the train sessions scored by the gate fitted without it."""
+    with VideoReader(crossed[0][1][0].path) as reader:
+        fps = reader.fps
+    base = stream_for(info, fps, step, args.inference_stride)
+    recorded = []
+    with torch.inference_mode():
+        for model, videos in crossed:
+            recorded += record(model, info, base, videos)
+    settings, figures = choose(recorded, info.classes_of(GESTURE), base, args.max_false_per_min)
+    LOG.info("event settings chosen on %d validation sessions: %s", len(recorded), settings)
+    print(f"events on {len(recorded)} validation sessions ({figures['gestures']} gestures): "
+          f"F1 {figures['event_f1']:.2f}, {figures['false_events_per_minute']:.2f} false "
+          f"events per minute of none with " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    return stream_defaults(settings, figures, base, recorded, args.max_false_per_min)
 
 
 def _figures(confusion: np.ndarray) -> dict[str, Any]:

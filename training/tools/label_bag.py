@@ -1,20 +1,26 @@
 """`python -m training label-bag --bag PATH --out labels.csv`: help labelling a recording.
 
-Writes two files: a contact sheet (`--sheet`, default the CSV's name with
-.png) of thumbnails every `--every` seconds, one row per `--per-row`
-thumbnails, each stamped with its time in seconds from the first image (the
-time the labels CSV uses); and a template labels CSV in evaluate_bag's
-format, one row per sheet row with the label TODO. Edit the CSV in a text
-editor: merge, split and move the rows to the gestures' start and end times,
-replace TODO by class names and delete the rows without a gesture. The
-thumbnails are decoded by the streaming core's decoder (`decode_image`), so
-they show what the node receives.
+Writes a contact sheet (`--sheet`, default the CSV's name with .png) of
+thumbnails, one at the first image at or after each multiple of `--every`
+seconds, `--per-row` to a row, each captioned with its own image's time in
+seconds from the first image (the time the labels CSV uses); a template
+labels CSV in evaluate_bag's format, one row per motion proposal
+(`label_motion.py`: stretches where the images change) labelled TODO (no
+motion found, or `--no-proposals`: one row per sheet row); and an animated
+GIF per proposal in a `_previews` folder beside the sheet. Edit the CSV:
+correct the start and end times, replace TODO by class names and delete the
+rows without a gesture. The thumbnails are decoded by the streaming core's
+decoder (`decode_image`), so they show what the node receives.
+
+`--relative ABS.csv` converts a labels file written with absolute ROS stamps
+(seconds since 1970) into seconds from the bag's first image, into `--out`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,14 @@ from mtl_perception.exits import float_in, int_in
 from mtl_perception.fileio import atomic_write
 from mtl_perception.outputs import OutputError, check_out_file
 from mtl_perception.stream.decode import ImageDecodeError, decode_image, header_of
+from training.tools.label_motion import (
+    MotionSettings,
+    first_stamp_s,
+    motion_curve,
+    propose,
+    to_relative,
+    write_previews,
+)
 
 LOG = logging.getLogger(__name__)
 TODO = "TODO"
@@ -53,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="thumbnails per sheet row")
     parser.add_argument("--width", type=int_in(16, 1024), default=120,
                         help="thumbnail width in pixels")
+    parser.add_argument("--no-proposals", action="store_true",
+                        help="template rows per sheet row instead of motion proposals")
+    parser.add_argument("--motion-fps", type=float_in(0.5, 60), default=10.0,
+                        help="images per second decoded for motion and previews")
+    parser.add_argument("--relative", type=Path, default=None, metavar="ABS_CSV",
+                        help="convert this labels file's absolute stamps into --out")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing files (your edited labels, too)")
 
@@ -63,8 +83,15 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         LOG.error("%s", problem)
         return 2
+    if args.relative is not None:
+        return _relative(args)
     try:
         thumbs, span = contact_frames(args.bag, args.image_topic, args.every, args.width)
+        proposals = [] if args.no_proposals else propose(
+            *motion_curve(args.bag, args.image_topic, args.motion_fps), MotionSettings())
+        previews = write_previews(args.bag, args.image_topic, proposals,
+                                  sheet.with_name(sheet.stem + "_previews"), args.motion_fps,
+                                  args.width)
     except (BagError, ImageDecodeError) as exc:
         LOG.error("%s", exc)
         return 2
@@ -73,23 +100,42 @@ def run(args: argparse.Namespace) -> int:
         return 2
     image = contact_sheet(thumbs, args.per_row)
     atomic_write(sheet, lambda tmp: image.save(tmp, format="PNG"))
-    rows = template_rows([t for t, _ in thumbs], args.per_row, args.every, span, args.task)
+    rows = ([(a, b, args.task, TODO) for a, b in proposals] if proposals else
+            template_rows([t for t, _ in thumbs], args.per_row, args.every, span, args.task))
     atomic_write(args.out, lambda tmp: write_labels(tmp, rows))
-    print(f"contact sheet: {sheet} ({len(thumbs)} thumbnails, {args.every:g} s apart, "
-          f"{args.per_row} per row)\ntemplate labels: {args.out} ({len(rows)} rows labelled "
-          f"{TODO}: set start/end to each gesture, TODO to its class, delete the rest)")
+    what = (f"one per motion proposal; previews: {len(previews)} GIFs in "
+            f"{sheet.stem}_previews/" if proposals else "one per sheet row, no motion found")
+    print(f"contact sheet: {sheet} ({len(thumbs)} thumbnails, the first image at or after "
+          f"every {args.every:g} s, captioned with its own time; {args.per_row} per row)\n"
+          f"template labels: {args.out} ({len(rows)} rows labelled {TODO}, {what}: correct "
+          "start/end, set TODO to the class, delete the rest)")
+    return 0
+
+
+def _relative(args: argparse.Namespace) -> int:
+    try:
+        text, count = to_relative(args.relative, first_stamp_s(args.bag, args.image_topic))
+    except (BagError, OSError, ValueError) as exc:
+        LOG.error("%s", exc)
+        return 2
+    atomic_write(args.out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    print(f"{args.out}: {count} rows converted from absolute stamps to seconds from the "
+          f"first image of {args.bag}")
     return 0
 
 
 def _check(args: argparse.Namespace, sheet: Path) -> str | None:
+    outputs = (args.out,) if args.relative is not None else (args.out, sheet)
     if Path(os.path.realpath(sheet)) == Path(os.path.realpath(args.out)):
         return f"--sheet {sheet} is --out: give them different names"
     try:  # never over the bag it reads (not even with --overwrite); writable, before the work
-        check_out_file(args.out, args.overwrite, [args.bag])
-        check_out_file(sheet, args.overwrite, [args.bag], option="--sheet")
+        check_out_file(args.out, args.overwrite, [args.bag] + ([args.relative]
+                                                               if args.relative else []))
+        if args.relative is None:
+            check_out_file(sheet, args.overwrite, [args.bag], option="--sheet")
     except OutputError as exc:
         return str(exc)
-    for path in (args.out, sheet):
+    for path in outputs:
         if not path.parent.is_dir():
             return f"folder {path.parent} does not exist"
     return None
@@ -120,7 +166,7 @@ def contact_frames(bag_path: Path, topic: str | None, every: float, width: int
                                f"apart would exceed the sheet's {MAX_SHEET_PIXELS / 1e6:g} "
                                "Mpx; raise --every or lower --width")
             thumbs.append((t, thumb))
-            due = t + every
+            due = (math.floor(t / every + 1e-6) + 1) * every  # a grid: no drift
         if bag.report.warning:  # a recording cut short: the template ends where it does
             LOG.warning("%s", bag.report.warning)
     return thumbs, last

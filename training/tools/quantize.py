@@ -79,5 +79,22 @@ def fixed_batches(batches: Iterator[torch.Tensor], size: int) -> Iterator[np.nda
             del pending[:size]
 
 
+def agreement(model: torch.nn.Module, quantized: OnnxModel,
+              batches: list[torch.Tensor]) -> float:
+    """Share of (clip, output) pairs whose top-1 class the int8 graph shares with the fp32
+    PyTorch model (every task's logits, and the gate's)."""
+    from mtl_perception.deploy.registry import build_engine
+
+    engine = build_engine(quantized, "onnxruntime", "cpu")
+    same = total = 0
+    for clips in batches:
+        with torch.no_grad():
+            reference = [t.float().numpy() for t in model.score_all(clips)]  # type: ignore[operator]
+        for got, want in zip(engine(clips.numpy()).as_list(), reference):
+            same += int((got.argmax(1) == want.argmax(1)).sum())
+            total += len(want)
+    return same / total if total else float("nan")
+
+
 def describe(model: Any) -> str:
     return f"{len(model.data) / 1e6:.1f} MB, {model.export.precision}"

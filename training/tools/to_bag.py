@@ -42,6 +42,7 @@ import numpy as np
 
 from mtl_perception import outputs
 from mtl_perception.bag.labels import write_labels
+from mtl_perception.bag.shown import SHOWN_FILE, read_shown, write_shown
 from mtl_perception.bag.types import COMPRESSED_IMAGE, IMAGE
 from mtl_perception.bag.writer import STORAGES, BagWriter, compressed_message, image_message
 from mtl_perception.exits import run_command
@@ -81,6 +82,8 @@ class Video:
     path: Path
     frames_dir: bool
     labels: list[tuple[str, str, int, int | None]] = field(default_factory=list)
+    # what it shows, (start_s, end_s, kind) from its first frame (`mtl_perception.bag.shown`)
+    shown: list[tuple[float, float, str]] = field(default_factory=list)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +114,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replay the set's untrimmed sessions (untrimmed:) of --split")
     parser.add_argument("--background", action="store_true",
                         help="with --untrimmed: also the set's background videos (background:)")
+    parser.add_argument("--with-trimmed", type=int, default=0, metavar="N",
+                        help="with --untrimmed: also N trimmed videos per task of --split, "
+                             "whole (their lead-in and lead-out are none)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -157,13 +163,21 @@ def collect(args: argparse.Namespace) -> list[Video]:
     if unknown:
         raise ToBagError(f"--tasks {unknown} not in the set's tasks {list(config.tasks)}")
     if getattr(args, "untrimmed", False):
-        return _untrimmed_videos(config, args.split, wanted, args.background, args.max_videos)
-    if getattr(args, "background", False):
-        raise ToBagError("--background goes with --untrimmed")
+        found = _untrimmed_videos(config, args.split, wanted, args.background, args.max_videos)
+        if getattr(args, "with_trimmed", 0) > 0:
+            found += _trimmed_videos(config, args.split, wanted, args.with_trimmed)
+        return found
+    if getattr(args, "background", False) or getattr(args, "with_trimmed", 0):
+        raise ToBagError("--background and --with-trimmed go with --untrimmed")
+    return _trimmed_videos(config, args.split, wanted, args.max_videos)
+
+
+def _trimmed_videos(config: sets.SetConfig, split_name: str, wanted: list[str], limit: int
+                    ) -> list[Video]:
     videos: dict[tuple[Path, bool], Video] = {}
     for task in wanted:
-        split = sets.build_task_split(config, task, args.split)
-        for sample in _spread(split.samples, args.max_videos):
+        split = sets.build_task_split(config, task, split_name)
+        for sample in _spread(split.samples, limit):
             if sample.label == UNLABELLED:
                 continue
             video = videos.setdefault((sample.path, sample.frames_dir),
@@ -173,8 +187,14 @@ def collect(args: argparse.Namespace) -> list[Video]:
                 raise ToBagError(f"task {task}: {problem}")
             video.labels.append((task, name, sample.start, sample.end))
     if not videos:
-        raise ToBagError(f"no labelled samples in the {args.split} split of {wanted}")
+        raise ToBagError(f"no labelled samples in the {split_name} split of {wanted}")
     return list(videos.values())
+
+
+def _shown_of(video: Path) -> list[tuple[float, float, str]]:
+    """A synthetic video's `NAME.shown.csv`, when it has one."""
+    path = video.with_name(video.stem + ".shown.csv")
+    return [(s.start, s.end, s.kind) for s in read_shown(path)] if path.is_file() else []
 
 
 def _untrimmed_videos(config: sets.SetConfig, split: str, tasks: list[str], background: bool,
@@ -190,9 +210,9 @@ def _untrimmed_videos(config: sets.SetConfig, split: str, tasks: list[str], back
             labels: list[tuple[str, str, int, int | None]] = [
                 (i.task, i.label, round(i.start * fps), round(i.end * fps))
                 for i in session.intervals if i.task in tasks]
-            videos.append(Video(session.path, False, labels))
+            videos.append(Video(session.path, False, labels, _shown_of(session.path)))
     for source in config.background if background else []:
-        videos += [Video(v.path, False) for v in _spread(
+        videos += [Video(v.path, False, shown=_shown_of(v.path)) for v in _spread(
             read_untrimmed(source, split, background=True), limit)]
     if not videos:
         raise ToBagError(f"--untrimmed: no untrimmed videos in the {split} split")
@@ -226,6 +246,7 @@ def _write(videos: list[Video], bag: Path, args: argparse.Namespace) -> dict[str
     start_ns = round(args.start_s * 1e9)
     clock = start_ns
     rows: list[tuple[float, float, str, str]] = []
+    shown: list[tuple[float, float, str]] = []
     skipped: list[str] = []
     images = 0
     with BagWriter(bag, args.storage) as writer:
@@ -248,6 +269,7 @@ def _write(videos: list[Video], bag: Path, args: argparse.Namespace) -> dict[str
                     clock = first + round(count * 1e9 / fps) + round(args.gap_s * 1e9)
                 continue
             images += count
+            shown += _shown_rows(video, (first - start_ns) / 1e9, count, fps)
             for task, label, seg_start, seg_end in video.labels:
                 end = count if seg_end is None else min(seg_end, count)
                 if seg_start >= end:
@@ -260,9 +282,30 @@ def _write(videos: list[Video], bag: Path, args: argparse.Namespace) -> dict[str
     if images == 0:
         raise ToBagError("no video could be decoded; nothing written")
     write_labels(bag / LABELS, rows)
+    if shown:
+        write_shown(bag / SHOWN_FILE, shown)
     return {"topic": topic, "msgtype": msgtype, "storage": args.storage, "images": images,
             "videos": len(videos) - len(skipped), "skipped": skipped,
             "gap_s": args.gap_s, "split": args.split, "labels": LABELS}
+
+
+def _shown_rows(video: Video, offset: float, count: int, fps: float
+                ) -> list[tuple[float, float, str]]:
+    """What the video shows on the bag's time line: its own spans, or for a trimmed video
+    its labelled segments and `lead` around them."""
+    end = count / fps
+    spans = video.shown
+    if not spans and video.labels:
+        spans, cursor = [], 0.0
+        for task, _, a, b in sorted(video.labels, key=lambda x: x[2]):
+            a_s, b_s = a / fps, (count if b is None else min(b, count)) / fps
+            if a_s > cursor:
+                spans.append((cursor, a_s, "lead"))
+            spans.append((a_s, b_s, task))
+            cursor = max(cursor, b_s)
+        if cursor < end:
+            spans.append((cursor, end, "lead"))
+    return [(offset + a, offset + min(b, end), k) for a, b, k in spans if a < end]
 
 
 def _frames(video: Video) -> tuple[float, Iterator[tuple[int, np.ndarray]]]:

@@ -2,7 +2,9 @@
 
 One flat top level with a few sections, so that an override reads like the
 YAML it changes (`iterations=500`, `model.width=16`, `weighting.method=dwa`).
-Paths in the file (`set`, a `pretrained` file) are relative to the file.
+Paths in the file (`set`, `init`, `replay`, a `pretrained` file) are relative
+to the file; paths in a `key=value` override are relative to the working
+folder, as any path typed in a shell is.
 The whole config is printed at start and stored in every checkpoint's
 provenance and in the run folder, so a run can always be reproduced.
 """
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from mtl_perception.models.archs import Arch
 from mtl_perception.models.config import Method
 from mtl_perception.names import workers_problem
 from mtl_perception.preprocess import PreprocessConfig
@@ -33,7 +36,7 @@ MAX_WIDTH = 1024  # 16x the paper's 64: beyond what any one GPU trains
 class ModelSettings:
     """The architecture; task names and class counts come from the data set."""
 
-    arch: Literal["r3d_18", "r3d_34"] = "r3d_18"
+    arch: Arch = "r3d_18"
     width: int = 64
     trainable_stages: int = 2
     cross_stitch_share: float = 0.2  # SPS: the paper's s
@@ -119,7 +122,12 @@ class TrainConfig:
       hub cache), `none`, or a weights file (.pth/.safetensors).
     - `init`: a checkpoint of ours to fine-tune (train/finetune.py): backbone and
       shared weights from it, heads by task and class name; `pretrained` is then
-      not read. Empty: start from `pretrained`.
+      not read. Empty: start from `pretrained`. With `init`: every task and class
+      of the checkpoint is kept unless `drop` names it (`action`, `gesture/wave`);
+      the set's classes the checkpoint lacks must be listed in `new_classes`
+      (`gesture/zigzag`, `pointing/*`); `replay` adds the samples of another set
+      (`init`: the checkpoint's own training set), at most `replay_per_class`
+      per class (0: all), so old classes keep being seen (train/finetune_plan.py).
     - `sampling`: batch composition beyond one sample per task: proportional
       to the tasks' training set sizes, or balanced.
     - `val_every`: validation (and best/last checkpoints) every N iterations
@@ -136,6 +144,10 @@ class TrainConfig:
     tasks: tuple[str, ...] = ()
     pretrained: str = "kinetics400"
     init: str = ""
+    drop: tuple[str, ...] = ()
+    new_classes: tuple[str, ...] = ()
+    replay: str = ""
+    replay_per_class: int = 0
     model: ModelSettings = field(default_factory=ModelSettings)
     clip: ClipSettings = field(default_factory=ClipSettings)
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
@@ -153,7 +165,8 @@ class TrainConfig:
     amp: Amp = "bf16"
     val_every: int = 1000
     val_max_per_task: int = 0
-    val_split: Literal["train", "test"] = "test"
+    val_split: Literal["train", "test", "holdout"] = "test"
+    val_holdout: float = 0.1  # val_split holdout: this share of each class's train videos
     save_every: int = 500
     log_every: int = 10
     allow_missing: bool = False
@@ -174,8 +187,13 @@ class TrainConfig:
                                 f"({self.iterations - 1}), got {self.warmup_iterations}")
         if (problem := workers_problem(self.workers, "workers")) is not None:
             raise SettingsError(problem)
-        if self.seed < 0 or self.val_max_per_task < 0:
-            raise SettingsError("seed and val_max_per_task must be >= 0")
+        if not 0.0 < self.val_holdout < 1.0:
+            raise SettingsError(f"val_holdout must be in (0, 1), got {self.val_holdout}")
+        if self.seed < 0 or self.val_max_per_task < 0 or self.replay_per_class < 0:
+            raise SettingsError("seed, val_max_per_task and replay_per_class must be >= 0")
+        if not self.init and (self.drop or self.new_classes or self.replay):
+            raise SettingsError("drop, new_classes and replay apply to fine-tuning: set init "
+                                "to the checkpoint to start from")
         if self.method == "stl" and len(self.tasks) != 1:
             raise SettingsError("method stl trains one task: set tasks to one task name, "
                                 "e.g. tasks=[action]")
@@ -203,7 +221,8 @@ def config_from_dict(data: dict[str, Any], where: str = "config", base: Path | N
     if base is not None:
         config = replace(config, set=_resolve(config.set, base),
                          pretrained=_resolve_pretrained(config.pretrained, base),
-                         init=str(_resolve(Path(config.init), base)) if config.init else "")
+                         init=str(_resolve(Path(config.init), base)) if config.init else "",
+                         replay=_resolve_replay(config.replay, base))
     if str(config.set) in ("", "."):
         raise SettingsError(f"{where}: set: name the multi-task set YAML to train on")
     from mtl_perception.deploy.device import DeviceError, resolve_device  # torch: when loading
@@ -215,12 +234,38 @@ def config_from_dict(data: dict[str, Any], where: str = "config", base: Path | N
     return config
 
 
+PATH_KEYS = ("set", "init", "replay", "pretrained")
+
+
 def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
                       ) -> TrainConfig:
-    """Read a training config file and apply `key=value` overrides."""
+    """Read a training config file and apply `key=value` overrides.
+
+    The file's paths are relative to its folder, the overrides' to the working
+    folder (`set=my_set.yaml` on a command line means ./my_set.yaml).
+    """
     path = Path(path)
-    data = apply_overrides(load_yaml(path), overrides)
-    return config_from_dict(data, str(path), path.resolve().parent)
+    base = path.resolve().parent
+    data = load_yaml(path)
+    for key in PATH_KEYS:
+        data = _absolute(data, key, base)
+    data = apply_overrides(data, overrides)
+    given = {item.partition("=")[0] for item in overrides}
+    for key in PATH_KEYS:
+        if key in given:
+            data = _absolute(data, key, Path.cwd())
+    return config_from_dict(data, str(path), base)
+
+
+def _absolute(data: dict[str, Any], key: str, base: Path) -> dict[str, Any]:
+    """`data` with its path `key` made absolute against `base` (other values unchanged)."""
+    value = data.get(key)
+    if not isinstance(value, str) or not value or (key == "pretrained"
+                                                   and value in ("kinetics400", "none")):
+        return data
+    if key == "replay" and value == "init":
+        return data
+    return {**data, key: str(_resolve(Path(value), base))}
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
@@ -233,6 +278,10 @@ def _resolve(path: Path, base: Path) -> Path:
         return path
     path = path.expanduser()
     return path if path.is_absolute() else (base / path).resolve()
+
+
+def _resolve_replay(value: str, base: Path) -> str:
+    return value if value in ("", "init") else str(_resolve(Path(value), base))
 
 
 def _resolve_pretrained(value: str, base: Path) -> str:

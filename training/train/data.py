@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
+from mtl_perception.checkpoint import CheckpointError, read_checkpoint_info
 from mtl_perception.names import class_name_problem
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.settings import SettingsError
+from training.datasets.bag_source import none_of_bags
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig
 from training.datasets.clips import clip_span
 from training.datasets.none_clips import none_samples
 from training.datasets.sample import LabelledSplit, VideoSample
 from training.datasets.sets import SetConfig, build_task_split, load_set
 from training.train.config import TrainConfig
+from training.train.finetune import InitError
+from training.train.finetune_plan import Origin, merge, plan_classes, remap, sample_per_class
+from training.train.provenance import (
+    sampling_record,
+    warn_shared_recordings,
+    warn_short_intervals,
+)
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,6 +40,8 @@ class RunData:
     # the gate's `none` samples (task id len(task_names) in `train`); empty without a gate
     none_train: list[VideoSample] = field(default_factory=list)
     none_val: list[VideoSample] = field(default_factory=list)
+    # how the clips were sampled in time (bag sources: the rate), for the checkpoint
+    sampling: dict[str, Any] = field(default_factory=dict)
 
 
 def preprocess_of(config: TrainConfig) -> PreprocessConfig:
@@ -34,8 +50,23 @@ def preprocess_of(config: TrainConfig) -> PreprocessConfig:
                             antialias=clip.antialias)
 
 
-def build_data(config: TrainConfig) -> RunData:
-    """Read the set's lists (before any model is built: bad input fails fast)."""
+def build_data(config: TrainConfig, recorded_init: dict[str, Any] | None = None) -> RunData:
+    """Read the set's lists (before any model is built: bad input fails fast).
+
+    With `init:` the checkpoint is read first (before any bag is decoded into the
+    cache), and the run's tasks and classes are the checkpoint's as
+    `finetune_plan.py` says. A resumed fine-tuning passes `recorded_init`, the
+    checkpoint's record made at its start (tasks, classes, its set): the file
+    itself is not needed again.
+    """
+    origin: Origin | None = None
+    if config.init and recorded_init:
+        origin = Origin.from_record(recorded_init)
+    elif config.init:
+        try:
+            origin = Origin.from_info(read_checkpoint_info(config.init))
+        except CheckpointError as exc:
+            raise InitError(f"init: {str(exc).splitlines()[0]}") from exc
     set_config = load_set(config.set)
     names = config.tasks or tuple(set_config.tasks)
     unknown = [t for t in names if t not in set_config.tasks]
@@ -43,7 +74,19 @@ def build_data(config: TrainConfig) -> RunData:
         raise SettingsError(f"tasks: {unknown} not in set {config.set} "
                             f"(it has {sorted(set_config.tasks)})")
     train_splits = [build_task_split(set_config, t, "train") for t in names]
-    val_splits = {t: build_task_split(set_config, t, config.val_split) for t in names}
+    if config.val_split == "holdout":  # validation never reads the test split
+        pairs = [hold_out(split, config.val_holdout, config.seed) for split in train_splits]
+        train_splits = [kept for kept, _ in pairs]
+        val_splits = {t: held for t, (_, held) in zip(names, pairs)}
+        empty = [t for t, split in val_splits.items() if not split.samples]
+        if empty:
+            raise SettingsError(f"val_split holdout: task {empty[0]!r} has no class with two "
+                                "or more training videos to hold one out; use val_split train")
+    else:
+        val_splits = {t: build_task_split(set_config, t, config.val_split) for t in names}
+    if origin is not None:
+        names, train_splits, val_splits = _fine_tuning_splits(
+            config, origin, dict(zip(names, train_splits, strict=True)), val_splits)
     for name, split in zip(names, train_splits):
         if not split.samples:
             raise SettingsError(f"task {name!r} has no training samples in {config.set}")
@@ -64,13 +107,15 @@ def build_data(config: TrainConfig) -> RunData:
     items = [(sample, t) for t, split in enumerate(train_splits) for sample in split.samples]
     if config.gate.enabled:
         none_train = gate_none_samples(config, set_config, "train", train_splits)
-        none_val = gate_none_samples(config, set_config, config.val_split,
-                                     list(val_splits.values()))
+        none_split = "train" if config.val_split == "holdout" else config.val_split
+        none_val = gate_none_samples(config, set_config, none_split, list(val_splits.values()))
         if not none_train:
             raise SettingsError(
                 f"gate.enabled: set {config.set} gives no `none` clips for training: add "
                 "untrimmed: or background: folders (training/datasets/untrimmed.py)")
         items += [(sample, len(names)) for sample in none_train]
+    warn_short_intervals(set_config, names, config.clip)
+    warn_shared_recordings(set_config, names)
     train = ClipDataset(items, "train", preprocess, sampling)
     missing = train.check_files(allow_missing=config.allow_missing)
     return RunData(
@@ -82,7 +127,73 @@ def build_data(config: TrainConfig) -> RunData:
         missing=missing,
         none_train=none_train,
         none_val=none_val,
+        sampling=sampling_record(set_config, names, config.clip),
     )
+
+
+def _fine_tuning_splits(config: TrainConfig, origin: Origin, train: dict[str, LabelledSplit],
+                        val: dict[str, LabelledSplit]
+                        ) -> tuple[tuple[str, ...], list[LabelledSplit], dict[str, LabelledSplit]]:
+    """The checkpoint's tasks and classes kept (finetune_plan.py), the set's and the
+    replay set's samples relabelled into them."""
+    replay: SetConfig | None = None
+    if config.replay:
+        path = config.replay
+        if path == "init":
+            path = origin.set
+            if not path:
+                raise InitError(f"replay: init: {config.init} does not name its training set; "
+                                "give replay the set's path")
+        if not Path(path).is_file():
+            raise InitError(f"replay: set {path} not found")
+        replay = load_set(path)
+    replay_tasks = set(replay.tasks) if replay is not None else set()
+    plan = plan_classes(origin.classes, Path(config.init),
+                        {t: s.class_names for t, s in train.items()},
+                        config.drop, config.new_classes, replay_tasks)
+    train_splits, val_splits = [], {}
+    for task in plan.tasks:
+        parts, sources = [], []
+        if task.task in train:
+            parts.append(remap(train[task.task], task.classes))
+            sources.append(f"{len(parts[-1].samples)} from the set")
+        held = None
+        if replay is not None and task.task in replay.tasks:
+            old = remap(build_task_split(replay, task.task, "train"), task.classes)
+            if config.val_split == "holdout" and task.task not in val:  # never the test split
+                old, held = hold_out(old, config.val_holdout, config.seed)
+            parts.append(sample_per_class(old, config.replay_per_class, config.seed))
+            sources.append(f"{len(parts[-1].samples)} replayed from {replay.path}")
+        LOG.info("%s", task.line(", ".join(sources)))
+        train_splits.append(merge(parts, task.classes))
+        check = val[task.task] if task.task in val else held if held is not None else (
+            build_task_split(replay, task.task, config.val_split)
+            if replay is not None and config.val_split != "holdout" else None)
+        val_splits[task.task] = remap(check, task.classes) if check is not None else \
+            LabelledSplit([], list(task.classes))
+    for task_name in plan.dropped_tasks:
+        LOG.info("init: task %s dropped (drop:)", task_name)
+    return plan.task_names, train_splits, val_splits
+
+
+def hold_out(split: LabelledSplit, share: float, seed: int
+             ) -> tuple[LabelledSplit, LabelledSplit]:
+    """(kept, held out): `share` of each class's videos (at least one of a class with two
+    or more), chosen by `seed`, held out of training for validation."""
+    import random
+
+    rng = random.Random(seed)
+    by_class: dict[int, list[VideoSample]] = {}
+    for sample in sorted(split.samples, key=lambda s: str(s.path)):
+        by_class.setdefault(sample.label, []).append(sample)
+    held: list[VideoSample] = []
+    for samples in by_class.values():
+        if len(samples) >= 2:
+            held += rng.sample(samples, max(1, round(share * len(samples))))
+    chosen = {id(s) for s in held}
+    kept = [s for s in split.samples if id(s) not in chosen]
+    source = f"{split.source} (held out {share:g} for validation)"
+    return (replace(split, samples=kept), replace(split, samples=held, source=source))
 
 
 def gate_none_samples(config: TrainConfig, set_config: SetConfig, split: str,
@@ -90,5 +201,11 @@ def gate_none_samples(config: TrainConfig, set_config: SetConfig, split: str,
     """The `none` samples of one split, as the run's `gate:` settings say."""
     gate, clip = config.gate, config.clip
     min_frames = gate.none_min_frames or clip_span(clip.clip_length, clip.frame_step)
-    return none_samples(set_config, split, task_splits, gate.none_margin_s, min_frames,
-                        gate.none_around_segments)
+    # a bag's `none` is its unlabelled time (it has no frames around a sample to read)
+    videos = [LabelledSplit([s for s in t.samples if s.bag is None], t.class_names)
+              for t in task_splits]
+    bags = [s.settings for sources in set_config.tasks.values() for s in sources
+            if s.format == "bag"]
+    return none_samples(set_config, split, videos, gate.none_margin_s, min_frames,
+                        gate.none_around_segments) + none_of_bags(
+        bags, split, gate.none_margin_s, min_frames - 1)

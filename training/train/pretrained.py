@@ -42,6 +42,13 @@ def backbone_weights(setting: str, arch: str, width: int) -> dict[str, torch.Ten
             return load_pretrained(setting)
         except (FileNotFoundError, ValueError) as exc:
             raise PretrainedError(f"pretrained={setting}: {exc}") from exc
+    if arch.startswith("x3d_"):
+        raise PretrainedError(
+            f"pretrained=kinetics400 is torchvision's r3d_18; for {arch} download "
+            "PyTorchVideo's Kinetics-400 weights (https://dl.fbaipublicfiles.com/pytorchvideo/"
+            "model_zoo/kinetics/X3D_XS.pyth, X3D_S.pyth or X3D_M.pyth: one network) and give "
+            "pretrained=PATH with model.width=24"
+        )
     if arch != "r3d_18":
         raise PretrainedError(
             f"pretrained=kinetics400: torchvision publishes Kinetics-400 weights for r3d_18 "

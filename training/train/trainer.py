@@ -135,11 +135,12 @@ class _Run:
         m = config.model
         fresh = not resuming and not config.init  # init: the checkpoint replaces pretrained
         weights = backbone_weights(config.pretrained, m.arch, m.width) if fresh else None
-        self.data: RunData = build_data(config)
-        self.model, self.model_config = self._build_model(weights)
         self.init: dict[str, Any] = {}
         if config.init and resuming:  # the state holds every weight; the origin is the one
             self.init = read_run(run_dir).get("init") or {}  # recorded at the start
+        # a resumed fine-tuning plans its classes from that record: the file may be gone
+        self.data: RunData = build_data(config, self.init or None)
+        self.model, self.model_config = self._build_model(weights)
         if config.init and not self.init:  # a new run (or one started before that record)
             self.init = init_from_checkpoint(self.model, self.data.class_names, config.init)
         self.weighting = build_weighting(config.weighting.method, len(self.data.task_names),
@@ -329,7 +330,8 @@ class _Run:
         provenance = {"config": config_to_dict(self.config), "iteration": self.state.iteration,
                       "metrics": metrics, "processes": self.ctx.world_size,
                       "metric": "clip accuracy (centre clip) on the " + self.config.val_split
-                      + " split", **clip_provenance(self.config, self.data.train)}
+                      + " split", **clip_provenance(self.config, self.data.train,
+                                         self.data.sampling)}
         if self.init:
             provenance["init"] = self.init
         return CheckpointInfo(self.model_config, self.data.class_names, self.data.preprocess,

@@ -1,0 +1,84 @@
+"""An X3D model through every command: train, `init:` fine-tuning's loader, fit-gate, export
+(parity checked by the command) and evaluate_bag with PyTorch and ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from helpers_bag import write_image_bag
+from test_train_helpers import CONFIG, TINY_OVERRIDES, tiny_set
+
+from mtl_perception.bag.evaluate import main as evaluate_bag
+from mtl_perception.checkpoint import load_checkpoint, read_checkpoint_info
+from mtl_perception.models import build_model
+from training.__main__ import main as training_main
+from training.train.finetune import init_from_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def with_background(set_yaml: Path, folder: Path) -> Path:
+    """The tiny set plus a `background:` folder (one 16-frame video per split, no labels):
+    the `none` clips fit-gate needs."""
+    video = sorted(set_yaml.parent.glob("nvGesture/**/*.avi"))[0]
+    for split in ("train", "test"):
+        (folder / "bg" / split).mkdir(parents=True)
+        shutil.copy(video, folder / "bg" / split / "background_00.avi")
+    text = set_yaml.read_text().replace("root: ", f"root: {set_yaml.parent}/").replace(
+        "annotations: ", f"annotations: {set_yaml.parent}/")
+    target = folder / "set.yaml"
+    target.write_text(text + f"background:\n  - root: {folder / 'bg'}\n")
+    return target
+
+
+def _train(set_yaml: Path, out: Path, *overrides: str) -> None:
+    args = ["train", "--config", str(CONFIG), "--out", str(out), f"set={set_yaml}",
+            *TINY_OVERRIDES, "model.arch=x3d_xs", "iterations=2", "val_every=2",
+            "save_every=2", "val_max_per_task=2", *overrides]
+    assert training_main(args) == 0
+
+
+def test_x3d_trains_fine_tunes_gets_a_gate_exports_and_evaluates_a_bag(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    set_yaml = tiny_set(tmp_path_factory)
+    _train(set_yaml, tmp_path / "base")
+    base = tmp_path / "base" / "last.safetensors"
+    info = read_checkpoint_info(base)
+    assert (info.model.arch, info.model.width, info.model.frame_differences) == (
+        "x3d_xs", 4, True)
+    model = build_model(info.model)  # `init:` fine-tuning's loader, on a fresh x3d model
+    record = init_from_checkpoint(model, info.class_names, base)
+    assert record["tensors_fresh"] == 0  # every tensor came from the base
+    source = load_checkpoint(base).model.state_dict()
+    key = "stages.layer4.7.0.weight"  # the head convolution ending layer4
+    assert torch.equal(model.state_dict()[key], source[key])
+
+    gated = tmp_path / "gated.safetensors"
+    assert training_main(["fit-gate", "--checkpoint", str(base), "--set",
+                          str(with_background(set_yaml, tmp_path)),
+                          "--out", str(gated), "--clips-per-video", "1", "--steps", "20"]) == 0
+    assert load_checkpoint(gated).model.gate is not None
+    assert training_main(["export", "--checkpoint", str(gated)]) == 0  # checks parity itself
+
+    bag = write_image_bag(tmp_path / "bag", count=30, fps=10.0)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("start,end,task,label\n0.5,2.5,gesture,wave\n", encoding="utf-8")
+    emitted = {}
+    for name, source_file, backend in (("torch", gated, "torch"),
+                                       ("ort", tmp_path / "gated.onnx", "onnxruntime")):
+        out = tmp_path / name
+        assert evaluate_bag(["--bag", str(bag), "--checkpoint", str(source_file), "--labels",
+                             str(labels), "--out", str(out), "--no-progress", "--unlabelled",
+                             "none", "--set", "target_fps=10", "inference_stride=2",
+                             f"backend={backend}"]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["task_confusion"] is not None  # the gate's output reached the stream
+        emitted[name] = metrics["gesture_events"]["emitted"]
+    assert emitted["ort"] == emitted["torch"]
