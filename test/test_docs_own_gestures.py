@@ -66,14 +66,14 @@ def demo_model(root: Path) -> None:
     set_path.write_text(yaml.safe_dump({"class_merge": "none", "tasks": {
         "action": [{"format": "folders", "root": "action", "test_root": "action_test"}],
         "gesture": [{"format": "folders", "root": "gesture", "test_root": "gesture_test"}]}}))
-    config = ModelConfig(method="hps", width=8, trainable_stages=5, frame_differences=True,
+    config = ModelConfig(method="hps", width=16, trainable_stages=5, frame_differences=True,
                          task_names=("action", "gesture"), num_classes=(2, 2))
     torch.manual_seed(0)
     (root / "model").mkdir(parents=True)
     save_checkpoint(root / "model" / "best.safetensors", build_model(config).eval(),
                     CheckpointInfo(config, (("left", "right"), ("down", "up")),
-                                   PreprocessConfig(clip_length=8, resize=(36, 48),
-                                                    crop=(32, 32)),
+                                   PreprocessConfig(clip_length=8, resize=(48, 64),
+                                                    crop=(48, 64)),
                                    {"config": {"set": str(set_path.resolve()),
                                                "clip": {"frame_step": 4}}}))
 
