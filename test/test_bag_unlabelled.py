@@ -64,7 +64,7 @@ def test_unlabelled_none_only_adds_sections(files: dict[str, Path], tmp_path: Pa
     assert run(files, tmp_path / "b", "--unlabelled", "none") == 0
     a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in "ab")
     added = set(b) - set(a)
-    assert added == {"task_confusion", "gesture_events", "frame_ap"}
+    assert added == {"task_confusion", "gesture_events", "frame_ap", "none_recall"}
     timed = {"timing", "frames_per_second", "latency_ms", "frame_to_result_ms", "frames"}
     for key in set(a) - timed - {"unlabelled"}:
         assert a[key] == b[key], key  # the trimmed metrics do not move
