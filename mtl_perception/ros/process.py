@@ -8,10 +8,12 @@ import os
 import re
 import sys
 
+from mtl_perception.exits import one_line
+
 
 def rcl_error_text(exc: Exception) -> str:
     """rcl's message on one line, without its C source locations (", at /x/parse.c:841")."""
-    text = " ".join(str(exc).split())
+    text = one_line(exc)
     return re.sub(r"(, at [^,]*:\d+)+", "", text).removeprefix("failed to initialize rcl: ")
 
 
