@@ -23,7 +23,6 @@ the previous file intact.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from mtl_perception.digest import (
     changed_parts,
     content_digest,
     document_parts,
+    file_sha256,
     weights_digest,
 )
 from mtl_perception.exits import one_line, os_error_line
@@ -211,11 +211,7 @@ def info_metadata(info: CheckpointInfo) -> str:
 
 def checkpoint_sha256(path: str | Path) -> str:
     """SHA-256 of a checkpoint file's bytes: what an export records as its source."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def _open(path: Path) -> Any:

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtl_perception.digest import file_sha256
 from mtl_perception.exits import one_line
 from mtl_perception.fileio import require_regular_file
 from mtl_perception.preprocess import PreprocessConfig
@@ -255,17 +256,9 @@ def _changed_file(folder: Path, files: tuple[tuple[str, int, str, int, int], ...
     for name, size, digest, now_size, _ in files:
         if now_size != size:
             return f"{name} is {now_size} bytes, not {size}"
-        if _sha256(folder / name) != digest:
+        if file_sha256(folder / name) != digest:
             return f"{name} does not hold what was written (SHA-256 differs)"
     return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _build(folder: Path, bag_path: Path, topic: str, preprocess: PreprocessConfig,
@@ -305,7 +298,7 @@ def _build(folder: Path, bag_path: Path, topic: str, preprocess: PreprocessConfi
         raise DatasetError(f"bag {bag_path}: no image on {topic} could be sampled{why}")
     np.save(folder / STAMPS, np.asarray(stamps, np.int64))
     np.save(folder / SEGMENTS, np.asarray(segments, np.int32))
-    files = {name: {"size": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
+    files = {name: {"size": (folder / name).stat().st_size, "sha256": file_sha256(folder / name)}
              for name in (FRAMES, STAMPS, SEGMENTS)}
     index = {"key": key, "shape": [len(stamps), *shape], "first_stamp_ns": first,
              "span_s": None if end is None else (end - first) / 1e9, "bag": str(bag_path),

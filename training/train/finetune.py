@@ -26,7 +26,6 @@ records the origin (`init` below), so a chain of fine-tunings can be traced back
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 import torch
 
 from mtl_perception.checkpoint import CheckpointError, load_checkpoint
+from mtl_perception.digest import file_sha256
 from mtl_perception.models import ModelConfig, MultiTaskModel
 from mtl_perception.settings import SettingsError
 from training.train.weight_map import ROUTING, MappingError, map_backbone
@@ -87,7 +87,7 @@ def init_from_checkpoint(model: MultiTaskModel, class_names: tuple[tuple[str, ..
     origin = source.provenance
     return {
         "checkpoint": str(path.resolve()),
-        "sha256": _file_sha256(path),
+        "sha256": file_sha256(path),
         "method": source.model.method,
         "tasks": list(source.model.task_names),
         "class_names": [list(n) for n in source.class_names],
@@ -142,9 +142,3 @@ def _head(model: MultiTaskModel, task: int) -> torch.nn.Linear:
     return head
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
