@@ -85,11 +85,7 @@ class R3D(VideoBackbone):
     def __init__(self, arch: str = "r3d_18", width: int = 64, num_classes: int = 400,
                  frame_differences: bool = False) -> None:
         super().__init__()
-        if arch not in LAYERS:
-            raise ValueError(f"unknown backbone {arch!r}; choose one of {sorted(LAYERS)}")
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
-        self.arch, self.width = arch, width
+        self._check(arch, LAYERS, width)
         self.stem = BasicStem(width, frame_differences)
         inplanes = width
         stages = []

@@ -10,6 +10,8 @@ is one block). Any family that keeps this shape works with every method.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -33,6 +35,14 @@ class VideoBackbone(nn.Module):
     def feature_dim(self) -> int:
         """Channels of the pooled features the heads read (layer4's output)."""
         return self.channels["layer4"]
+
+    def _check(self, arch: str, known: Iterable[str], width: int) -> None:
+        """A backbone's one refusal of an unknown arch or a width below 1 (every family)."""
+        if arch not in known:
+            raise ValueError(f"unknown backbone {arch!r}; choose one of {sorted(known)}")
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
+        self.arch, self.width = arch, width
 
     def stage(self, name: str) -> nn.Module:
         return getattr(self, name)

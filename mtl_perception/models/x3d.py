@@ -138,11 +138,7 @@ class X3D(VideoBackbone):
     def __init__(self, arch: str = "x3d_s", width: int = PUBLISHED_WIDTH,
                  num_classes: int = 400, frame_differences: bool = False) -> None:
         super().__init__()
-        if arch not in X3D_DEPTHS:
-            raise ValueError(f"unknown backbone {arch!r}; choose one of {sorted(X3D_DEPTHS)}")
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
-        self.arch, self.width = arch, width
+        self._check(arch, X3D_DEPTHS, width)
         self.stem = X3DStem(width, frame_differences)
         dim_in = width
         stages = []
