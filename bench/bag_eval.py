@@ -168,7 +168,8 @@ def demo_steps(python: str) -> dict[str, Any]:
                          "--no-progress", "--set", *DEMO_STREAM],
             "to_bag_untrimmed": ["-m", "training", "to-bag", "--set",
                                  f"{demo}/synthetic/set.yaml", "--split", "test", "--untrimmed",
-                                 "--background", "--out", f"{demo}/untrimmed_bag"],
+                                 "--background", "--with-trimmed", "4",  # DEMO_TRIMMED
+                                 "--out", f"{demo}/untrimmed_bag"],
             "evaluate_untrimmed": ["-m", "mtl_perception.bag.evaluate", "--bag",
                                    f"{demo}/untrimmed_bag", "--checkpoint",
                                    f"{demo}/model/best.safetensors", "--labels",
