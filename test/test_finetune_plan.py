@@ -55,13 +55,22 @@ def test_a_class_the_checkpoint_lacks_is_a_typo_until_new_classes_lists_it(ckpt:
               new=("gesture/zigzag", "gesture/zigzg"))
 
 
-def test_a_task_the_set_does_not_feed_is_refused_unless_replayed_or_dropped(ckpt: Path) -> None:
-    with pytest.raises(InitError, match=r"has task 'action' that the set does not feed; add "
-                                        r"`replay: init`.* or `drop: \[action\]`"):
-        _plan(ckpt, {"gesture": list(GESTURES)})
+def test_a_task_the_set_does_not_feed_is_kept_untrained_unless_dropped(ckpt: Path) -> None:
+    plan = _plan(ckpt, {"gesture": list(GESTURES)})
+    assert plan.task_names == ("action", "gesture") and plan.unfed == ("action",)
+    action = plan.tasks[0]
+    assert (action.status, action.fed, action.classes) == ("kept", False, tuple(ACTIONS))
+    assert action.line("") == (f"init: task action kept (not trained: no samples in the set): "
+                               f"classes {len(ACTIONS)} kept")
+    # fed by replay: trained as before
+    assert _plan(ckpt, {"gesture": list(GESTURES)}, replay={"action"}).unfed == ()
     plan = _plan(ckpt, {"gesture": list(GESTURES)}, drop=("action",))
     assert plan.task_names == ("gesture",) and plan.dropped_tasks == ("action",)
-    assert plan.tasks[0].status == "kept"
+    assert plan.tasks[0].status == "kept" and plan.unfed == ()
+    # the set's only task dropped: nothing left to train
+    with pytest.raises(InitError, match=r"^init: the set feeds none of the run's tasks "
+                                        r"\['action'\].*nothing to train$"):
+        _plan(ckpt, {"gesture": list(GESTURES)}, drop=("gesture",))
 
 
 def test_drop_removes_a_class_and_a_drop_typo_is_refused(ckpt: Path) -> None:

@@ -110,3 +110,16 @@ def test_same_batches_for_0_and_2_workers(tmp_path: Path) -> None:
             assert torch.equal(x, y)
     # and the clips really differ between iterations (positions are keyed by iteration)
     assert not torch.equal(zero[0][0], zero[1][0])
+
+
+def test_an_empty_task_allowed_gets_no_slot_and_the_others_keep_theirs() -> None:
+    """Fine-tuning with a checkpoint task the set does not feed (kept, not trained)."""
+    sampler = MultiTaskBatchSampler([[], A, B], 4, 50, seed=1, sampling="balanced",
+                                    allow_empty=True)
+    for it in range(50):
+        counts = sampler.task_counts(it)
+        assert counts[0] == 0 and min(counts[1:]) >= 1 and sum(counts) == 4
+        assert {_task_of(i) for i in sampler.global_batch(it)} == {0, 1}
+    assert list(sampler.task_probs) == [0.0, 0.5, 0.5]
+    with pytest.raises(ValueError, match="at least one"):
+        MultiTaskBatchSampler([[], []], 4, 10, allow_empty=True)

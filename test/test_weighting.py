@@ -269,3 +269,38 @@ def test_parameter_group_has_no_weight_decay(name: str) -> None:
     with pytest.raises(ValueError, match="base_lr"):
         w.parameter_groups()
     assert build_weighting("dwa", 2).parameter_groups() == []
+
+
+# --- fine-tuning: a task kept but not fed (no samples in the set) ---------------------------
+
+
+def test_unfed_task_is_left_out_of_average_and_dwa() -> None:
+    average = build_weighting("average", 3, unfed=[1])
+    total, weights = run(average, [2.0, None, 4.0])
+    assert total == 3.0 and weights[0] == weights[2] == 0.5 and math.isnan(weights[1])
+    # DWA over the two fed tasks of three gives the two-task figures: K = 2, and the
+    # unfed task's "ratio 1" takes no share of the softmax (with it: 3 softmax(0.25, 0.5, 0.5))
+    dwa = build_weighting("dwa", 3, DWA_CFG, unfed=[2])
+    for step in WINDOW_1 + WINDOW_2:
+        run(dwa, [*step, None])
+    total, weights = run(dwa, [0.5, 5.0, None])
+    assert weights[:2] == pytest.approx(LAMBDA_3, abs=1e-12) and math.isnan(weights[2])
+    assert total == pytest.approx(0.5 * LAMBDA_3[0] + 5.0 * LAMBDA_3[1], abs=1e-12)
+
+
+def test_an_unfed_tasks_loss_or_every_task_unfed_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"a loss of an unfed task \[0\]"):
+        build_weighting("average", 2, unfed=[0])([t(1.0), t(1.0)])
+    with pytest.raises(ValueError, match="some, not all"):
+        build_weighting("dwa", 2, unfed=[0, 1])
+
+
+def test_automatic_unfed_weight_never_moves_under_adam() -> None:
+    w = build_weighting("automatic", 2, unfed=[0])
+    optimizer = torch.optim.Adam(w.parameter_groups(0.1), lr=0.1)
+    for loss in (3.0, 2.0, 1.0):
+        optimizer.zero_grad()
+        w([None, t(loss)]).total.backward()
+        optimizer.step()
+    values = w.log_var.detach().tolist()
+    assert values[0] == 0.0 and values[1] != 0.0

@@ -119,9 +119,12 @@ class Evaluator:
         preprocess: PreprocessConfig,
         config: EvalConfig | None = None,
         none_samples: Sequence[VideoSample] | None = None,
+        unscored: Sequence[str] = (),
     ) -> None:
         """`none_samples`: unlabelled stretches whose centre clips the gate should call
-        `none` (scored only for a model with a gate; `max_videos` caps them too)."""
+        `none` (scored only for a model with a gate; `max_videos` caps them too).
+        `unscored`: tasks whose splits may be empty (fine-tuning: a task kept but not
+        fed); they are scored on nothing (no figure, not in the cumulative accuracy)."""
         self.config = config or EvalConfig()
         self.task_names = list(task_names)
         missing = [t for t in self.task_names if t not in splits]
@@ -134,7 +137,7 @@ class Evaluator:
         for task_id, name in enumerate(self.task_names):
             split = splits[name]
             labelled = [s for s in split.samples if s.label != UNLABELLED]
-            if not labelled:
+            if not labelled and name not in unscored:
                 raise EvaluationError(
                     f"task {name!r}: {split.source or 'its split'} has no labelled sample to score"
                 )

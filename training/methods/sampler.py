@@ -18,7 +18,10 @@ single process would use. `streams = 2` serves LWS, whose assignment step
 draws its batch separately from the weight step's: each yielded list is
 stream 0's slice followed by stream 1's. With the task gate, the last list
 holds the `none` clips (`extra_share`): it counts as one more "task" for the
-one-of-each rule and gets that share of the remaining slots.
+one-of-each rule and gets that share of the remaining slots. With
+`allow_empty` (fine-tuning: a checkpoint's task kept but not fed by the set)
+an empty list is a task with no slot in any batch; the one-of-each rule and
+the shares apply to the others.
 """
 
 from __future__ import annotations
@@ -45,17 +48,21 @@ class MultiTaskBatchSampler:
         world_size: int = 1,
         streams: int = 1,
         extra_share: float = 0.0,
+        allow_empty: bool = False,
     ) -> None:
         """`extra_share` > 0: the last list is not a task but the task gate's `none` clips;
-        it gets that share of the slots and the tasks share the rest by `sampling`."""
+        it gets that share of the slots and the tasks share the rest by `sampling`.
+        `allow_empty`: an empty list is a task never drawn (see the module docstring)."""
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
-        if not task_indices or any(len(t) == 0 for t in task_indices):
+        empty = [len(t) == 0 for t in task_indices]
+        if not task_indices or all(empty) or (any(empty) and not allow_empty):
             raise ValueError("every task needs at least one training sample")
-        if batch_size < len(task_indices):
+        self.fed = np.array([not e for e in empty])
+        if batch_size < int(self.fed.sum()):
             raise ValueError(
                 f"batch_size {batch_size} cannot hold one sample of each of "
-                f"{len(task_indices)} tasks"
+                f"{int(self.fed.sum())} tasks"
             )
         if world_size < 1 or not 0 <= rank < world_size or batch_size % world_size:
             raise ValueError(
@@ -72,8 +79,9 @@ class MultiTaskBatchSampler:
             raise ValueError("extra_share must be in [0, 1), with a task list besides the extra")
         tasks = self.tasks[:-1] if extra_share else self.tasks
         sizes = np.array([len(t) for t in tasks], dtype=np.float64)
+        fed = self.fed[:len(tasks)]
         self.task_probs = sizes / sizes.sum() if sampling == "proportional" else (
-            np.full(len(sizes), 1.0 / len(sizes)))
+            np.where(fed, 1.0 / fed.sum(), 0.0))
         if extra_share:
             self.task_probs = np.append(self.task_probs * (1.0 - extra_share), extra_share)
 
@@ -92,6 +100,8 @@ class MultiTaskBatchSampler:
         counts = self._counts(rng)
         chosen = []
         for task, count in zip(self.tasks, counts):
+            if count == 0:  # an empty task (allow_empty): never drawn
+                continue
             picks = rng.choice(len(task), size=int(count), replace=bool(count > len(task)))
             chosen.append(task[picks])
         batch = np.concatenate(chosen)
@@ -117,6 +127,6 @@ class MultiTaskBatchSampler:
         return np.random.default_rng([self.seed, stream, iteration])
 
     def _counts(self, rng: np.random.Generator) -> np.ndarray:
-        """One per task, the rest multinomial over the task probabilities."""
-        extra = rng.multinomial(self.batch_size - len(self.tasks), self.task_probs)
-        return 1 + extra
+        """One per (non-empty) task, the rest multinomial over the task probabilities."""
+        extra = rng.multinomial(self.batch_size - int(self.fed.sum()), self.task_probs)
+        return self.fed.astype(np.int64) + extra

@@ -19,6 +19,11 @@ Conventions shared by every method:
   zero without a graph that would fail later at `backward()`.
 - `weights` are the multipliers of L_i in `total` (for logging). Learned
   weights are reported as the value used in this step's forward pass.
+- `unfed` tasks (fine-tuning: a checkpoint's task the set has no samples of,
+  kept but not trained) are absent in every step and left out of the
+  weighting altogether: average divides by the fed tasks' count, DWA's K and
+  softmax run over the fed tasks only, a learned weight of an unfed task never
+  moves. Without unfed tasks every method is exactly the paper's.
 """
 
 from __future__ import annotations
@@ -79,12 +84,18 @@ class LossWeighting(nn.Module):
 
     name: str = ""
 
-    def __init__(self, num_tasks: int, config: WeightingConfig) -> None:
+    def __init__(self, num_tasks: int, config: WeightingConfig,
+                 unfed: Sequence[int] = ()) -> None:
         super().__init__()
         if num_tasks < 1:
             raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
         self.num_tasks = num_tasks
         self.config = config
+        self.unfed = frozenset(unfed)
+        self.fed = [i for i in range(num_tasks) if i not in self.unfed]
+        if not self.fed or not self.unfed <= set(range(num_tasks)):
+            raise ValueError(f"unfed tasks {sorted(self.unfed)} must be some, not all, of "
+                             f"0..{num_tasks - 1}")
 
     def forward(self, task_losses: Sequence[Tensor | None]) -> WeightedLoss:
         """Weighted total of the present tasks' losses; see the module docstring."""
@@ -122,6 +133,8 @@ class LossWeighting(nn.Module):
         if len(task_losses) != self.num_tasks:
             raise ValueError(f"expected {self.num_tasks} task losses, got {len(task_losses)}")
         present = [(i, loss) for i, loss in enumerate(task_losses) if loss is not None]
+        if any(i in self.unfed for i, _ in present):
+            raise ValueError(f"a loss of an unfed task {sorted(self.unfed)}: it has no samples")
         if not present:
             raise ValueError("every task loss is None: a batch must hold at least one sample")
         for i, loss in present:
@@ -131,7 +144,7 @@ class LossWeighting(nn.Module):
 
 
 class AverageWeighting(LossWeighting):
-    """L = (1/N) sum_i L_i with N the number of tasks, also when a task is absent.
+    """L = (1/N) sum_i L_i with N the number of (fed) tasks, also when a task is absent.
 
     N stays constant (absent tasks add 0), so each task's gradient scale does not
     double on the steps where the other task happens to have no sample.
@@ -141,7 +154,7 @@ class AverageWeighting(LossWeighting):
 
     def forward(self, task_losses: Sequence[Tensor | None]) -> WeightedLoss:
         present = self._present(task_losses)
-        weight = 1.0 / self.num_tasks
+        weight = 1.0 / len(self.fed)
         total = sum(weight * loss for _, loss in present)
         weights = [weight if loss is not None else math.nan for loss in task_losses]
         return WeightedLoss(total, weights)  # type: ignore[arg-type]
@@ -173,8 +186,9 @@ class DWAWeighting(LossWeighting):
     past_means: Tensor
     lambdas: Tensor
 
-    def __init__(self, num_tasks: int, config: WeightingConfig) -> None:
-        super().__init__(num_tasks, config)
+    def __init__(self, num_tasks: int, config: WeightingConfig,
+                 unfed: Sequence[int] = ()) -> None:
+        super().__init__(num_tasks, config, unfed)
         f64 = torch.float64
         self.register_buffer("window_sum", torch.zeros(num_tasks, dtype=f64))
         self.register_buffer("window_count", torch.zeros(num_tasks, dtype=torch.int64))
@@ -217,10 +231,11 @@ class DWAWeighting(LossWeighting):
         self.window_count.zero_()
         self.window_step.zero_()
         if int(self.windows_done) >= 2:
-            ratio = self.past_means[1] / self.past_means[0]
+            fed = self.fed
+            ratio = self.past_means[1, fed] / self.past_means[0, fed]
             ratio = torch.where(torch.isfinite(ratio), ratio, torch.ones_like(ratio))
             temperature = self.config.dwa_temperature
-            self.lambdas.copy_(self.num_tasks * torch.softmax(ratio / temperature, dim=0))
+            self.lambdas[fed] = len(fed) * torch.softmax(ratio / temperature, dim=0)
 
 
 class _LearnedVarianceWeighting(LossWeighting):
@@ -232,8 +247,9 @@ class _LearnedVarianceWeighting(LossWeighting):
     (an optimiser with momentum may still move it a little).
     """
 
-    def __init__(self, num_tasks: int, config: WeightingConfig) -> None:
-        super().__init__(num_tasks, config)
+    def __init__(self, num_tasks: int, config: WeightingConfig,
+                 unfed: Sequence[int] = ()) -> None:
+        super().__init__(num_tasks, config, unfed)
         self.log_var = nn.Parameter(torch.zeros(num_tasks))
 
     def regulariser(self, log_var: Tensor) -> Tensor:
@@ -284,13 +300,15 @@ WEIGHTINGS: dict[str, type[LossWeighting]] = {
 
 
 def build_weighting(
-    name: str, num_tasks: int, config: WeightingConfig | None = None
+    name: str, num_tasks: int, config: WeightingConfig | None = None,
+    unfed: Sequence[int] = (),
 ) -> LossWeighting:
-    """The weighting method `name` for `num_tasks` tasks.
+    """The weighting method `name` for `num_tasks` tasks (`unfed`: see the module docstring).
 
     `name` decides the method (the experiment grid passes it explicitly);
     `config.method` is only what a YAML file asks for, the usual `name`.
     """
     if name not in WEIGHTINGS:
         raise ValueError(f"unknown loss weighting {name!r}; valid: {sorted(WEIGHTINGS)}")
-    return WEIGHTINGS[name](num_tasks, config if config is not None else WeightingConfig())
+    return WEIGHTINGS[name](num_tasks, config if config is not None else WeightingConfig(),
+                            unfed)

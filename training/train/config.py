@@ -127,7 +127,9 @@ class TrainConfig:
       the set's classes the checkpoint lacks must be listed in `new_classes`
       (`gesture/zigzag`, `pointing/*`); `replay` adds the samples of another set
       (`init`: the checkpoint's own training set), at most `replay_per_class`
-      per class (0: all), so old classes keep being seen (train/finetune_plan.py).
+      per class (0: all), so old classes keep being seen (train/finetune_plan.py);
+      a checkpoint task neither feeds is kept with its own weights, not trained
+      (train/finetune_keep.py).
     - `sampling`: batch composition beyond one sample per task: proportional
       to the tasks' training set sizes, or balanced.
     - `val_every`: validation (and best/last checkpoints) every N iterations

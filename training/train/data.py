@@ -42,6 +42,9 @@ class RunData:
     none_val: list[VideoSample] = field(default_factory=list)
     # how the clips were sampled in time (bag sources: the rate), for the checkpoint
     sampling: dict[str, Any] = field(default_factory=dict)
+    # fine-tuning: the checkpoint's tasks the set does not feed, kept with their old
+    # weights and not trained (no training or validation samples; finetune_keep.py)
+    unfed: tuple[str, ...] = ()
 
 
 def preprocess_of(config: TrainConfig) -> PreprocessConfig:
@@ -84,10 +87,13 @@ def build_data(config: TrainConfig, recorded_init: dict[str, Any] | None = None)
                                 "or more training videos to hold one out; use val_split train")
     else:
         val_splits = {t: build_task_split(set_config, t, config.val_split) for t in names}
+    unfed: tuple[str, ...] = ()
     if origin is not None:
-        names, train_splits, val_splits = _fine_tuning_splits(
+        names, train_splits, val_splits, unfed = _fine_tuning_splits(
             config, origin, dict(zip(names, train_splits, strict=True)), val_splits)
     for name, split in zip(names, train_splits):
+        if name in unfed:
+            continue
         if not split.samples:
             raise SettingsError(f"task {name!r} has no training samples in {config.set}")
         for class_name in split.class_names:  # before training, not at the first save
@@ -128,14 +134,16 @@ def build_data(config: TrainConfig, recorded_init: dict[str, Any] | None = None)
         none_train=none_train,
         none_val=none_val,
         sampling=sampling_record(set_config, names, config.clip),
+        unfed=unfed,
     )
 
 
 def _fine_tuning_splits(config: TrainConfig, origin: Origin, train: dict[str, LabelledSplit],
                         val: dict[str, LabelledSplit]
-                        ) -> tuple[tuple[str, ...], list[LabelledSplit], dict[str, LabelledSplit]]:
+                        ) -> tuple[tuple[str, ...], list[LabelledSplit], dict[str, LabelledSplit],
+                                   tuple[str, ...]]:
     """The checkpoint's tasks and classes kept (finetune_plan.py), the set's and the
-    replay set's samples relabelled into them."""
+    replay set's samples relabelled into them; last, the tasks kept but not fed."""
     replay: SetConfig | None = None
     if config.replay:
         path = config.replay
@@ -173,7 +181,32 @@ def _fine_tuning_splits(config: TrainConfig, origin: Origin, train: dict[str, La
             LabelledSplit([], list(task.classes))
     for task_name in plan.dropped_tasks:
         LOG.info("init: task %s dropped (drop:)", task_name)
-    return plan.task_names, train_splits, val_splits
+    if plan.unfed:
+        _check_unfed(config, plan.unfed)
+    return plan.task_names, train_splits, val_splits, plan.unfed
+
+
+# What still changes of a task kept but not trained, per method (finetune_keep.py)
+_DRIFT = {
+    "sps": "its column, its cross-stitch weights and its head stay as they were, but the "
+           "trained columns reach it through the cross-stitch units",
+    "lws": "its routing and its head stay as they were, but the blocks it routes through "
+           "still train where the fed tasks' routes pass through them",
+}
+
+
+def _check_unfed(config: TrainConfig, unfed: tuple[str, ...]) -> None:
+    """Refuse what cannot keep an unfed task; warn once that it may drift."""
+    if config.gate.enabled:
+        raise InitError(f"gate.enabled: task {unfed[0]!r} has no samples in {config.set} (kept, "
+                        "not trained), so a gate trained with the tasks would never see it; "
+                        "fine-tune without the gate and refit one with fit-gate on both sets, "
+                        "or add `replay: init`")
+    what = _DRIFT.get(config.method, "its head stays as it was, but the shared backbone "
+                                     "still trains on the other tasks")
+    LOG.warning("init: task(s) %s kept with their old weights but not trained (no samples in "
+                "the set): %s, so their accuracy may drift; add `replay: init` (the "
+                "checkpoint's own training set) to keep them trained", ", ".join(unfed), what)
 
 
 def hold_out(split: LabelledSplit, share: float, seed: int

@@ -9,10 +9,11 @@ Fine-tuning loses nothing silently:
 - a class in the set that the checkpoint lacks is refused in one line unless
   `new_classes:` lists it (`gesture/zigzag`, or `pointing/*` for every class
   of a new task), so `swipe-left` for `swipe_left` is caught, not learned;
-- a checkpoint task the set does not feed comes from `replay:` (the
-  checkpoint's training set, or a sample of it: `replay_per_class`); with
-  neither samples nor `drop:` it is refused, since it could not be trained
-  and its weights would drift with the shared backbone unseen.
+- a checkpoint task the set does not feed is fed by `replay:` (the
+  checkpoint's training set, or a sample of it: `replay_per_class`); without
+  it the task is still kept, with its old weights, but not trained ("kept
+  (not trained: no samples in the set)"; `finetune_keep.py` holds its own
+  weights fixed; what it shares with the trained tasks still changes).
 
 `replay: init` reads the set named in the checkpoint's own provenance. The
 plan's `lines()` are logged: per task, kept, extended, new and dropped.
@@ -38,8 +39,14 @@ class TaskPlan:
     new: tuple[str, ...]
     dropped: tuple[str, ...]
     status: str  # kept | extended | new
+    fed: bool = True  # False: the set and replay have no samples of it (kept, not trained)
 
     def line(self, sources: str) -> str:
+        if not self.fed:
+            return (f"init: task {self.task} kept (not trained: no samples in the set): "
+                    f"classes {len(self.kept)} kept"
+                    + (f"; {len(self.dropped)} dropped ({', '.join(self.dropped)})"
+                       if self.dropped else ""))
         parts = [f"{len(self.kept)} kept"]
         if self.new:
             parts.append(f"{len(self.new)} new ({', '.join(self.new)})")
@@ -61,6 +68,11 @@ class Plan:
     @property
     def class_names(self) -> tuple[tuple[str, ...], ...]:
         return tuple(t.classes for t in self.tasks)
+
+    @property
+    def unfed(self) -> tuple[str, ...]:
+        """The checkpoint's tasks kept with their old weights, not trained."""
+        return tuple(t.task for t in self.tasks if not t.fed)
 
 
 def _split_entry(entry: str) -> tuple[str, str | None]:
@@ -132,15 +144,15 @@ def plan_classes(theirs: dict[str, tuple[str, ...]], init: Path,
                 f"init: the set's {task} class(es) {lacking} are not in the checkpoint ({what}"
                 f" them; it has {list(old)}); a typo? else list them in new_classes: "
                 f"[{task}/{lacking[0]}]" + (f" or [{task}/*]" if not old else ""))
-        if task in theirs and task not in set_classes and task not in replay_tasks:
-            raise InitError(
-                f"init: {init} has task {task!r} that the set does not feed; add `replay: "
-                f"init` (its training set) or a source for it, or `drop: [{task}]`")
         kept = tuple(n for n in old if (task, n) not in dropped_classes)
         new = tuple(n for n in given if n not in old and (task, n) not in dropped_classes)
         gone = tuple(n for n in old if (task, n) in dropped_classes)
         status = "new" if not old else ("kept" if not new and not gone else "extended")
-        plans.append(TaskPlan(task, kept + new, kept, new, gone, status))
+        fed = task in set_classes or task in replay_tasks
+        plans.append(TaskPlan(task, kept + new, kept, new, gone, status, fed))
+    if plans and all(not p.fed for p in plans):
+        raise InitError(f"init: the set feeds none of the run's tasks {[p.task for p in plans]}"
+                        " (all it has is dropped): nothing to train")
     unused = [new_classes[i] for i in range(len(wanted)) if i not in used]
     if unused:
         raise InitError(f"new_classes: {unused} name no class of the set that {init} lacks "

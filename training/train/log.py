@@ -79,7 +79,9 @@ class TrainLog:
     def validation(self, iteration: int, accuracy: dict[str, float], cumulative: float) -> None:
         if not self.enabled:
             return
-        self.val_csv.write([iteration, *[accuracy[t] for t in self.tasks], cumulative])
+        # a task without a figure (kept, not fed: nothing to score) is an empty cell
+        self.val_csv.write([iteration, *[accuracy.get(t, math.nan) for t in self.tasks],
+                            cumulative])
         if self.board is not None:
             for task, value in accuracy.items():
                 self.board.add_scalar(f"val/clip_accuracy/{task}", value, iteration)

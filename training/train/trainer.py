@@ -42,6 +42,7 @@ from training.train import distributed as D
 from training.train.config import RESUME_CHANGEABLE, TrainConfig, config_from_dict, config_to_dict
 from training.train.data import RunData, build_data
 from training.train.finetune import init_from_checkpoint
+from training.train.finetune_keep import KeptTasks
 from training.train.log import TrainLog
 from training.train.pretrained import PretrainedError, backbone_weights
 from training.train.provenance import clip_provenance
@@ -143,8 +144,14 @@ class _Run:
         self.model, self.model_config = self._build_model(weights)
         if config.init and not self.init:  # a new run (or one started before that record)
             self.init = init_from_checkpoint(self.model, self.data.class_names, config.init)
+        unfed = [self.data.task_names.index(t) for t in self.data.unfed]
+        # fine-tuning: tasks the set does not feed keep their own weights (frozen before
+        # the optimiser's groups are built)
+        self.kept = KeptTasks(self.model, unfed) if unfed else None
+        if unfed and self.init:  # the checkpoint's provenance says which heads never trained
+            self.init["not_trained"] = list(self.data.unfed)
         self.weighting = build_weighting(config.weighting.method, len(self.data.task_names),
-                                         config.weighting).to(ctx.device)
+                                         config.weighting, unfed).to(ctx.device)
         groups = self.model.parameter_groups(config.lr) + self.weighting.parameter_groups(
             config.lr)
         self.optimizer = torch.optim.Adam(groups, lr=config.lr)
@@ -160,6 +167,8 @@ class _Run:
             prepare_run_dir(run_dir, config_to_dict(config), overwrite, self.init)
         D.barrier(ctx)
         D.broadcast_module(self.model, ctx)
+        if self.kept is not None:
+            self.kept.snapshot()
         gate = (config.gate.loss_weight, config.gate.detach) if config.gate.enabled else None
         self.stepper = Stepper(self.model, self.weighting, self.optimizer, ctx, self._autocast,
                                self.scaler, config.lws, gate)
@@ -220,6 +229,7 @@ class _Run:
             c.batch_size, c.iterations, c.seed, c.sampling, state.iteration,
             ctx.rank, ctx.world_size, lws_streams,
             extra_share=c.gate.none_share if c.gate.enabled else 0.0,
+            allow_empty=bool(self.data.unfed),
         )
         evaluator = self._evaluator() if ctx.is_main else None
         # Ctrl-C, and SIGTERM (torchrun's agent, cluster preemption): save, then stop.
@@ -260,6 +270,8 @@ class _Run:
             if self.schedule.active:  # constant: the optimizer's rates are never touched
                 self.schedule.set(it)
             result = self.stepper.step(batch, _generator(c.seed, it), nes)
+            if self.kept is not None:
+                self.kept.restore()
             D.broadcast_buffers(self.model, ctx)
             state.iteration += 1
             state.clips_seen += c.batch_size * streams
@@ -301,12 +313,13 @@ class _Run:
                             autocast=amp, frame_step=c.clip.frame_step,
                             temporal_sampling=c.clip.temporal_sampling)
         return Evaluator(self.data.val_splits, self.data.task_names, self.data.preprocess, config,
-                         none_samples=self.data.none_val or None)
+                         none_samples=self.data.none_val or None, unscored=self.data.unfed)
 
     def _validate(self, evaluator: Evaluator | None) -> None:
         if evaluator is not None:
             result = evaluator(self.model, self.ctx.device)
-            accuracy = {t.task: t.clip_accuracy for t in result.tasks}
+            accuracy = {t.task: t.clip_accuracy for t in result.tasks
+                        if t.task not in self.data.unfed}  # unfed: no samples to score
             cumulative = result.cumulative_clip_accuracy
             entry = {"iteration": self.state.iteration, "accuracy": accuracy,
                      "cumulative": cumulative}
