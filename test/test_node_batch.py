@@ -59,7 +59,8 @@ def test_one_camera_measures_nothing() -> None:
 
 
 def test_configure_applies_the_choice_and_an_explicit_max_batch_wins(
-        node_module: ModuleType, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        node_module: ModuleType, checkpoint: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
     # Imported with the node against the stand-in (it needs the message packages).
     loading = sys.modules["mtl_perception.ros.loading"]
     load_engine, sizes = loading.load_engine, []
