@@ -111,7 +111,8 @@ def frames_received(driver: Driver, topics: list[str], since: int) -> dict[str, 
 class Session:
     """One node process and one subscriber process on a private domain."""
 
-    def __init__(self, folder: Path, checkpoint: Path, profile: Path | None = None) -> None:
+    def __init__(self, folder: Path, checkpoint: Path, profile: Path | None = None,
+                 params: tuple[str, ...] = ()) -> None:
         ros = find_ros()
         if ros is None:
             raise SystemExit("bench/ros_live.py: no .venv-ros (make ros-env) and no sourced ROS 2")
@@ -126,7 +127,8 @@ class Session:
                          "-p", "device:=cpu",
                          "-p", "image_topics:=[" + ",".join(self.topics) + "]",
                          "-p", "target_fps:=6.25", "-p", "inference_stride:=2",
-                         "-p", "diagnostics_period_s:=0.5")
+                         "-p", "diagnostics_period_s:=0.5",
+                         *(arg for param in params for arg in ("-p", param)))
         self.driver = Driver(ros, self.env, folder / "driver.log")
         self.driver("wait_services", timeout=120)
         self.driver("subscribe", topic="/diagnostics", type="DiagnosticArray")
@@ -247,6 +249,30 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     return out
 
 
+def compare(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """`--compare NAME=A,B`: the node with each value of one parameter, interleaved
+    (A B A B), config/fastdds_shm.xml everywhere, a reliable camera, 1 and 4 cameras."""
+    name, values = args.compare.split("=", 1)
+    checkpoint = demo_checkpoint(folder)
+    runs: list[dict[str, Any]] = []
+    for round_ in range(args.rounds):
+        for value in values.split(","):
+            session = Session(folder, checkpoint, SETUPS["fastdds_shm_xml"],
+                              (f"{name}:={value}",))
+            try:
+                session.configure(str(BY_NAME["qos_reliability"].default))
+                for one in latency(session, int(args.seconds * FPS), "reliable"):
+                    runs.append({"round": round_, name: value, **one})
+                    print(json.dumps(runs[-1]), flush=True)
+            finally:
+                session.close()
+    table = {value: {f"{cams}cam": {figure: spread([r[figure] for r in runs
+                                                   if r[name] == value and r["cams"] == cams])
+                                    for figure in FIGURES} for cams in (1, 4)}
+             for value in values.split(",")}
+    return {"compared": name, "summary": table, "runs": runs}
+
+
 FIGURES = ("latency_p50_ms", "latency_p95_ms", "frames_received_over_sent", "node_cpu_cores",
            "node_stamp_to_receive_ms_p95", "node_stamp_to_publish_ms_p95", "load_average_1min")
 
@@ -306,19 +332,22 @@ def main() -> None:
                         help="wait for a 1-minute load average below this before starting")
     parser.add_argument("--quiet-wait", type=float, default=0.0,
                         help="seconds to wait for that at most (then run anyway)")
+    parser.add_argument("--compare", metavar="NAME=A,B",
+                        help="instead: the node with each value of one parameter, interleaved")
     parser.add_argument("--out", type=Path, default=OUT, help="where the JSON goes")
     args = parser.parse_args()
     import tempfile
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="ros_live_") as folder:
-        result = run(args, Path(folder))
+        result = (compare if args.compare else run)(args, Path(folder))
     loads = [r["load_average_1min"] for r in result["runs"]]
-    result.update({
+    result.update({} if args.compare else {
         "headline": ("unsuffixed keys: config/fastdds_shm.xml in every process (the node's, "
                      "the cameras', the subscriber's), the worse of a reliable and a "
                      "best-effort camera, median over the rounds; _fastdds_defaults: the "
-                     "same without the profile; frames_received_over_sent_640x480: 4 cameras"),
+                     "same without the profile; frames_received_over_sent_640x480: 4 cameras")})
+    result.update({
         "model": "HPS r3d_18 width 8, 8-frame clips of 32x32, frame differences (demo size)",
         "stream": "target_fps 6.25, inference_stride 2, device cpu, node qos_reliability auto",
         "images": f"{SIZE} rgb8 at {FPS} fps, {args.seconds:g} s per measurement, "
