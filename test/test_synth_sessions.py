@@ -218,3 +218,28 @@ def test_long_none_stretches_are_cut_into_pieces(small_set: Path) -> None:
     assert [(s.start, s.end) for s in pieces] == [(0, 33), (33, 66), (66, 100)]
     # a piece is never shorter than one clip's span
     assert len(none_from_untrimmed([UntrimmedVideo(background)], 0.3, 40, 10)) == 2
+
+
+def test_session_motions_become_gate_samples_with_their_edges(small_set: Path) -> None:
+    from training.datasets.untrimmed import (
+        LabelledInterval,
+        UntrimmedVideo,
+        tasks_from_untrimmed,
+    )
+
+    video = sorted((small_set / "sessions" / "train").glob("*.avi"))[0]
+    frames, fps = probe_video(video).num_frames, probe_video(video).fps  # 200 frames at 25 fps
+    intervals = (LabelledInterval(2.0, 3.0, "gesture", "wave"),     # frames 50..75
+                 LabelledInterval(4.0, 4.2, "action", "Jump"),      # 100..105: < one span
+                 LabelledInterval(7.6, 8.0, "gesture", "push"),     # 190..200: at the end
+                 LabelledInterval(5.0, 6.0, "pointing", "here"))    # not a task of the model
+    items = tasks_from_untrimmed([UntrimmedVideo(video, intervals)], ("action", "gesture"),
+                                 min_frames=20, reach=0.25)
+    assert (frames, fps) == (200, 25.0)
+    # widened by floor(0.25 * 20) = 5 frames each side; a short one centred to one span;
+    # one at the video's end shifted back inside it
+    assert [(s.start, s.end, task) for s, task in items] == [
+        (45, 80, 1), (92, 112, 0), (180, 200, 1)]
+    assert all(s.path == video for s, _ in items)
+    with pytest.raises(ValueError, match="reach"):
+        tasks_from_untrimmed([UntrimmedVideo(video, intervals)], ("gesture",), 20, reach=0.5)

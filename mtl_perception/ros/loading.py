@@ -12,6 +12,7 @@ from typing import Any
 from mtl_perception.deploy.device import check_autocast, describe_device, resolve_device
 from mtl_perception.deploy.load import load_engine
 from mtl_perception.ros import messages
+from mtl_perception.ros.batching import cameras_batch
 from mtl_perception.ros.gate_topics import no_gate_warning
 from mtl_perception.ros.node_config import NodeConfig
 from mtl_perception.ros.params import BY_NAME, missing_checkpoint_hint
@@ -59,6 +60,12 @@ def load_pipeline(config: NodeConfig, on_result: ResultCallback, on_error: Error
                                                    explicit_settings(config.stream))
     if decisions_line:
         log.info(decisions_line)
+    if stream.max_batch == 0 and engine.device.type == "cpu":
+        batch, batch_line = cameras_batch(
+            lambda n: engine.warmup(n, stream.clip_length), len(config.node.image_topics))
+        if batch_line:
+            log.info(batch_line)
+        stream = replace(stream, max_batch=batch)
     config = replace(config, stream=stream)
     pipeline = StreamPipeline(engine, config=stream, on_result=on_result, on_error=on_error,
                               realtime=True)
@@ -69,3 +76,4 @@ def load_pipeline(config: NodeConfig, on_result: ResultCallback, on_error: Error
     if not gated and stream.gate != "off":
         log.warning(no_gate_warning(stream.gate))
     return Loaded(pipeline, config, description, warmup_ms, gated)
+

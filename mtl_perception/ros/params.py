@@ -64,8 +64,8 @@ class NodeSettings:
         "sensor_msgs/CompressedImage for topics ending in /compressed.")
     # auto by default: a camera with sensor-data QoS (best effort) never
     # connects to a reliable subscription, and a best-effort subscription to a
-    # reliable camera loses frames it need not lose (about half of 640x480 raw
-    # frames at 30 fps over Fast DDS, bench/results/ros_live.json).
+    # reliable camera loses frames it need not lose (half to two thirds of 640x480
+    # raw frames at 30 fps over Fast DDS defaults, bench/results/ros_live.json).
     qos_reliability: QosReliability = setting(
         "auto", "Reliability of the image subscriptions: auto (each topic's publishers' "
         "own: reliable when all of them offer it, else best effort; matched again when "

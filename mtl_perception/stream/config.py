@@ -79,7 +79,8 @@ class StreamConfig:
         low=0, high=1024, fixed="the buffers are sized for the clip length; " + _RESTART)
     max_batch: int = setting(
         0, "Most clips per forward pass; 0 = automatic: the newest clip of every camera in "
-        "one pass on a GPU, one clip per pass on the CPU.", low=0, high=64,
+        "one pass on a GPU, one clip per pass on the CPU (the node: every camera's in one "
+        "pass when its configure measured that clearly cheaper per clip).", low=0, high=64,
         fixed="the inference worker is configured at start; " + _RESTART)
     offline_queue: int = setting(
         16, "Offline (bag evaluation) only: clips waiting per camera before push() waits "

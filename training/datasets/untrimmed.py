@@ -181,3 +181,33 @@ def none_around_segments(samples: Sequence[VideoSample], margin_s: float, min_fr
         for a, b in gaps(frames, [(sample.start, end)], math.ceil(margin_s * fps), min_frames):
             out.append(VideoSample(sample.path, 0, a, b))
     return out
+
+
+def tasks_from_untrimmed(videos: Sequence[UntrimmedVideo], task_names: Sequence[str],
+                         min_frames: int, reach: float = 0.25) -> list[tuple[VideoSample, int]]:
+    """(segment, task id) pairs of the sessions' labelled intervals of known tasks.
+
+    The segment is the interval widened by `reach` of a clip span (`min_frames`)
+    on both sides (and to one span at least), so its clips include the ones that
+    begin before or end after the motion, as the stream's clips do, each with at
+    least 1 - `reach` of itself on the motion when the motion lasts a span or
+    more. Intervals of other tasks are left out."""
+    if not 0 <= reach < 0.5:
+        raise ValueError(f"reach must be in [0, 0.5), got {reach}")
+    out = []
+    for video in videos:
+        labelled = [i for i in video.intervals if i.task in task_names]
+        if not labelled:
+            continue
+        frames, fps = _header(video.path)
+        widen = math.floor(reach * min_frames)
+        for interval in labelled:
+            a = max(0, math.floor(interval.start * fps) - widen)
+            b = min(frames, math.ceil(interval.end * fps) + widen)
+            if b - a < min_frames:  # shorter than a clip: centred on it
+                a = max(0, min(frames - min_frames, (a + b - min_frames) // 2))
+                b = min(frames, a + min_frames)
+            if b - a >= min_frames:
+                task = list(task_names).index(interval.task)
+                out.append((VideoSample(video.path, 0, a, b), task))
+    return out

@@ -56,7 +56,12 @@ from training.datasets.listfile import DatasetError
 from training.datasets.none_clips import none_samples
 from training.datasets.sample import UNLABELLED, VideoSample
 from training.datasets.sets import SetConfig, build_task_split, load_set
-from training.datasets.untrimmed import UntrimmedVideo, none_from_untrimmed, read_untrimmed
+from training.datasets.untrimmed import (
+    UntrimmedVideo,
+    none_from_untrimmed,
+    read_untrimmed,
+    tasks_from_untrimmed,
+)
 from training.datasets.video import VideoReader
 from training.evaluation.cli import (
     EvaluateUsageError,
@@ -105,6 +110,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--none-piece-clips", type=float, default=2.0,
                         help="none stretches are cut into pieces of this many clip spans, each "
                              "giving --clips-per-video clips (0: one piece per stretch)")
+    parser.add_argument("--session-reach", type=float, default=0.25,
+                        help="the sessions' labelled motions teach the gate their task too, "
+                             "with clips reaching this share of a clip span past their ends "
+                             "(-1: sessions give none clips only, as before issue 24's round 2)")
     parser.add_argument("--hidden", type=int, default=d.hidden,
                         help="gate hidden units (0: linear)")
     parser.add_argument("--steps", type=int, default=d.steps, help="full-batch Adam steps")
@@ -155,6 +164,20 @@ def gate_items(sets: list[SetConfig], info: CheckpointInfo, split: str, margin_s
     return items
 
 
+def session_items(videos: list[UntrimmedVideo], info: CheckpointInfo, span: int,
+                  args: argparse.Namespace, nones: bool = True) -> list[tuple[VideoSample, int]]:
+    """(sample, gate label) pairs of sessions: their labelled motions by task, with the
+    clips that begin or end on them (`--session-reach`), and (`nones`) their none stretches.
+    The motions matter: a stream's clips straddle a motion's edges, which clips of the
+    trimmed samples never do."""
+    items = tasks_from_untrimmed(videos, info.model.task_names, span, args.session_reach) \
+        if args.session_reach >= 0 else []
+    if nones:
+        items += [(s, info.model.num_tasks) for s in none_from_untrimmed(
+            videos, args.none_margin_s, span, round(args.none_piece_clips * span))]
+    return items
+
+
 def _bag_nones(set_config: SetConfig, split: str, margin_s: float, frame_step: int,
                info: CheckpointInfo) -> list[VideoSample]:
     bags = [s.settings for sources in set_config.tasks.values() for s in sources
@@ -184,6 +207,9 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= args.none_piece_clips <= 1000:
             raise EvaluateUsageError(f"--none-piece-clips must be in [0, 1000], got "
                                      f"{args.none_piece_clips}")
+        if not (args.session_reach == -1 or 0 <= args.session_reach < 0.5):
+            raise EvaluateUsageError(f"--session-reach must be -1 or in [0, 0.5), got "
+                                     f"{args.session_reach}")
         if not 0 <= args.lead_overlap < 0.5:
             raise EvaluateUsageError(f"--lead-overlap must be in [0, 0.5), got "
                                      f"{args.lead_overlap}")
@@ -212,9 +238,8 @@ def run(args: argparse.Namespace) -> int:
         # tuning: the sessions' none clips apart, to fit one gate per half (cross-fitting)
         held = frozenset(v.path for v in sessions) if tune else frozenset()
         span = clip_span(info.preprocess.clip_length, step)
-        half_items = [[(s, info.model.num_tasks) for s in none_from_untrimmed(
-            half, args.none_margin_s, span, round(args.none_piece_clips * span))]
-            for half in halves] if tune else [[], []]
+        half_items = [session_items(half, info, span, args) for half in halves] \
+            if tune else [[], []]
 
         def items_of(split: str) -> list[tuple[VideoSample, int]]:
             return gate_items(sets, info, split, args.none_margin_s, step,
@@ -223,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
                               args.none_piece_clips)
 
         train_items = items_of("train")
+        if not tune:  # every session is for fitting: its motions too
+            train_items += session_items(sessions, info, span, args, nones=False)
         if not any(label == info.model.num_tasks
                    for _, label in train_items + half_items[0] + half_items[1]):
             raise EvaluateUsageError(f"set {' '.join(map(str, args.set))} gives no none clips "
