@@ -2,7 +2,9 @@
 
 Run from the project root:
 `.venv/bin/python bench/backbones.py --save bench/results/backbones.json
-[--parts speed accuracy] [--set demo/synthetic/set.yaml] [--budget-cpu-s 80]`.
+[--parts speed accuracy step] [--set demo/synthetic/set.yaml] [--budget-cpu-s 80]
+[--keep bench/results/backbones.json]` (`--keep`: the parts not rerun are kept).
+Live results per second and latency per engine: `bench/live_archs.py`.
 
 1. Cost and speed (`speed`): each arch at its published width (r3d_18 64,
    x3d_xs 24) as an HPS model (101 + 249 classes, random weights: speed does
@@ -15,14 +17,18 @@ Run from the project root:
    timed interleaved, repeat by repeat; a ratio is r3d_18 eager's time over
    the engine's within one repeat; figures are medians, spread min..max.
 2. Accuracy per training CPU-second (`accuracy`): the CPU demo's recipe
-   (`config/train/cpu_small.yaml`: 8 frames 4 apart, 32x32 crops, frame
-   differences, from scratch) for each `--demo-archs` ARCH:WIDTH, trained for
+   (`config/train/cpu_small.yaml`: 8 frames 4 apart, the whole frame at 48x64,
+   frame differences, cosine lr over the run, from scratch) for each
+   `--demo-archs` ARCH:WIDTH[:KEY=VALUE...] (training overrides), trained for
    the same budget of CPU-seconds (user + sys of the training process and
    its children, `os.wait4`: not wall time, the machine is shared) with
    `--seeds`; the iterations that fit the budget come from two short
    calibration runs (1 and `--calibration-iterations` iterations). Each run
    is then scored on the set's test split by `python -m training evaluate`
    (centre clips, video accuracy over all clips; trimmed).
+3. Training step cost (`step`): CPU-seconds of one forward + backward + Adam
+   step at the demo's clip and batch, per `--step-archs` ARCH:WIDTH[:LAYOUT]
+   (channels-last or contiguous weights), one thread, interleaved.
 The last line printed is the JSON object.
 """
 
@@ -145,13 +151,62 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def step_cost(args: argparse.Namespace) -> dict[str, Any]:
+    """CPU-seconds of one training step (forward, backward, Adam) per `--step-archs`
+    ARCH:WIDTH[:contiguous] at the demo's clip (`--step-clip`), batch 8, one thread,
+    HPS with the synthetic set's 7 + 8 classes and frame differences; interleaved."""
+    torch.set_num_threads(1)
+    frames, height, width = args.step_clip
+    clips = torch.randn(8, 3, frames, height, width)
+    task_ids = torch.tensor([0, 1] * 4)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
+    runners: dict[str, Callable[[], None]] = {}
+    for spec in args.step_archs:
+        arch, wide, *layout = spec.split(":")
+        config = ModelConfig(method="hps", arch=arch, width=int(wide),
+                             num_classes=(7, 8), frame_differences=True)
+        model = build_model(config).train()
+        if layout == ["contiguous"]:
+            model.to(memory_format=torch.contiguous_format)
+        elif layout == ["channels_last"]:
+            model.to(memory_format=torch.channels_last_3d)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def one_step(model: Any = model, optimizer: Any = optimizer) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(clips, task_ids)
+            loss = sum(torch.nn.functional.cross_entropy(t, labels[task_ids == i] % t.shape[1])
+                       for i, t in enumerate(logits))
+            loss.backward()  # type: ignore[union-attr]
+            optimizer.step()
+
+        runners[spec] = one_step
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for runner in runners.values():  # warm-up
+        runner()
+    for _ in range(args.step_repeats):
+        for key, runner in runners.items():
+            start = time.thread_time()
+            runner()
+            times[key].append(time.thread_time() - start)
+    base = times[args.step_archs[0]]
+    out = {"clip": args.step_clip, "batch": 8, "threads": 1, "repeats": args.step_repeats}
+    for key, seconds in times.items():
+        ratios = [s / b for s, b in zip(seconds, base)]
+        out[key] = {"cpu_s": round(statistics.median(seconds), 4),
+                    "spread": [round(min(seconds), 4), round(max(seconds), 4)],
+                    "over_first": round(statistics.median(ratios), 3)}
+        print(f"step {key}: {out[key]}", flush=True)
+    return out
+
+
 def _train(args: argparse.Namespace, arch: str, width: int, seed: int, iterations: int,
-           out: Path) -> subprocess.Popen[bytes]:
+           out: Path, overrides: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "training", "train", "--config", str(args.train_config),
                "--out", str(out), "--overwrite", f"set={Path(args.set).resolve()}",
                f"model.arch={arch}", f"model.width={width}", f"seed={seed}",
                f"iterations={iterations}", f"val_every={iterations}",
-               f"save_every={iterations}", "workers=0", "log_every=50"]
+               f"save_every={iterations}", "workers=0", "log_every=50", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": _ROOT}
     out.parent.mkdir(parents=True, exist_ok=True)
     log = open(out.with_suffix(".log"), "wb")  # noqa: SIM115 (the child holds it to its exit)
@@ -196,34 +251,48 @@ def _evaluate(args: argparse.Namespace, run: Path) -> dict[str, Any]:
             "video_mean": statistics.mean(tasks[t]["video_accuracy"] for t in tasks)}
 
 
+def demo_run(spec: str) -> tuple[str, str, int, tuple[str, ...]]:
+    """`ARCH:WIDTH[:KEY=VALUE...]` -> (result key, arch, width, training overrides)."""
+    arch, width, *overrides = spec.split(":")
+    key = "_".join([f"{arch}_w{width}", *overrides]).replace("=", "-").replace(",", "x")
+    return key, arch, int(width), tuple(overrides)
+
+
 def accuracy(args: argparse.Namespace) -> dict[str, Any]:
     runs = Path(args.runs)
-    archs = [(a, int(w)) for a, w in (s.split(":") for s in args.demo_archs)]
+    specs = [demo_run(s) for s in args.demo_archs]
     out: dict[str, Any] = {}
     k = args.calibration_iterations
-    for arch, width in archs:  # calibration: CPU-s = fixed + per_iteration * iterations
-        folder = runs / f"{arch}_w{width}"
-        one, many = _run_all([
-            functools.partial(_train, args, arch, width, 0, 1, folder / "calibrate_1"),
-            functools.partial(_train, args, arch, width, 0, k, folder / f"calibrate_{k}"),
-        ], args.parallel)
-        per_iteration = max(1e-3, (many - one) / (k - 1))
-        fixed = one - per_iteration
+    calibrated: dict[tuple[str, ...], tuple[float, float]] = {}
+    for key, arch, width, overrides in specs:  # CPU-s = fixed + per_iteration * iterations
+        # what changes the cost per iteration: the model and the clip (not lr, seed, ...)
+        costly = tuple(o for o in overrides if o.startswith(("clip.", "model.", "batch")))
+        cost_key = (arch, str(width), *costly)
+        if cost_key not in calibrated:
+            folder = runs / "_".join(cost_key).replace("=", "-").replace(",", "x")
+            one, many = _run_all([
+                functools.partial(_train, args, arch, width, 0, 1, folder / "calibrate_1",
+                                  costly),
+                functools.partial(_train, args, arch, width, 0, k, folder / f"calibrate_{k}",
+                                  costly),
+            ], args.parallel)
+            per_iteration = max(1e-3, (many - one) / (k - 1))
+            calibrated[cost_key] = (per_iteration, one - per_iteration)
+        per_iteration, fixed = calibrated[cost_key]
         iterations = max(1, round((args.budget_cpu_s - fixed) / per_iteration))
-        out[f"{arch}_w{width}"] = {"arch": arch, "width": width,
-                                   "cpu_s_per_iteration": round(per_iteration, 4),
-                                   "cpu_s_fixed": round(fixed, 2), "iterations": iterations}
-        print(f"{arch} w{width}: {per_iteration:.3f} CPU-s/iteration + {fixed:.1f} CPU-s "
+        out[key] = {"arch": arch, "width": width, "overrides": list(overrides),
+                    "cpu_s_per_iteration": round(per_iteration, 4),
+                    "cpu_s_fixed": round(fixed, 2), "iterations": iterations}
+        print(f"{key}: {per_iteration:.3f} CPU-s/iteration + {fixed:.1f} CPU-s "
               f"fixed -> {iterations} iterations in {args.budget_cpu_s} CPU-s", flush=True)
     jobs: list[Callable[[], subprocess.Popen[bytes]]] = []
     keys: list[tuple[str, int, Path]] = []
-    for arch, width in archs:
-        entry = out[f"{arch}_w{width}"]
+    for key, arch, width, overrides in specs:
         for seed in args.seeds:
-            folder = runs / f"{arch}_w{width}" / f"seed{seed}"
-            jobs.append(functools.partial(_train, args, arch, width, seed, entry["iterations"],
-                                          folder))
-            keys.append((f"{arch}_w{width}", seed, folder))
+            folder = runs / key / f"seed{seed}"
+            jobs.append(functools.partial(_train, args, arch, width, seed,
+                                          out[key]["iterations"], folder, overrides))
+            keys.append((key, seed, folder))
     cpu = _run_all(jobs, args.parallel)
     for (key, seed, folder), seconds in zip(keys, cpu):
         scores = _evaluate(args, folder)
@@ -265,14 +334,22 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", type=Path, default=None)
-    parser.add_argument("--parts", nargs="+", choices=("speed", "accuracy"),
+    parser.add_argument("--parts", nargs="+", choices=("speed", "accuracy", "step"),
                         default=["speed", "accuracy"])
     parser.add_argument("--speed-archs", nargs="+", default=["r3d_18:64", "x3d_xs:24"])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--demo-archs", nargs="+", default=["r3d_18:8", "x3d_xs:8"])
+    parser.add_argument("--demo-archs", nargs="+", default=["r3d_18:16", "x3d_xs:8"],
+                        help="ARCH:WIDTH[:KEY=VALUE...] (training overrides, e.g. lr=0.003)")
+    parser.add_argument("--step-archs", nargs="+",
+                        default=["r3d_18:16", "x3d_xs:8", "x3d_xs:16", "x3d_xs:24",
+                                 "x3d_xs:16:contiguous", "r3d_18:16:channels_last"])
+    parser.add_argument("--step-clip", type=int, nargs=3, default=[8, 48, 64])
+    parser.add_argument("--step-repeats", type=int, default=10)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="a results file whose parts not rerun are kept")
     parser.add_argument("--set", default="demo/synthetic/set.yaml")
     parser.add_argument("--train-config", default="config/train/cpu_small.yaml")
     parser.add_argument("--runs", default="runs/bench_backbones")
@@ -286,6 +363,13 @@ def main() -> None:
         "load_average_start": [round(v, 2) for v in os.getloadavg()],
         "batch": 1, "clip": [args.frames, args.size, args.size],
     }
+    if args.keep is not None and args.keep.is_file():
+        kept = json.loads(args.keep.read_text())
+        result = {**kept, **result, "load_average_start_" + "_".join(args.parts):
+                  result.pop("load_average_start")}
+    if "step" in args.parts:
+        result["step"] = step_cost(args)
+        result["load_average_after_step"] = [round(v, 2) for v in os.getloadavg()]
     if "speed" in args.parts:
         result["speed"] = speed(args)
         result["load_average_after_speed"] = [round(v, 2) for v in os.getloadavg()]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,3 +31,13 @@ def report(result: dict[str, Any], save: Path | None) -> None:
         save.parent.mkdir(parents=True, exist_ok=True)
         save.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
+
+
+def project_first() -> None:
+    """Put the project root first on `sys.path` and this folder last: run as
+    `python bench/NAME.py`, this folder comes first, and its training.py would shadow
+    the `training` package for a benchmark that imports it."""
+    here = str(Path(__file__).resolve().parent)
+    root = str(Path(__file__).resolve().parents[1])
+    sys.path[:] = [root] + [p for p in sys.path
+                            if str(Path(p or ".").resolve()) not in (here, root)] + [here]

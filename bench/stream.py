@@ -212,19 +212,28 @@ class NaiveNode:
             self.on_result(camera, frames[0][1], frames[-1][1], scores)
 
 
-def live(mode: str, cameras: int, seconds: float, model: Any) -> dict[str, float]:
+def live(mode: str, cameras: int, seconds: float, model: Any,
+         checkpoint: CheckpointInfo | None = None,
+         stream: StreamConfig | None = None) -> dict[str, float]:
     """Replay 30 fps cameras in real time through a depth-5 keep-last queue and one executor.
 
+    `model`: a module with `score_all` or an `Engine` (`load_engine`); `checkpoint` and
+    `stream` default to r3d_18's 16-frame clips at 15 fps, a clip every 8 sampled frames
+    (bench/live_archs.py passes other archs, clip sizes and rates; ours only).
     A result is "coherent" when its clip covers at most 1.5x the camera time its
     frames would span at the intended rate (ours: 16 frames at 15 fps = 1.0 s;
     naive: 16 consecutive frames at 30 fps = 0.5 s), i.e. it shows one moment of
     motion rather than frames picked seconds apart.
     """
-    nominal = (15 / 15.0) if mode == "ours" else (15 / 30.0)
+    checkpoint = checkpoint or info()
+    stream = stream or StreamConfig(target_fps=15, inference_stride=8)
+    frames = checkpoint.preprocess.clip_length
+    nominal = (frames - 1) / (stream.target_fps if mode == "ours" else 30.0)
     queues: dict[str, deque[Any]] = {f"cam{c}": deque(maxlen=5) for c in range(cameras)}
     published: dict[tuple[str, int], float] = {}
     latencies: list[float] = []
     spans: list[float] = []  # seconds of camera time one scored clip covers
+    times: list[float] = []  # when each result came
     lock = threading.Condition()
     data = RNG.integers(0, 256, (480, 1920), np.uint8)
     stop = threading.Event()
@@ -234,12 +243,13 @@ def live(mode: str, cameras: int, seconds: float, model: Any) -> dict[str, float
         if time.perf_counter() - begin <= seconds:
             latencies.append((time.perf_counter() - published[(camera, last_ns)]) * 1e3)
             spans.append((last_ns - first_ns) / 1e9)
+            times.append(time.perf_counter())
 
     if mode == "ours":
         pipeline = StreamPipeline(
             model,
-            info(),
-            StreamConfig(target_fps=15, inference_stride=8),
+            checkpoint,
+            stream,
             on_result=lambda r: record(r.camera, r.first_stamp_ns, r.last_stamp_ns),
         )
         pipeline.start()
@@ -247,7 +257,7 @@ def live(mode: str, cameras: int, seconds: float, model: Any) -> dict[str, float
     else:
         naive = NaiveNode(
             model,
-            info().preprocess,
+            checkpoint.preprocess,
             lambda camera, first, last, _: record(camera, first, last),
         )
         callback = naive.image_cb
@@ -290,6 +300,9 @@ def live(mode: str, cameras: int, seconds: float, model: Any) -> dict[str, float
         "process_cpu_s_per_s": (time.process_time() - cpu_start) / seconds,
         "results": len(latencies),
         "results_per_s": len(latencies) / seconds,
+        # once the first clip is full: the rate a robot sees after start-up
+        "steady_results_per_s": (len(times) - 1) / (times[-1] - times[0])
+        if len(times) > 1 else 0.0,
         "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies else float("nan"),
         "latency_p95_ms": float(np.percentile(latencies, 95)) if latencies else float("nan"),
         "clip_span_s_p50": float(np.percentile(spans, 50)) if spans else float("nan"),

@@ -72,6 +72,18 @@ def test_parameter_count_at_the_published_width_by_hand() -> None:
     assert ours + 432 * 2048 + 2048 * 400 + 400 == 3_794_274
 
 
+def test_a_meta_built_x3d_declares_the_shapes_of_a_real_one() -> None:
+    # The checkpoint check builds on `meta` and skips the initialisation there: the
+    # skip must leave every tensor's name, shape and dtype as a real build has them.
+    real = build_model(x3d_config("sps")).state_dict()
+    with torch.device("meta"):
+        meta = build_model(x3d_config("sps")).state_dict()
+    assert all(t.is_meta for t in meta.values())
+    assert {k: (t.shape, t.dtype) for k, t in meta.items()} == {
+        k: (t.shape, t.dtype) for k, t in real.items()}
+    assert len(real) > 300  # 26 blocks in each of SPS's two columns, not an empty model
+
+
 @pytest.mark.parametrize("method", ["stl", "hps", "sps", "lws"])
 def test_every_method_trains_a_step_and_round_trips_a_checkpoint(
     method: str, tmp_path: Path
