@@ -40,6 +40,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from mtl_perception.exits import work_started
@@ -255,17 +256,30 @@ def staged(out: Path, owner: Owner, overwrite: bool,
 
 @contextmanager
 def _stops_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back for a few system calls (delivered right after)."""
-    signals = {signal.SIGINT, signal.SIGTERM}
+    """Hold SIGINT and SIGTERM back for a few system calls (delivered right after).
+
+    The handlers are swapped for one that only notes the signal, and a noted
+    signal is raised again once the block is done. Blocking the signals in
+    this thread (pthread_sigmask) would not do: the kernel hands a process's
+    signal to any thread that does not block it (a torch or DDS thread), and
+    Python then runs the handler in the main thread anyway."""
+    noted: list[int] = []
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        noted.append(signum)
+
     try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    except (AttributeError, OSError, ValueError):  # no sigmask here (Windows)
+        previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: handlers run in the main thread, not here
         yield
         return
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for number in dict.fromkeys(noted):
+            signal.raise_signal(number)
 
 
 def _live_writer(folder: Path, owner: Owner) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,17 @@ def _torchrun(out: Path, overrides: list[str]) -> subprocess.CompletedProcess[st
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", "2", "-m", "training", "train", "--config", str(CONFIG),
                *overrides, "--out", str(out), "--progress", "lines"]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=240)
+    if done.returncode != 0 and "Signal 6 (SIGABRT)" in done.stderr:
+        # Seen once (2026-12-07, a fresh clone's CI with `make demo` on the same 2 cores):
+        # a rank aborted inside gloo ("terminate called without an active exception")
+        # right after DistributedDataParallel's first broadcast; rerun passed. An abort in
+        # gloo's C++ is not the training's behaviour: one more try, a second abort fails.
+        shutil.rmtree(out, ignore_errors=True)  # the test's own folder, from the first try
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=240)
+    return done
 
 
 def test_two_processes_equal_one_with_the_same_global_batch(

@@ -204,12 +204,21 @@ def test_an_out_that_holds_the_current_folder_is_refused(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b"]
 
 
-def test_a_stop_during_the_swap_waits_for_it(earlier: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """SIGTERM between the two renames would leave neither output: it is held back."""
+@pytest.mark.parametrize("other_thread", [False, True])
+def test_a_stop_during_the_swap_waits_for_it(earlier: Path, monkeypatch: pytest.MonkeyPatch,
+                                             other_thread: bool) -> None:
+    """SIGTERM between the two renames would leave neither output: it is held back, also
+    when another thread of the process (a torch or DDS thread) is the one the kernel hands
+    the signal to: Python runs the handler in the main thread whichever thread got it."""
     import signal
+    import threading
 
     from mtl_perception.exits import Terminated, sigterm_as_interrupt
+
+    if other_thread:  # started before the swap: it does not block the signals
+        stop = threading.Event()
+        helper = threading.Thread(target=stop.wait, daemon=True)
+        helper.start()
 
     real_rename = os.rename
     sent = []
@@ -221,7 +230,12 @@ def test_a_stop_during_the_swap_waits_for_it(earlier: Path,
         real_rename(src, dst)  # type: ignore[arg-type]
 
     monkeypatch.setattr(outputs.os, "rename", rename)
-    with sigterm_as_interrupt(), pytest.raises(Terminated):
-        _write(earlier, text="newer")
+    try:
+        with sigterm_as_interrupt(), pytest.raises(Terminated):
+            _write(earlier, text="newer")
+    finally:
+        if other_thread:
+            stop.set()
+            helper.join()
     assert sent and (earlier / "report.md").read_text() == "newer"
     assert outputs.why_not_ours(earlier, OWNER) is None
