@@ -35,18 +35,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-# As in bench/training.py: this folder's training.py would shadow the `training`
-# package that the accuracy part imports; project root first, this folder last.
-_HERE = str(Path(__file__).resolve().parent)
-_ROOT = str(Path(__file__).resolve().parents[1])
-sys.path[:] = [_ROOT] + [
-    p for p in sys.path if str(Path(p or ".").resolve()) not in (_HERE, _ROOT)
-] + [_HERE]
+from hostinfo import project_first
+
+project_first()  # before `training` is imported: this folder's training.py would shadow it
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
