@@ -45,7 +45,6 @@ project_first()  # before `training` is imported: bench/training.py would shadow
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from mtl_perception.bag.labels import Interval  # noqa: E402
 from mtl_perception.checkpoint import load_checkpoint  # noqa: E402
@@ -56,6 +55,7 @@ from training.datasets.sets import build_task_split, load_set  # noqa: E402
 from training.datasets.untrimmed import read_untrimmed  # noqa: E402
 from training.datasets.video import VideoReader  # noqa: E402
 from training.evaluation.cli import trained_frame_step  # noqa: E402
+from training.methods.gate_fit import fit_gate  # noqa: E402
 from training.methods.gate_tuning import Recorded, choose, score  # noqa: E402
 
 TASKS = ("action", "gesture")
@@ -135,22 +135,11 @@ def clips_of(model: Any, info: Any, video: Video, step: int, stride: int) -> lis
     return rows
 
 
-def fit(x: np.ndarray, y: np.ndarray, hidden: int = 64, steps: int = 500, lr: float = 1e-2,
-        weight_decay: float = 1e-2) -> Any:
-    """fit-gate's recipe on a feature matrix (standardised, class-balanced)."""
-    torch.manual_seed(0)
-    xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
-    mean, std = xt.mean(0), xt.std(0) + 1e-5
-    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(),
-                              torch.nn.Linear(hidden, 3))
-    counts = torch.bincount(yt, minlength=3).float()
-    weight = counts.sum() / (3 * counts)
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        F.cross_entropy(net((xt - mean) / std), yt, weight=weight).backward()
-        optimizer.step()
-    return lambda z: torch.softmax(net((torch.tensor(z, dtype=torch.float32) - mean) / std),
+def fit(x: np.ndarray, y: np.ndarray) -> Any:
+    """fit-gate's own fit (training/methods/gate_fit.py, its defaults) on a feature matrix;
+    the fitted gate's softmax as a function of features."""
+    gate = fit_gate(torch.tensor(x, dtype=torch.float32), torch.tensor(y), len(TASKS))
+    return lambda z: torch.softmax(gate(torch.tensor(z, dtype=torch.float32)),
                                    1).detach().numpy()
 
 
@@ -195,7 +184,7 @@ def recorded(rows: list[dict[str, Any]], owners: list[int], videos: list[Video],
                                       gate=gate[i].astype(np.float64)))
         if results:
             out.append(Recorded(videos[v].path, results, videos[v].intervals,
-                                rows[[i for i in range(len(rows)) if owners[i] == v][-1]]["last"]))
+                                results[-1].last_stamp_ns / 1e9))
     return out
 
 
