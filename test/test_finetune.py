@@ -12,6 +12,7 @@ from helpers_motion import write_motion_tree
 
 from mtl_perception.checkpoint import load_checkpoint, read_checkpoint_info
 from mtl_perception.models import ModelConfig, build_model
+from mtl_perception.settings import SettingsError
 from training.datasets.sets import build_task_split, load_set
 from training.evaluation.scoring import EvalConfig, Evaluator
 from training.train.config import load_train_config
@@ -113,6 +114,9 @@ def test_a_new_class_is_learned_from_a_few_dozen_clips(tmp_path: Path,
                       tmp_path / "tuned", tensorboard=False, progress=False)
     assert "heads: gesture extended (2 of 2 old classes kept, 1 new)" in caplog.text
     assert "init: task gesture extended: classes 2 kept; 1 new (up)" in caplog.text
+    # class_sampling auto: new classes are taught, so each class gets the same share
+    assert ("task gesture's classes share its batch slots evenly (samples per class: "
+            "left 12, right 12, up 12)") in caplog.text
     info = read_checkpoint_info(tuned.best)
     origin = info.provenance["init"]
     assert origin["checkpoint"] == str(base.best.resolve())
@@ -124,3 +128,16 @@ def test_a_new_class_is_learned_from_a_few_dozen_clips(tmp_path: Path,
                        EvalConfig(video_accuracy=False))(loaded.model)
     up = result.tasks[0].clip.per_class["up"]
     assert up is not None and up >= 17 / 20, result.tasks[0].clip.per_class
+
+
+def test_class_sampling_auto_balances_only_when_new_classes_are_taught(tmp_path: Path) -> None:
+    base = [f"set={tmp_path / 'set.yaml'}"]
+    teach = [*base, f"init={tmp_path / 'x.safetensors'}", "new_classes=[gesture/up]"]
+    assert load_train_config(CPU_SMALL, teach).class_balanced
+    assert not load_train_config(CPU_SMALL, [*teach, "class_sampling=uniform"]).class_balanced
+    assert not load_train_config(CPU_SMALL, [*base, f"init={tmp_path / 'x.safetensors'}"]
+                                 ).class_balanced  # fine-tuning the same classes: the paper's
+    assert not load_train_config(CPU_SMALL, base).class_balanced
+    assert load_train_config(CPU_SMALL, [*base, "class_sampling=balanced"]).class_balanced
+    with pytest.raises(SettingsError, match="class_sampling"):
+        load_train_config(CPU_SMALL, [*base, "class_sampling=even"])

@@ -123,3 +123,35 @@ def test_an_empty_task_allowed_gets_no_slot_and_the_others_keep_theirs() -> None
     assert list(sampler.task_probs) == [0.0, 0.5, 0.5]
     with pytest.raises(ValueError, match="at least one"):
         MultiTaskBatchSampler([[], []], 4, 10, allow_empty=True)
+
+
+def test_class_balanced_gives_each_class_of_a_task_the_same_share() -> None:
+    """Task A: classes 0 (20 samples, A[:20]) and 1 (10 samples, A[20:]); task B: one class.
+    Balanced, a sample of class c among 2 is drawn with p = 1 / (2 n_c): 1/40 for class 0,
+    1/20 for class 1, so each class gets half of A's slots (uniform: 2/3 and 1/3). Batch 4,
+    3000 iterations, p(A) = 0.5 for the 2 free slots: E[A slots] = 3000 * 2 = 6000, of
+    which class 1 holds half (3000; sd of the class-1 count <= sqrt(6000 / 4) + A's own
+    spread, under 60 together), uniform draws a third (2000, > 15 sd away)."""
+    labels_a = [0] * 20 + [1] * 10
+    sampler = MultiTaskBatchSampler([A, B], 4, 3000, seed=7, sampling="balanced",
+                                    task_labels=[labels_a, [5] * len(B)])
+    assert sampler.sample_probs[1] is None  # one class: uniform draws, the same thing
+    probs = sampler.sample_probs[0]
+    assert probs is not None
+    assert probs[:20] == pytest.approx([1 / 40] * 20) and probs[20:] == pytest.approx([1 / 20] * 10)
+    drawn = [i for it in range(3000) for i in sampler.global_batch(it) if i < 30]
+    class_one = sum(i >= 20 for i in drawn)
+    assert abs(class_one - len(drawn) / 2) < 5 * 60
+    uniform = MultiTaskBatchSampler([A, B], 4, 3000, seed=7, sampling="balanced")
+    drawn_u = [i for it in range(3000) for i in uniform.global_batch(it) if i < 30]
+    assert abs(sum(i >= 20 for i in drawn_u) - len(drawn_u) / 3) < 5 * 60
+
+
+def test_class_balanced_keeps_draws_without_replacement_and_checks_its_labels() -> None:
+    sampler = MultiTaskBatchSampler([A, B], 8, 200, seed=2, task_labels=[[0] * 29 + [1],
+                                                                         [0] * 5 + [1] * 5])
+    for it in range(200):
+        batch = sampler.global_batch(it)
+        assert len(set(batch)) == len(batch)  # 30 and 10 samples: enough for one batch
+    with pytest.raises(ValueError, match="one class per sample"):
+        MultiTaskBatchSampler([A, B], 8, 10, task_labels=[[0] * 30, [0] * 9])

@@ -3,7 +3,12 @@
 Every global batch holds at least one sample of each task; the other slots
 go to tasks in proportion to their training-set sizes (default) or evenly
 (`balanced`), and within a task to a uniformly drawn sample (without
-replacement inside one batch while the task has enough samples). There are
+replacement inside one batch while the task has enough samples). With
+`class_sampling="balanced"` a task's slots go to its classes evenly: a sample
+of class c among K classes is drawn with probability 1 / (K * n_c) (n_c: the
+samples of c), so a class with few samples (a new gesture taught from a few
+takes, next to replayed old ones) is seen as often as the others; the rows
+still go without replacement inside one batch. There are
 no epochs: iteration i's batch is a pure function of (seed, stream, i),
 drawn from `numpy.random.default_rng([seed, stream, i])` in the main
 process, so it does not depend on the number of loader workers, on what
@@ -31,6 +36,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 SAMPLINGS = ("proportional", "balanced")
+CLASS_SAMPLINGS = ("uniform", "balanced")
 
 
 class MultiTaskBatchSampler:
@@ -49,10 +55,14 @@ class MultiTaskBatchSampler:
         streams: int = 1,
         extra_share: float = 0.0,
         allow_empty: bool = False,
+        task_labels: Sequence[Sequence[int]] | None = None,
     ) -> None:
         """`extra_share` > 0: the last list is not a task but the task gate's `none` clips;
         it gets that share of the slots and the tasks share the rest by `sampling`.
-        `allow_empty`: an empty list is a task never drawn (see the module docstring)."""
+        `allow_empty`: an empty list is a task never drawn (see the module docstring).
+        `task_labels`: the class of each sample of each list (same shapes as
+        `task_indices`): given, each task's classes share its slots evenly
+        (`class_sampling` balanced); None: a uniformly drawn sample of the task."""
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         empty = [len(t) == 0 for t in task_indices]
@@ -84,6 +94,11 @@ class MultiTaskBatchSampler:
             np.where(fed, 1.0 / fed.sum(), 0.0))
         if extra_share:
             self.task_probs = np.append(self.task_probs * (1.0 - extra_share), extra_share)
+        self.sample_probs: list[np.ndarray | None] = [None] * len(self.tasks)
+        if task_labels is not None:
+            if [len(x) for x in task_labels] != [len(t) for t in self.tasks]:
+                raise ValueError("task_labels must hold one class per sample of each list")
+            self.sample_probs = [class_balanced(labels) for labels in task_labels]
 
     @property
     def local_batch_size(self) -> int:
@@ -99,10 +114,11 @@ class MultiTaskBatchSampler:
         rng = self._rng(iteration, stream)
         counts = self._counts(rng)
         chosen = []
-        for task, count in zip(self.tasks, counts):
+        for task, count, probs in zip(self.tasks, counts, self.sample_probs, strict=True):
             if count == 0:  # an empty task (allow_empty): never drawn
                 continue
-            picks = rng.choice(len(task), size=int(count), replace=bool(count > len(task)))
+            picks = rng.choice(len(task), size=int(count), replace=bool(count > len(task)),
+                               p=probs)
             chosen.append(task[picks])
         batch = np.concatenate(chosen)
         return [int(i) for i in batch[rng.permutation(len(batch))]]
@@ -130,3 +146,14 @@ class MultiTaskBatchSampler:
         """One per (non-empty) task, the rest multinomial over the task probabilities."""
         extra = rng.multinomial(self.batch_size - int(self.fed.sum()), self.task_probs)
         return self.fed.astype(np.int64) + extra
+
+
+def class_balanced(labels: Sequence[int]) -> np.ndarray | None:
+    """Per-sample probabilities that give each class of `labels` the same share:
+    1 / (K * n_c) for a sample of class c (K classes, n_c samples of c); None for
+    an empty list or one with a single class (uniform draws are then the same)."""
+    values, inverse, counts = np.unique(np.asarray(labels, dtype=np.int64),
+                                        return_inverse=True, return_counts=True)
+    if len(values) < 2:
+        return None
+    return 1.0 / (len(values) * counts[inverse].astype(np.float64))

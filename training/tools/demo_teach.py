@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="more fine-tuning overrides")
     parser.add_argument("--replay-per-class", type=int, default=12,
                         help="samples per class replayed from the demo's training set")
+    parser.add_argument("--threads", type=int, default=2, help="evaluate_bag's torch threads")
     parser.add_argument("--result", type=Path, default=None, help="write the figures as JSON")
     parser.add_argument("--reuse-model", action="store_true",
                         help="keep an earlier run's fine-tuned model (skip fine-tuning)")
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     rendered = cpu_seconds()
     set_yaml = write_set(teach, [*gestures, NEW])
-    before = held_out(checkpoint, teach, "before", gestures)
+    before = held_out(checkpoint, teach, "before", gestures, args.threads)
     tic = cpu_seconds()
     tuned_ckpt, gated = teach / "model" / "best.safetensors", teach / "model" / "gated.safetensors"
     if args.reuse_model and tuned_ckpt.is_file():
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if training(["fit-gate", "--checkpoint", str(tuned_ckpt), "--set", str(set_yaml),
                  str(demo / "synthetic" / "set.yaml"), "--out", str(gated)]) != 0:
         return 2
-    after = held_out(gated, teach, "after", gestures)
+    after = held_out(gated, teach, "after", gestures, args.threads)
     if before is None or after is None:
         return 2
     figures = report(after, before, gestures, time.monotonic() - start)
@@ -147,7 +148,7 @@ def write_set(teach: Path, classes: list[str]) -> Path:
     return path
 
 
-def held_out(checkpoint: Path, teach: Path, name: str, gestures: list[str]
+def held_out(checkpoint: Path, teach: Path, name: str, gestures: list[str], threads: int
              ) -> dict[str, Any] | None:
     """evaluate_bag's gesture metrics on the held-out bag (the demo model: old classes only)."""
     labels = teach / "test_bag" / "labels.csv"
@@ -158,7 +159,7 @@ def held_out(checkpoint: Path, teach: Path, name: str, gestures: list[str]
     out = teach / f"evaluation_{name}"
     code = evaluate_bag(["--bag", str(teach / "test_bag"), "--checkpoint", str(checkpoint),
                          "--labels", str(labels), "--out", str(out), "--overwrite",
-                         "--no-progress", "--threads", "2", "--set",
+                         "--no-progress", "--threads", str(threads), "--set",
                          *(STREAM if name == "before" else STREAM[1:])])
     if code != 0:
         return None

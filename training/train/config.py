@@ -27,6 +27,7 @@ from training.methods.weighting import WeightingConfig
 from training.train.schedule import LrSchedule
 
 Sampling = Literal["proportional", "balanced"]
+ClassSampling = Literal["auto", "uniform", "balanced"]
 Amp = Literal["none", "bf16", "fp16"]
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 MAX_WIDTH = 1024  # 16x the paper's 64: beyond what any one GPU trains
@@ -132,6 +133,12 @@ class TrainConfig:
       (train/finetune_keep.py).
     - `sampling`: batch composition beyond one sample per task: proportional
       to the tasks' training set sizes, or balanced.
+    - `class_sampling`: within a task, a uniformly drawn sample (`uniform`, the
+      paper's) or a uniformly drawn class, then one of its samples (`balanced`);
+      `auto`: balanced when `new_classes` teaches the checkpoint new classes
+      (a new gesture has a few takes beside the replayed old classes: uniform
+      draws showed it half as often; measured in bench/results/teach.json),
+      uniform otherwise.
     - `val_every`: validation (and best/last checkpoints) every N iterations
       and at the end; `val_max_per_task` caps validation videos per task (0: all).
     - `save_every`: resumable state every N iterations (and on Ctrl-C, at the end).
@@ -162,6 +169,7 @@ class TrainConfig:
     warmup_iterations: int = 0
     seed: int = 0
     sampling: Sampling = "proportional"
+    class_sampling: ClassSampling = "auto"
     workers: int = 4
     device: str = "auto"
     amp: Amp = "bf16"
@@ -172,6 +180,13 @@ class TrainConfig:
     save_every: int = 500
     log_every: int = 10
     allow_missing: bool = False
+
+    @property
+    def class_balanced(self) -> bool:
+        """`class_sampling` resolved: does each task's batch share go to its classes evenly?"""
+        if self.class_sampling == "auto":
+            return bool(self.init and self.new_classes)
+        return self.class_sampling == "balanced"
 
     def __post_init__(self) -> None:
         positive = {

@@ -224,12 +224,13 @@ class _Run:
         lws_streams = 2 if c.method == "lws" and c.lws.separate_nes_batch else 1
         # With the gate, `none` clips are one more list (task id = number of tasks).
         lists = len(self.data.task_names) + (1 if c.gate.enabled else 0)
+        indices = [self.data.train.indices_of_task(t) for t in range(lists)]
         sampler = MultiTaskBatchSampler(
-            [self.data.train.indices_of_task(t) for t in range(lists)],
-            c.batch_size, c.iterations, c.seed, c.sampling, state.iteration,
+            indices, c.batch_size, c.iterations, c.seed, c.sampling, state.iteration,
             ctx.rank, ctx.world_size, lws_streams,
             extra_share=c.gate.none_share if c.gate.enabled else 0.0,
             allow_empty=bool(self.data.unfed),
+            task_labels=self._class_labels(indices) if c.class_balanced else None,
         )
         evaluator = self._evaluator() if ctx.is_main else None
         # Ctrl-C, and SIGTERM (torchrun's agent, cluster preemption): save, then stop.
@@ -253,6 +254,19 @@ class _Run:
         if ctx.is_main:
             self._summary(result)
         return result
+
+    def _class_labels(self, indices: list[list[int]]) -> list[list[int]]:
+        """Each sampled list's class labels (class_sampling balanced); logs the shares."""
+        samples = self.data.train.samples
+        labels = [[samples[i].label for i in idx] for idx in indices]
+        if self.ctx.is_main:
+            for task, names in enumerate(self.data.class_names):
+                counts = [labels[task].count(k) for k in range(len(names))]
+                if any(counts):
+                    LOG.info("class_sampling balanced: task %s's classes share its batch slots "
+                             "evenly (samples per class: %s)", self.data.task_names[task],
+                             ", ".join(f"{n} {k}" for n, k in zip(names, counts, strict=True)))
+        return labels
 
     def _loop(self, sampler: MultiTaskBatchSampler, evaluator: Evaluator | None,
               streams: int) -> bool:
