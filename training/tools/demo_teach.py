@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tuned = cpu_seconds()
     if training(["fit-gate", "--checkpoint", str(tuned_ckpt), "--set", str(set_yaml),
-                 str(demo / "synthetic" / "set.yaml"), "--out", str(gated)]) != 0:
+                 str(demo / "synthetic" / "set.yaml"), "--out", str(gated),
+                 "--overwrite"]) != 0:  # its own file of an earlier run
         return 2
     after = held_out(gated, teach, "after", gestures, args.threads)
     if before is None or after is None:
