@@ -10,7 +10,9 @@ The whole loop of docs/own-gestures.md, on synthetic recordings:
 3. fine-tune the demo checkpoint (`init:`) on the training bag's gestures
    (bag source at the recording's 25 fps, cut by the streaming core), with
    `new_classes: [gesture/zigzag]` and `replay: init` (a sample of the demo's
-   own training set, so both tasks and the old gestures keep being seen);
+   own training set, so both tasks and the old gestures keep being seen),
+   600 iterations; `class_sampling` auto gives zigzag (10 takes) the same
+   share of the gesture slots as each old class (22 samples);
    every task and class of the demo model is kept, the gesture head gains a row;
 4. `fit-gate` on the fine-tuned checkpoint with the same set (the bags'
    unlabelled time is the gate's `none`): a gated, deployable checkpoint;
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo_teach", description=__doc__.splitlines()[0])
     parser.add_argument("--demo", type=Path, default=Path("demo"), help="make demo's folder")
     parser.add_argument("--takes", type=int, default=16, help="takes per gesture class")
-    parser.add_argument("--iterations", type=int, default=300, help="fine-tuning iterations")
+    parser.add_argument("--iterations", type=int, default=600, help="fine-tuning iterations")
     parser.add_argument("--train", nargs="*", default=[], metavar="KEY=VALUE",
                         help="more fine-tuning overrides")
     parser.add_argument("--replay-per-class", type=int, default=12,
