@@ -1,7 +1,9 @@
 """What limits gesture events on untrimmed streams (issue 24), measured per clip.
 
 Run from the project root: `.venv/bin/python bench/gate_limits.py --set SET
---checkpoint CKPT --save bench/results/gate_limits.json`
+--checkpoint CKPT [CKPT ...] --save bench/results/gate_limits.json` (several
+checkpoints: training seeds of one recipe; each is measured alone under
+`runs`, and `over_seeds` gives each gate variant's mean and spread).
 
 Every video of the set (sessions, background and real-footage takes, trimmed
 samples with their lead-in and lead-out) is cut into the clips the live
@@ -188,9 +190,9 @@ def recorded(rows: list[dict[str, Any]], owners: list[int], videos: list[Video],
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
     torch.set_num_threads(1)
-    loaded = load_checkpoint(args.checkpoint)
+    loaded = load_checkpoint(checkpoint)
     model, info = loaded.model.eval(), loaded.info
     step = trained_frame_step(info)
     videos = videos_of(args.set)
@@ -237,7 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "settings": settings, "validation": figures, "test_events": events}
 
     variants = {f"{'motions' if m else 'trimmed_only'}_context{k}": gate_variant(m, k)
-                for m, k in ((False, 0), (True, 0), (True, 2))}
+                for m, k in ((False, 0), (True, 0), (True, 2), (True, 4))}
     cover = np.array([r["gesture_cover"] for r in rows])
     actions = np.array([max((i.overlap(r["first"], r["last"]) for i in videos[o].intervals
                              if i.task == "action"), default=0.0) / (r["last"] - r["first"])
@@ -257,7 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         head[name] = {"accuracy": float((guessed[sel] == labels[sel]).mean()),
                       "clips": int(sel.sum())}
     return {
-        "benchmark": "gate_limits", "checkpoint": str(args.checkpoint), "set": str(args.set),
+        "benchmark": "gate_limits", "checkpoint": str(checkpoint), "set": str(args.set),
         "cpu": cpu_model(), "threads": 1, "stride": args.stride, "frame_step": step,
         "clips": {"train": int(train.sum()), "test": int(test.sum())},
         "test_gestures": sum(1 for o in test_videos for i in videos[o].intervals
@@ -268,15 +270,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+SUMMARISED = ("event_f1", "precision", "recall", "false_events_per_minute")
+
+
+def over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per gate variant: the test events' figures and the distractor clips' `none`
+    recall as mean, population std, min, max and values over the runs."""
+    def spread(values: list[float]) -> dict[str, Any]:
+        a = np.array(values, dtype=np.float64)
+        return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
+                "max": float(a.max()), "values": [round(float(v), 4) for v in a]}
+    out: dict[str, Any] = {}
+    for name in runs[0]["gates"]:
+        gates = [r["gates"][name] for r in runs]
+        out[name] = {key: spread([g["test_events"][key] for g in gates]) for key in SUMMARISED}
+        out[name]["none_recall_distractor"] = spread(
+            [g["per_clip_test"]["none_by_kind"].get("distractor", {}).get("recall", float("nan"))
+             for g in gates])
+    out["oracle_gate_event_f1"] = spread([r["oracle_gate"]["test_events"]["event_f1"]
+                                          for r in runs])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", type=Path, required=True)
-    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, nargs="+", required=True,
+                        help="one or more checkpoints (training seeds of one recipe)")
     parser.add_argument("--stride", type=int, default=2, help="a clip every N sampled frames")
     parser.add_argument("--max-false-per-min", type=float, default=1.0)
     parser.add_argument("--save", type=Path, default=None)
     args = parser.parse_args(argv)
-    report(run(args), args.save)
+    runs = [run(args, checkpoint) for checkpoint in args.checkpoint]
+    if len(runs) == 1:
+        report(runs[0], args.save)
+        return 0
+    report({"benchmark": "gate_limits", "set": str(args.set), "cpu": cpu_model(), "threads": 1,
+            "seeds": len(runs), "test_gestures_per_run": runs[0]["test_gestures"],
+            "over_seeds": over_seeds(runs), "runs": runs}, args.save)
     return 0
 
 

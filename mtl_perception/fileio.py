@@ -13,6 +13,9 @@ and what it is instead.
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 import os
 import stat
 import uuid
@@ -115,3 +118,31 @@ def require_regular_files(paths: Iterable[str | Path], what: str,
                           error: Callable[[str], Exception] = ValueError) -> list[Path]:
     """`require_regular_file` for each of `paths` (e.g. the storage files in a bag folder)."""
     return [require_regular_file(path, what, error) for path in paths]
+
+
+def read_timed_rows(path: Path, header: tuple[str, ...], error: type[Exception]
+                    ) -> list[tuple[int, float, float, list[str]]]:
+    """The rows of a CSV whose first two fields are `start,end` seconds (labels,
+    shown.csv): (line number, start, end, the row's fields); blank rows skipped. Any
+    problem (unreadable, wrong header, field count, times not 0 <= start < end)
+    raises `error` with one line naming the file and line."""
+    try:
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline="")))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read {path}: {exc}") from exc
+    if not rows or tuple(c.strip() for c in rows[0]) != header:
+        raise error(f"{path}:1: expected the header {','.join(header)}")
+    out = []
+    for number, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise error(f"{path}:{number}: expected {len(header)} fields, got {len(row)}")
+        try:
+            start, end = float(row[0]), float(row[1])
+        except ValueError:
+            raise error(f"{path}:{number}: start and end must be numbers") from None
+        if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
+            raise error(f"{path}:{number}: need 0 <= start < end, got {start}, {end}")
+        out.append((number, start, end, row))
+    return out

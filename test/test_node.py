@@ -128,9 +128,15 @@ def test_parameters_reach_the_core_and_subscriptions(node_module: ModuleType,
         node_module, checkpoint=str(checkpoint), device="cpu", target_fps=10.0,
         inference_stride=3, max_gap_s=2.0, top_k=2, smoothing="mean", smoothing_window=3,
         score_threshold=0.05, clip_length=3, qos_reliability="reliable", qos_depth=7,
-        image_topics=["/a/image_raw", "/b/image_raw/compressed"],
+        image_topics=["/a/image_raw", "/b/image_raw/compressed"], cpu_threads=1,
     )
-    assert node.on_configure(state("unconfigured")) is ros.TransitionCallbackReturn.SUCCESS
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert node.on_configure(state("unconfigured")) is ros.TransitionCallbackReturn.SUCCESS
+        assert torch.get_num_threads() == 1  # cpu_threads, at configure
+    finally:
+        torch.set_num_threads(before)
     config = node._pipeline.config
     assert (config.target_fps, config.inference_stride, config.max_gap_s) == (10.0, 3, 2.0)
     assert (config.top_k, config.smoothing, config.smoothing_window) == (2, "mean", 3)

@@ -106,6 +106,7 @@ def test_an_unwritable_out_folder_is_found_before_the_work(
     (["export", "--batch", "100000"], "--batch must be 'dynamic' or a whole number in 1..256"),
     (["export", "--batch", "256", "--check-clips", "64", "--frames", "64"], "GiB to check"),
     (["fit-gate", "--clips-per-video", "100000", "--set", "set.yaml"], None),
+    (["fit-gate", "--threads", "-3", "--set", "set.yaml"], "--threads -3: expected 0 (default)"),
 ])
 def test_size_options_are_bounded_before_any_allocation(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],

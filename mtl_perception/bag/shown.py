@@ -26,8 +26,6 @@ second has a kind). A clip's kind is the span covering most of it.
 from __future__ import annotations
 
 import csv
-import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ import numpy as np
 
 from mtl_perception.bag.labels import Interval, LabelsError
 from mtl_perception.bag.metrics import ClipRecord
+from mtl_perception.fileio import read_timed_rows
 
 SHOWN_FILE = "shown.csv"
 HEADER = ("start", "end", "shown")
@@ -57,25 +56,9 @@ class ShownSpan:
 def read_shown(path: str | Path) -> list[ShownSpan]:
     """The spans of a `shown.csv` (see the module doc); one LabelsError per problem."""
     path = Path(path)
-    try:
-        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline="")))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LabelsError(f"cannot read {path}: {exc}") from exc
-    if not rows or tuple(c.strip() for c in rows[0]) != HEADER:
-        raise LabelsError(f"{path}:1: expected the header {','.join(HEADER)}")
     spans = []
-    for number, row in enumerate(rows[1:], start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != len(HEADER):
-            raise LabelsError(f"{path}:{number}: expected 3 fields, got {len(row)}")
-        try:
-            start, end = float(row[0]), float(row[1])
-        except ValueError:
-            raise LabelsError(f"{path}:{number}: start and end must be numbers") from None
+    for number, start, end, row in read_timed_rows(path, HEADER, LabelsError):
         kind = row[2].strip()
-        if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
-            raise LabelsError(f"{path}:{number}: need 0 <= start < end, got {start}, {end}")
         if kind not in KINDS:
             raise LabelsError(f"{path}:{number}: unknown kind {kind!r}; known: {list(KINDS)}")
         spans.append(ShownSpan(start, end, kind))

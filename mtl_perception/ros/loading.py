@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
+
 from mtl_perception.deploy.device import check_autocast, describe_device, resolve_device
 from mtl_perception.deploy.load import load_engine
 from mtl_perception.ros import messages
@@ -43,6 +45,8 @@ def load_pipeline(config: NodeConfig, on_result: ResultCallback, on_error: Error
         log.warning(autocast_line)
     if not config.checkpoint.exists():
         raise ValueError(missing_checkpoint_hint(str(config.checkpoint.absolute())))
+    if config.node.cpu_threads:  # before the engine is built: ONNX Runtime reads it then
+        torch.set_num_threads(config.node.cpu_threads)
     stream = config.stream
     engine = load_engine(
         config.checkpoint, stream.backend, config.node.device, autocast=autocast,

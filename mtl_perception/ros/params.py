@@ -59,6 +59,12 @@ class NodeSettings:
         "cpu, cuda or cuda:N.", choices=("auto", "cpu", "cuda", "cuda:N"))
     autocast: Autocast = setting(
         "none", "Mixed precision on the GPU: none (float32), fp16 or bf16. Ignored on the CPU.")
+    # 1 by default: a robot's cores are shared with other nodes, and on shared cores a
+    # second intra-op thread made one forward of the demo model cost 12x the CPU time
+    # (0.56 against 0.046 CPU-s, 3 other busy processes on 2 cores; docs/robot.md).
+    cpu_threads: int = setting(
+        1, "Intra-op CPU threads of the inference engine (torch, ONNX Runtime, OpenVINO); "
+        "0: the library's default (every core). Applied at configure.", low=0, high=256)
     image_topics: tuple[str, ...] = setting(
         ("/camera/image_raw",), "Image topics, one camera each: sensor_msgs/Image, or "
         "sensor_msgs/CompressedImage for topics ending in /compressed.")

@@ -24,14 +24,13 @@ once when the data is built.
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtl_perception.fileio import read_timed_rows
 from training.datasets.listfile import DatasetError
 from training.datasets.mmaction import VIDEO_EXTENSIONS
 from training.datasets.sample import VideoSample
@@ -93,24 +92,8 @@ def read_untrimmed(source: UntrimmedSource, split: str, background: bool) -> lis
 
 def read_intervals(path: Path) -> list[LabelledInterval]:
     """The intervals of one labels CSV (header `start,end,task,label`); times checked only."""
-    try:
-        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline="")))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read labels {path}: {exc}") from exc
-    if not rows or tuple(c.strip() for c in rows[0]) != LABEL_HEADER:
-        raise DatasetError(f"{path}:1: expected the header {','.join(LABEL_HEADER)}")
     intervals = []
-    for number, row in enumerate(rows[1:], start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != 4:
-            raise DatasetError(f"{path}:{number}: expected 4 fields, got {len(row)}")
-        try:
-            start, end = float(row[0]), float(row[1])
-        except ValueError as exc:
-            raise DatasetError(f"{path}:{number}: start and end must be numbers") from exc
-        if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
-            raise DatasetError(f"{path}:{number}: need 0 <= start < end, got {start}, {end}")
+    for _, start, end, row in read_timed_rows(path, LABEL_HEADER, DatasetError):
         intervals.append(LabelledInterval(start, end, row[2].strip(), row[3].strip()))
     return intervals
 

@@ -46,6 +46,7 @@ from mtl_perception.checkpoint import (
 from mtl_perception.exits import int_in
 from mtl_perception.models import build_model
 from mtl_perception.models.gate import gate_classes
+from mtl_perception.names import threads_problem
 from mtl_perception.outputs import OutputError, check_out_file
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream.decisions import PROVENANCE_KEY
@@ -123,6 +124,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int_in(1, 1024), default=16,
                         help="clips per forward")
     parser.add_argument("--device", default="cpu", help="torch device for feature extraction")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (0: torch's default, all cores). 1 by "
+                             "default: the tuning step scores the stream one clip at a "
+                             "time, which a second thread barely speeds up, and on cores "
+                             "shared with other work 2 threads cost 12x the CPU time "
+                             "(docs/gate.md)")
     parser.add_argument("--no-tune", action="store_true",
                         help="fit on every session and store no event settings (before issue 24)")
     parser.add_argument("--max-false-per-min", type=float, default=1.0,
@@ -198,8 +205,11 @@ def check_set_classes(info: CheckpointInfo, sets: list[SetConfig], paths: list[P
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
+        if (problem := threads_problem(args.threads, "--threads")) is not None:
+            raise EvaluateUsageError(problem)
+        if args.threads:
+            torch.set_num_threads(args.threads)
         fit = GateFitConfig(hidden=args.hidden, steps=args.steps, lr=args.lr,
                             weight_decay=args.weight_decay, seed=args.seed)
         if args.clips_per_video < 1 or args.none_margin_s < 0:
