@@ -44,7 +44,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hostinfo import project_first
 
@@ -116,15 +116,8 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
                 backend, _, precision = engine.partition("_")
                 built = build_engine(exports[arch][precision or "fp32"], backend, CPU)
                 runners[(arch, engine)] = functools.partial(built, x.numpy())
-        times: dict[tuple[str, str], list[float]] = {key: [] for key in runners}
         with torch.inference_mode():
-            for runner in runners.values():  # warm-up
-                runner()
-            for _ in range(args.repeats):
-                for key, runner in runners.items():
-                    start = time.perf_counter()
-                    runner()
-                    times[key].append(time.perf_counter() - start)
+            times = interleaved(runners, args.repeats, time.perf_counter)
         base = times[(BASE, "torch")]
         for (arch, engine), seconds in times.items():
             ratios = [b / s for b, s in zip(base, seconds)]
@@ -146,6 +139,25 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         first = str(args.threads[0])
         out[arch]["best_engine_over_r3d18_torch"] = best[first][1]["over_r3d18_torch"]
     return out
+
+
+K = TypeVar("K")  # a runner's key
+
+
+def interleaved(runners: dict[K, Callable[[], Any]], repeats: int,
+                clock: Callable[[], float]) -> dict[K, list[float]]:
+    """Each runner's `clock` time over `repeats` rounds, the runners taken in turn within
+    a round (A B A B ...: a drift in the machine's load hits every side alike), after one
+    warm-up call each."""
+    for runner in runners.values():
+        runner()
+    times: dict[K, list[float]] = {key: [] for key in runners}
+    for _ in range(repeats):
+        for key, runner in runners.items():
+            start = clock()
+            runner()
+            times[key].append(clock() - start)
+    return times
 
 
 def step_cost(args: argparse.Namespace) -> dict[str, Any]:
@@ -178,14 +190,7 @@ def step_cost(args: argparse.Namespace) -> dict[str, Any]:
             optimizer.step()
 
         runners[spec] = one_step
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    for runner in runners.values():  # warm-up
-        runner()
-    for _ in range(args.step_repeats):
-        for key, runner in runners.items():
-            start = time.thread_time()
-            runner()
-            times[key].append(time.thread_time() - start)
+    times = interleaved(runners, args.step_repeats, time.thread_time)
     base = times[args.step_archs[0]]
     out = {"clip": args.step_clip, "batch": 8, "threads": 1, "repeats": args.step_repeats}
     for key, seconds in times.items():
