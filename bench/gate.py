@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import time
 from pathlib import Path
@@ -126,6 +127,8 @@ def main() -> None:
                         help="whole trimmed test videos per task in the test bag")
     parser.add_argument("--work", type=Path, default=Path("runs/bench_gate"),
                         help="the test bag, gated checkpoints and evaluations (reused)")
+    parser.add_argument("--fit-gate-options", default="",
+                        help="more fit-gate options for every seed, e.g. '--context 0'")
     parser.add_argument("--no-cost", action="store_true",
                         help="untrimmed figures only; the cost figures are kept from --save")
     args = parser.parse_args()
@@ -161,7 +164,8 @@ def untrimmed(args: argparse.Namespace) -> dict[str, Any]:
         return {}
     if not args.checkpoints:
         raise SystemExit("--set needs --checkpoints (one task model per training seed)")
-    figures = untrimmed_figures(args.set, args.checkpoints, args.work, args.with_trimmed)
+    figures = untrimmed_figures(args.set, args.checkpoints, args.work, args.with_trimmed,
+                                shlex.split(args.fit_gate_options))
     figures["load_average"] = os.getloadavg()
     return figures
 

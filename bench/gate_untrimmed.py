@@ -34,6 +34,7 @@ import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +57,12 @@ def test_bag(set_path: Path, work: Path, trimmed: int) -> Path:
     return out
 
 
-def fit_gate(checkpoint: Path, set_path: Path, out: Path) -> float:
-    """fit-gate with its defaults; the CPU seconds (user + system) it took."""
+def fit_gate(checkpoint: Path, set_path: Path, out: Path, extra: Sequence[str] = ()) -> float:
+    """fit-gate with its defaults (and `extra` options); the CPU seconds (user + system)."""
     before = os.times()
     subprocess.run([sys.executable, "-m", "training", "fit-gate", "--checkpoint",
                     str(checkpoint), "--set", str(set_path), "--out", str(out),
-                    "--overwrite"], check=True)  # the bench's own work file: a rerun replaces it
+                    "--overwrite", *extra], check=True)  # the bench's own work file
     after = os.times()
     return (after.children_user - before.children_user
             + after.children_system - before.children_system)
@@ -104,9 +105,10 @@ def baseline_at(evaluation: Evaluation, max_false_per_min: float) -> dict[str, A
     return max(pool, key=lambda r: (r["levenshtein"], r["event_f1"] or 0.0))
 
 
-def one_seed(checkpoint: Path, set_path: Path, bag: Path, work: Path) -> dict[str, Any]:
+def one_seed(checkpoint: Path, set_path: Path, bag: Path, work: Path,
+             fit_options: Sequence[str] = ()) -> dict[str, Any]:
     gated = work / f"{checkpoint.parent.name}_gate.safetensors"
-    cpu_s = fit_gate(checkpoint, set_path, gated)
+    cpu_s = fit_gate(checkpoint, set_path, gated, fit_options)
     evaluation = run_bag(bag, gated, work / f"{checkpoint.parent.name}_eval")
     metrics = evaluation.metrics
     gate = _brief(metrics["gesture_events"])
@@ -131,10 +133,10 @@ def _spread(values: list[float | None]) -> dict[str, float | None]:
 
 
 def untrimmed_figures(set_path: Path, checkpoints: list[Path], work: Path,
-                      trimmed: int) -> dict[str, Any]:
+                      trimmed: int, fit_options: Sequence[str] = ()) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     bag = test_bag(set_path, work, trimmed)
-    seeds = [one_seed(c, set_path, bag, work) for c in checkpoints]
+    seeds = [one_seed(c, set_path, bag, work, fit_options) for c in checkpoints]
 
     def mean(path: list[str]) -> dict[str, float | None]:
         values = []
@@ -170,6 +172,7 @@ def untrimmed_figures(set_path: Path, checkpoints: list[Path], work: Path,
             "segment_accuracy_action": mean(["segment_accuracy", "action"]),
         },
         "per_seed": seeds, "stream": STREAM, "set": str(set_path),
+        "fit_gate_options": list(fit_options),
         "test_bag": "to-bag --untrimmed --background --with-trimmed "
                     f"{trimmed} --compressed (test split)",
     }

@@ -152,7 +152,7 @@ def save_checkpoint(path: str | Path, model: MultiTaskModel, info: CheckpointInf
 # Fields added after the first checkpoints were written: left out of the metadata while
 # they hold their defaults, so a model without a task gate is stored exactly as before
 # (and earlier releases still read it).
-_LATER_FIELDS = ("gate", "gate_hidden")
+_LATER_FIELDS = ("gate", "gate_hidden", "gate_context")
 
 
 def model_metadata(config: ModelConfig) -> dict[str, Any]:

@@ -104,12 +104,17 @@ def test_fit_gate_reads_a_bag_set_with_the_checkpoints_sampling(
     assert main(["fit-gate", "--checkpoint", str(ckpt), "--set", str(path), "--out", str(out),
                  "--steps", "20", "--hidden", "0"]) == 0
     gated = read_checkpoint_info(out)
-    assert gated.model.gate
+    assert gated.model.gate and gated.model.gate_context == 0  # the default: no memory
     fit = gated.provenance["gate_fit"]
     assert fit["temporal_sampling"] == "consecutive"
     # 2 gesture intervals and 2 none stretches (0-0.7 s, 4.3-5.9 s) x 4 clips each
     assert fit["train"]["clips"] == 16
     assert "checkpoint with gate" in capsys.readouterr().out
+    # a gate with memory learns from video files: asked for on bags, refused in one line
+    assert main(["fit-gate", "--checkpoint", str(ckpt), "--set", str(path), "--out",
+                 str(tmp_path / "ctx.safetensors"), "--context", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--context 2" in err and "recorded bag" in err and len(err.splitlines()) == 1
 
 
 def test_cache_prune_removes_stale_and_least_recently_used_folders(

@@ -120,7 +120,7 @@ def test_fit_gate_adds_a_gate_and_keeps_every_task_score(small_set: Path, tmp_pa
     out = tmp_path / "gated.safetensors"
     code = main(["fit-gate", "--checkpoint", str(source), "--set", str(small_set / "set.yaml"),
                  "--out", str(out), "--clips-per-video", "1", "--steps", "50",
-                 "--max-videos", "6"])
+                 "--max-videos", "6", "--context", "0"])
     assert code == 0
     assert f"checkpoint with gate: {out}" in capsys.readouterr().out
     plain, gated = load_checkpoint(source), load_checkpoint(out)
@@ -144,6 +144,33 @@ def test_fit_gate_adds_a_gate_and_keeps_every_task_score(small_set: Path, tmp_pa
     assert main(["fit-gate", "--checkpoint", str(source), "--set", str(no_none),
                  "--no-around-segments"]) == 2
     assert "no none clips" in capsys.readouterr().err
+
+
+def test_fit_gate_with_memory_learns_from_stream_windows(small_set: Path, tmp_path: Path
+                                                        ) -> None:
+    """fit-gate --context 4 on a set of videos: a linear gate reading the 4 clips before
+    each one, fitted on every clip as the stream cuts it, with its event settings chosen."""
+    import torch
+
+    from mtl_perception.checkpoint import load_checkpoint
+    from training.__main__ import main
+
+    source = _tiny_checkpoint(tmp_path / "plain.safetensors")
+    out = tmp_path / "gated.safetensors"
+    assert main(["fit-gate", "--checkpoint", str(source), "--set", str(small_set / "set.yaml"),
+                 "--out", str(out), "--steps", "30", "--max-videos", "6", "--context", "4"]) == 0
+    gated = load_checkpoint(out)
+    assert (gated.info.model.gate_context, gated.info.model.gate_hidden) == (4, 0)
+    fit = gated.info.provenance["gate_fit"]
+    assert fit["context"] == 4 and fit["inference_stride"] == 2
+    # every labelled clip of every train video (4 sessions, 6 trimmed per task, 2 backgrounds)
+    assert fit["stream_windows"] == fit["train"]["clips"] > 100
+    assert "clips_per_video" not in fit
+    assert gated.info.provenance["stream_defaults"]["event_source"] == "gate"
+    clips = torch.randn(3, 3, 4, 24, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out_all = gated.model.score_all(clips)
+    assert out_all[-1].shape == (3, 5, 3)  # each clip's shares of 5 clips' logits
 
 
 def test_to_bag_replays_a_session_split_with_its_labels(small_set: Path, tmp_path: Path) -> None:

@@ -9,7 +9,11 @@ object that runs the forward pass.
 Input: clips as one float32 NumPy array (N, 3, T, H, W), preprocessed
 (`mtl_perception.preprocess`). Output: `Scores`: per task (N, C_t) logits in
 `info.model.task_names` order, and the gate's (N, tasks + 1) logits ("none"
-last) when the model has a task gate, else None.
+last) when the model has a task gate, else None. A gate with memory
+(`gate_context` k > 0) outputs each clip's shares of the logits (N, k + 1,
+tasks + 1): `Scores.gate_parts`, which the stream adds up over a camera's
+last clips (`mtl_perception.stream.gate_memory`); `Scores.gate` is then the
+logits of each clip alone (as if the clips before it were the same clip).
 """
 
 from __future__ import annotations
@@ -27,14 +31,18 @@ from mtl_perception.deploy.errors import BackendError
 
 @dataclass(frozen=True)
 class Scores:
-    """One batch's outputs: per-task logits, then the gate's (None without a gate)."""
+    """One batch's outputs: per-task logits, then the gate's (None without a gate), and a
+    gate with memory's logit shares (None for any other model)."""
 
     tasks: tuple[np.ndarray, ...]
     gate: np.ndarray | None = None
+    gate_parts: np.ndarray | None = None
 
     def as_list(self) -> list[np.ndarray]:
-        """`score_all`'s order: the tasks' logits, then the gate's when there is one."""
-        return [*self.tasks, *(() if self.gate is None else (self.gate,))]
+        """`score_all`'s order: the tasks' logits, then the gate's output when there is one
+        (a gate with memory: its shares, as the graph outputs them)."""
+        gate = self.gate if self.gate_parts is None else self.gate_parts
+        return [*self.tasks, *(() if gate is None else (gate,))]
 
 
 class Engine(ABC):
@@ -64,6 +72,11 @@ class Engine(ABC):
         return bool(getattr(self.info.model, "gate", False))
 
     @property
+    def gate_context(self) -> int:
+        """Previous clips the gate reads (0: each clip alone; models/gate.py)."""
+        return int(getattr(self.info.model, "gate_context", 0))
+
+    @property
     def clip_length(self) -> int:
         """Frames per clip the model was made for (an exported graph takes exactly these)."""
         return self.info.preprocess.clip_length
@@ -85,10 +98,16 @@ class Engine(ABC):
             raise BackendError(f"{self.source}: {len(outputs)} outputs, its metadata describes "
                                f"{expected} ({tasks} tasks{and_gate})")
         gate = outputs[tasks] if self.has_gate else None
-        if gate is not None and gate.shape[-1] != tasks + 1:
-            raise BackendError(f"{self.source}: gate logits shaped {list(gate.shape)}, expected "
-                               f"(N, {tasks + 1}) (the tasks, then none)")
-        return Scores(tuple(outputs[:tasks]), gate)
+        if gate is None:
+            return Scores(tuple(outputs[:tasks]))
+        context = self.gate_context
+        per_clip = (tasks + 1,) if context == 0 else (context + 1, tasks + 1)
+        if tuple(gate.shape[1:]) != per_clip:
+            raise BackendError(f"{self.source}: gate output shaped {list(gate.shape)}, expected "
+                               f"(N, {', '.join(map(str, per_clip))}) (the tasks, then none)")
+        if context == 0:
+            return Scores(tuple(outputs[:tasks]), gate)
+        return Scores(tuple(outputs[:tasks]), gate.sum(axis=1), gate_parts=gate)
 
     def warmup(self, batch: int = 1, clip_length: int = 0) -> float:
         """One forward pass on zeros of the input shape (lazy init, autotuning); ms."""

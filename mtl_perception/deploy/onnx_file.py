@@ -52,10 +52,15 @@ def output_names(info: CheckpointInfo) -> tuple[str, ...]:
     return (*info.model.task_names, *gate)
 
 
-def output_sizes(info: CheckpointInfo) -> tuple[int, ...]:
-    """Classes per output: each task's, then tasks + 1 for the gate ("none" last)."""
-    gate = (info.model.num_tasks + 1,) if getattr(info.model, "gate", False) else ()
-    return (*info.model.num_classes, *gate)
+def output_sizes(info: CheckpointInfo) -> tuple[tuple[int, ...], ...]:
+    """Each output's shape after the batch: a task's classes, then the gate's tasks + 1
+    ("none" last), or (k + 1, tasks + 1) for a gate with memory (models/gate.py)."""
+    tasks = tuple((c,) for c in info.model.num_classes)
+    if not getattr(info.model, "gate", False):
+        return tasks
+    context = int(getattr(info.model, "gate_context", 0))
+    gate = (info.model.num_tasks + 1,)
+    return (*tasks, gate if context == 0 else (context + 1, *gate))
 
 
 @dataclass(frozen=True)
@@ -239,10 +244,11 @@ def _check_graph(where: str, proto: Any, info: CheckpointInfo, export: ExportInf
     batch = export.batch or None
     for output, size in zip(proto.graph.output, output_sizes(info)):
         dims = _dims(output)
-        if len(dims) != 2 or dims[1] != size or (batch and dims[0] != batch):
+        if tuple(dims[1:]) != size or (batch and dims[0] != batch):
             raise CheckpointError(
                 f"model {where}: output {output.name!r} is shaped {dims}, expected "
-                f"[{batch or 'N'}, {size}] for the model its metadata describes"
+                f"[{', '.join(map(str, [batch or 'N', *size]))}] for the model its metadata "
+                "describes"
             )
     initializers = {init.name for init in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in initializers]

@@ -60,7 +60,9 @@ class MultiTaskModel(nn.Module):
     - `score_all(clips)`: every clip scored by every task, (N, C_t) per task:
       what the live node and bag evaluation use; with a task gate
       (`config.gate`), one more final element, the gate logits
-      (N, num_tasks + 1) (GATE_CONTRACT.md).
+      (N, num_tasks + 1) (GATE_CONTRACT.md), or, for a gate with memory
+      (`config.gate_context` = k > 0), each clip's shares of the logits
+      (N, k + 1, num_tasks + 1) that the stream adds up (`TaskGate.parts`).
     - `task_features(clips)`: per task, the pooled features its head reads, for
       every clip (what `score_all` and the gate are built on).
     - `forward_gated(clips, task_ids)`: training with the gate (HPS, SPS).
@@ -80,7 +82,8 @@ class MultiTaskModel(nn.Module):
     def _add_gate(self, feature_dim: int) -> None:
         """Build the gate last, so a model without one draws the same initial weights."""
         if self.config.gate:
-            self.gate = TaskGate(feature_dim, self.config.num_tasks, self.config.gate_hidden)
+            self.gate = TaskGate(feature_dim, self.config.num_tasks, self.config.gate_hidden,
+                                 self.config.gate_context)
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -95,8 +98,9 @@ class MultiTaskModel(nn.Module):
     def score_all(self, clips: torch.Tensor) -> list[torch.Tensor]:
         features = self.task_features(clips)
         scores = [head(f) for head, f in zip(self.heads, features, strict=True)]
-        if self.gate is not None:
-            scores.append(self.gate(gate_input(features)))
+        if isinstance(self.gate, TaskGate):
+            pooled = gate_input(features)
+            scores.append(self.gate.parts(pooled) if self.gate.context else self.gate(pooled))
         return scores
 
     def gate_features(self, clips: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from typing import Literal
 from mtl_perception.models.archs import ARCHS, Arch
 from mtl_perception.models.stages import STAGE_NAMES
 
+MAX_GATE_CONTEXT = 32  # previous clips a gate may read (at 3 clips/s: about 10 s)
 Method = Literal["stl", "hps", "sps", "lws"]
 METHODS: tuple[str, ...] = ("stl", "hps", "sps", "lws")
 
@@ -26,6 +27,8 @@ class ModelConfig:
     `gate` adds the task gate (`models/gate.py`; beyond the paper, off by
     default so every paper model and old checkpoint is unchanged), a head on
     the pooled features with `gate_hidden` hidden units (0: linear).
+    `gate_context` > 0: the gate also reads the stream's previous clips (set
+    by `fit-gate --context`; 0: each clip alone, as before).
     STL has no gate: it is one model per task.
     """
 
@@ -40,6 +43,7 @@ class ModelConfig:
     frame_differences: bool = False
     gate: bool = False
     gate_hidden: int = 64
+    gate_context: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -76,6 +80,11 @@ class ModelConfig:
             raise ValueError("method 'stl' has no task gate (one task per model): set gate false")
         if not 0 <= self.gate_hidden <= 65536:
             raise ValueError(f"gate_hidden must be in 0..65536, got {self.gate_hidden}")
+        if not 0 <= self.gate_context <= MAX_GATE_CONTEXT:
+            raise ValueError(f"gate_context must be in 0..{MAX_GATE_CONTEXT}, "
+                             f"got {self.gate_context}")
+        if self.gate_context and not self.gate:
+            raise ValueError("gate_context needs a task gate (gate: true)")
 
     @property
     def num_tasks(self) -> int:

@@ -26,6 +26,7 @@ from mtl_perception.stream.decode import (
     prepare_frame,
 )
 from mtl_perception.stream.events import GESTURE_TASK, GestureEventDetector, step
+from mtl_perception.stream.gate_memory import GateMemory
 from mtl_perception.stream.results import ClipResult, FrameHeader, Smoother
 from mtl_perception.stream.stats import RateMeter
 
@@ -66,6 +67,7 @@ class CameraState:
         preprocess: PreprocessConfig,
         on_error: ErrorCallback,
         gesture_classes: tuple[str, ...] = (),
+        gate_context: int = 0,
     ) -> None:
         self.name = name
         self.buffer = CameraBuffer(
@@ -74,6 +76,8 @@ class CameraState:
         self.smoothers = [Smoother(config.smoothing, config.smoothing_window) for _ in range(tasks)]
         # Gesture events (stream/events.py); None for a model without a gesture task.
         self.events = GestureEventDetector(gesture_classes, name) if gesture_classes else None
+        # A gate with memory's last clips (stream/gate_memory.py); restarts with the smoothing.
+        self.gate_memory = GateMemory(gate_context) if gate_context else None
         self.preprocess = preprocess
         self.on_error = on_error
         self.lock = threading.Lock()
@@ -127,16 +131,24 @@ class CameraState:
         self.epoch += 1
 
     def smoothers_for(self, item: Queued, config: StreamConfig) -> list[Smoother]:
-        """The smoothers to score `item` with: reset at a new epoch, configured live."""
+        """The smoothers to score `item` with: reset at a new epoch (the gate's memory
+        and the event detector too), configured live."""
         if item.epoch != self.smoothed_epoch:
             for smoother in self.smoothers:
                 smoother.reset()
             if self.events is not None:
                 self.events.reset()
+            if self.gate_memory is not None:
+                self.gate_memory.reset()
             self.smoothed_epoch = item.epoch
         for smoother in self.smoothers:
             smoother.configure(config.smoothing, config.smoothing_window)
         return self.smoothers
+
+    def gate_logits(self, shares: np.ndarray) -> np.ndarray:
+        """A gate with memory's logits for this camera's newest clip (after `smoothers_for`)."""
+        assert self.gate_memory is not None, "a camera without a gate with memory"
+        return self.gate_memory.logits(shares)
 
     def with_event(self, result: ClipResult, config: StreamConfig) -> ClipResult:
         """`result` with the gesture event decided at it (call after `smoothers_for`)."""

@@ -164,6 +164,7 @@ class StreamPipeline:
                     self.info.preprocess,
                     self.on_error,
                     self.info.classes_of(GESTURE_TASK) if GESTURE_TASK in self.task_names else (),
+                    self._engine.gate_context,
                 )
             return cam
 
@@ -318,7 +319,7 @@ class StreamPipeline:
 
     def _score(self, batch: list[Queued]) -> list[ClipResult]:
         scores, inference_ms = score_clips(self._engine, [item.clip for item in batch])
-        per_task, gate_logits = scores.tasks, scores.gate
+        per_task, gate_logits, gate_parts = scores.tasks, scores.gate, scores.gate_parts
         config = self._config
         results = []
         with self._cond:
@@ -327,7 +328,11 @@ class StreamPipeline:
         for n, item in enumerate(batch):
             cam = self._cameras[item.clip.camera]
             smoothers = cam.smoothers_for(item, config)
-            gate = None if gate_logits is None else softmax(gate_logits[n])
+            gate: np.ndarray | None = None
+            if gate_parts is not None:  # a gate with memory: this camera's last clips too
+                gate = softmax(cam.gate_logits(gate_parts[n]))
+            elif gate_logits is not None:
+                gate = softmax(gate_logits[n])
             tasks = postprocess([task[n] for task in per_task], self.task_names,
                                 self.info.class_names, smoothers, config, gate)
             latency_ms = (time.monotonic() - item.clip.frames[-1].arrival) * 1e3

@@ -48,6 +48,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mtl_perception.models import MultiTaskModel
+from mtl_perception.models.gate import alone
 from mtl_perception.names import workers_problem
 from mtl_perception.preprocess import PreprocessConfig
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig, collate_clips
@@ -215,7 +216,7 @@ class Evaluator:
             for clips, labels, task_ids in self._batches(dataset, self.config.batch_size, device):
                 with torch.no_grad(), _autocast(device, self.config.autocast):
                     scores = model.score_all(clips.to(device, non_blocking=True))
-                chosen = scores[-1].float().argmax(dim=1).cpu().numpy()
+                chosen = alone(scores[-1].float()).argmax(dim=1).cpu().numpy()
                 heads = [s.float().argmax(dim=1).cpu().numpy() for s in scores[:k]]
                 tally_gated(counts, gate, agnostic, task_ids.numpy(), labels.numpy(), heads,
                             chosen)

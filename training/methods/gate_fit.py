@@ -13,7 +13,7 @@ feature matrix.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,7 @@ from mtl_perception.preprocess import PreprocessConfig
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig, collate_clips
 from training.datasets.clip_sampling import TemporalSampling
 from training.datasets.sample import VideoSample
+from training.methods.gate_windows import StreamWindows
 
 
 @dataclass(frozen=True)
@@ -80,31 +81,55 @@ def fit_gate(features: torch.Tensor, labels: torch.Tensor, num_tasks: int,
              config: GateFitConfig | None = None) -> TaskGate:
     """A `TaskGate` fitted on (features, labels); every class must be present."""
     config = config or GateFitConfig()
-    classes = num_tasks + 1
+    gate = _new_gate(features, num_tasks, config, 0)
+    return _fit(gate, lambda: gate(features), labels, config)
+
+
+def fit_context_gate(clips: StreamWindows, num_tasks: int, context: int,
+                     config: GateFitConfig | None = None) -> TaskGate:
+    """A gate with memory (`context` previous clips) fitted on stream windows
+    (training/methods/gate_windows.py); every class must be present."""
+    config = config or GateFitConfig()
+    gate = _new_gate(clips.features, num_tasks, config, context)
+    return _fit(gate, lambda: gate.window_logits(clips.features, clips.windows), clips.labels,
+                config)
+
+
+def _new_gate(features: torch.Tensor, num_tasks: int, config: GateFitConfig,
+              context: int) -> TaskGate:
+    torch.manual_seed(config.seed)
+    gate = TaskGate(features.shape[1], num_tasks, config.hidden, context)
+    gate.set_input_statistics(features.mean(dim=0), features.var(dim=0, unbiased=False))
+    return gate.eval()  # the standardisation stays at the data's statistics
+
+
+def _fit(gate: TaskGate, logits: Callable[[], torch.Tensor], labels: torch.Tensor,
+         config: GateFitConfig) -> TaskGate:
+    """Full-batch Adam on the class-balanced cross-entropy of `logits()` against `labels`."""
+    classes = gate.last_layer.out_features
     counts = torch.bincount(labels, minlength=classes).float()
     if bool((counts == 0).any()):
         absent = [i for i in range(classes) if counts[i] == 0]
         raise ValueError(f"no training clip of gate class(es) {absent} (the last is none)")
-    torch.manual_seed(config.seed)
-    gate = TaskGate(features.shape[1], num_tasks, config.hidden)
-    gate.set_input_statistics(features.mean(dim=0), features.var(dim=0, unbiased=False))
-    gate.eval()  # the standardisation stays at the data's statistics
     weight = counts.sum() / (classes * counts)
     optimizer = torch.optim.Adam(gate.classifier.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
     for _ in range(config.steps):
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(gate(features), labels, weight=weight)
+        loss = F.cross_entropy(logits(), labels, weight=weight)
         loss.backward()
         optimizer.step()
     return gate
 
 
 def gate_confusion(gate: TaskGate, features: torch.Tensor, labels: torch.Tensor,
-                   classes: int) -> np.ndarray:
-    """confusion[true][predicted] of the gate on (features, labels)."""
+                   classes: int, windows: torch.Tensor | None = None) -> np.ndarray:
+    """confusion[true][predicted] of the gate on (features, labels), or, for a gate with
+    memory, on the `windows` of rows of `features` that `labels` label."""
     with torch.no_grad():
-        predicted = gate.eval()(features).argmax(dim=1)
+        logits = gate.eval()(features) if windows is None else \
+            gate.window_logits(features, windows)
+        predicted = logits.argmax(dim=1)
     confusion = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(confusion, (labels.numpy(), predicted.numpy()), 1)
     return confusion

@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ from mtl_perception.checkpoint import (
 )
 from mtl_perception.exits import int_in
 from mtl_perception.models import build_model
-from mtl_perception.models.gate import gate_classes
+from mtl_perception.models.config import MAX_GATE_CONTEXT
+from mtl_perception.models.gate import TaskGate, gate_classes
 from mtl_perception.names import threads_problem
 from mtl_perception.outputs import OutputError, check_out_file
 from mtl_perception.settings import SettingsError
@@ -83,6 +85,7 @@ from training.methods.gate_tuning import (
     stream_defaults,
     stream_for,
 )
+from training.tools.fit_gate_windows import check_context, fit_on_windows
 
 LOG = logging.getLogger(__name__)
 # One line and exit 2 wherever in the run they are raised (training/__main__.py).
@@ -107,7 +110,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no none clips from the frames around trimmed segments")
     parser.add_argument("--lead-overlap", type=float, default=0.4,
                         help="none clips of a trimmed video's lead-in/out may reach this share "
-                             "of a clip into the segment (0: keep --none-margin-s away)")
+                             "of a clip into the segment (0: keep --none-margin-s away). With "
+                             "--context: a stream clip less than this share on every motion is "
+                             "none, half or more is the motion's task, between is left out "
+                             "(0: no clip left out)")
     parser.add_argument("--none-piece-clips", type=float, default=2.0,
                         help="none stretches are cut into pieces of this many clip spans, each "
                              "giving --clips-per-video clips (0: one piece per stretch)")
@@ -115,8 +121,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the sessions' labelled motions teach the gate their task too, "
                              "with clips reaching this share of a clip span past their ends "
                              "(-1: sessions give none clips only, as before issue 24's round 2)")
-    parser.add_argument("--hidden", type=int, default=d.hidden,
-                        help="gate hidden units (0: linear)")
+    parser.add_argument("--context", type=int_in(0, MAX_GATE_CONTEXT), default=0,
+                        help="previous clips of the stream the gate reads too (default 0: "
+                             "each clip alone; docs/gate.md has what 4 measured). With memory "
+                             "the gate learns from every clip of every video file as the "
+                             "stream cuts them (--inference-stride), so --clips-per-video, "
+                             "--none-piece-clips, --session-reach and --none-margin-s do not "
+                             "apply")
+    parser.add_argument("--hidden", type=int, default=None,
+                        help=f"gate hidden units (0: linear; default {d.hidden} without "
+                             "memory, 0 with it: docs/gate.md)")
     parser.add_argument("--steps", type=int, default=d.steps, help="full-batch Adam steps")
     parser.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
@@ -210,7 +224,8 @@ def run(args: argparse.Namespace) -> int:
             raise EvaluateUsageError(problem)
         if args.threads:
             torch.set_num_threads(args.threads)
-        fit = GateFitConfig(hidden=args.hidden, steps=args.steps, lr=args.lr,
+        hidden = args.hidden
+        fit = GateFitConfig(steps=args.steps, lr=args.lr,
                             weight_decay=args.weight_decay, seed=args.seed)
         if args.clips_per_video < 1 or args.none_margin_s < 0:
             raise EvaluateUsageError("--clips-per-video must be >= 1 and --none-margin-s >= 0")
@@ -240,6 +255,10 @@ def run(args: argparse.Namespace) -> int:
         check_set_classes(info, sets, args.set)
         step = trained_frame_step(info)
         temporal = trained_temporal_sampling(info)
+        context = check_context(args.context, sets, info)
+        if hidden is None:
+            hidden = 0 if context else GateFitConfig().hidden
+        fit = dataclasses.replace(fit, hidden=hidden)
 
         sessions = [v for set_config in sets for source in set_config.untrimmed
                     for v in read_untrimmed(source, "train", background=False)]
@@ -270,36 +289,30 @@ def run(args: argparse.Namespace) -> int:
             ValueError, RuntimeError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
-    model, k = loaded.model, info.model.num_tasks
-    extract = dict(preprocess=info.preprocess, clips_per_sample=args.clips_per_video,
-                   frame_step=step, temporal=temporal, batch_size=args.batch_size,
-                   device=args.device)
-    base = extract_gate_features(model, train_items, **extract)
-    parts = [extract_gate_features(model, h, **extract) if h else None for h in half_items]
-    features, labels = _joined([base, *parts])
-    LOG.info("gate features: %d clips (%s)", len(labels), _counts(labels, k, info))
-    gate = fit_gate(features, labels, k, fit)
+    model = loaded.model
     report: dict[str, Any] = {"set": " ".join(map(str, args.set)),
                               "source": str(args.checkpoint), "temporal_sampling": temporal,
                               "clips_per_video": args.clips_per_video, "hidden": fit.hidden,
                               "steps": fit.steps}
-    report["train"] = _figures(gate_confusion(gate, features, labels, k + 1))
-    try:
-        test_f, test_l = extract_gate_features(model, items_of("test"), **extract)
-        report["test"] = _figures(gate_confusion(gate, test_f, test_l, k + 1))
-    except (DatasetError, ValueError) as exc:  # a set without a test split of none clips
-        LOG.warning("no test figures: %s", str(exc).splitlines()[0])
-    config = dataclasses.replace(info.model, gate=True, gate_hidden=fit.hidden)
+    if context:
+        fitted = fit_on_windows(model, info, sets, sessions, halves, tune, context, fit, step,
+                                args)
+        gate, crossed_gates = fitted.gate, fitted.crossed
+        report.update({key: _figures(v) if key in ("train", "test") else v
+                       for key, v in fitted.report.items()})
+        del report["clips_per_video"]  # every clip of every video: stream windows
+    else:
+        gate, crossed_gates = _fit_on_clips(model, info, train_items, half_items, items_of,
+                                            report, fit, step, temporal, args)
+    config = dataclasses.replace(info.model, gate=True, gate_hidden=fit.hidden,
+                                 gate_context=context)
     gated = _with_gate(model, config, gate)
     provenance = dict(info.provenance, gate_fit=report)
     provenance.pop(PROVENANCE_KEY, None)  # chosen for an old gate: not valid for this one
     if tune:
         # each half's sessions scored by a gate fitted without them (cross-fitting)
-        crossed = []
-        for fit_half, held_half in ((0, 1), (1, 0)):
-            pair = _joined([base, parts[fit_half]])
-            crossed.append((_with_gate(model, config, fit_gate(*pair, k, fit)),
-                            halves[held_half]))
+        crossed = [(_with_gate(model, config, g), halves[held])
+                   for g, held in zip(crossed_gates, (1, 0), strict=True)]
         provenance[PROVENANCE_KEY] = _tune(crossed, CheckpointInfo(
             config, info.class_names, info.preprocess, provenance), step, args)
     try:
@@ -317,6 +330,36 @@ def run(args: argparse.Namespace) -> int:
                   + ", ".join(f"{n} {_pct(a)}" for n, a in zip(names, figures["per_class"])))
     print(f"checkpoint with gate: {out}")
     return 0
+
+
+def _fit_on_clips(model: torch.nn.Module, info: CheckpointInfo,
+                  train_items: list[tuple[VideoSample, int]],
+                  half_items: list[list[tuple[VideoSample, int]]],
+                  items_of: Callable[[str], list[tuple[VideoSample, int]]],
+                  report: dict[str, Any], fit: GateFitConfig, step: int, temporal: str,
+                  args: argparse.Namespace) -> tuple[TaskGate, list[TaskGate]]:
+    """The one-clip gate (`--context 0`): fitted on a few clips per sample; the gate
+    fitted on everything and the two cross-fitted ones (without half 1, then without
+    half 0; none without tuning). Adds the train and test figures to `report`."""
+    k = info.model.num_tasks
+    extract = dict(preprocess=info.preprocess, clips_per_sample=args.clips_per_video,
+                   frame_step=step, temporal=temporal, batch_size=args.batch_size,
+                   device=args.device)
+    base = extract_gate_features(model, train_items, **extract)  # type: ignore[arg-type]
+    parts = [extract_gate_features(model, h, **extract) if h else None  # type: ignore[arg-type]
+             for h in half_items]
+    features, labels = _joined([base, *parts])
+    LOG.info("gate features: %d clips (%s)", len(labels), _counts(labels, k, info))
+    gate = fit_gate(features, labels, k, fit)
+    report["train"] = _figures(gate_confusion(gate, features, labels, k + 1))
+    try:
+        test_f, test_l = extract_gate_features(model, items_of("test"),  # type: ignore[arg-type]
+                                               **extract)
+        report["test"] = _figures(gate_confusion(gate, test_f, test_l, k + 1))
+    except (DatasetError, ValueError) as exc:  # a set without a test split of none clips
+        LOG.warning("no test figures: %s", str(exc).splitlines()[0])
+    crossed = [fit_gate(*_joined([base, part]), k, fit) for part in parts if part is not None]
+    return gate, crossed
 
 
 def _joined(parts: list[tuple[torch.Tensor, torch.Tensor] | None]
