@@ -125,21 +125,25 @@ def test_model_outputs_the_shares_and_its_config_checks_the_context() -> None:
 
 
 def test_joined_windows_shift_their_rows() -> None:
-    a = StreamWindows(torch.zeros(3, 2), torch.tensor([[0, 0], [2, 1]]), torch.tensor([0, 1]),
-                      torch.tensor([0, 0]))
-    b = StreamWindows(torch.ones(2, 2), torch.tensor([[1, 0]]), torch.tensor([2]),
-                      torch.tensor([0]))
+    a = StreamWindows(torch.zeros(3, 2), torch.tensor([[0, 0], [2, 1]]), torch.tensor([0, 1]))
+    b = StreamWindows(torch.ones(2, 2), torch.tensor([[1, 0]]), torch.tensor([2]))
     joined = StreamWindows.join([a, b])
     assert joined.windows.tolist() == [[0, 0], [2, 1], [4, 3]]
-    assert joined.video.tolist() == [0, 0, 1] and joined.labels.tolist() == [0, 1, 2]
+    assert joined.labels.tolist() == [0, 1, 2]
     assert len(joined) == 3 and joined.features.shape == (5, 2)
 
 
-def test_the_stream_scores_what_fit_gate_trains_on(tmp_path) -> None:
+@pytest.mark.parametrize(("frame_step", "stride", "chunk"),
+                         [(2, 2, 64), (1, 1, 64), (3, 2, 64), (4, 2, 7), (4, 6, 5)])
+def test_the_stream_scores_what_fit_gate_trains_on(tmp_path, monkeypatch, frame_step: int,
+                                                   stride: int, chunk: int) -> None:
     """A video through the node's pipeline (offline) and through fit-gate's stream windows:
-    the same clips, so the pipeline's gate probabilities are the windows' softmax."""
+    the same clips (the stream's sampling phase at any frame step, a stride longer than a
+    clip, clips across decoding chunks), so the pipeline's gate probabilities are the
+    windows' softmax."""
     from helpers_models import tiny_config
 
+    import training.methods.gate_windows as gate_windows
     from mtl_perception.checkpoint import CheckpointInfo
     from mtl_perception.preprocess import PreprocessConfig
     from mtl_perception.stream import FrameHeader, StreamConfig, StreamPipeline
@@ -148,6 +152,7 @@ def test_the_stream_scores_what_fit_gate_trains_on(tmp_path) -> None:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    monkeypatch.setattr(gate_windows, "_CHUNK", chunk)
     config = tiny_config("hps", num_classes=(3, 2), gate=True, gate_hidden=0, gate_context=3)
     model = build_model(config).eval()
     assert model.gate is not None
@@ -163,7 +168,8 @@ def test_the_stream_scores_what_fit_gate_trains_on(tmp_path) -> None:
     write_video(path, frames, fps=25.0)
 
     results = []
-    stream = StreamConfig(target_fps=12.5, inference_stride=2, max_gap_s=1.0)
+    stream = StreamConfig(target_fps=round(25.0 / frame_step, 3), inference_stride=stride,
+                          max_gap_s=max(0.5, 2.0 * frame_step / 25.0))
     pipeline = StreamPipeline(model, info, stream, realtime=False, on_result=results.append)
     with VideoReader(path) as reader:
         decoded = reader.read(list(range(reader.num_frames)))
@@ -171,14 +177,26 @@ def test_the_stream_scores_what_fit_gate_trains_on(tmp_path) -> None:
         pipeline.push_frame("cam", frame, FrameHeader(round(i * 1e9 / 25)))
     pipeline.flush()
 
-    windows = stream_windows(model, [TimedVideo(path)], preprocess, frame_step=2, stride=2,
-                             context=3, none_label=2, batch_size=4)
+    windows = stream_windows(model, [TimedVideo(path)], preprocess, frame_step=frame_step,
+                             stride=stride, context=3, none_label=2, batch_size=4)
     with torch.no_grad():
         expected = torch.softmax(model.gate.window_logits(windows.features, windows.windows), 1)
-    assert len(results) == len(windows) == 14  # 31 sampled frames: clips at 0, 2, ..., 26
+    assert len(results) == len(windows) >= 3
     got = np.stack([r.gate for r in results])
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
     assert float(np.ptp(got, axis=0).max()) > 0.5  # the probabilities move over the stream
+
+
+def test_a_stream_at_another_stride_than_the_memory_was_fitted_at_is_warned() -> None:
+    from mtl_perception.stream.gate_memory import stride_warning
+
+    provenance = {"gate_fit": {"inference_stride": 2}}
+    message = stride_warning(4, provenance, 8)
+    assert message is not None and "set inference_stride 2" in message and "4x" in message
+    assert stride_warning(4, provenance, 2) is None
+    assert stride_warning(0, provenance, 8) is None  # no memory: the stride is the user's
+    assert stride_warning(4, {}, 8) is None  # nothing recorded
+    assert stride_warning(4, {"gate_fit": {"inference_stride": True}}, 8) is None
 
 
 def _context_model(method: str) -> tuple[torch.nn.Module, object]:

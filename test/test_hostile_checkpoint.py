@@ -65,7 +65,8 @@ PLACES = [("format_version",), ("model",), ("model", "width"), ("model", "method
           ("class_names", 0), ("class_names", 1, 0), ("preprocess",), ("preprocess", "std"),
           ("preprocess", "mean"), ("preprocess", "crop"), ("preprocess", "resize"),
           ("preprocess", "clip_length"), ("preprocess", "antialias"), ("provenance",),
-          ("model", "unknown_key"), ("model", "gate"), ("model", "gate_context"), ("preprocess", "std", 1), ("preprocess", "crop", 0)]
+          ("model", "unknown_key"), ("model", "gate"),
+          ("model", "gate_context"), ("preprocess", "std", 1), ("preprocess", "crop", 0)]
 json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-2, 70),
     st.sampled_from([0, 10**6, 10**18, 2**64, -(10**9), 0.0, -0.5, 1e300, math.nan, math.inf,

@@ -91,7 +91,7 @@ def test_gaps_by_hand() -> None:
     assert gaps(50, [(0, 50)], margin=0, min_frames=1) == []
 
 
-def _tiny_checkpoint(path: Path) -> Path:
+def _tiny_checkpoint(path: Path, clip_length: int = 4) -> Path:
     import torch
     from helpers_models import tiny_config
 
@@ -103,7 +103,8 @@ def _tiny_checkpoint(path: Path) -> Path:
     config = tiny_config("hps", num_classes=(3, 2), frame_differences=True)
     model = build_model(config).eval()
     info = CheckpointInfo(config, (SMALL.actions, SMALL.gestures),
-                          PreprocessConfig(clip_length=4, resize=(24, 32), crop=(24, 24)))
+                          PreprocessConfig(clip_length=clip_length, resize=(24, 32),
+                                           crop=(24, 24)))
     save_checkpoint(path, model, info)
     return path
 
@@ -171,6 +172,24 @@ def test_fit_gate_with_memory_learns_from_stream_windows(small_set: Path, tmp_pa
     with torch.no_grad():
         out_all = gated.model.score_all(clips)
     assert out_all[-1].shape == (3, 5, 3)  # each clip's shares of 5 clips' logits
+
+
+def test_fit_gate_with_memory_refuses_in_one_line_what_gives_no_windows(
+        small_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.__main__ import main
+
+    # clips of 250 frames: longer than every video of the set (sessions are 200)
+    source = _tiny_checkpoint(tmp_path / "long.safetensors", clip_length=250)
+    assert main(["fit-gate", "--checkpoint", str(source), "--set", str(small_set / "set.yaml"),
+                 "--out", str(tmp_path / "g.safetensors"), "--steps", "2", "--max-videos", "2",
+                 "--context", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit) as stop:  # an argparse bound: usage and one error line
+        main(["fit-gate", "--checkpoint", str(source), "--set", str(small_set / "set.yaml"),
+              "--context", "2", "--inference-stride", "0"])
+    assert stop.value.code == 2
+    assert "--inference-stride: must be in 1..1000, got 0" in capsys.readouterr().err
 
 
 def test_to_bag_replays_a_session_split_with_its_labels(small_set: Path, tmp_path: Path) -> None:

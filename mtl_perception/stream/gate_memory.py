@@ -11,8 +11,8 @@ which needs no state in the graph (every engine stays exact) and only the
 last k clips' shares here. Before a camera has k clips (its first clips, and
 after a reset: a gap in the stamps, `reset()`), each missing clip counts as
 the oldest clip there is, as `fit-gate` pads its training windows
-(training/methods/gate_fit.py), so the first clip is scored as if the clips
-before it were the same clip.
+(training/methods/gate_windows.py), so the first clip is scored as if the
+clips before it were the same clip.
 
 The clips are the camera's last *scored* clips: on a robot that drops clips
 under load (realtime, `clips_dropped`) they span more time than the stream
@@ -22,6 +22,8 @@ rate the gate was fitted at.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -54,3 +56,17 @@ class GateMemory:
             total = total + earlier[lag]
         self._shares.appendleft(shares)
         return total
+
+
+def stride_warning(context: int, provenance: Mapping[str, Any], stride: int) -> str | None:
+    """Why a gate with memory may misread this stream, or None: fit-gate fitted it on
+    clips `inference_stride` sampled frames apart (provenance `gate_fit`), and a stream
+    that cuts them at another stride shows it its last clips over another time span."""
+    fit = provenance.get("gate_fit") if context else None
+    fitted = fit.get("inference_stride") if isinstance(fit, Mapping) else None
+    if not isinstance(fitted, int) or isinstance(fitted, bool) or fitted == stride:
+        return None
+    return (f"the task gate reads each clip with the {context} before it and was fitted on "
+            f"clips {fitted} sampled frames apart; this stream cuts one every {stride}, so "
+            f"its memory covers {stride / fitted:.2g}x the time it learnt: set "
+            f"inference_stride {fitted}")

@@ -34,6 +34,7 @@ from mtl_perception.stream.config import (
 )
 from mtl_perception.stream.decode import ImageDecodeError, header_of
 from mtl_perception.stream.events import GESTURE_TASK
+from mtl_perception.stream.gate_memory import stride_warning
 from mtl_perception.stream.inference import engine_from_model, score_clips
 from mtl_perception.stream.results import ClipResult, FrameHeader, postprocess, softmax
 from mtl_perception.stream.scheduling import Offline, Realtime, Schedule
@@ -79,6 +80,10 @@ class StreamPipeline:
             engine = engine_from_model(engine, info, self._config, device, autocast, clip_length)
         self._engine = engine
         self.info = engine.info
+        warning = stride_warning(engine.gate_context, self.info.provenance,
+                                 self._config.inference_stride)
+        if warning is not None:
+            log.warning("%s", warning)
         self.clip_length = self._config.resolved_clip_length(self.info.preprocess.clip_length)
         self.device = engine.device
         self.model = getattr(engine, "model", None)  # the module or OnnxModel it runs

@@ -36,6 +36,8 @@ import torch
 
 from mtl_perception.models import MultiTaskModel
 from mtl_perception.preprocess import PreprocessConfig, preprocess_frame
+from mtl_perception.stream.buffer import BufferedFrame, CameraBuffer, Clip, Decision
+from mtl_perception.stream.results import FrameHeader
 from training.datasets.sample import VideoSample
 from training.datasets.untrimmed import UntrimmedVideo
 from training.datasets.video import VideoReader, VideoReadError
@@ -44,7 +46,7 @@ LOG = logging.getLogger(__name__)
 TASK_SHARE = 0.5  # of a clip's span on one task's motion: that task
 NONE_SHARE = 0.4  # below this on every motion: none (the default; fit-gate --lead-overlap)
 UNUSED = -1  # a clip between the two: context only
-_CHUNK = 64  # sampled frames decoded at a time
+_CHUNK = 64  # frames decoded at a time
 
 
 @dataclass(frozen=True)
@@ -83,25 +85,20 @@ def sample_videos(samples: Sequence[tuple[VideoSample, int]]) -> list[TimedVideo
 @dataclass
 class StreamWindows:
     """Clips of several videos: `features` (R, D) every clip, `windows` (M, k + 1) the
-    rows of a labelled clip and of the k clips before it, `labels` (M,) its gate label,
-    `video` (M,) the index of its video."""
+    rows of a labelled clip and of the k clips before it, `labels` (M,) its gate label."""
 
     features: torch.Tensor
     windows: torch.Tensor
     labels: torch.Tensor
-    video: torch.Tensor
 
     @staticmethod
     def join(parts: Sequence[StreamWindows]) -> StreamWindows:
         """One set of windows from several (row numbers shifted to the joined features)."""
         offsets = np.cumsum([0, *(len(p.features) for p in parts)])
-        videos = np.cumsum([0, *(int(p.video.max()) + 1 if len(p.video) else 0
-                                 for p in parts)])
         return StreamWindows(
             torch.cat([p.features for p in parts]),
             torch.cat([p.windows + int(o) for p, o in zip(parts, offsets, strict=False)]),
-            torch.cat([p.labels for p in parts]),
-            torch.cat([p.video + int(v) for p, v in zip(parts, videos, strict=False)]))
+            torch.cat([p.labels for p in parts]))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -131,11 +128,13 @@ def stream_windows(model: MultiTaskModel, videos: Sequence[TimedVideo],
                    none_label: int, batch_size: int = 16,
                    device: str | torch.device = "cpu",
                    none_share: float = NONE_SHARE) -> StreamWindows:
-    """Every video's clips as the stream cuts them (a frame every `frame_step`, a clip
-    every `stride` sampled frames), as windows of `context` + 1 clips; a video that
-    cannot be read is left out with a warning."""
+    """Every video's clips as the stream cuts them (about a frame every `frame_step`, a
+    clip every `stride` sampled frames), as windows of `context` + 1 clips; a video that
+    cannot be read is left out with a warning, videos shorter than a clip with one
+    warning for all."""
     parts = []
-    for n, video in enumerate(videos):
+    short: list[Path] = []
+    for video in videos:
         try:
             features, spans, fps = _video_features(model, video.path, preprocess, frame_step,
                                                stride, batch_size, device)
@@ -143,6 +142,7 @@ def stream_windows(model: MultiTaskModel, videos: Sequence[TimedVideo],
             LOG.warning("left out of the gate's windows: %s", str(exc).splitlines()[0])
             continue
         if not spans:
+            short.append(video.path)
             continue
         motions = video.in_seconds(fps)
         labels = np.array([clip_label(a, b, motions, none_label, none_share)
@@ -150,8 +150,10 @@ def stream_windows(model: MultiTaskModel, videos: Sequence[TimedVideo],
         keep = labels != UNUSED
         windows = lag_rows(len(spans), context)[keep]
         parts.append(StreamWindows(features, torch.from_numpy(windows),
-                                   torch.from_numpy(labels[keep]),
-                                   torch.full((int(keep.sum()),), n, dtype=torch.int64)))
+                                   torch.from_numpy(labels[keep])))
+    if short:
+        LOG.warning("%d video(s) shorter than one clip at this rate left out of the gate's "
+                    "windows (the first: %s)", len(short), short[0])
     if not parts:
         raise ValueError("no video could be read to cut the gate's stream windows from")
     return StreamWindows.join(parts)
@@ -161,34 +163,48 @@ def _video_features(model: MultiTaskModel, path: Path, preprocess: PreprocessCon
                     frame_step: int, stride: int, batch_size: int,
                     device: str | torch.device
                     ) -> tuple[torch.Tensor, list[tuple[float, float]], float]:
-    """(features (R, D), each clip's (first, last) frame time in s, fps) of one video."""
-    length = preprocess.clip_length
-    frames: list[torch.Tensor] = []  # preprocessed sampled frames not yet past every clip
-    first = 0  # sampled-frame number of frames[0]
+    """(features (R, D), each clip's (first, last) frame time in s, fps) of one video.
+
+    The frames are stamped as `fit-gate`'s tuning stream stamps them and sampled and cut
+    by the stream's own buffer (`CameraBuffer`, target rate fps / `frame_step`), so the
+    clips are the node's, its sampling phase included. A decode failure after some clips
+    keeps them (a header that overstates the frame count), with a warning."""
     features: list[torch.Tensor] = []
     spans: list[tuple[float, float]] = []
+    pending: list[Clip] = []
+
+    def run() -> None:
+        clips = torch.stack([torch.stack([f.tensor for f in c.frames], dim=1) for c in pending])
+        with torch.no_grad():
+            features.append(model.gate_features(clips.to(device)).float().cpu())
+        spans.extend((c.first_stamp_ns / 1e9, c.header.stamp_ns / 1e9) for c in pending)
+        pending.clear()
+
     with VideoReader(path) as reader:
         fps, total = reader.fps, reader.num_frames
-        sampled = list(range(0, total, frame_step))
-
-        def run(starts: list[int]) -> None:
-            clips = torch.stack([torch.stack(frames[s - first:s - first + length], dim=1)
-                                 for s in starts])
-            with torch.no_grad():
-                features.append(model.gate_features(clips.to(device)).float().cpu())
-
-        for begin in range(0, len(sampled), _CHUNK):
-            indices = sampled[begin:begin + _CHUNK]
-            frames += [preprocess_frame(f, preprocess) for f in reader.read(indices)]
-            starts = []  # the clips whose last frame is now read
-            while (start := len(spans) * stride) + length <= begin + len(indices):
-                starts.append(start)
-                spans.append((sampled[start] / fps, sampled[start + length - 1] / fps))
-            for b in range(0, len(starts), batch_size):
-                run(starts[b:b + batch_size])
-            drop = len(spans) * stride - first  # frames before the next clip's first
-            if drop > 0:
-                frames, first = frames[drop:], first + drop
+        buffer = CameraBuffer(str(path), round(fps / frame_step, 3), preprocess.clip_length,
+                              stride, max(0.5, 2.0 * frame_step / fps))
+        try:
+            for begin in range(0, total, _CHUNK):
+                indices = range(begin, min(begin + _CHUNK, total))
+                for i, frame in zip(indices, reader.read(list(indices)), strict=True):
+                    stamp = round(i * 1e9 / fps)
+                    if buffer.decide(stamp) is not Decision.KEEP:
+                        continue  # the stream skips it; regular stamps never reset
+                    header = FrameHeader(stamp)
+                    clip = buffer.add(BufferedFrame(preprocess_frame(frame, preprocess),
+                                                    header, 0.0))
+                    if clip is not None:
+                        pending.append(clip)
+                    if len(pending) >= batch_size:
+                        run()
+        except VideoReadError as exc:
+            if not (features or pending):
+                raise
+            LOG.warning("%s: clips up to the frame that failed kept (%s)", path,
+                        str(exc).splitlines()[0])
+        if pending:
+            run()
     if not features:
         return torch.empty(0), [], fps
     return torch.cat(features), spans, fps

@@ -148,8 +148,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fit on every session and store no event settings (before issue 24)")
     parser.add_argument("--max-false-per-min", type=float, default=1.0,
                         help="tuning: the most false events per minute of none allowed")
-    parser.add_argument("--inference-stride", type=int, default=2,
-                        help="tuning: a clip every this many sampled frames, as the stream will")
+    parser.add_argument("--inference-stride", type=int_in(1, 1000), default=2,
+                        help="a clip every this many sampled frames, as the stream will cut "
+                             "them: for tuning the event settings, and (--context) for the "
+                             "gate's windows; run the node at the same inference_stride")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out file (never --checkpoint itself "
                              "unless --out names it)")
@@ -295,8 +297,12 @@ def run(args: argparse.Namespace) -> int:
                               "clips_per_video": args.clips_per_video, "hidden": fit.hidden,
                               "steps": fit.steps}
     if context:
-        fitted = fit_on_windows(model, info, sets, sessions, halves, tune, context, fit, step,
-                                args)
+        try:
+            fitted = fit_on_windows(model, info, sets, sessions, halves, tune, context, fit,
+                                    step, args)
+        except (DatasetError, ValueError) as exc:  # no readable video, a class without clips
+            print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 2
         gate, crossed_gates = fitted.gate, fitted.crossed
         report.update({key: _figures(v) if key in ("train", "test") else v
                        for key, v in fitted.report.items()})
