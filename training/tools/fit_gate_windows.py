@@ -12,10 +12,9 @@ Recorded bags and folders of frames are not video files: `--context K` on
 such a set is refused in one line.
 
 Not the default (`--context 0`): on the bench set's held-out bag (3 training
-seeds, 61 gestures) the gate with memory scored event F1 0.46 (linear) and
-0.42 (64 hidden units) against 0.49 for the one-clip gate, although offline
-refits on another set's sessions had measured a gain (docs/gate.md,
-bench/results/gate.md item 9).
+seeds, 61 gestures) the gate with memory scored event F1 0.48 ± 0.03 against
+0.49 ± 0.03 for the one-clip gate, although offline refits on another set's
+sessions had measured a gain (docs/gate.md, bench/results/gate.md item 9).
 """
 
 from __future__ import annotations
