@@ -145,3 +145,63 @@ def test_a_checkpoint_without_a_gate_runs_as_before_with_one_warning(
     (warning,) = node.logger.of("warning")
     assert "gate: filter" in warning and "fit-gate" in warning
     node.release()
+
+
+def test_a_gate_with_memory_reads_the_cameras_last_clips_on_the_node(
+    node_module: ModuleType, checkpoint: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    """A checkpoint whose gate reads the 2 clips before each one (fit-gate --context 2): the
+    node's /human/task scores are the offline stream's on the same messages (configure's
+    warm-up never enters the memory), and differ from each clip's logits alone."""
+    import numpy as np
+
+    from mtl_perception.checkpoint import save_checkpoint
+    from mtl_perception.models import build_model
+    from mtl_perception.stream import StreamConfig, StreamPipeline
+    from mtl_perception.stream.results import softmax
+
+    loaded = load_checkpoint(checkpoint)
+    config = replace(loaded.info.model, gate=True, gate_hidden=0, gate_context=2)
+    model = build_model(config)
+    model.load_state_dict(loaded.model.state_dict(), strict=False)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        assert model.gate is not None
+        model.gate.last_layer.weight.normal_(0, 5.0)
+    path = tmp_path / "memory.safetensors"
+    info = CheckpointInfo(config, loaded.info.class_names, loaded.info.preprocess)
+    save_checkpoint(path, model.eval(), info)
+
+    node = make_node(node_module, checkpoint=str(path), device="cpu", inference_stride=1,
+                     gate="publish")
+    node.on_configure(state("unconfigured"))
+    node.on_activate(state("inactive"))
+    frames = run_clips(node, 5)
+    node.on_deactivate(state("active"))
+    task = node.publisher("/human/task")
+    said = [{h.class_id: h.score for h in m.results} for m in task.sent]
+    node.release()
+
+    alone: list[Any] = []  # each clip's gate logits alone, as the engine gives them
+
+    class Recording(TorchEngine):
+        def __call__(self, clips: Any) -> Any:
+            scores = super().__call__(clips)
+            alone.extend(softmax(row) for row in scores.gate)
+            return scores
+
+    results: list[Any] = []
+    offline = StreamPipeline(Recording(model, info, torch.device("cpu")),
+                             config=StreamConfig(target_fps=15.0, inference_stride=1),
+                             realtime=False, on_result=results.append)
+    for frame in frames:
+        offline.push("cam", frame)
+    offline.flush()
+    names = ["action", "gesture", "none"]
+    assert len(said) == len(results) == len(alone) == 5
+    for heard, result in zip(said, results, strict=True):
+        assert [heard[n] for n in names] == pytest.approx(result.gate.tolist(), abs=1e-6)
+    # the first clip has no clips before it (read as itself: its logits alone); the later
+    # ones read the clips before them (near-alike frames: a small but real difference)
+    assert results[0].gate == pytest.approx(alone[0], abs=1e-9)
+    assert max(float(np.abs(r.gate - a).max()) for r, a in zip(results[1:], alone[1:])) > 1e-4
