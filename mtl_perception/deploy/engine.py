@@ -27,6 +27,7 @@ import torch
 
 from mtl_perception.checkpoint import CheckpointInfo
 from mtl_perception.deploy.errors import BackendError
+from mtl_perception.models.gate import alone, gate_output_shape
 
 
 @dataclass(frozen=True)
@@ -100,14 +101,13 @@ class Engine(ABC):
         gate = outputs[tasks] if self.has_gate else None
         if gate is None:
             return Scores(tuple(outputs[:tasks]))
-        context = self.gate_context
-        per_clip = (tasks + 1,) if context == 0 else (context + 1, tasks + 1)
+        per_clip = gate_output_shape(tasks, self.gate_context)
         if tuple(gate.shape[1:]) != per_clip:
             raise BackendError(f"{self.source}: gate output shaped {list(gate.shape)}, expected "
                                f"(N, {', '.join(map(str, per_clip))}) (the tasks, then none)")
-        if context == 0:
+        if self.gate_context == 0:
             return Scores(tuple(outputs[:tasks]), gate)
-        return Scores(tuple(outputs[:tasks]), gate.sum(axis=1), gate_parts=gate)
+        return Scores(tuple(outputs[:tasks]), alone(gate), gate_parts=gate)
 
     def warmup(self, batch: int = 1, clip_length: int = 0) -> float:
         """One forward pass on zeros of the input shape (lazy init, autotuning); ms."""

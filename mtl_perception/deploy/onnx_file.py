@@ -34,6 +34,7 @@ from mtl_perception.deploy.errors import BackendError, require
 from mtl_perception.digest import changed_parts, document_parts, sha256
 from mtl_perception.exits import one_line
 from mtl_perception.fileio import require_regular_file
+from mtl_perception.models.gate import gate_output_shape
 
 EXPORT_KEY = "mtl_perception_export"
 CHECKSUM_KEY = "mtl_perception_sha256"
@@ -59,8 +60,7 @@ def output_sizes(info: CheckpointInfo) -> tuple[tuple[int, ...], ...]:
     if not getattr(info.model, "gate", False):
         return tasks
     context = int(getattr(info.model, "gate_context", 0))
-    gate = (info.model.num_tasks + 1,)
-    return (*tasks, gate if context == 0 else (context + 1, *gate))
+    return (*tasks, gate_output_shape(info.model.num_tasks, context))
 
 
 @dataclass(frozen=True)

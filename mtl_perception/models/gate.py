@@ -38,8 +38,13 @@ the bench's held-out bag the gate with memory did not beat the one-clip gate
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import numpy as np
 import torch
 from torch import nn
+
+Scored = TypeVar("Scored", torch.Tensor, np.ndarray)
 
 
 class TaskGate(nn.Module):
@@ -128,11 +133,18 @@ def gate_input(features: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(features).mean(dim=0)
 
 
-def alone(gate_output: torch.Tensor) -> torch.Tensor:
-    """The gate's logits of each clip alone from `score_all`'s last output: a gate with
-    memory's shares (N, k + 1, C) summed (as if the clips before it were the same clip),
-    any other gate's logits as they are. For trimmed clips, which have no stream."""
-    return gate_output.sum(dim=1) if gate_output.dim() == 3 else gate_output
+def alone(gate_output: Scored) -> Scored:
+    """The gate's logits of each clip alone from `score_all`'s last output (a tensor, or an
+    engine's array): a gate with memory's shares (N, k + 1, C) summed (as if the clips
+    before it were the same clip), any other gate's logits as they are. For trimmed clips,
+    which have no stream."""
+    return gate_output.sum(1) if gate_output.ndim == 3 else gate_output
+
+
+def gate_output_shape(num_tasks: int, context: int) -> tuple[int, ...]:
+    """The gate output's shape after the batch: (tasks + 1,) logits, or a gate with
+    memory's (k + 1, tasks + 1) shares."""
+    return (num_tasks + 1,) if context == 0 else (context + 1, num_tasks + 1)
 
 
 def gate_classes(task_names: tuple[str, ...]) -> tuple[str, ...]:

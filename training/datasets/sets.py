@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +177,11 @@ def build_split(set_config: SetConfig, split: str) -> dict[str, LabelledSplit]:
     if split not in SPLIT_NAMES:
         raise DatasetError(f"split must be one of {list(SPLIT_NAMES)}, not {split!r}")
     return {task: build_task_split(set_config, task, split) for task in set_config.tasks}
+
+
+def task_owner(sets: Sequence[SetConfig], task: str) -> SetConfig:
+    """The first of `sets` that has `task` (several sets: each task from the first)."""
+    return next(s for s in sets if task in s.tasks)
 
 
 def build_task_split(set_config: SetConfig, task: str, split: str) -> LabelledSplit:

@@ -58,7 +58,7 @@ from training.datasets.clips import clip_span
 from training.datasets.listfile import DatasetError
 from training.datasets.none_clips import none_samples
 from training.datasets.sample import UNLABELLED, VideoSample
-from training.datasets.sets import SetConfig, build_task_split, load_set
+from training.datasets.sets import SetConfig, build_task_split, load_set, task_owner
 from training.datasets.untrimmed import (
     UntrimmedVideo,
     none_from_untrimmed,
@@ -165,7 +165,7 @@ def gate_items(sets: list[SetConfig], info: CheckpointInfo, split: str, margin_s
     that has the task), then the none ones (from every set; none from the `held_out`
     videos: they are for choosing the event settings)."""
     tasks = info.model.task_names
-    owner = {t: next(s for s in sets if t in s.tasks) for t in tasks}
+    owner = {t: task_owner(sets, t) for t in tasks}
     splits = {t: build_task_split(owner[t], t, split) for t in tasks}
     items: list[tuple[VideoSample, int]] = []
     for t, task in enumerate(tasks):

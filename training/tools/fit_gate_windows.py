@@ -30,7 +30,7 @@ from mtl_perception.checkpoint import CheckpointInfo
 from mtl_perception.models.gate import TaskGate
 from training.datasets.listfile import DatasetError
 from training.datasets.sample import UNLABELLED, VideoSample
-from training.datasets.sets import SetConfig, build_task_split
+from training.datasets.sets import SetConfig, build_task_split, task_owner
 from training.datasets.untrimmed import UntrimmedVideo, read_untrimmed
 from training.evaluation.cli import EvaluateUsageError
 from training.evaluation.scoring import subset
@@ -52,8 +52,8 @@ def check_context(asked: int, sets: Sequence[SetConfig], info: CheckpointInfo) -
     if asked == 0:
         return 0
     tasks = info.model.task_names
-    owner = {t: next(s for s in sets if t in s.tasks) for t in tasks}
-    unusable = [s.path for t in tasks for s in build_task_split(owner[t], t, "train").samples
+    unusable = [s.path for t in tasks
+                for s in build_task_split(task_owner(sets, t), t, "train").samples
                 if s.bag is not None or s.frames_dir]
     if unusable:
         raise EvaluateUsageError(f"--context {asked} cuts the stream's clips from video files; "
@@ -69,8 +69,7 @@ def split_videos(sets: Sequence[SetConfig], info: CheckpointInfo, split: str,
     tasks = info.model.task_names
     items: list[tuple[VideoSample, int]] = []
     for t, task in enumerate(tasks):
-        owner = next(s for s in sets if task in s.tasks)
-        labelled = [s for s in build_task_split(owner, task, split).samples
+        labelled = [s for s in build_task_split(task_owner(sets, task), task, split).samples
                     if s.label != UNLABELLED]
         items += [(s, t) for s in subset(labelled, max_videos)]
     backgrounds = [v for s in sets for source in s.background
@@ -94,11 +93,12 @@ def fit_on_windows(model: torch.nn.Module, info: CheckpointInfo, sets: Sequence[
                    args: Any) -> WindowFit:
     """fit-gate's fit for `--context` > 0 (module docstring)."""
     k, tasks = info.model.num_tasks, info.model.task_names
+    none_share = args.lead_overlap or TASK_SHARE  # 0: no clip left out (--lead-overlap)
 
     def windows(videos: list[TimedVideo]) -> StreamWindows:
         return stream_windows(model, videos, info.preprocess, frame_step,  # type: ignore[arg-type]
                               args.inference_stride, context, k, args.batch_size, args.device,
-                              none_share=args.lead_overlap or TASK_SHARE)
+                              none_share=none_share)
 
     base_videos = split_videos(sets, info, "train", args.max_videos)
     if not tune:
@@ -111,7 +111,7 @@ def fit_on_windows(model: torch.nn.Module, info: CheckpointInfo, sets: Sequence[
                for part in parts]
     report: dict[str, Any] = {"context": context, "stream_windows": len(every),
                               "inference_stride": args.inference_stride,
-                              "none_share": args.lead_overlap or TASK_SHARE}
+                              "none_share": none_share}
     report["train"] = gate_confusion(gate, every.features, every.labels, k + 1, every.windows)
     try:  # the report's test figures: a set may have no test split, or no none in it
         test_videos = split_videos(sets, info, "test", args.max_videos) + session_videos(

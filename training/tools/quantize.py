@@ -22,6 +22,7 @@ import torch
 
 from mtl_perception.deploy.export import with_metadata
 from mtl_perception.deploy.onnx_file import INPUT_NAME, OnnxModel, require
+from mtl_perception.models.gate import alone
 
 
 def quantize_int8(exported: OnnxModel, clips: Iterator[np.ndarray], *, symmetric: bool = False,
@@ -91,8 +92,7 @@ def agreement(model: torch.nn.Module, quantized: OnnxModel,
         with torch.no_grad():
             reference = [t.float().numpy() for t in model.score_all(clips)]  # type: ignore[operator]
         for got, want in zip(engine(clips.numpy()).as_list(), reference):
-            if got.ndim == 3:  # a gate with memory's shares: compare each clip's logits alone
-                got, want = got.sum(axis=1), want.sum(axis=1)
+            got, want = alone(got), alone(want)  # a gate with memory: each clip's logits
             same += int((got.argmax(1) == want.argmax(1)).sum())
             total += len(want)
     return same / total if total else float("nan")
