@@ -282,3 +282,19 @@ def test_checkpoint_keeps_the_context_and_refuses_weights_of_another(tmp_path) -
         load_checkpoint(bad)
     assert "gate" in str(refused.value) and len(str(refused.value).splitlines()) == 1
     del json
+
+
+def test_the_pipeline_warns_once_at_start_when_the_stride_differs(caplog) -> None:
+    import dataclasses
+    import logging
+
+    from mtl_perception.stream import StreamConfig, StreamPipeline
+
+    model, info = _context_model("hps")
+    fitted = dataclasses.replace(info, provenance={"gate_fit": {"inference_stride": 2}})
+    with caplog.at_level(logging.WARNING, logger="mtl_perception.stream.pipeline"):
+        StreamPipeline(model, fitted, StreamConfig(inference_stride=2), realtime=False)
+        assert not caplog.records
+        StreamPipeline(model, fitted, StreamConfig(inference_stride=4), realtime=False)
+    (record,) = caplog.records
+    assert "set inference_stride 2" in record.getMessage()
