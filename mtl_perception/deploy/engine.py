@@ -91,7 +91,11 @@ class Engine(ABC):
         if clips.ndim != 5 or clips.shape[1] != 3:
             raise BackendError(f"an engine takes clips shaped (N, 3, T, H, W), got "
                                f"{list(clips.shape)}")
-        outputs = self._forward(np.ascontiguousarray(clips, dtype=np.float32))
+        return self.scores_from(self._forward(np.ascontiguousarray(clips, dtype=np.float32)))
+
+    def scores_from(self, outputs: list[np.ndarray]) -> Scores:
+        """`Scores` from the model's raw outputs (tasks, then the gate), checked against the
+        metadata: every engine's outputs, and a stream's that pooled frames itself."""
         tasks = len(self.task_names)
         expected = tasks + (1 if self.has_gate else 0)
         if len(outputs) != expected:  # metadata and graph disagree: never guess which is right

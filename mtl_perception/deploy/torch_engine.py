@@ -39,8 +39,14 @@ class TorchEngine(Engine):
 
     def _forward(self, clips: np.ndarray) -> list[np.ndarray]:
         x = torch.from_numpy(clips).to(self.device, non_blocking=True)
-        with torch.inference_mode(), self._autocast():
+        with self.inference():
             return [out.float().cpu().numpy() for out in self._score_all(x)]
+
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        """Inference mode and the engine's autocast: how every forward pass here runs."""
+        with torch.inference_mode(), self._autocast():
+            yield
 
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:

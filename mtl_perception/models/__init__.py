@@ -1,4 +1,4 @@
-"""Models: the backbone families (R3D, X3D) and the multi-task methods behind `build_model`."""
+"""Models: the backbone families (R3D, X3D, causal R18) and the methods behind `build_model`."""
 
 from __future__ import annotations
 

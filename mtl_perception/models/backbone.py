@@ -20,7 +20,8 @@ from torch import nn
 from mtl_perception.models.stages import STAGE_NAMES, VideoBackbone, difference_frames
 from mtl_perception.models.state import state_mismatch
 
-__all__ = ["LAYERS", "R3D", "STAGE_NAMES", "load_backbone_state", "load_pretrained"]
+__all__ = ["LAYERS", "R3D", "STAGE_NAMES", "init_resnet_weights", "load_backbone_state",
+           "load_pretrained"]
 
 LAYERS = {"r3d_18": (2, 2, 2, 2), "r3d_34": (3, 4, 6, 3)}
 
@@ -96,7 +97,7 @@ class R3D(VideoBackbone):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool3d(1)
         self.fc = nn.Linear(inplanes, num_classes)
-        _init_weights(self)
+        init_resnet_weights(self)
 
     @property
     def channels(self) -> dict[str, int]:
@@ -166,7 +167,9 @@ def _make_stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
-def _init_weights(model: nn.Module) -> None:
+def init_resnet_weights(model: nn.Module) -> None:
+    """torchvision's video ResNet initialisation (kaiming fan-out convolutions, unit
+    BatchNorm, small linear layers); the causal family uses it too."""
     for m in model.modules():
         if isinstance(m, nn.Conv3d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -96,7 +96,11 @@ class MultiTaskModel(nn.Module):
         raise NotImplementedError
 
     def score_all(self, clips: torch.Tensor) -> list[torch.Tensor]:
-        features = self.task_features(clips)
+        return self.score_features(self.task_features(clips))
+
+    def score_features(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """`score_all` from `task_features`' output: what a stream that pools the features
+        itself (frame reuse, `stream/frame_reuse.py`) scores with."""
         scores = [head(f) for head, f in zip(self.heads, features, strict=True)]
         if isinstance(self.gate, TaskGate):
             pooled = gate_input(features)

@@ -9,7 +9,7 @@ takes, and the call is timed.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,11 +33,12 @@ def clip_batch(clips: Sequence[Clip]) -> np.ndarray:
     return x.numpy()
 
 
-def score_clips(engine: Engine, clips: Sequence[Clip]) -> tuple[Scores, float]:
-    """The engine's scores for one batch of clips, and the forward pass's milliseconds."""
-    x = clip_batch(clips)
+def score_clips(engine: Engine, clips: Sequence[Clip],
+                reuse: Callable[[Sequence[Clip]], Scores] | None = None) -> tuple[Scores, float]:
+    """The engine's scores for one batch of clips, and the forward pass's milliseconds;
+    `reuse` (a causal model's `FrameReuse`) scores them from each frame computed once."""
     start = time.monotonic()
-    scores = engine(x)
+    scores = reuse(clips) if reuse is not None else engine(clip_batch(clips))
     return scores, (time.monotonic() - start) * 1e3
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from mtl_perception.checkpoint import CheckpointInfo
 from mtl_perception.deploy.engine import Engine
+from mtl_perception.models.archs import min_clip_frames
 from mtl_perception.stream.camera import CameraState, ErrorCallback, Queued
 from mtl_perception.stream.config import (
     FIXED_REASONS,
@@ -34,6 +35,7 @@ from mtl_perception.stream.config import (
 )
 from mtl_perception.stream.decode import ImageDecodeError, header_of
 from mtl_perception.stream.events import GESTURE_TASK
+from mtl_perception.stream.frame_reuse import FrameReuse
 from mtl_perception.stream.gate_memory import stride_warning
 from mtl_perception.stream.inference import engine_from_model, score_clips
 from mtl_perception.stream.results import ClipResult, FrameHeader, postprocess, softmax
@@ -85,6 +87,15 @@ class StreamPipeline:
         if warning is not None:
             log.warning("%s", warning)
         self.clip_length = self._config.resolved_clip_length(self.info.preprocess.clip_length)
+        fewest = min_clip_frames(self.info.model.arch, self.info.model.frame_differences)
+        if self.clip_length < fewest:
+            raise StreamConfigError(f"clip_length {self.clip_length} is below the {fewest} "
+                                    f"frames arch {self.info.model.arch} needs")
+        # A causal model in PyTorch: each frame computed once per camera, same results.
+        self._reuse = FrameReuse(engine, self.clip_length) if FrameReuse.applies(engine) else None
+        if self._reuse is not None:
+            log.info("causal arch %s: each frame is computed once and reused by the %d clips "
+                     "that hold it", self.info.model.arch, self.clip_length)
         self.device = engine.device
         self.model = getattr(engine, "model", None)  # the module or OnnxModel it runs
         self.autocast = getattr(engine, "autocast", "none")
@@ -323,7 +334,8 @@ class StreamPipeline:
                     log.exception("on_result callback failed")
 
     def _score(self, batch: list[Queued]) -> list[ClipResult]:
-        scores, inference_ms = score_clips(self._engine, [item.clip for item in batch])
+        scores, inference_ms = score_clips(self._engine, [item.clip for item in batch],
+                                           self._reuse)
         per_task, gate_logits, gate_parts = scores.tasks, scores.gate, scores.gate_parts
         config = self._config
         results = []
