@@ -22,7 +22,7 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -64,7 +64,7 @@ class FrameReuse:
         self._cameras: dict[str, _CameraFrames] = {}
 
     @staticmethod
-    def applies(engine: Engine) -> bool:
+    def applies(engine: Engine) -> TypeGuard[TorchEngine]:
         """Whether `engine` runs a causal model in PyTorch (so frames can be reused)."""
         return isinstance(engine, TorchEngine) and streams_frames(engine.info.model.arch)
 

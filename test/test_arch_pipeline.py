@@ -1,5 +1,6 @@
-"""An X3D model through every command: train, `init:` fine-tuning's loader, fit-gate, export
-(parity checked by the command) and evaluate_bag with PyTorch and ONNX Runtime."""
+"""An X3D and a causal_r18 model through every command: train, `init:` fine-tuning's loader,
+fit-gate, export (parity checked by the command) and evaluate_bag with PyTorch (causal_r18:
+frame reuse) and ONNX Runtime (whole clips), which emit the same events."""
 
 from __future__ import annotations
 
@@ -42,29 +43,31 @@ def with_background(set_yaml: Path, folder: Path) -> Path:
     return target
 
 
-def _train(set_yaml: Path, out: Path, *overrides: str) -> None:
+def _train(set_yaml: Path, out: Path, arch: str) -> None:
     args = ["train", "--config", str(CONFIG), "--out", str(out), f"set={set_yaml}",
-            *TINY_OVERRIDES, "model.arch=x3d_xs", "iterations=1", "val_every=1",
-            "save_every=1", "val_max_per_task=2", *overrides]
+            *TINY_OVERRIDES, f"model.arch={arch}", "iterations=1", "val_every=1",
+            "save_every=1", "val_max_per_task=2"]
     assert training_main(args) == 0
 
 
-def test_x3d_trains_fine_tunes_gets_a_gate_exports_and_evaluates_a_bag(
-        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+# per arch, a tensor deep in layer4 (X3D: the head convolution ending it)
+@pytest.mark.parametrize(("arch", "key"), [("x3d_xs", "stages.layer4.7.0.weight"),
+                                           ("causal_r18", "stages.layer4.1.conv2.0.weight")])
+def test_arch_trains_fine_tunes_gets_a_gate_exports_and_evaluates_a_bag(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, arch: str, key: str) -> None:
     set_yaml = tiny_set(tmp_path_factory)
-    _train(set_yaml, tmp_path / "base")
+    _train(set_yaml, tmp_path / "base", arch)
     base = tmp_path / "base" / "last.safetensors"
     info = read_checkpoint_info(base)
     assert (info.model.arch, info.model.width, info.model.frame_differences) == (
-        "x3d_xs", 4, True)
-    model = build_model(info.model)  # `init:` fine-tuning's loader, on a fresh x3d model
+        arch, 4, True)
+    model = build_model(info.model)  # `init:` fine-tuning's loader, on a fresh model
     init_from_checkpoint(model, info.class_names, base)
     source = load_checkpoint(base).model.state_dict()
     mine = model.state_dict()
     # every tensor came from the base: nothing left at its random initialisation
     assert sorted(mine) == sorted(source)
     assert [k for k in source if not torch.equal(mine[k], source[k])] == []
-    key = "stages.layer4.7.0.weight"  # the head convolution ending layer4
     assert torch.equal(model.state_dict()[key], source[key])
 
     gated = tmp_path / "gated.safetensors"
