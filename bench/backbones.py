@@ -7,7 +7,8 @@ Run from the project root:
 Live results per second and latency per engine: `bench/live_archs.py`.
 
 1. Cost and speed (`speed`): each arch at its published width (r3d_18 64,
-   x3d_xs 24) as an HPS model (101 + 249 classes, random weights: speed does
+   x3d_xs 24; causal_r18, which has no published weights, at the CPU demo's 16;
+   one width per arch) as an HPS model (101 + 249 classes, random weights: speed does
    not depend on them). GMAC per clip counted by `torch.utils.flop_counter`
    (multiply-adds = FLOPs / 2) on `--frames`x`--size`x`--size` clips and on
    the paper's 32-frame clip. Latency at batch 1 on 1 and 2 threads: PyTorch
@@ -338,15 +339,17 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None)
     parser.add_argument("--parts", nargs="+", choices=("speed", "accuracy", "step"),
                         default=["speed", "accuracy"])
-    parser.add_argument("--speed-archs", nargs="+", default=["r3d_18:64", "x3d_xs:24"])
+    parser.add_argument("--speed-archs", nargs="+",
+                        default=["r3d_18:64", "x3d_xs:24", "causal_r18:16"])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--demo-archs", nargs="+", default=["r3d_18:16", "x3d_xs:8"],
+    parser.add_argument("--demo-archs", nargs="+",
+                        default=["r3d_18:16", "x3d_xs:8", "causal_r18:16"],
                         help="ARCH:WIDTH[:KEY=VALUE...] (training overrides, e.g. lr=0.003)")
     parser.add_argument("--step-archs", nargs="+",
-                        default=["r3d_18:16", "x3d_xs:8", "x3d_xs:16", "x3d_xs:24",
+                        default=["r3d_18:16", "x3d_xs:8", "x3d_xs:16", "x3d_xs:24", "causal_r18:16",
                                  "x3d_xs:16:contiguous", "r3d_18:16:channels_last"])
     parser.add_argument("--step-clip", type=int, nargs=3, default=[8, 48, 64])
     parser.add_argument("--step-repeats", type=int, default=10)

@@ -82,7 +82,7 @@ def run(model: Any, info: CheckpointInfo, video: np.ndarray, reuse: bool
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", type=Path, default=None)
-    parser.add_argument("--cases", nargs="+", default=["16:8:48:64", "24:16:112:112"],
+    parser.add_argument("--cases", nargs="+", default=["16:8:48:64", "16:16:112:112"],
                         help="WIDTH:FRAMES:HEIGHT:WIDTH")
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=5)

@@ -60,6 +60,9 @@ CASES = [
     "x3d_xs:24:8x48x64:6.25:1:torch+onnxruntime+openvino+openvino_int8",
     # X3D at the published weights' scale, a result every 2 frames at 15 fps
     "x3d_xs:24:16x112x112:15:2:torch+openvino+openvino_int8",
+    # causal_r18 (frame reuse in torch; the exports take whole clips), both clips
+    "causal_r18:16:16x112x112:15:2:torch+openvino+openvino_int8",
+    "causal_r18:16:8x48x64:6.25:1:torch+openvino",
     # the paper's r3d_18 on the same clip, for reference
     "r3d_18:64:16x112x112:15:2:torch+openvino_int8",
 ]
