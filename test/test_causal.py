@@ -204,3 +204,15 @@ def test_export_matches_pytorch_in_every_cpu_engine(method: str) -> None:
         assert [g.shape for g in got] == [e.shape for e in expected]
         for g, e in zip(got, expected):
             assert float(np.abs(g - e).max()) < 1e-4, backend
+
+
+def test_the_causal_cpu_config_is_cpu_small_with_the_causal_backbone() -> None:
+    from dataclasses import replace
+
+    from training.train.config import load_train_config
+
+    root = Path(__file__).resolve().parents[1] / "config" / "train"
+    causal = load_train_config(root / "cpu_small_causal.yaml", [])
+    small = load_train_config(root / "cpu_small.yaml", [])
+    assert causal.model.arch == "causal_r18" and small.model.arch == "r3d_18"
+    assert causal == replace(small, model=replace(small.model, arch="causal_r18"))
