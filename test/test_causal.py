@@ -20,6 +20,7 @@ from mtl_perception.models.stages import STAGE_NAMES
 from mtl_perception.preprocess import PreprocessConfig
 
 CLIPS = torch.randn(3, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
+LONG = torch.randn(3, 3, 12, 32, 32, generator=torch.Generator().manual_seed(1))
 TASK_IDS = torch.tensor([1, 0, 1])
 
 
@@ -33,18 +34,19 @@ def causal_config(method: str = "hps", **overrides: Any) -> ModelConfig:
 
 
 def test_stage_shapes_at_width_4() -> None:
-    # Each stage's first block drops one position (its (2, 1, 1) conv has no padding); the
-    # frame differences drop one more; space halves in the stem and layer2..layer4.
+    # Each stage's first block drops positions: its (2, 1, 1) conv has no padding, dilation
+    # 1, 1, 2, 2 by stage (1, 1, 2, 2 positions); the frame differences drop one more;
+    # space halves in the stem and layer2..layer4.
     backbone = CausalR18("causal_r18", 4, frame_differences=True).eval()
-    x = CLIPS
+    x = LONG
     shapes = []
     for name in STAGE_NAMES:
         x = backbone.stage(name)(x)
         shapes.append(tuple(x.shape))
-    assert shapes == [(3, 4, 7, 16, 16), (3, 4, 6, 16, 16), (3, 8, 5, 8, 8), (3, 16, 4, 4, 4),
-                      (3, 32, 3, 2, 2)]
+    assert shapes == [(3, 4, 11, 16, 16), (3, 4, 10, 16, 16), (3, 8, 9, 8, 8), (3, 16, 7, 4, 4),
+                      (3, 32, 5, 2, 2)]
     assert backbone.feature_dim == 32
-    assert min_clip_frames("causal_r18", True) == 6 and min_clip_frames("causal_r18", False) == 5
+    assert min_clip_frames("causal_r18", True) == 8 and min_clip_frames("causal_r18", False) == 7
     assert min_clip_frames("r3d_18", True) == 2 and min_clip_frames("x3d_xs", False) == 1
 
 
@@ -76,10 +78,10 @@ def test_parameter_count_by_hand() -> None:
 def test_no_position_reads_a_later_frame() -> None:
     # Change the last frame only: every position but the last keeps its features.
     backbone = cast(CausalR18, scrambled(build_backbone("causal_r18", 4, True))).eval()
-    changed = CLIPS.clone()
+    changed = LONG.clone()
     changed[:, :, -1] += 1.0
     with torch.no_grad():
-        a, b = CLIPS, changed
+        a, b = LONG, changed
         for name in STAGE_NAMES:
             a, b = backbone.stage(name)(a), backbone.stage(name)(b)
     moved = (a - b).abs().amax(dim=(0, 1, 3, 4))
@@ -88,11 +90,11 @@ def test_no_position_reads_a_later_frame() -> None:
 
 def test_a_clip_below_the_receptive_field_is_refused_in_one_line(tmp_path: Path) -> None:
     model = build_model(causal_config(frame_differences=True)).eval()
-    with pytest.raises(ValueError, match=r"causal_r18 needs clips of >= 6 frames .* got 5"):
-        model.score_all(CLIPS[:, :, :5])
-    with pytest.raises(ValueError, match="clip_length 5 is below the 6 frames"):
+    with pytest.raises(ValueError, match=r"causal_r18 needs clips of >= 8 frames .* got 7"):
+        model.score_all(CLIPS[:, :, :7])
+    with pytest.raises(ValueError, match="clip_length 7 is below the 8 frames"):
         CheckpointInfo(causal_config(frame_differences=True), (tuple("abcde"), tuple("abcdefg")),
-                       PreprocessConfig(clip_length=5, resize=(32, 32), crop=(32, 32)))
+                       PreprocessConfig(clip_length=7, resize=(32, 32), crop=(32, 32)))
 
 
 @pytest.mark.parametrize("method", ["stl", "hps", "sps", "lws"])

@@ -19,7 +19,7 @@ from mtl_perception.stream import FrameHeader, StreamConfig, StreamPipeline
 from mtl_perception.stream.buffer import BufferedFrame, Clip
 from mtl_perception.stream.frame_reuse import FrameReuse
 
-LENGTH, FIRST = 8, 6  # clip frames; frames of the first position (5 + frame differences)
+LENGTH, FIRST = 10, 8  # clip frames; frames of the first position (7 + frame differences)
 VIDEO = torch.randn(1, 3, 24, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
@@ -59,7 +59,7 @@ def test_one_position_per_new_frame_gives_every_clips_scores(method: str) -> Non
             with streaming(state):
                 positions.append(model.task_features(VIDEO[:, :, t:t + 1]))
         per_clip = LENGTH - FIRST + 1
-        for end in range(LENGTH, VIDEO.shape[2] + 1):  # the clip of frames end-8 .. end-1
+        for end in range(LENGTH, VIDEO.shape[2] + 1):  # the clip of frames end-10 .. end-1
             window = positions[end - LENGTH: end - LENGTH + per_clip]
             mean = [torch.stack([p[k] for p in window]).mean(0) for k in range(len(window[0]))]
             for a, b in zip(model.score_all(VIDEO[:, :, end - LENGTH:end]),
@@ -79,16 +79,16 @@ def test_a_clip_that_does_not_continue_the_last_starts_the_camera_afresh() -> No
     features = model.task_features
     model.task_features = lambda x: counted.append(x.shape[2]) or features(x)
     frames = frames_of(VIDEO, "a")
-    # clips ending at frames 8, 10, 12, then 22 (the ones between dropped: a hole), then
-    # 22 again; a second camera's clip in the same batch
-    ends = [8, 10, 12, 22, 22]
+    # clips ending at frames 10, 12, 14, then 24 (the ones between dropped: a hole), then
+    # 24 again; a second camera's clip in the same batch
+    ends = [10, 12, 14, 24, 24]
     clips = [Clip("a", n, tuple(frames[e - LENGTH:e])) for n, e in enumerate(ends)]
     other = Clip("b", 0, tuple(frames_of(-VIDEO, "b")[:LENGTH]))
     got = [reuse([clip]) for clip in clips[:-1]] + [reuse([clips[-1], other])]
-    # frames computed per call: a cold start's first position reads 6 frames, every later
-    # position 1 (clips to 8, 10, 12: 6,1,1 then 1,1 twice); the clip to 22 starts cold
-    # (6,1,1), the repeated clip computes nothing, camera b starts cold (6,1,1)
-    assert counted == [6, 1, 1, 1, 1, 1, 1, 6, 1, 1, 6, 1, 1]
+    # frames computed per call: a cold start's first position reads 8 frames, every later
+    # position 1 (clips to 10, 12, 14: 8,1,1 then 1,1 twice); the clip to 24 starts cold
+    # (8,1,1), the repeated clip computes nothing, camera b starts cold (8,1,1)
+    assert counted == [8, 1, 1, 1, 1, 1, 1, 8, 1, 1, 8, 1, 1]
     with torch.no_grad():
         for clip, scores in zip(clips, got):
             x = torch.stack([f.tensor for f in clip.frames], dim=1)[None]
@@ -121,8 +121,8 @@ def test_the_pipeline_reuses_frames_with_the_clip_wise_results(method: str, monk
         return results
 
     reused, clip_wise = run(True), run(False)
-    # per camera and 15-frame epoch: a clip at its 8th frame, then every 2nd: 4
-    assert len(reused) == len(clip_wise) == 2 * 2 * 4
+    # per camera and 15-frame epoch: a clip at its 10th frame, then every 2nd: 3
+    assert len(reused) == len(clip_wise) == 2 * 2 * 3
     for a, b in zip(reused, clip_wise, strict=True):
         assert (a.camera, a.sequence) == (b.camera, b.sequence)
         for ta, tb in zip(a.tasks.values(), b.tasks.values(), strict=True):

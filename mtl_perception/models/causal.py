@@ -4,23 +4,27 @@ The efficient family for a stream (issue 23's streaming step): every spatial
 convolution sees one frame ((1, k, k) kernels, as a 2D ResNet-18), and time
 is mixed only by a (2, 1, 1) convolution in the first block of each stage,
 after its first spatial convolution. Those read a position and the one before
-it, with no padding, so an output position depends on the 5 input frames
-ending at it (`RECEPTIVE_FRAMES`; 6 source frames with `frame_differences`)
-and never on a later one. A clip of T frames gives T - 4 positions, which
-the global average pool averages, as R3D's pool averages its time steps.
+it (layer3 and layer4: two before it, dilation 2), with no padding, so an
+output position depends on the 7 input frames ending at it
+(`RECEPTIVE_FRAMES`; 8 source frames with `frame_differences`: the CPU demo's
+whole clip) and never on a later one. A clip of T frames gives T - 6
+positions, which the global average pool averages, as R3D's pool averages
+its time steps. (With dilation 1 everywhere, 5 frames, the demo's recipe
+reached 5 points less: bench/results/backbones.md.)
 
 Because nothing reads the future and nothing is padded, a stream can keep
-each causal module's last input (`models/frame_stream.py`) and compute one
+each causal module's last inputs (`models/frame_stream.py`) and compute one
 new position per new frame: the clip's result is the mean of its last
-T - 4 positions, equal to this clip-wise forward to rounding, at the cost of
+T - 6 positions, equal to this clip-wise forward to rounding, at the cost of
 the new frames alone (`mtl_perception/stream/frame_reuse.py`).
 
 Layout (`width` w): stem (1, 7, 7) convolution, stride (1, 2, 2), BatchNorm,
 ReLU; layer1..layer4 of two basic blocks each (channels w, 2w, 4w, 8w; space
 halved in the first block of layer2..layer4, never time); a block is (1, 3, 3)
-conv, BN, ReLU, [the causal (2, 1, 1) conv, BN, ReLU in a stage's first
-block], (1, 3, 3) conv, BN, plus the shortcut (a strided 1x1x1 conv and BN
-where the shape changes) cut to the positions the causal conv kept.
+conv, BN, ReLU, [the causal (2, 1, 1) conv (dilation 1, 1, 2, 2 by stage),
+BN, ReLU in a stage's first block], (1, 3, 3) conv, BN, plus the shortcut (a
+strided 1x1x1 conv and BN where the shape changes) cut to the positions the
+causal conv kept.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ from mtl_perception.models.stages import VideoBackbone, difference_frames
 
 CAUSAL_DEPTHS = {"causal_r18": (2, 2, 2, 2)}
 TEMPORAL_KERNEL = 2
-# One causal conv per stage: each adds TEMPORAL_KERNEL - 1 frames of history.
-RECEPTIVE_FRAMES = 1 + 4 * (TEMPORAL_KERNEL - 1)
+# One causal conv per stage, dilated in layer3 and layer4: each adds
+# (TEMPORAL_KERNEL - 1) x its dilation frames of history.
+DILATIONS = (1, 1, 2, 2)
+RECEPTIVE_FRAMES = 1 + sum((TEMPORAL_KERNEL - 1) * d for d in DILATIONS)
 
 
 class CausalTemporalConv(nn.Conv3d):
@@ -43,13 +49,14 @@ class CausalTemporalConv(nn.Conv3d):
 
     In a stream (`streaming`), the inputs kept from the last step come first."""
 
-    def __init__(self, channels: int, kernel: int = TEMPORAL_KERNEL) -> None:
-        super().__init__(channels, channels, kernel_size=(kernel, 1, 1), bias=False)
+    def __init__(self, channels: int, dilation: int = 1, kernel: int = TEMPORAL_KERNEL) -> None:
+        super().__init__(channels, channels, kernel_size=(kernel, 1, 1),
+                         dilation=(dilation, 1, 1), bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         state = current_stream()
         if state is not None:
-            x = state.extend(self, x, self.kernel_size[0] - 1)
+            x = state.extend(self, x, (self.kernel_size[0] - 1) * self.dilation[0])
         return super().forward(x)
 
 
@@ -84,13 +91,14 @@ class FrameStem(nn.Module):
 class FrameBlock(nn.Module):
     """Basic residual block over frames; `causal`: a causal temporal conv after the first."""
 
-    def __init__(self, inplanes: int, planes: int, stride: int, causal: bool) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int, causal: bool,
+                 dilation: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Sequential(
             nn.Conv3d(inplanes, planes, kernel_size=(1, 3, 3), stride=(1, stride, stride),
                       padding=(0, 1, 1), bias=False),
             nn.BatchNorm3d(planes), nn.ReLU(inplace=True))
-        self.temporal = nn.Sequential(CausalTemporalConv(planes), nn.BatchNorm3d(planes),
+        self.temporal = nn.Sequential(CausalTemporalConv(planes, dilation), nn.BatchNorm3d(planes),
                                       nn.ReLU(inplace=True)) if causal else None
         self.conv2 = nn.Sequential(
             nn.Conv3d(planes, planes, kernel_size=(1, 3, 3), padding=(0, 1, 1), bias=False),
@@ -130,7 +138,8 @@ class CausalR18(VideoBackbone):
             planes = width * 2**index
             stages.append(nn.Sequential(*[
                 FrameBlock(inplanes if b == 0 else planes, planes,
-                           2 if b == 0 and index > 0 else 1, causal=b == 0)
+                           2 if b == 0 and index > 0 else 1, causal=b == 0,
+                           dilation=DILATIONS[index])
                 for b in range(depth)]))
             inplanes = planes
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
