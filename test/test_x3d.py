@@ -7,14 +7,13 @@ from typing import Any, cast
 
 import pytest
 import torch
+from helpers_arch import check_routes_decide, offset_moves, step_and_round_trip, stitched_move
 from helpers_x3d import scrambled, x3d_config
 
-from mtl_perception.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
 from mtl_perception.models import ModelConfig, build_model
 from mtl_perception.models.archs import build_backbone
 from mtl_perception.models.stages import STAGE_NAMES
 from mtl_perception.models.x3d import X3D, se_channels
-from mtl_perception.preprocess import PreprocessConfig
 
 CLIPS = torch.randn(3, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
 TASK_IDS = torch.tensor([1, 0, 1])
@@ -90,35 +89,10 @@ def test_every_method_trains_a_step_and_round_trips_a_checkpoint(
 ) -> None:
     config = x3d_config(method, trainable_stages=3, frame_differences=True,
                         gate=method in ("hps", "sps"))
-    torch.manual_seed(0)
-    model = build_model(config).train()
     task_ids = torch.zeros(3, dtype=torch.long) if method == "stl" else TASK_IDS
-    optimizer = torch.optim.Adam(model.parameter_groups(1e-2))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    logits = model(CLIPS, task_ids)
-    assert [tuple(t.shape) for t in logits] == [
-        (int((task_ids == t).sum()), c) for t, c in enumerate(config.num_classes)]
-    loss = sum(torch.nn.functional.cross_entropy(t, torch.zeros(len(t), dtype=torch.long))
-               for t in logits if len(t))
-    cast(torch.Tensor, loss).backward()
-    optimizer.step()
-    after = model.state_dict()
-    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    changed = step_and_round_trip(config, CLIPS, task_ids, tmp_path)
     assert any(k.startswith("heads.") for k in changed)
     assert not any(k.startswith("prefix.") for k in changed)  # stem, layer1 stay frozen
-    model.eval()
-    names = tuple(tuple(f"{t}{i}" for i in range(n))
-                  for t, n in zip(config.task_names, config.num_classes))
-    info = CheckpointInfo(config, names, PreprocessConfig(clip_length=8, resize=(32, 32),
-                                                          crop=(32, 32)))
-    save_checkpoint(tmp_path / "m.safetensors", model, info)
-    loaded = load_checkpoint(tmp_path / "m.safetensors")
-    assert loaded.info.model.arch == "x3d_xs"
-    with torch.no_grad():
-        expected, got = model.score_all(CLIPS), loaded.model.score_all(CLIPS)
-    assert len(got) == config.num_tasks + (1 if config.gate else 0)
-    for a, b in zip(expected, got):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(("share", "independent"), [(0.0, True), (0.2, False)])
@@ -126,12 +100,7 @@ def test_sps_columns_mix_through_the_cross_stitch_units(share: float, independen
     # Change column 1 (gesture) only: action's logits move only if the stitches mix columns.
     model = cast(Any, scrambled(build_model(x3d_config("sps", cross_stitch_share=share)))).eval()
     assert [s.weight.shape[-1] for s in model.stitches] == [16, 72]  # layer3, layer4 channels
-    with torch.no_grad():
-        action = model.score_all(CLIPS)[0]
-        for p in model.columns[1].parameters():
-            p.mul_(1.5)
-        moved = float((model.score_all(CLIPS)[0] - action).abs().max())
-    assert (moved == 0.0) is independent
+    assert (stitched_move(model, CLIPS) == 0.0) is independent
 
 
 def test_lws_routes_every_block_of_the_trainable_stages() -> None:
@@ -139,17 +108,7 @@ def test_lws_routes_every_block_of_the_trainable_stages() -> None:
     assert model.unit_names == [f"layer3.{i}" for i in range(11)] + [
         f"layer4.{i}" for i in range(8)]
     assert model.argmax_assignment().tolist() == [[0] * 19, [1] * 19]
-    with torch.no_grad():
-        separate = model.score_all(CLIPS)
-        model.routing_probs[1, :, :] = torch.tensor([0.9, 0.1])  # gesture takes action's copies
-        shared = model.score_all(CLIPS)
-        x = model.prefix(CLIPS)
-        for copies in model.units:
-            x = copies[0](x)
-        by_hand = model.heads[1](model.pool(x).flatten(1))
-    torch.testing.assert_close(shared[1], by_hand)
-    assert float((shared[1] - separate[1]).abs().max()) > 1e-4  # the route decides
-    torch.testing.assert_close(shared[0], separate[0])  # action's route is unchanged
+    check_routes_decide(model, CLIPS)
 
 
 def test_lws_training_steps_run_on_x3d() -> None:
@@ -173,12 +132,9 @@ def test_trainable_stages_freeze_the_leading_x3d_stages(stages: int) -> None:
 
 def test_frame_differences_ignore_a_still_offset_on_x3d() -> None:
     # Adding the same image to every frame cancels in the differences, not in raw frames.
-    offset = torch.randn(1, 3, 1, 32, 32, generator=torch.Generator().manual_seed(5))
     for on in (True, False):
-        model = cast(Any, scrambled(build_model(x3d_config("hps", frame_differences=on))))
-        with torch.no_grad():
-            a, b = model.eval().score_all(CLIPS)[0], model.score_all(CLIPS + offset)[0]
-        assert (float((a - b).abs().max()) < 1e-5) is on
+        model = scrambled(build_model(x3d_config("hps", frame_differences=on)))
+        assert (offset_moves(model, CLIPS) < 1e-5) is on
 
 
 def test_unknown_arch_is_refused_with_the_choices() -> None:
