@@ -94,8 +94,9 @@ class StreamPipeline:
         # A causal model in PyTorch: each frame computed once per camera, same results.
         self._reuse = FrameReuse(engine, self.clip_length) if FrameReuse.applies(engine) else None
         if self._reuse is not None:
-            log.info("causal arch %s: each frame is computed once and reused by the %d clips "
-                     "that hold it", self.info.model.arch, self.clip_length)
+            log.info("causal arch %s on PyTorch: each frame is computed once per camera and "
+                     "reused by every clip that holds it (stream/frame_reuse.py)",
+                     self.info.model.arch)
         self.device = engine.device
         self.model = getattr(engine, "model", None)  # the module or OnnxModel it runs
         self.autocast = getattr(engine, "autocast", "none")
