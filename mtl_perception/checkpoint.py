@@ -50,7 +50,7 @@ from mtl_perception.digest import (
 from mtl_perception.exits import one_line, os_error_line
 from mtl_perception.fileio import atomic_write, regular_file_problem
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
-from mtl_perception.models.archs import min_clip_frames
+from mtl_perception.models.archs import clip_length_problem
 from mtl_perception.names import class_name_problem
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.settings import SettingsError, from_dict, to_dict
@@ -79,10 +79,10 @@ class CheckpointInfo:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        fewest = min_clip_frames(self.model.arch, self.model.frame_differences)
-        if self.preprocess.clip_length < fewest:
-            raise ValueError(f"clip_length {self.preprocess.clip_length} is below the {fewest} "
-                             f"frames arch {self.model.arch} needs")
+        problem = clip_length_problem(self.model.arch, self.model.frame_differences,
+                                      self.preprocess.clip_length)
+        if problem is not None:
+            raise ValueError(problem)
         if len(self.class_names) != self.model.num_tasks:
             raise ValueError(
                 f"class names for {len(self.class_names)} tasks, model has {self.model.num_tasks}"

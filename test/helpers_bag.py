@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from mtl_perception.bag.evaluate import main as evaluate_bag
 from mtl_perception.bag.types import IMAGE, header, typestore
 from mtl_perception.bag.writer import BagWriter, image_message
 from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
@@ -91,3 +93,23 @@ def cut(path: Path, fraction: float) -> Path:
 
 def storage_file(bag: Path) -> Path:
     return next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
+
+
+def metrics_torch_and_onnx(tmp_path: Path, checkpoint: Path, onnx: Path, count: int
+                           ) -> dict[str, dict[str, Any]]:
+    """evaluate_bag's metrics.json, by name ("torch": the checkpoint in PyTorch, "ort": its
+    export in ONNX Runtime), on one image bag of `count` frames at 10 fps with one labelled
+    gesture, scored at inference_stride 2 with `--unlabelled none` (gate metrics)."""
+    bag = write_image_bag(tmp_path / "bag", count=count, fps=10.0)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("start,end,task,label\n0.5,2.5,gesture,wave\n", encoding="utf-8")
+    metrics = {}
+    for name, source, backend in (("torch", checkpoint, "torch"),
+                                  ("ort", onnx, "onnxruntime")):
+        out = tmp_path / name
+        assert evaluate_bag(["--bag", str(bag), "--checkpoint", str(source), "--labels",
+                             str(labels), "--out", str(out), "--no-progress", "--unlabelled",
+                             "none", "--set", "target_fps=10", "inference_stride=2",
+                             f"backend={backend}"]) == 0
+        metrics[name] = json.loads((out / "metrics.json").read_text())
+    return metrics

@@ -4,16 +4,14 @@ frame reuse) and ONNX Runtime (whole clips), which emit the same events."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from helpers_bag import write_image_bag
+from helpers_bag import metrics_torch_and_onnx
 from test_train_helpers import CONFIG, TINY_OVERRIDES, tiny_set
 
-from mtl_perception.bag.evaluate import main as evaluate_bag
 from mtl_perception.checkpoint import load_checkpoint, read_checkpoint_info
 from mtl_perception.models import build_model
 from training.__main__ import main as training_main
@@ -78,18 +76,8 @@ def test_arch_trains_fine_tunes_gets_a_gate_exports_and_evaluates_a_bag(
     # export checks parity with PyTorch on every engine itself
     assert training_main(["export", "--checkpoint", str(gated), "--check-clips", "1"]) == 0
 
-    bag = write_image_bag(tmp_path / "bag", count=30, fps=10.0)
-    labels = tmp_path / "labels.csv"
-    labels.write_text("start,end,task,label\n0.5,2.5,gesture,wave\n", encoding="utf-8")
-    emitted = {}
-    for name, source_file, backend in (("torch", gated, "torch"),
-                                       ("ort", tmp_path / "gated.onnx", "onnxruntime")):
-        out = tmp_path / name
-        assert evaluate_bag(["--bag", str(bag), "--checkpoint", str(source_file), "--labels",
-                             str(labels), "--out", str(out), "--no-progress", "--unlabelled",
-                             "none", "--set", "target_fps=10", "inference_stride=2",
-                             f"backend={backend}"]) == 0
-        metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["task_confusion"] is not None  # the gate's output reached the stream
-        emitted[name] = metrics["gesture_events"]["emitted"]
+    metrics = metrics_torch_and_onnx(tmp_path, gated, tmp_path / "gated.onnx", count=30)
+    for name in ("torch", "ort"):
+        assert metrics[name]["task_confusion"] is not None  # the gate's output reached the stream
+    emitted = {name: metrics[name]["gesture_events"]["emitted"] for name in metrics}
     assert emitted["ort"] == emitted["torch"]

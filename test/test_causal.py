@@ -93,9 +93,27 @@ def test_a_clip_below_the_receptive_field_is_refused_in_one_line(tmp_path: Path)
     model = build_model(causal_config(frame_differences=True)).eval()
     with pytest.raises(ValueError, match=r"causal_r18 needs clips of >= 8 frames .* got 7"):
         model.score_all(CLIPS[:, :, :7])
-    with pytest.raises(ValueError, match="clip_length 7 is below the 8 frames"):
-        CheckpointInfo(causal_config(frame_differences=True), (tuple("abcde"), tuple("abcdefg")),
+    too_short = "clip_length 7 is below the 8 frames arch causal_r18 needs with frame differences"
+    names = (tuple("abcde"), tuple("abcdefg"))
+    with pytest.raises(ValueError, match=too_short):
+        CheckpointInfo(causal_config(frame_differences=True), names,
                        PreprocessConfig(clip_length=7, resize=(32, 32), crop=(32, 32)))
+    # the same one message where a run would start: training config, export, the stream
+    from mtl_perception.deploy.export import ExportError, export_onnx
+    from mtl_perception.settings import SettingsError
+    from mtl_perception.stream import StreamConfig, StreamConfigError, StreamPipeline
+    from training.train.config import load_train_config
+
+    config = Path(__file__).resolve().parents[1] / "config" / "train" / "cpu_small_causal.yaml"
+    with pytest.raises(SettingsError, match=f"clip.{too_short}"):
+        load_train_config(config, ["clip.clip_length=7"])
+    info = CheckpointInfo(causal_config(frame_differences=True), names,
+                          PreprocessConfig(clip_length=8, resize=(32, 32), crop=(32, 32)))
+    pytest.importorskip("onnx")
+    with pytest.raises(ExportError, match=f"export frames: {too_short}"):
+        export_onnx(model, info, frames=7)
+    with pytest.raises(StreamConfigError, match=too_short):
+        StreamPipeline(model, info, StreamConfig(clip_length=7), realtime=False)
 
 
 @pytest.mark.parametrize("method", ["stl", "hps", "sps", "lws"])

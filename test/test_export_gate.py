@@ -3,15 +3,13 @@ the gate is an output of the graph, equal to PyTorch's, and the engine's stream 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers_bag import ACTIONS, GESTURES, write_image_bag
+from helpers_bag import ACTIONS, GESTURES, metrics_torch_and_onnx
 
-from mtl_perception.bag.evaluate import main as evaluate_bag
 from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
 from mtl_perception.deploy.onnx_file import read_onnx_model
 from mtl_perception.deploy.registry import build_engine
@@ -51,18 +49,7 @@ def test_gated_checkpoint_exports_the_gate_and_onnxruntime_streams_it(tmp_path: 
         assert float(np.abs(g - e).max()) < PARITY
     assert float(np.ptp(expected[2])) > 1.0  # the gate's logits differ between classes
 
-    bag = write_image_bag(tmp_path / "bag", count=40, fps=10.0)
-    labels = tmp_path / "labels.csv"
-    labels.write_text("start,end,task,label\n0.5,2.5,gesture,wave\n", encoding="utf-8")
-    metrics = {}
-    for name, source, backend in (("torch", checkpoint, "torch"),
-                                  ("ort", tmp_path / "model.onnx", "onnxruntime")):
-        out = tmp_path / name
-        assert evaluate_bag(["--bag", str(bag), "--checkpoint", str(source), "--labels",
-                             str(labels), "--out", str(out), "--no-progress", "--unlabelled",
-                             "none", "--set", "target_fps=10", "inference_stride=2",
-                             f"backend={backend}"]) == 0
-        metrics[name] = json.loads((out / "metrics.json").read_text())
+    metrics = metrics_torch_and_onnx(tmp_path, checkpoint, tmp_path / "model.onnx", count=40)
     for name in ("torch", "ort"):
         assert metrics[name]["task_confusion"] is not None, name  # only with gate outputs
         assert metrics[name]["gesture_events"]["source"] == "gate", name

@@ -35,6 +35,7 @@ from mtl_perception.deploy.onnx_file import (
     require,
 )
 from mtl_perception.exits import one_line
+from mtl_perception.models.archs import clip_length_problem
 
 DEFAULT_OPSET = 17
 
@@ -84,8 +85,9 @@ def export_onnx(
         raise ExportError(
             f"batch must be >= 0 (0 = dynamic) and frames >= 1, got {batch}, {frames}"
         )
-    if frames < 2 and info.model.frame_differences:
-        raise ExportError("this model feeds frame differences: clips need >= 2 frames")
+    problem = clip_length_problem(info.model.arch, info.model.frame_differences, frames)
+    if problem is not None:  # frame differences need 2 frames, a causal arch its field
+        raise ExportError(f"export frames: {problem}")
     info = replace(info, preprocess=replace(info.preprocess, clip_length=frames))
     names = model_outputs(model, info)
     wrapper = _ScoreAll(model)

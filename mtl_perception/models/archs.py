@@ -48,6 +48,16 @@ def min_clip_frames(arch: str, frame_differences: bool) -> int:
     return 2 if frame_differences else 1
 
 
+def clip_length_problem(arch: str, frame_differences: bool, clip_length: int) -> str | None:
+    """Why clips of `clip_length` frames cannot feed `arch`, or None: the one message of
+    every place that checks (training config, checkpoint, export, stream)."""
+    fewest = min_clip_frames(arch, frame_differences)
+    if clip_length >= fewest:
+        return None
+    why = " with frame differences" if frame_differences else ""
+    return f"clip_length {clip_length} is below the {fewest} frames arch {arch} needs{why}"
+
+
 def streams_frames(arch: str) -> bool:
     """Whether a stream may reuse each frame's computation across clips (a causal arch)."""
     return arch in CAUSAL_DEPTHS

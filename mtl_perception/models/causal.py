@@ -77,10 +77,10 @@ class FrameStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         state = current_stream()
-        if state is None and x.shape[2] < causal_min_frames(self.frame_differences):
-            raise ValueError(f"causal_r18 needs clips of >= "
-                             f"{causal_min_frames(self.frame_differences)} frames (its "
-                             f"receptive field), got {x.shape[2]}")
+        fewest = causal_min_frames(self.frame_differences)
+        if state is None and x.shape[2] < fewest:
+            raise ValueError(f"causal_r18 needs clips of >= {fewest} frames (its receptive "
+                             f"field), got {x.shape[2]}")
         if self.frame_differences:
             if state is not None:
                 x = state.extend(self, x, 1)
@@ -130,7 +130,6 @@ class CausalR18(VideoBackbone):
                  frame_differences: bool = False) -> None:
         super().__init__()
         self._check(arch, CAUSAL_DEPTHS, width)
-        self.frame_differences = frame_differences
         self.stem = FrameStem(width, frame_differences)
         inplanes = width
         stages = []

@@ -18,7 +18,6 @@ causal, since the results are the same.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,11 +28,9 @@ import torch
 
 from mtl_perception.deploy.engine import Engine, Scores
 from mtl_perception.deploy.torch_engine import TorchEngine
-from mtl_perception.models.archs import min_clip_frames, streams_frames
+from mtl_perception.models.archs import clip_length_problem, min_clip_frames, streams_frames
 from mtl_perception.models.frame_stream import StreamState, streaming
 from mtl_perception.stream.buffer import BufferedFrame, Clip
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,10 +53,10 @@ class FrameReuse:
         model = engine.info.model
         self.engine = engine
         self.module: Any = engine.model
+        problem = clip_length_problem(model.arch, model.frame_differences, clip_length)
+        if problem is not None:
+            raise ValueError(problem)
         self.first = min_clip_frames(model.arch, model.frame_differences)
-        if clip_length < self.first:
-            raise ValueError(f"clips of {clip_length} frames are below the {self.first} "
-                             f"frames arch {model.arch} needs")
         self.positions = clip_length - self.first + 1  # positions a clip averages
         self._cameras: dict[str, _CameraFrames] = {}
 

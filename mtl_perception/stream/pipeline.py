@@ -25,7 +25,7 @@ from torch import nn
 
 from mtl_perception.checkpoint import CheckpointInfo
 from mtl_perception.deploy.engine import Engine
-from mtl_perception.models.archs import min_clip_frames
+from mtl_perception.models.archs import clip_length_problem
 from mtl_perception.stream.camera import CameraState, ErrorCallback, Queued
 from mtl_perception.stream.config import (
     FIXED_REASONS,
@@ -87,10 +87,10 @@ class StreamPipeline:
         if warning is not None:
             log.warning("%s", warning)
         self.clip_length = self._config.resolved_clip_length(self.info.preprocess.clip_length)
-        fewest = min_clip_frames(self.info.model.arch, self.info.model.frame_differences)
-        if self.clip_length < fewest:
-            raise StreamConfigError(f"clip_length {self.clip_length} is below the {fewest} "
-                                    f"frames arch {self.info.model.arch} needs")
+        problem = clip_length_problem(self.info.model.arch, self.info.model.frame_differences,
+                                      self.clip_length)
+        if problem is not None:
+            raise StreamConfigError(problem)
         # A causal model in PyTorch: each frame computed once per camera, same results.
         self._reuse = FrameReuse(engine, self.clip_length) if FrameReuse.applies(engine) else None
         if self._reuse is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from mtl_perception.models.archs import Arch, min_clip_frames
+from mtl_perception.models.archs import Arch, clip_length_problem
 from mtl_perception.models.config import Method
 from mtl_perception.names import workers_problem
 from mtl_perception.preprocess import PreprocessConfig
@@ -220,12 +220,10 @@ class TrainConfig:
             raise SettingsError("gate.enabled: method stl has no task gate (one task per model)")
         if not DEVICE_PATTERN.match(self.device):
             raise SettingsError(f"device {self.device!r} is not auto, cpu, cuda or cuda:N")
-        fewest = min_clip_frames(self.model.arch, self.model.frame_differences)
-        if self.clip.clip_length < fewest:
-            raise SettingsError(f"clip.clip_length {self.clip.clip_length} is below the "
-                                f"{fewest} frames model.arch {self.model.arch} needs"
-                                + (" with frame differences" if self.model.frame_differences
-                                   else ""))
+        problem = clip_length_problem(self.model.arch, self.model.frame_differences,
+                                      self.clip.clip_length)
+        if problem is not None:
+            raise SettingsError(f"clip.{problem}")
 
 
 # Settings a resumed run may change: they do not alter what is computed.
