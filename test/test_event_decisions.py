@@ -104,6 +104,26 @@ def test_the_class_from_activity_weights_ignores_the_lead_in() -> None:
     assert label("activity") == "left"
 
 
+def test_the_class_from_equal_weights_lets_early_clips_count_as_much_as_late_ones() -> None:
+    # two clips sure of "left", then two leaning "right"; the gate equally sure of all four
+    probs = [np.array([0.9, 0.05, 0.05])] * 2 + [np.array([0.2, 0.7, 0.1])] * 2
+
+    def decided(weights: str) -> tuple[str, float]:
+        detector = GestureEventDetector(CLASSES)
+        for i, p in enumerate([*probs, RIGHT]):
+            event = detector.update(FrameHeader(i * STEP_NS, "cam"), 0.0 if i == 4 else 0.95,
+                                    p, rule(class_weights=weights))
+        assert event is not None
+        return event.label, event.score
+
+    # mean: left (.9 + .9 + .2 + .2) / 4 = 0.55 > right (.05 + .05 + .7 + .7) / 4 = 0.375
+    label, score = decided("mean")
+    assert label == "left" and score == pytest.approx(0.55)
+    # linear 1..4 (sum 10): right (.05 + .1 + 2.1 + 2.8) / 10 = 0.505 > left 0.41
+    label, score = decided("linear")
+    assert label == "right" and score == pytest.approx(0.505)
+
+
 # --- the matching rule ---
 
 def gesture(start: float, end: float, label: str) -> Interval:

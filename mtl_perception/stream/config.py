@@ -20,7 +20,7 @@ GateMode = Literal["off", "publish", "filter"]
 EventSource = Literal["auto", "gate", "max_softmax"]
 # Temporal decisions of gesture events (issue 24; stream/events.py documents them)
 EventSmoothing = Literal["none", "ema", "hmm"]
-EventClassWeights = Literal["linear", "activity"]
+EventClassWeights = Literal["linear", "activity", "mean"]
 Backend = Literal["torch", "onnxruntime", "openvino", "tensorrt"]
 SMOOTHING_MODES: tuple[str, ...] = get_args(Smoothing)
 GATE_MODES: tuple[str, ...] = get_args(GateMode)
@@ -126,8 +126,9 @@ class StreamConfig:
         0.1, "Under event_smoothing hmm: the prior probability per clip of switching between "
         "gesture and not (0.5 = no smoothing).", low=0.001, high=0.5, live=True)
     event_class_weights: EventClassWeights = setting(
-        "linear", "An event's class from its clips weighted linear (1, 2, ..., n) or by "
-        "activity (the odds of each clip's event source: lead-in clips count little).",
+        "linear", "An event's class from its clips weighted linear (1, 2, ..., n), by "
+        "activity (the odds of each clip's event source: lead-in clips count little) or "
+        "equally (mean).",
         live=True)
     backend: Backend = setting(
         "torch", "Inference engine of the forward pass: torch (PyTorch), onnxruntime (CPU or "

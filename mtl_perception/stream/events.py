@@ -29,7 +29,10 @@ by `evaluate_bag` / benchmarks through `detect_events`):
    the camera; otherwise it is dropped.
 5. Its class: the gesture head's probabilities averaged over its active clips,
    with `event_class_weights` "linear": weights 1, 2, ..., n (later clips,
-   which have seen more of the gesture, count more), or "activity": the
+   which have seen more of the gesture, count more), "mean": equal weights
+   (what fit-gate searches: it named the right class more often than the
+   other two in each of 6 measured training runs, bench/results/gate.md
+   item 13), or "activity": the
    odds a_t / (1 - a_t) of each clip's own unsmoothed activity (the clips
    the gate is sure lie on the gesture dominate: 0.99 weighs 99 times 0.5,
    so the lead-in clips a smoothed activity drags along count little);
@@ -192,6 +195,9 @@ class GestureEventDetector:
         self._last_event_ns = header.stamp_ns
         if settings.class_weights == "activity" and sum(gesture.weights) > 0:
             probabilities = weighted_mean(gesture.probabilities, gesture.weights)
+        elif settings.class_weights == "mean":
+            probabilities = weighted_mean(gesture.probabilities,
+                                          [1.0] * len(gesture.probabilities))
         else:
             probabilities = weighted_mean(gesture.probabilities)
         index = int(np.argmax(probabilities))
