@@ -21,9 +21,11 @@ then, without running the model again:
    and with the features of the previous `k` clips beside the current one
    (`context`: what a gate with memory could read). The distractor clips'
    `none` recall is also given by framing (`room`: sessions with gestures,
-   `yard`: sessions with actions). **`in_sample`**: a gate fitted on the
-   test clips themselves and scored on them: what the frozen features can
-   separate at all (a ceiling no gate on them passes).
+   `yard`: sessions with actions). **`in_sample`**: a gate of the same recipe
+   fitted on the test clips themselves and scored on them: how much of the
+   test clips such a gate can separate on the frozen features even when it
+   has seen them (not a bound for every classifier: with few clips of a kind
+   it can memorise them).
 2. **Events** (the node's rule, `detect_events`, and the untrimmed metrics):
    settings chosen on the train sessions (each half scored by a gate fitted
    without it) as fit-gate chooses them, scored on the test videos; the best
@@ -263,8 +265,7 @@ def run(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
                 "test_best": dict(zip(("settings", "figures"), choose(
                     on_test, classes, base, args.max_false_per_min)))}
 
-    variants = {name: gate_variant(name.startswith("motions"), int(name.rsplit("context", 1)[1]))
-                for name in args.variants}
+    variants = {name: gate_variant(*VARIANTS[name]) for name in args.variants}
     x, scored = with_context(rows, owners, 0), test & (truth >= 0)
     in_sample = per_clip(fit(x[scored], truth[scored])(x), rows, scored)
     cover = np.array([r["gesture_cover"] for r in rows])
@@ -297,8 +298,10 @@ def run(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
     }
 
 
-# trained without / with the sessions' motions as positives, k previous clips' features
-VARIANTS = ("trimmed_only_context0", "motions_context0", "motions_context2", "motions_context4")
+# name -> (the sessions' motions as gate positives, previous clips' features read)
+VARIANTS: dict[str, tuple[bool, int]] = {
+    "trimmed_only_context0": (False, 0), "motions_context0": (True, 0),
+    "motions_context2": (True, 2), "motions_context4": (True, 4)}
 SUMMARISED = ("event_f1", "precision", "recall", "false_events_per_minute")
 
 
