@@ -57,6 +57,18 @@ def test_bag(set_path: Path, work: Path, trimmed: int) -> Path:
     return out
 
 
+def composed_bag(set_path: Path, work: Path) -> Path:
+    """Every trimmed test video back to back, stamps running on across the cuts (1 frame
+    apart: no gap, so the stream keeps its buffer), as a session composed by other code
+    from a dataset's test videos is: each video's lead-in and lead-out are `none`."""
+    out = work / "composed_bag"
+    if not (out / "labels.csv").exists():
+        subprocess.run([sys.executable, "-m", "training", "to-bag", "--set", str(set_path),
+                        "--split", "test", "--gap-s", "0.04", "--compressed", "--out",
+                        str(out), "--overwrite"], check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
 def fit_gate(checkpoint: Path, set_path: Path, out: Path, extra: Sequence[str] = ()) -> float:
     """fit-gate with its defaults (and `extra` options); the CPU seconds (user + system)."""
     before = os.times()
@@ -105,8 +117,21 @@ def baseline_at(evaluation: Evaluation, max_false_per_min: float) -> dict[str, A
     return max(pool, key=lambda r: (r["levenshtein"], r["event_f1"] or 0.0))
 
 
+def bag_figures(bag: Path, gated: Path, out: Path) -> tuple[Evaluation, dict[str, Any]]:
+    """One bag's figures with the checkpoint's stored settings, the baseline beside them."""
+    evaluation = run_bag(bag, gated, out)
+    metrics = evaluation.metrics
+    gate = _brief(metrics["gesture_events"])
+    msp = baseline_at(evaluation, gate["false_events_per_min"] or 0.0)
+    return evaluation, {
+        "gate": gate, "msp": msp, "none_recall": metrics["none_recall"],
+        "true_gestures": metrics["gesture_events"]["true_gestures"],
+        "none_minutes": metrics["gesture_events"]["none_minutes"],
+        "segment_accuracy": {t: metrics[t]["segment_accuracy"] for t in evaluation.tasks}}
+
+
 def one_seed(checkpoint: Path, set_path: Path, bag: Path, work: Path,
-             fit_options: Sequence[str] = ()) -> dict[str, Any]:
+             fit_options: Sequence[str] = (), composed: Path | None = None) -> dict[str, Any]:
     gated = work / f"{checkpoint.parent.name}_gate.safetensors"
     cpu_s = fit_gate(checkpoint, set_path, gated, fit_options)
     evaluation = run_bag(bag, gated, work / f"{checkpoint.parent.name}_eval")
@@ -114,7 +139,9 @@ def one_seed(checkpoint: Path, set_path: Path, bag: Path, work: Path,
     gate = _brief(metrics["gesture_events"])
     recall = metrics["none_recall"]
     msp = baseline_at(evaluation, gate["false_events_per_min"] or 0.0)
-    return {"checkpoint": str(checkpoint), "fit_gate_cpu_s": cpu_s,
+    joined = None if composed is None else bag_figures(
+        composed, gated, work / f"{checkpoint.parent.name}_composed_eval")[1]
+    return {"checkpoint": str(checkpoint), "fit_gate_cpu_s": cpu_s, "composed": joined,
             "settings": {k: getattr(evaluation.config, k) for k in (
                 "event_threshold", "event_hysteresis", "event_min_s", "event_smoothing",
                 "event_ema_alpha", "event_switch_prob", "event_class_weights")},
@@ -136,7 +163,8 @@ def untrimmed_figures(set_path: Path, checkpoints: list[Path], work: Path,
                       trimmed: int, fit_options: Sequence[str] = ()) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     bag = test_bag(set_path, work, trimmed)
-    seeds = [one_seed(c, set_path, bag, work, fit_options) for c in checkpoints]
+    composed = composed_bag(set_path, work)
+    seeds = [one_seed(c, set_path, bag, work, fit_options, composed) for c in checkpoints]
 
     def mean(path: list[str]) -> dict[str, float | None]:
         values = []
@@ -171,6 +199,18 @@ def untrimmed_figures(set_path: Path, checkpoints: list[Path], work: Path,
             "segment_accuracy_gesture": mean(["segment_accuracy", "gesture"]),
             "segment_accuracy_action": mean(["segment_accuracy", "action"]),
         },
+        "composed": {
+            "bag": "to-bag --gap-s 0.04 --compressed (test split: every trimmed video, "
+                   "back to back)",
+            "test_gestures": seeds[0]["composed"]["true_gestures"],
+            **{key: mean(["composed", *path]) for key, path in {
+                "event_f1_gate": ["gate", "event_f1"], "event_f1_msp": ["msp", "event_f1"],
+                "levenshtein_gate": ["gate", "levenshtein"],
+                "levenshtein_msp": ["msp", "levenshtein"],
+                "false_events_per_min_gate": ["gate", "false_events_per_min"],
+                "none_recall_gate": ["none_recall", "recall"],
+                "segment_accuracy_gesture": ["segment_accuracy", "gesture"],
+                "segment_accuracy_action": ["segment_accuracy", "action"]}.items()}},
         "per_seed": seeds, "stream": STREAM, "set": str(set_path),
         "fit_gate_options": list(fit_options),
         "test_bag": "to-bag --untrimmed --background --with-trimmed "

@@ -72,6 +72,7 @@ from training.evaluation.cli import (
     trained_temporal_sampling,
 )
 from training.evaluation.scoring import subset
+from training.methods.gate_composed import plan_excerpts, record_composed
 from training.methods.gate_fit import (
     GateFitConfig,
     extract_gate_features,
@@ -146,6 +147,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(docs/gate.md)")
     parser.add_argument("--no-tune", action="store_true",
                         help="fit on every session and store no event settings (before issue 24)")
+    parser.add_argument("--no-composed", action="store_true",
+                        help="tuning: score the validation sessions only, not also a stream "
+                             "joined from their motions' excerpts as a recording composed "
+                             "from short videos is (training/methods/gate_composed.py)")
     parser.add_argument("--max-false-per-min", type=float, default=1.0,
                         help="tuning: the most false events per minute of none allowed")
     parser.add_argument("--inference-stride", type=int_in(1, 1000), default=2,
@@ -392,16 +397,25 @@ def _tune(crossed: list[tuple[torch.nn.Module, list[UntrimmedVideo]]], info: Che
     with VideoReader(crossed[0][1][0].path) as reader:
         fps = reader.fps
     base = stream_for(info, fps, step, args.inference_stride)
-    recorded = []
+    recorded, composed = [], []
     with torch.inference_mode():
-        for model, videos in crossed:
+        for half, (model, videos) in enumerate(crossed):
             recorded += record(model, info, base, videos)
-    settings, figures = choose(recorded, info.classes_of(GESTURE), base, args.max_false_per_min)
-    LOG.info("event settings chosen on %d validation sessions: %s", len(recorded), settings)
-    print(f"events on {len(recorded)} validation sessions ({figures['gestures']} gestures): "
-          f"F1 {figures['event_f1']:.2f}, {figures['false_events_per_minute']:.2f} false "
-          f"events per minute of none with " + ", ".join(f"{k}={v}" for k, v in settings.items()))
-    return stream_defaults(settings, figures, base, recorded, args.max_false_per_min)
+            if not args.no_composed:  # the same held-out motions, joined as excerpts
+                excerpts = plan_excerpts(videos, np.random.default_rng(args.seed + half))
+                if excerpts:
+                    composed.append(record_composed(model, info, base, excerpts,
+                                                    f"composed-half{half}"))
+    settings, figures = choose(recorded + composed, info.classes_of(GESTURE), base,
+                               args.max_false_per_min)
+    LOG.info("event settings chosen on %d validation sessions and %d composed streams: %s",
+             len(recorded), len(composed), settings)
+    print(f"events on {len(recorded)} validation sessions and {len(composed)} streams joined "
+          f"from their motions ({figures['gestures']} gestures): F1 "
+          f"{figures['event_f1']:.2f}, {figures['false_events_per_minute']:.2f} false events "
+          f"per minute of none with " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    return stream_defaults(settings, figures, base, recorded + composed,
+                           args.max_false_per_min)
 
 
 def _figures(confusion: np.ndarray) -> dict[str, Any]:

@@ -1,0 +1,94 @@
+"""Validation streams joined from excerpts, for choosing the event settings (`fit-gate`).
+
+A recording joined from short videos (a trimmed dataset's test videos put
+back to back, as an evaluation by other code composes its sessions) is not a
+session: every 2-3 s another person and place, each motion with well under a
+second of idling around it, a scene cut inside the clips that see it. The
+settings chosen on sessions alone (long idle stretches, one scene, the event
+rule free to wait for a long, sure run of clips) found one gesture in four
+there (bench/results/gate.md item 14). So fit-gate also scores, per
+validation half, one stream joined from that half's labelled motions: each
+cut out with `LEAD_S` before and after it (drawn per side), in a shuffled
+order, with stamps running on across the cuts (no gap, so the stream's
+buffer keeps its frames, as in such a recording). The excerpts come from the
+same held-out sessions, so neither the task heads nor the cross-fitted gate
+saw them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtl_perception.bag.labels import Interval
+from mtl_perception.checkpoint import CheckpointInfo
+from mtl_perception.stream import ClipResult, FrameHeader, StreamConfig, StreamPipeline
+from training.datasets.untrimmed import UntrimmedVideo
+from training.datasets.video import VideoReader
+from training.methods.gate_tuning import Recorded
+
+# Seconds kept before and after each motion, drawn per side: the synthetic trimmed
+# gesture videos give a gesture 55-75 % of about 2.3 s, so 0.3-0.5 s per side on average.
+LEAD_S = (0.15, 0.7)
+
+
+@dataclass(frozen=True)
+class Excerpt:
+    """Frames [first, end) of one video and the motions in them (seconds from `first`)."""
+
+    path: Path
+    fps: float
+    first: int
+    end: int
+    intervals: tuple[Interval, ...]
+
+
+def plan_excerpts(videos: Sequence[UntrimmedVideo], rng: np.random.Generator
+                  ) -> list[Excerpt]:
+    """One excerpt per labelled motion of `videos`, in a shuffled order."""
+    excerpts = []
+    for video in videos:
+        if not video.intervals:
+            continue
+        with VideoReader(video.path) as reader:
+            fps, total = reader.fps, reader.num_frames
+        for motion in video.intervals:
+            before, after = (float(v) for v in rng.uniform(*LEAD_S, size=2))
+            first = max(0, round((motion.start - before) * fps))
+            end = min(total, round((motion.end + after) * fps))
+            if end <= first:
+                continue
+            start_s, end_s = first / fps, end / fps
+            inside = tuple(
+                Interval(max(i.start, start_s) - start_s, min(i.end, end_s) - start_s,
+                         i.task, i.label, 0)
+                for i in video.intervals if i.end > start_s and i.start < end_s)
+            excerpts.append(Excerpt(video.path, fps, first, end, inside))
+    order = rng.permutation(len(excerpts))
+    return [excerpts[i] for i in order]
+
+
+def record_composed(model: Any, info: CheckpointInfo, config: StreamConfig,
+                    excerpts: Sequence[Excerpt], name: str) -> Recorded:
+    """Run the excerpts back to back through one offline stream (the node's code path),
+    each frame stamped 1 / fps after the one before it."""
+    results: list[ClipResult] = []
+    pipeline = StreamPipeline(model, info, config, on_result=results.append, realtime=False)
+    intervals: list[Interval] = []
+    now = 0.0
+    for excerpt in excerpts:
+        with VideoReader(excerpt.path) as reader:
+            frames = reader.read(list(range(excerpt.first, excerpt.end)))
+        intervals += [Interval(now + i.start, now + i.end, i.task, i.label, 0)
+                      for i in excerpt.intervals]
+        for index, frame in enumerate(frames):
+            pipeline.push_frame("val", frame, FrameHeader(round((now + index / excerpt.fps)
+                                                                * 1e9)))
+        now += len(frames) / excerpt.fps
+    pipeline.flush()
+    return Recorded(Path(name), results, intervals, max(now - 1 / excerpts[-1].fps, 0.0)
+                    if excerpts else 0.0)
