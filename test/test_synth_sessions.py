@@ -130,8 +130,15 @@ def test_fit_gate_adds_a_gate_and_keeps_every_task_score(small_set: Path, tmp_pa
     # the event settings chosen on the train sessions, each half by the gate fitted without it
     stored = gated.info.provenance["stream_defaults"]
     assert stored["event_source"] == "gate" and 0.3 <= stored["event_threshold"] <= 0.95
+    # ... and on one stream per half joined from that half's labelled motions
     assert stored["chosen_on"]["videos"] == ["session_02.avi", "session_03.avi",
-                                             "session_00.avi", "session_01.avi"]
+                                             "session_00.avi", "session_01.avi",
+                                             "composed-half0", "composed-half1"]
+    labels = [p for p in (small_set / "sessions" / "train").glob("session_*.csv")
+              if not p.name.endswith(".shown.csv")]
+    labelled = sum(1 for p in labels for line in p.read_text().splitlines()[1:]
+                   if line.split(",")[2] == "gesture")
+    assert stored["chosen_on"]["gestures"] == 2 * labelled  # each motion in both kinds
     clips = torch.randn(3, 3, 4, 24, 24, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         before, after = plain.model.score_all(clips), gated.model.score_all(clips)
