@@ -88,8 +88,9 @@ ros-env: setup
 # event settings 10 validation gestures to be chosen on) and 8 held-out ones,
 # and DEMO_TRIMMED puts 16 trimmed test videos per task into the untrimmed
 # bag: 28 held-out gestures instead of 9 (a figure from 9 is no evidence).
-# Last, the trimmed test videos are replayed once more back to back with no gap
-# between them (the stream keeps its buffer across the cuts), as a session composed
+# Last, the trimmed test videos are replayed once more back to back with a 0.04 s
+# pause between them (far below the 0.5 s at which the stream restarts: it keeps its
+# buffer across the cuts), as a session composed
 # by other code from a dataset's test videos is, and scored with --unlabelled none:
 # events on 64 short gestures with a scene cut before and after each.
 DEMO ?= demo

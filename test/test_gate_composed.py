@@ -47,16 +47,18 @@ def test_each_motion_is_cut_out_with_its_lead_and_lag_and_the_order_shuffled(tmp
         [video], np.random.default_rng(3))
 
 
-def test_a_neighbour_inside_an_excerpt_is_kept_and_cut_at_its_edge(tmp_path: Path):
+def test_an_excerpt_stops_at_its_neighbours_so_none_shows_a_sliver_of_another(
+        tmp_path: Path):
     # the second motion starts 0.1 s after the first ends: inside any lag of 0.15-0.7 s
     video = _video(tmp_path, "b", 60, (0.8, 1.2, "gesture", "wave"),
                    (1.3, 2.2, "gesture", "push"))
-    first = next(e for e in plan_excerpts([video], np.random.default_rng(1))
-                 if e.first < 0.8 * FPS)
-    wave, push = first.intervals
-    assert wave.label == "wave" and push.label == "push"
-    assert push.start == pytest.approx(1.3 - first.first / FPS)
-    assert push.end == pytest.approx(first.end / FPS - first.first / FPS)  # cut at the edge
+    for seed in range(4):
+        excerpts = plan_excerpts([video], np.random.default_rng(seed))
+        by_label = {e.intervals[0].label: e for e in excerpts}
+        assert [len(e.intervals) for e in excerpts] == [1, 1]
+        assert by_label["wave"].end == 32  # 1.28 s: the last frame before push
+        assert by_label["push"].first == 30  # 1.2 s: the first frame after wave
+        assert by_label["push"].intervals[0].start == pytest.approx(1.3 - 1.2)
 
 
 def test_excerpts_run_through_one_stream_without_a_reset_and_labels_follow(tmp_path: Path):
@@ -77,3 +79,14 @@ def test_excerpts_run_through_one_stream_without_a_reset_and_labels_follow(tmp_p
     assert recorded.intervals[1].start == pytest.approx(lengths[0] / FPS + second.start)
     assert recorded.intervals[1].label == second.label
     assert recorded.path == Path("composed-half0")
+
+
+def test_a_label_past_the_videos_end_gives_no_excerpt_and_one_across_it_is_cut(tmp_path: Path):
+    # a 2 s video; push runs past its end, stop starts after it (within its lead)
+    video = _video(tmp_path, "e", 50, (0.1, 0.3, "gesture", "wave"),
+                   (1.2, 2.05, "gesture", "push"), (2.1, 2.5, "gesture", "stop"))
+    excerpts = plan_excerpts([video], np.random.default_rng(0))
+    assert sorted(e.intervals[0].label for e in excerpts) == ["push", "wave"]  # no stop
+    assert [len(e.intervals) for e in excerpts] == [1, 1]
+    push = next(e for e in excerpts if e.intervals[0].label == "push")
+    assert push.end == 50 and push.intervals[0].end == pytest.approx(2.0 - push.first / FPS)

@@ -133,7 +133,8 @@ def test_fit_gate_adds_a_gate_and_keeps_every_task_score(small_set: Path, tmp_pa
     # ... and on one stream per half joined from that half's labelled motions
     assert stored["chosen_on"]["videos"] == ["session_02.avi", "session_03.avi",
                                              "session_00.avi", "session_01.avi",
-                                             "composed-half0", "composed-half1"]
+                                             "composed:session_02.avi..session_03.avi",
+                                             "composed:session_00.avi..session_01.avi"]
     labels = [p for p in (small_set / "sessions" / "train").glob("session_*.csv")
               if not p.name.endswith(".shown.csv")]
     labelled = sum(1 for p in labels for line in p.read_text().splitlines()[1:]

@@ -80,6 +80,7 @@ from training.methods.gate_fit import (
     gate_confusion,
 )
 from training.methods.gate_tuning import (
+    Recorded,
     choose,
     record,
     split_validation,
@@ -397,15 +398,17 @@ def _tune(crossed: list[tuple[torch.nn.Module, list[UntrimmedVideo]]], info: Che
     with VideoReader(crossed[0][1][0].path) as reader:
         fps = reader.fps
     base = stream_for(info, fps, step, args.inference_stride)
-    recorded, composed = [], []
+    recorded: list[Recorded] = []
+    composed: list[Recorded] = []
     with torch.inference_mode():
-        for half, (model, videos) in enumerate(crossed):
+        for order, (model, videos) in enumerate(crossed):
             recorded += record(model, info, base, videos)
             if not args.no_composed:  # the same held-out motions, joined as excerpts
-                excerpts = plan_excerpts(videos, np.random.default_rng(args.seed + half))
-                if excerpts:
-                    composed.append(record_composed(model, info, base, excerpts,
-                                                    f"composed-half{half}"))
+                rng = np.random.default_rng((args.seed + order) % 2**32)
+                excerpts = plan_excerpts(videos, rng)
+                if excerpts:  # named after the sessions it was cut from
+                    name = f"composed:{videos[0].path.name}..{videos[-1].path.name}"
+                    composed.append(record_composed(model, info, base, excerpts, name))
     settings, figures = choose(recorded + composed, info.classes_of(GESTURE), base,
                                args.max_false_per_min)
     LOG.info("event settings chosen on %d validation sessions and %d composed streams: %s",
