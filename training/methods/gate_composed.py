@@ -18,8 +18,9 @@ cross-fitted gate saw them.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,10 @@ import numpy as np
 
 from mtl_perception.bag.labels import Interval
 from mtl_perception.checkpoint import CheckpointInfo
-from mtl_perception.stream import ClipResult, FrameHeader, StreamConfig, StreamPipeline
+from mtl_perception.stream import StreamConfig
 from training.datasets.untrimmed import UntrimmedVideo
 from training.datasets.video import VideoReader
-from training.methods.gate_tuning import Recorded
+from training.methods.gate_tuning import Recorded, stream_results
 
 # Seconds kept before and after each motion, drawn per side. The demo set's 64 test
 # gesture videos have 0.08-1.04 s before the gesture (median 0.54) and 0.08-0.92 s after
@@ -89,19 +90,18 @@ def record_composed(model: Any, info: CheckpointInfo, config: StreamConfig,
                     excerpts: Sequence[Excerpt], name: str) -> Recorded:
     """Run the excerpts back to back through one offline stream (the node's code path),
     each frame stamped 1 / fps after the one before it."""
-    results: list[ClipResult] = []
-    pipeline = StreamPipeline(model, info, config, on_result=results.append, realtime=False)
-    intervals: list[Interval] = []
-    now = 0.0
-    for excerpt in excerpts:
-        with VideoReader(excerpt.path) as reader:
-            frames = reader.read(list(range(excerpt.first, excerpt.end)))
-        intervals += [Interval(now + i.start, now + i.end, i.task, i.label, 0)
-                      for i in excerpt.intervals]
-        for index, frame in enumerate(frames):
-            pipeline.push_frame("val", frame, FrameHeader(round((now + index / excerpt.fps)
-                                                                * 1e9)))
-        now += len(frames) / excerpt.fps
-    pipeline.flush()
-    return Recorded(Path(name), results, intervals, max(now - 1 / excerpts[-1].fps, 0.0)
-                    if excerpts else 0.0)
+    starts = list(itertools.accumulate(((e.end - e.first) / e.fps for e in excerpts),
+                                       initial=0.0))  # seconds; the last: the stream's end
+    intervals = [Interval(start + i.start, start + i.end, i.task, i.label, 0)
+                 for excerpt, start in zip(excerpts, starts) for i in excerpt.intervals]
+
+    def frames() -> Iterator[tuple[np.ndarray, int]]:
+        for excerpt, start in zip(excerpts, starts):
+            with VideoReader(excerpt.path) as reader:
+                shown = reader.read(list(range(excerpt.first, excerpt.end)))
+            for index, frame in enumerate(shown):
+                yield frame, round((start + index / excerpt.fps) * 1e9)
+
+    results = stream_results(model, info, config, frames())
+    end_s = max(starts[-1] - 1 / excerpts[-1].fps, 0.0) if excerpts else 0.0
+    return Recorded(Path(name), results, intervals, end_s)

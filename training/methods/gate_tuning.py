@@ -21,10 +21,12 @@ neither the task heads nor the gate that scores them saw them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mtl_perception.bag.labels import Interval
 from mtl_perception.bag.untrimmed import GESTURE, emitted, gesture_event_metrics
@@ -64,21 +66,30 @@ class Recorded:
     end_s: float
 
 
+def stream_results(model: Any, info: CheckpointInfo, config: StreamConfig,
+                   frames: Iterable[tuple[np.ndarray, int]]) -> list[ClipResult]:
+    """The clip results of `frames` (RGB, header stamp in ns) run through one offline
+    stream, the node's code path."""
+    results: list[ClipResult] = []
+    pipeline = StreamPipeline(model, info, config, on_result=results.append, realtime=False)
+    for frame, stamp_ns in frames:
+        pipeline.push_frame("val", frame, FrameHeader(stamp_ns))
+    pipeline.flush()
+    return results
+
+
 def record(model: Any, info: CheckpointInfo, config: StreamConfig,
            videos: Sequence[UntrimmedVideo]) -> list[Recorded]:
-    """Run every video through the offline stream once (the node's code path)."""
+    """Run every video through the offline stream once, stamps from 0 at its first frame."""
     out = []
     for video in videos:
-        results: list[ClipResult] = []
-        pipeline = StreamPipeline(model, info, config, on_result=results.append,
-                                  realtime=False)
         with VideoReader(video.path) as reader:
             total, fps = reader.num_frames, reader.fps
-            for begin in range(0, total, _CHUNK):
-                indices = list(range(begin, min(begin + _CHUNK, total)))
-                for i, frame in zip(indices, reader.read(indices)):
-                    pipeline.push_frame("val", frame, FrameHeader(round(i * 1e9 / fps)))
-        pipeline.flush()
+            chunks = (list(range(begin, min(begin + _CHUNK, total)))
+                      for begin in range(0, total, _CHUNK))
+            results = stream_results(model, info, config, (
+                (frame, round(i * 1e9 / fps))
+                for indices in chunks for i, frame in zip(indices, reader.read(indices))))
         intervals = [Interval(i.start, i.end, i.task, i.label, 0) for i in video.intervals]
         out.append(Recorded(video.path, results, intervals, (total - 1) / fps))
     return out
