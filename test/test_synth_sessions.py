@@ -155,6 +155,21 @@ def test_fit_gate_adds_a_gate_and_keeps_every_task_score(small_set: Path, tmp_pa
     assert "no none clips" in capsys.readouterr().err
 
 
+def test_fit_gate_no_composed_chooses_on_the_sessions_alone(small_set: Path, tmp_path: Path
+                                                            ) -> None:
+    from mtl_perception.checkpoint import load_checkpoint
+    from training.__main__ import main
+
+    source = _tiny_checkpoint(tmp_path / "plain.safetensors")
+    out = tmp_path / "gated.safetensors"
+    assert main(["fit-gate", "--checkpoint", str(source), "--set", str(small_set / "set.yaml"),
+                 "--out", str(out), "--clips-per-video", "1", "--steps", "20",
+                 "--max-videos", "6", "--no-composed"]) == 0
+    chosen_on = load_checkpoint(out).info.provenance["stream_defaults"]["chosen_on"]
+    assert chosen_on["videos"] == ["session_02.avi", "session_03.avi",
+                                   "session_00.avi", "session_01.avi"]
+
+
 def test_fit_gate_with_memory_learns_from_stream_windows(small_set: Path, tmp_path: Path
                                                         ) -> None:
     """fit-gate --context 4 on a set of videos: a linear gate reading the 4 clips before
