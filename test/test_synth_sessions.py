@@ -312,3 +312,102 @@ def test_session_motions_become_gate_samples_with_their_edges(small_set: Path) -
     assert all(s.path == video for s, _ in items)
     with pytest.raises(ValueError, match="reach"):
         tasks_from_untrimmed([UntrimmedVideo(video, intervals)], ("gesture",), 20, reach=0.5)
+
+
+def _set_copy(small_set: Path, tmp_path: Path) -> Path:
+    """A copy of the small set (its sessions to alter) whose YAML reads the copy."""
+    import shutil
+
+    copy = tmp_path / "set"
+    shutil.copytree(small_set, copy)
+    return copy
+
+
+def test_fit_gate_refuses_session_labels_the_checkpoint_cannot_use_in_one_line(
+        small_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.__main__ import main
+
+    source = _tiny_checkpoint(tmp_path / "plain.safetensors")
+    copy = _set_copy(small_set, tmp_path)
+    labels = copy / "sessions" / "train" / "session_02.csv"
+    text = labels.read_text()
+    out = tmp_path / "gated.safetensors"
+    for defect, words in [(text.replace(",gesture,wave", ",gesture,STOPP", 1),
+                           "session_02.csv:2: unknown gesture class 'STOPP'; the checkpoint's "
+                           "gesture classes: wave, push"),
+                          (text + "30,31,gesture,wave\n",
+                           "lies outside the video ([0, 8.000] s from the first image)")]:
+        labels.write_text(defect)
+        assert main(["fit-gate", "--checkpoint", str(source), "--set", str(copy / "set.yaml"),
+                     "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err and not out.exists()
+    labels.write_text(text)
+    # the set's session files are inputs: never written over, --overwrite or not
+    assert main(["fit-gate", "--checkpoint", str(source), "--set", str(copy / "set.yaml"),
+                 "--out", str(labels), "--overwrite"]) == 2
+    assert "is inside an input of this run" in capsys.readouterr().err
+    assert labels.read_text() == text
+    with pytest.raises(SystemExit):  # torch's seed range, checked before any work
+        main(["fit-gate", "--checkpoint", str(source), "--set", str(copy / "set.yaml"),
+              "--seed", str(2**64)])
+    assert "--seed: must be in" in capsys.readouterr().err
+
+
+def test_fit_gate_chooses_no_settings_without_gestures_and_refuses_mixed_rates(
+        small_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    import numpy as np
+
+    from mtl_perception.checkpoint import load_checkpoint
+    from training.__main__ import main
+    from training.datasets.video import write_video
+
+    source = _tiny_checkpoint(tmp_path / "plain.safetensors")
+    copy = _set_copy(small_set, tmp_path)
+    sessions = copy / "sessions" / "train"
+    for labels in sessions.glob("session_0[02].csv"):  # the gesture (room) sessions
+        labels.write_text("start,end,task,label\n")
+    out = tmp_path / "gated.safetensors"
+    assert main(["fit-gate", "--checkpoint", str(source), "--set", str(copy / "set.yaml"),
+                 "--out", str(out), "--clips-per-video", "1", "--steps", "5",
+                 "--max-videos", "4"]) == 0
+    assert "label no gesture: event settings not chosen" in caplog.text
+    assert "stream_defaults" not in load_checkpoint(out).info.provenance
+    # one session at 12.5 fps among 25 fps ones: the settings would be chosen at one
+    # stream rate, the wrong one for the others; refused before any work
+    write_video(sessions / "session_01.avi", np.zeros((100, 48, 64, 3), np.uint8), fps=12.5)
+    assert main(["fit-gate", "--checkpoint", str(source), "--set", str(copy / "set.yaml"),
+                 "--out", str(tmp_path / "other.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "sessions have different frame rates (session_00.avi 25 fps, session_01.avi " \
+           "12.5 fps)" in err
+
+
+def test_to_bag_refuses_a_session_it_cannot_replay_before_writing(
+        small_set: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from helpers_datasets import corrupt_video
+
+    from training.tools.to_bag import main
+
+    copy = _set_copy(small_set, tmp_path)
+    sessions = copy / "sessions" / "test"
+    labels = sessions / "session_00.csv"
+    text = labels.read_text()
+    out = tmp_path / "bag"
+    for row, words in [("0.1,0.9,gesture,STOPP", "unknown gesture class 'STOPP'; the set's"),
+                       ("1e307,1e308,gesture,wave", "lies outside the video")]:
+        labels.write_text(text + row + "\n")
+        caplog.clear()
+        assert main(["--set", str(copy / "set.yaml"), "--split", "test", "--untrimmed",
+                     "--out", str(out)]) == 2
+        line = len(text.splitlines()) + 1
+        assert f"session_00.csv:{line}: " in caplog.text and words in caplog.text
+        assert "ROS stamps" not in caplog.text and not out.exists()
+    labels.write_text(text)
+    corrupt_video(sessions / "session_01.avi")
+    caplog.clear()
+    assert main(["--set", str(copy / "set.yaml"), "--split", "test", "--untrimmed",
+                 "--out", str(out)]) == 2
+    assert "cannot read untrimmed video" in caplog.text and "session_01.avi" in caplog.text
+    assert not out.exists()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,12 +46,45 @@ class Interval:
         return max(0.0, min(self.end, last) - max(self.start, first))
 
 
+class _AnyNames(Sequence[str]):
+    """Every class name is acceptable (`ANY_CLASSES`)."""
+
+    def __len__(self) -> int:
+        return 0
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        raise IndexError(index)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str)
+
+
+class _AnyTasks(Mapping[str, Sequence[str]]):
+    def __getitem__(self, task: str) -> Sequence[str]:
+        return _AnyNames()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __contains__(self, task: object) -> bool:
+        return isinstance(task, str)
+
+
+# `classes` for a file whose tasks and classes are checked elsewhere (a bag source's
+# classes come from its labels; a session's against the model, by the command reading it)
+ANY_CLASSES: Mapping[str, Sequence[str]] = _AnyTasks()
+
+
 def read_labels(
     path: str | Path,
     classes: Mapping[str, Sequence[str]],
     bag_span_s: float | None = None,
     slack_s: float = 0.5,
     allow_empty: bool = False,
+    within: str = "the bag",
 ) -> list[Interval]:
     """Parse and check a labels CSV against the checkpoint's tasks and classes.
 
@@ -59,7 +92,8 @@ def read_labels(
     ending more than `slack_s` after it (or starting before 0) is refused.
     None skips that check (a bag whose length is unknown). `allow_empty`: a
     file with the header alone is fine (a background-only recording judged
-    with unlabelled time as `none`).
+    with unlabelled time as `none`). `within`: what the span is, for messages
+    ("the video" for a session's labels).
     """
     path = Path(path)
     require_regular_file(path, "labels file", LabelsError)  # a FIFO would block the read
@@ -77,7 +111,7 @@ def read_labels(
     for number, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
             continue
-        intervals.append(_row(path, number, row, classes, bag_span_s, slack_s))
+        intervals.append(_row(path, number, row, classes, bag_span_s, slack_s, within))
     if not intervals and not allow_empty:
         raise LabelsError(f"{path}: no labelled intervals after the header")
     _check_overlaps(path, intervals)
@@ -85,7 +119,7 @@ def read_labels(
 
 
 def _row(path: Path, number: int, row: list[str], classes: Mapping[str, Sequence[str]],
-         span: float | None, slack: float) -> Interval:
+         span: float | None, slack: float, within: str) -> Interval:
     where = f"{path}:{number}"
     if len(row) != len(HEADER):
         raise LabelsError(f"{where}: expected {len(HEADER)} columns "
@@ -94,23 +128,30 @@ def _row(path: Path, number: int, row: list[str], classes: Mapping[str, Sequence
     task, label = row[2].strip(), row[3].strip()
     if end <= start:
         raise LabelsError(f"{where}: end {end} is not after start {start}")
-    if task not in classes:
-        raise LabelsError(f"{where}: unknown task {task!r}; the checkpoint's tasks: "
-                          f"{', '.join(classes)} (for a single-task model, keep only its "
-                          "task's rows, e.g. dataset_to_bag --tasks)")
-    if label not in classes[task]:
-        names = list(classes[task])
-        shown = ", ".join(names[:_SHOWN]) + (", ..." if len(names) > _SHOWN else "")
-        raise LabelsError(f"{where}: unknown {task} class {label!r}; the checkpoint's "
-                          f"{task} classes: {shown}")
+    if (problem := class_problem(task, label, classes)) is not None:
+        hint = (" (for a single-task model, keep only its task's rows, e.g. dataset_to_bag "
+                "--tasks)") if task not in classes else ""
+        raise LabelsError(f"{where}: {problem}{hint}")
     if start < 0 or (span is not None and end > span + slack):
         bound = f"[0, {span:.3f}] s" if span is not None else "times >= 0 s"
         hint = ("; its times look like absolute ROS stamps (seconds since 1970): `python -m "
                 "training label-bag --bag BAG --relative LABELS --out NEW` converts them"
-                if start > _ABSOLUTE_S else "")
-        raise LabelsError(f"{where}: interval [{start}, {end}] s lies outside the bag "
+                if start > _ABSOLUTE_S and within == "the bag" else "")
+        raise LabelsError(f"{where}: interval [{start}, {end}] s lies outside {within} "
                           f"({bound} from the first image){hint}")
     return Interval(start, end, task, label, number)
+
+
+def class_problem(task: str, label: str, classes: Mapping[str, Sequence[str]],
+                  whose: str = "the checkpoint's") -> str | None:
+    """Why `task`/`label` is not one of `classes` (`whose`: where they come from), or None."""
+    if task not in classes:
+        return f"unknown task {task!r}; {whose} tasks: {', '.join(classes)}"
+    if label not in classes[task]:
+        names = list(classes[task])
+        shown = ", ".join(names[:_SHOWN]) + (", ..." if len(names) > _SHOWN else "")
+        return f"unknown {task} class {label!r}; {whose} {task} classes: {shown}"
+    return None
 
 
 _ABSOLUTE_S = 1e8  # ~3 years: only a stamp since 1970 is that far from the first image

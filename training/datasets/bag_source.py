@@ -33,14 +33,14 @@ import csv
 import io
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from mtl_perception.bag.labels import HEADER, Interval, LabelsError, read_labels
+from mtl_perception.bag.labels import ANY_CLASSES, HEADER, Interval, LabelsError, read_labels
 from mtl_perception.preprocess import PreprocessConfig
 from mtl_perception.stream.config import StreamConfig, StreamConfigError
 from mtl_perception.stream.decode import header_of
@@ -80,33 +80,6 @@ class BagSource:
                                f"got {self.split!r}")
 
 
-class _AnyNames(Sequence[str]):
-    """Every class name is acceptable: a bag source's classes come from its labels."""
-
-    def __len__(self) -> int:
-        return 0
-
-    def __getitem__(self, index: int) -> str:  # type: ignore[override]
-        raise IndexError(index)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str)
-
-
-class _AnyTasks(Mapping[str, Sequence[str]]):
-    def __getitem__(self, task: str) -> Sequence[str]:
-        return _AnyNames()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-    def __contains__(self, task: object) -> bool:
-        return isinstance(task, str)
-
-
 @dataclass(frozen=True)
 class BagLabels:
     """A bag's checked intervals, with what the split rule needs."""
@@ -140,7 +113,7 @@ def _read(source: BagSource, span: float | None) -> tuple[list[Interval], dict[i
     path = source.labels
     if source.split != "column":
         try:
-            return read_labels(path, _AnyTasks(), span), {}
+            return read_labels(path, ANY_CLASSES, span), {}
         except LabelsError as exc:
             raise DatasetError(str(exc)) from exc
     # Column mode: evaluate_bag's parser on the first four columns (lines kept in place,
@@ -173,7 +146,7 @@ def _read(source: BagSource, span: float | None) -> tuple[list[Interval], dict[i
         copy = Path(tmp) / path.name
         copy.write_text(text.getvalue(), encoding="utf-8")
         try:
-            intervals = read_labels(copy, _AnyTasks(), span)
+            intervals = read_labels(copy, ANY_CLASSES, span)
         except LabelsError as exc:
             raise DatasetError(str(exc).replace(str(copy), str(path))) from exc
     return intervals, splits

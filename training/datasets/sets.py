@@ -86,6 +86,20 @@ class SetConfig:
     untrimmed: list[UntrimmedSource] = dataclasses.field(default_factory=list)
     background: list[UntrimmedSource] = dataclasses.field(default_factory=list)
 
+    def inputs(self) -> list[Path]:
+        """What a command's output may not replace or lie inside: the set's YAML, its
+        sources' list files and bags, its untrimmed and background folders. Not a task
+        source's `root`: often a broad folder (the set's own, a home) that holds the
+        models too."""
+        paths = [p for p in (self.path, self.class_merge) if p is not None]
+        for sources in self.tasks.values():
+            for source in sources:
+                paths += [getattr(source.settings, f.name)
+                          for f in dataclasses.fields(source.settings)
+                          if f.name != "root" and isinstance(getattr(source.settings, f.name),
+                                                             Path)]
+        return paths + [u.root for u in (*self.untrimmed, *self.background)]
+
 
 @dataclass
 class _SetFile:

@@ -12,31 +12,33 @@ background:                   # videos in which nothing listed happens
 A session video `root/<split>/NAME.avi` (any video extension) comes with
 `NAME.csv`, its labelled intervals in the `evaluate_bag` labels format
 (`start,end,task,label`, seconds from the video's first frame, frame i at
-i / fps). A background folder holds videos only. `none` clips are drawn
-from every stretch outside all labelled intervals, `margin_s` away from
-them (a clip's edges are fuzzy: the hand rising before a gesture is not
-"nothing"), and from the frames around a trimmed sample's segment
+i / fps), read by the same parser: intervals of one task may not overlap,
+and each must lie within the video (one frame of slack). The task and class
+names are checked by the command that knows them (`check_classes`: the
+checkpoint's for fit-gate, the set's for to-bag). A background folder holds
+videos only. `none` clips are drawn from every stretch outside all labelled
+intervals, `margin_s` away from them (a clip's edges are fuzzy: the hand
+rising before a gesture is not "nothing"), and from the frames around a trimmed sample's segment
 (NVGesture's `color:` range inside its longer video).
 
 Frame counts and rates come from the files' headers (`VideoReader`), read
-once when the data is built.
+when the folder is read: a video whose header cannot be read, or that has no
+frames, is one `DatasetError` naming it before any work starts.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtl_perception.fileio import read_timed_rows
+from mtl_perception.bag.labels import ANY_CLASSES, LabelsError, class_problem, read_labels
 from training.datasets.listfile import DatasetError
 from training.datasets.mmaction import VIDEO_EXTENSIONS
 from training.datasets.sample import VideoSample
 from training.datasets.video import VideoReader, VideoReadError
-
-LABEL_HEADER = ("start", "end", "task", "label")
 
 
 @dataclass
@@ -53,14 +55,22 @@ class LabelledInterval:
     end: float
     task: str
     label: str
+    line: int = 0  # its line in the labels file, for messages (0: made in code)
 
 
 @dataclass(frozen=True)
 class UntrimmedVideo:
-    """One video and its labelled intervals (none for a background video)."""
+    """One video and its labelled intervals (none for a background video); `frames` and
+    `fps` from its header (0 when made in code without reading it)."""
 
     path: Path
     intervals: tuple[LabelledInterval, ...] = ()
+    frames: int = 0
+    fps: float = 0.0
+
+    @property
+    def labels(self) -> Path:
+        return self.path.with_suffix(".csv")
 
 
 def read_untrimmed(source: UntrimmedSource, split: str, background: bool) -> list[UntrimmedVideo]:
@@ -80,22 +90,39 @@ def read_untrimmed(source: UntrimmedSource, split: str, background: bool) -> lis
     out = []
     for video in videos:
         labels = video.with_suffix(".csv")
-        if background:
-            out.append(UntrimmedVideo(video))
-        elif not labels.is_file():
+        if not background and not labels.is_file():
             raise DatasetError(f"{video}: no labels file {labels.name} beside it (a video in "
                                "which nothing listed happens belongs under background:)")
-        else:
-            out.append(UntrimmedVideo(video, tuple(read_intervals(labels))))
+        frames, fps = _header(video)
+        if frames < 1:
+            raise DatasetError(f"untrimmed video {video} has no frames")
+        intervals = () if background else tuple(read_intervals(labels, frames / fps, fps))
+        out.append(UntrimmedVideo(video, intervals, frames, fps))
     return out
 
 
-def read_intervals(path: Path) -> list[LabelledInterval]:
-    """The intervals of one labels CSV (header `start,end,task,label`); times checked only."""
-    intervals = []
-    for _, start, end, row in read_timed_rows(path, LABEL_HEADER, DatasetError):
-        intervals.append(LabelledInterval(start, end, row[2].strip(), row[3].strip()))
-    return intervals
+def read_intervals(path: Path, span_s: float | None = None, fps: float | None = None
+                   ) -> list[LabelledInterval]:
+    """The intervals of one labels CSV, checked by `evaluate_bag`'s parser (numbers,
+    overlaps within a task; with `span_s`, the video's length, each within it and
+    one frame at `fps`). Names are not checked here: see `check_classes`."""
+    slack = 1.0 / fps if fps else 0.0
+    try:
+        rows = read_labels(path, ANY_CLASSES, span_s, slack, allow_empty=True,
+                           within="the video")
+    except LabelsError as exc:
+        raise DatasetError(str(exc)) from exc
+    return [LabelledInterval(i.start, i.end, i.task, i.label, i.line) for i in rows]
+
+
+def check_classes(videos: Sequence[UntrimmedVideo], classes: Mapping[str, Sequence[str]],
+                  whose: str) -> None:
+    """Every labelled interval names a task of `classes` and one of its classes
+    (`whose`: where they come from, for the message: "the checkpoint's")."""
+    for video in videos:
+        for interval in video.intervals:
+            if (problem := class_problem(interval.task, interval.label, classes, whose)):
+                raise DatasetError(f"{video.labels}:{interval.line}: {problem}")
 
 
 def gaps(num_frames: int, busy: Iterable[tuple[int, int]], margin: int, min_frames: int

@@ -21,6 +21,7 @@ neither the task heads nor the gate that scores them saw them.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,9 @@ from mtl_perception.stream import ClipResult, FrameHeader, StreamConfig, StreamP
 from mtl_perception.stream.decisions import candidates
 from mtl_perception.stream.events import detect_events
 from training.datasets.untrimmed import UntrimmedVideo
-from training.datasets.video import VideoReader
+from training.datasets.video import VideoReader, VideoReadError
+
+LOG = logging.getLogger(__name__)
 
 _CHUNK = 64  # frames decoded at a time
 
@@ -80,16 +83,22 @@ def stream_results(model: Any, info: CheckpointInfo, config: StreamConfig,
 
 def record(model: Any, info: CheckpointInfo, config: StreamConfig,
            videos: Sequence[UntrimmedVideo]) -> list[Recorded]:
-    """Run every video through the offline stream once, stamps from 0 at its first frame."""
+    """Run every video through the offline stream once, stamps from 0 at its first frame.
+    A video that does not decode to its end (its header over-counts, a damaged file) is
+    left out with a warning: its labels past the damage would count as missed."""
     out = []
     for video in videos:
-        with VideoReader(video.path) as reader:
-            total, fps = reader.num_frames, reader.fps
-            chunks = (list(range(begin, min(begin + _CHUNK, total)))
-                      for begin in range(0, total, _CHUNK))
-            results = stream_results(model, info, config, (
-                (frame, round(i * 1e9 / fps))
-                for indices in chunks for i, frame in zip(indices, reader.read(indices))))
+        try:
+            with VideoReader(video.path) as reader:
+                total, fps = reader.num_frames, reader.fps
+                chunks = (list(range(begin, min(begin + _CHUNK, total)))
+                          for begin in range(0, total, _CHUNK))
+                results = stream_results(model, info, config, (
+                    (frame, round(i * 1e9 / fps))
+                    for indices in chunks for i, frame in zip(indices, reader.read(indices))))
+        except VideoReadError as exc:
+            LOG.warning("left out of choosing the event settings: %s", exc)
+            continue
         intervals = [Interval(i.start, i.end, i.task, i.label, 0) for i in video.intervals]
         out.append(Recorded(video.path, results, intervals, (total - 1) / fps))
     return out

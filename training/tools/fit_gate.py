@@ -44,7 +44,7 @@ from mtl_perception.checkpoint import (
     read_checkpoint_info,
     save_checkpoint,
 )
-from mtl_perception.exits import int_in
+from mtl_perception.exits import float_in, int_in
 from mtl_perception.models import build_model
 from mtl_perception.models.config import MAX_GATE_CONTEXT
 from mtl_perception.models.gate import TaskGate, gate_classes
@@ -61,11 +61,12 @@ from training.datasets.sample import UNLABELLED, VideoSample
 from training.datasets.sets import SetConfig, build_task_split, load_set, task_owner
 from training.datasets.untrimmed import (
     UntrimmedVideo,
+    check_classes,
     none_from_untrimmed,
     read_untrimmed,
     tasks_from_untrimmed,
 )
-from training.datasets.video import VideoReader
+from training.datasets.video import VideoReadError
 from training.evaluation.cli import (
     EvaluateUsageError,
     trained_frame_step,
@@ -91,7 +92,8 @@ from training.tools.fit_gate_windows import check_context, fit_on_windows
 
 LOG = logging.getLogger(__name__)
 # One line and exit 2 wherever in the run they are raised (training/__main__.py).
-ERRORS = (CheckpointError, SettingsError, DatasetError, EvaluateUsageError, OutputError)
+ERRORS = (CheckpointError, SettingsError, DatasetError, EvaluateUsageError, OutputError,
+          VideoReadError)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -133,10 +135,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, default=None,
                         help=f"gate hidden units (0: linear; default {d.hidden} without "
                              "memory, 0 with it: docs/gate.md)")
-    parser.add_argument("--steps", type=int, default=d.steps, help="full-batch Adam steps")
-    parser.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--steps", type=int_in(1, 10**7), default=d.steps,
+                        help="full-batch Adam steps")
+    parser.add_argument("--lr", type=float_in(1e-12, 1e3), default=d.lr,
+                        help="Adam learning rate")
+    parser.add_argument("--weight-decay", type=float_in(0.0, 1e3), default=d.weight_decay)
+    parser.add_argument("--seed", type=int_in(-(2**63), 2**63 - 1), default=d.seed)
     parser.add_argument("--batch-size", type=int_in(1, 1024), default=16,
                         help="clips per forward")
     parser.add_argument("--device", default="cpu", help="torch device for feature extraction")
@@ -152,7 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tuning: score the validation sessions only, not also a stream "
                              "joined from their motions' excerpts as a recording composed "
                              "from short videos is (training/methods/gate_composed.py)")
-    parser.add_argument("--max-false-per-min", type=float, default=1.0,
+    parser.add_argument("--max-false-per-min", type=float_in(0.0, 1e6), default=1.0,
                         help="tuning: the most false events per minute of none allowed")
     parser.add_argument("--inference-stride", type=int_in(1, 1000), default=2,
                         help="a clip every this many sampled frames, as the stream will cut "
@@ -252,10 +256,11 @@ def run(args: argparse.Namespace) -> int:
         out = args.out or args.checkpoint.with_name(args.checkpoint.stem + "_gate.safetensors")
         # --out equal to --checkpoint is the documented in-place update (make demo): the
         # checkpoint is read whole before it is replaced, atomically. Anything else that
-        # exists needs --overwrite; the sets' files are never written over.
-        check_out_file(out, args.overwrite or out.resolve() == args.checkpoint.resolve(),
-                       list(args.set))
+        # exists needs --overwrite; the sets' files and folders are never written into.
+        replace = args.overwrite or out.resolve() == args.checkpoint.resolve()
+        check_out_file(out, replace, list(args.set))
         sets = [load_set(path) for path in args.set]
+        check_out_file(out, replace, [p for s in sets for p in s.inputs()])
         missing = [t for t in info.model.task_names if not any(t in s.tasks for s in sets)]
         if missing:
             raise EvaluateUsageError(f"set {' '.join(map(str, args.set))} has no task "
@@ -270,8 +275,10 @@ def run(args: argparse.Namespace) -> int:
 
         sessions = [v for set_config in sets for source in set_config.untrimmed
                     for v in read_untrimmed(source, "train", background=False)]
+        check_classes(sessions, {t: info.classes_of(t) for t in info.model.task_names},
+                      "the checkpoint's")
         halves = split_validation(sessions)
-        tune = not args.no_tune and all(halves)
+        tune = not args.no_tune and all(halves) and _tunable(sessions)
         # tuning: the sessions' none clips apart, to fit one gate per half (cross-fitting)
         held = frozenset(v.path for v in sessions) if tune else frozenset()
         span = clip_span(info.preprocess.clip_length, step)
@@ -391,24 +398,48 @@ def _with_gate(model: torch.nn.Module, config: Any, gate: torch.nn.Module) -> An
     return gated.eval()
 
 
+def _tunable(sessions: list[UntrimmedVideo]) -> bool:
+    """Whether the sessions can choose the event settings: False (with a warning) when
+    they hold no gesture; refused when their frame rates differ (the settings are
+    chosen at one stream rate, the trained frame step's)."""
+    rates: dict[float, UntrimmedVideo] = {}
+    for video in sessions:
+        rates.setdefault(round(video.fps, 3), video)
+    if len(rates) > 1:
+        (a, first), (b, second) = list(rates.items())[:2]
+        raise EvaluateUsageError(
+            f"the train split's sessions have different frame rates ({first.path.name} "
+            f"{a:g} fps, {second.path.name} {b:g} fps): the event settings are chosen at one "
+            "stream rate; re-encode them at one rate, or pass --no-tune")
+    if not any(i.task == GESTURE for v in sessions for i in v.intervals):
+        LOG.warning("the train split's sessions label no gesture: event settings not "
+                    "chosen (the node's defaults apply, as with --no-tune)")
+        return False
+    return True
+
+
 def _tune(crossed: list[tuple[torch.nn.Module, list[UntrimmedVideo]]], info: CheckpointInfo,
           step: int, args: argparse.Namespace) -> dict[str, Any]:
     """The event settings chosen on the held-out sessions (training/methods/gate_tuning.py):
     each half of the train sessions scored by the gate fitted without it."""
-    with VideoReader(crossed[0][1][0].path) as reader:
-        fps = reader.fps
-    base = stream_for(info, fps, step, args.inference_stride)
+    base = stream_for(info, crossed[0][1][0].fps, step, args.inference_stride)
     recorded: list[Recorded] = []
     composed: list[Recorded] = []
     with torch.inference_mode():
         for order, (model, videos) in enumerate(crossed):
-            recorded += record(model, info, base, videos)
-            if not args.no_composed:  # the same held-out motions, joined as excerpts
+            done = record(model, info, base, videos)
+            recorded += done
+            readable = {r.path for r in done}  # a damaged video gives no excerpts either
+            videos = [v for v in videos if v.path in readable]
+            if not args.no_composed and videos:  # the same held-out motions, as excerpts
                 rng = np.random.default_rng((args.seed + order) % 2**32)
                 excerpts = plan_excerpts(videos, rng)
                 if excerpts:  # named after the sessions it was cut from
                     name = f"composed:{videos[0].path.name}..{videos[-1].path.name}"
                     composed.append(record_composed(model, info, base, excerpts, name))
+    if not recorded:
+        raise DatasetError("no train-split session decoded to its end: the event settings "
+                           "cannot be chosen (see the warnings; or pass --no-tune)")
     settings, figures = choose(recorded + composed, info.classes_of(GESTURE), base,
                                args.max_false_per_min)
     LOG.info("event settings chosen on %d validation sessions and %d composed streams: %s",

@@ -53,7 +53,7 @@ from training.datasets import sets
 from training.datasets.frames import count_image_frames, read_image_frames
 from training.datasets.listfile import DatasetError
 from training.datasets.sample import UNLABELLED
-from training.datasets.untrimmed import read_untrimmed
+from training.datasets.untrimmed import check_classes, read_untrimmed
 from training.datasets.video import VideoReader, VideoReadError, VideoTooShortError
 
 LOG = logging.getLogger(__name__)
@@ -203,12 +203,13 @@ def _untrimmed_videos(config: sets.SetConfig, split: str, tasks: list[str], back
     if not config.untrimmed:
         raise ToBagError(f"--untrimmed: set {config.path} lists no untrimmed: folders")
     videos: list[Video] = []
+    classes = {t: sets.build_task_split(config, t, split).class_names for t in config.tasks}
     for source in config.untrimmed:
-        for session in _spread(read_untrimmed(source, split, background=False), limit):
-            with VideoReader(session.path) as reader:
-                fps = reader.fps
+        sessions = read_untrimmed(source, split, background=False)
+        check_classes(sessions, classes, "the set's")  # the bag's labels must be readable
+        for session in _spread(sessions, limit):
             labels: list[tuple[str, str, int, int | None]] = [
-                (i.task, i.label, round(i.start * fps), round(i.end * fps))
+                (i.task, i.label, round(i.start * session.fps), round(i.end * session.fps))
                 for i in session.intervals if i.task in tasks]
             videos.append(Video(session.path, False, labels, _shown_of(session.path)))
     for source in config.background if background else []:
