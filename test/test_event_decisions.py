@@ -267,3 +267,13 @@ def test_stored_decisions_read_back_from_a_checkpoint_file(tmp_path) -> None:
     assert load_checkpoint(path).info.provenance[PROVENANCE_KEY] == STORED
     # what export writes into the .onnx metadata carries them too
     assert json.loads(info_metadata(read))["provenance"][PROVENANCE_KEY] == STORED
+
+
+def test_a_shown_span_past_the_bags_end_is_refused_with_half_a_second_of_slack(tmp_path) -> None:
+    path = tmp_path / "shown.csv"
+    path.write_text("start,end,shown\n0,5.8,idle\n5.8,100,real\n")
+    with pytest.raises(ValueError, match=r"shown.csv:3: span \[5.8, 100.0\] s lies outside the "
+                                         r"bag \(\[0, 5.400\] s"):
+        read_shown(path, span_s=5.4)
+    path.write_text("start,end,shown\n0,5.8,idle\n")
+    assert read_shown(path, span_s=5.4) == [ShownSpan(0.0, 5.8, "idle")]

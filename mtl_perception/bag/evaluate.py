@@ -166,6 +166,9 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
             span_s = (bag.end_time_ns - first[0]) / 1e9
         classes = {t: info.classes_of(t) for t in info.model.task_names}
         intervals = read_labels(args.labels, classes, span_s, allow_empty=untrimmed)
+        shown_file = Path(args.labels).parent / SHOWN_FILE  # to-bag --untrimmed writes it
+        # read before any image is decoded, as the labels are
+        shown = read_shown(shown_file, span_s) if untrimmed and shown_file.is_file() else []
         progress = Progress(bag.report.messages_expected, enabled=not args.no_progress)
         evaluation = run_pipeline(
             engine, config, _chain(first, images), bag.report, progress=progress,
@@ -175,9 +178,7 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
         LOG.warning("%s", bag.report.warning)
         evaluation.warnings.insert(0, bag.report.warning)
     before = len(evaluation.warnings)
-    shown_file = Path(args.labels).parent / SHOWN_FILE  # to-bag --untrimmed writes it
-    if untrimmed and shown_file.is_file():
-        evaluation.shown = read_shown(shown_file)
+    evaluation.shown = shown
     metrics = evaluation.score(intervals, args.unlabelled, args.event_late_s)
     for warning in evaluation.warnings[before:]:
         LOG.warning("%s", warning)

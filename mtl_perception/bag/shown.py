@@ -53,14 +53,20 @@ class ShownSpan:
     kind: str
 
 
-def read_shown(path: str | Path) -> list[ShownSpan]:
-    """The spans of a `shown.csv` (see the module doc); one LabelsError per problem."""
+def read_shown(path: str | Path, span_s: float | None = None, slack_s: float = 0.5
+               ) -> list[ShownSpan]:
+    """The spans of a `shown.csv` (see the module doc); one LabelsError per problem. With
+    `span_s` (seconds from the first image to the bag's end), a span ending more than
+    `slack_s` after it is refused, as the labels' intervals are."""
     path = Path(path)
     spans = []
     for number, start, end, row in read_timed_rows(path, HEADER, LabelsError):
         kind = row[2].strip()
         if kind not in KINDS:
             raise LabelsError(f"{path}:{number}: unknown kind {kind!r}; known: {list(KINDS)}")
+        if span_s is not None and end > span_s + slack_s:
+            raise LabelsError(f"{path}:{number}: span [{start}, {end}] s lies outside the bag "
+                              f"([0, {span_s:.3f}] s from the first image)")
         spans.append(ShownSpan(start, end, kind))
     return spans
 

@@ -278,6 +278,10 @@ def run(args: argparse.Namespace) -> int:
         check_classes(sessions, {t: info.classes_of(t) for t in info.model.task_names},
                       "the checkpoint's")
         halves = split_validation(sessions)
+        if sessions and not all(halves) and not args.no_tune:
+            LOG.warning("%d train-split session(s): choosing the event settings needs 3 or "
+                        "more (pairs of sessions take turns to fit the gate and to score "
+                        "it); none chosen, the node's defaults apply", len(sessions))
         tune = not args.no_tune and all(halves) and _tunable(sessions)
         # tuning: the sessions' none clips apart, to fit one gate per half (cross-fitting)
         held = frozenset(v.path for v in sessions) if tune else frozenset()
