@@ -243,7 +243,7 @@ def _evaluate(args: argparse.Namespace, run: Path) -> dict[str, Any]:
     target = run / "test.json"
     command = [sys.executable, "-m", "training", "evaluate", "--checkpoint",
                str(run / "last.safetensors"), "--config", str(args.set), "--split", "test",
-               "--frame-step", "4", "--json", str(target), "--num-workers", "0"]
+               "--frame-step", "4", "--json", str(target), "--overwrite", "--num-workers", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": _ROOT}
     subprocess.run(command, cwd=_ROOT, env=env, check=True, capture_output=True)
     result = json.loads(target.read_text())

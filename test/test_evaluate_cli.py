@@ -131,3 +131,33 @@ def test_frame_step_defaults_to_the_trained_one() -> None:
     for odd in ({}, {"config": []}, {"config": {"clip": {"frame_step": 0}}},
                 {"config": {"clip": {"frame_step": True}}}):
         assert trained_frame_step(info(odd)) == 1
+
+
+@pytest.mark.parametrize("target", ["model.safetensors", "set.yaml", "mine.json"])
+def test_json_never_replaces_an_input_or_an_existing_file_before_the_work(
+        setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str], target: str) -> None:
+    set_file, checkpoint = setup
+    out = set_file.parent / target
+    if target == "mine.json":
+        out.write_text("a user's file")
+    before = out.read_bytes()
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--config", str(set_file),
+                 "--json", str(out), "--no-video"]) == 2
+    err = capsys.readouterr().err
+    assert ("already exists; pass --overwrite" if target == "mine.json"
+            else "an input of this run") in err
+    assert "score" not in capsys.readouterr().out and out.read_bytes() == before
+    if target != "mine.json":  # not even with --overwrite
+        assert main(["evaluate", "--checkpoint", str(checkpoint), "--config", str(set_file),
+                     "--json", str(out), "--overwrite", "--no-video"]) == 2
+        assert out.read_bytes() == before
+
+
+def test_none_margin_is_a_finite_number_of_seconds(setup: tuple[Path, Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    set_file, checkpoint = setup
+    for value in ("inf", "nan", "-1"):
+        with pytest.raises(SystemExit):
+            main(["evaluate", "--checkpoint", str(checkpoint), "--config", str(set_file),
+                  "--none-margin-s", value])
+        assert "--none-margin-s: must be in 0..3600" in capsys.readouterr().err

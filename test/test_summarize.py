@@ -207,3 +207,17 @@ def test_unknown_subcommand_is_one_usage_error(capsys: pytest.CaptureFixture) ->
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "invalid choice: 'sumarize'" in err and "Traceback" not in err
+
+
+def test_json_never_replaces_the_set_it_reads_or_an_existing_file(
+        world: dict, capsys: pytest.CaptureFixture) -> None:
+    config: Path = world["main"]
+    before = config.read_bytes()
+    assert main(["summarize", "--config", str(config), "--json", str(config),
+                 "--overwrite"]) == 2
+    assert "an input of this run" in capsys.readouterr().err and config.read_bytes() == before
+    mine = world["tmp"] / "mine.json"
+    mine.write_text("a user's file")
+    assert main(["summarize", "--config", str(config), "--json", str(mine)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert mine.read_text() == "a user's file"

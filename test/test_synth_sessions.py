@@ -411,3 +411,33 @@ def test_to_bag_refuses_a_session_it_cannot_replay_before_writing(
                  "--out", str(out)]) == 2
     assert "cannot read untrimmed video" in caplog.text and "session_01.avi" in caplog.text
     assert not out.exists()
+
+
+def test_training_with_the_gate_and_evaluate_refuse_a_session_class_they_do_not_know(
+        small_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_train_helpers import tiny_config
+
+    from mtl_perception.settings import SettingsError
+    from training.__main__ import main
+    from training.datasets.listfile import DatasetError
+    from training.train.data import build_data
+
+    copy = _set_copy(small_set, tmp_path)
+    labels = copy / "sessions" / "train" / "session_00.csv"
+    labels.write_text(labels.read_text() + "7.5,7.9,gesture,zigzag\n")
+    line = len(labels.read_text().splitlines())
+    config = tiny_config(copy / "set.yaml", "gate.enabled=true")
+    with pytest.raises((DatasetError, SettingsError),
+                       match=rf"session_00\.csv:{line}: unknown gesture class 'zigzag'; "
+                             r"the run's gesture classes: wave, push"):
+        build_data(config)
+    source = _tiny_checkpoint(tmp_path / "plain.safetensors")
+    gated = tmp_path / "gated.safetensors"
+    assert main(["fit-gate", "--checkpoint", str(source), "--set", str(small_set / "set.yaml"),
+                 "--out", str(gated), "--clips-per-video", "1", "--steps", "5",
+                 "--max-videos", "4", "--no-tune"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(gated), "--config", str(copy / "set.yaml"),
+                 "--split", "train", "--no-video"]) == 2
+    assert f"session_00.csv:{line}: unknown gesture class 'zigzag'; the checkpoint's" in \
+        capsys.readouterr().err

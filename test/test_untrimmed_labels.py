@@ -92,3 +92,9 @@ def test_a_header_only_labels_file_is_a_session_without_motions(tmp_path: Path):
 
 def test_a_video_made_in_code_names_its_labels_file():
     assert UntrimmedVideo(Path("/d/s.avi")).labels == Path("/d/s.csv")
+
+
+def test_a_labelled_session_listed_as_background_is_refused(tmp_path: Path):
+    source = _folder(tmp_path, ["0.2,0.9,gesture,wave"])  # NAME.csv beside the video
+    with pytest.raises(DatasetError, match=r"s\.mp4: a labels file s\.csv lies beside it"):
+        read_untrimmed(source, "train", background=True)

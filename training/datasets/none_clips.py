@@ -11,11 +11,12 @@ clip is loop-padded) is left out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from training.datasets.sample import LabelledSplit, VideoSample
 from training.datasets.sets import SetConfig
 from training.datasets.untrimmed import (
+    check_classes,
     none_around_segments,
     none_from_untrimmed,
     read_untrimmed,
@@ -24,12 +25,17 @@ from training.datasets.untrimmed import (
 
 def none_samples(set_config: SetConfig, split: str, task_splits: Iterable[LabelledSplit],
                  margin_s: float, min_frames: int, around_segments: bool = True,
-                 lead_overlap: float = 0.0, piece_frames: int = 0) -> list[VideoSample]:
-    """Every `none` segment of `split` (`train` or `test`), in a fixed order."""
+                 lead_overlap: float = 0.0, piece_frames: int = 0,
+                 classes: tuple[Mapping[str, Sequence[str]], str] | None = None
+                 ) -> list[VideoSample]:
+    """Every `none` segment of `split` (`train` or `test`), in a fixed order. `classes`:
+    (task -> class names, whose they are) to check the sessions' labels against."""
     samples: list[VideoSample] = []
     for source in set_config.untrimmed:
-        samples += none_from_untrimmed(read_untrimmed(source, split, background=False),
-                                       margin_s, min_frames, piece_frames)
+        sessions = read_untrimmed(source, split, background=False)
+        if classes is not None:
+            check_classes(sessions, *classes)
+        samples += none_from_untrimmed(sessions, margin_s, min_frames, piece_frames)
     for source in set_config.background:
         samples += none_from_untrimmed(read_untrimmed(source, split, background=True),
                                        margin_s, min_frames, piece_frames)

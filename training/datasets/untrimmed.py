@@ -93,6 +93,10 @@ def read_untrimmed(source: UntrimmedSource, split: str, background: bool) -> lis
         if not background and not labels.is_file():
             raise DatasetError(f"{video}: no labels file {labels.name} beside it (a video in "
                                "which nothing listed happens belongs under background:)")
+        if background and labels.is_file():  # its labelled motions would be taught as none
+            raise DatasetError(f"{video}: a labels file {labels.name} lies beside it (a video "
+                               "with labelled intervals belongs under untrimmed:, not "
+                               "background:)")
         frames, fps = _header(video)
         if frames < 1:
             raise DatasetError(f"untrimmed video {video} has no frames")

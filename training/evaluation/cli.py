@@ -35,7 +35,9 @@ from mtl_perception.checkpoint import (
 from mtl_perception.deploy.device import DeviceError, resolve_device
 from mtl_perception.deploy.load import is_exported, load_engine, read_model_info
 from mtl_perception.deploy.registry import BACKEND_NAMES as BACKENDS
+from mtl_perception.exits import float_in
 from mtl_perception.models import MultiTaskModel
+from mtl_perception.outputs import OutputError, check_out_file
 from mtl_perception.settings import SettingsError
 from training.datasets.clip_sampling import TemporalSampling
 from training.datasets.clips import clip_span
@@ -61,7 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(python -m training export; with a non-torch --backend)")
     parser.add_argument("--config", type=Path, required=True, help="the set config (YAML)")
     parser.add_argument("--split", choices=SPLIT_NAMES, default="test", help="split to score")
-    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write the result here (a new file; --overwrite to replace "
+                             "one; never one of this run's inputs)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     parser.add_argument("--autocast", choices=("none", "bf16", "fp16"), default=d.autocast,
                         help="mixed precision for the forward pass")
@@ -81,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clip accuracy only (skips the N-clips-per-video pass)")
     parser.add_argument("--allow-missing", action="store_true",
                         help="skip and count missing video files instead of refusing")
-    parser.add_argument("--none-margin-s", type=float, default=0.3,
+    parser.add_argument("--none-margin-s", type=float_in(0.0, 3600.0), default=0.3,
                         help="gated checkpoints: none clips keep this far from labelled intervals")
 
 
@@ -167,7 +172,12 @@ def run(args: argparse.Namespace) -> int:
             device = resolve_device(args.device)
         except DeviceError as exc:
             raise EvaluateUsageError(f"--device: {exc}") from exc
+        if args.json is not None:  # before any work; never over what this run reads
+            check_out_file(args.json, args.overwrite, [args.checkpoint, args.config],
+                           option="--json")
         set_config = load_set(args.config)
+        if args.json is not None:
+            check_out_file(args.json, args.overwrite, set_config.inputs(), option="--json")
         missing = [t for t in info.model.task_names if t not in set_config.tasks]
         if missing:
             raise EvaluateUsageError(
@@ -181,14 +191,16 @@ def run(args: argparse.Namespace) -> int:
         if info.model.gate:
             span = clip_span(info.preprocess.clip_length, frame_step)
             nones = none_samples(set_config, args.split, list(splits.values()),
-                                 args.none_margin_s, span)
+                                 args.none_margin_s, span, classes=(
+                                     {t: info.classes_of(t) for t in info.model.task_names},
+                                     "the checkpoint's"))
         evaluator = Evaluator(splits, info.model.task_names, info.preprocess, config,
                               none_samples=nones)
         model = _model(args, info, device)
     except DatasetError as exc:  # a list or root named by the set config: say which
         print(f"error: {exc} (set config {args.config})", file=sys.stderr)
         return 2
-    except (CheckpointError, SettingsError, EvaluateUsageError, EvaluationError,
+    except (CheckpointError, SettingsError, EvaluateUsageError, EvaluationError, OutputError,
             ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

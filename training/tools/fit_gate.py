@@ -182,6 +182,7 @@ def gate_items(sets: list[SetConfig], info: CheckpointInfo, split: str, margin_s
         labelled = [s for s in splits[task].samples if s.label != UNLABELLED]
         items += [(s, t) for s in subset(labelled, max_videos)]
     span = clip_span(info.preprocess.clip_length, frame_step)
+    classes = ({t: info.classes_of(t) for t in tasks}, "the checkpoint's")
     nones: list[VideoSample] = []
     for set_config in sets:
         # bag samples have no frames around them to read: their none is the unlabelled time
@@ -190,7 +191,7 @@ def gate_items(sets: list[SetConfig], info: CheckpointInfo, split: str, margin_s
                 for t in tasks if owner[t] is set_config]
         nones += [s for s in none_samples(set_config, split, mine, margin_s, span,
                                           around_segments, lead_overlap,
-                                          round(piece_clips * span))
+                                          round(piece_clips * span), classes)
                   if s.path not in held_out]
         nones += _bag_nones(set_config, split, margin_s, frame_step, info)
     items += [(s, len(tasks)) for s in subset(nones, max_videos)]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl_perception.fileio import atomic_write_text
+from mtl_perception.outputs import OutputError, check_out_file
 from mtl_perception.settings import SettingsError
 from training.datasets.listfile import DatasetError
 from training.datasets.missing import check_videos, find_missing, find_wrong_kind
@@ -33,7 +34,10 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="set config YAML")
-    parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write the summary here (a new file; --overwrite to replace "
+                             "one; never one of the set's files)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     parser.add_argument("--check-videos", action="store_true",
                         help="open every present video to count unreadable ones (slow)")
     parser.add_argument("--splits", nargs="+", default=list(SPLIT_NAMES), choices=SPLIT_NAMES,
@@ -184,10 +188,14 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
     try:
+        if args.json is not None:  # before any work; never over what this run reads
+            check_out_file(args.json, args.overwrite, [args.config], option="--json")
         set_config = load_set(args.config)
+        if args.json is not None:
+            check_out_file(args.json, args.overwrite, set_config.inputs(), option="--json")
         summary = summarize(set_config, list(args.splits), args.check_videos, args.show,
                             max(args.clip_length, 1))
-    except SettingsError as exc:
+    except (SettingsError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except DatasetError as exc:  # a list or root named by the config: say which config

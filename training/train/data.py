@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mtl_perception.bag.labels import ANY_CLASSES
 from mtl_perception.checkpoint import CheckpointError, read_checkpoint_info
 from mtl_perception.names import class_name_problem
 from mtl_perception.preprocess import PreprocessConfig
@@ -112,9 +114,13 @@ def build_data(config: TrainConfig, recorded_init: dict[str, Any] | None = None)
     none_val: list[VideoSample] = []
     items = [(sample, t) for t, split in enumerate(train_splits) for sample in split.samples]
     if config.gate.enabled:
-        none_train = gate_none_samples(config, set_config, "train", train_splits)
+        # the sessions' labels name the run's classes (another task of the set: any class)
+        classes = ({t: ANY_CLASSES[t] for t in set_config.tasks}
+                   | {n: s.class_names for n, s in zip(names, train_splits, strict=True)})
+        none_train = gate_none_samples(config, set_config, "train", train_splits, classes)
         none_split = "train" if config.val_split == "holdout" else config.val_split
-        none_val = gate_none_samples(config, set_config, none_split, list(val_splits.values()))
+        none_val = gate_none_samples(config, set_config, none_split, list(val_splits.values()),
+                                     classes)
         if not none_train:
             raise SettingsError(
                 f"gate.enabled: set {config.set} gives no `none` clips for training: add "
@@ -230,8 +236,10 @@ def hold_out(split: LabelledSplit, share: float, seed: int
 
 
 def gate_none_samples(config: TrainConfig, set_config: SetConfig, split: str,
-                      task_splits: list[LabelledSplit]) -> list[VideoSample]:
-    """The `none` samples of one split, as the run's `gate:` settings say."""
+                      task_splits: list[LabelledSplit],
+                      classes: Mapping[str, Sequence[str]] | None = None) -> list[VideoSample]:
+    """The `none` samples of one split, as the run's `gate:` settings say (`classes`: what
+    the sessions' labels may name)."""
     gate, clip = config.gate, config.clip
     min_frames = gate.none_min_frames or clip_span(clip.clip_length, clip.frame_step)
     # a bag's `none` is its unlabelled time (it has no frames around a sample to read)
@@ -240,5 +248,7 @@ def gate_none_samples(config: TrainConfig, set_config: SetConfig, split: str,
     bags = [s.settings for sources in set_config.tasks.values() for s in sources
             if s.format == "bag"]
     return none_samples(set_config, split, videos, gate.none_margin_s, min_frames,
-                        gate.none_around_segments) + none_of_bags(
+                        gate.none_around_segments,
+                        classes=None if classes is None else (classes, "the run's")
+                        ) + none_of_bags(
         bags, split, gate.none_margin_s, min_frames - 1)
