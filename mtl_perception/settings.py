@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import stat
 import types
 import typing
@@ -161,6 +162,11 @@ def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> Any:
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+# YAML 1.1 (PyYAML) reads `1e-3` and `5E4` as strings (its floats need a dot); YAML 1.2,
+# JSON and every user read them as numbers, so `lr: 1e-3` means 0.001 here too.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 _MAX_ALIASES = 1000
 
 

@@ -70,3 +70,16 @@ def test_docs_settings_page_holds_the_generated_tables() -> None:
         "--write docs/settings.md")
     assert "| `target_fps` | double | `15.0` | [0.5, 240] | no |" in page
     assert "| `qos_reliability` | string | `\"auto\"` |" in page
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("1e-3", 0.001), ("5E4", 50000.0), ("-2.5e+3", -2500.0), ("1.0e-3", 0.001),
+    ("e3", "e3"), ("1e", "1e"), ("12", 12)])
+def test_exponent_numbers_are_numbers_in_files_and_overrides(text: str, value: object) -> None:
+    """PyYAML (YAML 1.1) read `1e-3` as a string, and `lr=1e-3` was refused as "expected
+    a number"; as in YAML 1.2 and JSON it is 0.001 now."""
+    from mtl_perception.settings import parse_yaml
+
+    parsed = parse_yaml(text)
+    assert parsed == value and type(parsed) is type(value)
+    assert apply_overrides({}, [f"lr={text}"]) == {"lr": value}

@@ -297,6 +297,14 @@ def test_rerun_replaces_an_earlier_set_without_leftovers(tiny_set: Path, tmp_pat
     ({"actions_per_class": 0}, "must be positive"),
     ({"test_groups": -1}, r"test_groups: must be in 0\.\.10000"),
     ({"actions": ()}, "at least one action"),
+    # whole videos are rendered in memory: an hour at 1000 fps would need 31 GiB
+    ({"session_seconds": 3600.0, "fps": 1000.0, "train_sessions": 1},
+     r"session_seconds: 3600 s at 1000 fps and \d+x\d+ need \d+\.\d GiB per video"),
+    ({"width": 1024, "height": 768, "fps": 1000.0, "real_footage": 1},
+     r"real_footage: 10 s at 1000 fps and 1024x768 need 22\.0 GiB"),
+    # no gesture of 0.55 x 600 frames (13.2 s) fits a 10 s session with its idle around it
+    ({"gesture_frames": 600, "session_seconds": 10.0, "train_sessions": 2},
+     r"session_seconds: 10 s sessions hold no motion: the shortest is 0\.55 x gesture_frames"),
 ])
 def test_settings_that_make_an_unusable_set_are_refused(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

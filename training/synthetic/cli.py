@@ -135,8 +135,9 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError:
         log.error("--out: cannot expand %r: no such user", str(args.out))
         return 2
-    if not 1 <= args.workers <= 1024:
-        log.error("--workers: must be in 1..1024, got %d", args.workers)
+    most = max(8, 4 * _cpus())  # each spawned worker holds ~60 MB before it renders
+    if not 1 <= args.workers <= most:
+        log.error("--workers: must be in 1..%d (4 per CPU), got %d", most, args.workers)
         return 2
     try:
         generate(settings, args.out, workers=args.workers)

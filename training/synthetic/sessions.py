@@ -38,6 +38,7 @@ from mtl_perception.bag.shown import GAP_S
 from training.synthetic.distractors import SCENE_DISTRACTORS, paint
 from training.synthetic.figure import Pose, View
 from training.synthetic.motions import (
+    KNOWN_GESTURE_CLASSES,
     STAND,
     MotionParams,
     bend,
@@ -214,10 +215,9 @@ def segment_lengths(kind: str, fps: float, gesture_frames: int, action_frames: i
                     ) -> dict[str, tuple[int, int]]:
     """Frame-length ranges: gestures as long as in the trimmed set (55-75 % of its videos),
     one-shot actions 65-85 % of an action clip, a jump two whole cycles."""
-    if kind == "room":
+    if kind == "room":  # every gesture the generator knows (zigzag too)
         span = (round(0.55 * gesture_frames), round(0.75 * gesture_frames))
-        return {name: span for name in ("wave", "swipe_left", "swipe_right", "swipe_up",
-                                        "swipe_down", "circle", "push", "stop")}
+        return {name: span for name in KNOWN_GESTURE_CLASSES}
     span = (round(0.65 * action_frames), round(0.85 * action_frames))
     return {"Squat": span, "Bend": span, "Turn": span,
             "Jump": (round(2 / 1.26 * fps), round(2 / 0.84 * fps))}

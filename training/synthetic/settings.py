@@ -27,6 +27,7 @@ _INT_RANGES = (
     ("real_footage", 0, 100),
 )
 _MAX_CLIP_GIB = 2.0
+_REAL_SECONDS = 10.0  # the longest real sample video (real_footage.py: bikes.mp4)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,29 @@ class SynthSettings:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                     math.isfinite(value) and 4.0 <= value <= 3600.0):
                 raise SynthSettingsError(name, f"must be 4..3600 seconds, got {value}")
+        # a session, background or real-footage take is rendered whole in memory too
+        for name, seconds, used in (
+                ("session_seconds", self.session_seconds, self.train_sessions
+                 or self.test_sessions),
+                ("background_seconds", self.background_seconds, self.backgrounds),
+                ("real_footage", _REAL_SECONDS, self.real_footage)):
+            gib = seconds * self.fps * self.width * self.height * 3 / 2**30
+            if used and gib > _MAX_CLIP_GIB:
+                raise SynthSettingsError(
+                    name, f"{seconds:g} s at {self.fps:g} fps and {self.width}x{self.height} "
+                    f"need {gib:.1f} GiB per video (at most {_MAX_CLIP_GIB}); lower the "
+                    "seconds, the frame rate or the size")
+        if self.train_sessions or self.test_sessions:
+            # sessions.plan_segments: >= 0.8 s of idle before a motion and after it
+            for name, frames, share in (("gesture_frames", self.gesture_frames, 0.55),
+                                        ("frames", self.frames, 0.65)):
+                needed = 1.6 + round(share * frames) / self.fps
+                if needed > self.session_seconds:
+                    raise SynthSettingsError(
+                        "session_seconds", f"{self.session_seconds:g} s sessions hold no "
+                        f"motion: the shortest is {share:g} x {name} ({frames}) frames with "
+                        f"0.8 s of idle on each side, {needed:.1f} s; raise session_seconds "
+                        f"or lower {name}")
         for name in ("antialias", "scene_distractors"):
             if not isinstance(getattr(self, name), bool):
                 raise SynthSettingsError(name, f"must be true or false, got "

@@ -34,6 +34,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -241,9 +242,14 @@ def _render(settings: SynthSettings, out: Path, jobs: list[Job], workers: int) -
     start = time.perf_counter()
     tasks = [(settings, out, job) for job in jobs]
     written: list[Written] = []
+    workers = min(workers, len(jobs))  # a process per job at most
     if workers > 1:
         # spawn: a forked child would inherit the parent's threads (torch, BLAS) mid-state.
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        # The workers ignore Ctrl-C: the parent stops them (Pool's exit terminates them)
+        # and says in one line that nothing was written.
+        with multiprocessing.get_context("spawn").Pool(
+                workers, initializer=signal.signal,
+                initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
             for w in pool.imap(_write_one, tasks, chunksize=4):
                 written.append(w)
                 _progress(len(written), len(jobs), start)

@@ -122,9 +122,12 @@ def build_data(config: TrainConfig, recorded_init: dict[str, Any] | None = None)
         none_val = gate_none_samples(config, set_config, none_split, list(val_splits.values()),
                                      classes)
         if not none_train:
+            span = config.gate.none_min_frames or clip_span(config.clip.clip_length,
+                                                            config.clip.frame_step)
             raise SettingsError(
                 f"gate.enabled: set {config.set} gives no `none` clips for training: add "
-                "untrimmed: or background: folders (training/datasets/untrimmed.py)")
+                "untrimmed: or background: folders (training/datasets/untrimmed.py), or "
+                f"lower gate.none_min_frames (a none stretch must be {span} frames long)")
         items += [(sample, len(names)) for sample in none_train]
     warn_short_intervals(set_config, names, config.clip)
     warn_shared_recordings(set_config, names)
