@@ -132,3 +132,16 @@ def test_sampler_gives_none_clips_their_share_and_one_slot_at_least():
         assert sum(i >= 40 for i in batch) == counts[2]
     plain = MultiTaskBatchSampler(lists[:2], 8, 50)  # without the gate: as before
     assert plain.task_probs.tolist() == [0.75, 0.25]
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"loss_weight": 1e308}, "gate.loss_weight must be in (0, 1000]"),  # overflowed to NaN
+    ({"loss_weight": 0.0}, "gate.loss_weight must be in (0, 1000]"),
+    ({"none_share": 1.0}, "gate.none_share in (0, 1)"),
+])
+def test_gate_settings_out_of_range_are_refused_before_training(changes, words):
+    from training.train.config import GateSettings
+
+    with pytest.raises(ValueError) as caught:
+        GateSettings(**changes)
+    assert words in str(caught.value)

@@ -104,9 +104,10 @@ class GateSettings:
     none_around_segments: bool = True
 
     def __post_init__(self) -> None:
-        if not self.loss_weight > 0 or not 0 < self.none_share < 1:
-            raise ValueError(f"gate.loss_weight must be > 0 and gate.none_share in (0, 1), got "
-                             f"{self.loss_weight} and {self.none_share}")
+        # the task losses are O(1): a weight past 1000 only overflows the loss to inf/NaN
+        if not 0 < self.loss_weight <= 1000 or not 0 < self.none_share < 1:
+            raise ValueError(f"gate.loss_weight must be in (0, 1000] and gate.none_share in "
+                             f"(0, 1), got {self.loss_weight} and {self.none_share}")
         if self.none_margin_s < 0 or self.none_min_frames < 0 or not 0 <= self.hidden <= 65536:
             raise ValueError("gate.none_margin_s and gate.none_min_frames must be >= 0, "
                              "gate.hidden in 0..65536")
