@@ -287,11 +287,14 @@ def _parse_info(path: Path, metadata: Mapping[str, str] | None, prefix: str = ""
                 f"checkpoint {path} has format version {version}; "
                 f"this mtl_perception reads {FORMAT_VERSION}"
             )
+        provenance = dict(_section(document, "provenance", required=False))
+        if _depth(provenance) > MAX_PROVENANCE_DEPTH:  # copied on by export, recursively
+            raise ValueError(f"provenance nested more than {MAX_PROVENANCE_DEPTH} deep")
         return CheckpointInfo(
             model=from_dict(ModelConfig, _section(document, "model"), "model"),
             class_names=_class_names(document["class_names"]),
             preprocess=from_dict(PreprocessConfig, _section(document, "preprocess"), "preprocess"),
-            provenance=dict(_section(document, "provenance", required=False)),
+            provenance=provenance,
         )
     except CheckpointError:
         raise
@@ -302,6 +305,26 @@ def _parse_info(path: Path, metadata: Mapping[str, str] | None, prefix: str = ""
         raise CheckpointError(
             f"{prefix}checkpoint {path} has invalid metadata: {one_line(what)}"
         ) from exc
+
+
+MAX_PROVENANCE_DEPTH = 64  # ours is 4 deep; 700 overflowed Python's recursion on export
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value` (without recursion: it may be deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_PROVENANCE_DEPTH:
+            stack += [(child, level + 1) for child in children]
+    return deepest
 
 
 def _section(document: Mapping[str, Any], key: str, required: bool = True) -> Mapping[str, Any]:

@@ -45,6 +45,24 @@ def class_name_problem(name: object) -> str | None:
     return None
 
 
+_TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# the gate's third class, its output and the exported clip input: a task may not take them
+RESERVED_TASK_NAMES = ("none", "gate", "clips")
+
+
+def task_name_problem(name: object) -> str | None:
+    """Why `name` cannot be a task name, or None. A task names a ROS topic
+    (/human/<task>), output files and an exported model's output: a letter, then
+    letters, digits or underscores, and not one of `RESERVED_TASK_NAMES`."""
+    if not isinstance(name, str) or not _TASK_NAME.fullmatch(name):
+        return (f"task name {name!r}: a letter, then letters, digits or underscores (it "
+                "names a ROS topic, output files and an exported model's output)")
+    if name in RESERVED_TASK_NAMES:
+        return (f"task name {name!r} is reserved ({', '.join(RESERVED_TASK_NAMES)}: the "
+                "gate's 'nothing' class and the exported model's own names)")
+    return None
+
+
 def strict_decimal(text: str) -> float | None:
     """`text` as a finite decimal number (`1`, `-0.5`, `2.5e1`), else None (`1_0`, `nan`)."""
     text = text.strip()

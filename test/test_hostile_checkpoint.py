@@ -177,3 +177,50 @@ def test_damaged_bytes_fail_in_one_line(junk: bytes, where: int) -> None:
             one_line(str(exc))
         else:
             assert path.read_bytes() == data or not junk or junk == data[where:where + len(junk)]
+
+
+def _saved(tmp_path: Path, document: dict[str, Any]) -> Path:
+    path = tmp_path / "edited.safetensors"
+    document = {k: v for k, v in document.items() if k != "sha256"}  # a hand-edited file
+    save_file(GOOD_TENSORS, str(path), metadata={"mtl_perception": json.dumps(document)})
+    return path
+
+
+def test_provenance_nested_past_64_is_refused_at_load(tmp_path: Path) -> None:
+    """700 deep loaded, then overflowed Python's recursion when export copied it."""
+    from mtl_perception.checkpoint import CheckpointError, read_checkpoint_info
+
+    document = copy.deepcopy(GOOD_DOCUMENT)
+    deep: Any = 1
+    for _ in range(700):
+        deep = [deep]
+    document["provenance"] = {"note": deep}
+    with pytest.raises(CheckpointError, match="provenance nested more than 64 deep"):
+        read_checkpoint_info(_saved(tmp_path, document))
+    document["provenance"] = {"note": [[[[1]]]]}
+    assert read_checkpoint_info(_saved(tmp_path, document)).provenance == {"note": [[[[1]]]]}
+
+
+@pytest.mark.parametrize("stored", [None, [], "gate", {"event_threshold": True}])
+def test_stored_event_settings_that_are_no_settings_are_one_line(tmp_path: Path,
+                                                                 stored: Any) -> None:
+    """null crashed evaluate_bag with an AttributeError; true passed as the number 1."""
+    from mtl_perception.checkpoint import read_checkpoint_info
+    from mtl_perception.stream import StreamConfig
+    from mtl_perception.stream.config import StreamConfigError
+    from mtl_perception.stream.decisions import with_stored_decisions
+
+    document = copy.deepcopy(GOOD_DOCUMENT)
+    document["provenance"] = {"stream_defaults": stored}
+    info = read_checkpoint_info(_saved(tmp_path, document))
+    with pytest.raises(StreamConfigError, match="stored stream_defaults"):
+        with_stored_decisions(StreamConfig(), info, ())
+
+
+@pytest.mark.parametrize("name", ["a/b", "", "a\nb", "none", "gate", "clips", "1st", "a b"])
+def test_a_task_name_that_cannot_name_a_topic_or_output_is_refused(name: str) -> None:
+    from mtl_perception.models.config import ModelConfig
+
+    with pytest.raises(ValueError, match="task name"):
+        ModelConfig(task_names=("action", name), num_classes=(2, 2))
+    assert ModelConfig(task_names=("action", "hand_2"), num_classes=(2, 2)).num_tasks == 2

@@ -7,6 +7,7 @@ from typing import Literal
 
 from mtl_perception.models.archs import ARCHS, Arch
 from mtl_perception.models.stages import STAGE_NAMES
+from mtl_perception.names import task_name_problem
 
 MAX_GATE_CONTEXT = 32  # previous clips a gate may read (at 3 clips/s: about 10 s)
 Method = Literal["stl", "hps", "sps", "lws"]
@@ -61,6 +62,9 @@ class ModelConfig:
             )
         if len(set(self.task_names)) != len(self.task_names):
             raise ValueError(f"task names must be unique: {self.task_names}")
+        for name in self.task_names:
+            if (problem := task_name_problem(name)) is not None:
+                raise ValueError(problem)
         if any(c < 1 for c in self.num_classes):
             raise ValueError(f"every task needs at least one class: {self.num_classes}")
         if self.method == "stl" and len(self.task_names) != 1:

@@ -41,11 +41,23 @@ DECISION_SETTINGS: tuple[str, ...] = (
 )
 
 
+def _stored(info: CheckpointInfo) -> Mapping[str, Any]:
+    """The provenance's `stream_defaults` object ({} when absent); anything else under the
+    key is a checkpoint edited by hand or by other code, refused in one line."""
+    stored = info.provenance.get(PROVENANCE_KEY, {})
+    if not isinstance(stored, Mapping):
+        raise StreamConfigError(f"the checkpoint's stored {PROVENANCE_KEY} is not a JSON "
+                                f"object (got {type(stored).__name__})")
+    return stored
+
+
 def stored_decisions(info: CheckpointInfo) -> dict[str, Any]:
     """The decision settings the checkpoint stores (empty when it stores none)."""
-    stored = info.provenance.get(PROVENANCE_KEY)
-    if not isinstance(stored, Mapping):
-        return {}
+    stored = _stored(info)
+    for key in DECISION_SETTINGS:  # JSON true is no number (dataclasses would take it as 1)
+        if isinstance(stored.get(key), bool):
+            raise StreamConfigError(f"the checkpoint's stored {PROVENANCE_KEY}.{key} is "
+                                    f"{stored[key]!r}, not a setting's value")
     return {k: stored[k] for k in DECISION_SETTINGS if k in stored}
 
 
@@ -62,7 +74,7 @@ def with_stored_decisions(config: StreamConfig, info: CheckpointInfo, explicit: 
     """`config` with the checkpoint's stored decision settings where the user gave none,
     and the one log line saying what was taken (None when nothing was)."""
     stored = stored_decisions(info)
-    source = info.provenance.get(PROVENANCE_KEY, {}).get("event_source", "gate")
+    source = _stored(info).get("event_source", "gate")
     has_gate = info.model.gate
     if not stored or resolve_source(config.event_source, has_gate) != source:
         return config, None
