@@ -159,3 +159,13 @@ def test_ctrl_c_during_the_run_exits_130_and_leaves_nothing(
     except KeyboardInterrupt:  # escaping it would stop the whole test session
         pytest.fail("Ctrl-C escaped evaluate_bag's main")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["inf", "-1", "nan"])
+def test_event_late_s_is_a_finite_number_of_seconds(
+        inputs: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        value: str) -> None:
+    """inf was accepted and wrote `Infinity` into metrics.json, which is not JSON."""
+    assert _run(inputs, tmp_path / "out", "--unlabelled", "none", "--event-late-s", value) == 2
+    assert "--event-late-s must be 0..3600 seconds" in caplog.text
+    assert not (tmp_path / "out").exists()

@@ -126,6 +126,17 @@ def test_cli_frames_narrow_the_clip(tmp_path: Path) -> None:
     assert exported.export.frames == exported.info.preprocess.clip_length == 3
 
 
+def test_cli_frames_never_widen_the_clip(tmp_path: Path, capsys) -> None:
+    model, info = tiny_model("hps")
+    checkpoint = tmp_path / "m.safetensors"
+    save_checkpoint(checkpoint, model, info)
+    wider = str(info.preprocess.clip_length + 1)
+    assert training_main(["export", "--checkpoint", str(checkpoint), "--frames", wider]) == 2
+    assert f"export frames {wider} > the {info.preprocess.clip_length} the model was trained " \
+        "on" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_int8_keeps_outputs_and_metadata() -> None:
     from training.tools.quantize import quantize_int8
 

@@ -76,7 +76,8 @@ def test_thumbnails_sit_on_a_grid_and_captions_give_their_own_time(tmp_path: Pat
     assert times == [0.0, 0.52, 1.0, 1.52, 2.0, 2.52, 3.0, 3.52]
 
 
-def test_absolute_stamps_are_detected_and_converted(tmp_path: Path) -> None:
+def test_absolute_stamps_are_detected_and_converted(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
     bag = write_image_bag(tmp_path / "bag", count=40, fps=10.0)
     first = START_NS / 1e9
     absolute = tmp_path / "abs.csv"
@@ -96,6 +97,24 @@ def test_absolute_stamps_are_detected_and_converted(tmp_path: Path) -> None:
     assert rows[1] == ["0.500000", "1.500000", "gesture", "wave"]
     assert main(["label-bag", "--bag", str(bag), "--relative", str(out), "--out",
                  str(tmp_path / "again.csv")]) == 2  # already relative: refused
+    # rows the labels reader would refuse are refused here, naming the line, nothing written
+    for row, words in [("nan,nan,gesture,wave", "abs.csv:3: need 0 <= start < end"),
+                       (f"{first + 2},{first + 1},gesture,wave", "abs.csv:3: need 0 <= start"),
+                       (f"{first + 2},gesture", "abs.csv:3: expected 4 fields")]:
+        absolute.write_text(f"start,end,task,label\n{first + 0.5},{first + 1.5},gesture,"
+                            f"wave\n{row}\n")
+        caplog.clear()
+        assert main(["label-bag", "--bag", str(bag), "--relative", str(absolute), "--out",
+                     str(tmp_path / "bad.csv")]) == 2
+        assert words in caplog.text and not (tmp_path / "bad.csv").exists()
+    import os
+
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)  # would block the read forever
+    caplog.clear()
+    assert main(["label-bag", "--bag", str(bag), "--relative", str(fifo), "--out",
+                 str(tmp_path / "bad.csv")]) == 2
+    assert "not a regular file" in caplog.text
 
 
 def test_summarize_reads_bag_sources(tmp_path: Path) -> None:

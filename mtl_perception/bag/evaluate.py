@@ -122,8 +122,9 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
     """Check every input cheaply, then run the bag through the pipeline and write outputs."""
     if (problem := threads_problem(args.threads, "--threads")) is not None:
         raise EvaluationError(problem)
-    if not args.event_late_s >= 0:
-        raise EvaluationError(f"--event-late-s must be >= 0, got {args.event_late_s}")
+    if not 0 <= args.event_late_s <= 3600:  # inf would write `Infinity`: not JSON
+        raise EvaluationError(f"--event-late-s must be 0..3600 seconds, got "
+                              f"{args.event_late_s}")
     try:
         StampOrder(args.reorder_window_s)
     except ValueError as exc:

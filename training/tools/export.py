@@ -34,7 +34,7 @@ from mtl_perception.deploy.export import (
     with_metadata,
 )
 from mtl_perception.deploy.onnx_file import BackendError, OnnxModel
-from mtl_perception.exits import int_in
+from mtl_perception.exits import float_in, int_in
 from mtl_perception.fileio import atomic_write
 from mtl_perception.models import MultiTaskModel
 from mtl_perception.outputs import OutputError, check_out_file
@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "per fixed shape)")
     parser.add_argument("--frames", type=int_in(0, 1024), default=0,
                         help="frames per clip (0: the checkpoint's clip length)")
-    parser.add_argument("--tolerance", type=float, default=1e-3,
+    parser.add_argument("--tolerance", type=float_in(0.0, 1.0), default=1e-3,
                         help="largest |ONNX - PyTorch| logit difference accepted (fp32)")
     parser.add_argument("--check-clips", type=int_in(1, 64), default=4,
                         help="random clips the export is checked on")
@@ -85,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="int8: signed activations with zero point 0 (what TensorRT takes)")
     parser.add_argument("--per-tensor", action="store_true",
                         help="int8: one weight scale per tensor instead of per channel")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random check clips")
+    parser.add_argument("--seed", type=int_in(-(2**63), 2**63 - 1), default=0,
+                        help="seed of the random check clips")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out file (never an input of this run)")
 

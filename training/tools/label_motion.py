@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mtl_perception.bag.labels import HEADER
 from mtl_perception.bag.reader import Bag
+from mtl_perception.fileio import read_timed_rows, require_regular_file
 from mtl_perception.stream.decode import ImageDecodeError, decode_image, header_of
 
 GREY = (32, 24)  # motion is measured on images this small: cheap, insensitive to noise
@@ -142,20 +144,16 @@ def first_stamp_s(bag_path: Path, topic: str | None) -> float:
 
 def to_relative(labels: Path, first_s: float) -> tuple[str, int]:
     """The labels file's text with absolute stamps made seconds from the first image; rows
-    already relative are refused (a mix would be a mistake either way)."""
-    rows = list(csv.reader(io.StringIO(labels.read_text(encoding="utf-8-sig"), newline="")))
+    already relative are refused (a mix would be a mistake either way). Read by the
+    labels' own row checks (header, fields, finite 0 <= start < end), a regular file
+    only (a FIFO would block the read, a device never end)."""
+    require_regular_file(labels, "labels file")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(HEADER)
     converted = 0
-    for number, row in enumerate(rows, start=1):
-        if number == 1 or not row or not any(c.strip() for c in row):
-            writer.writerow(row)
-            continue
-        try:
-            start, end = float(row[0]), float(row[1])
-        except (ValueError, IndexError) as exc:
-            raise ValueError(f"{labels}:{number}: start and end must be numbers") from exc
-        if start < ABSOLUTE_S or end < ABSOLUTE_S:
+    for number, start, end, row in read_timed_rows(labels, HEADER, ValueError):
+        if start < ABSOLUTE_S:
             raise ValueError(f"{labels}:{number}: {start} is not an absolute stamp (seconds "
                              "since 1970); the file needs no conversion")
         writer.writerow([f"{start - first_s:.6f}", f"{end - first_s:.6f}", *row[2:]])
