@@ -288,3 +288,21 @@ def test_a_gate_the_metadata_does_not_describe_is_refused() -> None:
     model.gate = torch.nn.Linear(32, 3)
     with pytest.raises(ExportError, match="task gate and its metadata's model config disagree"):
         export_onnx(model, info)
+
+
+def test_an_exported_model_refuses_another_clip_length_at_load(tmp_path: Path) -> None:
+    """Its graph takes one clip length: a narrower `clip_length` used to fail in the
+    inference worker, every clip, and the run then blamed the bag's stamps."""
+    pytest.importorskip("onnxruntime")
+    from mtl_perception.deploy.errors import BackendError
+    from mtl_perception.deploy.load import load_engine
+
+    model, info = tiny_model("hps")
+    checkpoint = tmp_path / "m.safetensors"
+    save_checkpoint(checkpoint, model, info)
+    assert training_main(["export", "--checkpoint", str(checkpoint)]) == 0
+    frames = info.preprocess.clip_length
+    with pytest.raises(BackendError, match=f"exported for clips of {frames} frames; "
+                                           f"clip_length {frames - 1} needs"):
+        load_engine(tmp_path / "m.onnx", "onnxruntime", clip_length=frames - 1)
+    assert load_engine(tmp_path / "m.onnx", "onnxruntime", clip_length=frames).info == info

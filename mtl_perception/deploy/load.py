@@ -73,7 +73,14 @@ def load_engine(
                 "ONNX model: set backend to onnxruntime, openvino or tensorrt"
             )
         resolved = spec.device(device)  # a device it cannot use: refused before reading
-        return build_engine(read_onnx_model(path), backend_name, resolved, options=options)
+        exported = read_onnx_model(path)
+        frames = exported.export.frames
+        if clip_length and clip_length != frames:  # its graph takes one clip length only
+            raise BackendError(
+                f"{path} was exported for clips of {frames} frames; clip_length "
+                f"{clip_length} needs a model exported with --frames {clip_length} (or "
+                "the checkpoint itself)")
+        return build_engine(exported, backend_name, resolved, options=options)
     resolved = spec.device(device)
     loaded = load_checkpoint(path, resolved if spec.build is None else "cpu")
     return build_engine(loaded.model, backend_name, resolved, info=loaded.info,
