@@ -59,11 +59,29 @@ def test_motion_proposals_become_template_rows_with_a_gif_preview(
     start, end = float(rows[0][0]), float(rows[0][1])
     # motion from 2.0 to 3.0 s, measured at 10 images per second: within 0.2 s
     assert abs(start - 2.0) <= 0.2 and abs(end - 3.0) <= 0.2, (start, end)
-    gifs = sorted((tmp_path / "take_previews").iterdir())
-    assert [g.suffix for g in gifs] == [".gif"]
+    previews = tmp_path / "take_previews"  # an owned folder: its manifest and the GIFs
+    gifs = sorted(previews.glob("*.gif"))
+    assert sorted(p.name for p in previews.iterdir()) == sorted(
+        [g.name for g in gifs] + ["label_bag_previews.manifest.json"]) and len(gifs) == 1
     with Image.open(gifs[0]) as gif:  # a real GIF, read back frame by frame
         assert gif.format == "GIF" and gif.n_frames >= 8
     assert "one per motion proposal" in capsys.readouterr().out
+    # again: refused without --overwrite; with it the folder is replaced whole
+    assert main(["label-bag", "--bag", str(bag), "--out", str(out), "--width", "32"]) == 2
+    (previews / "99_old.gif").write_bytes(b"a gif of an earlier run")
+    assert main(["label-bag", "--bag", str(bag), "--out", str(out), "--width", "32",
+                 "--overwrite"]) == 2  # a file the manifest does not list: not ours to delete
+    (previews / "99_old.gif").unlink()
+    assert main(["label-bag", "--bag", str(bag), "--out", str(out), "--width", "32",
+                 "--overwrite"]) == 0
+    assert sorted(previews.glob("*.gif")) == gifs
+    # a folder of someone else's where the previews go is refused before any work
+    mine = tmp_path / "mine_previews"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    assert main(["label-bag", "--bag", str(bag), "--out", str(tmp_path / "mine.csv"),
+                 "--sheet", str(tmp_path / "mine.png"), "--overwrite"]) == 2
+    assert (mine / "notes.txt").read_text() == "mine" and not (tmp_path / "mine.csv").exists()
 
 
 def test_thumbnails_sit_on_a_grid_and_captions_give_their_own_time(tmp_path: Path) -> None:

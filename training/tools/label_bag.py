@@ -32,9 +32,10 @@ from mtl_perception.bag.labels import write_labels
 from mtl_perception.bag.reader import Bag, BagError
 from mtl_perception.exits import float_in, int_in
 from mtl_perception.fileio import atomic_write
-from mtl_perception.outputs import OutputError, check_out_file
+from mtl_perception.outputs import OutputError, check_out, check_out_file
 from mtl_perception.stream.decode import ImageDecodeError, decode_image, header_of
 from training.tools.label_motion import (
+    PREVIEWS_OWNER,
     MotionSettings,
     first_stamp_s,
     motion_curve,
@@ -90,9 +91,8 @@ def run(args: argparse.Namespace) -> int:
         proposals = [] if args.no_proposals else propose(
             *motion_curve(args.bag, args.image_topic, args.motion_fps), MotionSettings())
         previews = write_previews(args.bag, args.image_topic, proposals,
-                                  sheet.with_name(sheet.stem + "_previews"), args.motion_fps,
-                                  args.width)
-    except (BagError, ImageDecodeError) as exc:
+                                  _previews(sheet), args.motion_fps, args.width, args.overwrite)
+    except (BagError, ImageDecodeError, OutputError) as exc:
         LOG.error("%s", exc)
         return 2
     if not thumbs:
@@ -124,6 +124,10 @@ def _relative(args: argparse.Namespace) -> int:
     return 0
 
 
+def _previews(sheet: Path) -> Path:
+    return sheet.with_name(sheet.stem + "_previews")
+
+
 def _check(args: argparse.Namespace, sheet: Path) -> str | None:
     outputs = (args.out,) if args.relative is not None else (args.out, sheet)
     if Path(os.path.realpath(sheet)) == Path(os.path.realpath(args.out)):
@@ -133,6 +137,8 @@ def _check(args: argparse.Namespace, sheet: Path) -> str | None:
                                                                if args.relative else []))
         if args.relative is None:
             check_out_file(sheet, args.overwrite, [args.bag], option="--sheet")
+            if not args.no_proposals:  # a folder of its own: replaced whole, or refused
+                check_out(_previews(sheet), PREVIEWS_OWNER, args.overwrite)
     except OutputError as exc:
         return str(exc)
     for path in outputs:

@@ -35,6 +35,7 @@ from PIL import Image
 from mtl_perception.bag.labels import HEADER
 from mtl_perception.bag.reader import Bag
 from mtl_perception.fileio import read_timed_rows, require_regular_file
+from mtl_perception.outputs import Owner, staged
 from mtl_perception.stream.decode import ImageDecodeError, decode_image, header_of
 
 GREY = (32, 24)  # motion is measured on images this small: cheap, insensitive to noise
@@ -95,21 +96,45 @@ def propose(times: np.ndarray, motion: np.ndarray, settings: MotionSettings
     return [(round(a, 3), round(b, 3)) for a, b in spans if b - a >= settings.min_s]
 
 
+PREVIEWS_OWNER = Owner(tool="label-bag", manifest="label_bag_previews.manifest.json",
+                       tag="label-bag", name="label-bag", what="label-bag previews folder",
+                       option="previews folder",
+                       writes=("*.gif",))
+
+
 def write_previews(bag_path: Path, topic: str | None, proposals: list[tuple[float, float]],
-                   folder: Path, fps: float, width: int) -> list[Path]:
-    """One animated GIF per proposal, of its images at `fps` (at most 40 frames each)."""
-    frames: list[list[Image.Image]] = [[] for _ in proposals]
+                   folder: Path, fps: float, width: int, overwrite: bool) -> list[Path]:
+    """One animated GIF per proposal, of its images at `fps` (at most 40 frames each),
+    into `folder` as an owned, staged output folder (mtl_perception.outputs: replaced
+    whole, never a folder of someone else's). Each GIF is written once its proposal has
+    passed, so memory holds the open proposals' frames only."""
+    if not proposals:
+        return []
+    frames: dict[int, list[Image.Image]] = {n: [] for n in range(len(proposals))}
+    written: list[Path] = []
     first, due = None, 0.0
-    with Bag(bag_path, topic) as bag:
+    with staged(folder, PREVIEWS_OWNER, overwrite) as stage, Bag(bag_path, topic) as bag:
+
+        def flush(n: int) -> None:
+            images = frames.pop(n)
+            if images:
+                a, b = proposals[n]
+                name = f"{n + 1:02d}_{a:.2f}-{b:.2f}.gif"
+                images[0].save(stage / name, format="GIF", save_all=True,
+                               append_images=images[1:], duration=round(1000 / fps), loop=0)
+                written.append(folder / name)
+
         for _, msg in bag.images():
             stamp = header_of(msg).stamp_ns
             first = stamp if first is None else first
             t = (stamp - first) / 1e9
+            for n in [n for n in frames if proposals[n][1] < t]:
+                flush(n)
             if t + 1e-9 < due:
                 continue
             due = (np.floor(t * fps + 1e-6) + 1) / fps
-            inside = [n for n, (a, b) in enumerate(proposals)
-                      if a <= t <= b and len(frames[n]) < 40]
+            inside = [n for n in frames if proposals[n][0] <= t <= proposals[n][1]
+                      and len(frames[n]) < 40]
             if not inside:
                 continue
             try:
@@ -120,18 +145,9 @@ def write_previews(bag_path: Path, topic: str | None, proposals: list[tuple[floa
             thumb = Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR)
             for n in inside:
                 frames[n].append(thumb)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for n, ((a, b), images) in enumerate(zip(proposals, frames, strict=True)):
-        if not images:
-            continue
-        path = folder / f"{n + 1:02d}_{a:.2f}-{b:.2f}.gif"
-        tmp = path.with_name(f".{path.name}.tmp")
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                       duration=round(1000 / fps), loop=0)
-        tmp.replace(path)
-        written.append(path)
-    return written
+        for n in list(frames):
+            flush(n)
+    return sorted(written)
 
 
 def first_stamp_s(bag_path: Path, topic: str | None) -> float:
