@@ -38,6 +38,8 @@ def class_name_problem(name: object) -> str | None:
     """Why `name` cannot be a class name (empty, or a control character), or None."""
     if not isinstance(name, str) or not name.strip():
         return f"class name {name!r}: class names must be non-empty strings"
+    if name != name.strip():  # the labels' reader strips its fields: ' Walk' never matches
+        return f"class name {name!r} begins or ends with white space"
     bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
     if bad is not None:
         return (f"class name {name!r} holds a control character ({bad!r}); newlines and "

@@ -169,3 +169,11 @@ def test_event_late_s_is_a_finite_number_of_seconds(
     assert _run(inputs, tmp_path / "out", "--unlabelled", "none", "--event-late-s", value) == 2
     assert "--event-late-s must be 0..3600 seconds" in caplog.text
     assert not (tmp_path / "out").exists()
+
+
+def test_results_never_go_inside_the_bag_folder_they_read(
+        inputs: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    before = sorted(p.name for p in inputs["bag"].iterdir())
+    assert _run(inputs, inputs["bag"] / "results") == 2
+    assert "lies inside the bag folder" in caplog.text
+    assert sorted(p.name for p in inputs["bag"].iterdir()) == before

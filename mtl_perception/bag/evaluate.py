@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,6 +136,10 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
 
         torch.set_num_threads(args.threads)
     config = load_stream_config(args.config, args.overrides)
+    bag_folder, target = Path(os.path.realpath(args.bag)), Path(os.path.realpath(args.out))
+    if bag_folder.is_dir() and (target == bag_folder or bag_folder in target.parents):
+        raise EvaluationError(f"--out {args.out} lies inside the bag folder {args.bag} it "
+                              "reads: write the results elsewhere")
     check_out(args.out, args.overwrite)
     # Loaded (and its checksum verified) once, before the bag is opened: a checkpoint or
     # exported file that cannot be used is refused before any image is decoded.
