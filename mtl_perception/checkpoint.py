@@ -258,8 +258,8 @@ def _verified(path: Path, handle: Any) -> tuple[dict[str, str], dict[str, torch.
             f"checkpoint {path} has no {METADATA_KEY} metadata: not one of our checkpoints"
         )
     try:
-        document = json.loads(metadata[METADATA_KEY])
-    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested deeply
+        document = _json(metadata[METADATA_KEY])
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeply
         what = "nested too deeply" if isinstance(exc, RecursionError) else one_line(exc)
         raise CheckpointError(f"checkpoint {path} has invalid metadata: {what}") from exc
     try:
@@ -278,7 +278,7 @@ def _parse_info(path: Path, metadata: Mapping[str, str] | None, prefix: str = ""
             f"checkpoint {path} has no {METADATA_KEY} metadata: not one of our checkpoints"
         )
     try:
-        document = json.loads(metadata[METADATA_KEY])
+        document = _json(metadata[METADATA_KEY])
         if not isinstance(document, dict):
             raise ValueError(f"expected a JSON object, got {type(document).__name__}")
         version = document.get("format_version")
@@ -305,6 +305,18 @@ def _parse_info(path: Path, metadata: Mapping[str, str] | None, prefix: str = ""
         raise CheckpointError(
             f"{prefix}checkpoint {path} has invalid metadata: {one_line(what)}"
         ) from exc
+
+
+def _json(text: str) -> Any:
+    """`json.loads`, but a key given twice in one object is refused: json keeps the last
+    without a word, so what one reader of the file sees another might not."""
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            twice = next(k for k in keys if keys.count(k) > 1)
+            raise ValueError(f"key {twice!r} appears twice in one object")
+        return dict(pairs)
+    return json.loads(text, object_pairs_hook=unique)
 
 
 MAX_PROVENANCE_DEPTH = 64  # ours is 4 deep; 700 overflowed Python's recursion on export

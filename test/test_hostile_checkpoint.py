@@ -224,3 +224,15 @@ def test_a_task_name_that_cannot_name_a_topic_or_output_is_refused(name: str) ->
     with pytest.raises(ValueError, match="task name"):
         ModelConfig(task_names=("action", name), num_classes=(2, 2))
     assert ModelConfig(task_names=("action", "hand_2"), num_classes=(2, 2)).num_tasks == 2
+
+
+def test_a_key_given_twice_in_the_metadata_is_refused(tmp_path: Path) -> None:
+    """json keeps the last of two equal keys silently: one reader's width, another's."""
+    from mtl_perception.checkpoint import CheckpointError, read_checkpoint_info
+
+    text = json.dumps({k: v for k, v in GOOD_DOCUMENT.items() if k != "sha256"})
+    text = text.replace('"model": {', '"model": {"width": 64, ', 1)  # width twice
+    path = tmp_path / "twice.safetensors"
+    save_file(GOOD_TENSORS, str(path), metadata={"mtl_perception": text})
+    with pytest.raises(CheckpointError, match="key 'width' appears twice in one object"):
+        read_checkpoint_info(path)
