@@ -63,6 +63,7 @@ __all__ = [
     "check_creatable",
     "check_out",
     "finish",
+    "input_holding",
     "prepare",
     "remove_leftover",
     "staged",
@@ -114,13 +115,12 @@ def check_out_file(out: Path, overwrite: bool, inputs: Iterable[Path] = (),
     inside an input folder, whatever `--overwrite` says (the run would replace what
     it is reading).
     """
-    target = Path(os.path.realpath(out))
-    for source in inputs:
-        real = Path(os.path.realpath(source))
-        if target == real or (real.is_dir() and real in target.parents):
-            raise OutputError(f"{option} {out} is {'inside ' if target != real else ''}"
-                              f"an input of this run ({source}); refusing to write over "
-                              "it (choose another file)")
+    source = input_holding(out, inputs)
+    if source is not None:
+        inside = Path(os.path.realpath(out)) != Path(os.path.realpath(source))
+        raise OutputError(f"{option} {out} is {'inside ' if inside else ''}"
+                          f"an input of this run ({source}); refusing to write over "
+                          "it (choose another file)")
     if out.is_symlink():
         raise OutputError(f"{option} {out} is a symbolic link; give the file itself")
     if out.exists():
@@ -133,6 +133,17 @@ def check_out_file(out: Path, overwrite: bool, inputs: Iterable[Path] = (),
         raise OutputError(f"{option} {out}: name too long ({len(out.name.encode())} bytes; "
                           "at most 200)")
     check_creatable(out, option)
+
+
+def input_holding(out: Path, inputs: Iterable[Path]) -> Path | None:
+    """The first of `inputs` that `out` is, or lies inside (a folder), links resolved;
+    None when it is none of them."""
+    target = Path(os.path.realpath(out))
+    for source in inputs:
+        real = Path(os.path.realpath(source))
+        if target == real or (real.is_dir() and real in target.parents):
+            return source
+    return None
 
 
 def _check_name_length(out: Path, owner: Owner) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +45,7 @@ from mtl_perception.deploy.errors import BackendError, DeviceError
 from mtl_perception.deploy.load import load_engine
 from mtl_perception.exits import run_command
 from mtl_perception.names import threads_problem
+from mtl_perception.outputs import input_holding
 from mtl_perception.settings import SettingsError
 from mtl_perception.stream import StreamConfig, StreamConfigError
 from mtl_perception.stream.decisions import explicit_settings, with_stored_decisions
@@ -136,8 +136,7 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
 
         torch.set_num_threads(args.threads)
     config = load_stream_config(args.config, args.overrides)
-    bag_folder, target = Path(os.path.realpath(args.bag)), Path(os.path.realpath(args.out))
-    if bag_folder.is_dir() and (target == bag_folder or bag_folder in target.parents):
+    if Path(args.bag).is_dir() and input_holding(args.out, [args.bag]) is not None:
         raise EvaluationError(f"--out {args.out} lies inside the bag folder {args.bag} it "
                               "reads: write the results elsewhere")
     check_out(args.out, args.overwrite)
