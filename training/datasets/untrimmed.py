@@ -72,6 +72,10 @@ class UntrimmedVideo:
     def labels(self) -> Path:
         return self.path.with_suffix(".csv")
 
+    def header(self) -> tuple[int, float]:
+        """(frames, fps): as read with the folder, else from the file (made in code)."""
+        return (self.frames, self.fps) if self.frames else _header(self.path)
+
 
 def read_untrimmed(source: UntrimmedSource, split: str, background: bool) -> list[UntrimmedVideo]:
     """The videos of `root/<split>/` (none when that folder is absent), each with its labels
@@ -161,7 +165,7 @@ def none_from_untrimmed(videos: Sequence[UntrimmedVideo], margin_s: float, min_f
     length instead of as many as a short gap."""
     samples = []
     for video in videos:
-        frames, fps = _header(video.path)
+        frames, fps = video.header()
         busy = [(math.floor(i.start * fps), math.ceil(i.end * fps)) for i in video.intervals]
         for a, b in gaps(frames, busy, math.ceil(margin_s * fps), min_frames):
             count = max(1, (b - a) // max(piece_frames, min_frames)) if piece_frames else 1
@@ -213,7 +217,7 @@ def tasks_from_untrimmed(videos: Sequence[UntrimmedVideo], task_names: Sequence[
         labelled = [i for i in video.intervals if i.task in task_names]
         if not labelled:
             continue
-        frames, fps = _header(video.path)
+        frames, fps = video.header()
         widen = math.floor(reach * min_frames)
         for interval in labelled:
             a = max(0, math.floor(interval.start * fps) - widen)

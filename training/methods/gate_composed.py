@@ -61,8 +61,7 @@ def plan_excerpts(videos: Sequence[UntrimmedVideo], rng: np.random.Generator
     for video in videos:
         if not video.intervals:
             continue
-        with VideoReader(video.path) as reader:
-            fps, total = reader.fps, reader.num_frames
+        total, fps = video.header()
         for motion in video.intervals:
             before, after = (float(v) for v in rng.uniform(*LEAD_S, size=2))
             if round(motion.start * fps) >= total or motion.end <= motion.start:
