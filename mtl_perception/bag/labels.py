@@ -132,14 +132,22 @@ def _row(path: Path, number: int, row: list[str], classes: Mapping[str, Sequence
         hint = (" (for a single-task model, keep only its task's rows, e.g. dataset_to_bag "
                 "--tasks)") if task not in classes else ""
         raise LabelsError(f"{where}: {problem}{hint}")
-    if start < 0 or (span is not None and end > span + slack):
-        bound = f"[0, {span:.3f}] s" if span is not None else "times >= 0 s"
+    if (problem := outside_problem("interval", start, end, span, slack, within)) is not None:
         hint = ("; its times look like absolute ROS stamps (seconds since 1970): `python -m "
                 "training label-bag --bag BAG --relative LABELS --out NEW` converts them"
                 if start > _ABSOLUTE_S and within == "the bag" else "")
-        raise LabelsError(f"{where}: interval [{start}, {end}] s lies outside {within} "
-                          f"({bound} from the first image){hint}")
+        raise LabelsError(f"{where}: {problem}{hint}")
     return Interval(start, end, task, label, number)
+
+
+def outside_problem(what: str, start: float, end: float, span: float | None, slack: float,
+                    within: str = "the bag") -> str | None:
+    """Why [start, end] s lies outside [0, `span` + `slack`] (`span` None: only start >= 0),
+    or None; `what` and `within` name the two for the message."""
+    if start >= 0 and (span is None or end <= span + slack):
+        return None
+    bound = f"[0, {span:.3f}] s" if span is not None else "times >= 0 s"
+    return f"{what} [{start}, {end}] s lies outside {within} ({bound} from the first image)"
 
 
 def class_problem(task: str, label: str, classes: Mapping[str, Sequence[str]],

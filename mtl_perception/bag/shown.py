@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from mtl_perception.bag.labels import Interval, LabelsError
+from mtl_perception.bag.labels import Interval, LabelsError, outside_problem
 from mtl_perception.bag.metrics import ClipRecord
 from mtl_perception.fileio import read_timed_rows
 
@@ -64,9 +64,8 @@ def read_shown(path: str | Path, span_s: float | None = None, slack_s: float = 0
         kind = row[2].strip()
         if kind not in KINDS:
             raise LabelsError(f"{path}:{number}: unknown kind {kind!r}; known: {list(KINDS)}")
-        if span_s is not None and end > span_s + slack_s:
-            raise LabelsError(f"{path}:{number}: span [{start}, {end}] s lies outside the bag "
-                              f"([0, {span_s:.3f}] s from the first image)")
+        if (problem := outside_problem("span", start, end, span_s, slack_s)) is not None:
+            raise LabelsError(f"{path}:{number}: {problem}")
         spans.append(ShownSpan(start, end, kind))
     return spans
 
