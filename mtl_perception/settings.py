@@ -162,11 +162,32 @@ def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> Any:
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
-# YAML 1.1 (PyYAML) reads `1e-3` and `5E4` as strings (its floats need a dot); YAML 1.2,
-# JSON and every user read them as numbers, so `lr: 1e-3` means 0.001 here too.
+# Numbers as YAML 1.2's core schema (and JSON, and every user) read them. PyYAML follows
+# YAML 1.1: `1e-3` was a string (its floats need a dot), `010` the octal 8, `1_5` 15 and
+# `1:30` the sexagesimal 90, so `clip_length: 016` silently meant 14. Now `1e-3` is
+# 0.001, `010` is 10, `0o17` / `0x1F` are octal / hex, and `1_5` or `1:30` stay text,
+# which a numeric setting refuses by name.
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 _StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+    _INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
+_StrictLoader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                       r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+.0123456789"))
+
+
+def _yaml12_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    if text[:2] in ("0o", "0x"):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)  # `010` is ten, as in YAML 1.2
+
+
+_StrictLoader.add_constructor(_INT, _yaml12_int)
 _MAX_ALIASES = 1000
 
 

@@ -356,6 +356,13 @@ def _init(args: list[str] | None = None) -> None:
             _ARGS_OVERRIDES[name] = yaml.safe_load(text)  # rclpy parses values as YAML
 
 
+def _shutdown() -> None:
+    """rclpy's context, and with it the `--ros-args` overrides, ends here: a node made by a
+    later test must not inherit an earlier `main()`'s `-p max_gap_s:=0.01`."""
+    _CONTEXT["ok"] = False
+    _ARGS_OVERRIDES.clear()
+
+
 def modules() -> dict[str, types.ModuleType]:
     """The fake modules, by import name."""
 
@@ -368,7 +375,7 @@ def modules() -> dict[str, types.ModuleType]:
         name, Logger()))
     return {
         "rclpy": module("rclpy", init=_init, ok=lambda: _CONTEXT["ok"],
-                        try_shutdown=lambda: _CONTEXT.update(ok=False), logging=logging),
+                        try_shutdown=_shutdown, logging=logging),
         "rclpy.logging": logging,
         "rclpy.lifecycle": module("rclpy.lifecycle", Node=Node, LifecycleState=LifecycleState,
                                   TransitionCallbackReturn=TransitionCallbackReturn),

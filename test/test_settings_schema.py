@@ -74,12 +74,23 @@ def test_docs_settings_page_holds_the_generated_tables() -> None:
 
 @pytest.mark.parametrize(("text", "value"), [
     ("1e-3", 0.001), ("5E4", 50000.0), ("-2.5e+3", -2500.0), ("1.0e-3", 0.001),
-    ("e3", "e3"), ("1e", "1e"), ("12", 12)])
-def test_exponent_numbers_are_numbers_in_files_and_overrides(text: str, value: object) -> None:
-    """PyYAML (YAML 1.1) read `1e-3` as a string, and `lr=1e-3` was refused as "expected
-    a number"; as in YAML 1.2 and JSON it is 0.001 now."""
+    ("e3", "e3"), ("1e", "1e"), ("12", 12), ("010", 10), ("-007", -7), ("0o17", 15),
+    ("0x1F", 31), ("1_5", "1_5"), ("1:30", "1:30"), ("0b101", "0b101"), ("1_0.5", "1_0.5"),
+    (".5", 0.5), ("1.", 1.0)])
+def test_numbers_are_read_as_yaml_1_2_in_files_and_overrides(text: str, value: object) -> None:
+    """PyYAML (YAML 1.1) read `1e-3` as a string (`lr=1e-3` was refused as "expected a
+    number"), `010` as the octal 8, `1_5` as 15 and `1:30` as the sexagesimal 90; as in
+    YAML 1.2 and JSON they are 0.001, 10 and text now."""
     from mtl_perception.settings import parse_yaml
 
     parsed = parse_yaml(text)
     assert parsed == value and type(parsed) is type(value)
     assert apply_overrides({}, [f"lr={text}"]) == {"lr": value}
+
+
+@pytest.mark.parametrize("text", ["1_5", "1:30"])
+def test_a_number_yaml_1_1_would_have_read_otherwise_is_refused_by_name(text: str) -> None:
+    """`target_fps=1_5` was silently 15 and `1:30` was 90: now the setting names them."""
+    data = apply_overrides({}, [f"target_fps={text}"])
+    with pytest.raises(SettingsError, match=rf"target_fps.*expected a number.*{text}"):
+        from_dict(StreamConfig, data, "stream")
