@@ -121,8 +121,9 @@ def test_cache_prune_removes_stale_and_least_recently_used_folders(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "cache"
-    for name, bag in (("gone-1", tmp_path / "nothing"), ("old-2", tmp_path / "b1"),
-                      ("new-3", tmp_path / "b2")):
+    gone, old, new = "gone-" + "1" * 16, "old-" + "2" * 16, "new-" + "3" * 16
+    for name, bag in ((gone, tmp_path / "nothing"), (old, tmp_path / "b1"),
+                      (new, tmp_path / "b2")):
         folder = root / name
         folder.mkdir(parents=True)
         if bag.name != "nothing":
@@ -131,21 +132,33 @@ def test_cache_prune_removes_stale_and_least_recently_used_folders(
         (folder / "index.json").write_text(json.dumps({"key": {"bag_sha256": sha},
                                                        "bag": str(bag)}))
         (folder / "frames.f32").write_bytes(b"\0" * 1000)
-    os.utime(root / "old-2" / "index.json", (START_NS / 1e9, START_NS / 1e9))  # used long ago
-    (root / ".new-4.partial").mkdir()
-    os.utime(root / ".new-4.partial", (0, 0))
+    os.utime(root / old / "index.json", (START_NS / 1e9, START_NS / 1e9))  # used long ago
+    (root / f".{new}.k2x_9abc").mkdir()
+    os.utime(root / f".{new}.k2x_9abc", (0, 0))
+    # What is not provably the cache's stays, however stale or old it looks: a set's
+    # `cache:` may name a folder that holds other things (this wiped a user's folders).
+    mine = {"photos": "w.jpg", ".git": "HEAD", "x-" + "4" * 16: "notes.txt",
+            "src": "index.json"}
+    for name, file in mine.items():
+        (root / name).mkdir()
+        (root / name / file).write_bytes(b"\0" * 5000)
+        os.utime(root / name, (0, 0))
     assert main(["cache", "--root", str(root), "--prune", "--max-gb", "0.0000015"]) == 0
     out = capsys.readouterr().out
-    assert f"removed {root / 'gone-1'}: its bag {tmp_path / 'nothing'} is gone" in out
+    assert f"removed {root / gone}: its bag {tmp_path / 'nothing'} is gone" in out
     assert "a build left half done" in out
-    assert f"removed {root / 'old-2'}: least recently used, over the size cap" in out
-    assert sorted(p.name for p in root.iterdir()) == ["new-3"]
+    assert f"removed {root / old}: least recently used, over the size cap" in out
+    assert sorted(p.name for p in root.iterdir()) == sorted([new, *mine])
+    assert "1 folder(s)" in out  # only the cache's own are listed and counted
     # a changed bag makes its folder stale
     shutil.rmtree(tmp_path / "b2")
     write_image_bag(tmp_path / "b2", count=5, seed=1)
-    assert bag_cache.stale_reason(root / "new-3") == f"its bag {tmp_path / 'b2'} has changed"
+    assert bag_cache.stale_reason(root / new) == f"its bag {tmp_path / 'b2'} has changed"
     monkeypatch.setenv("MTL_BAG_CACHE_MAX_GB", "0")
     assert bag_cache.max_cache_bytes() == 0
+    # training's own pruning after a build goes by the same test
+    assert bag_cache.prune_over_cap(root, 0) == [root / new]
+    assert sorted(p.name for p in root.iterdir()) == sorted(mine)
 
 
 def test_joint_gate_training_takes_a_bags_none_from_its_unlabelled_time(tmp_path: Path) -> None:

@@ -23,7 +23,10 @@ first image stamp, bag span), `stamps.npy` (int64 header stamps),
 
 Old folders do not pile up: each use touches `index.json` (the last use),
 and after a new folder is built the least recently used others are removed
-while the root holds more than `MTL_BAG_CACHE_MAX_GB` (default 4).
+while the root holds more than `MTL_BAG_CACHE_MAX_GB` (default 4). Only folders
+that provably are cache entries (`is_cache_entry`: named as `cache_folder` names
+them, holding nothing but the files above) are counted or removed: the root may
+be any folder a set's `cache:` names.
 `python -m training cache --prune` (training/tools/cache.py) also removes
 stale folders: a bag that is gone or changed, an unreadable index, a build
 left half done.
@@ -36,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Collection
@@ -174,12 +178,40 @@ def folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
+# `<bag>-<16 hex digits>` (cache_folder), and a build's `.<that>.<mkdtemp suffix>`.
+_ENTRY = re.compile(r"^[^.].*-[0-9a-f]{16}$")
+_PARTIAL = re.compile(r"^\..*-[0-9a-f]{16}\.[A-Za-z0-9_]+$")
+CACHE_FILES = frozenset((FRAMES, INDEX, STAMPS, SEGMENTS))
+
+
+def is_cache_entry(folder: Path, partial: bool = False) -> bool:
+    """Whether `folder` provably is a cache folder (or, with `partial`, a half-built one):
+    named as this module names them, a real folder, holding nothing but its own regular
+    files. A cache root may be any folder a set's `cache:` names; what else lies there
+    (a user's photos, a `.git`) is never treated as an old or stale entry and removed."""
+    if not (_PARTIAL if partial else _ENTRY).match(folder.name):
+        return False
+    try:
+        if folder.is_symlink() or not folder.is_dir():
+            return False
+        return all(f.name in CACHE_FILES and f.is_file() and not f.is_symlink()
+                   for f in folder.iterdir())
+    except OSError:
+        return False
+
+
 def cache_folders(root: Path) -> list[Path]:
     """The cache folders under `root` (half-built `.name.*` ones left out), oldest use first."""
     if not root.is_dir():
         return []
-    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return sorted(folders, key=_last_use)
+    return sorted((p for p in root.iterdir() if is_cache_entry(p)), key=_last_use)
+
+
+def partial_builds(root: Path) -> list[Path]:
+    """Half-built cache folders under `root` (a build in progress, or one left behind)."""
+    if not root.is_dir():
+        return []
+    return [p for p in root.iterdir() if is_cache_entry(p, partial=True)]
 
 
 def _last_use(folder: Path) -> float:

@@ -5,7 +5,10 @@ bag and last use. `--prune` removes the stale ones (bag gone or changed,
 index unreadable, a build left half done over an hour ago) and then the
 least recently used until the cache holds at most `--max-gb`
 (default: `MTL_BAG_CACHE_MAX_GB`, else 4). Deleting a cache folder is always
-safe: it is rebuilt on next use.
+safe: it is rebuilt on next use. Only folders that provably are cache
+entries (named as the cache names them, holding only its files) are listed
+or removed: a `--root` or a set's `cache:` may name a folder that holds
+other things too.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from training.datasets.bag_cache import (
     default_cache_root,
     folder_bytes,
     max_cache_bytes,
+    partial_builds,
     prune_over_cap,
     stale_reason,
 )
@@ -47,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     removed: list[tuple[Path, str]] = []
     if args.prune:
-        for partial in root.glob(".*"):
-            if partial.is_dir() and time.time() - partial.stat().st_mtime > PARTIAL_AGE_S:
+        for partial in partial_builds(root):
+            if time.time() - partial.stat().st_mtime > PARTIAL_AGE_S:
                 shutil.rmtree(partial, ignore_errors=True)
                 removed.append((partial, "a build left half done"))
         for folder in cache_folders(root):
