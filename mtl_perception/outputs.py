@@ -2,8 +2,10 @@
 
 Single output files (`export --out`, `fit-gate --out`, `label-bag --out/--sheet`)
 follow `check_out_file`: never an input of the same run (not even with
-`--overwrite`), an existing file only with `--overwrite`, only a regular file,
-the folder checked writable before the work; written atomically
+`--overwrite`), an existing file only with `--overwrite` and only when it is a
+file of the kind the option writes (JSON, a checkpoint, an ONNX model, a CSV,
+a PNG: a video or a list file named by mistake is never replaced), only a
+regular file, the folder checked writable before the work; written atomically
 (`mtl_perception.fileio.atomic_write`).
 
 One rule for every command that writes a folder and may replace an earlier
@@ -31,6 +33,8 @@ synth --out`):
 
 from __future__ import annotations
 
+import codecs
+import json
 import logging
 import os
 import shutil
@@ -41,7 +45,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 from mtl_perception.exits import work_started
 from mtl_perception.fileio import fsync_folder
@@ -108,12 +112,13 @@ def check_out(out: Path, owner: Owner, overwrite: bool) -> None:
 
 
 def check_out_file(out: Path, overwrite: bool, inputs: Iterable[Path] = (),
-                   option: str = "--out") -> None:
+                   option: str = "--out", kind: FileKind | None = None) -> None:
     """Refuse, before any work, a single output file that must not be written (nothing changed).
 
     `inputs`: the files and folders this run reads; `out` may be none of them, nor
     inside an input folder, whatever `--overwrite` says (the run would replace what
-    it is reading).
+    it is reading). `kind`: what the option writes; an existing file is replaced
+    (with `--overwrite`) only when it is one (`file_kind_problem`).
     """
     source = input_holding(out, inputs)
     if source is not None:
@@ -129,10 +134,59 @@ def check_out_file(out: Path, overwrite: bool, inputs: Iterable[Path] = (),
         if not overwrite:
             raise OutputError(f"{option} {out} already exists; pass --overwrite to replace "
                               "it, or choose another file")
+        problem = None if kind is None else file_kind_problem(out, kind)
+        if problem is not None:
+            raise OutputError(f"{option} {out} exists and {problem}: it is not a file this "
+                              "option writes, so --overwrite does not replace it (choose "
+                              "another file, or remove it yourself)")
     if len(out.name.encode()) > 200:  # atomic_write's temporary name adds ~50 bytes
         raise OutputError(f"{option} {out}: name too long ({len(out.name.encode())} bytes; "
                           "at most 200)")
     check_creatable(out, option)
+
+
+FileKind = Literal["json", "checkpoint", "onnx", "csv", "png"]
+_SNIFF_BYTES = 1 << 16
+_MAX_JSON_BYTES = 256 << 20
+
+
+def file_kind_problem(path: Path, kind: FileKind) -> str | None:
+    """Why the existing regular file `path` is not a `kind` file (None: it is one).
+
+    What a run may replace with `--overwrite` is its own kind of output: a `--json`
+    that names a dataset's video by mistake must not turn the video into JSON. The
+    test reads the start of the file only (a whole JSON file, up to 256 MB).
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if size == 0:  # nothing to lose
+        return None
+    if kind == "json":
+        if size > _MAX_JSON_BYTES:
+            return f"is {size} bytes, larger than any JSON file this option writes"
+        try:
+            json.loads(path.read_bytes().decode("utf-8") or "null")
+        except (OSError, ValueError):
+            return "is not a JSON file"
+        return None
+    if kind == "checkpoint":  # safetensors: an 8-byte little-endian length, then "{"
+        ok = len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size
+        return None if ok else "is not a safetensors checkpoint"
+    if kind == "onnx":  # a ModelProto begins with field 1 (ir_version), a varint: 0x08
+        return None if head[:1] == b"\x08" else "is not an ONNX model"
+    if kind == "png":
+        return None if head.startswith(b"\x89PNG\r\n\x1a\n") else "is not a PNG image"
+    try:  # csv: UTF-8 text (the sniffed bytes may end inside a character)
+        if b"\0" in head:
+            raise ValueError("a NUL byte")
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except ValueError:
+        return "is not a text (CSV) file"
+    return None
 
 
 def input_holding(out: Path, inputs: Iterable[Path]) -> Path | None:

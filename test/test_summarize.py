@@ -221,3 +221,15 @@ def test_json_never_replaces_the_set_it_reads_or_an_existing_file(
     assert main(["summarize", "--config", str(config), "--json", str(mine)]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert mine.read_text() == "a user's file"
+    # --overwrite replaces a JSON file, never a file of another kind: a dataset's video
+    # named by mistake was turned into JSON (the dataset root is not one of the inputs)
+    video = world["tmp"] / "v_Walk_g01_c01.avi"
+    video.write_bytes(b"RIFF\x10\x00\x00\x00AVI LIST" + bytes(range(256)))
+    before = video.read_bytes()
+    assert main(["summarize", "--config", str(config), "--json", str(video), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "exists and is not a JSON file" in err and len(err.splitlines()) == 1
+    assert video.read_bytes() == before
+    mine.write_text('{"an": "earlier summary"}')
+    assert main(["summarize", "--config", str(config), "--json", str(mine), "--overwrite"]) == 0
+    assert json.loads(mine.read_text()) != {"an": "earlier summary"}  # replaced

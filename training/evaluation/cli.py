@@ -177,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
                            option="--json")
         set_config = load_set(args.config)
         if args.json is not None:
-            check_out_file(args.json, args.overwrite, set_config.inputs(), option="--json")
+            check_out_file(args.json, args.overwrite, set_config.inputs(), option="--json",
+                           kind="json")
         missing = [t for t in info.model.task_names if t not in set_config.tasks]
         if missing:
             raise EvaluateUsageError(

@@ -118,7 +118,8 @@ def export(args: argparse.Namespace) -> Path:
         raise ExportUsageError(f"--out {out}: the node and evaluate_bag know exported models "
                                "by the .onnx suffix")
     check_out_file(out, args.overwrite, [p for p in (args.checkpoint, args.clips,
-                                                       args.calibration) if p is not None])
+                                                       args.calibration) if p is not None],
+                   kind="onnx")
     torch.manual_seed(args.seed)
     loaded = load_checkpoint(args.checkpoint)
     model, info = loaded.model.eval(), loaded.info

@@ -261,7 +261,8 @@ def run(args: argparse.Namespace) -> int:
         replace = args.overwrite or out.resolve() == args.checkpoint.resolve()
         check_out_file(out, replace, list(args.set))
         sets = [load_set(path) for path in args.set]
-        check_out_file(out, replace, [p for s in sets for p in s.inputs()])
+        check_out_file(out, replace, [p for s in sets for p in s.inputs()],
+                       kind="checkpoint")
         missing = [t for t in info.model.task_names if not any(t in s.tasks for s in sets)]
         if missing:
             raise EvaluateUsageError(f"set {' '.join(map(str, args.set))} has no task "

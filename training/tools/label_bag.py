@@ -134,9 +134,10 @@ def _check(args: argparse.Namespace, sheet: Path) -> str | None:
         return f"--sheet {sheet} is --out: give them different names"
     try:  # never over the bag it reads (not even with --overwrite); writable, before the work
         check_out_file(args.out, args.overwrite, [args.bag] + ([args.relative]
-                                                               if args.relative else []))
+                                                               if args.relative else []),
+                       kind="csv")
         if args.relative is None:
-            check_out_file(sheet, args.overwrite, [args.bag], option="--sheet")
+            check_out_file(sheet, args.overwrite, [args.bag], option="--sheet", kind="png")
             if not args.no_proposals:  # a folder of its own: replaced whole, or refused
                 check_out(_previews(sheet), PREVIEWS_OWNER, args.overwrite)
     except OutputError as exc:

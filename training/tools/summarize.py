@@ -192,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
             check_out_file(args.json, args.overwrite, [args.config], option="--json")
         set_config = load_set(args.config)
         if args.json is not None:
-            check_out_file(args.json, args.overwrite, set_config.inputs(), option="--json")
+            check_out_file(args.json, args.overwrite, set_config.inputs(), option="--json",
+                           kind="json")
         summary = summarize(set_config, list(args.splits), args.check_videos, args.show,
                             max(args.clip_length, 1))
     except (SettingsError, OutputError) as exc:
