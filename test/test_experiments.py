@@ -242,3 +242,32 @@ def test_the_shipped_paper_configs_never_validate_on_test() -> None:
     assert (paper.iterations, paper.batch_size, paper.lr) == (20000, 8, 0.001)
     assert (exact.iterations, exact.model, exact.clip.crop) == (
         paper.iterations, paper.model, paper.clip.crop)
+
+
+def test_a_folder_that_is_not_a_grids_is_refused_before_anything_is_written(
+        files: tuple[Path, Path], tmp_path: Path) -> None:
+    """The grid writes table1.md, plots/<run>.png, ...: in a user's folder it overwrote
+    their files with exit 0. Now only an empty folder or an earlier grid's is used."""
+    set_file, train_file = files
+    out = tmp_path / "mine"
+    (out / "plots").mkdir(parents=True)
+    (out / "table1.md").write_text("mine")
+    (out / "plots" / "stl_r3d18_action.png").write_text("mine")
+    fake = FakeTrain()
+    with pytest.raises(ExperimentError, match=r"--out .*mine is not empty \(plots\) and is not "
+                                              r"an experiments grid's folder"):
+        run_grid(set_file, out, train_file, only=["lws_average"], train_fn=fake)
+    assert fake.calls == [] and (out / "table1.md").read_text() == "mine"
+    assert sorted(p.name for p in out.rglob("*")) == ["plots", "stl_r3d18_action.png",
+                                                      "table1.md"]
+    grid = tmp_path / "grid"  # a new folder is marked, then resumed as the grid's own
+    run_grid(set_file, grid, train_file, only=["lws_average"], train_fn=FakeTrain())
+    assert json.loads((grid / "experiments.json").read_text())["command"] == "experiments"
+    run_grid(set_file, grid, train_file, only=["lws_average"], train_fn=FakeTrain())
+
+
+def test_the_default_training_config_exists() -> None:
+    from training.experiments.grid import DEFAULT_TRAIN_CONFIG
+
+    assert DEFAULT_TRAIN_CONFIG.is_file(), DEFAULT_TRAIN_CONFIG  # was training/config/...
+    assert DEFAULT_TRAIN_CONFIG.parts[-3:] == ("config", "train", "paper.yaml")

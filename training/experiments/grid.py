@@ -18,6 +18,12 @@ Layout of `--out`:
   table1.{md,csv}, table2.{md,csv}        clip accuracy (the tables' default)
   table1_video.*, table2_video.*          video accuracy
 
+  experiments.json   written first: marks the folder as a grid's own
+
+An existing `--out` is used only when it is empty or holds `experiments.json`
+(a grid's, resumed); any other folder is refused before anything is written,
+since the grid writes table1.md, plots/<run>.png, ... over what is there.
+
 Resumable: a run with a results file is skipped; a run folder without one is
 resumed (`train(..., resume=True)` continues where it stopped, and returns at
 once when training had finished but scoring had not). A results file made
@@ -48,7 +54,8 @@ from training.train.resume import STATE_FILE
 from training.train.trainer import TrainResult, train
 
 LOG = logging.getLogger(__name__)
-DEFAULT_TRAIN_CONFIG = Path(__file__).resolve().parents[1] / "config" / "train" / "paper.yaml"
+DEFAULT_TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "config" / "train" / "paper.yaml"
+MARKER = "experiments.json"  # written first: the folder is a grid's, resumable and ours
 WEIGHTINGS = ("average", "dwa", "automatic")
 METRICS = ("clip", "video")
 
@@ -141,6 +148,7 @@ def run_grid(
             raise ExperimentError(
                 f"{name}: val_split test would pick checkpoints on the test split the tables "
                 "report; set val_split=holdout (a held-out part of the training videos)")
+    claim_out(out, set_path)
     for run in grid:
         _check_finished(out, run, configs[run.name])
     outcome = GridOutcome([], [], False)
@@ -235,6 +243,22 @@ def write_tables(out: Path, set_name: str, tasks: Sequence[str]) -> list[Path]:
                 write_text(path, text)
                 written.append(path)
     return written
+
+
+def claim_out(out: Path, set_path: Path) -> None:
+    """Refuse an `--out` that is not an empty folder or an earlier grid's; mark it ours."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ExperimentError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and not (out / MARKER).is_file():
+        entries = sorted(p.name for p in out.iterdir())
+        if entries:
+            raise ExperimentError(
+                f"--out {out} is not empty ({entries[0]}) and is not an experiments grid's "
+                f"folder (no {MARKER}); choose a new or empty folder")
+    if not (out / MARKER).is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / MARKER, json.dumps({"command": "experiments",
+                                             "set": str(set_path.resolve())}) + "\n")
 
 
 def write_text(path: Path, text: str) -> None:
