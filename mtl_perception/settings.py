@@ -78,6 +78,9 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+MAX_SETTINGS_BYTES = 16 << 20  # the largest shipped (a set with its lists inline) is ~10 kB
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with one clear message for a missing or malformed file."""
     path = Path(path)
@@ -89,6 +92,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise SettingsError(f"cannot read settings file {path}: {exc.strerror or exc}") from exc
     if not stat.S_ISREG(mode):  # a folder, or a FIFO that would block the read forever
         raise SettingsError(f"settings file {path} is not a regular file")
+    size = os.stat(path).st_size
+    if size > MAX_SETTINGS_BYTES:  # read whole and parsed: 8 GB was a MemoryError
+        raise SettingsError(f"settings file {path} is {size} bytes; a settings file is at "
+                            f"most {MAX_SETTINGS_BYTES >> 20} MiB")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

@@ -166,3 +166,14 @@ def test_one_source_feeding_two_tasks_is_warned_about_once(
     assert len(warnings) == 1
     assert "1 source(s) feed two tasks" in warnings[0] and "tasks.gesture[0] = tasks.action[0]" \
         in warnings[0]
+
+
+def test_a_settings_file_too_large_to_be_one_is_refused_before_it_is_read(
+        tmp_path: Path) -> None:
+    """An 8 GB --config was read whole (a MemoryError); the size is checked first."""
+    path = tmp_path / "huge.yaml"
+    with open(path, "wb") as handle:  # sparse: 17 MiB of nothing, written in no time
+        handle.truncate(17 << 20)
+    with pytest.raises(SettingsError, match=r"huge.yaml is 17825792 bytes; a settings file "
+                                            r"is at most 16 MiB"):
+        load_yaml(path)

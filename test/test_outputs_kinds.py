@@ -17,7 +17,7 @@ KINDS = {
     "checkpoint": (SAFETENSORS, struct.pack("<Q", 10**12) + HEADER),  # length past the end
     "onnx": (b"\x08\x07\x12\x07pytorch", b"\x89PNG\r\n\x1a\n"),
     "png": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", b"GIF89a"),
-    "csv": ("start_s,end_s,label\n0.5,1.0,wave\n".encode(), b"a,b\n\x00\x01"),
+    "csv": (b"start_s,end_s,label\n0.5,1.0,wave\n", b"a,b\n\x00\x01"),
 }
 
 

@@ -32,6 +32,9 @@ CONFIG = Path(__file__).parents[1] / "config/train/cpu_small.yaml"
     ("clip.flip_probability=2", "flip_probability"),
     ("device=tpu", "device 'tpu'"),
     ("device=cuda:x", "device 'cuda:x'"),
+    ("batch_size=100000", r"batch_size must be in \[1, 4096\], got 100000"),
+    ("lr=.inf", r"lr must be in \(0, 10\], got inf"),
+    ("lr=.nan", r"lr must be in \(0, 10\], got nan"),
 ])
 def test_settings_that_would_fail_inside_a_run_are_refused_at_load(override: str,
                                                                    words: str) -> None:
@@ -80,3 +83,12 @@ def test_evaluate_names_the_device_setting_it_cannot_use(
     assert code == 2
     err = capsys.readouterr().err
     assert "--device" in err and "'tpu'" in err and "Traceback" not in err
+
+
+def test_a_bad_override_is_named_as_the_override_not_as_the_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"^override 'lr=nan': lr: expected a number"):
+        load_train_config(CONFIG, ["set=any.yaml", "lr=nan"])
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("set: any.yaml\nlr: nan\n")  # the file's own value: the file is named
+    with pytest.raises(SettingsError, match=r"mine.yaml.lr: expected a number"):
+        load_train_config(mine, ["iterations=5"])

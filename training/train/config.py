@@ -31,6 +31,7 @@ ClassSampling = Literal["auto", "uniform", "balanced"]
 Amp = Literal["none", "bf16", "fp16"]
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 MAX_WIDTH = 1024  # 16x the paper's 64: beyond what any one GPU trains
+MAX_BATCH_SIZE = 4096  # clips per step; the paper trains 16 per GPU
 
 
 @dataclass(frozen=True)
@@ -198,8 +199,13 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise SettingsError(f"{name} must be >= 1, got {value}")
-        if not self.lr > 0:
-            raise SettingsError(f"lr must be > 0, got {self.lr}")
+        # batch_size=100000 was an allocation traceback after the data was read; the
+        # paper's batch is 16 per GPU, and a clip batch over 4096 fits no machine's memory
+        if self.batch_size > MAX_BATCH_SIZE:
+            raise SettingsError(f"batch_size must be in [1, {MAX_BATCH_SIZE}], got "
+                                f"{self.batch_size}")
+        if not 0 < self.lr <= 10:  # inf passed "> 0" and made every weight NaN
+            raise SettingsError(f"lr must be in (0, 10], got {self.lr}")
         if not 0 <= self.warmup_iterations < self.iterations:
             raise SettingsError(f"warmup_iterations must be in 0..iterations-1 "
                                 f"({self.iterations - 1}), got {self.warmup_iterations}")
@@ -272,11 +278,27 @@ def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
     for key in PATH_KEYS:
         data = _absolute(data, key, base)
     data = apply_overrides(data, overrides)
-    given = {item.partition("=")[0] for item in overrides}
+    given = {item.partition("=")[0]: item for item in overrides}
     for key in PATH_KEYS:
         if key in given:
             data = _absolute(data, key, Path.cwd())
-    return config_from_dict(data, str(path), base)
+    try:
+        return config_from_dict(data, str(path), base)
+    except SettingsError as exc:
+        raise _blame_override(exc, str(path), given) from exc
+
+
+def _blame_override(exc: SettingsError, where: str, given: dict[str, str]) -> SettingsError:
+    """A bad value given as `key=value` is named as that override, not as the file's key
+    (`lr=nan` was reported as "config/train/cpu_small.yaml.lr: expected a number")."""
+    text = str(exc)
+    if not text.startswith(f"{where}."):
+        return exc
+    rest = text[len(where) + 1:]
+    for key in sorted(given, key=len, reverse=True):
+        if rest.startswith(key) and rest[len(key):len(key) + 1] in (":", ".", "["):
+            return SettingsError(f"override {given[key]!r}: {rest}")
+    return exc
 
 
 def _absolute(data: dict[str, Any], key: str, base: Path) -> dict[str, Any]:
