@@ -2,8 +2,9 @@
 
 The references below implement the documented line formats from scratch
 (newlines LF/CRLF/CR, a leading BOM, blank lines skipped, identical repeats
-counted once, integers as ASCII digits); the readers must agree with them, or
-refuse with one `DatasetError` line exactly when the reference refuses.
+counted once, integers as ASCII digits within label range); the readers must
+agree with them, or refuse with one `DatasetError` line exactly when the
+reference refuses.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from training.datasets import mmaction, ucf101
-from training.datasets.listfile import DatasetError
+from training.datasets.listfile import MAX_CLASSES, DatasetError
 from training.datasets.sample import LabelledSplit, VideoSample
 from training.tools.summarize import summarize_split
 
@@ -35,7 +36,8 @@ paths = st.one_of(
     st.text(st.characters(exclude_categories=("Cs",)), max_size=10),
 )
 labels = st.one_of(st.integers(-3, 5).map(str), st.sampled_from(
-    ["", "1_0", "²", "+2", "x", "1.0", "٣", "0x1", " "]))
+    ["", "1_0", "²", "+2", "x", "1.0", "٣", "0x1", " ", str(MAX_CLASSES - 1), str(MAX_CLASSES),
+     str(-MAX_CLASSES - 1), "9" * 30, "0" * 40 + "1"]))
 separators = st.sampled_from([" ", "\t", "  ", "\u3000", "\x0c", " \x85"])
 lines = st.builds(lambda p, s, lab: f"{p}{s}{lab}", paths, separators, labels)
 files = st.builds(
@@ -62,8 +64,9 @@ def reference_ucf(text: str, root: Path) -> object:
         folder = relative.split("/")[0]
         if "/" not in relative or folder not in CLASSES:
             return BAD
-        if len(fields) == 2 and not INTEGER.fullmatch(fields[1]):
-            return BAD
+        if len(fields) == 2 and not (INTEGER.fullmatch(fields[1])
+                                     and abs(int(fields[1])) <= MAX_CLASSES):
+            return BAD  # the column is only compared, but a number no label has is damage
         sample = (root / relative, CLASSES.index(folder))
         if sample not in out:
             out.append(sample)
@@ -77,7 +80,8 @@ def reference_mmaction(text: str, root: Path) -> object:
         if not line:
             continue
         fields = line.split()
-        if len(fields) != 2 or not INTEGER.fullmatch(fields[1]) or int(fields[1]) < 0:
+        if (len(fields) != 2 or not INTEGER.fullmatch(fields[1])
+                or not 0 <= int(fields[1]) < MAX_CLASSES):
             return BAD
         path, label = root / fields[0], int(fields[1])
         if out.setdefault(path, label) != label:

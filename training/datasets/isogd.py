@@ -5,7 +5,8 @@ label 1..249). Released test lists come with two columns (no label), with a
 real third column, or, in public copies, with a placeholder label 0. A list
 whose labels are all missing or 0 is read as unlabelled (usable for
 inference, not for scoring); a 0 among real labels is an error, because it
-would silently become a wrong class.
+would silently become a wrong class. The `train` split is refused when its
+list is unlabelled: training on it could only fail later, inside the loss.
 
 The user-facing `test` split reads the *valid* list by default: the test
 list that circulates has placeholder labels, so the valid list is what
@@ -20,7 +21,6 @@ from typing import Literal
 
 from training.datasets.listfile import (
     DatasetError,
-    check_labels,
     numbered_names,
     parse_int,
     read_class_names,
@@ -55,9 +55,8 @@ def read_list(path: Path, root: Path, num_classes: int = NUM_CLASSES) -> list[Vi
             raise DatasetError(f"{path}:{number}: expected 'M_video.avi [K_video.avi] [label]'")
         label = None
         if parts[-1].lstrip("-").isdigit():
-            label = parse_int(parts[-1], path, number, "label")
-            if not 0 <= label <= num_classes:
-                raise DatasetError(f"{path}:{number}: label {label} outside 1..{num_classes}")
+            # 1..the class names' count, or the placeholder 0 (no label)
+            label = parse_int(parts[-1], path, number, "label", 0, num_classes)
         elif len(parts) == 3:
             raise DatasetError(f"{path}:{number}: label {parts[-1]!r} is not an integer")
         rows.append((number, parts[0], label))
@@ -84,5 +83,9 @@ def read_split(source: IsogdSource, split: str) -> LabelledSplit:
     names = (read_class_names(source.class_names) if source.class_names
              else numbered_names("isogd_", NUM_CLASSES))
     samples = read_list(list_path, root, len(names))
-    check_labels(samples, len(names), list_path)
+    if which == "train" and all(s.label == UNLABELLED for s in samples):
+        raise DatasetError(
+            f"{list_path}: no line has a real label (two columns, or the placeholder 0 only); "
+            "the train split must be labelled (an unlabelled list is for inference)"
+        )
     return LabelledSplit(samples=samples, class_names=names, source=f"isogd {list_path.name}")

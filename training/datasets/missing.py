@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtl_perception.exits import one_line
-from training.datasets.listfile import DatasetError
+from training.datasets.listfile import DatasetError, shown
 from training.datasets.sample import LabelledSplit, VideoSample
 
 log = logging.getLogger(__name__)
@@ -40,15 +40,19 @@ class FileReport:
     reasons: list[str] = field(default_factory=list)  # per path in `first`, when known
 
     def message(self, what: str = "missing", where: str = "") -> str:
-        """`12 of 1050 files missing (nvgesture ...): a.avi, b.avi, ...`"""
+        """`12 of 1050 files missing (nvgesture ...): a.avi, b.avi, ...`
+
+        Escaped (`shown`): the paths come from list lines, which may hold control
+        characters, and the message is logged as well as raised.
+        """
         if not self.count:
-            return f"all {self.total} files present{f' ({where})' if where else ''}"
+            return shown(f"all {self.total} files present{f' ({where})' if where else ''}")
         named = ", ".join(f"{p} ({r})" if r else str(p)
                           for p, r in zip(self.first, self.reasons or [""] * len(self.first)))
         more = ", ..." if self.count > len(self.first) else ""
         hint = f" ({self.hint})" if self.hint else ""
-        return (f"{self.count} of {self.total} files {what}{f' ({where})' if where else ''}: "
-                f"{named}{more}{hint}")
+        return shown(f"{self.count} of {self.total} files {what}"
+                     f"{f' ({where})' if where else ''}: {named}{more}{hint}")
 
 
 def sample_exists(sample: VideoSample) -> bool:

@@ -6,6 +6,8 @@ Three line forms (mmaction2's `VideoDataset` and `RawframeDataset`):
 `img_00001.jpg`..., 1-based). Labels are 0-based as mmaction2 writes them
 (`label_base: 1` for lists that count from 1). A line is a video when its
 first field has a video extension and frames otherwise (`kind` forces one).
+Without `class_names` the classes are numbered up to the largest label, so a
+label is bounded (`MAX_CLASSES`) before any name is made for it.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from pathlib import Path
 from typing import Literal
 
 from training.datasets.listfile import (
+    MAX_CLASSES,
+    MAX_FRAME,
     DatasetError,
-    check_labels,
+    check_label,
     numbered_names,
     parse_int,
     read_class_names,
@@ -50,8 +54,10 @@ class MmactionSource:
 Row = tuple[str, int, int, int | None, bool]
 
 
-def parse_line(line: str, path: Path, number: int, source: MmactionSource) -> Row:
-    """(relative path, 0-based label, start, end, is frames folder) of one list line."""
+def parse_line(line: str, path: Path, number: int, source: MmactionSource,
+               num_classes: int = MAX_CLASSES) -> Row:
+    """(relative path, 0-based label, start, end, is frames folder) of one list line; the
+    label below `num_classes`."""
     parts = line.split()
     is_video = parts[0].lower().endswith(VIDEO_EXTENSIONS)
     frames = source.kind == "frames" or (source.kind == "auto" and not is_video)
@@ -59,23 +65,23 @@ def parse_line(line: str, path: Path, number: int, source: MmactionSource) -> Ro
     if len(parts) not in expected:
         form = ("'frame_dir [offset] total_frames label'" if frames else "'video label'")
         raise DatasetError(f"{path}:{number}: expected {form}, got {len(parts)} fields")
-    label = parse_int(parts[-1], path, number, "label") - source.label_base
-    if label < 0:
-        raise DatasetError(f"{path}:{number}: label {parts[-1]} below {source.label_base}")
+    base = source.label_base
+    label = parse_int(parts[-1], path, number, "label", base, base + MAX_CLASSES - 1) - base
+    check_label(label, num_classes, path, number, base)
     if not frames:
         return parts[0], label, 0, None, False
-    offset = parse_int(parts[1], path, number, "offset") if len(parts) == 4 else 0
-    total = parse_int(parts[-2], path, number, "total_frames")
-    if offset < 0 or total < 1:
-        raise DatasetError(f"{path}:{number}: offset {offset} / total_frames {total} invalid")
+    offset = parse_int(parts[1], path, number, "offset", 0, MAX_FRAME) if len(parts) == 4 else 0
+    total = parse_int(parts[-2], path, number, "total_frames", 1, MAX_FRAME)
     return parts[0], label, offset, offset + total, True
 
 
-def read_list(path: Path, source: MmactionSource) -> list[VideoSample]:
-    """Samples of one list file."""
+def read_list(path: Path, source: MmactionSource,
+              num_classes: int = MAX_CLASSES) -> list[VideoSample]:
+    """Samples of one list file; labels below `num_classes`."""
     entries = []
     for number, line in read_lines(path):
-        relative, label, start, end, frames = parse_line(line, path, number, source)
+        relative, label, start, end, frames = parse_line(line, path, number, source,
+                                                         num_classes)
         entries.append((number, VideoSample(path=source.root / relative, label=label,
                                             start=start, end=end, frames_dir=frames)))
     return unique_samples(entries, path)
@@ -87,11 +93,11 @@ def read_split(source: MmactionSource, split: str) -> LabelledSplit:
     if split not in SPLITS:
         raise DatasetError(f"mmaction lists have splits {list(SPLITS)}, not {split!r}")
     list_path = source.train_list if split == "train" else source.test_list
-    samples = read_list(list_path, source)
     if source.class_names is not None:
         names = read_class_names(source.class_names)
+        samples = read_list(list_path, source, len(names))
     else:
+        samples = read_list(list_path, source)
         other = read_list(source.test_list if split == "train" else source.train_list, source)
         names = numbered_names("class_", 1 + max(s.label for s in samples + other))
-    check_labels(samples, len(names), list_path)
     return LabelledSplit(samples=samples, class_names=names, source=f"mmaction {list_path.name}")

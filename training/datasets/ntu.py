@@ -7,7 +7,9 @@ users often keep one folder per archive), or reads an optional `video_list`
 (one file name or sample id per line, relative to `root`) when scanning a slow
 network disk is too costly or only part of the data should be used. With a
 scan, a video is only listed when present, so nothing is ever "missing"; with a
-list, absent files are reported like any other dataset's.
+list, absent files are reported like any other dataset's. One sample counts
+once: a copy found in a second folder, or a list naming one sample id at two
+paths, is used once (the first) with one warning.
 
 The paper splits NTU's classes by hand into NTU_AR (actions) and NTU_GR
 (gestures) and publishes no list: `part` picks one side, using the editable
@@ -28,6 +30,7 @@ from mtl_perception.settings import SettingsError, from_dict, load_yaml
 from training.datasets import ntu_classes
 from training.datasets.listfile import (
     DatasetError,
+    parse_int,
     read_class_names,
     read_lines,
     require_entries,
@@ -38,7 +41,9 @@ from training.datasets.sample import LabelledSplit, VideoSample
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
-NAME = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
+# ASCII digits only (`\d` would also take other scripts' digits, which no NTU name has)
+NAME = re.compile(r"S([0-9]{3})C([0-9]{3})P([0-9]{3})R([0-9]{3})A([0-9]{3})")
+MAX_SUBJECT = 999  # a performer number has three digits in the names
 RGB_SUFFIX = "_rgb.avi"
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 DEFAULT_GESTURE_FILE = CONFIG_DIR / "classes" / "ntu_gesture_classes.yaml"
@@ -91,7 +96,8 @@ def parse_name(name: str) -> NtuName | None:
 
 def class_id(token: int | str, where: str) -> int:
     """`A069`, `69` or 69 -> 69."""
-    match = re.fullmatch(r"[Aa]?0*(\d+)", str(token).strip())
+    # at most three digits after the zeros: no int() of a thousand-digit string
+    match = re.fullmatch(r"[Aa]?0*([0-9]{1,3})", str(token).strip())
     if not match or not 1 <= int(match.group(1)) <= len(ntu_classes.CLASS_NAMES):
         raise DatasetError(f"{where}: {token!r} is not an NTU class id A001..A120")
     return int(match.group(1))
@@ -121,11 +127,12 @@ def read_subjects(path: Path) -> frozenset[int]:
     subjects = set()
     repeats = 0
     for number, line in read_lines(path):
-        match = re.fullmatch(r"[Pp]?0*(\d+)", line)
+        match = re.fullmatch(r"[Pp]?([0-9]+)", line)
         if not match:
             raise DatasetError(f"{path}:{number}: {line!r} is not a subject number")
-        repeats += int(match.group(1)) in subjects
-        subjects.add(int(match.group(1)))
+        subject = parse_int(match.group(1), path, number, "subject", 0, MAX_SUBJECT)
+        repeats += subject in subjects
+        subjects.add(subject)
     if repeats:
         log.warning("%s: %d subject(s) listed more than once", path, repeats)
     return frozenset(require_entries(sorted(subjects), path))
@@ -165,14 +172,25 @@ def find_videos(source: NtuSource) -> list[tuple[Path, NtuName]]:
         return [(p, parsed) for p in paths if (parsed := parse_name(p.name))]
     entries = []
     fields: dict[Path, NtuName] = {}
+    first: dict[str, tuple[int, Path]] = {}  # sample id -> its first line and path
+    elsewhere: list[tuple[int, str, int]] = []  # (line, sample id, its earlier line)
     for number, line in read_lines(source.video_list):
         relative = line if line.endswith(RGB_SUFFIX) else line + RGB_SUFFIX
         parsed = parse_name(Path(relative).name)
         if parsed is None:
             raise DatasetError(f"{source.video_list}:{number}: {line!r} is not an NTU sample name")
+        path = source.root / relative
+        earlier, seen = first.setdefault(parsed.sample_id, (number, path))
+        if seen != path:  # one sample, one vote: as for a copy the scan finds in two folders
+            elsewhere.append((number, parsed.sample_id, earlier))
+            continue
         # the label comes from the name, so one path always has one label
-        fields[source.root / relative] = parsed
-        entries.append((number, VideoSample(source.root / relative, parsed.action)))
+        fields[path] = parsed
+        entries.append((number, VideoSample(path, parsed.action)))
+    if elsewhere:
+        log.warning("%s: %d sample(s) listed at two paths, each used once at its first "
+                    "(first: line %d names %s again, listed at line %d)",
+                    source.video_list, len(elsewhere), *elsewhere[0])
     return [(s.path, fields[s.path]) for s in unique_samples(entries, source.video_list)]
 
 

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.datasets.listfile import (
+    MAX_CLASSES,
+    MAX_FRAME,
     DatasetError,
-    check_labels,
+    check_label,
     numbered_names,
     parse_int,
     read_class_names,
@@ -42,8 +44,10 @@ class NvgestureSource:
     class_names: Path | None = field(default=None, metadata={"list": True})
 
 
-def parse_line(line: str, path: Path, number: int) -> tuple[str, str, int, int, int]:
-    """(video folder, colour stream name, start, end, 1-based label) of one list line."""
+def parse_line(line: str, path: Path, number: int, num_classes: int = MAX_CLASSES
+               ) -> tuple[str, str, int, int, int]:
+    """(video folder, colour stream name, start, end, 1-based label) of one list line;
+    the label at most `num_classes`."""
     fields: dict[str, str] = {}
     for token in line.split():
         key, sep, value = token.partition(":")
@@ -60,21 +64,20 @@ def parse_line(line: str, path: Path, number: int) -> tuple[str, str, int, int, 
         raise DatasetError(
             f"{path}:{number}: color field {fields['color']!r} is not name:start:end"
         )
-    start = parse_int(color[1], path, number, "color start")
-    end = parse_int(color[2], path, number, "color end")
-    if not 0 <= start < end:
+    start = parse_int(color[1], path, number, "color start", 0, MAX_FRAME)
+    end = parse_int(color[2], path, number, "color end", 0, MAX_FRAME)
+    if not start < end:
         raise DatasetError(f"{path}:{number}: color segment [{start}, {end}) is empty")
-    label = parse_int(fields["label"], path, number, "label")
-    if label < 1:
-        raise DatasetError(f"{path}:{number}: label {label} below 1")
+    label = parse_int(fields["label"], path, number, "label", 1, MAX_CLASSES)
+    check_label(label - 1, num_classes, path, number)
     return fields["path"], color[0], start, end, label
 
 
-def read_list(path: Path, root: Path) -> list[VideoSample]:
-    """Samples (RGB segments) of one `.lst` file; labels 0-based."""
+def read_list(path: Path, root: Path, num_classes: int = MAX_CLASSES) -> list[VideoSample]:
+    """Samples (RGB segments) of one `.lst` file; labels 0-based, below `num_classes`."""
     entries = []
     for number, line in read_lines(path):
-        folder, stream, start, end, label = parse_line(line, path, number)
+        folder, stream, start, end, label = parse_line(line, path, number, num_classes)
         video = root / folder / f"{stream}.avi"
         entries.append((number, VideoSample(path=video, label=label - 1, start=start, end=end)))
     return unique_samples(entries, path)
@@ -87,7 +90,6 @@ def read_split(source: NvgestureSource, split: str) -> LabelledSplit:
     list_path = source.train_list if split == "train" else source.test_list
     names = (read_class_names(source.class_names) if source.class_names
              else numbered_names("class_", NUM_CLASSES))
-    samples = read_list(list_path, source.root)
-    check_labels(samples, len(names), list_path)
+    samples = read_list(list_path, source.root, len(names))
     return LabelledSplit(samples=samples, class_names=names,
                          source=f"nvgesture {list_path.name}")

@@ -12,7 +12,13 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.datasets.listfile import DatasetError, parse_int, read_lines, unique_samples
+from training.datasets.listfile import (
+    MAX_CLASSES,
+    DatasetError,
+    parse_int,
+    read_lines,
+    unique_samples,
+)
 from training.datasets.sample import LabelledSplit, VideoSample
 
 log = logging.getLogger(__name__)
@@ -40,7 +46,7 @@ def read_class_index(path: Path) -> list[str]:
         parts = line.split()
         if len(parts) != 2:
             raise DatasetError(f"{path}:{number}: expected 'index ClassName', got {line!r}")
-        index = parse_int(parts[0], path, number, "class index")
+        index = parse_int(parts[0], path, number, "class index", 1, MAX_CLASSES)
         if index != len(names) + 1:
             raise DatasetError(f"{path}:{number}: class index {index}, expected {len(names) + 1}")
         if parts[1] in names:  # the second would be a class without a sample
@@ -72,7 +78,10 @@ def read_split(source: Ucf101Source, split: str) -> LabelledSplit:
                 f"{list_path}:{number}: {relative!r} is not under a class folder of classInd.txt"
             )
         label = index[folder]
-        if len(parts) == 2 and parse_int(parts[1], list_path, number, "label") - 1 != label:
+        # the column is only compared with the folder (a disagreement is warned about), so
+        # any label-sized number passes; a longer one is damage
+        if len(parts) == 2 and parse_int(parts[1], list_path, number, "label", -MAX_CLASSES,
+                                         MAX_CLASSES) - 1 != label:
             disagreements += 1
         entries.append((number, VideoSample(path=source.root / relative, label=label)))
     samples = unique_samples(entries, list_path)
