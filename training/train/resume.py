@@ -14,12 +14,21 @@ A SHA-256 over the JSON part and every tensor (`content_digest`, the one
 checkpoints use) is stored too and checked before anything is restored: a
 flipped bit in a weight, an optimiser moment or the RNG state is refused,
 never resumed. `run.json` (the run's settings) carries one too.
+
+`--resume` refuses a state that is missing or not a regular file (a pipe, a
+device, a folder, a broken link): resuming from nothing would train from
+iteration 0 over the run's checkpoints. The one exception is a run provably
+stopped before its first save: no state at that name and no checkpoint.
+The state records the run's class names per task; a resumed run whose set
+now names other classes (reordered, added, renamed) is refused.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,8 +39,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from mtl_perception.checkpoint import atomic_write, content_digest
+from mtl_perception.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    content_digest,
+    read_checkpoint_info,
+)
 from mtl_perception.exits import one_line
+from mtl_perception.fileio import require_regular_file
 
 RUN_FILE = "run.json"
 STATE_FILE = "resume.safetensors"
@@ -40,8 +55,9 @@ STATE_KEY = "mtl_perception_resume"
 DIGEST_KIND = "mtl_perception resume state"
 RUN_DIGEST_KIND = "mtl_perception training run"
 FORMAT = 1
+CHECKPOINTS = ("best.safetensors", "last.safetensors")
 # What a run writes (the only names `prepare_run_dir(overwrite=True)` deletes).
-RUN_OUTPUTS = ("best.safetensors", "last.safetensors", STATE_FILE, "train.csv", "val.csv",
+RUN_OUTPUTS = (*CHECKPOINTS, STATE_FILE, "train.csv", "val.csv",
                "summary.json", RUN_FILE)
 
 
@@ -143,6 +159,29 @@ def prepare_run_dir(run_dir: Path, config: dict[str, Any], overwrite: bool,
                  lambda tmp: tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8"))
 
 
+def resumable_state(run_dir: Path) -> Path | None:
+    """The state `--resume` continues from; None for a run stopped before its first save.
+
+    Without a state a resumed run trains from iteration 0 and overwrites the run's
+    checkpoints, so that happens only where nothing was saved: no state at that name
+    (not even a broken link) and no checkpoint. A state that is missing beside saved
+    checkpoints was moved or deleted, and a pipe, device, folder or link loop cannot
+    be read (a FIFO would block): both are refused before anything is read or written.
+    """
+    path = run_dir / STATE_FILE
+    saved = [run_dir / name for name in CHECKPOINTS if os.path.lexists(run_dir / name)]
+    if not os.path.lexists(path) and not saved:
+        return None
+    if os.path.lexists(path):
+        why = "not resuming from it (nothing was changed)"
+    else:
+        why = (f"the run saved {saved[0].name}, so its state was moved or deleted; not "
+               "training it again from iteration 0 over its checkpoints (nothing was changed; "
+               f"to start it anew: --config FILE --out {run_dir} --overwrite)")
+    return require_regular_file(path, "resumable state",
+                                lambda problem: RunDirError(f"{problem}; {why}"))
+
+
 def save_state(
     path: Path,
     model: torch.nn.Module,
@@ -150,8 +189,13 @@ def save_state(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     state: TrainingState,
+    classes: Mapping[str, Sequence[str]],
 ) -> None:
-    """Write the resumable state atomically (one safetensors file, no pickle)."""
+    """Write the resumable state atomically (one safetensors file, no pickle).
+
+    `classes`: each task's class names in label order, which `check_classes` compares
+    with the set's when the run resumes (the head weights are only valid for them).
+    """
     tensors: dict[str, torch.Tensor] = {}
     for prefix, module in (("model.", model), ("weighting.", weighting)):
         for key, value in module.state_dict().items():
@@ -170,6 +214,7 @@ def save_state(
     document = {
         "format": FORMAT,
         "state": state.__dict__,
+        "classes": {task: list(names) for task, names in classes.items()},
         "param_groups": optim["param_groups"],
         "scaler": scaler.state_dict(),
         "rng": {"python": _jsonable(random.getstate()),
@@ -204,11 +249,7 @@ def load_state(
     device = next(model.parameters()).device
     for prefix, module in (("model.", model), ("weighting.", weighting)):
         part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        try:
-            module.load_state_dict(part, strict=True)
-        except RuntimeError as exc:
-            raise RunDirError(f"{path}: state does not fit this run's {prefix[:-1]}: "
-                              f"{str(exc).splitlines()[0]}") from exc
+        _load_part(path, prefix[:-1], module, part)
     optim_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -235,19 +276,126 @@ def load_state(
     return TrainingState(**document["state"])
 
 
-def stored_iteration(path: Path) -> int:
-    """The iterations a saved state has done (from its header only; `load_state` verifies)."""
+def _load_part(path: Path, name: str, module: torch.nn.Module,
+               part: dict[str, torch.Tensor]) -> None:
+    """`module.load_state_dict(part)`, refused in one line naming what differs.
+
+    torch's own message spans lines (one per kind of difference, every key), and
+    only its first line, which names nothing, would reach the user.
+    """
+    try:
+        module.load_state_dict(part, strict=True)
+    except RuntimeError as exc:
+        problem = _misfit(module.state_dict(), part) or one_line(exc)
+        raise RunDirError(f"{path}: state does not fit this run's {name}: {problem}") from exc
+
+
+def _misfit(own: Mapping[str, torch.Tensor], stored: Mapping[str, torch.Tensor]) -> str:
+    """The first missing key, unexpected key and size mismatch of `stored` against `own`."""
+    missing = [k for k in own if k not in stored]
+    unexpected = [k for k in stored if k not in own]
+    sizes = [k for k in own if k in stored and own[k].shape != stored[k].shape]
+    found = []
+    if missing:
+        found.append(f"missing key {missing[0]!r}" + _more(missing))
+    if unexpected:
+        found.append(f"unexpected key {unexpected[0]!r}" + _more(unexpected))
+    if sizes:
+        key = sizes[0]
+        found.append(f"size mismatch for {key!r}: {list(stored[key].shape)} in the state, "
+                     f"{list(own[key].shape)} in this run's model" + _more(sizes))
+    return "; ".join(found)
+
+
+def _more(keys: list[str]) -> str:
+    return f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+
+
+def _header(path: Path) -> dict[str, Any]:
+    """The JSON part of a saved state, from its header only (`load_state` verifies it)."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             document = json.loads((handle.metadata() or {})[STATE_KEY])
-        iteration = document["state"]["iteration"]
-    except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError,
-            RecursionError) as exc:
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError, RecursionError) as exc:
+        raise RunDirError(f"{path}: cannot read the resumable state: "
+                          f"{one_line(exc)}") from exc
+    if not isinstance(document, dict):
+        raise RunDirError(f"{path}: the resumable state is damaged (its header is not an "
+                          "object)")
+    return document
+
+
+def stored_iteration(path: Path) -> int:
+    """The iterations a saved state has done (from its header only; `load_state` verifies)."""
+    try:
+        iteration = _header(path)["state"]["iteration"]
+    except (KeyError, TypeError) as exc:
         raise RunDirError(f"{path}: cannot read the resumable state: "
                           f"{one_line(exc)}") from exc
     if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
         raise RunDirError(f"{path}: the resumable state is damaged (iteration {iteration!r})")
     return iteration
+
+
+def check_classes(path: Path, classes: Mapping[str, Sequence[str]], set_path: object) -> None:
+    """Refuse to resume a run whose set now names other classes than it trained on.
+
+    Labels are indices into each task's class list: reordered, the heads would go on
+    training toward swapped classes without a word; added or removed, they no longer fit.
+    `classes`: the run's tasks and class names as its data gives them now.
+    """
+    recorded = recorded_classes(path)
+    difference = None if recorded is None else class_difference(recorded, classes)
+    if difference is not None:
+        raise RunDirError(f"{path}: {difference} (set {set_path}); a resumed run keeps the "
+                          "classes it was trained on: restore the set's class list, or "
+                          "start a new run (nothing was changed)")
+
+
+def recorded_classes(path: Path) -> dict[str, list[str]] | None:
+    """Each task's class names as the run trained them, from the state's header.
+
+    A state saved before it carried them: the run's last checkpoint's (None when that
+    is unreadable too; the heads' shapes are still checked when the state loads).
+    """
+    classes = _header(path).get("classes")
+    if classes is None:
+        return _checkpoint_classes(path.parent / CHECKPOINTS[1])
+    if not (isinstance(classes, dict) and all(
+            isinstance(names, list) and all(isinstance(n, str) for n in names)
+            for names in classes.values())):
+        raise RunDirError(f"{path}: the resumable state is damaged (its class names)")
+    return classes
+
+
+def _checkpoint_classes(path: Path) -> dict[str, list[str]] | None:
+    try:
+        info = read_checkpoint_info(path)
+    except CheckpointError:
+        return None
+    return {task: list(names)
+            for task, names in zip(info.model.task_names, info.class_names, strict=True)}
+
+
+def class_difference(run: Mapping[str, Sequence[str]], data: Mapping[str, Sequence[str]]
+                     ) -> str | None:
+    """The first difference between the run's classes and the data's, in words, or None."""
+    if list(run) != list(data):
+        return f"the run trained tasks {list(run)}, the set gives {list(data)}"
+    for task, trained in run.items():
+        names, now = list(trained), list(data[task])
+        if names == now:
+            continue
+        i = next((i for i, (a, b) in enumerate(zip(names, now)) if a != b),
+                 min(len(names), len(now)))
+        if i < len(names) and i < len(now):
+            return f"task {task}: class {i} is {names[i]!r} in the run, {now[i]!r} in the set"
+        if i < len(now):
+            return (f"task {task}: class {i} is {now[i]!r} in the set, but the run has "
+                    f"{len(names)} classes")
+        return (f"task {task}: class {i} is {names[i]!r} in the run, but the set has "
+                f"{len(now)} classes")
+    return None
 
 
 def _check_digest(path: Path, document: dict[str, Any], tensors: dict[str, torch.Tensor]

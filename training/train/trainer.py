@@ -50,10 +50,12 @@ from training.train.resume import (
     STATE_FILE,
     RunDirError,
     TrainingState,
+    check_classes,
     check_new_run_dir,
     load_state,
     prepare_run_dir,
     read_run,
+    resumable_state,
     save_state,
     stored_iteration,
 )
@@ -120,19 +122,15 @@ class _Run:
                  overwrite: bool, progress: bool | None, tensorboard: bool) -> None:
         self.config, self.run_dir, self.ctx = config, run_dir, ctx
         self.stop_requested = False
-        state_path = run_dir / STATE_FILE
+        state_path: Path | None = None  # None: a new run, or one that never saved
         if resume:
-            _check_resume_config(config, run_dir)
-            if state_path.is_file() and (done := stored_iteration(state_path)) > config.iterations:
-                raise RunDirError(f"{run_dir} has done {done} iterations; iterations="
-                                  f"{config.iterations} is fewer (give iterations={done} or "
-                                  "more to continue it)")
+            state_path = _check_resumable(config, run_dir, ctx)
         else:  # every rank checks (read only), so all fail together on a bad folder
             check_new_run_dir(run_dir, overwrite)
         D.barrier(ctx)  # before rank 0 writes run.json, which a late rank would refuse
         # Pretrained weights first: a missing file is refused before the lists are read.
         # A resumed run replaces every weight: it needs no pretrained file.
-        resuming = resume and state_path.is_file()
+        resuming = state_path is not None
         m = config.model
         fresh = not resuming and not config.init  # init: the checkpoint replaces pretrained
         weights = backbone_weights(config.pretrained, m.arch, m.width) if fresh else None
@@ -141,6 +139,9 @@ class _Run:
             self.init = read_run(run_dir).get("init") or {}  # recorded at the start
         # a resumed fine-tuning plans its classes from that record: the file may be gone
         self.data: RunData = build_data(config, self.init or None)
+        if state_path is not None:  # before the model is built: its heads follow the set
+            check_classes(state_path, dict(zip(self.data.task_names, self.data.class_names,
+                                               strict=True)), config.set)
         self.model, self.model_config = self._build_model(weights)
         if config.init and not self.init:  # a new run (or one started before that record)
             self.init = init_from_checkpoint(self.model, self.data.class_names, config.init)
@@ -160,7 +161,7 @@ class _Run:
         cuda = ctx.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=cuda and config.amp == "fp16")
         self.state = TrainingState()
-        if resume and state_path.is_file():
+        if state_path is not None:
             self.state = load_state(state_path, self.model, self.weighting, self.optimizer,
                                     self.scaler)
         elif ctx.is_main and not resume:
@@ -368,8 +369,9 @@ class _Run:
         if self.ctx.is_main:
             self.state.skipped = sorted({*self.state.skipped,
                                          *map(str, self.data.train.skipped_paths())})
+            classes = dict(zip(self.data.task_names, self.data.class_names, strict=True))
             save_state(self.run_dir / STATE_FILE, self.model, self.weighting, self.optimizer,
-                       self.scaler, self.state)
+                       self.scaler, self.state, classes)
         D.barrier(self.ctx)
 
     def _summary(self, result: TrainResult) -> None:
@@ -383,6 +385,23 @@ class _Run:
         lines.append(f"skipped unreadable videos: {len(result.skipped_files)}"
                      + "".join(f"\n  {p}" for p in result.skipped_files[:10]))
         print("\n".join(lines), flush=True)
+
+
+def _check_resumable(config: TrainConfig, run_dir: Path, ctx: D.DistContext) -> Path | None:
+    """The state a resumed run continues from (None: stopped before its first save),
+    after the checks that need no data: settings, the state file, its iterations."""
+    _check_resume_config(config, run_dir)
+    state_path = resumable_state(run_dir)
+    if state_path is None:
+        if ctx.is_main:
+            LOG.warning("%s holds no resumable state and no checkpoint (stopped before its "
+                        "first save): training it from iteration 0", run_dir)
+        return None
+    if (done := stored_iteration(state_path)) > config.iterations:
+        raise RunDirError(f"{run_dir} has done {done} iterations; iterations="
+                          f"{config.iterations} is fewer (give iterations={done} or "
+                          "more to continue it)")
+    return state_path
 
 
 def _check_resume_config(config: TrainConfig, run_dir: Path) -> None:
