@@ -218,3 +218,27 @@ def test_escaping_survives_a_pickle_round_trip() -> None:
     error = pickle.loads(pickle.dumps(DatasetError("a\0b")))
     assert isinstance(error, DatasetError) and str(error) == r"a\x00b"
 
+
+
+def test_validation_on_an_unlabelled_isogd_test_list_is_refused_before_training(
+        tmp_path: Path) -> None:
+    """`val_split: test` with IsoGD's published test list (labels held back) started the
+    run and failed at the first validation ("no labelled sample to score")."""
+    from mtl_perception.settings import SettingsError
+    from training.train.config import load_train_config
+    from training.train.data import build_data
+
+    train = tmp_path / "train_list.txt"
+    train.write_text("".join(f"train/001/M_0000{i}.avi train/001/K_0000{i}.avi {1 + i % 2}\n"
+                             for i in (1, 2, 3, 4)))
+    test = tmp_path / "test_list.txt"
+    test.write_text("test/001/M_00001.avi test/001/K_00001.avi\n")
+    config = write_yaml(tmp_path / "set.yaml", {"class_merge": "none", "tasks": {"gesture": [
+        {"format": "isogd", "root": ".", "train_list": "train_list.txt",
+         "test_list": "test_list.txt", "test_split": "test"}]}})
+    cpu_small = Path(__file__).resolve().parents[1] / "config" / "train" / "cpu_small.yaml"
+    train_config = load_train_config(cpu_small, [f"set={config}", "val_split=test",
+                                                 "pretrained=none"])
+    with pytest.raises(SettingsError, match=r"task 'gesture': val_split test: .*test_list"
+                                            r"\.txt has no labels to validate on"):
+        build_data(train_config)

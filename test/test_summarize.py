@@ -233,3 +233,15 @@ def test_json_never_replaces_the_set_it_reads_or_an_existing_file(
     mine.write_text('{"an": "earlier summary"}')
     assert main(["summarize", "--config", str(config), "--json", str(mine), "--overwrite"]) == 0
     assert json.loads(mine.read_text()) != {"an": "earlier summary"}  # replaced
+
+
+def test_the_table_shows_control_characters_of_listed_paths_escaped() -> None:
+    from training.tools.summarize import format_table
+
+    split = {"samples": 1, "classes": 1, "missing": 1, "not_files": 0, "labelled": True,
+             "class_size_min": 1,
+             "class_size_max": 1, "source": "ucf101 trainlist01.txt",
+             "missing_examples": ["UCF-101/a\x00b\x1b[2Jc.avi"]}
+    text = format_table({"name": "s", "config": "s.yaml", "tasks": {"action": {"train": split}}})
+    assert "\x00" not in text and "\x1b" not in text
+    assert "a\\x00b\\x1b[2Jc.avi" in text

@@ -24,7 +24,7 @@ from typing import Any
 from mtl_perception.fileio import atomic_write_text
 from mtl_perception.outputs import OutputError, check_out_file
 from mtl_perception.settings import SettingsError
-from training.datasets.listfile import DatasetError
+from training.datasets.listfile import DatasetError, shown
 from training.datasets.missing import check_videos, find_missing, find_wrong_kind
 from training.datasets.sample import UNLABELLED, LabelledSplit
 from training.datasets.sets import SPLIT_NAMES, SetConfig, build_task_split, load_set
@@ -151,7 +151,7 @@ def format_table(summary: dict[str, Any]) -> str:
                                      ("shorter than its header", "short", "short")):
                 paths, reasons = s.get(f"{key}_examples"), s.get(f"{key}_reasons") or []
                 if paths:
-                    named = [f"{p} ({r})" if r else p
+                    named = [shown(f"{p} ({r})" if r else p)  # a NUL in a list: escaped
                              for p, r in zip(paths, reasons or [""] * len(paths))]
                     notes.append(f"{task}/{split} {what}: {', '.join(named)}"
                                  + (", ..." if s[count] > len(paths) else ""))

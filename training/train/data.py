@@ -101,7 +101,12 @@ def build_data(config: TrainConfig, recorded_init: dict[str, Any] | None = None)
         for class_name in split.class_names:  # before training, not at the first save
             if (problem := class_name_problem(class_name)) is not None:
                 raise SettingsError(f"task {name!r} of {config.set}: {problem}")
-        if list(val_splits[name].class_names) != list(split.class_names):
+        held = val_splits[name]
+        if held.samples and not held.labelled:  # IsoGD's test list: labels published apart
+            raise SettingsError(f"task {name!r}: val_split {config.val_split}: "
+                                f"{held.source or 'the split'} has no labels to validate on "
+                                "(use val_split holdout)")
+        if list(held.class_names) != list(split.class_names):
             raise SettingsError(f"task {name!r}: {config.val_split} split's classes differ "
                                 "from the training split's")
     flip = tuple(i for i, t in enumerate(names) if t in config.clip.flip_tasks)
