@@ -120,16 +120,34 @@ def require_regular_files(paths: Iterable[str | Path], what: str,
     return [require_regular_file(path, what, error) for path in paths]
 
 
+MAX_TABLE_BYTES = 256 << 20  # a labels CSV of a week of gestures is a few MB
+
+
+def read_table_text(path: Path, what: str, error: Callable[[str], Exception]) -> str:
+    """The UTF-8 text (a BOM dropped) of a small table file (labels, shown.csv), or
+    `error(one line)`: not a regular file (a FIFO would block), over `MAX_TABLE_BYTES`
+    (read whole: an 8 GB file was a MemoryError), unreadable, not UTF-8."""
+    require_regular_file(path, what, error)
+    try:
+        size = os.stat(path).st_size
+        if size > MAX_TABLE_BYTES:
+            raise error(f"{path}: {size} bytes, more than the {MAX_TABLE_BYTES >> 20} MiB a "
+                        f"{what} may have")
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
 def read_timed_rows(path: Path, header: tuple[str, ...], error: type[Exception]
                     ) -> list[tuple[int, float, float, list[str]]]:
     """The rows of a CSV whose first two fields are `start,end` seconds (labels,
     shown.csv): (line number, start, end, the row's fields); blank rows skipped. Any
     problem (unreadable, wrong header, field count, times not 0 <= start < end)
     raises `error` with one line naming the file and line."""
-    try:
-        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline="")))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error(f"cannot read {path}: {exc}") from exc
+    text = read_table_text(path, "table file", error)
+    rows = list(csv.reader(io.StringIO(text, newline="")))
     if not rows or tuple(c.strip() for c in rows[0]) != header:
         raise error(f"{path}:1: expected the header {','.join(header)}")
     out = []

@@ -85,3 +85,18 @@ def test_times_are_only_bounded_by_a_known_bag_length(tmp_path: Path) -> None:
     assert len(read_labels(path, CLASSES, bag_span_s=99.8)) == 1  # within the 0.5 s slack
     with pytest.raises(LabelsError, match="outside the bag"):
         read_labels(path, CLASSES, bag_span_s=99.0)
+
+
+def test_a_labels_file_too_large_to_be_one_is_refused_before_it_is_read(
+        tmp_path: Path) -> None:
+    """An 8 GB labels file was read whole (a MemoryError); shown.csv is read the same way."""
+    from mtl_perception.bag.shown import read_shown
+
+    path = tmp_path / "labels.csv"
+    with open(path, "wb") as handle:  # sparse: no disk, no time
+        handle.truncate((256 << 20) + 1)
+    with pytest.raises(LabelsError, match=r"labels.csv: 268435457 bytes, more than the 256 "
+                                          r"MiB a labels file may have"):
+        read_labels(path, CLASSES)
+    with pytest.raises(LabelsError, match=r"more than the 256 MiB"):
+        read_shown(path)

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtl_perception.fileio import require_regular_file
+from mtl_perception.fileio import read_table_text
 from mtl_perception.names import strict_decimal
 
 HEADER = ("start", "end", "task", "label")
@@ -96,11 +96,7 @@ def read_labels(
     ("the video" for a session's labels).
     """
     path = Path(path)
-    require_regular_file(path, "labels file", LabelsError)  # a FIFO would block the read
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise LabelsError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
+    text = read_table_text(path, "labels file", LabelsError)
     # A stream, not splitlines(): a quoted field holding a line break stays one field
     # (and is then refused as a name) instead of being glued into another name.
     rows = list(csv.reader(io.StringIO(text, newline="")))
