@@ -219,6 +219,29 @@ def test_unsupported_and_corrupt() -> None:
     one_line_error(nothing, "size", "has no data")
 
 
+
+def _claiming(ext: str, height: int, width: int) -> Any:
+    """A small real JPEG/PNG whose header is patched to declare height x width."""
+    ok, encoded = cv2.imencode(ext, np.zeros((8, 8, 3), np.uint8))
+    assert ok
+    data = bytearray(encoded.tobytes())
+    if ext == ".png":
+        data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    else:
+        at = data.find(b"\xff\xc0")
+        data[at + 5:at + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return CompressedImage(header=header(), format=ext[1:],
+                           data=np.frombuffer(bytes(data), np.uint8))
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
+def test_a_compressed_frame_claiming_a_huge_size_is_refused_before_decoding(ext: str) -> None:
+    """A 631-byte JPEG claiming 30000 x 30000 decoded to 5.7 GB of grey, scored as good."""
+    one_line_error(_claiming(ext, 30000, 30000), "size",
+                   "declares 30000x30000 pixels, more than 67108864")
+    assert decode_image(_claiming(".jpg", 8, 8)).shape == (8, 8, 3)  # the patch itself is fine
+
+
 def test_matches_cv_bridge_where_installed() -> None:
     cv_bridge = pytest.importorskip("cv_bridge", reason="cv_bridge (ROS) not installed")
     sensor_msgs = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs (ROS) not installed")

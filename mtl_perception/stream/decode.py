@@ -13,7 +13,8 @@ objects in tests (bytes, bytearray, list). The output equals cv_bridge's
 - yuv422 (UYVY byte order) and yuv422_yuy2 (YUYV): OpenCV's BT.601 conversion,
   the one cv_bridge calls.
 - CompressedImage: jpeg / png through `cv2.imdecode` (colour, BGR -> RGB), as
-  cv_bridge does. compressedDepth is refused.
+  cv_bridge does. compressedDepth is refused, and so is a header declaring more
+  than `MAX_PIXELS` (8192 x 8192), before anything is decoded.
 
 Size checks follow cv_bridge's: `step >= width * bytes per pixel` and
 `len(data) == height * step`. Everything is checked before any pixel work.
@@ -55,6 +56,12 @@ SUPPORTED_FORMATS: tuple[str, ...] = ("jpeg", "png")
 
 _JPEG_MAGIC = b"\xff\xd8"
 _PNG_MAGIC = b"\x89PNG"
+# 8192 x 8192: more than any robot camera (8K UHD is 33 MP). A compressed frame's
+# header may claim any size: a 631-byte JPEG claiming 30000 x 30000 decoded to 5.7 GB
+# of grey, scored as a good frame.
+MAX_PIXELS = 1 << 26
+# JPEG start-of-frame markers (SOF0..SOF15 but DHT, JPG and DAC), which hold the size.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 class ImageDecodeError(ValueError):
@@ -202,6 +209,11 @@ def _decode_compressed(msg: Any) -> np.ndarray:
         raise ImageDecodeError(
             f"unsupported compressed format {fmt!r}: data is neither JPEG nor PNG", "unsupported"
         )
+    size = _declared_size(buf)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise ImageDecodeError(
+            f"compressed image ({fmt!r}, {buf.size} bytes) declares {size[1]}x{size[0]} "
+            f"pixels, more than {MAX_PIXELS} (corrupt, or not a camera frame)", "size")
     try:
         bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     except cv2.error:  # e.g. a header declaring more pixels than OpenCV's limit (a bomb)
@@ -211,6 +223,31 @@ def _decode_compressed(msg: Any) -> np.ndarray:
             f"compressed image ({fmt!r}, {buf.size} bytes) is corrupt or truncated", "corrupt"
         )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _declared_size(buf: np.ndarray) -> tuple[int, int] | None:
+    """(height, width) a JPEG's start-of-frame or a PNG's IHDR declares; None when the
+    header holds none (cv2 then finds the data corrupt)."""
+    data = buf[:1 << 16].tobytes()  # the frame header comes before the scan data
+    if data.startswith(_PNG_MAGIC):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            return None
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    at = 2
+    while at + 9 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            at += 1
+            continue
+        if marker in _SOF_MARKERS:
+            return (int.from_bytes(data[at + 5:at + 7], "big"),
+                    int.from_bytes(data[at + 7:at + 9], "big"))
+        if marker == 0xDA:  # start of scan without a frame header
+            return None
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    return None
 
 
 def prepare_frame(msg: Any, config: PreprocessConfig) -> torch.Tensor:
