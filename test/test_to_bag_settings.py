@@ -34,6 +34,8 @@ def _convert(dataset: Path, out: Path, *extra: str) -> int:
     (("--start-s", "nan"), "--start-s"),
     (("--start-s", "-5"), "--start-s"),
     (("--start-s", "1e30"), "--start-s"),
+    (("--start-s", "3000000000"), "hold signed 32-bit seconds"),
+    (("--start-s", "2147483647"), "--start-s"),  # was struct.error: 'i' format requires ...
     (("--gap-s", "-100"), "--gap-s"),
     (("--gap-s", "inf"), "--gap-s"),
     (("--compressed", "--jpeg-quality", "500"), "--jpeg-quality"),

@@ -133,9 +133,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_numbers(args: argparse.Namespace) -> None:
     """Refuse settings that would fail (or write a misleading bag) after decoding began."""
-    if not (math.isfinite(args.start_s) and 0 <= args.start_s < 4e9):
-        raise ToBagError(f"--start-s {args.start_s}: expected seconds since the epoch, "
-                         "finite and >= 0 (header stamps are unsigned 32-bit seconds)")
+    if not (math.isfinite(args.start_s) and 0 <= args.start_s <= MAX_START_S):
+        raise ToBagError(f"--start-s {args.start_s}: expected seconds since the epoch in "
+                         f"[0, {MAX_START_S:.0f}] (header stamps hold signed 32-bit seconds, "
+                         "and the recording must fit after the start)")
     if not (math.isfinite(args.gap_s) and 0 <= args.gap_s <= 3600):
         raise ToBagError(f"--gap-s {args.gap_s}: expected 0 to 3600 seconds (a negative gap "
                          "would make stamps run backwards)")
@@ -240,6 +241,10 @@ def convert(videos: list[Video], args: argparse.Namespace) -> None:
              summary["topic"], out / LABELS)
 
 
+MAX_START_S = 2**31 - 10**7  # leaves 115 days of recording before the int32 seconds end
+_STAMP_LIMIT_NS = 2**31 * 10**9
+
+
 def _write(videos: list[Video], bag: Path, args: argparse.Namespace) -> dict[str, Any]:
     topic = args.topic or ("/camera/image_raw/compressed" if args.compressed
                            else "/camera/image_raw")
@@ -257,6 +262,9 @@ def _write(videos: list[Video], bag: Path, args: argparse.Namespace) -> dict[str
                 fps, frames = _frames(video)
                 for index, frame in frames:
                     stamp = first + round(index * 1e9 / fps)
+                    if stamp >= _STAMP_LIMIT_NS:  # builtin_interfaces/Time.sec is an int32
+                        raise ToBagError(f"--start-s {args.start_s}: {video.path} would be "
+                                         "stamped past 2**31 s (2038); give an earlier start")
                     if args.compressed:
                         msg = compressed_message(frame, stamp, args.frame_id, args.jpeg_quality)
                     else:
