@@ -121,6 +121,28 @@ def test_write_bag_reads_back_with_rosbags(files: dict[str, Path], tmp_path: Pat
         assert scores == sorted(scores, reverse=True) and len(scores) == 3
 
 
+
+def test_write_bag_of_a_bag_that_holds_predictions_keeps_only_this_runs(
+        files: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Evaluating an earlier --write-bag output (or a bag recorded with the node running)
+    doubled /human/action and wrote label_info 3 times; a topic of another type there
+    made the bag invalid. The input's own messages on those topics are left out now."""
+    first = tmp_path / "first"
+    assert _run(files, first, "--write-bag") == 0
+    caplog.clear()
+    second = tmp_path / "second"
+    assert _run(files, second, "--write-bag", bag=first / "bag") == 0
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([second / "bag"]) as reader:
+        counts = {name: info.msgcount for name, info in reader.topics.items()}
+    assert counts["/human/action"] == EXPECTED_CLIPS
+    assert counts["/human/action/label_info"] == 1 and counts["/chatter"] == 40
+    warned = [r.getMessage() for r in caplog.records if "--write-bag:" in r.getMessage()]
+    assert len(warned) == 1
+    assert f"/human/action ({EXPECTED_CLIPS} messages)" in warned[0]
+
+
 def test_results_are_refused_unless_overwrite(files: dict[str, Path], tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "out"

@@ -117,10 +117,16 @@ def write_prediction_bag(path: Path, evaluation: Evaluation, source: Path,
     A rosbag2 input is copied message for message (every topic, its own
     definitions) in its own storage format; a ROS 1 input contributes its
     image topic, converted to ROS 2 messages, into an mcap bag. Each
-    prediction is logged at the log time of its clip's last image.
+    prediction is logged at the log time of its clip's last image. The input's own
+    messages on a topic this run writes (a bag recorded with the node running, or an
+    earlier `--write-bag` output) are left out, with a warning: mixed in, they would
+    double the predictions, and a topic of another type would make the bag invalid.
     """
     storage: Storage = "sqlite3" if evaluation.read.storage == "sqlite3" else "mcap"
     pending = _prediction_messages(evaluation)
+    ours = {item[1] for item in pending} | {LABEL_INFO_TOPIC.format(task=task)
+                                              for task in evaluation.tasks}
+    dropped: dict[str, int] = {}
     position = 0
     with Bag(source, image_topic) as bag, BagWriter(path, storage) as writer:
         stamp = evaluation.first_stamp_ns
@@ -134,10 +140,16 @@ def write_prediction_bag(path: Path, evaluation: Evaluation, source: Path,
             while position < len(pending) and pending[position][0] < raw.log_time_ns:
                 writer.write(*pending[position][1:])
                 position += 1
-            if raw.topic not in skipped:
+            if raw.topic in ours:
+                dropped[raw.topic] = dropped.get(raw.topic, 0) + 1
+            elif raw.topic not in skipped:
                 _copy(writer, bag, raw, skipped)
         for item in pending[position:]:
             writer.write(*item[1:])
+    if dropped:
+        LOG.warning("--write-bag: the input's own %s left out (this run writes those "
+                    "topics)", ", ".join(f"{t} ({n} messages)"
+                                         for t, n in sorted(dropped.items())))
     if bag.report.warning:
         LOG.warning("--write-bag copy: %s", bag.report.warning)
 
