@@ -58,6 +58,10 @@ from mtl_perception.settings import SettingsError, from_dict, to_dict
 METADATA_KEY = "mtl_perception"
 PARTS_KEY = "mtl_perception_parts"  # which section an edit changed (names it in the refusal)
 FORMAT_VERSION = 1
+# The metadata document's keys in format 1: what save_checkpoint writes, and the
+# weights-only digest of early files.
+_DOCUMENT_KEYS = frozenset(("format_version", "model", "class_names", "preprocess",
+                            "provenance", "sha256", "weights_sha256"))
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save zip archives, raw pickles
 
 
@@ -287,6 +291,10 @@ def _parse_info(path: Path, metadata: Mapping[str, str] | None, prefix: str = ""
                 f"checkpoint {path} has format version {version}; "
                 f"this mtl_perception reads {FORMAT_VERSION}"
             )
+        unknown = sorted(set(document) - _DOCUMENT_KEYS)
+        if unknown:  # same version, other keys: not what this reader knows how to trust
+            raise ValueError(f"key {unknown[0]!r} is not one of format {FORMAT_VERSION}'s "
+                             f"({', '.join(sorted(_DOCUMENT_KEYS))})")
         provenance = dict(_section(document, "provenance", required=False))
         if _depth(provenance) > MAX_PROVENANCE_DEPTH:  # copied on by export, recursively
             raise ValueError(f"provenance nested more than {MAX_PROVENANCE_DEPTH} deep")

@@ -236,3 +236,19 @@ def test_a_key_given_twice_in_the_metadata_is_refused(tmp_path: Path) -> None:
     save_file(GOOD_TENSORS, str(path), metadata={"mtl_perception": text})
     with pytest.raises(CheckpointError, match="key 'width' appears twice in one object"):
         read_checkpoint_info(path)
+
+
+def test_a_top_level_key_format_1_does_not_have_is_refused(tmp_path: Path) -> None:
+    """Unknown keys were accepted: a file claiming format 1 with more in it is not one
+    this reader knows how to trust (what would the key have changed?)."""
+    from mtl_perception.checkpoint import CheckpointError, read_checkpoint_info
+
+    document = {k: v for k, v in GOOD_DOCUMENT.items() if k != "sha256"}
+    path = tmp_path / "extra.safetensors"
+    save_file(GOOD_TENSORS, str(path), metadata={"mtl_perception": json.dumps(document)})
+    read_checkpoint_info(path)  # hand-built without a digest: loads
+    document["normalize_inputs"] = False
+    save_file(GOOD_TENSORS, str(path), metadata={"mtl_perception": json.dumps(document)})
+    with pytest.raises(CheckpointError, match=r"key 'normalize_inputs' is not one of format "
+                                              r"1's \(class_names, format_version"):
+        read_checkpoint_info(path)
