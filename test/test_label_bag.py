@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_bag import START_NS, TOPIC, write_image_bag
+from helpers_bag import START_NS, TOPIC, frames, write_image_bag
 from PIL import Image
 
 from mtl_perception.bag.types import IMAGE
@@ -154,3 +154,134 @@ def test_summarize_reads_bag_sources(tmp_path: Path) -> None:
                              "labelled_s": {"stop": 2.5, "wave": 1.0},
                              "clips": {"stop": 18, "wave": 3}, "clip_length": 8}
     assert not (tmp_path / "cache").exists()  # summarize decodes nothing
+
+
+def _stamped_bag(path: Path, stamps_s: list[float | None], start_ns: int = START_NS) -> Path:
+    """Images logged 0.1 s apart, header-stamped `start_ns` + `stamps_s` (None: stamp 0)."""
+    with BagWriter(path, "mcap") as writer:
+        for i, (frame, t) in enumerate(zip(frames(len(stamps_s)), stamps_s, strict=True)):
+            stamp = 0 if t is None else start_ns + round(t * 1e9)
+            writer.write(TOPIC, IMAGE, START_NS + i * 100_000_000,
+                         image_message(frame, stamp, "cam"))
+    return path
+
+
+_CLEAN = [i / 10 for i in range(30)]
+
+
+@pytest.mark.parametrize(("stamps", "words"), [
+    ([None] * 30, "all 30 images carry the same header stamp (0.000 s; message index 1"),
+    ([None, *_CLEAN[1:]], "message index 0 is stamped 1700000000.100 s before every other"),
+    ([*_CLEAN[:15], 4e8, *_CLEAN[16:]], "message index 15 is stamped 399999997.100 s after"),
+    ([4e8, *_CLEAN[1:]], "message index 0 is stamped 399999997.100 s after every other"),
+], ids=["all-equal", "first-at-zero", "one-far-ahead", "first-far-ahead"])
+def test_stamps_that_make_no_timeline_are_refused_before_anything_is_written(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, stamps: list[float | None],
+        words: str) -> None:
+    """Before: exit 0, a template row `0,400000001.5` or `0,1.4`, one thumbnail, no warning."""
+    bag = _stamped_bag(tmp_path / "bag", stamps)
+    absolute = tmp_path / "abs.csv"
+    absolute.write_text(f"start,end,task,label\n{START_NS / 1e9 + 1},{START_NS / 1e9 + 2},"
+                        "gesture,wave\n")
+    for extra in ([], ["--relative", str(absolute)]):  # --relative: the origin is that stamp
+        caplog.clear()
+        assert main(["label-bag", "--bag", str(bag), "--out", str(tmp_path / "t.csv"),
+                     *extra]) == 2
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and words in errors[0], errors
+        assert errors[0].startswith(f"bag {bag} topic {TOPIC}: ")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["abs.csv", "bag"]
+
+
+def test_odd_stamps_are_said_once_per_kind_with_counts(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: nothing said; the images after a step back silently left off the sheet."""
+    from training.tools.label_bag import contact_frames
+
+    stamps: list[float | None] = [i / 10 for i in range(20)]
+    stamps[5] = stamps[6] = stamps[4]  # repeated twice
+    stamps += [3.0 + i / 10 for i in range(10)]  # a gap of 1.1 s at index 20
+    stamps += [0.5 + i / 10 for i in range(10)]  # back 3.4 s at index 30: a loop
+    bag = _stamped_bag(tmp_path / "bag", stamps)
+    thumbs, span = contact_frames(bag, None, 0.5, 32)
+    # the origin stays the first image; the looped images are not on the sheet
+    assert [round(t, 2) for t, _ in thumbs] == [0.0, 0.7, 1.0, 1.5, 3.0, 3.5]
+    assert round(span, 2) == 3.9
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 3, warnings
+    repeat, back, gap = warnings
+    assert "repeats the image before it 2 times (message index 5 first" in repeat
+    assert ("backwards once (message index 30 first, by up to 3.400 s: a looping bag" in back
+            and "the 10 images stamped before one already read" in back)
+    assert "max_gap_s 0.5 s once (message index 20 first, the longest 1.100 s)" in gap
+    caplog.clear()
+    out = tmp_path / "t.csv"
+    assert main(["label-bag", "--bag", str(bag), "--out", str(out), "--no-proposals"]) == 0
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 3
+    assert list(csv.reader(out.open()))[1][:2] == ["0.000000", "3.900000"]
+
+
+def test_images_that_do_not_decode_are_said_once_per_kind_with_a_count(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: one WARNING line per image (30 truncated JPEGs: 30 lines)."""
+    from mtl_perception.bag.types import COMPRESSED_IMAGE
+    from mtl_perception.bag.writer import compressed_message
+
+    with BagWriter(tmp_path / "bag", "mcap") as writer:
+        for i, frame in enumerate(frames(30)):
+            stamp = START_NS + i * 100_000_000
+            msg = compressed_message(frame, stamp, "cam")
+            if 10 <= i < 20:  # truncated: tried at 1.0 s, then each next image in turn
+                msg.data = msg.data[: len(msg.data) // 2]
+            elif i in (25, 26):  # another kind of error: not JPEG or PNG data
+                msg.data = np.frombuffer(b"GIF89a" + bytes(50), np.uint8)
+            writer.write(TOPIC + "/compressed", COMPRESSED_IMAGE, stamp, msg)
+    out = tmp_path / "t.csv"
+    assert main(["label-bag", "--bag", str(tmp_path / "bag"), "--out", str(out),
+                 "--no-proposals"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings
+    assert "10 images could not be decoded" in warnings[0] and "message index 10 first" in \
+        warnings[0]
+    assert "2 images could not be decoded" in warnings[1] and "message index 25 first" in \
+        warnings[1]
+
+
+def test_overwrite_replaces_only_files_label_bag_wrote(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: a user's holiday.png beside holiday.csv became the contact sheet, and a CSV
+    headed `a,b` the template, with --overwrite (a CSV and a PNG were enough)."""
+    bag = write_image_bag(tmp_path / "bag", count=20, fps=10.0)
+    photo = tmp_path / "holiday.png"
+    Image.new("RGB", (8, 6), "red").save(photo)
+    data = tmp_path / "data.csv"
+    data.write_text("a,b\n1,2\n")
+    kept = {p: p.read_bytes() for p in (photo, data)}
+    absolute = tmp_path / "abs.csv"
+    absolute.write_text(f"start,end,task,label\n{START_NS / 1e9 + 1},{START_NS / 1e9 + 2},"
+                        "gesture,wave\n")
+    for args, words in [
+        (["--out", str(tmp_path / "holiday.csv")], f"the contact sheet (--out with .png) "
+         f"{photo} exists and is not a label-bag output (no 'Software: mtl_perception "
+         "label-bag' marker)"),
+        (["--out", str(data), "--sheet", str(tmp_path / "s.png")],
+         f"--out {data} exists and is not a label-bag output (its first line is 'a,b'"),
+        (["--out", str(data), "--relative", str(absolute)], f"--out {data} exists and is not"),
+    ]:
+        caplog.clear()
+        assert main(["label-bag", "--bag", str(bag), *args, "--overwrite"]) == 2
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and words in errors[0] and "left alone" in errors[0], errors
+        assert {p: p.read_bytes() for p in kept} == kept
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            "abs.csv", "bag", "data.csv", "holiday.png"]
+    # what label-bag wrote (the sheet carries its marker), and the user's edit of the
+    # labels (a split column), are replaced
+    out = tmp_path / "take.csv"
+    command = ["label-bag", "--bag", str(bag), "--out", str(out), "--no-proposals"]
+    assert main(command) == 0
+    with Image.open(tmp_path / "take.png") as sheet:
+        assert sheet.info["Software"] == "mtl_perception label-bag"
+    out.write_text("\ufeffstart,end,task,label,split\n0.1,1.0,gesture,wave,train\n")
+    assert main([*command, "--overwrite"]) == 0
+    assert out.read_text().startswith("start,end,task,label\n0.000000,")

@@ -14,11 +14,26 @@ decoder (`decode_image`), so they show what the node receives.
 
 `--relative ABS.csv` converts a labels file written with absolute ROS stamps
 (seconds since 1970) into seconds from the bag's first image, into `--out`.
+
+The first image's stamp stays the origin; stamps that make no timeline (all
+equal, one outlier dominating the span) are refused before anything is
+written, odd ones (repeated, backwards, gaps) said once per kind with a
+count (`label_stamps.py`). Images that do not decode are left off the sheet
+and said once per kind of error, with a count, at the end.
+
+`--overwrite` replaces only what label-bag wrote: a labels CSV by its header
+line (`start,end,task,label`, optionally `,split`), the contact sheet by the
+PNG text chunk `Software: mtl_perception label-bag` it is written with (the
+sheet's name comes from `--out` by default: a `holiday.png` of the user's
+beside `holiday.csv` is not ours), the previews folder by its manifest.
+Anything else is refused in one line and left alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import logging
 import math
 import os
@@ -27,8 +42,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+from PIL.PngImagePlugin import PngInfo
 
-from mtl_perception.bag.labels import write_labels
+from mtl_perception.bag.labels import HEADER, write_labels
 from mtl_perception.bag.reader import Bag, BagError
 from mtl_perception.exits import float_in, int_in
 from mtl_perception.fileio import atomic_write
@@ -43,6 +59,7 @@ from training.tools.label_motion import (
     to_relative,
     write_previews,
 )
+from training.tools.label_stamps import StampCheck, check_stamps
 
 LOG = logging.getLogger(__name__)
 TODO = "TODO"
@@ -51,6 +68,11 @@ _TEXT = 12  # pixels of caption under each thumbnail
 # both to ~150 MB, e.g. ~4,600 thumbnails of 120 x 90 (38 min at --every 0.5).
 MAX_SHEET_PIXELS = 50_000_000
 ERRORS = (BagError, ImageDecodeError, OutputError)  # one line, exit 2 (training/__main__)
+# The contact sheet's PNG text chunk: what --overwrite recognises as a sheet of ours.
+SOFTWARE = "mtl_perception label-bag"
+# A labels CSV of ours (or the user's edit of one) begins with this header; `split`
+# is the fifth column bag training reads with `split: column`.
+_LABEL_HEADERS = (HEADER, (*HEADER, "split"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--relative", type=Path, default=None, metavar="ABS_CSV",
                         help="convert this labels file's absolute stamps into --out")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing files (your edited labels, too)")
+                        help="replace label-bag's own earlier outputs (your edited labels, too)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
         return _relative(args)
     try:
         thumbs, span = contact_frames(args.bag, args.image_topic, args.every, args.width)
+        if not thumbs:  # before the previews folder is written
+            LOG.error("bag %s: no image could be decoded", args.bag)
+            return 2
         proposals = [] if args.no_proposals else propose(
             *motion_curve(args.bag, args.image_topic, args.motion_fps), MotionSettings())
         previews = write_previews(args.bag, args.image_topic, proposals,
@@ -95,11 +120,10 @@ def run(args: argparse.Namespace) -> int:
     except (BagError, ImageDecodeError, OutputError) as exc:
         LOG.error("%s", exc)
         return 2
-    if not thumbs:
-        LOG.error("bag %s: no image could be decoded", args.bag)
-        return 2
     image = contact_sheet(thumbs, args.per_row)
-    atomic_write(sheet, lambda tmp: image.save(tmp, format="PNG"))
+    marker = PngInfo()
+    marker.add_text("Software", SOFTWARE)  # how a later --overwrite knows the sheet is ours
+    atomic_write(sheet, lambda tmp: image.save(tmp, format="PNG", pnginfo=marker))
     rows = ([(a, b, args.task, TODO) for a, b in proposals] if proposals else
             template_rows([t for t, _ in thumbs], args.per_row, args.every, span, args.task))
     atomic_write(args.out, lambda tmp: write_labels(tmp, rows))
@@ -114,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _relative(args: argparse.Namespace) -> int:
     try:
+        check_stamps(args.bag, args.image_topic)  # the first stamp is the origin: one that holds
         text, count = to_relative(args.relative, first_stamp_s(args.bag, args.image_topic))
     except (BagError, OSError, ValueError) as exc:
         LOG.error("%s", exc)
@@ -142,20 +167,69 @@ def _check(args: argparse.Namespace, sheet: Path) -> str | None:
                 check_out(_previews(sheet), PREVIEWS_OWNER, args.overwrite)
     except OutputError as exc:
         return str(exc)
+    # Past check_out_file an existing output is a regular file and --overwrite was given:
+    # replace it only when label-bag wrote it (a CSV or a PNG is not enough).
+    sheet_name = "--sheet" if args.sheet else "the contact sheet (--out with .png)"
+    for path, name, why in ((args.out, "--out", _not_labels),
+                            *(((sheet, sheet_name, _not_sheet),) if args.relative is None
+                              else ())):
+        reason = why(path) if path.is_file() else None
+        if reason:
+            return (f"{name} {path} exists and is not a label-bag output ({reason}); "
+                    "--overwrite replaces only files label-bag wrote, so it was left alone "
+                    "(choose another name, or remove it yourself)")
     for path in outputs:
         if not path.parent.is_dir():
             return f"folder {path.parent} does not exist"
     return None
 
 
+def _not_labels(path: Path) -> str | None:
+    """Why the existing `path` is not a labels CSV (None: it is one, or empty)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if not head:
+        return None  # nothing to lose
+    try:  # the header line alone; a BOM from a spreadsheet's "save as CSV" is fine
+        line = head.split(b"\n", 1)[0].decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return "not a UTF-8 text file"
+    fields = tuple(f.strip() for f in next(csv.reader(io.StringIO(line)), []))
+    if fields in _LABEL_HEADERS:
+        return None
+    return f"its first line is {line.strip()[:60]!r}, not the labels header {','.join(HEADER)}"
+
+
+def _not_sheet(path: Path) -> str | None:
+    """Why the existing `path` is not a contact sheet label-bag wrote (None: it is one)."""
+    if path.stat().st_size == 0:
+        return None  # nothing to lose
+    try:  # the text chunks before the pixels: nothing is decoded
+        with Image.open(path) as image:
+            software = image.info.get("Software") if image.format == "PNG" else None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return "not a PNG image Pillow can open"
+    return None if software == SOFTWARE else f"no 'Software: {SOFTWARE}' marker"
+
+
 def contact_frames(bag_path: Path, topic: str | None, every: float, width: int
                    ) -> tuple[list[tuple[float, Image.Image]], float]:
-    """(seconds from the first image, thumbnail) every `every` seconds, and the images' span."""
+    """(seconds from the first image, thumbnail) every `every` seconds, and the images' span.
+
+    Raises BagError when the stamps make no timeline (`label_stamps.py`); odd stamps and
+    images that do not decode are said once per kind, with a count, at the end."""
     thumbs: list[tuple[float, Image.Image]] = []
     first, last, due = None, 0.0, 0.0
+    # kind -> [images, message index of the first, its message]: one line each at the end
+    failed: dict[str, list[Any]] = {}
     with Bag(bag_path, topic) as bag:
-        for _, msg in bag.images():
+        stamps = StampCheck(bag_path, bag.image_topic)
+        for index, (_, msg) in enumerate(bag.images()):
             stamp = header_of(msg).stamp_ns
+            stamps.add(index, stamp)
             first = stamp if first is None else first
             t = (stamp - first) / 1e9
             last = max(last, t)
@@ -164,7 +238,7 @@ def contact_frames(bag_path: Path, topic: str | None, every: float, width: int
             try:
                 rgb = np.ascontiguousarray(decode_image(msg))
             except ImageDecodeError as exc:
-                LOG.warning("bag %s: image at %.2f s skipped: %s", bag_path, t, exc)
+                failed.setdefault(exc.kind, [0, index, str(exc)])[0] += 1
                 continue
             height = max(1, round(rgb.shape[0] * width / rgb.shape[1]))
             thumb = Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR)
@@ -174,8 +248,13 @@ def contact_frames(bag_path: Path, topic: str | None, every: float, width: int
                                "Mpx; raise --every or lower --width")
             thumbs.append((t, thumb))
             due = (math.floor(t / every + 1e-6) + 1) * every  # a grid: no drift
+        stamps.finish()  # refuses before anything is written; else says the odd stamps
         if bag.report.warning:  # a recording cut short: the template ends where it does
             LOG.warning("%s", bag.report.warning)
+        for count, index, message in failed.values():
+            LOG.warning("bag %s topic %s: %d images could not be decoded and are not on the "
+                        "sheet (the next image was tried instead); message index %d first: %s",
+                        bag_path, bag.image_topic, count, index, message)
     return thumbs, last
 
 
