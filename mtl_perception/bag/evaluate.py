@@ -198,7 +198,12 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
 
 
 def _first_image(bag: Bag, images: Iterator[tuple[int, Any]]) -> tuple[int, Any]:
-    """The first image (its stamp anchors the labels); refuse a topic we cannot decode."""
+    """The first image (its stamp anchors the labels); refuse a topic we cannot decode.
+
+    Only an encoding or format the decoder does not support at all refuses the bag here:
+    a first image that is merely damaged (its size fields do not fit its data, corrupt
+    JPEG) goes to the pipeline, which skips and counts it like any other; its header
+    stamp still anchors the labels, as documented."""
     from mtl_perception.stream import ImageDecodeError, decode_image
 
     first = next(images, None)
@@ -208,8 +213,9 @@ def _first_image(bag: Bag, images: Iterator[tuple[int, Any]]) -> tuple[int, Any]
     try:
         decode_image(first[1])
     except ImageDecodeError as exc:
-        raise EvaluationError(f"bag {bag.path} topic {bag.image_topic}: first image cannot "
-                              f"be decoded: {exc}") from exc
+        if exc.kind == "unsupported":
+            raise EvaluationError(f"bag {bag.path} topic {bag.image_topic}: first image "
+                                  f"cannot be decoded: {exc}") from exc
     return first
 
 

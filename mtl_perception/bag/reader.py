@@ -5,6 +5,10 @@ is no bag and a bag without the image topic (naming the image topics it has).
 A bag that `rosbags` cannot open whole, or that fails part-way, is read up to
 its last readable message (`recover.py`) and `report` says so: what was
 read, what the bag's metadata promised, and one warning line.
+
+A single message that does not deserialize (its storage record is whole, its
+CDR is not) is skipped and counted (`messages_skipped`); the read goes on, and
+the same warning line says how many, by kind, with the first of each kind.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class ReadReport:
     topic: str = ""
     msgtype: str = ""
     messages_read: int = 0
+    messages_skipped: int = 0  # stored whole but not deserializable: skipped, read goes on
     messages_expected: int | None = None  # from the bag's metadata; None when it has none
     bytes_fraction: float | None = None  # recovery only: how far into the storage file(s)
     truncated: bool = False
@@ -51,7 +56,9 @@ class ReadReport:
     @property
     def read_fraction(self) -> float | None:
         if self.messages_expected:
-            return min(self.messages_read / self.messages_expected, 1.0)
+            # How far the read got: a skipped message was reached, so it counts.
+            reached = self.messages_read + self.messages_skipped
+            return min(reached / self.messages_expected, 1.0)
         if self.bytes_fraction is not None:
             return self.bytes_fraction
         return None if self.truncated else 1.0
@@ -60,6 +67,7 @@ class ReadReport:
         return {
             "path": self.path, "storage": self.storage, "topic": self.topic,
             "msgtype": self.msgtype, "messages_read": self.messages_read,
+            "messages_skipped": self.messages_skipped,
             "messages_expected": self.messages_expected, "read_fraction": self.read_fraction,
             "truncated": self.truncated, "warning": self.warning,
         }
@@ -174,6 +182,9 @@ class Bag:
             )
         self._reader: AnyReader | None = None
         self._recover_error = ""
+        self._damage = ""  # the truncation part of report.warning
+        # Undeserializable messages by kind: count, and the first one (index, log time, error).
+        self._skipped: dict[str, tuple[int, str]] = {}
         try:
             reader = AnyReader([self.path], default_typestore=typestore())
             reader.open()
@@ -214,22 +225,25 @@ class Bag:
         return _metadata_end(self.path)
 
     def images(self) -> Iterator[tuple[int, Any]]:
-        """`(log time ns, message)` of the image topic in log-time order; stops at damage."""
+        """`(log time ns, message)` of the image topic in log-time order; stops at damage
+        to the storage file, skips (and counts) a message that does not deserialize."""
         for raw in self._raw([self.image_topic]):
             try:
                 msg = self.deserialize(raw)
-            except Exception as exc:
-                self._damaged(f"message {self.report.messages_read + 1} does not deserialize "
-                              f"({one_line(exc)})")
-                return
+            except Exception as exc:  # rosbags' serde and typesys errors have no common base
+                # Its record was whole (the storage layer read it), so the messages after it
+                # are intact: one bad message must not end an hours-long evaluation.
+                self._skip(raw, exc)
+                continue
             self.report.messages_read += 1
             yield raw.log_time_ns, msg
-        if self.report.warning:
+        if self.report.truncated:
             return
         expected = self.report.messages_expected
+        reached = self.report.messages_read + self.report.messages_skipped
         if self._recover_error:
             self._damaged("")
-        elif expected is not None and self.report.messages_read < expected:
+        elif expected is not None and reached < expected:
             # A corrupt chunk can end rosbags' indexed read early without an error.
             self._damaged(f"only {self.report.messages_read} of the {expected} messages its "
                           "index lists could be read")
@@ -250,10 +264,12 @@ class Bag:
         if self._reader is not None:
             return {name: info.msgtype or "" for name, info in self._reader.topics.items()}
         topics: dict[str, str] = {}
-        for _, topic in self._scan_topics():
+        stopped: list[str] = []
+        for _, topic in self._scan_topics(stopped):
             topics.setdefault(topic.name, topic.msgtype)
-        if not topics:
-            raise BagError(f"cannot read bag {self.path}: {self._recover_error}; "
+        if not topics:  # say where the files' own records went wrong, not only rosbags' word
+            where = "".join(f"; {line}" for line in stopped)
+            raise BagError(f"cannot read bag {self.path}: {self._recover_error}{where}; "
                            "no readable topic in it")
         return topics
 
@@ -317,8 +333,9 @@ class Bag:
                 if index < len(files) - 1:
                     continue  # later files of a split bag may still be whole
 
-    def _scan_topics(self) -> Iterator[tuple[int, recover.Topic]]:
-        """Topics of a damaged bag: from the storage files' own tables/records."""
+    def _scan_topics(self, stopped: list[str]) -> Iterator[tuple[int, recover.Topic]]:
+        """Topics of a damaged bag: from the storage files' own tables/records; a scan that
+        ended before any message adds `<file>: why` to `stopped`."""
         files = [self.path] if self.path.is_file() else _storage_files(self.path)
         for file in files:
             result = recover.ScanResult()
@@ -328,6 +345,8 @@ class Bag:
                     break  # channels precede their first message
             except ValueError:
                 continue
+            if result.stopped:
+                stopped.append(f"{file.name}: {result.stopped}")
             yield from ((k, t) for k, t in result.topics.items() if k >= 0 and t.name)
 
     def deserialize(self, raw: RawMessage) -> Any:
@@ -345,9 +364,35 @@ class Bag:
         why = "; ".join(r for r in (self._recover_error, reason) if r)
         expected = self.report.messages_expected
         of = f" of {expected}" if expected else ""
-        self.report.warning = (
+        self._damage = (
             f"bag {self.path} is truncated or corrupt ({why}); evaluated up to its last "
             f"readable message: {self.report.messages_read}{of} images on {self.report.topic}"
         )
+        self._warn()
+
+    def _skip(self, raw: RawMessage, exc: Exception) -> None:
+        """Count one undeserializable message under its kind (the error's text up to its
+        first colon: what failed, without this message's offsets)."""
+        index = self.report.messages_read + self.report.messages_skipped
+        self.report.messages_skipped += 1
+        error = one_line(exc)
+        kind = f"{type(exc).__name__}: {error.split(':', 1)[0]}"
+        count, first = self._skipped.get(
+            kind, (0, f"message index {index}, log time {raw.log_time_ns} ns ({error})"))
+        self._skipped[kind] = (count + 1, first)
+        self._warn()  # kept current: a caller may stop iterating at any message
+
+    def _warn(self) -> None:
+        """report.warning: the truncation line, then the skipped messages, on one line.
+        Every caller logs report.warning once, so each kind is said once, with its count."""
+        skipped = ""
+        if self._skipped:
+            total = self.report.messages_skipped
+            kinds = "; ".join(first if count == 1 else f"{count}, the first {first}"
+                              for count, first in self._skipped.values())
+            skipped = (f"bag {self.path} topic {self.report.topic}: {total} message"
+                       f"{'s do' if total > 1 else ' does'} not deserialize, skipped and "
+                       f"counted (read.messages_skipped): {kinds}")
+        self.report.warning = "; ".join(w for w in (self._damage, skipped) if w)
 
 

@@ -9,7 +9,11 @@ says how far they got.
 - MCAP: records are `opcode u8, length u64, body`; schemas and channels come
   before the messages that use them. Chunks are decompressed whole; an
   uncompressed chunk that is itself cut short is read record by record, so
-  only the last partial message is lost.
+  only the last partial message is lost. A record whose fields cannot be
+  right (a length over 1 GiB, a chunk that does not decompress to the size
+  its header gives) ends the scan the same way: what precedes it is kept and
+  `stopped` says "corrupt record at byte N: ...". No length is trusted before
+  it is checked: nothing is read or allocated past the file's end or the cap.
 - SQLite: a temporary copy trimmed to whole pages, with the header's page
   count set to what is left, then `messages` read in `id` (insertion) order
   until the first missing page.
@@ -26,17 +30,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _OP_SCHEMA, _OP_CHANNEL, _OP_MESSAGE, _OP_CHUNK, _OP_FOOTER, _OP_DATA_END = (
     0x03, 0x04, 0x05, 0x06, 0x02, 0x0F,
 )
+# Far above any chunk a recorder writes (rosbag2's default is a few MiB), far below what
+# a damaged length field can claim (2**64): a record or decompressed chunk over it is corrupt.
+MAX_RECORD_BYTES = 1 << 30
 
 
 class IncompleteRecord(Exception):
     """The file ends inside a record."""
+
+
+class CorruptRecord(Exception):
+    """A whole record whose fields cannot be right (a length, a chunk's contents)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,7 @@ def scan_mcap(path: Path, result: ScanResult) -> Iterator[tuple[int, int, bytes]
     with open(path, "rb") as handle:
         if handle.read(8) != MCAP_MAGIC:
             raise ValueError(f"{path} is not an MCAP file")
+        start = handle.tell()
         try:
             while True:
                 start = handle.tell()
@@ -76,7 +88,12 @@ def scan_mcap(path: Path, result: ScanResult) -> Iterator[tuple[int, int, bytes]
                 if op in (_OP_FOOTER, _OP_DATA_END):
                     result.bytes_read = result.file_size
                     return
-                body = handle.read(size)
+                if size > MAX_RECORD_BYTES:
+                    raise CorruptRecord(f"record 0x{op:02x} claims {size} bytes (over the "
+                                        f"{MAX_RECORD_BYTES} a record may hold)")
+                # read(n) allocates n bytes before reading: never ask for more than is left.
+                left = max(result.file_size - handle.tell(), 0)
+                body = handle.read(min(size, left))
                 if op == _OP_CHUNK:
                     yield from _chunk(body, size, result)
                 elif len(body) < size:
@@ -86,8 +103,8 @@ def scan_mcap(path: Path, result: ScanResult) -> Iterator[tuple[int, int, bytes]
                 result.bytes_read = handle.tell()
         except IncompleteRecord as exc:
             result.stopped = f"the file ends inside {exc}"
-        except (struct.error, ValueError, UnicodeDecodeError) as exc:
-            result.stopped = f"corrupt record after byte {result.bytes_read}: {exc}"
+        except (CorruptRecord, struct.error, ValueError, UnicodeDecodeError) as exc:
+            result.stopped = f"corrupt record at byte {start}: {exc}"
 
 
 def _chunk(body: bytes, size: int, result: ScanResult) -> Iterator[tuple[int, int, bytes]]:
@@ -116,14 +133,56 @@ def _chunk(body: bytes, size: int, result: ScanResult) -> Iterator[tuple[int, in
         return
     if len(body) < size or len(data) < length:
         raise IncompleteRecord(f"a {compression} chunk")
-    from rosbags.rosbag2.storage_mcap import decompress  # the reader's own codecs
-
-    raw = decompress(data, compression, uncompressed_size, 0)
+    if uncompressed_size > MAX_RECORD_BYTES:
+        raise CorruptRecord(f"{compression} chunk claims {uncompressed_size} bytes uncompressed "
+                            f"(over the {MAX_RECORD_BYTES} a chunk may hold)")
+    raw = _decompress(data, compression, uncompressed_size)
     inner = BytesIO(raw)
-    while inner.tell() < len(raw):
-        op = inner.read(1)[0]
-        rsize = struct.unpack("<Q", _exact(inner, 8, "a chunk record"))[0]
-        yield from _record(op, _exact(inner, rsize, "a chunk record"), result)
+    try:
+        while inner.tell() < len(raw):
+            op = inner.read(1)[0]
+            rsize = struct.unpack("<Q", _exact(inner, 8, "a chunk record"))[0]
+            yield from _record(op, _exact(inner, rsize, "a chunk record"), result)
+    except IncompleteRecord as exc:  # the chunk decompressed whole: this is no cut file
+        raise CorruptRecord(f"{exc} overruns its {compression} chunk") from exc
+
+
+def _decompress(data: bytes, compression: str, size: int) -> bytes:
+    """A chunk's records, never more than `size` + 1 bytes of output (a chunk whose data
+    inflates past its header's size is refused without holding what it would inflate to)."""
+    out = bytearray()
+    rest = data
+    try:
+        while rest and len(out) <= size:  # a chunk may hold several frames back to back
+            decompressor = _decompressor(compression)
+            out += decompressor.decompress(rest, max_length=size + 1 - len(out))
+            if not decompressor.eof:
+                break  # output over `size`, or data cut short: the check below says which
+            rest = decompressor.unused_data
+    except CorruptRecord:
+        raise
+    except Exception as exc:  # lz4 raises RuntimeError, zstd ZstdError: no common base
+        raise CorruptRecord(f"{compression} chunk does not decompress: {exc}") from exc
+    if len(out) != size:
+        got = f"more than {size}" if len(out) > size else str(len(out))
+        raise CorruptRecord(f"{compression} chunk decompresses to {got} bytes, its header "
+                            f"says {size}")
+    return bytes(out)
+
+
+def _decompressor(compression: str) -> Any:
+    """A fresh streaming decompressor for one frame (the codecs rosbags itself uses)."""
+    if compression == "lz4":
+        import lz4.frame
+
+        return lz4.frame.LZ4FrameDecompressor()
+    if compression == "zstd":
+        try:
+            from compression import zstd  # Python 3.14
+        except ImportError:
+            from backports import zstd  # what rosbags installs before 3.14
+        return zstd.ZstdDecompressor()
+    raise CorruptRecord(f"unsupported chunk compression {compression!r}")
 
 
 def _record(op: int, body: bytes, result: ScanResult) -> Iterator[tuple[int, int, bytes]]:
