@@ -242,6 +242,11 @@ def test_missing_files_check_before_training(files: dict[str, Path]) -> None:
     with pytest.raises(MissingFilesError, match=r"1 of 5 files missing.*missing\.avi"):
         data.check_files()
     assert data.check_files(allow_missing=True) == 1
+    # training names the task and its list ("task 0 ... (task 0)" named neither)
+    with pytest.raises(MissingFilesError) as error:
+        data.check_files(sources=[("gesture", "nvgesture train.lst")])
+    assert str(error.value).startswith("gesture: ") and "nvgesture train.lst" in str(error.value)
+    assert "task 0" not in str(error.value)
     good = ClipDataset([(VideoSample(files["long"], 0), 0)], "train", CONFIG)
     assert good.check_files() == 0
 

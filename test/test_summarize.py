@@ -245,3 +245,28 @@ def test_the_table_shows_control_characters_of_listed_paths_escaped() -> None:
     text = format_table({"name": "s", "config": "s.yaml", "tasks": {"action": {"train": split}}})
     assert "\x00" not in text and "\x1b" not in text
     assert "a\\x00b\\x1b[2Jc.avi" in text
+
+
+def test_a_test_video_also_listed_for_training_is_reported(tmp_path: Path) -> None:
+    """A video in both trainlist01 and testlist01 was accepted without a word: its test
+    scores are not held out."""
+    from training.datasets.sample import LabelledSplit, VideoSample, shared_samples
+    from training.tools.summarize import format_table, summarize
+
+    a, b = VideoSample(tmp_path / "a.avi", 0), VideoSample(tmp_path / "b.avi", 1)
+    segment = VideoSample(tmp_path / "a.avi", 0, start=10, end=20)  # another segment: not shared
+    train = LabelledSplit([a, b], ["x", "y"])
+    assert shared_samples(LabelledSplit([a, segment], ["x", "y"]), train) == [a]
+    root = tmp_path / "ucf"
+    (root / "ucfTrainTestlist").mkdir(parents=True)
+    (root / "ucfTrainTestlist" / "classInd.txt").write_text("1 Walk\n2 Jump\n")
+    (root / "ucfTrainTestlist" / "trainlist01.txt").write_text(
+        "Walk/v_Walk_g01_c01.avi 1\nJump/v_Jump_g01_c01.avi 2\n")
+    (root / "ucfTrainTestlist" / "testlist01.txt").write_text(
+        "Walk/v_Walk_g01_c01.avi\nJump/v_Jump_g02_c01.avi\n")
+    config = write_yaml(tmp_path / "set.yaml", {"class_merge": "none", "tasks": {"action": [
+        {"format": "ucf101", "root": "ucf", "annotations": "ucf/ucfTrainTestlist"}]}})
+    summary = summarize(load_set(config), ["train", "test"])
+    assert summary["tasks"]["action"]["test"]["in_train"] == 1
+    assert "in_train" not in summary["tasks"]["action"]["train"]
+    assert ("action/test: 1 sample(s) also in the train split" in format_table(summary))

@@ -169,14 +169,22 @@ class ClipDataset(Dataset):
         spans = [s for s in self._spans[:] if math.isfinite(s)]
         return statistics.median(spans) if spans else None
 
-    def check_files(self, allow_missing: bool = False, limit: int = SHOWN) -> int:
+    def check_files(self, allow_missing: bool = False, limit: int = SHOWN,
+                    sources: Sequence[tuple[str, str]] = ()) -> int:
         """Run before training: raise `MissingFilesError` naming the first missing files.
 
         With `allow_missing`, log one warning instead and return the count; the
-        missing files are then skipped and counted as they come up.
+        missing files are then skipped and counted as they come up. `sources`:
+        (task name, where its samples come from: "ucf101 trainlist01.txt") per task
+        id, so the message names them (else "task 0").
         """
+        def named(task: int) -> tuple[str, str]:
+            if task < len(sources):
+                return sources[task]
+            return ("none", "the `none` clips") if sources else (f"task {task}", f"task {task}")
+
         splits = {
-            f"task {task}": LabelledSplit([self.samples[i] for i in idx], [], f"task {task}")
+            named(task)[0]: LabelledSplit([self.samples[i] for i in idx], [], named(task)[1])
             for task, idx in self._by_task.items()
         }
         if not allow_missing:
@@ -186,7 +194,7 @@ class ClipDataset(Dataset):
         for name, split in splits.items():
             report = find_missing(split, limit)
             if report.count:
-                LOG.warning("%s", report.message(where=name))
+                LOG.warning("%s: %s", name, report.message(where=split.source))
             missing += report.count
         return missing
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,3 +60,14 @@ class LabelledSplit:
     @property
     def labelled(self) -> bool:
         return any(s.label != UNLABELLED for s in self.samples)
+
+
+def shared_samples(first: LabelledSplit, second: LabelledSplit) -> list[VideoSample]:
+    """The samples of `first` that `second` lists too (the same file and segment): a
+    video in both a train and a test list scores what the model was trained on. Segments
+    of one recording on either side (a bag's `split` column) are not shared."""
+    def key(sample: VideoSample) -> tuple[str, int, int | None]:
+        return (os.path.normpath(os.path.abspath(sample.path)), sample.start, sample.end)
+
+    theirs = {key(s) for s in second.samples}
+    return [s for s in first.samples if key(s) in theirs]

@@ -26,7 +26,7 @@ from mtl_perception.outputs import OutputError, check_out_file
 from mtl_perception.settings import SettingsError
 from training.datasets.listfile import DatasetError, shown
 from training.datasets.missing import check_videos, find_missing, find_wrong_kind
-from training.datasets.sample import UNLABELLED, LabelledSplit
+from training.datasets.sample import UNLABELLED, LabelledSplit, shared_samples
 from training.datasets.sets import SPLIT_NAMES, SetConfig, build_task_split, load_set
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,11 @@ def summarize(set_config: SetConfig, splits: list[str], check_videos: bool = Fal
     tasks: dict[str, dict[str, Any]] = {task: {} for task in set_config.tasks}
     for (task, split), labelled in built.items():
         tasks[task][split] = summarize_split(labelled, check_videos, show, clip_length)
+    for task in set_config.tasks:  # a test video also trained on scores what was learnt
+        if (task, "train") in built and (task, "test") in built:
+            shared = shared_samples(built[task, "test"], built[task, "train"])
+            tasks[task]["test"]["in_train"] = len(shared)
+            tasks[task]["test"]["in_train_examples"] = [str(s.path) for s in shared[:show]]
     return {"name": set_config.name, "config": str(set_config.path), "tasks": tasks}
 
 
@@ -157,6 +162,12 @@ def format_table(summary: dict[str, Any]) -> str:
                                  + (", ..." if s[count] > len(paths) else ""))
             if s.get("missing_hint"):
                 notes.append(f"{task}/{split}: {s['missing_hint']}")
+            if s.get("in_train"):
+                notes.append(shown(
+                    f"{task}/{split}: {s['in_train']} sample(s) also in the train split (the "
+                    f"same file and segment: scores on them are not held out): "
+                    f"{', '.join(s['in_train_examples'])}"
+                    + (", ..." if s["in_train"] > len(s["in_train_examples"]) else "")))
             for name, items in s.get("merged_classes", {}).items():
                 notes.append(f"{task}/{split} merged class {name!r}: {', '.join(items)}")
             bags = s.get("bags")

@@ -16,8 +16,9 @@ from mtl_perception.settings import SettingsError
 from training.datasets.bag_source import none_of_bags
 from training.datasets.clip_dataset import ClipDataset, ClipSamplingConfig
 from training.datasets.clips import clip_span
+from training.datasets.listfile import shown
 from training.datasets.none_clips import none_samples
-from training.datasets.sample import LabelledSplit, VideoSample
+from training.datasets.sample import LabelledSplit, VideoSample, shared_samples
 from training.datasets.sets import SetConfig, build_task_split, load_set
 from training.train.config import TrainConfig
 from training.train.finetune import InitError
@@ -89,6 +90,12 @@ def build_data(config: TrainConfig, recorded_init: dict[str, Any] | None = None)
                                 "or more training videos to hold one out; use val_split train")
     else:
         val_splits = {t: build_task_split(set_config, t, config.val_split) for t in names}
+        for name, split in zip(names, train_splits):
+            shared = shared_samples(val_splits[name], split) if config.val_split == "test" else []
+            if shared:  # best.safetensors would be chosen on videos it trained on
+                LOG.warning("task %r: %d sample(s) of the test split are also in the train "
+                            "split (%s first): validation on them is not held out",
+                            name, len(shared), shown(shared[0].path))
     unfed: tuple[str, ...] = ()
     if origin is not None:
         names, train_splits, val_splits, unfed = _fine_tuning_splits(
@@ -137,7 +144,8 @@ def build_data(config: TrainConfig, recorded_init: dict[str, Any] | None = None)
     warn_short_intervals(set_config, names, config.clip)
     warn_shared_recordings(set_config, names)
     train = ClipDataset(items, "train", preprocess, sampling)
-    missing = train.check_files(allow_missing=config.allow_missing)
+    missing = train.check_files(allow_missing=config.allow_missing, sources=[
+        (name, split.source or f"set {config.set}") for name, split in zip(names, train_splits)])
     return RunData(
         task_names=tuple(names),
         class_names=tuple(tuple(s.class_names) for s in train_splits),
