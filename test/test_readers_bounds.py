@@ -242,3 +242,17 @@ def test_validation_on_an_unlabelled_isogd_test_list_is_refused_before_training(
     with pytest.raises(SettingsError, match=r"task 'gesture': val_split test: .*test_list"
                                             r"\.txt has no labels to validate on"):
         build_data(train_config)
+
+
+def test_isogd_reads_a_signed_label_as_a_label_and_refuses_a_depth_video(
+        tmp_path: Path) -> None:
+    """`M_1.avi +3` was read as a video with a depth file named `+3` (unlabelled), and a
+    depth `K_` video in the RGB column was accepted."""
+    listed = tmp_path / "list.txt"
+    listed.write_text("train/001/M_00001.avi +3\ntrain/001/M_00002.avi 2\n")
+    assert [s.label for s in isogd.read_list(listed, tmp_path)] == [2, 1]
+    listed.write_text("train/001/M_00001.avi x3\n")
+    _refused(lambda: isogd.read_list(listed, tmp_path), r"list.txt:1: label 'x3' is not an "
+                                                        r"integer")
+    listed.write_text("train/001/K_00001.avi train/001/M_00001.avi 3\n")
+    _refused(lambda: isogd.read_list(listed, tmp_path), r"list.txt:1: .*K_00001.avi is a depth")

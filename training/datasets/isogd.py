@@ -53,9 +53,13 @@ def read_list(path: Path, root: Path, num_classes: int = NUM_CLASSES) -> list[Vi
         parts = line.split()
         if len(parts) not in (1, 2, 3) or not parts[0].lower().endswith(".avi"):
             raise DatasetError(f"{path}:{number}: expected 'M_video.avi [K_video.avi] [label]'")
+        if Path(parts[0]).name.startswith("K_"):  # IsoGD's depth video: not a camera frame
+            raise DatasetError(f"{path}:{number}: {parts[0]} is a depth (K_) video; the first "
+                               "column is the RGB M_ video")
         label = None
-        if parts[-1].lstrip("-").isdigit():
-            # 1..the class names' count, or the placeholder 0 (no label)
+        if len(parts) > 1 and not parts[-1].lower().endswith(".avi"):
+            # 1..the class names' count, or the placeholder 0 (no label); `+3` is 3, not a
+            # depth file name
             label = parse_int(parts[-1], path, number, "label", 0, num_classes)
         elif len(parts) == 3:
             raise DatasetError(f"{path}:{number}: label {parts[-1]!r} is not an integer")
