@@ -3,8 +3,10 @@
 Single output files (`export --out`, `fit-gate --out`, `label-bag --out/--sheet`)
 follow `check_out_file`: never an input of the same run (not even with
 `--overwrite`), an existing file only with `--overwrite` and only when it is a
-file of the kind the option writes (JSON, a checkpoint, an ONNX model, a CSV,
-a PNG: a video or a list file named by mistake is never replaced), only a
+file of the kind the option writes (a JSON object naming the command in
+`written_by`, a model checkpoint, an ONNX model, a CSV, a PNG: a video, a list
+file, another command's JSON or a resume state named by mistake is never
+replaced), only a
 regular file, the folder checked writable before the work; written atomically
 (`mtl_perception.fileio.atomic_write`).
 
@@ -112,13 +114,16 @@ def check_out(out: Path, owner: Owner, overwrite: bool) -> None:
 
 
 def check_out_file(out: Path, overwrite: bool, inputs: Iterable[Path] = (),
-                   option: str = "--out", kind: FileKind | None = None) -> None:
+                   option: str = "--out", kind: FileKind | None = None,
+                   writer: str | None = None) -> None:
     """Refuse, before any work, a single output file that must not be written (nothing changed).
 
     `inputs`: the files and folders this run reads; `out` may be none of them, nor
     inside an input folder, whatever `--overwrite` says (the run would replace what
     it is reading). `kind`: what the option writes; an existing file is replaced
-    (with `--overwrite`) only when it is one (`file_kind_problem`).
+    (with `--overwrite`) only when it is one (`file_kind_problem`), and with `writer`
+    only a JSON object whose `written_by` names it (another command's JSON, a run's
+    run.json or a set's synth.json, is valid JSON too).
     """
     source = input_holding(out, inputs)
     if source is not None:
@@ -134,7 +139,7 @@ def check_out_file(out: Path, overwrite: bool, inputs: Iterable[Path] = (),
         if not overwrite:
             raise OutputError(f"{option} {out} already exists; pass --overwrite to replace "
                               "it, or choose another file")
-        problem = None if kind is None else file_kind_problem(out, kind)
+        problem = None if kind is None else file_kind_problem(out, kind, writer)
         if problem is not None:
             raise OutputError(f"{option} {out} exists and {problem}: it is not a file this "
                               "option writes, so --overwrite does not replace it (choose "
@@ -150,7 +155,10 @@ _SNIFF_BYTES = 1 << 16
 _MAX_JSON_BYTES = 256 << 20
 
 
-def file_kind_problem(path: Path, kind: FileKind) -> str | None:
+WRITTEN_BY = "written_by"  # the key naming the command in its JSON outputs
+
+
+def file_kind_problem(path: Path, kind: FileKind, writer: str | None = None) -> str | None:
     """Why the existing regular file `path` is not a `kind` file (None: it is one).
 
     What a run may replace with `--overwrite` is its own kind of output: a `--json`
@@ -169,13 +177,21 @@ def file_kind_problem(path: Path, kind: FileKind) -> str | None:
         if size > _MAX_JSON_BYTES:
             return f"is {size} bytes, larger than any JSON file this option writes"
         try:
-            json.loads(path.read_bytes().decode("utf-8") or "null")
-        except (OSError, ValueError):
+            document = json.loads(path.read_bytes().decode("utf-8") or "null")
+        except (OSError, ValueError, RecursionError):
             return "is not a JSON file"
+        if writer is not None and not (isinstance(document, dict)
+                                       and document.get(WRITTEN_BY) == writer):
+            return f"is not a JSON file written by {writer}"
         return None
-    if kind == "checkpoint":  # safetensors: an 8-byte little-endian length, then "{"
-        ok = len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size
-        return None if ok else "is not a safetensors checkpoint"
+    if kind == "checkpoint":  # safetensors whose header holds a checkpoint's metadata key
+        length = int.from_bytes(head[:8], "little") if len(head) > 8 else 0
+        if not (head[8:9] == b"{" and 0 < length < size):
+            return "is not a safetensors checkpoint"
+        header = head[8:8 + length] if length <= len(head) - 8 else b""
+        if b'"mtl_perception"' not in header and length <= len(head) - 8:
+            return "is a safetensors file but not a model checkpoint (a resume state?)"
+        return None
     if kind == "onnx":  # a ModelProto begins with field 1 (ir_version), a varint: 0x08
         return None if head[:1] == b"\x08" else "is not an ONNX model"
     if kind == "png":

@@ -10,8 +10,10 @@ import pytest
 from mtl_perception.outputs import OutputError, check_out_file, file_kind_problem
 
 VIDEO = b"RIFF\x10\x00\x00\x00AVI LIST" + bytes(range(256))
-HEADER = b'{"__metadata__":{}}'
+HEADER = b'{"__metadata__":{"mtl_perception":"{}"}}'
 SAFETENSORS = struct.pack("<Q", len(HEADER)) + HEADER
+STATE = b'{"__metadata__":{"mtl_perception_resume":"{}"}}'  # train's resume state
+RESUME = struct.pack("<Q", len(STATE)) + STATE
 KINDS = {
     "json": (b'{"a": [1, 2]}\n', b'{"a": '),
     "checkpoint": (SAFETENSORS, struct.pack("<Q", 10**12) + HEADER),  # length past the end
@@ -29,6 +31,22 @@ def test_each_kind_is_told_from_a_video_and_a_near_miss(tmp_path: Path, kind: st
         path.write_bytes(content)
         problem = file_kind_problem(path, kind)  # type: ignore[arg-type]
         assert (problem is None) == (expected is None), (content, problem)
+
+
+def test_a_resume_state_is_no_checkpoint_and_json_may_need_its_writer(tmp_path: Path) -> None:
+    """fit-gate --out RUN/resume.safetensors --overwrite replaced a run's state, and
+    summarize --json SET/synth.json --overwrite a set's manifest: valid files of the
+    format, written by someone else."""
+    state = tmp_path / "resume.safetensors"
+    state.write_bytes(RESUME)
+    assert file_kind_problem(state, "checkpoint") == ("is a safetensors file but not a "
+                                                      "model checkpoint (a resume state?)")
+    manifest = tmp_path / "synth.json"
+    manifest.write_text('{"tool": "synth"}')
+    assert file_kind_problem(manifest, "json") is None
+    assert file_kind_problem(manifest, "json", "me") == "is not a JSON file written by me"
+    manifest.write_text('{"written_by": "me", "x": 1}')
+    assert file_kind_problem(manifest, "json", "me") is None
 
 
 def test_csv_sniffing_allows_a_character_cut_at_the_sniffed_end(tmp_path: Path) -> None:

@@ -230,9 +230,15 @@ def test_json_never_replaces_the_set_it_reads_or_an_existing_file(
     err = capsys.readouterr().err.strip()
     assert "exists and is not a JSON file" in err and len(err.splitlines()) == 1
     assert video.read_bytes() == before
-    mine.write_text('{"an": "earlier summary"}')
-    assert main(["summarize", "--config", str(config), "--json", str(mine), "--overwrite"]) == 0
-    assert json.loads(mine.read_text()) != {"an": "earlier summary"}  # replaced
+    mine.write_text('{"an": "other command\'s JSON"}')  # valid JSON, not summarize's
+    assert main(["summarize", "--config", str(config), "--json", str(mine), "--overwrite"]) == 2
+    assert "is not a JSON file written by python -m training summarize" in (
+        capsys.readouterr().err)
+    earlier = world["tmp"] / "earlier.json"
+    assert main(["summarize", "--config", str(config), "--json", str(earlier)]) == 0
+    assert json.loads(earlier.read_text())["written_by"] == "python -m training summarize"
+    assert main(["summarize", "--config", str(config), "--json", str(earlier),
+                 "--overwrite"]) == 0  # its own earlier output: replaced
 
 
 def test_the_table_shows_control_characters_of_listed_paths_escaped() -> None:

@@ -19,6 +19,7 @@ its class) beside the task-given accuracies.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ from mtl_perception.deploy.load import is_exported, load_engine, read_model_info
 from mtl_perception.deploy.registry import BACKEND_NAMES as BACKENDS
 from mtl_perception.exits import float_in
 from mtl_perception.models import MultiTaskModel
-from mtl_perception.outputs import OutputError, check_out_file
+from mtl_perception.outputs import WRITTEN_BY, OutputError, check_out_file
 from mtl_perception.settings import SettingsError
 from training.datasets.clip_sampling import TemporalSampling
 from training.datasets.clips import clip_span
@@ -50,6 +51,7 @@ from training.evaluation.engine_model import EngineModel
 from training.evaluation.scoring import EvalConfig, EvaluationError, EvaluationResult, Evaluator
 
 LOG = logging.getLogger(__name__)
+JSON_WRITER = "python -m training evaluate"
 
 
 class EvaluateUsageError(ValueError):
@@ -178,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         set_config = load_set(args.config)
         if args.json is not None:
             check_out_file(args.json, args.overwrite, set_config.inputs(), option="--json",
-                           kind="json")
+                           kind="json", writer=JSON_WRITER)
         missing = [t for t in info.model.task_names if t not in set_config.tasks]
         if missing:
             raise EvaluateUsageError(
@@ -213,7 +215,9 @@ def run(args: argparse.Namespace) -> int:
     print(format_result(result, f"{args.checkpoint}{engine} on {set_config.name} {args.split}"))
     if args.json is not None:
         try:
-            text = result.to_json() + "\n"
+            # `written_by`: what lets a later `--json ... --overwrite` prove the file is ours
+            text = json.dumps({WRITTEN_BY: JSON_WRITER, **json.loads(result.to_json())},
+                              indent=2) + "\n"
             atomic_write(args.json, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         except OSError as exc:
             print(f"error: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)

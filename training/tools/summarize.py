@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl_perception.fileio import atomic_write_text
-from mtl_perception.outputs import OutputError, check_out_file
+from mtl_perception.outputs import WRITTEN_BY, OutputError, check_out_file
 from mtl_perception.settings import SettingsError
 from training.datasets.listfile import DatasetError, shown
 from training.datasets.missing import check_videos, find_missing, find_wrong_kind
@@ -30,6 +30,7 @@ from training.datasets.sample import UNLABELLED, LabelledSplit, shared_samples
 from training.datasets.sets import SPLIT_NAMES, SetConfig, build_task_split, load_set
 
 log = logging.getLogger(__name__)
+JSON_WRITER = "python -m training summarize"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -204,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         set_config = load_set(args.config)
         if args.json is not None:
             check_out_file(args.json, args.overwrite, set_config.inputs(), option="--json",
-                           kind="json")
+                           kind="json", writer=JSON_WRITER)
         summary = summarize(set_config, list(args.splits), args.check_videos, args.show,
                             max(args.clip_length, 1))
     except (SettingsError, OutputError) as exc:
@@ -216,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(summary))
     if args.json is not None:
         try:  # atomic: a failed write leaves no half summary for a script to read
-            atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
+            document = {WRITTEN_BY: JSON_WRITER, **summary}  # proves the file ours later
+            atomic_write_text(args.json, json.dumps(document, indent=2) + "\n")
         except OSError as exc:
             print(f"error: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
             return 2
