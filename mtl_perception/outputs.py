@@ -82,15 +82,21 @@ log = logging.getLogger(__name__)
 # -- replacing a folder ------------------------------------------------------------------
 
 
-def check_out(out: Path, owner: Owner, overwrite: bool) -> None:
+def check_out(out: Path, owner: Owner, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
     """Refuse, before any work, an `out` that must not be written or replaced (nothing changed).
 
     A new or empty folder is fine; one holding `owner`'s earlier output only
-    with `overwrite`; anything else never.
+    with `overwrite`; anything else never. `inputs`: what the run reads; `out` may
+    hold none of them (replacing it would delete the input: an earlier output's
+    `bag/` read back with `--overwrite` into the same folder).
     """
     opt = owner.option
     if out.is_symlink():
         raise OutputError(f"{opt} {out} is a symbolic link; give the folder itself")
+    held = output_holding(out, inputs)
+    if held is not None:
+        raise OutputError(f"{opt} {out} holds {held}, an input of this run: replacing the "
+                          "folder would delete it (write the results elsewhere)")
     here = Path.cwd()
     target = normal_path(out)
     if here == target or target in here.parents:  # the swap renames out: the shell is left
@@ -202,6 +208,17 @@ def file_kind_problem(path: Path, kind: FileKind, writer: str | None = None) -> 
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     except ValueError:
         return "is not a text (CSV) file"
+    return None
+
+
+def output_holding(out: Path, inputs: Iterable[Path]) -> Path | None:
+    """The first of `inputs` that is `out` or lies inside it, links resolved; None when
+    the folder holds none of them."""
+    target = Path(os.path.realpath(out))
+    for source in inputs:
+        real = Path(os.path.realpath(source))
+        if real == target or target in real.parents:
+            return source
     return None
 
 

@@ -141,6 +141,12 @@ def test_write_bag_of_a_bag_that_holds_predictions_keeps_only_this_runs(
     warned = [r.getMessage() for r in caplog.records if "--write-bag:" in r.getMessage()]
     assert len(warned) == 1
     assert f"/human/action ({EXPECTED_CLIPS} messages)" in warned[0]
+    # that output bag read back into its own folder: --overwrite had deleted the input
+    caplog.clear()
+    before = sorted((p.name, p.stat().st_size) for p in (first / "bag").iterdir())
+    assert _run(files, first, "--overwrite", bag=first / "bag") == 2
+    assert f"holds {first / 'bag'}, an input of this run" in _error(caplog)
+    assert sorted((p.name, p.stat().st_size) for p in (first / "bag").iterdir()) == before
 
 
 def test_results_are_refused_unless_overwrite(files: dict[str, Path], tmp_path: Path,

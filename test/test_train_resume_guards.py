@@ -179,3 +179,24 @@ def test_a_state_that_does_not_fit_the_model_names_the_first_difference(
     assert deeper.endswith("missing key '1.weight' (and 1 more)"), deeper
     other = refusal(torch.nn.Sequential(torch.nn.Identity(), torch.nn.Linear(2, 3)))
     assert "missing key '1.weight' (and 1 more); unexpected key '0.bias' (and 1 more)" in other
+
+
+def test_fine_tuning_into_the_run_that_holds_its_init_checkpoint_is_refused(
+        finished_run: Path, small_set: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """init=RUN/best.safetensors --out RUN --overwrite deleted the checkpoint it started
+    from (exit 0)."""
+    from training.train.resume import RunDirError, check_new_run_dir
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, symlinks=True)
+    before = _snapshot(run)
+    init = run / "best.safetensors"
+    with pytest.raises(RunDirError, match=r"best.safetensors is an input of this run and a "
+                                          r"file it writes"):
+        check_new_run_dir(run, True, [init])
+    assert check_new_run_dir(run, True, [tmp_path / "elsewhere.safetensors"])
+    config = tiny_config(small_set / "set.yaml", *RUN, f"init={init}")
+    with pytest.raises(RunDirError):
+        train(config, run, overwrite=True, progress=False, tensorboard=False)
+    assert _snapshot(run) == before

@@ -139,7 +139,8 @@ def evaluate(args: argparse.Namespace) -> Evaluation:
     if Path(args.bag).is_dir() and input_holding(args.out, [args.bag]) is not None:
         raise EvaluationError(f"--out {args.out} lies inside the bag folder {args.bag} it "
                               "reads: write the results elsewhere")
-    check_out(args.out, args.overwrite)
+    check_out(args.out, args.overwrite, [p for p in (args.bag, args.labels, args.checkpoint,
+                                                      args.config) if p is not None])
     # Loaded (and its checksum verified) once, before the bag is opened: a checkpoint or
     # exported file that cannot be used is refused before any image is decoded.
     engine = load_engine(args.checkpoint, config.backend, args.device, autocast=args.autocast,

@@ -11,7 +11,7 @@ is the user's, and stays.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -52,9 +52,10 @@ def is_ours(folder: Path) -> bool:
     return outputs.why_not_ours(folder, OWNER) is None
 
 
-def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse, before any work, an `out` that holds results or other files, or cannot be made."""
-    outputs.check_out(out, OWNER, overwrite)
+def check_out(out: Path, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
+    """Refuse, before any work, an `out` that holds results or other files, or an input
+    of the run, or cannot be made."""
+    outputs.check_out(out, OWNER, overwrite, inputs)
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,14 +94,23 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     return doc
 
 
-def check_new_run_dir(run_dir: Path, overwrite: bool) -> bool:
+def check_new_run_dir(run_dir: Path, overwrite: bool, inputs: Iterable[str | Path] = ()
+                      ) -> bool:
     """May a new run go into `run_dir`? True when an earlier run of ours is to be replaced.
 
-    Refuses a file, a non-empty folder that is not a run, and an earlier run
-    unless `overwrite` (the user's consent).
+    Refuses a file, a non-empty folder that is not a run, an earlier run unless
+    `overwrite` (the user's consent), and `inputs` (the run's init, replay,
+    pretrained and set files) at a name the run writes or deletes there: fine-tuning
+    from RUN/best.safetensors into RUN with --overwrite deleted the checkpoint it
+    started from.
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir} exists and is not a folder")
+    written = {os.path.realpath(run_dir / name) for name in RUN_OUTPUTS}
+    for source in inputs:
+        if os.path.realpath(source) in written:
+            raise RunDirError(f"{source} is an input of this run and a file it writes in "
+                              f"{run_dir}: copy it elsewhere first, or choose another --out")
     if not (run_dir.is_dir() and any(run_dir.iterdir())):
         return False
     read_run(run_dir)  # raises for a folder that is not ours

@@ -126,7 +126,9 @@ class _Run:
         if resume:
             state_path = _check_resumable(config, run_dir, ctx)
         else:  # every rank checks (read only), so all fail together on a bad folder
-            check_new_run_dir(run_dir, overwrite)
+            check_new_run_dir(run_dir, overwrite, [
+                path for path in (config.init, config.replay, config.pretrained, config.set)
+                if path and path not in ("init", "none", "kinetics400")])
         D.barrier(ctx)  # before rank 0 writes run.json, which a late rank would refuse
         # Pretrained weights first: a missing file is refused before the lists are read.
         # A resumed run replaces every weight: it needs no pretrained file.
