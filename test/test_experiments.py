@@ -260,10 +260,26 @@ def test_a_folder_that_is_not_a_grids_is_refused_before_anything_is_written(
     assert fake.calls == [] and (out / "table1.md").read_text() == "mine"
     assert sorted(p.name for p in out.rglob("*")) == ["plots", "stl_r3d18_action.png",
                                                       "table1.md"]
+    (out / "experiments.json").write_text('{"my": 1}')  # a file of that name is not enough
+    with pytest.raises(ExperimentError, match=r"experiments.json is not the grid's"):
+        run_grid(set_file, out, train_file, only=["lws_average"], train_fn=fake)
+    assert fake.calls == [] and (out / "table1.md").read_text() == "mine"
     grid = tmp_path / "grid"  # a new folder is marked, then resumed as the grid's own
     run_grid(set_file, grid, train_file, only=["lws_average"], train_fn=FakeTrain())
     assert json.loads((grid / "experiments.json").read_text())["command"] == "experiments"
     run_grid(set_file, grid, train_file, only=["lws_average"], train_fn=FakeTrain())
+    (grid / "results" / "lws_average.json").write_text("not json")
+    with pytest.raises(ExperimentError, match=r"lws_average.json: run lws_average's results "
+                                              r"file cannot be read"):
+        run_grid(set_file, grid, train_file, only=["lws_average"], train_fn=FakeTrain())
+    (grid / "results" / "lws_average.json").unlink()
+    elsewhere = tmp_path / "user_plots"
+    elsewhere.mkdir()
+    (grid / "plots").rename(tmp_path / "old_plots")
+    (grid / "plots").symlink_to(elsewhere)
+    with pytest.raises(ExperimentError, match=r"plots is a symbolic link"):
+        run_grid(set_file, grid, train_file, only=["lws_average"], train_fn=FakeTrain())
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_the_default_training_config_exists() -> None:

@@ -44,6 +44,7 @@ from typing import Any
 
 from mtl_perception.bag.outputs import OutputError, check_creatable
 from mtl_perception.checkpoint import CheckpointError, atomic_write, load_checkpoint
+from mtl_perception.exits import one_line
 from mtl_perception.settings import SettingsError
 from training.datasets.listfile import DatasetError
 from training.datasets.sets import build_task_split, load_set
@@ -249,16 +250,36 @@ def claim_out(out: Path, set_path: Path) -> None:
     """Refuse an `--out` that is not an empty folder or an earlier grid's; mark it ours."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise ExperimentError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and not (out / MARKER).is_file():
-        entries = sorted(p.name for p in out.iterdir())
-        if entries:
+    marker = out / MARKER
+    if out.is_dir() and any(out.iterdir()):
+        problem = _marker_problem(marker)
+        if problem is not None:
+            entries = sorted(p.name for p in out.iterdir())
             raise ExperimentError(
                 f"--out {out} is not empty ({entries[0]}) and is not an experiments grid's "
-                f"folder (no {MARKER}); choose a new or empty folder")
-    if not (out / MARKER).is_file():
+                f"folder ({problem}); choose a new or empty folder")
+        # The grid writes into these: a link would send a table or plot elsewhere.
+        for name in ("runs", "results", "plots", *(p.name for p in out.glob("table*"))):
+            if (out / name).is_symlink():
+                raise ExperimentError(f"--out {out}: {name} is a symbolic link, which the "
+                                      "grid never makes; refusing to write through it")
+    if not marker.is_file():
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / MARKER, json.dumps({"command": "experiments",
                                              "set": str(set_path.resolve())}) + "\n")
+
+
+def _marker_problem(marker: Path) -> str | None:
+    """Why `marker` does not prove the folder a grid's (None: it does)."""
+    if marker.is_symlink() or not marker.is_file():
+        return f"no {MARKER}"
+    try:
+        document = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{MARKER} is not the grid's"
+    if not (isinstance(document, dict) and document.get("command") == "experiments"):
+        return f"{MARKER} is not the grid's"
+    return None
 
 
 def write_text(path: Path, text: str) -> None:
@@ -273,7 +294,17 @@ def _check_finished(out: Path, run: GridRun, config: TrainConfig) -> None:
     path = _result_path(out, run)
     if not path.is_file():
         return
-    stored = json.loads(path.read_text("utf-8")).get("config", {})
+    try:
+        document = json.loads(path.read_text("utf-8"))
+        stored = document.get("config", {}) if isinstance(document, dict) else None
+    except (OSError, ValueError) as exc:
+        stored = None
+        why = one_line(exc)
+    else:
+        why = "not a results object"
+    if not isinstance(stored, dict):
+        raise ExperimentError(f"{path}: run {run.name}'s results file cannot be read ({why}); "
+                              "delete it to rerun that run")
     wanted = json.loads(json.dumps(config_to_dict(config)))
     differ = sorted(k for k in set(stored) | set(wanted)
                     if stored.get(k) != wanted.get(k) and k not in _CHANGEABLE)
