@@ -200,3 +200,27 @@ def test_fine_tuning_into_the_run_that_holds_its_init_checkpoint_is_refused(
     with pytest.raises(RunDirError):
         train(config, run, overwrite=True, progress=False, tensorboard=False)
     assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo", "bad row"])
+def test_a_log_that_is_no_plain_log_is_refused_on_resume(
+        finished_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        kind: str) -> None:
+    """Resuming wrote the rows through a link into a user's file, blocked forever on a
+    FIFO, and raised a ValueError traceback on an edited row."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, symlinks=True)
+    log = run / "train.csv"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    if kind == "bad row":
+        log.write_text("iteration,loss\nabc,1\n")
+    else:
+        log.unlink()
+        log.symlink_to(notes) if kind == "link" else os.mkfifo(log)
+    assert main(["train", "--resume", str(run), "iterations=4"]) == 2
+    (error,) = _errors(caplog)
+    assert "train.csv" in error and "\n" not in error
+    assert {"link": "symbolic link", "fifo": "FIFO", "bad row": "train.csv:2: iteration "
+            "'abc' is not a whole number"}[kind] in error
+    assert notes.read_text() == "mine\n"

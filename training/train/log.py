@@ -12,7 +12,9 @@ so the logs read as one uninterrupted run.
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +22,8 @@ from typing import Any, TextIO
 
 import torch
 
+from mtl_perception.fileio import atomic_write_text, require_regular_file
+from training.train.resume import RunDirError
 from training.train.steps import StepResult
 
 
@@ -130,16 +134,22 @@ class _CsvFile:
     """A CSV log; on resume, rows past `start` (written after the saved state) go."""
 
     def __init__(self, path: Path, columns: list[str], start: int) -> None:
-        kept: list[list[str]] = []
-        if start > 0 and path.is_file():
-            with open(path, newline="", encoding="utf-8") as handle:
-                rows = list(csv.reader(handle))
-            kept = [r for r in rows[1:] if r and int(r[0]) <= start]
-        self.handle: TextIO = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        # Written in place for the whole run: a link would send the rows into someone
+        # else's file, a FIFO would block the run; both are refused in one line.
+        if os.path.lexists(path):
+            require_regular_file(path, "training log", RunDirError)
+            if path.is_symlink():
+                raise RunDirError(f"training log {path} is a symbolic link; a run writes "
+                                  "its logs itself (move the link away)")
+        kept = _kept_rows(path, start) if start > 0 and path.is_file() else []
+        # The kept rows replace the file atomically: a kill now cannot lose the history.
+        text = io.StringIO(newline="")
+        table = csv.writer(text)
+        table.writerow(columns)
+        table.writerows(kept)
+        atomic_write_text(path, text.getvalue())
+        self.handle: TextIO = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115
         self.writer = csv.writer(self.handle)
-        self.writer.writerow(columns)
-        self.writer.writerows(kept)
-        self.handle.flush()
 
     def write(self, row: list[Any]) -> None:
         self.writer.writerow([_cell(v) for v in row])
@@ -147,6 +157,27 @@ class _CsvFile:
 
     def close(self) -> None:
         self.handle.close()
+
+
+def _kept_rows(path: Path, start: int) -> list[list[str]]:
+    """The rows of a resumed run's log up to iteration `start` (those after it were
+    written after the saved state); a row whose iteration is no integer is one line."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise RunDirError(f"training log {path} cannot be read ({exc}); delete it to start "
+                          "the log anew") from exc
+    kept = []
+    for number, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if not row[0].isdigit():
+            raise RunDirError(f"{path}:{number}: iteration {row[0][:30]!r} is not a whole "
+                              "number (the log was edited?); delete it to start the log anew")
+        if int(row[0]) <= start:
+            kept.append(row)
+    return kept
 
 
 def _own_copy(probs: torch.Tensor | None) -> float:
