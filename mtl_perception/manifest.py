@@ -83,8 +83,11 @@ def write_manifest(folder: Path, owner: Owner, settings: Mapping[str, Any],
     atomic_write_text(folder / owner.manifest, json.dumps(body, indent=1, sort_keys=True) + "\n")
 
 
-def why_not_ours(folder: Path, owner: Owner) -> str | None:
-    """None when `folder` provably is `owner`'s output (or its partial run); else why not."""
+def why_not_ours(folder: Path, owner: Owner, removing: bool = False) -> str | None:
+    """None when `folder` provably is `owner`'s output (or its partial run); else why not.
+
+    `removing`: the folder is an earlier output a killed run was deleting (its manifest
+    is deleted last, `remove_own`): files it lists may be gone, the rest must match."""
     manifest = read_manifest(folder, owner)
     if isinstance(manifest, str):
         return manifest
@@ -114,9 +117,9 @@ def why_not_ours(folder: Path, owner: Owner) -> str | None:
                 seen.add(rel)
     if complete:
         absent = sorted(set(listed) - seen)
-        if absent:
+        if absent and not removing:
             return f"{absent[0]} (written by {owner.name}) is gone: the folder was edited"
-        for name in sorted(listed):
+        for name in sorted(seen if removing else listed):
             if _fingerprint(folder / name) != listed[name]:
                 return f"{name} changed since {owner.name} wrote it"
     return None

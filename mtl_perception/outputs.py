@@ -296,7 +296,13 @@ def remove_leftover(leftover: Path, out: Path, owner: Owner) -> None:
     if not (leftover.exists() or leftover.is_symlink()):
         return
     reason = None if leftover.is_dir() and not leftover.is_symlink() else "not a folder"
-    reason = reason or why_not_ours(leftover, owner)
+    if reason is None and not any(leftover.iterdir()):
+        leftover.rmdir()  # emptied by a removal killed before its last step: nothing to lose
+        return
+    # an `-old` folder may be half removed (killed during `remove_own`): its manifest,
+    # removed last, still proves what is left
+    removing = leftover == owner.old(out)
+    reason = reason or why_not_ours(leftover, owner, removing=removing)
     if reason:
         raise OutputError(f"{leftover} is in the way of {owner.option} {out} and is not "
                           f"{owner.name}'s ({reason}); move it away (nothing was changed)")
@@ -305,7 +311,23 @@ def remove_leftover(leftover: Path, out: Path, owner: Owner) -> None:
         raise OutputError(f"{leftover} is being written by another {owner.name} run "
                           f"(process {writer}); wait for it or stop it")
     log.info("removing %s, left by an interrupted %s run", leftover, owner.name)
-    shutil.rmtree(leftover)
+    remove_own(leftover, owner)
+
+
+def remove_own(folder: Path, owner: Owner) -> None:
+    """Delete a proven output folder with its manifest last: a kill part-way leaves a
+    folder whose remaining files the manifest still lists, which the next run can prove
+    its own and finish removing (with rmtree's order it could prove nothing)."""
+    manifest = folder / owner.manifest
+    for top, dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            path = Path(top) / name
+            if path != manifest:
+                path.unlink()
+        for name in dirs:
+            (Path(top) / name).rmdir()
+    manifest.unlink(missing_ok=True)
+    folder.rmdir()
 
 
 def finish(partial: Path, out: Path, owner: Owner, overwrite: bool) -> None:
@@ -324,7 +346,7 @@ def finish(partial: Path, out: Path, owner: Owner, overwrite: bool) -> None:
             old = None
             os.rename(partial, out)  # onto an empty folder, or where none is
     if old is not None:
-        shutil.rmtree(old)  # ours; a stop here leaves it for the next run to remove
+        remove_own(old, owner)  # ours; a stop here leaves it for the next run to remove
     fsync_folder(out.absolute().parent)
 
 

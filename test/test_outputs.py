@@ -114,6 +114,46 @@ def test_a_killed_runs_partial_folder_is_removed_by_the_next_run(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+
+@pytest.mark.parametrize("removed", ["report only", "every file", "all but the folder"])
+def test_an_earlier_output_half_removed_by_a_kill_is_finished_by_the_next_run(
+        earlier: Path, caplog, removed: str) -> None:
+    """A SIGKILL while the replaced output was being deleted left `-old` with some of its
+    files; every later run refused it ("... is gone: the folder was edited"). Its manifest
+    is now deleted last, so what is left is still provably ours."""
+    old = OWNER.old(earlier)
+    os.rename(earlier, old)
+    shutil.copytree(old, earlier)  # the new output in place, as after the swap
+    if removed == "all but the folder":
+        for path in sorted(old.rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+    else:
+        (old / "report.md").unlink()
+        if removed == "every file":
+            (old / "bag" / "data.mcap").unlink()
+    caplog.set_level(logging.INFO)
+    _write(earlier)
+    assert sorted(p.name for p in earlier.parent.iterdir()) == ["out"]
+    # what a removal leaves still has to match: an edited file is not deleted
+    os.rename(earlier, old)
+    shutil.copytree(old, earlier)
+    (old / "report.md").unlink()
+    (old / "bag" / "data.mcap").write_text("edited")
+    with pytest.raises(OutputError, match="bag/data.mcap changed"):
+        _write(earlier)
+    assert (old / "bag" / "data.mcap").read_text() == "edited"
+
+
+def test_removing_an_output_deletes_its_manifest_last(earlier: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    order: list[str] = []
+    real_unlink = Path.unlink
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: (
+        order.append(self.name), real_unlink(self, missing_ok=missing_ok))[1])
+    outputs.remove_own(earlier, OWNER)
+    assert order[-1] == OWNER.manifest and not earlier.exists()
+
+
 def test_a_partial_folder_of_a_live_run_or_a_stranger_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "out"
     outputs.prepare(out, OWNER, False, {})
