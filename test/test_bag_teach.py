@@ -178,3 +178,29 @@ def test_joint_gate_training_takes_a_bags_none_from_its_unlabelled_time(tmp_path
     bounds = [t / 1e9 for s in nones for t in (s.start, s.end)]
     # margins 0.3 s; 8 frames at 10 fps = 0.7 s at least: 0-0.7 and 3.6-5.9 (not 2.8-2.7)
     assert bounds == pytest.approx([0.0, 0.7, 3.6, 5.9], abs=1e-6)
+
+
+
+def test_fit_gate_says_in_one_line_when_a_gate_class_loses_every_clip(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bag intervals that hold no sampled frame drop out only when the clips are read; a
+    gate class left without any ended fit-gate in a ValueError traceback."""
+    import training.methods.gate_fit as gate_fit
+
+    path = _set(tmp_path, "start,end,task,label\n1.0,2.5,gesture,wave\n3.0,4.0,gesture,stop\n")
+    source = read_checkpoint_info(tiny_checkpoint(tmp_path / "m.safetensors"))
+    one_task = dataclasses.replace(source.model, task_names=("gesture",), num_classes=(2,))
+    ckpt = tmp_path / "g.safetensors"
+    save_checkpoint(ckpt, build_model(one_task).eval(), CheckpointInfo(
+        one_task, (("wave", "stop"),), source.preprocess,
+        {"config": {"clip": {"frame_step": 2}}, "temporal_sampling": "consecutive"}))
+    real = gate_fit._fit
+    monkeypatch.setattr(gate_fit, "_fit", lambda gate, logits, labels, config: real(
+        gate, logits, labels.clamp(max=0), config))  # as if every none clip had fallen away
+    out = tmp_path / "gated.safetensors"
+    assert main(["fit-gate", "--checkpoint", str(ckpt), "--set", str(path), "--out", str(out),
+                 "--steps", "5", "--hidden", "0", "--no-tune"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no training clip of gate class(es) [1]" in err and len(err.splitlines()) == 1
+    assert not out.exists()

@@ -110,7 +110,8 @@ def _fit(gate: TaskGate, logits: Callable[[], torch.Tensor], labels: torch.Tenso
     counts = torch.bincount(labels, minlength=classes).float()
     if bool((counts == 0).any()):
         absent = [i for i in range(classes) if counts[i] == 0]
-        raise ValueError(f"no training clip of gate class(es) {absent} (the last is none)")
+        raise ValueError(f"no training clip of gate class(es) {absent} (the last is none): "
+                         "every sample of it was left out (see the warnings)")
     weight = counts.sum() / (classes * counts)
     optimizer = torch.optim.Adam(gate.classifier.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)

@@ -327,8 +327,13 @@ def run(args: argparse.Namespace) -> int:
                        for key, v in fitted.report.items()})
         del report["clips_per_video"]  # every clip of every video: stream windows
     else:
-        gate, crossed_gates = _fit_on_clips(model, info, train_items, half_items, items_of,
-                                            report, fit, step, temporal, args)
+        try:
+            gate, crossed_gates = _fit_on_clips(model, info, train_items, half_items,
+                                                items_of, report, fit, step, temporal, args)
+        except ValueError as exc:  # a gate class whose clips all fell away (bag intervals
+            # without a sampled frame): known only once the clips are read
+            print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 2
     config = dataclasses.replace(info.model, gate=True, gate_hidden=fit.hidden,
                                  gate_context=context)
     gated = _with_gate(model, config, gate)
