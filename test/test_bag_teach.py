@@ -90,16 +90,22 @@ def test_a_bags_unlabelled_time_is_the_gates_none(tmp_path: Path) -> None:
     assert none_of_bags(sources, "test", 0.2, 6) == []  # a train recording has no test none
 
 
-def test_fit_gate_reads_a_bag_set_with_the_checkpoints_sampling(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    labels = "start,end,task,label\n1.0,2.5,gesture,wave\n3.0,4.0,gesture,stop\n"
-    path = _set(tmp_path, labels)
+def _gesture_checkpoint(tmp_path: Path) -> Path:
+    """A one-task (wave, stop) checkpoint trained on every 2nd frame of the bags."""
     source = read_checkpoint_info(tiny_checkpoint(tmp_path / "m.safetensors"))
     one_task = dataclasses.replace(source.model, task_names=("gesture",), num_classes=(2,))
     ckpt = tmp_path / "g.safetensors"
     save_checkpoint(ckpt, build_model(one_task).eval(), CheckpointInfo(
         one_task, (("wave", "stop"),), source.preprocess,
         {"config": {"clip": {"frame_step": 2}}, "temporal_sampling": "consecutive"}))
+    return ckpt
+
+
+def test_fit_gate_reads_a_bag_set_with_the_checkpoints_sampling(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    labels = "start,end,task,label\n1.0,2.5,gesture,wave\n3.0,4.0,gesture,stop\n"
+    path = _set(tmp_path, labels)
+    ckpt = _gesture_checkpoint(tmp_path)
     out = tmp_path / "gated.safetensors"
     assert main(["fit-gate", "--checkpoint", str(ckpt), "--set", str(path), "--out", str(out),
                  "--steps", "20", "--hidden", "0"]) == 0
@@ -189,12 +195,7 @@ def test_fit_gate_says_in_one_line_when_a_gate_class_loses_every_clip(
     import training.methods.gate_fit as gate_fit
 
     path = _set(tmp_path, "start,end,task,label\n1.0,2.5,gesture,wave\n3.0,4.0,gesture,stop\n")
-    source = read_checkpoint_info(tiny_checkpoint(tmp_path / "m.safetensors"))
-    one_task = dataclasses.replace(source.model, task_names=("gesture",), num_classes=(2,))
-    ckpt = tmp_path / "g.safetensors"
-    save_checkpoint(ckpt, build_model(one_task).eval(), CheckpointInfo(
-        one_task, (("wave", "stop"),), source.preprocess,
-        {"config": {"clip": {"frame_step": 2}}, "temporal_sampling": "consecutive"}))
+    ckpt = _gesture_checkpoint(tmp_path)
     real = gate_fit._fit
     monkeypatch.setattr(gate_fit, "_fit", lambda gate, logits, labels, config: real(
         gate, logits, labels.clamp(max=0), config))  # as if every none clip had fallen away
