@@ -6,9 +6,8 @@ follow `check_out_file`: never an input of the same run (not even with
 file of the kind the option writes (a JSON object naming the command in
 `written_by`, a model checkpoint, an ONNX model, a CSV, a PNG: a video, a list
 file, another command's JSON or a resume state named by mistake is never
-replaced), only a
-regular file, the folder checked writable before the work; written atomically
-(`mtl_perception.fileio.atomic_write`).
+replaced), only a regular file, the folder checked writable before the work;
+written atomically (`mtl_perception.fileio.atomic_write`).
 
 One rule for every command that writes a folder and may replace an earlier
 one (`evaluate_bag --out`, `dataset_to_bag --out`, `python -m training
@@ -159,8 +158,6 @@ def check_out_file(out: Path, overwrite: bool, inputs: Iterable[Path] = (),
 FileKind = Literal["json", "checkpoint", "onnx", "csv", "png"]
 _SNIFF_BYTES = 1 << 16
 _MAX_JSON_BYTES = 256 << 20
-
-
 WRITTEN_BY = "written_by"  # the key naming the command in its JSON outputs
 
 
@@ -172,19 +169,19 @@ def file_kind_problem(path: Path, kind: FileKind, writer: str | None = None) -> 
     test reads the start of the file only (a whole JSON file, up to 256 MB).
     """
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(_SNIFF_BYTES)
         size = path.stat().st_size
+        if size == 0:  # nothing to lose
+            return None
+        if kind == "json" and size > _MAX_JSON_BYTES:
+            return f"is {size} bytes, larger than any JSON file this option writes"
+        with open(path, "rb") as handle:  # JSON is read whole, the others sniffed
+            head = handle.read(size if kind == "json" else _SNIFF_BYTES)
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
-    if size == 0:  # nothing to lose
-        return None
     if kind == "json":
-        if size > _MAX_JSON_BYTES:
-            return f"is {size} bytes, larger than any JSON file this option writes"
         try:
-            document = json.loads(path.read_bytes().decode("utf-8") or "null")
-        except (OSError, ValueError, RecursionError):
+            document = json.loads(head.decode("utf-8"))
+        except (ValueError, RecursionError):
             return "is not a JSON file"
         if writer is not None and not (isinstance(document, dict)
                                        and document.get(WRITTEN_BY) == writer):
@@ -194,8 +191,8 @@ def file_kind_problem(path: Path, kind: FileKind, writer: str | None = None) -> 
         length = int.from_bytes(head[:8], "little") if len(head) > 8 else 0
         if not (head[8:9] == b"{" and 0 < length < size):
             return "is not a safetensors checkpoint"
-        header = head[8:8 + length] if length <= len(head) - 8 else b""
-        if b'"mtl_perception"' not in header and length <= len(head) - 8:
+        sniffed = length <= len(head) - 8  # a header past the sniffed bytes is not read
+        if sniffed and b'"mtl_perception"' not in head[8:8 + length]:
             return "is a safetensors file but not a model checkpoint (a resume state?)"
         return None
     if kind == "onnx":  # a ModelProto begins with field 1 (ir_version), a varint: 0x08

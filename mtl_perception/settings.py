@@ -85,17 +85,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with one clear message for a missing or malformed file."""
     path = Path(path)
     try:
-        mode = os.stat(path).st_mode
+        info = os.stat(path)
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # ValueError: a NUL
         raise SettingsError(f"settings file not found: {path}") from exc
     except OSError as exc:  # permissions on a folder above it, a name too long
         raise SettingsError(f"cannot read settings file {path}: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(mode):  # a folder, or a FIFO that would block the read forever
+    if not stat.S_ISREG(info.st_mode):  # a folder, or a FIFO that would block the read forever
         raise SettingsError(f"settings file {path} is not a regular file")
-    size = os.stat(path).st_size
-    if size > MAX_SETTINGS_BYTES:  # read whole and parsed: 8 GB was a MemoryError
-        raise SettingsError(f"settings file {path} is {size} bytes; a settings file is at "
-                            f"most {MAX_SETTINGS_BYTES >> 20} MiB")
+    if info.st_size > MAX_SETTINGS_BYTES:  # read whole and parsed: 8 GB was a MemoryError
+        raise SettingsError(f"settings file {path} is {info.st_size} bytes; a settings file "
+                            f"is at most {MAX_SETTINGS_BYTES >> 20} MiB")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
