@@ -202,7 +202,7 @@ def test_fine_tuning_into_the_run_that_holds_its_init_checkpoint_is_refused(
     assert _snapshot(run) == before
 
 
-@pytest.mark.parametrize("kind", ["link", "fifo", "bad row"])
+@pytest.mark.parametrize("kind", ["link", "fifo", "bad row", "superscript"])
 def test_a_log_that_is_no_plain_log_is_refused_on_resume(
         finished_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
         kind: str) -> None:
@@ -213,8 +213,8 @@ def test_a_log_that_is_no_plain_log_is_refused_on_resume(
     log = run / "train.csv"
     notes = tmp_path / "notes.txt"
     notes.write_text("mine\n")
-    if kind == "bad row":
-        log.write_text("iteration,loss\nabc,1\n")
+    if kind in ("bad row", "superscript"):
+        log.write_text("iteration,loss\n" + ("abc" if kind == "bad row" else "\u00b2") + ",1\n")
     else:
         log.unlink()
         log.symlink_to(notes) if kind == "link" else os.mkfifo(log)
@@ -222,5 +222,6 @@ def test_a_log_that_is_no_plain_log_is_refused_on_resume(
     (error,) = _errors(caplog)
     assert "train.csv" in error and "\n" not in error
     assert {"link": "symbolic link", "fifo": "FIFO", "bad row": "train.csv:2: iteration "
-            "'abc' is not a whole number"}[kind] in error
+            "'abc' is not a whole number", "superscript": "train.csv:2: iteration '\u00b2' "
+            "is not a whole number"}[kind] in error
     assert notes.read_text() == "mine\n"

@@ -172,7 +172,7 @@ def _kept_rows(path: Path, start: int) -> list[list[str]]:
     for number, row in enumerate(rows[1:], start=2):
         if not row:
             continue
-        if not row[0].isdigit():
+        if not (row[0].isascii() and row[0].isdigit()):  # int() refuses `²`, isdigit not
             raise RunDirError(f"{path}:{number}: iteration {row[0][:30]!r} is not a whole "
                               "number (the log was edited?); delete it to start the log anew")
         if int(row[0]) <= start:
