@@ -10,6 +10,7 @@ import csv
 import json
 import logging
 import struct
+import zlib
 from pathlib import Path
 
 import lz4.frame
@@ -115,10 +116,11 @@ def _records(bag: Path) -> tuple[bytes, bytes, bytes]:
         pos += 9 + size
 
 
-def _lz4_chunk(fixed: bytes, records: bytes, claimed: int) -> bytes:
-    """An lz4 chunk record (opcode 0x06) whose header claims `claimed` uncompressed bytes."""
+def _lz4_chunk(fixed: bytes, records: bytes, claimed: int, crc: int = 0) -> bytes:
+    """An lz4 chunk record (opcode 0x06) whose header claims `claimed` uncompressed bytes
+    and the CRC-32 `crc` (0: none, as MCAP allows)."""
     packed = lz4.frame.compress(records)
-    body = (fixed[:16] + struct.pack("<QI", claimed, 0) + struct.pack("<I", 3) + b"lz4"
+    body = (fixed[:16] + struct.pack("<QI", claimed, crc) + struct.pack("<I", 3) + b"lz4"
             + struct.pack("<Q", len(packed)) + packed)
     return b"\x06" + struct.pack("<Q", len(body)) + body
 
@@ -144,6 +146,37 @@ def test_an_lz4_chunk_whose_size_lies_ends_the_read_where_it_starts(
     why = ("lz4 chunk claims 1099511627776 bytes uncompressed" if claimed == "2**40"
            else f"lz4 chunk decompresses to {len(records)} bytes, its header says {size}")
     assert f"x.mcap: corrupt record at byte {len(good)}: {why}" in warning
+
+
+@pytest.mark.parametrize("compression", ["lz4", "none"])
+def test_a_chunk_that_does_not_match_its_crc_ends_the_read_where_it_starts(
+        tmp_path: Path, compression: str) -> None:
+    """A footerless mcap: a good chunk of 5 images with its CRC-32, then the same chunk with
+    one byte of its last image's data flipped (the CRC left as it was). Without the check,
+    the damaged image was read as a good one."""
+    head, fixed, records = _records(write_image_bag(tmp_path / "src", count=5))
+    crc = zlib.crc32(records)
+    damaged = bytearray(records)
+    damaged[-40] ^= 0xFF  # inside the last message's pixels
+    if compression == "lz4":
+        good, bad = (_lz4_chunk(fixed, r, len(records), crc) for r in (records, bytes(damaged)))
+    else:
+        good, bad = (_plain_chunk(fixed, r, crc) for r in (records, bytes(damaged)))
+    path = tmp_path / "x.mcap"
+    path.write_bytes(recover.MCAP_MAGIC + head + good + bad)
+    with Bag(path) as bag:
+        read = sum(1 for _ in bag.images())
+    kind = "uncompressed" if compression == "none" else "lz4"
+    assert read == 5
+    assert (f"x.mcap: corrupt record at byte {len(recover.MCAP_MAGIC + head + good)}: {kind} "
+            f"chunk's records do not match its CRC-32 (0x{crc:08x})") in bag.report.warning
+
+
+def _plain_chunk(fixed: bytes, records: bytes, crc: int) -> bytes:
+    """An uncompressed chunk record holding `records`, with the CRC-32 `crc`."""
+    body = (fixed[:16] + struct.pack("<QI", len(records), crc) + struct.pack("<I", 0)
+            + struct.pack("<Q", len(records)) + records)
+    return b"\x06" + struct.pack("<Q", len(body)) + body
 
 
 # -- evaluate_bag end to end ------------------------------------------------------------------

@@ -11,7 +11,8 @@ says how far they got.
   uncompressed chunk that is itself cut short is read record by record, so
   only the last partial message is lost. A record whose fields cannot be
   right (a length over 1 GiB, a chunk that does not decompress to the size
-  its header gives) ends the scan the same way: what precedes it is kept and
+  its header gives, a whole chunk whose contents do not match its header's
+  CRC-32) ends the scan the same way: what precedes it is kept and
   `stopped` says "corrupt record at byte N: ...". No length is trusted before
   it is checked: nothing is read or allocated past the file's end or the cap.
 - SQLite: a temporary copy trimmed to whole pages, with the header's page
@@ -26,6 +27,7 @@ import os
 import sqlite3
 import struct
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -112,11 +114,13 @@ def _chunk(body: bytes, size: int, result: ScanResult) -> Iterator[tuple[int, in
     fixed = rec.read(28)  # start time, end time, uncompressed size (u64 each), crc (u32)
     if len(fixed) < 28:
         raise IncompleteRecord("a chunk header")
-    uncompressed_size = struct.unpack_from("<Q", fixed, 16)[0]
+    uncompressed_size, crc = struct.unpack_from("<QI", fixed, 16)
     compression = _string(rec)
     length = struct.unpack("<Q", _exact(rec, 8, "a chunk header"))[0]
     data = rec.read(length)
     if compression == "":
+        if len(body) == size and len(data) == length:
+            _check_crc(data, crc, "uncompressed")  # whole: a flipped byte shows
         # Read what is there record by record: a cut chunk loses only its last message.
         inner = BytesIO(data)
         while inner.tell() < len(data):
@@ -137,6 +141,7 @@ def _chunk(body: bytes, size: int, result: ScanResult) -> Iterator[tuple[int, in
         raise CorruptRecord(f"{compression} chunk claims {uncompressed_size} bytes uncompressed "
                             f"(over the {MAX_RECORD_BYTES} a chunk may hold)")
     raw = _decompress(data, compression, uncompressed_size)
+    _check_crc(raw, crc, compression)
     inner = BytesIO(raw)
     try:
         while inner.tell() < len(raw):
@@ -145,6 +150,15 @@ def _chunk(body: bytes, size: int, result: ScanResult) -> Iterator[tuple[int, in
             yield from _record(op, _exact(inner, rsize, "a chunk record"), result)
     except IncompleteRecord as exc:  # the chunk decompressed whole: this is no cut file
         raise CorruptRecord(f"{exc} overruns its {compression} chunk") from exc
+
+
+def _check_crc(raw: bytes, crc: int, kind: str) -> None:
+    """A chunk's uncompressed records against its header's CRC-32 (0: the writer left it
+    out, as MCAP allows). A damaged byte inside a message would otherwise be read as
+    image data without any sign."""
+    if crc != 0 and zlib.crc32(raw) != crc:
+        raise CorruptRecord(f"{kind} chunk's records do not match its CRC-32 (0x{crc:08x}): "
+                            "damaged")
 
 
 def _decompress(data: bytes, compression: str, size: int) -> bytes:
