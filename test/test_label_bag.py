@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -156,13 +157,18 @@ def test_summarize_reads_bag_sources(tmp_path: Path) -> None:
     assert not (tmp_path / "cache").exists()  # summarize decodes nothing
 
 
-def _stamped_bag(path: Path, stamps_s: list[float | None], start_ns: int = START_NS) -> Path:
-    """Images logged 0.1 s apart, header-stamped `start_ns` + `stamps_s` (None: stamp 0)."""
+def _stamped_bag(path: Path, stamps_s: list[float | None], start_ns: int = START_NS,
+                 garbage: frozenset[int] = frozenset()) -> Path:
+    """Images logged 0.1 s apart, header-stamped `start_ns` + `stamps_s` (None: stamp 0);
+    the messages at `garbage` are stored whole but do not deserialize."""
     with BagWriter(path, "mcap") as writer:
         for i, (frame, t) in enumerate(zip(frames(len(stamps_s)), stamps_s, strict=True)):
             stamp = 0 if t is None else start_ns + round(t * 1e9)
-            writer.write(TOPIC, IMAGE, START_NS + i * 100_000_000,
-                         image_message(frame, stamp, "cam"))
+            log_time = START_NS + i * 100_000_000
+            if i in garbage:  # a valid CDR header, then nothing an Image can be read from
+                writer.write_raw(TOPIC, IMAGE, "", "", log_time, b"\x00\x01\x00\x00garbage")
+            else:
+                writer.write(TOPIC, IMAGE, log_time, image_message(frame, stamp, "cam"))
     return path
 
 
@@ -219,6 +225,28 @@ def test_odd_stamps_are_said_once_per_kind_with_counts(
     assert main(["label-bag", "--bag", str(bag), "--out", str(out), "--no-proposals"]) == 0
     assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 3
     assert list(csv.reader(out.open()))[1][:2] == ["0.000000", "3.900000"]
+
+
+def test_a_message_index_is_the_bag_readers_with_skipped_messages_counted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Message 2 does not deserialize (the reader skips it and names message index 2), and
+    message 6 repeats message 5's stamp. Before, label-bag counted only the messages read,
+    so it named the repeat message index 5: another message than the reader's 5."""
+    from training.tools.label_bag import contact_frames
+
+    stamps: list[float | None] = [i / 10 for i in range(12)]
+    stamps[6] = stamps[5]
+    bag = _stamped_bag(tmp_path / "bag", stamps, garbage=frozenset({2}))
+    caplog.set_level(logging.WARNING)
+    contact_frames(bag, None, 0.5, 32)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("message index 2, log time" in w for w in warnings), warnings  # the reader's
+    assert any("repeats the image before it once (message index 6 first" in w
+               for w in warnings), warnings
+    caplog.clear()
+    same = _stamped_bag(tmp_path / "same", [None] * 5, garbage=frozenset({0}))
+    assert main(["label-bag", "--bag", str(same), "--out", str(tmp_path / "t.csv")]) == 2
+    assert "message index 2 repeats message index 1's" in caplog.text
 
 
 def test_images_that_do_not_decode_are_said_once_per_kind_with_a_count(

@@ -224,6 +224,13 @@ class Bag:
             return self._reader.end_time
         return _metadata_end(self.path)
 
+    @property
+    def message_index(self) -> int:
+        """The index of the image message `images` yielded last, counted from 0 over every
+        message of the topic in log order, skipped ones included: the index the reader's
+        own warnings give, so every tool names one message by one number."""
+        return self.report.messages_read + self.report.messages_skipped - 1
+
     def images(self) -> Iterator[tuple[int, Any]]:
         """`(log time ns, message)` of the image topic in log-time order; stops at damage
         to the storage file, skips (and counts) a message that does not deserialize."""

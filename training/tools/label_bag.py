@@ -227,7 +227,8 @@ def contact_frames(bag_path: Path, topic: str | None, every: float, width: int
     failed: dict[str, list[Any]] = {}
     with Bag(bag_path, topic) as bag:
         stamps = StampCheck(bag_path, bag.image_topic)
-        for index, (_, msg) in enumerate(bag.images()):
+        for _, msg in bag.images():
+            index = bag.message_index  # skipped messages counted, as the reader counts them
             stamp = header_of(msg).stamp_ns
             stamps.add(index, stamp)
             first = stamp if first is None else first

@@ -5,7 +5,8 @@ anchor evaluate_bag and bag training use), and the contact sheet and the
 template follow the stamps. So a stamp that is wrong is not cosmetic:
 
 * refused (one line naming the bag, the topic and the message index, counted
-  from 0 in the topic's log order), before anything is written: every image
+  from 0 in the topic's log order, skipped messages included, as the bag
+  reader's own warnings count them), before anything is written: every image
   carrying the same stamp (no timeline at all), and one image stamped further
   from all the others than they span and by more than the stream's
   `max_gap_s` before them (a clock at 0: it would be the origin) or an hour
@@ -81,9 +82,9 @@ class StampCheck:
         """The one-line refusal when the stamps make no timeline, else None."""
         if self.count >= 2 and self.low[0][0] == self.high[-1][0]:
             return (f"{self.where}: all {self.count} images carry the same header stamp "
-                    f"({self.low[0][0] / 1e9:.3f} s; message index 1 repeats message index "
-                    "0's), so there is no timeline to label (a recorder that does not set "
-                    "header.stamp?); refused, nothing was written")
+                    f"({self.low[0][0] / 1e9:.3f} s; message index {self.low[1][1]} repeats "
+                    f"message index {self.low[0][1]}'s), so there is no timeline to label (a "
+                    "recorder that does not set header.stamp?); refused, nothing was written")
         if self.count < _OUTLIER_MIN_IMAGES:
             return None
         others = self.high[0][0] - self.low[1][0]  # the span without either extreme
@@ -143,8 +144,8 @@ def check_stamps(bag_path: Path, topic: str | None) -> None:
     """A pass over the topic's stamps alone (`--relative`: its origin is the first one)."""
     with Bag(bag_path, topic) as bag:
         stamps = StampCheck(bag_path, bag.image_topic)
-        for index, (_, msg) in enumerate(bag.images()):
-            stamps.add(index, header_of(msg).stamp_ns)
+        for _, msg in bag.images():
+            stamps.add(bag.message_index, header_of(msg).stamp_ns)
     stamps.finish()
 
 
