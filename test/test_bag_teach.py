@@ -127,30 +127,37 @@ def test_cache_prune_removes_stale_and_least_recently_used_folders(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "cache"
-    gone, old, new = "gone-" + "1" * 16, "old-" + "2" * 16, "new-" + "3" * 16
-    for name, bag in ((gone, tmp_path / "nothing"), (old, tmp_path / "b1"),
-                      (new, tmp_path / "b2")):
-        folder = root / name
-        folder.mkdir(parents=True)
+    names = []
+    for bag in (tmp_path / "nothing", tmp_path / "b1", tmp_path / "b2"):
         if bag.name != "nothing":
             write_image_bag(bag, count=4)
-        sha = bag_cache.bag_checksum(bag) if bag.exists() else ""
-        (folder / "index.json").write_text(json.dumps({"key": {"bag_sha256": sha},
-                                                       "bag": str(bag)}))
+        key = {"bag_sha256": bag_cache.bag_checksum(bag) if bag.exists() else ""}
+        folder = bag_cache.cache_folder(root, bag, key)
+        folder.mkdir(parents=True)
+        (folder / "index.json").write_text(json.dumps({"key": key, "bag": str(bag)}))
         (folder / "frames.f32").write_bytes(b"\0" * 1000)
+        names.append(folder.name)
+    gone, old, new = names
     os.utime(root / old / "index.json", (START_NS / 1e9, START_NS / 1e9))  # used long ago
     (root / f".{new}.k2x_9abc").mkdir()
     os.utime(root / f".{new}.k2x_9abc", (0, 0))
     # What is not provably the cache's stays, however stale or old it looks: a set's
     # `cache:` may name a folder that holds other things (this wiped a user's folders).
+    # ... and so does a folder named and filled like an entry whose index.json is not the
+    # cache's index of it: another program's, or a damaged one (it was removed as stale)
     mine = {"photos": "w.jpg", ".git": "HEAD", "x-" + "4" * 16: "notes.txt",
-            "src": "index.json"}
+            "src": "index.json", "y-" + "5" * 16: "index.json", "z-" + "6" * 16: "index.json"}
     for name, file in mine.items():
         (root / name).mkdir()
         (root / name / file).write_bytes(b"\0" * 5000)
         os.utime(root / name, (0, 0))
+    (root / ("y-" + "5" * 16) / "index.json").write_text('{"pages": [1, 2]}')
+    (root / ("z-" + "6" * 16) / "index.json").write_text(
+        json.dumps({"key": {"bag_sha256": ""}, "bag": "z"}))  # its key gives another name
     assert main(["cache", "--root", str(root), "--prune", "--max-gb", "0.0000015"]) == 0
     out = capsys.readouterr().out
+    assert f"left {root / ('y-' + '5' * 16)}: named like a cache folder, but its" in out
+    assert f"left {root / ('z-' + '6' * 16)}: named like" in out
     assert f"removed {root / gone}: its bag {tmp_path / 'nothing'} is gone" in out
     assert "a build left half done" in out
     assert f"removed {root / old}: least recently used, over the size cap" in out

@@ -25,11 +25,12 @@ Old folders do not pile up: each use touches `index.json` (the last use),
 and after a new folder is built the least recently used others are removed
 while the root holds more than `MTL_BAG_CACHE_MAX_GB` (default 4). Only folders
 that provably are cache entries (`is_cache_entry`: named as `cache_folder` names
-them, holding nothing but the files above) are counted or removed: the root may
-be any folder a set's `cache:` names.
+them, holding nothing but the files above, and an `index.json` whose key and bag
+give that very name) are counted or removed: the root may be any folder a
+set's `cache:` names. A folder named like one whose index does not prove it
+(damaged, or another program's) is left alone and reported (`unproven_entries`).
 `python -m training cache --prune` (training/tools/cache.py) also removes
-stale folders: a bag that is gone or changed, an unreadable index, a build
-left half done.
+stale folders: a bag that is gone or changed, a build left half done.
 """
 
 from __future__ import annotations
@@ -189,6 +190,19 @@ def is_cache_entry(folder: Path, partial: bool = False) -> bool:
     named as this module names them, a real folder, holding nothing but its own regular
     files. A cache root may be any folder a set's `cache:` names; what else lies there
     (a user's photos, a `.git`) is never treated as an old or stale entry and removed."""
+    return _named_and_held_like_one(folder, partial) and (partial or _index_proves(folder))
+
+
+def unproven_entries(root: Path) -> list[Path]:
+    """Folders under `root` named and filled like cache folders whose `index.json` does not
+    prove them one (damaged, or another program's): never removed, only reported."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir()
+                  if _named_and_held_like_one(p, False) and not _index_proves(p))
+
+
+def _named_and_held_like_one(folder: Path, partial: bool) -> bool:
     if not (_PARTIAL if partial else _ENTRY).match(folder.name):
         return False
     try:
@@ -197,6 +211,25 @@ def is_cache_entry(folder: Path, partial: bool = False) -> bool:
         return all(f.name in CACHE_FILES and f.is_file() and not f.is_symlink()
                    for f in folder.iterdir())
     except OSError:
+        return False
+
+
+_MAX_INDEX_BYTES = 1 << 20  # a few hundred bytes when written: more is not ours
+
+
+def _index_proves(folder: Path) -> bool:
+    """Whether `folder`'s index.json is this cache's index of this very folder: its key
+    hashes to the name's digest and its bag has the name's file name (`cache_folder`)."""
+    index_path = folder / INDEX
+    try:
+        if index_path.is_symlink() or index_path.stat().st_size > _MAX_INDEX_BYTES:
+            return False
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+        key, bag = index["key"], index["bag"]
+        if not isinstance(key, dict) or not isinstance(bag, str):
+            return False
+        return cache_folder(folder.parent, Path(bag), key).name == folder.name
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return False
 
 

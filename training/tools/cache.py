@@ -2,13 +2,14 @@
 
 Lists the cache folders (training/datasets/bag_cache.py) with their size,
 bag and last use. `--prune` removes the stale ones (bag gone or changed,
-index unreadable, a build left half done over an hour ago) and then the
-least recently used until the cache holds at most `--max-gb`
-(default: `MTL_BAG_CACHE_MAX_GB`, else 4). Deleting a cache folder is always
-safe: it is rebuilt on next use. Only folders that provably are cache
-entries (named as the cache names them, holding only its files) are listed
+a build left half done over an hour ago) and then the least recently used
+until the cache holds at most `--max-gb` (default: `MTL_BAG_CACHE_MAX_GB`,
+else 4). Deleting a cache folder is always safe: it is rebuilt on next use.
+Only folders that provably are cache entries (named as the cache names them,
+holding only its files, with an index.json that gives that name) are listed
 or removed: a `--root` or a set's `cache:` may name a folder that holds
-other things too.
+other things too. One named like an entry whose index does not prove it
+(a damaged index, or another program's folder) is reported, never removed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from training.datasets.bag_cache import (
     partial_builds,
     prune_over_cap,
     stale_reason,
+    unproven_entries,
 )
 
 PARTIAL_AGE_S = 3600.0  # a half-built folder this old is no build in progress
@@ -65,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
                     for f in prune_over_cap(root, cap)]
     for folder, reason in removed:
         print(f"removed {folder}: {reason}")
+    for folder in unproven_entries(root):
+        print(f"left {folder}: named like a cache folder, but its index.json does not prove it "
+              "is one (damaged, or another program's); delete it yourself if it is a damaged "
+              "cache folder")
     folders = cache_folders(root)
     total = 0
     for folder in folders:
