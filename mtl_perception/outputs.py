@@ -35,6 +35,7 @@ synth --out`):
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import logging
 import os
@@ -251,7 +252,9 @@ def check_creatable(out: Path, option: str = "--out") -> None:
     """`out` can be created: its nearest existing ancestor is a folder we may write in.
 
     Tried for real (an empty folder made and removed at once): permission bits
-    do not tell, e.g. for root or on a read-only mount.
+    do not tell, e.g. for root or on a read-only mount. The folder's access and
+    modification times are put back afterwards (where we may set them), so a
+    run refused later, or a check alone, leaves a user's folder looking untouched.
     """
     ancestor = out.absolute().parent
     while not ancestor.exists() and ancestor != ancestor.parent:
@@ -259,10 +262,13 @@ def check_creatable(out: Path, option: str = "--out") -> None:
     if not ancestor.is_dir():
         raise OutputError(f"{option} {out}: {ancestor} is a file, not a folder")
     try:
+        before = ancestor.stat()
         os.rmdir(tempfile.mkdtemp(prefix=f".{out.name[:64]}.probe.", dir=ancestor))
     except OSError as exc:
         raise OutputError(f"{option} {out}: cannot write in {ancestor}: "
                           f"{exc.strerror or exc}") from None
+    with contextlib.suppress(OSError):  # not the folder's owner: its times stay changed
+        os.utime(ancestor, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
 def prepare(out: Path, owner: Owner, overwrite: bool, settings: Mapping[str, Any],

@@ -123,3 +123,20 @@ def test_size_options_are_bounded_before_any_allocation(
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_writability_probe_leaves_the_folders_times_as_they_were(tmp_path: Path) -> None:
+    """Every output check ends in this probe; a run refused after it (evaluate --json inside
+    a dataset folder, refused once the set is read) had left that folder's time changed."""
+    import os
+
+    from mtl_perception.outputs import check_creatable
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    os.utime(folder, ns=(1_000_000_000_123, 2_000_000_000_456))
+    check_creatable(folder / "results.json", "--json")
+    check_creatable(folder / "new" / "deeper" / "out", "--out")  # probed in `folder` too
+    assert (folder.stat().st_atime_ns, folder.stat().st_mtime_ns) == (
+        1_000_000_000_123, 2_000_000_000_456)
+    assert list(folder.iterdir()) == []
