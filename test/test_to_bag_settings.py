@@ -78,3 +78,12 @@ def test_ctrl_c_while_writing_exits_130_and_leaves_nothing(
     except KeyboardInterrupt:  # escaping it would stop the whole test session
         pytest.fail("Ctrl-C escaped dataset_to_bag's main")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_out_inside_the_video_root_is_refused(
+        dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: a bag written among the dataset's videos, exit 0."""
+    assert _convert(dataset, dataset / "bags" / "test") == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and f"lies inside {dataset}, a folder this run reads" in errors[0]
+    assert sorted(p.name for p in dataset.iterdir()) == ["a.avi", "classes.txt", "val_list.txt"]

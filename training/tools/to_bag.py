@@ -148,6 +148,24 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise ToBagError(f"--topic {problem}")
 
 
+def _refuse_out_among_inputs(out: Path, config: sets.SetConfig, tasks: list[str]) -> None:
+    """--out may neither hold what the set reads nor lie inside a folder this run reads
+    videos from (a task source's `root`, which a set's other commands leave out of
+    `inputs()` as too broad: to-bag walks it, and a bag written there sits among the
+    videos)."""
+    roots = [root for task in tasks for source in config.tasks[task]
+             if isinstance(root := getattr(source.settings, "root", None), Path)]
+    inputs = [*config.inputs(), *roots]
+    held = outputs.output_holding(out, inputs)
+    if held is not None:
+        raise ToBagError(f"--out {out} holds {held}, an input of this run: replacing the "
+                         "folder would delete it (write the bag elsewhere)")
+    inside = outputs.input_holding(out, inputs)
+    if inside is not None:
+        raise ToBagError(f"--out {out} lies inside {inside}, a folder this run reads videos "
+                         "from; write the bag outside the dataset")
+
+
 def collect(args: argparse.Namespace) -> list[Video]:
     """The split's samples grouped by file (a file labelled for two tasks is played once)."""
     if (args.set is None) == (args.format is None):
@@ -163,6 +181,7 @@ def collect(args: argparse.Namespace) -> list[Video]:
     unknown = [t for t in wanted if t not in config.tasks]
     if unknown:
         raise ToBagError(f"--tasks {unknown} not in the set's tasks {list(config.tasks)}")
+    _refuse_out_among_inputs(args.out, config, wanted)
     if getattr(args, "untrimmed", False):
         found = _untrimmed_videos(config, args.split, wanted, args.background, args.max_videos)
         if getattr(args, "with_trimmed", 0) > 0:
