@@ -202,6 +202,8 @@ def test_a_gate_with_memory_reads_the_cameras_last_clips_on_the_node(
     for heard, result in zip(said, results, strict=True):
         assert [heard[n] for n in names] == pytest.approx(result.gate.tolist(), abs=1e-6)
     # the first clip has no clips before it (read as itself: its logits alone); the later
-    # ones read the clips before them (near-alike frames: a small but real difference)
-    assert results[0].gate == pytest.approx(alone[0], abs=1e-9)
+    # ones read the clips before them (near-alike frames: a small but real difference).
+    # The first is the sum of 3 float32 shares against one product: equal to float32
+    # rounding, which differs between CPUs (1.7e-9 on an Intel Xeon; 1e-9 was too tight)
+    assert results[0].gate == pytest.approx(alone[0], abs=1e-6)
     assert max(float(np.abs(r.gate - a).max()) for r, a in zip(results[1:], alone[1:])) > 1e-4
