@@ -315,6 +315,13 @@ def _order_warnings(order: StampOrder, camera: CameraStats | None) -> list[str]:
     if camera is not None and camera.frames_repeated:
         notes.append(f"{camera.frames_repeated} images repeated the header stamp of the image "
                      "before them and were dropped (a recorder that does not set header.stamp?)")
+    if camera is not None and camera.frames_other_frame_id:
+        notes.append(f"{camera.frames_other_frame_id} images had another header.frame_id than "
+                     "the images before them (two cameras on one topic?) and were dropped: a "
+                     "clip never mixes two cameras")
+    if camera is not None and camera.clips_nonfinite:
+        notes.append(f"the model gave NaN or inf for {camera.clips_nonfinite} clips: they were "
+                     "skipped (an fp16 overflow under --autocast, or damaged weights?)")
     if order.jumps_back:
         notes.append(f"the header stamps jumped back by more than max_gap_s {order.jump_s} s "
                      f"{order.jumps_back} times (a bag that loops, or a restarted clock): the "

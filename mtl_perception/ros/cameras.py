@@ -36,6 +36,14 @@ Unsubscribe = Callable[[Any], Any]
 # offered(topic) -> one bool per publisher of the topic: whether it offers reliable.
 Offered = Callable[[str], list[bool]]
 REMATCH_PERIOD_S = 0.5  # how soon a new or changed publisher is matched (auto)
+# publisher_types(topic) -> the message type each publisher of the topic declares.
+PublisherTypes = Callable[[str], list[str]]
+IMAGE_TYPE, COMPRESSED_TYPE = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"
+
+
+def image_type(topic: str) -> str:
+    """The message type the node reads on `topic`: CompressedImage for `.../compressed`."""
+    return COMPRESSED_TYPE if topic.endswith("/compressed") else IMAGE_TYPE
 
 
 def matching_reliability(mode: str, offered: list[bool]) -> bool:
@@ -66,10 +74,13 @@ class CameraInputs:
 
     def __init__(self, topics: tuple[str, ...], mode: str, subscribe: Subscribe,
                  unsubscribe: Unsubscribe, offered: Offered,
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], publisher_types: PublisherTypes | None = None,
+                 ) -> None:
         self.mode = mode
         self._subscribe, self._unsubscribe, self._offered, self._log = (
             subscribe, unsubscribe, offered, log)
+        self._publisher_types = publisher_types
+        self._wrong_types: dict[str, tuple[str, ...]] = {}  # topics already said, and what
         self._cameras = {topic: _Camera() for topic in topics}
         self._lock = threading.Lock()  # latencies come from the executor and the worker
 
@@ -154,10 +165,32 @@ class CameraInputs:
         """/diagnostics with every camera amended, and a status for each camera that has
         sent no frame yet (a QoS mismatch shows there, not as silence)."""
         seen = {s.hardware_id for s in statuses}
-        missing = [StatusData(f"{node_name}: camera {topic}", WARN, "no frames received yet",
-                              topic, ()) for topic in self._cameras if topic not in seen]
+        missing = [self._silent(topic, node_name) for topic in self._cameras if topic not in seen]
         return [self._end_to_end(s) if s.name.endswith(": inference") else self.amend(s)
                 for s in [*statuses, *missing]]
+
+    def _silent(self, topic: str, node_name: str) -> StatusData:
+        """The status of a camera without a frame so far: an ERROR naming the type when its
+        publishers publish another message type (DDS then never connects them, silently:
+        a camera_info or theora topic given as an image topic), else a WARN."""
+        name = f"{node_name}: camera {topic}"
+        wrong = self._foreign_types(topic)
+        if not wrong:
+            return StatusData(name, WARN, "no frames received yet", topic, ())
+        message = (f"its publishers publish {', '.join(wrong)}, this node reads "
+                   f"{image_type(topic)} there: no frame can arrive; give image_topics a "
+                   "sensor_msgs/Image topic (a topic ending in /compressed: CompressedImage)")
+        if self._wrong_types.get(topic) != wrong:  # said once (again only if it changes)
+            self._wrong_types[topic] = wrong
+            self._log(f"{topic}: {message}")
+        return StatusData(name, ERROR, message, topic, ())
+
+    def _foreign_types(self, topic: str) -> tuple[str, ...]:
+        """The message types other than the one read that publishers of `topic` declare."""
+        if self._publisher_types is None:
+            return ()
+        expected = image_type(topic)
+        return tuple(sorted({t for t in self._publisher_types(topic) if t and t != expected}))
 
     def _end_to_end(self, status: StatusData) -> StatusData:
         """The inference status names the latency users see: the worst camera's image

@@ -13,6 +13,7 @@ import torch
 
 from mtl_perception.deploy.device import check_autocast, describe_device, resolve_device
 from mtl_perception.deploy.load import load_engine
+from mtl_perception.exits import os_error_line
 from mtl_perception.ros import messages
 from mtl_perception.ros.batching import cameras_batch
 from mtl_perception.ros.gate_topics import no_gate_warning
@@ -43,7 +44,11 @@ def load_pipeline(config: NodeConfig, on_result: ResultCallback, on_error: Error
     autocast, autocast_line = check_autocast(config.node.autocast, device)
     if autocast_line:
         log.warning(autocast_line)
-    if not config.checkpoint.exists():
+    try:
+        found = config.checkpoint.exists()
+    except OSError as exc:  # a name too long for the file system: one line, not a traceback
+        raise ValueError(f"checkpoint {os_error_line(exc)}") from exc
+    if not found:
         raise ValueError(missing_checkpoint_hint(str(config.checkpoint.absolute())))
     if config.node.cpu_threads:  # before the engine is built: ONNX Runtime reads it then
         torch.set_num_threads(config.node.cpu_threads)

@@ -136,12 +136,20 @@ def _camera_status(
     new_drops = now.clips_dropped - before.clips_dropped
     new_late = now.frames_late - before.frames_late
     new_repeated = now.frames_repeated - before.frames_repeated
+    new_nonfinite = now.clips_nonfinite - before.clips_nonfinite
+    new_other = now.frames_other_frame_id - before.frames_other_frame_id
     if new_decode_errors > 0:
         level, message = ERROR, f"{new_decode_errors} frames could not be decoded (see the log)"
+    elif new_nonfinite > 0:
+        level, message = ERROR, (f"the model gave NaN or inf for {new_nonfinite} clips: "
+                                 "skipped (see the log)")
     elif new_frames == 0:
         level, message = WARN, "no frames since the last report"
     elif new_drops > 0:
         level, message = WARN, f"inference falls behind: {new_drops} clips dropped"
+    elif new_other > 0:
+        level, message = WARN, (f"{new_other} frames with another frame_id than the clips' "
+                                "(two cameras on one topic?): dropped")
     elif new_late > 0 or new_repeated > 0:
         level, message = WARN, (f"{new_late} frames arrived late and {new_repeated} repeated "
                                 "a stamp: dropped (stamps out of order)")
@@ -159,6 +167,8 @@ def _camera_status(
         ("clips_dropped", str(now.clips_dropped)),
         ("frames_late", str(now.frames_late)),
         ("frames_repeated", str(now.frames_repeated)),
+        ("clips_nonfinite", str(now.clips_nonfinite)),
+        ("frames_other_frame_id", str(now.frames_other_frame_id)),
     )
     return StatusData(f"{node_name}: camera {camera}", level, message, camera, values)
 

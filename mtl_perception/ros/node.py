@@ -37,7 +37,12 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.ros import convert, messages
-from mtl_perception.ros.cameras import REMATCH_PERIOD_S, CameraInputs
+from mtl_perception.ros.cameras import (
+    COMPRESSED_TYPE,
+    REMATCH_PERIOD_S,
+    CameraInputs,
+    image_type,
+)
 from mtl_perception.ros.gate_topics import no_gate_warning
 from mtl_perception.ros.loading import load_pipeline
 from mtl_perception.ros.node_config import (
@@ -45,9 +50,10 @@ from mtl_perception.ros.node_config import (
     NodeConfigError,
     check_checkpoint,
     check_params_files,
+    combination_problem,
     read_node_config,
 )
-from mtl_perception.ros.params import PARAMS, check_change, live_values
+from mtl_perception.ros.params import BY_NAME, PARAMS, check_change, live_values
 from mtl_perception.ros.process import exit_now, rcl_error_text
 from mtl_perception.ros.publishers import Publishers
 from mtl_perception.stream import ClipResult, ImageDecodeError, StreamPipeline, StreamStats
@@ -140,7 +146,8 @@ class PerceptionNode(LifecycleNode):
         self._inputs = CameraInputs(
             settings.image_topics, settings.qos_reliability,
             lambda topic, reliable: self._subscribe(topic, reliable, settings.qos_depth),
-            self.destroy_subscription, self._offered, self.get_logger().warning)
+            self.destroy_subscription, self._offered, self.get_logger().warning,
+            self._publisher_types)
         self._pipeline.start()
         self._streaming = True
         self._inputs.start()
@@ -163,7 +170,7 @@ class PerceptionNode(LifecycleNode):
                 policy = getattr(event.last_policy_kind, "name", str(event.last_policy_kind))
                 inputs.incompatible(topic, policy.removeprefix("RMW_QOS_POLICY_"))
 
-        msg_type = CompressedImage if topic.endswith("/compressed") else Image
+        msg_type = CompressedImage if image_type(topic) == COMPRESSED_TYPE else Image
         return self.create_subscription(
             msg_type, topic, self._image_cb_for(topic), qos,
             event_callbacks=SubscriptionEventCallbacks(incompatible_qos=incompatible))
@@ -172,6 +179,11 @@ class PerceptionNode(LifecycleNode):
         """Per publisher of `topic`: whether it offers reliable delivery."""
         return [info.qos_profile.reliability == ReliabilityPolicy.RELIABLE
                 for info in self.get_publishers_info_by_topic(topic)]
+
+    def _publisher_types(self, topic: str) -> list[str]:
+        """The message type each publisher of `topic` declares ("" where not told)."""
+        return [str(getattr(info, "topic_type", "")) for info in
+                self.get_publishers_info_by_topic(topic)]
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_streaming()
@@ -249,7 +261,12 @@ class PerceptionNode(LifecycleNode):
             reason = check_change(parameter.name, parameter.value, configured)
             if reason is not None:
                 return SetParametersResult(successful=False, reason=reason)
-        live = live_values({p.name: p.value for p in parameters})
+        ours = {p.name: p.value for p in parameters if p.name in BY_NAME}
+        if not configured and ours:  # the whole set, as the next configure will read it
+            reason = combination_problem(self._values(), ours)
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
+        live = live_values(ours)
         if live and self._pipeline is not None:
             try:
                 self._pipeline.update_settings(**live)

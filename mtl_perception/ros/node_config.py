@@ -60,6 +60,26 @@ def read_node_config(values: Mapping[str, Any]) -> NodeConfig:
     return NodeConfig(checkpoint=checkpoint, node=node, stream=stream)
 
 
+def combination_problem(values: Mapping[str, Any], changes: Mapping[str, Any]) -> str | None:
+    """Why `changes` (each value valid on its own) make the node's settings unusable
+    together with the other `values` (max_gap_s under one sampling period, event_max_s
+    under event_min_s), or None.
+
+    For an unconfigured node: accepting such a value would only fail the next
+    configure (and a first configure that fails ends the process). Settings that
+    are unusable already are left to configure, so they can be mended one by one.
+    """
+    try:
+        read_node_config(values)
+    except NodeConfigError:
+        return None
+    try:
+        read_node_config({**values, **changes})
+    except NodeConfigError as exc:
+        return str(exc).removeprefix("invalid parameters: ")
+    return None
+
+
 def check_checkpoint(path: Path) -> str | None:
     """Why the checkpoint (or exported .onnx model) cannot be used (metadata only, the
     weights are not read), or None."""

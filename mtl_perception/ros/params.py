@@ -67,7 +67,8 @@ class NodeSettings:
         "0: the library's default (every core). Applied at configure.", low=0, high=256)
     image_topics: tuple[str, ...] = setting(
         ("/camera/image_raw",), "Image topics, one camera each: sensor_msgs/Image, or "
-        "sensor_msgs/CompressedImage for topics ending in /compressed.")
+        "sensor_msgs/CompressedImage for topics ending in /compressed; at most 64 "
+        "(one node warms up one forward pass over every camera's clip).")
     # auto by default: a camera with sensor-data QoS (best effort) never
     # connects to a reliable subscription, and a best-effort subscription to a
     # reliable camera loses frames it need not lose (half to two thirds of 640x480
@@ -128,6 +129,10 @@ def build_params() -> tuple[ParamSpec, ...]:
 
 PARAMS: tuple[ParamSpec, ...] = build_params()
 BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMS}
+# Most image topics of one node: with max_batch 0, configure measures (and the engine is
+# built for) one forward pass over every camera's clip, so an unbounded list (a stray
+# params-file list) would allocate without bound at configure; max_batch's own bound.
+MAX_CAMERAS = int(BY_NAME["max_batch"].high or 64)
 LIVE: frozenset[str] = frozenset(spec.name for spec in PARAMS if spec.live)
 
 
@@ -157,6 +162,10 @@ def check_value(spec: ParamSpec, value: Any) -> str | None:
     if spec.name == "image_topics":
         if not value:
             return "image_topics: give at least one image topic"
+        if len(value) > MAX_CAMERAS:
+            return (f"image_topics: {len(value)} topics, at most {MAX_CAMERAS}: configure "
+                    "warms up one forward pass over every camera's clip (max_batch's "
+                    f"bound, {MAX_CAMERAS}); run more nodes for more cameras")
         if len(set(value)) != len(value):
             return f"image_topics: {list(value)} names a topic twice"
         if any(not topic.strip() for topic in value):

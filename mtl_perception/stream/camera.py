@@ -41,6 +41,8 @@ COUNTERS: tuple[str, ...] = (
     "clips_dropped",
     "frames_late",
     "frames_repeated",
+    "clips_nonfinite",
+    "frames_other_frame_id",
 )
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,8 @@ class CameraState:
             self.rate.tick(now)
             self.counts["frames_received"] += 1
             decision = self.buffer.decide(header.stamp_ns)
+            if decision is not Decision.RESET and self._other_frame_id(header.frame_id):
+                return False, None
             if decision is Decision.SKIP:
                 return False, None
             if decision is Decision.DROP:
@@ -163,6 +167,28 @@ class CameraState:
         source, header = self.latest
         # Messages are decoded in full only when asked (push decodes just the rows it needs).
         return (source if isinstance(source, np.ndarray) else decode_image(source)), header
+
+    def _other_frame_id(self, frame_id: str) -> bool:
+        """Drop (count, warn once) a frame of another frame_id than the buffer's frames.
+
+        A clip never mixes two cameras that publish on one topic: the topic follows
+        the frame_id it has, until that one is silent for longer than `max_gap_s`
+        (the buffer then resets and the next frame, whichever its frame_id, anchors it).
+        """
+        frames = self.buffer.frames
+        if not frames or frames[-1].header.frame_id == frame_id:
+            return False
+        self.counts["frames_dropped"] += 1
+        self.counts["frames_other_frame_id"] += 1
+        if ("order", "frame_id") not in self.errors_reported:  # one line per camera
+            self.errors_reported.add(("order", "frame_id"))
+            log.warning("camera %s: a frame with frame_id %r while its clips hold frame_id %r "
+                        "(two cameras on one topic?); such frames are dropped and counted "
+                        "(frames_other_frame_id in the stream statistics and /diagnostics) "
+                        "until %r is silent for max_gap_s; give each camera its own topic; "
+                        "said once", self.name, frame_id, frames[-1].header.frame_id,
+                        frames[-1].header.frame_id)
+        return True
 
     def _out_of_order(self, stamp_ns: int) -> None:
         """Count a frame stamped at (repeated) or before (late) the last kept one; warn once."""

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from mtl_perception.checkpoint import CheckpointInfo
-from mtl_perception.deploy.engine import Engine
+from mtl_perception.deploy.engine import Engine, Scores
 from mtl_perception.models.archs import clip_length_problem
 from mtl_perception.stream.camera import CameraState, ErrorCallback, Queued
 from mtl_perception.stream.config import (
@@ -114,6 +114,7 @@ class StreamPipeline:
         self._latency_ms = LatencyWindow()
         self._batches = 0
         self._errors = 0  # batches whose forward pass raised
+        self._nonfinite_said = False  # the NaN/inf output error is logged once
 
     # ----------------------------------------------------------------- settings
     @property
@@ -257,13 +258,14 @@ class StreamPipeline:
         with self._cond:
             self._schedule.drop_all()  # realtime: unscored clips are dropped
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = 10.0) -> None:
         """Stop the worker and let go of every frame and clip (and cached GPU memory).
 
         The node calls this on cleanup/shutdown; drop the pipeline (and the model)
-        afterwards so their memory can go too.
+        afterwards so their memory can go too. A forward pass still running after
+        `timeout` seconds finishes on its own; its results are dropped.
         """
-        self.stop()
+        self.stop(timeout)
         with self._cond:
             self._cameras.clear()
             self._schedule.clear()
@@ -344,7 +346,12 @@ class StreamPipeline:
             self._batches += 1
             self._inference_ms.add(inference_ms)
         for n, item in enumerate(batch):
-            cam = self._cameras[item.clip.camera]
+            cam = self._cameras.get(item.clip.camera)
+            if cam is None:  # close() gave up joining this forward pass: nobody to tell
+                continue
+            if not scores_finite(scores, n):
+                self._skip_nonfinite(cam)
+                continue
             smoothers = cam.smoothers_for(item, config)
             gate: np.ndarray | None = None
             if gate_parts is not None:  # a gate with memory: this camera's last clips too
@@ -365,6 +372,20 @@ class StreamPipeline:
                 cam.counts["clips_run"] += 1
                 self._latency_ms.add(latency_ms)
         return results
+
+    def _skip_nonfinite(self, cam: CameraState) -> None:
+        """Count a clip whose outputs hold NaN or inf; say so once per pipeline. Smoothing
+        would carry one such clip into every later result (an EMA of NaN stays NaN), and its
+        top-k would be empty without a word."""
+        with self._cond:
+            cam.counts["clips_nonfinite"] += 1
+            first = not self._nonfinite_said
+            self._nonfinite_said = True
+        if first:
+            log.error("camera %s: the model's output for a clip is not finite (NaN or inf: an "
+                      "fp16 overflow under autocast, or damaged weights); such clips are skipped "
+                      "and counted (clips_nonfinite in the stream statistics and /diagnostics); "
+                      "said once", cam.name)
 
     def warmup(self, batch: int = 1) -> float:
         """One forward pass on zeros of the input shape (cuDNN autotuning, lazy init); ms."""
@@ -396,6 +417,12 @@ class StreamPipeline:
         if not self.realtime and exc[0] is None:
             self.flush()
         self.stop()
+
+
+def scores_finite(scores: Scores, n: int) -> bool:
+    """Whether every output of clip `n` of a batch (each task's logits, the gate's) is finite."""
+    return all(bool(np.isfinite(np.asarray(part[n], dtype=np.float64)).all())
+               for part in scores.as_list())
 
 
 def _log_decode_error(camera: str, error: ImageDecodeError) -> None:

@@ -32,8 +32,8 @@ class CameraStats:
     - `frames_received`: every `push()`.
     - `frames_sampled`: frames kept by the target_fps sampler (decoded, buffered).
     - `frames_dropped`: frames that could not be used: undecodable (bad size,
-      unsupported encoding) or stamped at/before the last kept frame
-      (duplicate or out of order). Frames skipped to reach target_fps are
+      unsupported encoding), stamped at/before the last kept frame
+      (duplicate or out of order), or of another frame_id. Frames skipped to reach target_fps are
       not dropped: they are `frames_received - frames_sampled - frames_dropped`.
     - `decode_errors`: the undecodable part of `frames_dropped`.
     - `resets`: buffer resets because of a stamp gap longer than max_gap_s.
@@ -42,6 +42,10 @@ class CameraStats:
     - `frames_late`, `frames_repeated`: the out-of-order part of
       `frames_dropped`: stamped before the last kept frame (arrived late), or
       with its very stamp (all-equal stamps, a publisher that does not stamp).
+    - `frames_other_frame_id`: the part of `frames_dropped` whose frame_id is
+      not the one of the frames buffered (two cameras on one topic).
+    - `clips_nonfinite`: clips whose model outputs held NaN or inf (fp16
+      overflow, damaged weights): skipped, never published nor smoothed.
     """
 
     input_fps: float = 0.0
@@ -55,6 +59,8 @@ class CameraStats:
     clips_dropped: int = 0
     frames_late: int = 0
     frames_repeated: int = 0
+    clips_nonfinite: int = 0
+    frames_other_frame_id: int = 0
 
 
 @dataclass(frozen=True)
