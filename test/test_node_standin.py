@@ -222,6 +222,12 @@ class Node:
     def get_name(self) -> str:
         return self.name
 
+    def resolve_topic_name(self, topic: str, *, only_expand: bool = False) -> str:
+        """rclpy's expansion in the root namespace, without remappings."""
+        if topic.startswith("~"):
+            return f"/{self.name}{topic[1:]}"
+        return topic if topic.startswith("/") else f"/{topic}"
+
     def get_logger(self) -> Logger:
         return self.logger
 

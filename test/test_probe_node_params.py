@@ -88,3 +88,21 @@ def test_more_image_topics_than_one_forward_pass_holds_are_refused(
     problem = started.startup_problem()  # main refuses it before configure allocates anything
     assert problem is not None and "image_topics: 65 topics" in problem
     assert started.on_configure(state("unconfigured")) is ros.TransitionCallbackReturn.FAILURE
+
+
+@pytest.mark.parametrize("topics", [["/camera/image_raw", "camera/image_raw"],
+                                    ["~/image", "/perception_node/image"]])
+def test_one_topic_named_twice_after_resolution_is_refused(
+        node_module: ModuleType, checkpoint: Path, topics: list[str]) -> None:  # noqa: F811
+    """A relative and an absolute name of one topic passed the "names a topic twice" check:
+    the node subscribed twice and scored and published every frame twice."""
+    node = make_node(node_module, checkpoint=str(checkpoint), device="cpu")
+    result = set_one(node, "image_topics", topics)
+    assert not result.successful and "are one topic" in result.reason
+    assert f"{topics[0]!r} and {topics[1]!r}" in result.reason
+    node.release()
+    started = make_node(node_module, checkpoint=str(checkpoint), device="cpu",
+                        image_topics=topics)  # from a params file: refused at configure
+    assert started.on_configure(state("unconfigured")) is not SUCCESS
+    assert started.exit_code == 2 and started._pipeline is None
+    started.release()

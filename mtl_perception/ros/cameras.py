@@ -46,6 +46,24 @@ def image_type(topic: str) -> str:
     return COMPRESSED_TYPE if topic.endswith("/compressed") else IMAGE_TYPE
 
 
+def named_twice(topics: tuple[str, ...] | list[str], resolve: Callable[[str], str]
+                ) -> str | None:
+    """Why `image_topics` names one topic twice once each name is resolved (a relative and
+    an absolute name, `~/...`, a remapping), or None: the node would subscribe twice and
+    score and publish every frame twice. `resolve`: the node's `resolve_topic_name`."""
+    seen: dict[str, str] = {}
+    for topic in topics:
+        try:
+            full = resolve(topic)
+        except Exception:  # an invalid name: its own check names it
+            continue
+        if full in seen:
+            return (f"image_topics: {seen[full]!r} and {topic!r} are one topic, {full}, in "
+                    "this node's namespace: every frame would be scored and published twice")
+        seen[full] = topic
+    return None
+
+
 def matching_reliability(mode: str, offered: list[bool]) -> bool:
     """Whether to subscribe reliably: the setting, or under auto the publishers' offer."""
     if mode == "reliable":

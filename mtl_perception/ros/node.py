@@ -42,6 +42,7 @@ from mtl_perception.ros.cameras import (
     REMATCH_PERIOD_S,
     CameraInputs,
     image_type,
+    named_twice,
 )
 from mtl_perception.ros.gate_topics import no_gate_warning
 from mtl_perception.ros.loading import load_pipeline
@@ -113,8 +114,12 @@ class PerceptionNode(LifecycleNode):
             return self._fail(f"configure failed: {type(exc).__name__}: {exc}")
 
     def _configure(self) -> TransitionCallbackReturn:
+        values = self._values()
+        twice = named_twice(values["image_topics"] or [], self.resolve_topic_name)
+        if twice is not None:
+            return self._fail(twice)
         try:
-            loaded = load_pipeline(read_node_config(self._values()), self._result_cb,
+            loaded = load_pipeline(read_node_config(values), self._result_cb,
                                    self._decode_error_cb, self.get_logger())
         except (CheckpointError, ValueError) as exc:  # NodeConfigError, DeviceError, ...
             return self._fail(str(exc))
@@ -262,6 +267,10 @@ class PerceptionNode(LifecycleNode):
             if reason is not None:
                 return SetParametersResult(successful=False, reason=reason)
         ours = {p.name: p.value for p in parameters if p.name in BY_NAME}
+        if "image_topics" in ours:
+            reason = named_twice(list(ours["image_topics"]), self.resolve_topic_name)
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
         if not configured and ours:  # the whole set, as the next configure will read it
             reason = combination_problem(self._values(), ours)
             if reason is not None:
