@@ -27,6 +27,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise DeviceError(f"device {device!r} is not auto, cpu, cuda or cuda:N") from exc
+    if resolved.type not in ("cpu", "cuda"):  # mps, xpu, meta...: torch knows the name, but
+        # no engine here runs there (torch failed on its first tensor, the ONNX engines ran
+        # on the CPU while saying mps)
+        raise DeviceError(f"device {device!r} is not auto, cpu, cuda or cuda:N")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"device {device!r} asked for, but CUDA is not available")
     if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():

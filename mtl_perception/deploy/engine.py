@@ -88,10 +88,16 @@ class Engine(ABC):
 
     # ---- the forward pass ----
     def __call__(self, clips: np.ndarray) -> Scores:
+        clips = np.asarray(clips)
         if clips.ndim != 5 or clips.shape[1] != 3:
             raise BackendError(f"an engine takes clips shaped (N, 3, T, H, W), got "
                                f"{list(clips.shape)}")
-        return self.scores_from(self._forward(np.ascontiguousarray(clips, dtype=np.float32)))
+        if clips.dtype.kind != "f":  # uint8 frames were scored as if normalised, complex
+            # lost its imaginary part: neither is a preprocessed clip
+            raise BackendError(f"an engine takes preprocessed float clips "
+                               f"(mtl_perception.preprocess), got dtype {clips.dtype}")
+        x = np.ascontiguousarray(clips, dtype=np.float32)
+        return self.scores_from(non_finite_rows_nan(x, self._forward(x)))
 
     def scores_from(self, outputs: list[np.ndarray]) -> Scores:
         """`Scores` from the model's raw outputs (tasks, then the gate), checked against the
@@ -124,3 +130,23 @@ class Engine(ABC):
     @abstractmethod
     def _forward(self, clips: np.ndarray) -> list[np.ndarray]:
         """Every output as float32 (N, C) arrays, in the model's order (tasks, then gate)."""
+
+
+def non_finite_rows_nan(clips: np.ndarray, outputs: list[np.ndarray]) -> list[np.ndarray]:
+    """`outputs` with every row of a clip holding NaN or inf set to NaN.
+
+    PyTorch and fp32 ONNX Runtime pass a NaN through to the logits, but OpenVINO
+    and every int8 graph turn it into finite, confident scores; the stream skips
+    a clip by its non-finite scores, so every backend must give the same answer.
+    """
+    if not len(clips):
+        return outputs
+    bad = ~np.isfinite(clips.reshape(len(clips), -1)).all(axis=1)
+    if not bad.any():
+        return outputs
+    marked = []
+    for out in outputs:
+        out = np.array(out, dtype=np.float32)  # a copy: engines may hand out their buffers
+        out[bad] = np.nan
+        marked.append(out)
+    return marked

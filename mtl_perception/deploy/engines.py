@@ -49,6 +49,9 @@ class OnnxEngine(Engine):
             )
         if not self.batch or x.shape[0] == self.batch:
             return self._run(x)
+        if not x.shape[0]:  # no clips: a fixed graph still needs its batch for the shapes
+            return [out[:0] for out in self._run(np.zeros((self.batch, *self.clip_shape),
+                                                          np.float32))]
         pieces: list[list[np.ndarray]] = []
         for start in range(0, x.shape[0], self.batch):
             part = x[start:start + self.batch]

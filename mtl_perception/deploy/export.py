@@ -14,6 +14,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any, cast
 
 import numpy as np
@@ -38,6 +39,15 @@ from mtl_perception.exits import one_line
 from mtl_perception.models.archs import clip_length_problem
 
 DEFAULT_OPSET = 17
+INT8_MIN_OPSET = 13  # QDQ with per-channel scales (the `axis` of DequantizeLinear)
+
+
+def opset_range() -> tuple[int, int]:
+    """The ONNX opsets torch's exporter writes; outside them it printed its whole graph on
+    stdout (above) or wrote a graph no engine runs (below 7)."""
+    constants = getattr(torch.onnx, "_constants", None)
+    return (int(getattr(constants, "ONNX_MIN_OPSET", 7)),
+            int(getattr(constants, "ONNX_MAX_OPSET", DEFAULT_OPSET)))
 
 
 class ExportError(ValueError):
@@ -80,6 +90,10 @@ def export_onnx(
     clips of the length the graph takes.
     """
     onnx = require("onnx", "onnx", "exporting to ONNX")
+    low, high = opset_range()
+    if not low <= opset <= high:
+        raise ExportError(f"opset {opset}: this torch exports ONNX opsets {low}..{high} "
+                          f"(default {DEFAULT_OPSET})")
     frames = frames or info.preprocess.clip_length
     if batch < 0 or frames < 1:
         raise ExportError(
@@ -141,29 +155,45 @@ def with_metadata(data: bytes, info: CheckpointInfo, export: ExportInfo) -> Onnx
 
 
 def max_difference(model: nn.Module, exported: OnnxModel, clips: torch.Tensor) -> float:
-    """Largest |ONNX Runtime - PyTorch| over every output and clip (float32 logits)."""
+    """Largest |ONNX Runtime - PyTorch| over every output and clip (float32 logits).
+
+    A fixed-batch graph gets its last, short batch padded with zeros and only the real
+    rows compared (they were skipped: real clips fewer than the batch went unchecked).
+    A graph ONNX Runtime cannot load or run is one ExportError line."""
     ort = require("onnxruntime", "onnx", "checking an export against PyTorch")
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, torch.get_num_threads())
-    session = ort.InferenceSession(exported.data, options, providers=["CPUExecutionProvider"])
+    session = _checked(lambda: ort.InferenceSession(
+        exported.data, options, providers=["CPUExecutionProvider"]), exported)
     worst = 0.0
-    batch = exported.export.batch
+    step = exported.export.batch or max(1, clips.shape[0])
     score_all = cast(Callable[[torch.Tensor], list[torch.Tensor]], model.score_all)
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, clips.shape[0], batch or clips.shape[0]):
-            x = clips[start:start + (batch or clips.shape[0])]
-            if batch and x.shape[0] < batch:  # a fixed-batch graph takes exactly `batch`
-                break
+        for start in range(0, clips.shape[0], step):
+            x = clips[start:start + step]
             with torch.no_grad():
                 reference = [t.float().cpu().numpy() for t in score_all(x)]
-            got = session.run(None, {INPUT_NAME: x.cpu().numpy().astype(np.float32)})
+            feed = np.zeros((step, *x.shape[1:]), np.float32)
+            feed[:len(x)] = x.cpu().numpy()
+            got = _checked(partial(session.run, None, {INPUT_NAME: feed}), exported)
             for a, b in zip(got, reference):
-                worst = max(worst, float(np.abs(a - b).max()))
+                worst = max(worst, float(np.abs(a[:len(x)] - b).max()))
     finally:
         model.train(was_training)
     return worst
+
+
+def _checked(call: Callable[[], Any], exported: OnnxModel) -> Any:
+    """ONNX Runtime's own exception types (Fail, NotImplemented, InvalidGraph: none of
+    them a ValueError) as one ExportError line naming the export."""
+    try:
+        return call()
+    except Exception as exc:
+        raise ExportError(f"ONNX Runtime cannot run the export (opset "
+                          f"{exported.export.opset}, {exported.export.precision}): "
+                          f"{one_line(exc)}") from exc
 
 
 def _device_of(model: nn.Module) -> torch.device:

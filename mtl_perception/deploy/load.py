@@ -64,6 +64,7 @@ def load_engine(
     DeviceError, CheckpointError).
     """
     spec = backend(backend_name)
+    spec.check_autocast(autocast)  # a word that is no mode: refused before the file is read
     options = EngineOptions(autocast=autocast, engine_cache=engine_cache, max_batch=max_batch,
                             clip_length=clip_length)
     if is_exported(path):

@@ -116,6 +116,8 @@ def parse_onnx(data: bytes, path: Path | None = None) -> OnnxModel:
     """Check ONNX bytes against the metadata they carry (see the module docstring)."""
     onnx = require("onnx", "onnx", "reading an exported .onnx model")
     where = str(path) if path is not None else "<exported in memory>"
+    if not data:  # protobuf reads no bytes as an empty model: "no metadata" misled
+        raise CheckpointError(f"model {where} is empty (0 bytes): damaged, or never written")
     try:
         proto = onnx.load_from_string(data)
     except Exception as exc:  # protobuf's DecodeError and friends

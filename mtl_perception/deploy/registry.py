@@ -11,14 +11,15 @@ first). `build_engine` is the one place a backend name is checked.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
-from mtl_perception.deploy.device import resolve_device
-from mtl_perception.deploy.errors import BackendError, require
+from mtl_perception.deploy.device import AUTOCAST_MODES, resolve_device
+from mtl_perception.deploy.errors import BackendError, DeviceError, require
 
 if TYPE_CHECKING:
     from torch import nn
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from mtl_perception.checkpoint import CheckpointInfo
     from mtl_perception.deploy.engine import Engine
     from mtl_perception.deploy.onnx_file import OnnxModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,16 @@ class Backend:
 
     def require(self) -> None:
         require(self.package, self.extra, f"backend {self.name}")
+
+    def check_autocast(self, autocast: str) -> None:
+        """Refuse an autocast name that is not one on every backend (only torch checked it;
+        the others ran on with any word), and one this backend cannot build."""
+        if autocast not in AUTOCAST_MODES:
+            raise DeviceError(f"autocast must be one of {list(AUTOCAST_MODES)}, got "
+                              f"{autocast!r}")
+        if self.name == "tensorrt" and autocast == "bf16":
+            raise BackendError("backend tensorrt builds fp32 or fp16 engines: autocast bf16 "
+                               "is not one of them (set autocast fp16 or none)")
 
     def device(self, name: str | torch.device) -> torch.device:
         """A device name resolved for this backend; one line for one it cannot use."""
@@ -126,6 +139,10 @@ def build_engine(
     options = options or EngineOptions()
     spec = backend(backend_name)
     resolved = spec.device(device)
+    spec.check_autocast(options.autocast)
+    if spec.build is not None and spec.name != "tensorrt" and options.autocast != "none":
+        log.warning("autocast %s ignored by backend %s: it runs the exported file's own "
+                    "precision", options.autocast, spec.name)
     if isinstance(model, OnnxModel):
         if spec.build is None:
             raise BackendError(

@@ -28,9 +28,11 @@ import torch
 from mtl_perception.checkpoint import CheckpointError, checkpoint_sha256, load_checkpoint
 from mtl_perception.deploy.export import (
     DEFAULT_OPSET,
+    INT8_MIN_OPSET,
     ExportError,
     export_onnx,
     max_difference,
+    opset_range,
     with_metadata,
 )
 from mtl_perception.deploy.onnx_file import BackendError, OnnxModel
@@ -108,10 +110,17 @@ def run(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> Path:
     """Check the arguments, export, compare with PyTorch, write; returns the file written."""
     batch = _batch(args.batch)
-    if args.int8 and args.calibration is None:
-        raise ExportUsageError("--int8 needs --calibration SET.yaml (clips to calibrate on)")
+    low, high = opset_range()
+    if not low <= args.opset <= high:  # torch printed its whole graph on stdout, or wrote
+        # a graph ONNX Runtime refused with a traceback
+        raise ExportUsageError(f"--opset {args.opset}: this torch exports ONNX opsets "
+                               f"{low}..{high}")
+    _check_int8_options(args)
     if args.check_clips < 1 or args.calibration_clips < 1:
         raise ExportUsageError("--check-clips and --calibration-clips must be >= 1")
+    if args.checkpoint.suffix.lower() == ".onnx":  # was: "--out ... is an input of this run"
+        raise ExportUsageError(f"--checkpoint {args.checkpoint} is an exported ONNX model; "
+                               "export reads the .safetensors checkpoint it came from")
     suffix = ".int8.onnx" if args.int8 else ".onnx"
     out = args.out or args.checkpoint.with_suffix(suffix)
     if out.suffix.lower() != ".onnx":
@@ -155,8 +164,6 @@ def _int8(args: argparse.Namespace, exported: OnnxModel, model: MultiTaskModel,
     logit difference on held-out and calibration clips), record it, refuse a poor one."""
     from training.tools.quantize import agreement, fixed_batches, quantize_int8
 
-    if not 0.0 <= args.min_agreement <= 1.0:
-        raise ExportUsageError(f"--min-agreement must be in [0, 1], got {args.min_agreement}")
     batch = exported.export.batch
     calibration = list(set_clips(args.calibration, "train", exported, model,
                                  args.calibration_clips, batch or 8))
@@ -178,6 +185,26 @@ def _int8(args: argparse.Namespace, exported: OnnxModel, model: MultiTaskModel,
     return with_metadata(quantized.data, quantized.info, replace(
         quantized.export, max_abs_diff=difference, int8_agreement=round(held, 4),
         int8_agreement_calibration=round(seen, 4), int8_clips=clips))
+
+
+INT8_ONLY = ("symmetric", "per_tensor", "accept_int8_loss")
+
+
+def _check_int8_options(args: argparse.Namespace) -> None:
+    """The int8 options, checked before any work: each int8-only flag without --int8 was
+    ignored (--symmetric for TensorRT wrote an fp32 file and said nothing)."""
+    if not args.int8:
+        given = [f"--{name.replace('_', '-')}" for name in INT8_ONLY if getattr(args, name)]
+        if given:
+            raise ExportUsageError(f"{', '.join(given)} only apply with --int8")
+        return
+    if args.calibration is None:
+        raise ExportUsageError("--int8 needs --calibration SET.yaml (clips to calibrate on)")
+    if not 0.0 <= args.min_agreement <= 1.0:
+        raise ExportUsageError(f"--min-agreement must be in [0, 1], got {args.min_agreement}")
+    if args.opset < INT8_MIN_OPSET:
+        raise ExportUsageError(f"--int8 needs --opset {INT8_MIN_OPSET} or newer (older "
+                               f"opsets cannot hold its QDQ graph), got {args.opset}")
 
 
 def set_clips(path: Path, split: str, exported: OnnxModel, model: MultiTaskModel, count: int,

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtl_perception.deploy.export import with_metadata
+from mtl_perception.deploy.export import INT8_MIN_OPSET, ExportError, with_metadata
 from mtl_perception.deploy.onnx_file import INPUT_NAME, OnnxModel, require
+from mtl_perception.exits import one_line
 from mtl_perception.models.gate import alone
 
 
@@ -32,42 +33,81 @@ def quantize_int8(exported: OnnxModel, clips: Iterator[np.ndarray], *, symmetric
     `symmetric`: signed int8 activations and weights with zero point 0, what
     TensorRT takes (`deploy/tensorrt.py`); otherwise uint8 activations with a
     calibrated zero point (the CPU engines' usual choice). `per_channel`: one
-    weight scale per output channel rather than per tensor.
+    weight scale per output channel rather than per tensor. Calibration clips
+    that cannot calibrate (none, another shape, NaN or inf) and an opset the
+    quantiser cannot write are one ExportError line.
     """
     quantization = require("onnxruntime.quantization", "onnx", "int8 quantisation")
-
-    base: Any = quantization.CalibrationDataReader
-
-    class Reader(base):
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(clips, None)
-            return None if batch is None else {INPUT_NAME: batch.astype(np.float32)}
-
+    if exported.export.opset < INT8_MIN_OPSET:  # below it the quantiser wrote a graph ONNX
+        # Runtime refuses (per-channel) or silently raised the opset the metadata records
+        raise ExportError(f"int8 needs an export of opset {INT8_MIN_OPSET} or newer, got "
+                          f"opset {exported.export.opset} (--opset)")
+    reader = _calibration_reader(quantization.CalibrationDataReader, clips, exported)
     shapes = require("onnxruntime.quantization.shape_inference", "onnx", "int8 quantisation")
     with tempfile.TemporaryDirectory() as folder:
         raw, source = Path(folder, "raw.onnx"), Path(folder, "fp32.onnx")
         target = Path(folder, "int8.onnx")
         raw.write_bytes(exported.data)
-        # ONNX Runtime's recommended preparation: shapes inferred and the graph
-        # optimised (BatchNorm folded into the convolutions) before calibration.
-        shapes.quant_pre_process(str(raw), str(source))
-        quantization.quantize_static(
-            str(source), str(target), Reader(),
-            quant_format=quantization.QuantFormat.QDQ,
-            activation_type=(quantization.QuantType.QInt8 if symmetric
-                             else quantization.QuantType.QUInt8),
-            weight_type=quantization.QuantType.QInt8,
-            per_channel=per_channel,
-            calibrate_method=quantization.CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
-        )
+        try:
+            # ONNX Runtime's recommended preparation: shapes inferred and the graph
+            # optimised (BatchNorm folded into the convolutions) before calibration.
+            shapes.quant_pre_process(str(raw), str(source))
+            quantization.quantize_static(
+                str(source), str(target), reader,
+                quant_format=quantization.QuantFormat.QDQ,
+                activation_type=(quantization.QuantType.QInt8 if symmetric
+                                 else quantization.QuantType.QUInt8),
+                weight_type=quantization.QuantType.QInt8,
+                per_channel=per_channel,
+                calibrate_method=quantization.CalibrationMethod.MinMax,
+                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+            )
+        except ExportError:
+            raise
+        except Exception as exc:  # ONNX Runtime's own types, and its asserts
+            raise ExportError(f"int8 quantisation failed: {one_line(exc)}") from exc
         data = target.read_bytes()
     export = replace(exported.export, precision="int8")
     return with_metadata(data, exported.info, export)
 
 
+def _calibration_reader(base: Any, clips: Iterator[np.ndarray], exported: OnnxModel) -> Any:
+    """ONNX Runtime's calibration reader over `clips`, each batch checked first: the
+    quantiser said "No data is collected", "scale issue" (an assert) or an ONNX Runtime
+    shape error for what is one of these."""
+    crop = exported.info.preprocess.crop
+    clip = (3, exported.export.frames, crop[0], crop[1])
+    batch = exported.export.batch
+
+    class Reader(base):
+        batches = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(clips, None)
+            if x is None:
+                if not self.batches:
+                    raise ExportError(
+                        "int8 calibration got no clips" + (
+                            f" (a graph of fixed batch {batch} takes them {batch} at a time)"
+                            if batch else ""))
+                return None
+            x = np.asarray(x)
+            if tuple(x.shape[1:]) != clip or (batch and len(x) != batch) or not len(x):
+                raise ExportError(f"int8 calibration clips shaped {list(x.shape)}; the graph "
+                                  f"takes [{batch or 'N'}, {', '.join(map(str, clip))}]")
+            if x.dtype.kind != "f" or not np.isfinite(x).all():
+                raise ExportError("int8 calibration clips must be finite floats (NaN or inf "
+                                  "has no int8 range); got some that are not")
+            self.batches += 1
+            return {INPUT_NAME: x.astype(np.float32)}
+
+    return Reader()
+
+
 def fixed_batches(batches: Iterator[torch.Tensor], size: int) -> Iterator[np.ndarray]:
-    """Re-cut batches to `size` clips (a fixed-batch graph); 0 = as they come."""
+    """Re-cut batches to `size` clips (a fixed-batch graph); 0 = as they come. The last,
+    short batch is filled up by repeating its own clips: min/max calibration is unchanged
+    by a repeat, and fewer clips than `size` still calibrate (they gave no batch at all)."""
     pending: list[np.ndarray] = []
     for batch in batches:
         array = batch.numpy()
@@ -78,6 +118,8 @@ def fixed_batches(batches: Iterator[torch.Tensor], size: int) -> Iterator[np.nda
         while len(pending) >= size:
             yield np.stack(pending[:size])
             del pending[:size]
+    if pending:
+        yield np.stack([pending[i % len(pending)] for i in range(size)])
 
 
 def agreement(model: torch.nn.Module, quantized: OnnxModel,
