@@ -18,6 +18,7 @@ from mtl_perception.exits import (
     sigterm_as_interrupt,
     stopped_during_start_up,
 )
+from mtl_perception.help_format import DefaultsHelpFormatter
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     command_parser = argparse.ArgumentParser(
         prog=f"python -m training {name}",
         description=SUBCOMMANDS[name][1],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     module.add_arguments(command_parser)
     args = command_parser.parse_args(argv[1:])

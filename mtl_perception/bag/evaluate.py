@@ -44,6 +44,7 @@ from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.deploy.errors import BackendError, DeviceError
 from mtl_perception.deploy.load import load_engine
 from mtl_perception.exits import run_command
+from mtl_perception.help_format import DefaultsHelpFormatter
 from mtl_perception.names import threads_problem
 from mtl_perception.outputs import input_holding
 from mtl_perception.settings import SettingsError
@@ -59,7 +60,7 @@ _ERRORS = (BagError, LabelsError, CheckpointError, OutputError, SettingsError,
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evaluate_bag", description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--bag", type=Path, required=True,
                         help="rosbag2 folder, .mcap or .db3 file, or ROS 1 .bag file")

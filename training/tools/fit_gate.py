@@ -139,8 +139,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="full-batch Adam steps")
     parser.add_argument("--lr", type=float_in(1e-12, 1e3), default=d.lr,
                         help="Adam learning rate")
-    parser.add_argument("--weight-decay", type=float_in(0.0, 1e3), default=d.weight_decay)
-    parser.add_argument("--seed", type=int_in(-(2**63), 2**63 - 1), default=d.seed)
+    parser.add_argument("--weight-decay", type=float_in(0.0, 1e3), default=d.weight_decay,
+                        help="Adam weight decay of the gate's weights")
+    parser.add_argument("--seed", type=int_in(-(2**63), 2**63 - 1), default=d.seed,
+                        help="seed of the gate's initialisation and of the tuning's "
+                             "composed excerpts")
     parser.add_argument("--batch-size", type=int_in(1, 1024), default=16,
                         help="clips per forward")
     parser.add_argument("--device", default="cpu", help="torch device for feature extraction")

@@ -46,6 +46,7 @@ from mtl_perception.bag.shown import SHOWN_FILE, read_shown, write_shown
 from mtl_perception.bag.types import COMPRESSED_IMAGE, IMAGE
 from mtl_perception.bag.writer import STORAGES, BagWriter, compressed_message, image_message
 from mtl_perception.exits import run_command
+from mtl_perception.help_format import DefaultsHelpFormatter
 from mtl_perception.names import class_name_problem, topic_problem
 from mtl_perception.outputs import OutputError
 from mtl_perception.settings import SettingsError, apply_overrides
@@ -89,21 +90,26 @@ class Video:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("input (a set config, or one source inline)")
     src.add_argument("--set", type=Path, help="set config YAML (the synthetic set's set.yaml too)")
-    src.add_argument("--format", choices=sorted(sets.FORMATS), help="inline source: its format")
+    # not `bag`: a recorded bag is replayed as it is (evaluate_bag reads it with its labels)
+    src.add_argument("--format", choices=sorted(f for f in sets.FORMATS if f != "bag"),
+                     help="inline source: its format")
     src.add_argument("--task", default="action", help="inline source: the task it labels")
     src.add_argument("--source", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                      help="inline source: the format's set-config keys, e.g. root=/data/ucf101")
-    parser.add_argument("--split", default="test", choices=sets.SPLIT_NAMES)
+    parser.add_argument("--split", default="test", choices=sets.SPLIT_NAMES,
+                        help="the set's split to replay")
     parser.add_argument("--tasks", default="", help="comma-separated tasks to include (all)")
     parser.add_argument("--max-videos", type=int, default=0,
                         help="per task, evenly spread over its list (0 = all)")
     parser.add_argument("--out", type=Path, required=True, help="the rosbag2 folder to create")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --out if it is an earlier dataset_to_bag output")
-    parser.add_argument("--storage", choices=STORAGES, default="mcap")
+    parser.add_argument("--storage", choices=STORAGES, default="mcap",
+                        help="rosbag2 storage plugin of the bag written")
     parser.add_argument("--compressed", action="store_true",
                         help="sensor_msgs/CompressedImage (jpeg) instead of raw rgb8 Image")
-    parser.add_argument("--jpeg-quality", type=int, default=90)
+    parser.add_argument("--jpeg-quality", type=int, default=90,
+                        help="with --compressed: JPEG quality, 0 to 100")
     parser.add_argument("--topic", default="",
                         help="image topic (default /camera/image_raw, + /compressed if compressed)")
     parser.add_argument("--frame-id", default="camera", help="header frame_id of the images")
@@ -200,6 +206,10 @@ def _trimmed_videos(config: sets.SetConfig, split_name: str, wanted: list[str], 
         for sample in _spread(split.samples, limit):
             if sample.label == UNLABELLED:
                 continue
+            if sample.bag is not None:
+                raise ToBagError(f"task {task}: {sample.path} is a bag source (format: bag), "
+                                 "already a bag: evaluate_bag reads it with its labels CSV; "
+                                 "to-bag replays video sources (give --tasks without it)")
             video = videos.setdefault((sample.path, sample.frames_dir),
                                       Video(sample.path, sample.frames_dir))
             name = split.class_names[sample.label]
@@ -373,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console script `dataset_to_bag`."""
     parser = argparse.ArgumentParser(
         prog="dataset_to_bag", description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     add_arguments(parser)
     args = parser.parse_args(argv)

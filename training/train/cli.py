@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="override settings, e.g. method=sps weighting.method=dwa")
     parser.add_argument("--out", type=Path, default=None,
-                        help="run folder for a new run; None: runs/<config file name>")
+                        help="run folder for a new run (default: runs/<config file name>)")
     parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                         help="continue the run in RUN_DIR where it stopped")
     parser.add_argument("--overwrite", action="store_true",
