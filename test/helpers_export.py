@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 import torch
 from helpers_models import tiny_config
 
-from mtl_perception.checkpoint import CheckpointInfo
+from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
 from mtl_perception.models import MultiTaskModel, build_model
 from mtl_perception.preprocess import PreprocessConfig
 
@@ -45,3 +46,10 @@ def tiny_model(method: str = "hps", seed: int = 0) -> tuple[MultiTaskModel, Chec
 def clips(count: int, seed: int = 1) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(count, 3, FRAMES, *CROP, generator=generator)
+
+
+def saved_tiny_model(path: Path, method: str = "hps") -> Path:
+    """`tiny_model(method)` saved as a checkpoint at `path`."""
+    model, info = tiny_model(method)
+    save_checkpoint(path, model, info)
+    return path

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_export import clips, tiny_model
+from helpers_export import clips, saved_tiny_model, tiny_model
 
 from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
 from mtl_perception.deploy import tensorrt
@@ -30,10 +30,7 @@ pytest.importorskip("onnxruntime")
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model, info = tiny_model("hps")
-    path = tmp_path_factory.mktemp("registry") / "model.safetensors"
-    save_checkpoint(path, model, info)
-    return path
+    return saved_tiny_model(tmp_path_factory.mktemp("registry") / "model.safetensors")
 
 
 def test_every_setting_takes_the_registrys_names() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_export import CROP, FRAMES, clips, tiny_model
+from helpers_export import CROP, FRAMES, clips, saved_tiny_model, tiny_model
 
-from mtl_perception.checkpoint import CheckpointError, save_checkpoint
+from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.deploy.device import resolve_device
 from mtl_perception.deploy.errors import BackendError, DeviceError
 from mtl_perception.deploy.export import ExportError, export_onnx, max_difference
@@ -34,10 +34,7 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model, info = tiny_model("hps")
-    path = tmp_path_factory.mktemp("probe") / "m.safetensors"
-    save_checkpoint(path, model, info)
-    return path
+    return saved_tiny_model(tmp_path_factory.mktemp("probe") / "m.safetensors")
 
 
 def _refused(args: list[str], capfd: pytest.CaptureFixture[str]) -> str:
