@@ -19,6 +19,7 @@ import yaml
 
 from mtl_perception.bag.outputs import OutputError, check_creatable
 from mtl_perception.checkpoint import CheckpointError
+from mtl_perception.exits import one_line
 from mtl_perception.settings import SettingsError, apply_overrides
 from training.datasets.listfile import DatasetError
 from training.train.config import load_train_config
@@ -57,7 +58,11 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.train.trainer import stored_config, train  # torch import only when training
+    from training.train.trainer import (  # torch import only when training
+        TrainingStopped,
+        stored_config,
+        train,
+    )
 
     progress = {"auto": None, "bar": True, "lines": False}[args.progress]
     try:
@@ -79,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             OutputError, yaml.YAMLError) as exc:
         LOG.error("%s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return 2
-    except FloatingPointError as exc:  # a diverged run: its last good state is on disk
-        LOG.error("%s", exc)
+    except (FloatingPointError, TrainingStopped) as exc:  # its last good state is on disk
+        LOG.error("%s", one_line(exc))
         return 1
     return 130 if result.interrupted else 0

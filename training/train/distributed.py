@@ -18,10 +18,27 @@ identical on every rank; random draws come from generators seeded by
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+
+from mtl_perception.exits import one_line
+from mtl_perception.settings import SettingsError
+
+
+class DistributedError(SettingsError):
+    """torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR ...) or its rendezvous cannot
+    be used: one line, exit 2, before anything is written."""
+
+
+# What a collective raises when another process is gone (killed, crashed, its machine
+# lost): gloo's "Connection reset by peer" / "Connection closed by peer", NCCL's
+# errors; DistributedDataParallel's reducer re-raises them from the backward pass as a
+# plain RuntimeError, so the text is all there is to tell them from a bug.
+_PEER_FAILURE_WORDS = ("gloo", "nccl", "connection reset", "connection closed",
+                       "connection refused", "broken pipe")
 
 
 @dataclass(frozen=True)
@@ -58,18 +75,59 @@ def choose_device(setting: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def _env_int(name: str, default: str | None = None) -> int:
+    """A whole number >= 0 from torchrun's environment, else DistributedError naming it."""
+    text = os.environ.get(name, default)
+    try:
+        value = int(text or "")
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise DistributedError(f"environment variable {name}={text!r} is not a whole number "
+                               ">= 0 (torchrun sets it; unset RANK and WORLD_SIZE to train "
+                               "in one process)")
+    return value
+
+
 def setup(device_setting: str) -> DistContext:
-    """Join the torchrun process group if launched by torchrun; else a single process."""
-    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
+    """Join the torchrun process group if launched by torchrun; else a single process.
+
+    A junk RANK/WORLD_SIZE/LOCAL_RANK (a traceback from int()), a rank outside the
+    world (it waited for a rank 0 that was someone else's) and a rendezvous that fails
+    (no MASTER_ADDR, a busy MASTER_PORT) are DistributedError, one line.
+    """
+    if not launched_by_torchrun():
         return DistContext(device=choose_device(device_setting))
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world = _env_int("WORLD_SIZE")
+    if world <= 1:
+        if world == 0:
+            raise DistributedError("environment variable WORLD_SIZE='0': no process to train "
+                                   "in (torchrun sets it to the number of processes)")
+        return DistContext(device=choose_device(device_setting))
+    rank, local_rank = _env_int("RANK"), _env_int("LOCAL_RANK", "0")
+    if rank >= world:
+        raise DistributedError(f"environment variable RANK={rank} is outside WORLD_SIZE="
+                               f"{world} (ranks are 0..{world - 1})")
     device = choose_device(device_setting, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        try:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        except (ValueError, RuntimeError) as exc:  # DistNetworkError is a RuntimeError
+            raise DistributedError(f"rank {rank} of {world} cannot join the process group "
+                                   f"(MASTER_ADDR={os.environ.get('MASTER_ADDR')!r}, "
+                                   f"MASTER_PORT={os.environ.get('MASTER_PORT')!r}): "
+                                   f"{one_line(exc)}") from exc
     return DistContext(rank, world, local_rank, device)
+
+
+def peer_failure(exc: BaseException) -> bool:
+    """Is `exc` a collective that failed because another process is gone?"""
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(w in text for w in _PEER_FAILURE_WORDS)
 
 
 def teardown(ctx: DistContext) -> None:
@@ -133,6 +191,20 @@ def any_rank(flag: bool, ctx: DistContext) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+def union(items: Iterable[str], ctx: DistContext) -> list[str]:
+    """The sorted union of every rank's `items` (the same list on every rank).
+
+    Each process reads its own slice of every batch, so a video that fails on one
+    rank is known only there; the run's log and summary count the whole run's.
+    """
+    mine = sorted(set(items))
+    if not ctx.distributed:
+        return mine
+    gathered: list[list[str] | None] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, mine)
+    return sorted({item for part in gathered for item in part or []})
 
 
 def barrier(ctx: DistContext) -> None:

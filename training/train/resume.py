@@ -199,11 +199,14 @@ def save_state(
     scaler: torch.amp.GradScaler,
     state: TrainingState,
     classes: Mapping[str, Sequence[str]],
+    settings: Mapping[str, Any] | None = None,
 ) -> None:
     """Write the resumable state atomically (one safetensors file, no pickle).
 
     `classes`: each task's class names in label order, which `check_classes` compares
     with the set's when the run resumes (the head weights are only valid for them).
+    `settings`: the run's settings that may not change on resume, which
+    `check_settings` compares with the run's (a state copied from another run).
     """
     tensors: dict[str, torch.Tensor] = {}
     for prefix, module in (("model.", model), ("weighting.", weighting)):
@@ -224,6 +227,7 @@ def save_state(
         "format": FORMAT,
         "state": state.__dict__,
         "classes": {task: list(names) for task, names in classes.items()},
+        **({"settings": json.loads(json.dumps(dict(settings)))} if settings is not None else {}),
         "param_groups": optim["param_groups"],
         "scaler": scaler.state_dict(),
         "rng": {"python": _jsonable(random.getstate()),
@@ -255,6 +259,48 @@ def load_state(
         found = document.get("format") if isinstance(document, dict) else None
         raise RunDirError(f"{path}: state format {found}, expected {FORMAT}")
     _check_digest(path, document, tensors)
+    # A state without a checksum (written before it existed) is read as it comes: every
+    # part is checked here, so a damaged one is one line before the first step, not a
+    # traceback from torch, `random` or the first validation.
+    try:
+        state = _training_state(document.get("state"))
+        _restore(path, document, tensors, model, weighting, optimizer, scaler)
+    except RunDirError:
+        raise  # already names what does not fit
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        what = f"no {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else one_line(exc)
+        raise RunDirError(f"{path}: the resumable state is damaged ({what[:200]}); "
+                          "not resuming from it (nothing was changed)") from exc
+    return state
+
+
+def _training_state(value: Any) -> TrainingState:
+    """The state's JSON counters and history, each of the type the trainer uses."""
+    if not isinstance(value, dict):
+        raise TypeError("its `state` is not an object")
+    known = set(TrainingState.__dataclass_fields__)
+    if unknown := sorted(set(value) - known):
+        raise ValueError(f"unknown field {unknown[0]!r} in its `state`")
+    state = TrainingState(**value)
+    for name in ("iteration", "clips_seen"):
+        number = getattr(state, name)
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            raise ValueError(f"{name} {number!r}")
+    if not (isinstance(state.skipped, list) and all(isinstance(p, str) for p in state.skipped)):
+        raise TypeError("`skipped` is not a list of paths")
+    if not isinstance(state.history, list):
+        raise TypeError("`history` is not a list")
+    for entry in [state.best] * bool(state.best) + state.history:
+        if not (isinstance(entry, dict) and isinstance(entry.get("iteration"), int)
+                and isinstance(entry.get("cumulative"), (int, float))
+                and isinstance(entry.get("accuracy"), dict)):
+            raise TypeError(f"a validation entry is damaged: {str(entry)[:80]}")
+    return state
+
+
+def _restore(path: Path, document: dict[str, Any], tensors: dict[str, torch.Tensor],
+             model: torch.nn.Module, weighting: torch.nn.Module,
+             optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
     device = next(model.parameters()).device
     for prefix, module in (("model.", model), ("weighting.", weighting)):
         part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -269,11 +315,13 @@ def load_state(
         if "betas" in group:
             group["betas"] = tuple(group["betas"])
     optimizer.load_state_dict({"state": optim_state, "param_groups": groups})
-    for entries in optimizer.state.values():  # moments live where the parameters do
+    for param, entries in optimizer.state.items():  # moments live where the parameters do
+        _check_moments(param, entries)
         for name, value in entries.items():
             if isinstance(value, torch.Tensor) and name != "step":
                 entries[name] = value.to(device)
-    scaler.load_state_dict(document["scaler"]) if document["scaler"] else None
+    if document["scaler"]:
+        scaler.load_state_dict(document["scaler"])
     torch.set_rng_state(tensors["rng.torch"])
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
     if cuda and torch.cuda.is_available():
@@ -282,7 +330,43 @@ def load_state(
     random.setstate(_tupled(rng["python"]))
     np_state = rng["numpy"]
     np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
-    return TrainingState(**document["state"])
+
+
+# What Adam keeps per parameter once it has stepped (torch checks none of it on load:
+# a missing or misshapen moment failed at the first step, mid-run)
+_ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")
+
+
+def _check_moments(param: torch.Tensor, entries: Mapping[str, Any]) -> None:
+    for name in _ADAM_STATE:
+        if name not in entries:
+            raise KeyError(f"optimiser state without {name!r}")
+    for name, value in entries.items():
+        if name != "step" and isinstance(value, torch.Tensor) and value.shape != param.shape:
+            raise ValueError(f"optimiser {name} of shape {list(value.shape)} for a parameter "
+                             f"of shape {list(param.shape)}")
+
+
+def check_settings(path: Path, settings: Mapping[str, Any]) -> None:
+    """Refuse a state saved by a run with other settings (one copied from another run).
+
+    The weights and Adam moments would be another run's, and the stored learning
+    rates would silently replace this run's. States saved before they recorded their
+    settings are not checked.
+    """
+    stored = _header(path).get("settings")
+    if stored is None:
+        return
+    if not isinstance(stored, dict):
+        raise RunDirError(f"{path}: the resumable state is damaged (its settings)")
+    now = json.loads(json.dumps(dict(settings)))
+    differing = [k for k in sorted({*stored, *now}) if stored.get(k) != now.get(k)]
+    if differing:
+        key = differing[0]
+        raise RunDirError(f"{path} was saved by a run with other settings ({key}: "
+                          f"{str(stored.get(key))[:80]} there, {str(now.get(key))[:80]} in "
+                          f"{path.parent / RUN_FILE}); not resuming from another run's state "
+                          "(nothing was changed)")
 
 
 def _load_part(path: Path, name: str, module: torch.nn.Module,

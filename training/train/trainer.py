@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from mtl_perception.checkpoint import CheckpointInfo, save_checkpoint
-from mtl_perception.exits import work_started
+from mtl_perception.exits import one_line, work_started
 from mtl_perception.models import ModelConfig, MultiTaskModel, build_model
 from mtl_perception.settings import SettingsError
 from training.datasets.clip_dataset import collate_clips
@@ -52,6 +53,7 @@ from training.train.resume import (
     TrainingState,
     check_classes,
     check_new_run_dir,
+    check_settings,
     load_state,
     prepare_run_dir,
     read_run,
@@ -63,6 +65,11 @@ from training.train.schedule import LrScheduler
 from training.train.steps import Batch, Stepper
 
 LOG = logging.getLogger(__name__)
+
+
+class TrainingStopped(RuntimeError):
+    """The run cannot go on (another process is gone, every video of a task is
+    unreadable); one line naming the state saved last, which `--resume` continues."""
 
 
 @dataclass
@@ -111,10 +118,28 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     """
     run_dir = Path(run_dir)
     ctx = D.setup(config.device)
+    run: _Run | None = None
     try:
-        return _Run(config, run_dir, ctx, resume, overwrite, progress, tensorboard).run()
+        run = _Run(config, run_dir, ctx, resume, overwrite, progress, tensorboard)
+        return run.run()
+    except RuntimeError as exc:
+        if not ctx.distributed or isinstance(exc, TrainingStopped) or not D.peer_failure(exc):
+            raise
+        # torchrun stops the others when one process dies; the survivors' collectives
+        # fail with gloo's or NCCL's multi-line text: one line, and where to go on from
+        where = f" at iteration {run.state.iteration}" if run is not None else " at start-up"
+        raise TrainingStopped(
+            f"rank {ctx.rank}: the process group failed{where} (another process stopped or "
+            f"lost its connection: {one_line(exc)[:300]}); "
+            + _saved_line(run.saved_at if run is not None else None, run_dir)) from exc
     finally:
         D.teardown(ctx)
+
+
+def _saved_line(saved_at: int | None, run_dir: Path) -> str:
+    if saved_at is None:
+        return f"no state was saved yet: start {run_dir} anew"
+    return f"the state saved at iteration {saved_at} is on disk: continue with --resume {run_dir}"
 
 
 class _Run:
@@ -163,11 +188,16 @@ class _Run:
         cuda = ctx.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=cuda and config.amp == "fp16")
         self.state = TrainingState()
+        self.saved_at: int | None = None  # the iteration of the state on disk
         if state_path is not None:
             self.state = load_state(state_path, self.model, self.weighting, self.optimizer,
                                     self.scaler)
+            self.saved_at = self.state.iteration
         elif ctx.is_main and not resume:
             prepare_run_dir(run_dir, config_to_dict(config), overwrite, self.init)
+        # Videos found unreadable before the saved state: the dataset forgets them when
+        # the process ends, the log's `skipped` count of the uninterrupted run does not.
+        self.skipped_before = set(self.state.skipped)
         D.barrier(ctx)
         D.broadcast_module(self.model, ctx)
         if self.kept is not None:
@@ -249,7 +279,7 @@ class _Run:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.log.close()
-        skipped = sorted({*state.skipped, *map(str, self.data.train.skipped_paths())})
+        skipped = self._skipped()
         state.skipped = skipped
         result = TrainResult(self.run_dir, self.run_dir / "best.safetensors",
                              self.run_dir / "last.safetensors", state.iteration, state.best,
@@ -275,7 +305,7 @@ class _Run:
               streams: int) -> bool:
         c, ctx, state = self.config, self.ctx, self.state
         local = sampler.local_batch_size
-        for collated in self._loader(sampler):
+        for collated in self._batches(self._loader(sampler)):
             it = state.iteration
             clips, labels, task_ids = (t.to(ctx.device, non_blocking=True) for t in collated)
             batch = Batch(clips[:local], labels[:local], task_ids[:local],
@@ -296,7 +326,7 @@ class _Run:
                 raise FloatingPointError(f"loss became {result.loss} at iteration "
                                          f"{state.iteration}; lower lr or use amp=none")
             write = state.iteration % c.log_every == 0 or state.iteration == c.iterations
-            skipped = self.data.train.skipped_count
+            skipped = len(self._skipped()) if write else 0  # every rank: a collective
             self.log.step(state.iteration, result, c.batch_size * streams, skipped, write)
             stop = D.any_rank(self.stop_requested, ctx)
             if state.iteration % c.val_every == 0 or state.iteration == c.iterations:
@@ -308,6 +338,49 @@ class _Run:
                                  f"continue with --resume {self.run_dir}")
                 return True
         return False
+
+    def _batches(self, loader: DataLoader) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The loader's batches; a task none of whose videos can be read any more (a
+        dataset disk gone mid-run) is TrainingStopped naming it, not a traceback."""
+        batches = iter(loader)
+        while True:
+            try:
+                collated = next(batches)
+            except StopIteration:
+                return
+            except RuntimeError as exc:
+                lost = self._lost_task()
+                if lost is None:
+                    raise  # not the dataset giving up: a bug, its traceback is wanted
+                raise TrainingStopped(
+                    f"{lost} at iteration {self.state.iteration}; "
+                    + _saved_line(self.saved_at, self.run_dir)) from exc
+            yield collated
+
+    def _lost_task(self) -> str | None:
+        """'every training video of task T is unreadable (...)' if that is so, else None.
+
+        The dataset replaces an unreadable video by another of its task and raises
+        only when none is left; its flags are shared with the loader workers.
+        """
+        train = self.data.train
+        bad = set(train.skipped_paths())
+        names = (*self.data.task_names, "none")
+        for task, name in enumerate(names):
+            paths = {train.samples[i].path for i in train.indices_of_task(task)}
+            if paths and paths <= bad:
+                first = sorted(map(str, paths))[0]
+                return (f"every training video of task {name} is unreadable ({len(paths)} "
+                        f"files, {first} first: see the warnings)")
+        return None
+
+    def _skipped(self) -> list[str]:
+        """Every video found unreadable so far, by any process, before a resume too.
+
+        Called on every rank at the same iterations (it gathers from all of them).
+        """
+        local = {*self.skipped_before, *map(str, self.data.train.skipped_paths())}
+        return D.union(local, self.ctx)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stop_requested:  # a second Ctrl-C: stop at once
@@ -368,13 +441,13 @@ class _Run:
                               provenance)
 
     def _save_state(self) -> None:
+        self.state.skipped = self._skipped()  # every rank: a collective
         if self.ctx.is_main:
-            self.state.skipped = sorted({*self.state.skipped,
-                                         *map(str, self.data.train.skipped_paths())})
             classes = dict(zip(self.data.task_names, self.data.class_names, strict=True))
             save_state(self.run_dir / STATE_FILE, self.model, self.weighting, self.optimizer,
-                       self.scaler, self.state, classes)
+                       self.scaler, self.state, classes, fixed_settings(self.config))
         D.barrier(self.ctx)
+        self.saved_at = self.state.iteration
 
     def _summary(self, result: TrainResult) -> None:
         best = result.best_metrics
@@ -399,11 +472,17 @@ def _check_resumable(config: TrainConfig, run_dir: Path, ctx: D.DistContext) -> 
             LOG.warning("%s holds no resumable state and no checkpoint (stopped before its "
                         "first save): training it from iteration 0", run_dir)
         return None
+    check_settings(state_path, fixed_settings(config))
     if (done := stored_iteration(state_path)) > config.iterations:
         raise RunDirError(f"{run_dir} has done {done} iterations; iterations="
                           f"{config.iterations} is fewer (give iterations={done} or "
                           "more to continue it)")
     return state_path
+
+
+def fixed_settings(config: TrainConfig) -> dict[str, Any]:
+    """The settings a resumed run may not change (recorded in its state)."""
+    return {k: v for k, v in config_to_dict(config).items() if k not in RESUME_CHANGEABLE}
 
 
 def _check_resume_config(config: TrainConfig, run_dir: Path) -> None:
