@@ -182,3 +182,25 @@ def test_every_video_of_a_task_going_bad_mid_run_is_one_line_exit_1(
     assert "the state saved at iteration" in errors[0] and "--resume" in errors[0]
     assert (run / STATE_FILE).is_file()
 
+
+
+def test_the_state_is_saved_with_every_validation(
+        set_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """val_every 2, save_every 100: the state was saved at the end only, so a run killed
+    after the validation at iteration 2 (best/last written) could not be resumed: --resume
+    said its state had been moved or deleted."""
+    from training.train import trainer
+
+    saved: list[int] = []
+    original = trainer._Run._save_state
+
+    def recording(self: Any) -> None:
+        saved.append(self.state.iteration)
+        original(self)
+
+    monkeypatch.setattr(trainer._Run, "_save_state", recording)
+    torch.set_num_threads(1)
+    config = tiny_config(set_yaml, "iterations=4", "val_every=2", "save_every=100",
+                         "val_max_per_task=1")
+    train(config, tmp_path / "run", progress=False, tensorboard=False)
+    assert saved == [2, 4]

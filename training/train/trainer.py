@@ -329,9 +329,12 @@ class _Run:
             skipped = len(self._skipped()) if write else 0  # every rank: a collective
             self.log.step(state.iteration, result, c.batch_size * streams, skipped, write)
             stop = D.any_rank(self.stop_requested, ctx)
-            if state.iteration % c.val_every == 0 or state.iteration == c.iterations:
+            validated = state.iteration % c.val_every == 0 or state.iteration == c.iterations
+            if validated:
                 self._validate(evaluator)
-            if stop or state.iteration % c.save_every == 0 or state.iteration == c.iterations:
+            # The state goes with every validation too: best/last checkpoints newer than the
+            # state on disk made a run killed between them unresumable ("state deleted")
+            if stop or validated or state.iteration % c.save_every == 0:
                 self._save_state()
             if stop:
                 self.log.message(f"interrupted: state saved at iteration {state.iteration}; "
