@@ -241,12 +241,25 @@ def _open(path: Path) -> Any:
             f"checkpoint {path} is a pickle (torch.save) file, not safetensors; "
             "mtl_perception never unpickles checkpoints"
         )
+    if not looks_like_safetensors and _looks_like_onnx(head):
+        raise CheckpointError(
+            f"checkpoint {path} is an ONNX model (an export), not a safetensors checkpoint: "
+            "give it its .onnx name, which the engines load as an exported model"
+        )
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated (not valid safetensors): {exc}"
         ) from exc
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """An ONNX ModelProto's first bytes: field 1 (ir_version, a small varint), then
+    producer_name (2), graph (7) or opset_import (8). A renamed export was reported as
+    "corrupt or truncated", which sends a user looking for damage that is not there."""
+    return (len(head) >= 3 and head[0] == 0x08 and 3 <= head[1] <= 15
+            and head[2] in (0x12, 0x3A, 0x42))
 
 
 def _verified(path: Path, handle: Any) -> tuple[dict[str, str], dict[str, torch.Tensor]]:

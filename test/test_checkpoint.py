@@ -295,3 +295,22 @@ def test_round_trip_from_and_to_a_gpu(tmp_path) -> None:
 def test_bad_device_name_fails_before_reading_the_file(tmp_path) -> None:
     with pytest.raises(RuntimeError, match="device type at start of device string: gpu"):
         load_checkpoint(tmp_path / "nothing.safetensors", device="gpu")
+
+
+def test_an_onnx_export_given_as_a_checkpoint_is_named_as_one(tmp_path) -> None:
+    """A renamed export was "corrupt or truncated (not valid safetensors)": a hunt for damage
+    that is not there. A real ONNX model (torch's exporter writes producer_name first)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, producer_name="pytorch")
+    path = tmp_path / "best.safetensors"
+    path.write_bytes(model.SerializeToString())
+    assert onnx.load(str(path)).producer_name == "pytorch"
+    with pytest.raises(CheckpointError, match=r"is an ONNX model \(an export\), not a "
+                                              r"safetensors checkpoint: give it its \.onnx name"):
+        load_checkpoint(path)
