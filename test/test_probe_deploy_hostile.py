@@ -201,6 +201,16 @@ def test_clips_that_are_not_floats_are_refused_on_every_backend(engines: list,
         assert engine(np.zeros((2, 3, FRAMES, *CROP), np.float64)).tasks[0].shape == (2, 5)
 
 
+def test_clips_of_another_crop_are_refused_on_every_backend(engines: list) -> None:
+    """The torch engine scored a 24x40 clip of a 32x32 model without a word (its global
+    pooling takes any size); the ONNX graphs refused it with their own words."""
+    x = np.zeros((2, 3, FRAMES, 24, 40), np.float32)
+    for engine in engines:
+        with pytest.raises(BackendError, match=r"takes clips cropped to \[32, 32\] \(its "
+                                               r"preprocessing\), got \[24, 40\]$"):
+            engine(x)
+
+
 def test_no_clips_give_empty_scores_on_a_fixed_batch_graph(engines: list) -> None:
     """A fixed-batch graph said '0 outputs, its metadata describes 2'."""
     for engine in engines:

@@ -96,6 +96,11 @@ class Engine(ABC):
             # lost its imaginary part: neither is a preprocessed clip
             raise BackendError(f"an engine takes preprocessed float clips "
                                f"(mtl_perception.preprocess), got dtype {clips.dtype}")
+        crop = tuple(self.info.preprocess.crop)
+        if tuple(clips.shape[3:]) != crop:  # the torch engine ran any size (global pooling)
+            # and scored clips of another crop without a word; the ONNX graphs refused them
+            raise BackendError(f"{self.source}: takes clips cropped to {list(crop)} (its "
+                               f"preprocessing), got {list(clips.shape[3:])}")
         x = np.ascontiguousarray(clips, dtype=np.float32)
         return self.scores_from(non_finite_rows_nan(x, self._forward(x)))
 
