@@ -19,7 +19,13 @@ from training.synthetic.motions import (
     KNOWN_GESTURE_CLASSES,
 )
 from training.synthetic.output import SynthOutputError
-from training.synthetic.writer import SET_FILE, SynthSettings, SynthSettingsError, generate
+from training.synthetic.writer import (
+    SET_FILE,
+    SynthSettings,
+    SynthSettingsError,
+    SynthWorkerError,
+    generate,
+)
 
 log = logging.getLogger(__name__)
 STAGES_OUT = True  # --out is staged: stopping leaves it as it was (training/__main__.py)
@@ -40,8 +46,11 @@ def _size(text: str) -> tuple[int, int]:
 def _names(known: tuple[str, ...]):
     def parse(text: str) -> tuple[str, ...]:
         names = tuple(n.strip() for n in text.split(",") if n.strip())
+        if not names:  # "" or ",,": "unknown []" would name no problem
+            raise argparse.ArgumentTypeError(f"no class named in {text!r}; choose from "
+                                             f"{','.join(known)}")
         unknown = [n for n in names if n not in known]
-        if unknown or not names:
+        if unknown:
             raise argparse.ArgumentTypeError(f"unknown {unknown}; choose from {','.join(known)}")
         return names
 
@@ -144,6 +153,9 @@ def run(args: argparse.Namespace) -> int:
     except SynthOutputError as exc:  # an --out folder that holds other data
         log.error("%s", exc)
         return 2
+    except SynthWorkerError as exc:  # not the input's fault: the machine's (exit 1)
+        log.error("%s; nothing written to %s", exc, args.out)
+        return 1
     # OS errors (full disk...), Ctrl-C, SIGTERM: one line each, by mtl_perception.exits
     log.info("set file: %s", args.out / SET_FILE)
     return 0

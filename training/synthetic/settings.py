@@ -125,16 +125,19 @@ class SynthSettings:
         # An empty train or test list is a set nobody can use, and the readers refuse it.
         if self.test_group_count() >= self.n_groups:
             raise SynthSettingsError(
-                "actions_per_class",
+                # an explicit count is the one to lower; the default share needs more groups
+                "test_groups" if self.test_groups else "actions_per_class",
                 f"{self.actions_per_class} action(s) per class at {self.clips_per_group} per "
                 f"group make {self.n_groups} group(s), {self.test_group_count()} of them test: "
-                "the train list would be empty (raise actions_per_class)")
+                "the train list would be empty (raise actions_per_class"
+                + (" or lower test_groups)" if self.test_groups else ")"))
         if self.test_subject_count() >= self.n_subjects:
             raise SynthSettingsError(
-                "gestures_per_class",
+                "test_subjects" if self.test_subjects else "gestures_per_class",
                 f"{self.gestures_per_class} gesture(s) per class at {self.reps_per_subject} per "
                 f"subject make {self.n_subjects} subject(s), {self.test_subject_count()} of them "
-                "test: the train list would be empty (raise gestures_per_class)")
+                "test: the train list would be empty (raise gestures_per_class"
+                + (" or lower test_subjects)" if self.test_subjects else ")"))
 
     @property
     def has_untrimmed(self) -> bool:

@@ -36,9 +36,10 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from mtl_perception.bag.labels import write_labels
 from mtl_perception.bag.shown import write_shown
@@ -63,6 +64,8 @@ from training.synthetic.session_jobs import (
 from training.synthetic.settings import Job, SynthSettings, SynthSettingsError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 UCF_ROOT, UCF_LISTS = "UCF-101", "ucfTrainTestlist"
 NV_ROOT = "nvGesture"
@@ -89,8 +92,8 @@ tasks:
       test_list: {NV_TEST}
       class_names: {NV_CLASSES}
 """
-__all__ = ["SESSIONS", "Job", "SynthSettings", "SynthSettingsError", "generate", "plan",
-           "render_job"]
+__all__ = ["SESSIONS", "Job", "SynthSettings", "SynthSettingsError", "SynthWorkerError",
+           "generate", "plan", "render_job"]
 
 
 @dataclass
@@ -244,15 +247,9 @@ def _render(settings: SynthSettings, out: Path, jobs: list[Job], workers: int) -
     written: list[Written] = []
     workers = min(workers, len(jobs))  # a process per job at most
     if workers > 1:
-        # spawn: a forked child would inherit the parent's threads (torch, BLAS) mid-state.
-        # The workers ignore Ctrl-C: the parent stops them (Pool's exit terminates them)
-        # and says in one line that nothing was written.
-        with multiprocessing.get_context("spawn").Pool(
-                workers, initializer=signal.signal,
-                initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-            for w in pool.imap(_write_one, tasks, chunksize=4):
-                written.append(w)
-                _progress(len(written), len(jobs), start)
+        for w in _in_workers(_write_one, tasks, workers):
+            written.append(w)
+            _progress(len(written), len(jobs), start)
     else:
         for task in tasks:
             written.append(_write_one(task))
@@ -261,6 +258,47 @@ def _render(settings: SynthSettings, out: Path, jobs: list[Job], workers: int) -
     log.info("wrote %d videos in %.1f s (%.0f ms of render+encode per video)", len(written),
              time.perf_counter() - start, per_video)
     return written
+
+
+class SynthWorkerError(RuntimeError):
+    """A render process died (killed: out of memory, `kill`): its job can never finish."""
+
+
+_POLL_S = 0.5  # how often the parent checks that no render process has died
+
+
+def _in_workers(function: Callable[[T], R], tasks: list[T], workers: int) -> Iterator[R]:
+    """`function` over `tasks` in `workers` spawned processes, results in task order.
+
+    spawn: a forked child would inherit the parent's threads (torch, BLAS) mid-state.
+    The workers ignore Ctrl-C: the parent stops them (Pool's exit terminates them)
+    and says in one line that nothing was written. A worker that dies (the OOM killer,
+    `kill -9`) takes its task with it and Pool waits for that result forever, so the
+    parent polls and ends the run once any worker has exited.
+    """
+    before = set(multiprocessing.active_children())
+    with multiprocessing.get_context("spawn").Pool(
+            workers, initializer=signal.signal,
+            initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+        seen: set[multiprocessing.process.BaseProcess] = set()
+        results = pool.imap(function, tasks)  # chunksize 1: only its iterator has next(timeout)
+        for _ in tasks:
+            while True:
+                # active_children() forgets a child once it has been reaped: remember all
+                seen |= set(multiprocessing.active_children()) - before
+                dead = [p.exitcode for p in seen if p.exitcode is not None]
+                if dead:
+                    how = (f"killed by signal {-dead[0]}" if dead[0] < 0
+                           else f"exit status {dead[0]}")
+                    raise SynthWorkerError(
+                        f"a render process died ({how}; signal 9 is often the out-of-memory "
+                        "killer); lower --workers or --size")
+                try:
+                    result = results.next(timeout=_POLL_S)
+                except multiprocessing.TimeoutError:
+                    continue
+                break
+            yield result
 
 
 def _progress(done: int, total: int, start: float) -> None:

@@ -31,6 +31,7 @@ from training.datasets.bag_cache import (
 )
 
 PARTIAL_AGE_S = 3600.0  # a half-built folder this old is no build in progress
+MAX_GB = 1e9  # an exabyte: past any disk, short of a byte count a float cannot hold
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,8 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     root = args.root or default_cache_root()
-    if args.max_gb is not None and not args.max_gb >= 0:
-        print("error: --max-gb must be >= 0", flush=True)
+    # inf or 1e300 would end in int()'s OverflowError (a traceback) once turned into bytes
+    if args.max_gb is not None and not 0 <= args.max_gb <= MAX_GB:
+        print(f"error: --max-gb must be in 0..{MAX_GB:g}, got {args.max_gb:g}", flush=True)
+        return 2
+    if root.exists() and not root.is_dir():  # "empty (no such folder)" would be untrue
+        print(f"error: --root {root} is not a folder", flush=True)
         return 2
     if not root.is_dir():
         print(f"bag cache {root}: empty (no such folder)")
