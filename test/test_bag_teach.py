@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,13 @@ def test_fit_gate_says_in_one_line_when_a_gate_class_loses_every_clip(
     err = capsys.readouterr().err.strip()
     assert "no training clip of gate class(es) [1]" in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("inf", sys.maxsize), ("1e300", sys.maxsize), ("nan", 4_000_000_000), ("junk", 4_000_000_000),
+    ("-3", 0), ("0.5", 500_000_000)])
+def test_the_cache_cap_takes_any_number_in_its_variable(
+        monkeypatch: pytest.MonkeyPatch, value: str, expected: int) -> None:
+    """`inf` (no cap) was an OverflowError traceback in training and in `cache --prune`."""
+    monkeypatch.setenv("MTL_BAG_CACHE_MAX_GB", value)
+    assert bag_cache.max_cache_bytes() == expected

@@ -39,9 +39,11 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
@@ -168,10 +170,16 @@ def _touch(path: Path) -> None:
 
 
 def max_cache_bytes() -> int:
+    """MTL_BAG_CACHE_MAX_GB in bytes: unset, junk or NaN the default 4 GB, `inf` no cap,
+    a negative value 0 (`int(inf)` had raised OverflowError in training and `cache`)."""
     try:
         gb = float(os.environ.get("MTL_BAG_CACHE_MAX_GB", "4"))
     except ValueError:
         gb = 4.0
+    if math.isnan(gb):
+        gb = 4.0
+    if gb * 1e9 >= sys.maxsize:
+        return sys.maxsize
     return int(max(gb, 0.0) * 1e9)
 
 
