@@ -182,6 +182,42 @@ def read_manifest(folder: Path, owner: Owner) -> dict[str, Any] | str:
     return body
 
 
+_MAX_MANIFEST_BYTES = 64 << 20  # a listing of every file: far more is no manifest of ours
+
+
+def enclosing_output(path: Path) -> tuple[Path, str] | None:
+    """(folder, generator) of the nearest folder strictly above `path` that holds one of
+    this project's manifests (`*.manifest.json`, a synthetic set's `synth.json`), or None.
+
+    Writing into such a folder adds a file its manifest does not list: the folder is no
+    longer provably its command's, so that command's `--overwrite` refuses it for good.
+    """
+    for folder in normal_path(path).parents:
+        try:
+            candidates = [*folder.glob("*.manifest.json"), folder / "synth.json"]
+        except OSError:
+            continue
+        for candidate in candidates:
+            generator = _generator(candidate)
+            if generator is not None:
+                return folder, generator
+    return None
+
+
+def _generator(path: Path) -> str | None:
+    """The `generator` of a manifest written by `write_manifest`, or None for any other file."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > _MAX_MANIFEST_BYTES:
+            return None
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not (isinstance(body, dict) and isinstance(body.get("generator"), str)
+            and body.get("manifest_version") == MANIFEST_VERSION):
+        return None
+    return str(body["generator"])
+
+
 def _safe_name(name: object, owner: Owner) -> bool:
     """A relative path inside the folder: no `..`, no absolute path, not the manifest."""
     if not isinstance(name, str) or not name or name.startswith("/") or name == owner.manifest:

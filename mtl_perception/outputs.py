@@ -55,6 +55,7 @@ from mtl_perception.manifest import (  # re-exported: the commands' one import f
     MANIFEST_VERSION,
     OutputError,
     Owner,
+    enclosing_output,
     normal_path,
     read_manifest,
     start_time,
@@ -101,6 +102,7 @@ def check_out(out: Path, owner: Owner, overwrite: bool, inputs: Iterable[Path] =
     target = normal_path(out)
     if here == target or target in here.parents:  # the swap renames out: the shell is left
         raise OutputError(f"{opt} {out} holds the current folder; run from elsewhere")
+    _refuse_inside_an_output(out, opt)
     _check_name_length(out, owner)
     if not out.exists():
         check_creatable(out, opt)
@@ -139,6 +141,7 @@ def check_out_file(out: Path, overwrite: bool, inputs: Iterable[Path] = (),
                           "it (choose another file)")
     if out.is_symlink():
         raise OutputError(f"{option} {out} is a symbolic link; give the file itself")
+    _refuse_inside_an_output(out, option)
     if out.exists():
         if not out.is_file():
             raise OutputError(f"{option} {out} exists and is not a regular file")
@@ -154,6 +157,18 @@ def check_out_file(out: Path, overwrite: bool, inputs: Iterable[Path] = (),
         raise OutputError(f"{option} {out}: name too long ({len(out.name.encode())} bytes; "
                           "at most 200)")
     check_creatable(out, option)
+
+
+def _refuse_inside_an_output(out: Path, option: str) -> None:
+    """`out` may not lie inside an earlier output of any of this project's commands (a
+    folder with its manifest): the file or folder written there would make that output
+    unprovable, so its command could never replace it again."""
+    enclosing = enclosing_output(out)
+    if enclosing is not None:
+        folder, generator = enclosing
+        raise OutputError(f"{option} {out} lies inside {folder}, an earlier {generator} "
+                          "output: writing there would leave that folder no longer provably "
+                          "its command's (choose a place outside it)")
 
 
 FileKind = Literal["json", "checkpoint", "onnx", "csv", "png"]

@@ -140,3 +140,33 @@ def test_the_writability_probe_leaves_the_folders_times_as_they_were(tmp_path: P
     assert (folder.stat().st_atime_ns, folder.stat().st_mtime_ns) == (
         1_000_000_000_123, 2_000_000_000_456)
     assert list(folder.iterdir()) == []
+
+
+def test_no_output_goes_inside_an_earlier_output_of_another_command(tmp_path: Path) -> None:
+    """An evaluate_bag --out or a --json inside a to-bag output (or any folder with one of
+    the project's manifests) added files its manifest does not list: that output was no
+    longer provably its command's, and its --overwrite refused it for good."""
+    import pytest
+
+    from mtl_perception.bag.outputs import OWNER as EVALUATE_BAG
+    from mtl_perception.manifest import write_manifest
+    from mtl_perception.outputs import OutputError, check_out, check_out_file, why_not_ours
+    from training.tools.to_bag import OWNER as TO_BAG
+
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    (bag / "labels.csv").write_text("start,end,task,label\n")
+    write_manifest(bag, TO_BAG, {}, None, complete=True)
+    for check in (lambda: check_out(bag / "eval", EVALUATE_BAG, False),
+                  lambda: check_out(bag / "a" / "b", EVALUATE_BAG, False),
+                  lambda: check_out_file(bag / "metrics.json", False, option="--json")):
+        with pytest.raises(OutputError, match=rf"lies inside {bag}, an earlier dataset_to_bag "
+                                              "output"):
+            check()
+    assert why_not_ours(bag, TO_BAG) is None and sorted(p.name for p in bag.iterdir()) == [
+        "dataset_to_bag.manifest.json", "labels.csv"]
+    check_out(tmp_path / "eval", EVALUATE_BAG, False)  # beside it is fine
+    other = tmp_path / "notes"  # a file named like a manifest that is none of ours
+    other.mkdir()
+    (other / "x.manifest.json").write_text('{"generator": "someone"}')
+    check_out(other / "eval", EVALUATE_BAG, False)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from mtl_perception.outputs import enclosing_output
 from training.__main__ import main
-from training.synthetic.output import SynthOutputError, set_holding, why_not_ours
+from training.synthetic.output import SynthOutputError, why_not_ours
 from training.synthetic.writer import (
     SynthSettings,
     SynthSettingsError,
@@ -54,18 +55,18 @@ def test_workers_give_results_in_task_order() -> None:
 
 def test_out_inside_a_set_is_refused_and_the_set_stays_ours(tiny_set: Path) -> None:
     for inner in (tiny_set / "more", tiny_set / "UCF-101" / "Walk" / "x"):
-        with pytest.raises(SynthOutputError, match="inside the synthetic set"):
+        with pytest.raises(SynthOutputError, match="an earlier training.synthetic output"):
             generate(TINY, inner, workers=1)
         assert not inner.exists()
     assert sorted(p.name for p in tiny_set.parent.iterdir()) == ["set"]  # no partial sibling
     assert why_not_ours(tiny_set) is None
-    assert set_holding(tiny_set) is None  # the set itself may be replaced
+    assert enclosing_output(tiny_set) is None  # the set itself may be replaced
 
 
 def test_out_inside_a_set_via_the_cli_is_one_line_exit_2(
         tiny_set: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert main(["synth", "--out", str(tiny_set / "more"), *CLI_TINY]) == 2
-    assert "inside the synthetic set" in caplog.text
+    assert f"lies inside {tiny_set}, an earlier training.synthetic output" in caplog.text
     assert why_not_ours(tiny_set) is None
 
 
@@ -100,7 +101,8 @@ def test_summarize_json_inside_a_synthetic_set_is_refused(
     target = tiny_set / "UCF-101" / "summary.json"
     assert main(["summarize", "--config", str(tiny_set / "set.yaml"),
                  "--json", str(target)]) == 2
-    assert "inside the synthetic set" in capsys.readouterr().err
+    assert f"lies inside {tiny_set}, an earlier training.synthetic output" in \
+        capsys.readouterr().err
     assert not target.exists() and why_not_ours(tiny_set) is None
     outside = tmp_path / "summary.json"  # beside the set is fine
     assert main(["summarize", "--config", str(tiny_set / "set.yaml"),

@@ -343,10 +343,12 @@ def test_fit_gate_refuses_session_labels_the_checkpoint_cannot_use_in_one_line(
         err = capsys.readouterr().err
         assert words in err and "Traceback" not in err and not out.exists()
     labels.write_text(text)
-    # the set's session files are inputs: never written over, --overwrite or not
+    # the set's session files are inputs, and the set is synth's: never written over,
+    # --overwrite or not (refused as lying inside the set, before the set is even read)
     assert main(["fit-gate", "--checkpoint", str(source), "--set", str(copy / "set.yaml"),
                  "--out", str(labels), "--overwrite"]) == 2
-    assert "is inside an input of this run" in capsys.readouterr().err
+    assert f"lies inside {copy}, an earlier training.synthetic output" in \
+        capsys.readouterr().err
     assert labels.read_text() == text
     with pytest.raises(SystemExit):  # torch's seed range, checked before any work
         main(["fit-gate", "--checkpoint", str(source), "--set", str(copy / "set.yaml"),

@@ -19,7 +19,6 @@ leaves only those siblings, each provably ours, so the next run removes them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ PARTIAL_SUFFIX, OLD_SUFFIX = ".synth-partial", ".synth-old"
 SynthOutputError = OutputError  # an `--out` folder the generator must not write into (or delete)
 
 __all__ = ["GENERATOR", "MANIFEST", "MANIFEST_VERSION", "OWNER", "SynthOutputError", "finish",
-           "old_folder", "partial_folder", "prepare", "set_holding", "why_not_ours",
+           "old_folder", "partial_folder", "prepare", "why_not_ours",
            "write_manifest"]
 
 
@@ -62,25 +61,10 @@ def why_not_ours(folder: Path) -> str | None:
 def prepare(out: Path) -> Path:
     """Check `--out` and clear our own leftovers; return the empty partial folder to write.
 
-    Raises `SynthOutputError` (nothing deleted) for any folder not provably ours, and for
-    one inside a set (see `set_holding`).
+    Raises `OutputError` (nothing deleted) for any folder not provably ours, and for one
+    inside an earlier output of ours, a set included (`outputs.check_out`).
     """
-    holder = set_holding(out)
-    if holder is not None:
-        raise SynthOutputError(
-            f"{OWNER.option} {out} is inside the synthetic set {holder}: a folder added there "
-            "makes that set no longer provably synth's, so it could never be replaced; "
-            "choose a folder outside it (nothing was changed)")
     return outputs.prepare(out, OWNER, overwrite=True, settings={})
-
-
-def set_holding(out: Path) -> Path | None:
-    """The nearest folder above `out` holding a synth manifest (a set, or a run's partial
-    folder), links resolved; None when there is none."""
-    for folder in Path(os.path.realpath(out)).parents:
-        if (folder / MANIFEST).is_file():
-            return folder
-    return None
 
 
 def finish(partial: Path, out: Path) -> None:

@@ -28,7 +28,6 @@ from training.datasets.listfile import DatasetError, shown
 from training.datasets.missing import check_videos, find_missing, find_wrong_kind
 from training.datasets.sample import UNLABELLED, LabelledSplit, shared_samples
 from training.datasets.sets import SPLIT_NAMES, SetConfig, build_task_split, load_set
-from training.synthetic.output import set_holding
 
 log = logging.getLogger(__name__)
 JSON_WRITER = "python -m training summarize"
@@ -191,15 +190,6 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(out + notes)
 
 
-def _not_inside_a_synthetic_set(path: Path) -> None:
-    """A file added to a synthetic set makes it no longer provably synth's: `synth --out`
-    would refuse to replace it ever after."""
-    holder = set_holding(path)
-    if holder is not None:
-        raise OutputError(f"--json {path} is inside the synthetic set {holder}, which must "
-                          "hold only synth's files; write the summary elsewhere")
-
-
 def run(args: argparse.Namespace) -> int:
     for option in ("config", "json"):
         value = getattr(args, option)
@@ -212,7 +202,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.json is not None:  # before any work; never over what this run reads
             check_out_file(args.json, args.overwrite, [args.config], option="--json")
-            _not_inside_a_synthetic_set(args.json)
         set_config = load_set(args.config)
         if args.json is not None:
             check_out_file(args.json, args.overwrite, set_config.inputs(), option="--json",
