@@ -9,7 +9,9 @@ temporary folder (checked by `Untouched`).
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Hypothesis keeps caches in `.hypothesis/` of the working folder; keep them (and the example
 # database, switched off too) out of the tree that `Untouched` watches.
-set_hypothesis_home_dir(tempfile.mkdtemp(prefix="hypothesis-home-"))
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="hypothesis-home-")
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)  # no litter in /tmp
 HOSTILE = settings(max_examples=60, deadline=3000, database=None, derandomize=False,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 

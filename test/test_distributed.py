@@ -23,7 +23,9 @@ def set_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _torchrun(out: Path, overrides: list[str]) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # TMPDIR: torchrun's agent makes a torchelastic_* folder there and leaves it behind
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+           "TMPDIR": str(out.parent)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", "2", "-m", "training", "train", "--config", str(CONFIG),
                *overrides, "--out", str(out), "--progress", "lines"]

@@ -113,7 +113,8 @@ def test_a_dying_rank_is_one_line_on_the_others_and_skips_of_every_rank_count(
                 "val_every=100", "val_max_per_task=1"]
     script = tmp_path / "dying_rank.py"
     script.write_text(DYING_RANK)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+           "TMPDIR": str(tmp_path)}  # torchrun's agent leaves a torchelastic_* folder there
     # the agent notices the dead rank only every 5 s: rank 0 has said its line by then
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", "2", "--monitor-interval", "5", str(script), "train",
