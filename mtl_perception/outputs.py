@@ -69,6 +69,7 @@ __all__ = [
     "Owner",
     "check_creatable",
     "check_out",
+    "check_out_inputs",
     "finish",
     "input_holding",
     "prepare",
@@ -94,10 +95,7 @@ def check_out(out: Path, owner: Owner, overwrite: bool, inputs: Iterable[Path] =
     opt = owner.option
     if out.is_symlink():
         raise OutputError(f"{opt} {out} is a symbolic link; give the folder itself")
-    held = output_holding(out, inputs)
-    if held is not None:
-        raise OutputError(f"{opt} {out} holds {held}, an input of this run: replacing the "
-                          "folder would delete it (write the results elsewhere)")
+    check_out_inputs(out, inputs, opt)
     here = Path.cwd()
     target = normal_path(out)
     if here == target or target in here.parents:  # the swap renames out: the shell is left
@@ -119,6 +117,21 @@ def check_out(out: Path, owner: Owner, overwrite: bool, inputs: Iterable[Path] =
         raise OutputError(f"{opt} {out} is not empty and is not an earlier {owner.what} "
                           f"({reason}); "
                           "refusing to replace it (nothing was changed; choose another folder)")
+
+
+def check_out_inputs(out: Path, inputs: Iterable[Path], option: str = "--out") -> None:
+    """An output folder `out` may neither hold one of `inputs` (replacing the folder would
+    delete it) nor lie inside an input folder (it would be written among what the run
+    reads). For inputs known only once a set is read, a command calls this again then."""
+    inputs = list(inputs)
+    held = output_holding(out, inputs)
+    if held is not None:
+        raise OutputError(f"{option} {out} holds {held}, an input of this run: replacing the "
+                          "folder would delete it (write the results elsewhere)")
+    inside = input_holding(out, inputs)
+    if inside is not None:
+        raise OutputError(f"{option} {out} lies inside {inside}, a folder this run reads; "
+                          "write the results outside it")
 
 
 def check_out_file(out: Path, overwrite: bool, inputs: Iterable[Path] = (),

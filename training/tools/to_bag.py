@@ -161,15 +161,7 @@ def _refuse_out_among_inputs(out: Path, config: sets.SetConfig, tasks: list[str]
     videos)."""
     roots = [root for task in tasks for source in config.tasks[task]
              if isinstance(root := getattr(source.settings, "root", None), Path)]
-    inputs = [*config.inputs(), *roots]
-    held = outputs.output_holding(out, inputs)
-    if held is not None:
-        raise ToBagError(f"--out {out} holds {held}, an input of this run: replacing the "
-                         "folder would delete it (write the bag elsewhere)")
-    inside = outputs.input_holding(out, inputs)
-    if inside is not None:
-        raise ToBagError(f"--out {out} lies inside {inside}, a folder this run reads videos "
-                         "from; write the bag outside the dataset")
+    outputs.check_out_inputs(out, [*config.inputs(), *roots])
 
 
 def collect(args: argparse.Namespace) -> list[Video]:
