@@ -50,6 +50,9 @@ class Engine(ABC):
     """One model, compiled for one device by one backend; call it on a batch of clips."""
 
     backend: str = ""
+    # Whether NaN or inf in a clip reaches every output of its row by itself (PyTorch's
+    # kernels); where not, `__call__` marks such rows NaN (a pass over the input per call).
+    nan_passes_through: bool = False
 
     def __init__(self, info: CheckpointInfo, device: torch.device, precision: str,
                  source: str) -> None:
@@ -102,7 +105,9 @@ class Engine(ABC):
             raise BackendError(f"{self.source}: takes clips cropped to {list(crop)} (its "
                                f"preprocessing), got {list(clips.shape[3:])}")
         x = np.ascontiguousarray(clips, dtype=np.float32)
-        return self.scores_from(non_finite_rows_nan(x, self._forward(x)))
+        outputs = self._forward(x)
+        return self.scores_from(outputs if self.nan_passes_through
+                                else non_finite_rows_nan(x, outputs))
 
     def scores_from(self, outputs: list[np.ndarray]) -> Scores:
         """`Scores` from the model's raw outputs (tasks, then the gate), checked against the
@@ -143,6 +148,8 @@ def non_finite_rows_nan(clips: np.ndarray, outputs: list[np.ndarray]) -> list[np
     PyTorch and fp32 ONNX Runtime pass a NaN through to the logits, but OpenVINO
     and every int8 graph turn it into finite, confident scores; the stream skips
     a clip by its non-finite scores, so every backend must give the same answer.
+    Skipped where `Engine.nan_passes_through` (the torch engine: the node's default,
+    whose clips, preprocessed camera frames, are finite anyway).
     """
     if not len(clips):
         return outputs
