@@ -202,6 +202,30 @@ def test_fine_tuning_into_the_run_that_holds_its_init_checkpoint_is_refused(
     assert _snapshot(run) == before
 
 
+def test_a_new_run_never_goes_inside_another_commands_output(tmp_path: Path) -> None:
+    """train --out inside a synthetic set (or a bag, an evaluation) wrote files that
+    output's manifest does not list: synth --overwrite refused that set for good."""
+    from mtl_perception.manifest import write_manifest
+    from training.tools.to_bag import OWNER as TO_BAG
+    from training.train.resume import RunDirError, check_new_run_dir
+
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    write_manifest(bag, TO_BAG, {}, None, complete=True)
+    for inside in (bag / "run", bag / "runs" / "a"):
+        with pytest.raises(RunDirError, match=rf"--out {inside} lies inside {bag}, an earlier "
+                                              "dataset_to_bag output"):
+            check_new_run_dir(inside, False)
+        assert not inside.exists()
+    synthetic = tmp_path / "set"
+    synthetic.mkdir()
+    (synthetic / "synth.json").write_text('{"generator": "training.synthetic", '
+                                          '"manifest_version": 2}')
+    with pytest.raises(RunDirError, match="an earlier training.synthetic output"):
+        check_new_run_dir(synthetic / "run", False)
+    assert not check_new_run_dir(tmp_path / "run", False)  # beside them is fine
+
+
 @pytest.mark.parametrize("kind", ["link", "fifo", "bad row", "superscript"])
 def test_a_log_that_is_no_plain_log_is_refused_on_resume(
         finished_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
