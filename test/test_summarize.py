@@ -276,3 +276,13 @@ def test_a_test_video_also_listed_for_training_is_reported(tmp_path: Path) -> No
     assert summary["tasks"]["action"]["test"]["in_train"] == 1
     assert "in_train" not in summary["tasks"]["action"]["train"]
     assert ("action/test: 1 sample(s) also in the train split" in format_table(summary))
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "10001", "x"])
+def test_clip_length_outside_1_to_10000_is_a_usage_error(
+        value: str, capsys: pytest.CaptureFixture) -> None:
+    """--clip-length 0 was quietly read as 1."""
+    with pytest.raises(SystemExit) as info:
+        main(["summarize", "--config", "x.yaml", "--clip-length", value])
+    assert info.value.code == 2
+    assert "--clip-length" in capsys.readouterr().err

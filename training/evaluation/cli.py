@@ -69,7 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the result here (a new file; --overwrite to replace "
                              "one; never one of this run's inputs)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device: cpu, cuda, cuda:1, ..., or auto (the GPU when "
+                             "there is one)")
     parser.add_argument("--autocast", choices=("none", "bf16", "fp16"), default=d.autocast,
                         help="mixed precision for the forward pass")
     parser.add_argument("--backend", choices=BACKENDS, default="torch",

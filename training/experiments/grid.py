@@ -358,7 +358,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training config every run starts from")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: experiments/<set name>)")
-    parser.add_argument("--only", default="", help="comma-separated run names to run")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated run names to run (default: every run)")
     parser.add_argument("--list", action="store_true", help="print the grid's runs and exit")
     parser.add_argument("--eval-clips", type=int, default=d.num_eval_clips,
                         help="evenly spaced clips per test video (video accuracy)")
@@ -381,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
         out = args.out or Path("experiments") / set_config.name
         eval_config = EvalConfig(batch_size=args.eval_batch_size, num_workers=args.eval_workers,
                                  num_eval_clips=args.eval_clips)
-        only = [n.strip() for n in args.only.split(",") if n.strip()]
+        only = [n.strip() for n in (args.only or "").split(",") if n.strip()]
         if not out.exists():
             check_creatable(out)  # before hours of training, not when the tables are written
         outcome = run_grid(args.config, out, args.train_config, args.overrides, only,

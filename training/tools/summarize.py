@@ -40,13 +40,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "one; never one of the set's files)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     parser.add_argument("--check-videos", action="store_true",
-                        help="open every present video to count unreadable ones (slow)")
+                        help="decode every present video and frame folder to count the unreadable, "
+                             "past-end and short ones (slow)")
     parser.add_argument("--splits", nargs="+", default=list(SPLIT_NAMES), choices=SPLIT_NAMES,
                         help="splits to summarize")
     parser.add_argument("--show", type=_count, default=3,
                         help="how many missing/unreadable paths to name per split")
-    parser.add_argument("--clip-length", type=_count, default=32,
+    parser.add_argument("--clip-length", type=_clip_length, default=32,
                         help="bag sources: count the clips of this many frames per class")
+
+
+def _clip_length(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("a clip holds at least 1 frame, got 0")
+    return value
 
 
 def _count(text: str) -> int:
@@ -207,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
             check_out_file(args.json, args.overwrite, set_config.inputs(), option="--json",
                            kind="json", writer=JSON_WRITER)
         summary = summarize(set_config, list(args.splits), args.check_videos, args.show,
-                            max(args.clip_length, 1))
+                            args.clip_length)
     except (SettingsError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
