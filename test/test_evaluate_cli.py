@@ -82,6 +82,24 @@ def test_scores_match_the_model_run_by_hand(setup: tuple[Path, Path], tmp_path: 
     assert data["cumulative_clip_accuracy"] == pytest.approx(correct / total)
 
 
+def test_autocast_is_ignored_on_the_cpu_as_the_node_ignores_it(
+        setup: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`evaluate --autocast bf16` on the CPU ran bfloat16 while the node and evaluate_bag
+    run float32 there: the same checkpoint scored differently by the two tools."""
+    set_file, checkpoint = setup
+    results = {}
+    for mode in ("none", "bf16"):
+        out = tmp_path / f"{mode}.json"
+        with caplog.at_level("WARNING"):
+            assert main(["evaluate", "--checkpoint", str(checkpoint), "--config",
+                         str(set_file), "--json", str(out), "--num-eval-clips", "2",
+                         "--autocast", mode]) == 0
+        results[mode] = json.loads(out.read_text())
+    assert "autocast bf16 ignored on cpu: running float32" in caplog.text
+    for task in CLASSES:
+        assert results["bf16"]["tasks"][task] == results["none"]["tasks"][task]
+
+
 def test_refusals_exit_2(setup: tuple[Path, Path], tmp_path: Path,
                          capsys: pytest.CaptureFixture[str]) -> None:
     set_file, checkpoint = setup

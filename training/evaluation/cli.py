@@ -33,7 +33,7 @@ from mtl_perception.checkpoint import (
     atomic_write,
     load_checkpoint,
 )
-from mtl_perception.deploy.device import DeviceError, resolve_device
+from mtl_perception.deploy.device import DeviceError, check_autocast, resolve_device
 from mtl_perception.deploy.load import is_exported, load_engine, read_model_info
 from mtl_perception.deploy.registry import BACKEND_NAMES as BACKENDS
 from mtl_perception.exits import float_in
@@ -73,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch device: cpu, cuda, cuda:1, ..., or auto (the GPU when "
                              "there is one)")
     parser.add_argument("--autocast", choices=("none", "bf16", "fp16"), default=d.autocast,
-                        help="mixed precision for the forward pass")
+                        help="mixed precision for the forward pass on a GPU (ignored on the "
+                             "CPU, as the node ignores it)")
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="inference engine of the forward pass, as the node's `backend`")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="clips per forward")
@@ -166,16 +167,23 @@ def run(args: argparse.Namespace) -> int:
             raise EvaluateUsageError(f"{args.checkpoint} is an exported model: score it with "
                                      "--backend onnxruntime, openvino or tensorrt")
         frame_step = args.frame_step if args.frame_step is not None else trained_frame_step(info)
-        config = EvalConfig(
-            batch_size=args.batch_size, num_workers=args.num_workers,
-            max_videos=args.max_videos, video_accuracy=not args.no_video,
-            num_eval_clips=args.num_eval_clips, frame_step=frame_step,
-            autocast=args.autocast, temporal_sampling=trained_temporal_sampling(info),
-        )
         try:
             device = resolve_device(args.device)
         except DeviceError as exc:
             raise EvaluateUsageError(f"--device: {exc}") from exc
+        try:  # as the node and evaluate_bag run it: mixed precision on a GPU only, so a
+            # CPU's figures are float32's whatever --autocast says (one line when ignored)
+            autocast, ignored = check_autocast(args.autocast, device)
+        except DeviceError as exc:
+            raise EvaluateUsageError(f"--autocast: {exc}") from exc
+        if ignored is not None:
+            LOG.warning("%s", ignored)
+        config = EvalConfig(
+            batch_size=args.batch_size, num_workers=args.num_workers,
+            max_videos=args.max_videos, video_accuracy=not args.no_video,
+            num_eval_clips=args.num_eval_clips, frame_step=frame_step,
+            autocast=autocast, temporal_sampling=trained_temporal_sampling(info),
+        )
         if args.json is not None:  # before any work; never over what this run reads
             check_out_file(args.json, args.overwrite, [args.checkpoint, args.config],
                            option="--json")
