@@ -48,7 +48,13 @@ from training.datasets.none_clips import none_samples
 from training.datasets.sample import LabelledSplit
 from training.datasets.sets import SPLIT_NAMES, SetConfig, build_task_split, load_set
 from training.evaluation.engine_model import EngineModel
-from training.evaluation.scoring import EvalConfig, EvaluationError, EvaluationResult, Evaluator
+from training.evaluation.scoring import (
+    EvalConfig,
+    EvaluationError,
+    EvaluationResult,
+    Evaluator,
+    Precision,
+)
 
 LOG = logging.getLogger(__name__)
 JSON_WRITER = "python -m training evaluate"
@@ -182,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, num_workers=args.num_workers,
             max_videos=args.max_videos, video_accuracy=not args.no_video,
             num_eval_clips=args.num_eval_clips, frame_step=frame_step,
-            autocast=autocast, temporal_sampling=trained_temporal_sampling(info),
+            autocast=cast(Precision, autocast),  # one of AUTOCAST_MODES: checked above
+            temporal_sampling=trained_temporal_sampling(info),
         )
         if args.json is not None:  # before any work; never over what this run reads
             check_out_file(args.json, args.overwrite, [args.checkpoint, args.config],
