@@ -73,6 +73,7 @@ __all__ = [
     "finish",
     "input_holding",
     "prepare",
+    "refuse_inside_an_output",
     "remove_leftover",
     "staged",
     "why_not_ours",
@@ -100,7 +101,7 @@ def check_out(out: Path, owner: Owner, overwrite: bool, inputs: Iterable[Path] =
     target = normal_path(out)
     if here == target or target in here.parents:  # the swap renames out: the shell is left
         raise OutputError(f"{opt} {out} holds the current folder; run from elsewhere")
-    _refuse_inside_an_output(out, opt)
+    refuse_inside_an_output(out, opt)
     _check_name_length(out, owner)
     if not out.exists():
         check_creatable(out, opt)
@@ -154,7 +155,7 @@ def check_out_file(out: Path, overwrite: bool, inputs: Iterable[Path] = (),
                           "it (choose another file)")
     if out.is_symlink():
         raise OutputError(f"{option} {out} is a symbolic link; give the file itself")
-    _refuse_inside_an_output(out, option)
+    refuse_inside_an_output(out, option)
     if out.exists():
         if not out.is_file():
             raise OutputError(f"{option} {out} exists and is not a regular file")
@@ -172,7 +173,7 @@ def check_out_file(out: Path, overwrite: bool, inputs: Iterable[Path] = (),
     check_creatable(out, option)
 
 
-def _refuse_inside_an_output(out: Path, option: str) -> None:
+def refuse_inside_an_output(out: Path, option: str) -> None:
     """`out` may not lie inside an earlier output of any of this project's commands (a
     folder with its manifest): the file or folder written there would make that output
     unprovable, so its command could never replace it again."""

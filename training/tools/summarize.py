@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from mtl_perception.exits import int_in
 from mtl_perception.fileio import atomic_write_text
 from mtl_perception.outputs import WRITTEN_BY, OutputError, check_out_file
 from mtl_perception.settings import SettingsError
@@ -44,27 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "past-end and short ones (slow)")
     parser.add_argument("--splits", nargs="+", default=list(SPLIT_NAMES), choices=SPLIT_NAMES,
                         help="splits to summarize")
-    parser.add_argument("--show", type=_count, default=3,
+    parser.add_argument("--show", type=int_in(0, 10_000), default=3,
                         help="how many missing/unreadable paths to name per split")
-    parser.add_argument("--clip-length", type=_clip_length, default=32,
+    parser.add_argument("--clip-length", type=int_in(1, 10_000), default=32,
                         help="bag sources: count the clips of this many frames per class")
-
-
-def _clip_length(text: str) -> int:
-    value = _count(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("a clip holds at least 1 frame, got 0")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 0 <= value <= 10_000:
-        raise argparse.ArgumentTypeError(f"must be in 0..10000, got {value}")
-    return value
 
 
 def summarize_split(split: LabelledSplit, check: bool, show: int, clip_length: int = 32

@@ -47,7 +47,7 @@ from mtl_perception.checkpoint import (
 )
 from mtl_perception.exits import one_line
 from mtl_perception.fileio import require_regular_file
-from mtl_perception.manifest import enclosing_output
+from mtl_perception.outputs import OutputError, refuse_inside_an_output
 
 RUN_FILE = "run.json"
 STATE_FILE = "resume.safetensors"
@@ -100,7 +100,7 @@ def check_new_run_dir(run_dir: Path, overwrite: bool, inputs: Iterable[str | Pat
     """May a new run go into `run_dir`? True when an earlier run of ours is to be replaced.
 
     Refuses a file, a folder inside another command's output (a synthetic set, a
-    bag, an evaluation: `enclosing_output`; the run's files would leave that output
+    bag, an evaluation: `outputs.refuse_inside_an_output`; the run's files would leave that output
     no longer provably its command's), a non-empty folder that is not a run, an
     earlier run unless `overwrite` (the user's consent), and `inputs` (the run's
     init, replay, pretrained and set files) at a name the run writes or deletes
@@ -109,12 +109,10 @@ def check_new_run_dir(run_dir: Path, overwrite: bool, inputs: Iterable[str | Pat
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir} exists and is not a folder")
-    enclosing = enclosing_output(run_dir)
-    if enclosing is not None:  # the run's files would make that output unprovable
-        folder, generator = enclosing
-        raise RunDirError(f"--out {run_dir} lies inside {folder}, an earlier {generator} "
-                          "output: writing there would leave that folder no longer provably "
-                          "its command's (choose a place outside it)")
+    try:  # the outputs' own check, raised as the run folder's error
+        refuse_inside_an_output(run_dir, "--out")
+    except OutputError as exc:
+        raise RunDirError(str(exc)) from None
     written = {os.path.realpath(run_dir / name) for name in RUN_OUTPUTS}
     for source in inputs:
         if os.path.realpath(source) in written:
