@@ -287,3 +287,18 @@ def test_the_default_training_config_exists() -> None:
 
     assert DEFAULT_TRAIN_CONFIG.is_file(), DEFAULT_TRAIN_CONFIG  # was training/config/...
     assert DEFAULT_TRAIN_CONFIG.parts[-3:] == ("config", "train", "paper.yaml")
+
+
+def test_only_left_out_means_every_run_and_help_says_so() -> None:
+    """--only's empty-string default printed "(default: )" in --help."""
+    import argparse
+
+    from mtl_perception.help_format import DefaultsHelpFormatter
+    from training.experiments.grid import add_arguments
+
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter)
+    add_arguments(parser)
+    assert parser.parse_args(["--config", "x.yaml"]).only is None
+    text = " ".join(parser.format_help().split())
+    assert "comma-separated run names to run (default: every run)" in text
+    assert "(default: )" not in text
