@@ -266,6 +266,23 @@ def test_a_decode_problem_is_reported_once_per_camera_and_kind() -> None:
     assert stats["b"].decode_errors == 2
 
 
+def test_a_stamp_with_nanosec_past_a_second_is_refused_not_renormalised() -> None:
+    # ROS 2 keeps whole seconds in sec: nanosec 1.5e9 is no valid time, and read as
+    # sec + nanosec it would have stamped results 1.5 s after a frame no one sent
+    reports: list[tuple[str, ImageDecodeError]] = []
+    pipeline = StreamPipeline(EchoModel(), INFO, on_error=lambda c, e: reports.append((c, e)))
+    for i in range(3):
+        bad = message(i, 0)
+        bad.header.stamp.sec, bad.header.stamp.nanosec = i, 1_500_000_000
+        assert not pipeline.push("a", bad)
+    assert pipeline.push("a", message(9, 900 * MS))  # a good frame still gets through
+    assert [(camera, e.kind) for camera, e in reports] == [("a", "stamp")]
+    assert "nanosec 1500000000 is not in 0..999999999" in str(reports[0][1])
+    stats = pipeline.stats().cameras["a"]
+    assert (stats.decode_errors, stats.frames_dropped, stats.frames_received,
+            stats.frames_sampled) == (3, 3, 4, 1)
+
+
 def test_live_settings_apply_others_are_refused_with_a_reason() -> None:
     config = StreamConfig(target_fps=10, inference_stride=1)
     pipeline, results = collect(

@@ -41,6 +41,7 @@ from mtl_perception.stream import (
     StreamStats,
     detect_events,
 )
+from mtl_perception.stream.decode import header_of, valid_stamp
 from mtl_perception.stream.events import resolve_source
 
 LOG = logging.getLogger("evaluate_bag")
@@ -262,10 +263,8 @@ def run_pipeline(
             if item is None:
                 break
             log_time, msg = item
-            stamp = msg.header.stamp
-            stamp_ns = int(stamp.sec) * 10**9 + int(stamp.nanosec)
-            if first_stamp is None:
-                first_stamp, first_log_time = stamp_ns, log_time
+            if first_stamp is None and valid_stamp(msg):  # push refuses an invalid one
+                first_stamp, first_log_time = header_of(msg).stamp_ns, log_time
             pipeline.push(camera, msg)
             if keep_log_times:  # the clips this message completed are logged at its time
                 log_times += [log_time] * (pipeline.clips_made(camera) - len(log_times))

@@ -129,6 +129,12 @@ class CameraState:
             self.counts["clips_made"] += 1
             return True, Queued(clip, self.epoch)
 
+    def refuse(self, msg: Any, exc: ImageDecodeError) -> None:
+        """Count a frame refused before sampling (its header); report its kind once."""
+        with self.lock:
+            self.counts["frames_received"] += 1
+            self._decode_failed(msg, exc)
+
     def restart(self) -> None:
         """Empty the buffer; clips cut from now on start smoothing afresh. Hold `lock`."""
         self.buffer.reset()

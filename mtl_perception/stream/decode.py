@@ -70,7 +70,7 @@ class ImageDecodeError(ValueError):
     `kind` groups errors so a caller can log once per source and kind rather
     than once per frame: "unsupported" (encoding or format we do not decode),
     "size" (fields that do not describe the data), "corrupt" (compressed data
-    that does not decode).
+    that does not decode), "stamp" (a header stamp that is no valid time).
     """
 
     def __init__(self, message: str, kind: str) -> None:
@@ -84,10 +84,23 @@ def is_compressed(msg: Any) -> bool:
 
 
 def header_of(msg: Any) -> FrameHeader:
-    """The message header as plain values (works for rclpy and rosbags messages)."""
+    """The message header as plain values (works for rclpy and rosbags messages).
+
+    Raises ImageDecodeError (kind "stamp") for a `nanosec` outside 0..999999999:
+    ROS 2 keeps whole seconds in `sec`, and such a stamp read as sec + nanosec
+    would give results a stamp no frame had."""
     header = msg.header
     stamp = header.stamp
-    return FrameHeader(int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec), str(header.frame_id))
+    nanosec = int(stamp.nanosec)
+    if not valid_stamp(msg):
+        raise ImageDecodeError(f"header stamp nanosec {nanosec} is not in 0..999999999 (not a "
+                               "valid ROS 2 time)", "stamp")
+    return FrameHeader(int(stamp.sec) * 1_000_000_000 + nanosec, str(header.frame_id))
+
+
+def valid_stamp(msg: Any) -> bool:
+    """Whether `header_of` takes the message's stamp."""
+    return 0 <= int(msg.header.stamp.nanosec) < 1_000_000_000
 
 
 def decode_image(msg: Any, rows: np.ndarray | None = None) -> np.ndarray:

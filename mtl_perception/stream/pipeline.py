@@ -155,9 +155,15 @@ class StreamPipeline:
         """Offer one Image/CompressedImage message; True when it was sampled into the buffer.
 
         Stamps are checked before decoding, so frames that the target rate does
-        not need cost nothing but the check.
+        not need cost nothing but the check. A stamp that is no valid time is refused
+        as an undecodable frame is (counted, reported once per camera).
         """
-        return self._push(camera, header_of(msg), msg, None)
+        try:
+            header = header_of(msg)
+        except ImageDecodeError as exc:
+            (self._cameras.get(camera) or self._add_camera(camera)).refuse(msg, exc)
+            return False
+        return self._push(camera, header, msg, None)
 
     def push_frame(self, camera: str, rgb: np.ndarray, header: FrameHeader) -> bool:
         """Offer an already decoded RGB uint8 frame (H, W, 3) (video files, tests, benchmarks)."""
