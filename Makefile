@@ -63,7 +63,9 @@ ros-env: setup
 # lr decay: about 440 CPU-s; why: docs/demo.md); DEMO_TRAIN adds overrides
 # (DEMO_TRAIN='clip.resize=[36,48] clip.crop=[36,48]': 1.4x less training
 # time, gesture accuracy about 6 points lower). The stream samples the 25 fps videos at
-# 25 / 4 = 6.25 fps to match (DEMO_STREAM). Add --write-bag to DEMO_EVAL for a
+# 25 / frame step to match, a clip every 2 sampled frames: the rate and stride fit-gate
+# chose the event settings at, which the checkpoint stores and evaluate_bag (and the
+# node) take as defaults; DEMO_STREAM adds stream settings. Add --write-bag to DEMO_EVAL for a
 # copy of the bag with the predictions (ros2 bag play, Foxglove).
 # The task gate (issue 17) is fitted afterwards on the trained model's frozen
 # features (`fit-gate`, written over best.safetensors: same task weights, plus
@@ -103,7 +105,7 @@ DEMO_TRAIN ?=
 DEMO_GATE ?=
 DEMO_EVENTS ?=
 DEMO_TRIMMED ?= 16
-DEMO_STREAM ?= target_fps=6.25 inference_stride=2
+DEMO_STREAM ?=
 DEMO_EVAL ?=
 
 demo: setup

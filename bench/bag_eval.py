@@ -56,7 +56,7 @@ TOPIC = "/camera/image_raw"
 # model and clip settings (keep in step).
 DEMO_SYNTH: list[str] = []
 DEMO_TRAIN: list[str] = []
-DEMO_STREAM = ["target_fps=6.25", "inference_stride=2"]
+DEMO_STREAM: list[str] = []  # the checkpoint's stored rate and stride (fit-gate's)
 MODELS: dict[str, tuple[ModelConfig, PreprocessConfig]] = {
     "demo_model": (ModelConfig(method="hps", width=8, trainable_stages=5, num_classes=(7, 8),
                                frame_differences=True),

@@ -31,7 +31,7 @@ from typing import Any
 from hostinfo import cpu_model, report
 
 ROOT = Path(__file__).resolve().parents[1]
-STREAM = ["target_fps=6.25", "inference_stride=2"]  # the Makefile's DEMO_STREAM
+STREAM: list[str] = []  # the Makefile's DEMO_STREAM: the checkpoint's stored rate and stride
 TRIMMED = ["--with-trimmed", "4"]  # DEMO_TRIMMED: whole trimmed test videos in the session bag
 
 

@@ -44,7 +44,7 @@ from mtl_perception.bag.untrimmed import GESTURE, emitted, gesture_event_metrics
 from mtl_perception.stream.decisions import candidates
 from mtl_perception.stream.events import detect_events
 
-STREAM = ["target_fps=6.25", "inference_stride=2"]  # the demo's: 25 fps, frame step 4
+STREAM: list[str] = []  # as the demo: the rate and stride stored by fit-gate (25 fps / step, 2)
 
 
 def test_bag(set_path: Path, work: Path, trimmed: int) -> Path:
@@ -141,7 +141,7 @@ def one_seed(checkpoint: Path, set_path: Path, bag: Path, work: Path,
         composed, gated, work / f"{checkpoint.parent.name}_composed_eval")[1]
     return {"checkpoint": str(checkpoint), "fit_gate_cpu_s": cpu_s, "composed": joined,
             "settings": {k: getattr(evaluation.config, k) for k in (
-                "event_threshold", "event_hysteresis", "event_min_s", "event_smoothing",
+                "target_fps", "inference_stride", "event_threshold", "event_hysteresis", "event_min_s", "event_smoothing",
                 "event_ema_alpha", "event_switch_prob", "event_class_weights")},
             **figures, "task_confusion": evaluation.metrics["task_confusion"]}
 

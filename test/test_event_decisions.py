@@ -21,9 +21,11 @@ from mtl_perception.stream.config import StreamConfigError
 from mtl_perception.stream.decisions import (
     PROVENANCE_KEY,
     explicit_settings,
+    tuned_stream,
     with_stored_decisions,
 )
 from mtl_perception.stream.events import EventSettings, smooth_activity
+from mtl_perception.stream.rate import choose_target_fps
 
 CLASSES = ("left", "right", "stop")
 STEP_NS = 100_000_000
@@ -244,6 +246,41 @@ def test_bad_stored_decisions_are_one_clear_error() -> None:
 def test_bad_decision_settings_are_refused(name: str, value: object) -> None:
     with pytest.raises(StreamConfigError, match=name):
         StreamConfig(**{name: value})  # type: ignore[arg-type]
+
+
+TUNED = {**STORED, "chosen_on": {"stream": {"target_fps": 8.333, "inference_stride": 2}}}
+
+
+def test_the_rate_and_stride_the_settings_were_chosen_at_are_the_defaults() -> None:
+    # fit-gate chose the settings on a stream at 25 fps / frame step 3, a clip every 2
+    # sampled frames; StreamConfig's defaults are 15 fps and 8
+    config, line = with_stored_decisions(StreamConfig(), info(TUNED), set())
+    assert (config.inference_stride, config.event_threshold) == (2, 0.8)
+    assert line is not None and "inference_stride=2" in line
+    config, line = choose_target_fps(StreamConfig(), info(TUNED), explicit=False)
+    assert config.target_fps == 8.333
+    assert line is not None and "target_fps 8.333 (not 15)" in line
+    assert "3.72 s" in line  # 31 frame periods at 8.333 fps
+    # the user's own values win; a max_softmax stream takes neither stored setting
+    given = StreamConfig(inference_stride=4)
+    assert with_stored_decisions(given, info(TUNED), explicit_settings(given))[0] == \
+        dataclasses.replace(given, event_threshold=0.8, event_smoothing="hmm",
+                            event_switch_prob=0.05, event_class_weights="activity")
+    assert choose_target_fps(StreamConfig(target_fps=25), info(TUNED), True)[0].target_fps == 25
+    baseline = StreamConfig(event_source="max_softmax")
+    assert with_stored_decisions(baseline, info(TUNED), set()) == (baseline, None)
+
+
+@pytest.mark.parametrize("stream", [None, "8.3 fps", {"target_fps": True, "inference_stride": 2.0},
+                                    {"target_fps": float("nan"), "inference_stride": 0},
+                                    {"target_fps": -6.25, "inference_stride": "2"}])
+def test_an_unusable_chosen_on_stream_changes_nothing(stream: object) -> None:
+    stored = {**STORED, "chosen_on": {"stream": stream}}
+    assert tuned_stream(info(stored)) == (None, None)
+    config, _ = with_stored_decisions(StreamConfig(), info(stored), set())
+    assert config.inference_stride == StreamConfig().inference_stride
+    assert choose_target_fps(StreamConfig(), info(stored), explicit=False) == (
+        StreamConfig(), None)
 
 
 def test_stored_decisions_read_back_from_a_checkpoint_file(tmp_path) -> None:

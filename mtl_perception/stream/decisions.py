@@ -16,7 +16,9 @@ carries them too. Whoever builds the stream settings (the node at configure,
 `evaluate_bag`) passes them through `with_stored_decisions`: each stored
 setting replaces the stream's value unless the user gave that setting
 (`explicit`: named on the command line, or different from StreamConfig's
-default in a file or parameter). They were chosen for the gate's activity:
+default in a file or parameter); with them comes the `inference_stride` they
+were chosen at (`chosen_on.stream`; the rate: `stream/rate.py`), since the
+smoothing and the durations count clips. They were chosen for the gate's activity:
 when the stream's events come from another source (`event_source:
 max_softmax`), none of them applies. A checkpoint without them (the paper's
 models, every model trained before issue 24) changes nothing.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -49,6 +52,23 @@ def _stored(info: CheckpointInfo) -> Mapping[str, Any]:
         raise StreamConfigError(f"the checkpoint's stored {PROVENANCE_KEY} is not a JSON "
                                 f"object (got {type(stored).__name__})")
     return stored
+
+
+def tuned_stream(info: CheckpointInfo) -> tuple[float | None, int | None]:
+    """The stream rate and stride the stored settings were chosen at (`chosen_on.stream`:
+    fit-gate's sessions' fps / the trained frame step, its --inference-stride); each None
+    when absent or not a usable number (the key is information, written by fit-gate)."""
+    chosen_on = _stored(info).get("chosen_on")
+    stream = chosen_on.get("stream") if isinstance(chosen_on, Mapping) else None
+    if not isinstance(stream, Mapping):
+        return None, None
+    fps, stride = stream.get("target_fps"), stream.get("inference_stride")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (
+            math.isfinite(fps) and fps > 0):
+        fps = None
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        stride = None
+    return (None if fps is None else float(fps)), stride
 
 
 def stored_decisions(info: CheckpointInfo) -> dict[str, Any]:
@@ -80,6 +100,10 @@ def with_stored_decisions(config: StreamConfig, info: CheckpointInfo, explicit: 
         return config, None
     given = set(explicit)
     taken = {k: v for k, v in stored.items() if k not in given}
+    # Smoothing and durations count clips: they hold at the stride they were chosen at.
+    stride = tuned_stream(info)[1]
+    if taken and stride is not None and "inference_stride" not in given:
+        taken["inference_stride"] = stride
     if not taken:
         return config, None
     try:

@@ -13,7 +13,11 @@ rate from recording to robot (`provenance.stream`, training/train/provenance.py)
 its clips took every `frame_step`-th frame of the topic sampled at
 `source_fps`, so the stream samples at `stream.target_fps` = source_fps /
 frame_step by default, and `rate_warning` says so once when another rate is
-set. Other consecutive-sampled models keep the setting as it is.
+set. A consecutive-sampled model with neither, whose gesture events' settings
+`fit-gate` chose and stored, samples at the rate they were chosen at
+(`stream_defaults.chosen_on.stream.target_fps`: its sessions' fps / the
+trained frame step, which is the training rate when the set's videos share
+the sessions' rate, as a synthetic set's do). Other models keep the setting.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import replace
 
 from mtl_perception.checkpoint import CheckpointInfo
 from mtl_perception.stream.config import StreamConfig, StreamConfigError
+from mtl_perception.stream.decisions import tuned_stream
 
 # The node's target_fps parameter range: a rate outside it is clamped to it.
 MIN_FPS, MAX_FPS = 0.5, 240.0
@@ -33,8 +38,11 @@ def trained_target_fps(info: CheckpointInfo, clip_length: int) -> float | None:
     the model was not trained with uniform sampling or the checkpoint has no span."""
     provenance = info.provenance
     recorded = recorded_stream_fps(info)
-    if recorded is not None and provenance.get("temporal_sampling", "consecutive") == "consecutive":
-        return recorded
+    if provenance.get("temporal_sampling", "consecutive") == "consecutive":
+        if recorded is not None:
+            return recorded
+        tuned = tuned_stream(info)[0]
+        return None if tuned is None else min(max(tuned, MIN_FPS), MAX_FPS)
     span = provenance.get("clip_span_s")
     if provenance.get("temporal_sampling") != "uniform" or isinstance(span, bool):
         return None
@@ -69,24 +77,28 @@ def rate_warning(config: StreamConfig, info: CheckpointInfo) -> str | None:
 
 def choose_target_fps(config: StreamConfig, info: CheckpointInfo, explicit: bool
                       ) -> tuple[StreamConfig, str | None]:
-    """`config` with the uniform-sampled model's rate unless the user set one (`explicit`);
+    """`config` with the model's trained rate (`trained_target_fps`) unless the user set
+    one (`explicit`);
     the one log line saying what was chosen and why, or None when nothing changed."""
     clip_length = config.resolved_clip_length(info.preprocess.clip_length)
     fps = trained_target_fps(info, clip_length)
     if fps is None or explicit:
         return config, None
     recorded = recorded_stream_fps(info)
-    span = ((clip_length - 1) / recorded if recorded is not None
-            else float(info.provenance["clip_span_s"]))
+    uniform = info.provenance.get("temporal_sampling") == "uniform"
+    span = (float(info.provenance["clip_span_s"]) if uniform
+            else (clip_length - 1) / (recorded if recorded is not None else fps))
     try:
         chosen = replace(config, target_fps=round(fps, 3))
     except StreamConfigError as exc:  # e.g. max_gap_s shorter than the new period
         raise StreamConfigError(
-            f"the checkpoint's uniform-sampled clips span {span:.2f} s, so target_fps would be "
+            f"the checkpoint's clips span {span:.2f} s, so target_fps would be "
             f"{fps:.3f}, but {exc}; set target_fps (or max_gap_s) explicitly"
         ) from exc
-    how = (f"clips of consecutive sampled frames over {span:.2f} s" if recorded is not None
-           else f"clips spread uniformly over {span:.2f} s (median)")
+    how = (f"clips spread uniformly over {span:.2f} s (median)" if uniform
+           else f"clips of consecutive sampled frames over {span:.2f} s" if recorded is not None
+           else f"clips of consecutive frames over {span:.2f} s (the rate its stored event "
+                "settings were chosen at)")
     line = (f"target_fps {chosen.target_fps:g} (not {config.target_fps:g}): the model was trained "
             f"on {how}, so {clip_length} frames "
             f"cover the same span here; set target_fps to override")

@@ -16,8 +16,8 @@ The whole loop of docs/own-gestures.md, on synthetic recordings:
    every task and class of the demo model is kept, the gesture head gains a row;
 4. `fit-gate` on the fine-tuned checkpoint with the same set (the bags'
    unlabelled time is the gate's `none`): a gated, deployable checkpoint;
-5. `evaluate_bag` on the held-out bag (at the rate the checkpoint records,
-   25 / frame_step 4 = 6.25 fps, no setting needed) and print the new class's
+5. `evaluate_bag` on the held-out bag (at the rate and stride the checkpoint
+   records, 25 fps / the trained frame step, no setting needed) and print the new class's
    accuracy next to the old classes' and to what the demo model scored before;
    `--result FILE` writes the figures as JSON (bench/results/teach.json).
 
@@ -46,7 +46,6 @@ from training.synthetic.motions import EXTRA_GESTURE_CLASSES
 
 NEW = EXTRA_GESTURE_CLASSES[0]
 CPU_SMALL = Path(__file__).resolve().parents[2] / "config" / "train" / "cpu_small.yaml"
-STREAM = ["target_fps=6.25", "inference_stride=2"]  # the demo's: 25 fps / frame_step 4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,8 +161,7 @@ def held_out(checkpoint: Path, teach: Path, name: str, gestures: list[str], thre
     out = teach / f"evaluation_{name}"
     code = evaluate_bag(["--bag", str(teach / "test_bag"), "--checkpoint", str(checkpoint),
                          "--labels", str(labels), "--out", str(out), "--overwrite",
-                         "--no-progress", "--threads", str(threads), "--set",
-                         *(STREAM if name == "before" else STREAM[1:])])
+                         "--no-progress", "--threads", str(threads)])  # rate: the checkpoint's
     if code != 0:
         return None
     return dict(json.loads((out / "metrics.json").read_text())["gesture"])
