@@ -25,7 +25,7 @@ from mtl_perception.stream.decisions import (
     with_stored_decisions,
 )
 from mtl_perception.stream.events import EventSettings, smooth_activity
-from mtl_perception.stream.rate import choose_target_fps
+from mtl_perception.stream.rate import choose_target_fps, rate_warning
 
 CLASSES = ("left", "right", "stop")
 STEP_NS = 100_000_000
@@ -267,6 +267,9 @@ def test_the_rate_and_stride_the_settings_were_chosen_at_are_the_defaults() -> N
         dataclasses.replace(given, event_threshold=0.8, event_smoothing="hmm",
                             event_switch_prob=0.05, event_class_weights="activity")
     assert choose_target_fps(StreamConfig(target_fps=25), info(TUNED), True)[0].target_fps == 25
+    warning = rate_warning(StreamConfig(target_fps=25), info(TUNED))  # said once, at start
+    assert warning is not None and "chosen (fit-gate) on a stream at 8.333 fps" in warning
+    assert rate_warning(StreamConfig(target_fps=8.333), info(TUNED)) is None
     baseline = StreamConfig(event_source="max_softmax")
     assert with_stored_decisions(baseline, info(TUNED), set()) == (baseline, None)
 

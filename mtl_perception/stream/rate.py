@@ -62,9 +62,13 @@ def recorded_stream_fps(info: CheckpointInfo) -> float | None:
 
 
 def rate_warning(config: StreamConfig, info: CheckpointInfo) -> str | None:
-    """One line when the stream samples at another rate than the recorded training rate."""
+    """One line when the stream samples at another rate than the recorded training rate
+    (or, for a consecutive-sampled model without one, than the rate its stored event
+    settings were chosen at)."""
     fps = recorded_stream_fps(info)
-    if fps is None or abs(config.target_fps - fps) <= 0.01 * fps:
+    if fps is None:
+        return _tuned_rate_warning(config, info)
+    if abs(config.target_fps - fps) <= 0.01 * fps:
         return None
     stream = info.provenance["stream"]
     frames = config.resolved_clip_length(info.preprocess.clip_length)
@@ -73,6 +77,17 @@ def rate_warning(config: StreamConfig, info: CheckpointInfo) -> str | None:
             f"frame ({stream.get('clip_span_s')} s per clip), so {fps:g} fps shows it the motion "
             f"it learned; at {config.target_fps:g} its clips span "
             f"{(frames - 1) / config.target_fps:.2f} s")
+
+
+def _tuned_rate_warning(config: StreamConfig, info: CheckpointInfo) -> str | None:
+    if info.provenance.get("temporal_sampling", "consecutive") != "consecutive":
+        return None
+    fps = tuned_stream(info)[0]
+    if fps is None or abs(config.target_fps - fps) <= 0.01 * fps:
+        return None
+    return (f"target_fps {config.target_fps:g}: the checkpoint's gesture event settings were "
+            f"chosen (fit-gate) on a stream at {fps:g} fps, the rate the model was trained at; "
+            "at another rate its clips span another time and the settings' timing changes")
 
 
 def choose_target_fps(config: StreamConfig, info: CheckpointInfo, explicit: bool
