@@ -141,8 +141,9 @@ def one_seed(checkpoint: Path, set_path: Path, bag: Path, work: Path,
         composed, gated, work / f"{checkpoint.parent.name}_composed_eval")[1]
     return {"checkpoint": str(checkpoint), "fit_gate_cpu_s": cpu_s, "composed": joined,
             "settings": {k: getattr(evaluation.config, k) for k in (
-                "target_fps", "inference_stride", "event_threshold", "event_hysteresis", "event_min_s", "event_smoothing",
-                "event_ema_alpha", "event_switch_prob", "event_class_weights")},
+                "target_fps", "inference_stride", "event_threshold", "event_hysteresis",
+                "event_min_s", "event_smoothing", "event_ema_alpha", "event_switch_prob",
+                "event_class_weights")},
             **figures, "task_confusion": evaluation.metrics["task_confusion"]}
 
 
