@@ -21,11 +21,11 @@ from mtl_perception.stream.config import StreamConfigError
 from mtl_perception.stream.decisions import (
     PROVENANCE_KEY,
     explicit_settings,
-    tuned_stream,
+    tuned_stride,
     with_stored_decisions,
 )
 from mtl_perception.stream.events import EventSettings, smooth_activity
-from mtl_perception.stream.rate import choose_target_fps, rate_warning
+from mtl_perception.stream.rate import choose_target_fps, rate_warning, tuned_stream_fps
 
 CLASSES = ("left", "right", "stop")
 STEP_NS = 100_000_000
@@ -279,7 +279,7 @@ def test_the_rate_and_stride_the_settings_were_chosen_at_are_the_defaults() -> N
                                     {"target_fps": -6.25, "inference_stride": "2"}])
 def test_an_unusable_chosen_on_stream_changes_nothing(stream: object) -> None:
     stored = {**STORED, "chosen_on": {"stream": stream}}
-    assert tuned_stream(info(stored)) == (None, None)
+    assert (tuned_stream_fps(info(stored)), tuned_stride(info(stored))) == (None, None)
     config, _ = with_stored_decisions(StreamConfig(), info(stored), set())
     assert config.inference_stride == StreamConfig().inference_stride
     assert choose_target_fps(StreamConfig(), info(stored), explicit=False) == (

@@ -12,6 +12,7 @@ results); push minus inference is decoding + preprocessing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -41,7 +42,7 @@ from mtl_perception.stream import (
     StreamStats,
     detect_events,
 )
-from mtl_perception.stream.decode import header_of, valid_stamp
+from mtl_perception.stream.decode import header_of
 from mtl_perception.stream.events import resolve_source
 
 LOG = logging.getLogger("evaluate_bag")
@@ -263,8 +264,9 @@ def run_pipeline(
             if item is None:
                 break
             log_time, msg = item
-            if first_stamp is None and valid_stamp(msg):  # push refuses an invalid one
-                first_stamp, first_log_time = header_of(msg).stamp_ns, log_time
+            if first_stamp is None:  # an invalid stamp raises: push refuses that frame too
+                with contextlib.suppress(ImageDecodeError):
+                    first_stamp, first_log_time = header_of(msg).stamp_ns, log_time
             pipeline.push(camera, msg)
             if keep_log_times:  # the clips this message completed are logged at its time
                 log_times += [log_time] * (pipeline.clips_made(camera) - len(log_times))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -54,21 +53,21 @@ def _stored(info: CheckpointInfo) -> Mapping[str, Any]:
     return stored
 
 
-def tuned_stream(info: CheckpointInfo) -> tuple[float | None, int | None]:
-    """The stream rate and stride the stored settings were chosen at (`chosen_on.stream`:
-    fit-gate's sessions' fps / the trained frame step, its --inference-stride); each None
-    when absent or not a usable number (the key is information, written by fit-gate)."""
+def chosen_on_stream(info: CheckpointInfo) -> Mapping[str, Any]:
+    """The stream the stored settings were chosen on (`chosen_on.stream`: fit-gate's
+    sessions' fps / the trained frame step, its --inference-stride); {} when absent.
+    Information written by fit-gate: each reader checks the value it takes."""
     chosen_on = _stored(info).get("chosen_on")
     stream = chosen_on.get("stream") if isinstance(chosen_on, Mapping) else None
-    if not isinstance(stream, Mapping):
-        return None, None
-    fps, stride = stream.get("target_fps"), stream.get("inference_stride")
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (
-            math.isfinite(fps) and fps > 0):
-        fps = None
+    return stream if isinstance(stream, Mapping) else {}
+
+
+def tuned_stride(info: CheckpointInfo) -> int | None:
+    """The `inference_stride` the stored settings were chosen at; None if not usable."""
+    stride = chosen_on_stream(info).get("inference_stride")
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        stride = None
-    return (None if fps is None else float(fps)), stride
+        return None
+    return stride
 
 
 def stored_decisions(info: CheckpointInfo) -> dict[str, Any]:
@@ -101,7 +100,7 @@ def with_stored_decisions(config: StreamConfig, info: CheckpointInfo, explicit: 
     given = set(explicit)
     taken = {k: v for k, v in stored.items() if k not in given}
     # Smoothing and durations count clips: they hold at the stride they were chosen at.
-    stride = tuned_stream(info)[1]
+    stride = tuned_stride(info)
     if taken and stride is not None and "inference_stride" not in given:
         taken["inference_stride"] = stride
     if not taken:

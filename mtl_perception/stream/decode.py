@@ -92,15 +92,10 @@ def header_of(msg: Any) -> FrameHeader:
     header = msg.header
     stamp = header.stamp
     nanosec = int(stamp.nanosec)
-    if not valid_stamp(msg):
+    if not 0 <= nanosec < 1_000_000_000:
         raise ImageDecodeError(f"header stamp nanosec {nanosec} is not in 0..999999999 (not a "
                                "valid ROS 2 time)", "stamp")
     return FrameHeader(int(stamp.sec) * 1_000_000_000 + nanosec, str(header.frame_id))
-
-
-def valid_stamp(msg: Any) -> bool:
-    """Whether `header_of` takes the message's stamp."""
-    return 0 <= int(msg.header.stamp.nanosec) < 1_000_000_000
 
 
 def decode_image(msg: Any, rows: np.ndarray | None = None) -> np.ndarray:

@@ -27,7 +27,7 @@ from dataclasses import replace
 
 from mtl_perception.checkpoint import CheckpointInfo
 from mtl_perception.stream.config import StreamConfig, StreamConfigError
-from mtl_perception.stream.decisions import tuned_stream
+from mtl_perception.stream.decisions import chosen_on_stream
 
 # The node's target_fps parameter range: a rate outside it is clamped to it.
 MIN_FPS, MAX_FPS = 0.5, 240.0
@@ -41,8 +41,7 @@ def trained_target_fps(info: CheckpointInfo, clip_length: int) -> float | None:
     if provenance.get("temporal_sampling", "consecutive") == "consecutive":
         if recorded is not None:
             return recorded
-        tuned = tuned_stream(info)[0]
-        return None if tuned is None else min(max(tuned, MIN_FPS), MAX_FPS)
+        return tuned_stream_fps(info)
     span = provenance.get("clip_span_s")
     if provenance.get("temporal_sampling") != "uniform" or isinstance(span, bool):
         return None
@@ -55,7 +54,18 @@ def trained_target_fps(info: CheckpointInfo, clip_length: int) -> float | None:
 def recorded_stream_fps(info: CheckpointInfo) -> float | None:
     """`provenance.stream.target_fps` (bag-source training), if a usable number."""
     stream = info.provenance.get("stream")
-    fps = stream.get("target_fps") if isinstance(stream, dict) else None
+    return _usable_fps(stream.get("target_fps") if isinstance(stream, dict) else None)
+
+
+def tuned_stream_fps(info: CheckpointInfo) -> float | None:
+    """The rate the stored event settings were chosen at (`chosen_on.stream.target_fps`),
+    if a usable number."""
+    return _usable_fps(chosen_on_stream(info).get("target_fps"))
+
+
+def _usable_fps(fps: object) -> float | None:
+    """A rate read from a checkpoint's JSON, clamped to the node's range; None unless a
+    finite positive number."""
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps):
         return None
     return min(max(float(fps), MIN_FPS), MAX_FPS) if fps > 0 else None
@@ -82,7 +92,7 @@ def rate_warning(config: StreamConfig, info: CheckpointInfo) -> str | None:
 def _tuned_rate_warning(config: StreamConfig, info: CheckpointInfo) -> str | None:
     if info.provenance.get("temporal_sampling", "consecutive") != "consecutive":
         return None
-    fps = tuned_stream(info)[0]
+    fps = tuned_stream_fps(info)
     if fps is None or abs(config.target_fps - fps) <= 0.01 * fps:
         return None
     return (f"target_fps {config.target_fps:g}: the checkpoint's gesture event settings were "
